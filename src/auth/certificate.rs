@@ -1,0 +1,1 @@
+//! Taskcluster temporary credentials (`ext.certificate`). (Being written.)

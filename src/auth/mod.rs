@@ -1,0 +1,81 @@
+//! Authentication (who is calling) and authorization (may they do this).
+//!
+//! Two backends behind one enum, chosen by configuration:
+//! - `local`: Hawk verified here against configured clients, including
+//!   Taskcluster temporary credentials and `authorizedScopes`;
+//! - `taskcluster`: the request is forwarded to Taskcluster's `authenticateHawk`.
+//!
+//! Both produce a [`Caller`]; scope checks (`scopes`) are the same for both.
+
+pub mod certificate;
+pub mod hawk_header;
+pub mod local;
+pub mod nonce;
+pub mod scopes;
+pub mod taskcluster;
+
+use crate::domain::ClientId;
+
+/// The parts of an HTTP request that a Hawk signature covers.
+#[derive(Debug, Clone)]
+pub struct HawkRequest {
+    /// Upper-case HTTP method, e.g. `POST`.
+    pub method: String,
+    /// Path and query exactly as received.
+    pub resource: String,
+    /// The Host header's name, lower-cased, without the port.
+    pub host: String,
+    /// The port the client addressed.
+    pub port: u16,
+    /// The full `Authorization` header, if any.
+    pub authorization: Option<String>,
+}
+
+/// An authenticated caller.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub client_id: ClientId,
+    pub scopes: Vec<String>,
+}
+
+impl Caller {
+    pub fn has_scope(&self, required: &str) -> bool {
+        scopes::satisfies(&self.scopes, required)
+    }
+}
+
+/// Why a request was not authenticated. `Refused` answers 403 with its text as
+/// `detail`; `Unavailable` answers 503.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    #[error("{0}")]
+    Refused(String),
+    #[error("authentication service unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// The configured authentication backend.
+pub enum Authenticator {
+    Local(local::LocalAuth),
+    Taskcluster(taskcluster::TaskclusterAuth),
+}
+
+impl Authenticator {
+    pub async fn authenticate(&self, req: &HawkRequest) -> Result<Caller, AuthError> {
+        let Some(header) = req.authorization.as_deref() else {
+            return Err(AuthError::Refused(
+                "Authentication credentials were not provided.".into(),
+            ));
+        };
+        if header.len() > hawk_header::MAX_HEADER_LEN {
+            return Err(AuthError::Refused(format!(
+                "Authorization header is longer than {} bytes",
+                hawk_header::MAX_HEADER_LEN
+            )));
+        }
+        match self {
+            Authenticator::Local(a) => a.authenticate(req, header),
+            Authenticator::Taskcluster(a) => a.authenticate(req, header).await,
+        }
+    }
+}

@@ -1,0 +1,1 @@
+//! Replay protection for locally verified Hawk headers. (Being written.)

@@ -1,0 +1,4 @@
+//! Drivers own protocols: timeouts, retries, and keeping secrets out of argv and logs.
+//! They know nothing about jobs, HTTP or the queue.
+
+pub mod ping;

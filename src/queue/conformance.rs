@@ -1,0 +1,1 @@
+//! The conformance suite every queue backend must pass. (Being written.)

@@ -1,0 +1,192 @@
+//! The job queue: one trait, the job record and its state machine.
+//!
+//! Backends: `sqlite` (embedded, `roller serve` without `REDIS_URL`). A Redis
+//! backend implements the same trait (see the distributed-mode issue). Both must
+//! pass the shared conformance suite in `conformance`.
+//!
+//! Semantics every backend provides:
+//! - at-least-once delivery with a lease: a job whose runner vanished is handed
+//!   out again once `lease_until` has passed, with `attempts` incremented;
+//! - a job is never delivered more than `max_attempts` times: when its lease
+//!   expires on the last attempt it is marked `failed` with the reason, not re-run;
+//! - a per-machine lock: no job is reserved while another job for the same
+//!   `worker_id` is `running` with a live lease;
+//! - coalescing: enqueueing a (worker_id, worker_group, task) that is already
+//!   `queued` or `running` returns the existing job.
+
+pub mod sqlite;
+
+#[cfg(test)]
+mod conformance;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+use crate::actions::Task;
+use crate::domain::{ClientId, JobId, TaskclusterName, WorkerGroup, WorkerId};
+
+/// Where a job is in its life. `queued → running → succeeded | failed | timed_out | cancelled`;
+/// `running → queued` only when a lease expires or a runner hands the job back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum JobState {
+    Queued,
+    Running,
+    Succeeded,
+    Failed,
+    TimedOut,
+    Cancelled,
+}
+
+impl JobState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobState::Queued => "queued",
+            JobState::Running => "running",
+            JobState::Succeeded => "succeeded",
+            JobState::Failed => "failed",
+            JobState::TimedOut => "timed_out",
+            JobState::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "queued" => JobState::Queued,
+            "running" => JobState::Running,
+            "succeeded" => JobState::Succeeded,
+            "failed" => JobState::Failed,
+            "timed_out" => JobState::TimedOut,
+            "cancelled" => JobState::Cancelled,
+            _ => return None,
+        })
+    }
+
+    pub fn is_final(self) -> bool {
+        !matches!(self, JobState::Queued | JobState::Running)
+    }
+}
+
+/// What the API hands the queue. Holds ids and intent, never secrets.
+#[derive(Debug, Clone)]
+pub struct NewJob {
+    pub task: Task,
+    pub worker_id: WorkerId,
+    pub worker_group: WorkerGroup,
+    pub requester: ClientId,
+    /// The `Origin` header of the request, for links in notifications.
+    pub origin: Option<String>,
+    pub provisioner_id: Option<TaskclusterName>,
+    pub worker_type: Option<TaskclusterName>,
+}
+
+/// One line of a job's log.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LogLine {
+    pub at: DateTime<Utc>,
+    pub line: String,
+}
+
+/// A job as stored.
+#[derive(Debug, Clone)]
+pub struct Job {
+    pub id: JobId,
+    pub task: Task,
+    pub worker_id: WorkerId,
+    pub worker_group: WorkerGroup,
+    pub requester: ClientId,
+    pub origin: Option<String>,
+    pub provisioner_id: Option<TaskclusterName>,
+    pub worker_type: Option<TaskclusterName>,
+    pub state: JobState,
+    /// How many times the job has been handed to a runner.
+    pub attempts: u32,
+    pub max_attempts: u32,
+    pub created_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+    /// Who holds the job while it is `running`, and until when.
+    pub consumer: Option<String>,
+    pub lease_until: Option<DateTime<Utc>>,
+    pub log: Vec<LogLine>,
+    /// The action's result on success (JSON), if any.
+    pub result: Option<serde_json::Value>,
+    /// Why the job did not succeed.
+    pub error: Option<String>,
+}
+
+/// The answer to an enqueue: the job, and whether it was created now or is an
+/// existing queued/running job for the same machine and task (coalesced).
+#[derive(Debug, Clone)]
+pub struct Enqueued {
+    pub job: Job,
+    pub created: bool,
+}
+
+/// How a reserved job ended.
+#[derive(Debug, Clone)]
+pub enum Outcome {
+    Succeeded(serde_json::Value),
+    Failed(String),
+    TimedOut(String),
+    Cancelled(String),
+}
+
+impl Outcome {
+    pub fn state(&self) -> JobState {
+        match self {
+            Outcome::Succeeded(_) => JobState::Succeeded,
+            Outcome::Failed(_) => JobState::Failed,
+            Outcome::TimedOut(_) => JobState::TimedOut,
+            Outcome::Cancelled(_) => JobState::Cancelled,
+        }
+    }
+}
+
+/// A queue backend failed. The API maps it to 503; the runner backs off and retries.
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    #[error("queue backend unavailable: {0}")]
+    Unavailable(String),
+    /// The consumer no longer holds the job (its lease expired and it was taken
+    /// over, or it already finished). The caller's result is discarded.
+    #[error("job {0} is not held by this runner")]
+    LostLease(JobId),
+    #[error("stored job {0} is corrupt: {1}")]
+    Corrupt(String, String),
+}
+
+/// The queue contract shared by every backend.
+#[async_trait]
+pub trait Queue: Send + Sync + 'static {
+    /// Store a new job, or return the queued/running one for the same
+    /// (worker_id, worker_group, task).
+    async fn enqueue(&self, job: NewJob) -> Result<Enqueued, QueueError>;
+
+    /// Hand out the oldest runnable job to `consumer` for `lease`: a queued job,
+    /// or a running one whose lease expired, whose machine is not held by another
+    /// live job. Marks it `running`, increments `attempts`, sets `started_at`.
+    /// Jobs whose lease expired on their last allowed attempt are marked `failed`
+    /// instead and never handed out.
+    async fn reserve(&self, consumer: &str, lease: Duration) -> Result<Option<Job>, QueueError>;
+
+    /// Append a line to a job's log.
+    async fn append_log(&self, id: JobId, line: &str) -> Result<(), QueueError>;
+
+    /// Record the outcome of a job held by `consumer`.
+    async fn finish(&self, id: JobId, consumer: &str, outcome: Outcome) -> Result<(), QueueError>;
+
+    /// Give a held job back unfinished (graceful shutdown): it becomes `queued`
+    /// at once, keeping its attempt count.
+    async fn release(&self, id: JobId, consumer: &str) -> Result<(), QueueError>;
+
+    /// One job with its log.
+    async fn get(&self, id: JobId) -> Result<Option<Job>, QueueError>;
+
+    /// The most recent jobs for a machine, newest first, at most `limit`, with their logs.
+    async fn history(&self, worker_id: &WorkerId, limit: usize) -> Result<Vec<Job>, QueueError>;
+
+    /// Whether the backend can take writes now (for `/__heartbeat__`).
+    async fn health(&self) -> Result<(), QueueError>;
+}

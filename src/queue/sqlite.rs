@@ -1,0 +1,1 @@
+//! The embedded queue: one SQLite file in WAL mode. (Being written.)
