@@ -1,0 +1,234 @@
+//! Job endpoints: enqueue (both route forms of the seed), read one job, and a
+//! machine's history.
+
+use axum::Json;
+use axum::extract::{
+    OriginalUri, Path, Query, State, rejection::PathRejection, rejection::QueryRejection,
+};
+use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+
+use super::error::ApiError;
+use super::wire::{Created, History, JobView};
+use super::{AppState, LogFields};
+use crate::actions::Task;
+use crate::domain::{ClientId, JobId, TaskclusterName, WorkerGroup, WorkerId};
+use crate::queue::NewJob;
+
+/// CORS preflight: no authentication, empty JSON object like the seed.
+pub async fn preflight() -> Json<serde_json::Value> {
+    Json(serde_json::json!({}))
+}
+
+#[derive(Deserialize)]
+pub struct EnqueueQuery {
+    task_name: Option<String>,
+    worker_group: Option<String>,
+    provisioner_id: Option<String>,
+    worker_type: Option<String>,
+}
+
+/// `POST /api/v1/workers/{worker_id}/group/{worker_group}/jobs?task_name=…` (the seed README's form).
+pub async fn enqueue_group_form(
+    State(state): State<AppState>,
+    method: Method,
+    OriginalUri(uri): OriginalUri,
+    headers: HeaderMap,
+    path: Result<Path<(String, String)>, PathRejection>,
+    query: Result<Query<EnqueueQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let caller = state.caller(&method, &uri, &headers).await?;
+    let Path((worker_id, worker_group)) =
+        path.map_err(|e| ApiError::BadRequest(format!("invalid path: {e}")))?;
+    let Query(q) = query.map_err(bad_query)?;
+    enqueue(&state, caller, &headers, worker_id, Some(worker_group), q).await
+}
+
+/// `POST /api/v1/workers/{worker_id}/jobs?task_name=…&worker_group=…` (the original's later form).
+pub async fn enqueue_query_form(
+    State(state): State<AppState>,
+    method: Method,
+    OriginalUri(uri): OriginalUri,
+    headers: HeaderMap,
+    path: Result<Path<String>, PathRejection>,
+    query: Result<Query<EnqueueQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let caller = state.caller(&method, &uri, &headers).await?;
+    let Path(worker_id) = path.map_err(|e| ApiError::BadRequest(format!("invalid path: {e}")))?;
+    let Query(mut q) = query.map_err(bad_query)?;
+    let group = q.worker_group.take();
+    enqueue(&state, caller, &headers, worker_id, group, q).await
+}
+
+fn bad_query(e: QueryRejection) -> ApiError {
+    ApiError::BadRequest(format!("invalid query string: {}", e.body_text()))
+}
+
+async fn enqueue(
+    state: &AppState,
+    caller: crate::auth::Caller,
+    headers: &HeaderMap,
+    worker_id: String,
+    worker_group: Option<String>,
+    q: EnqueueQuery,
+) -> Result<Response, ApiError> {
+    let allowed = || {
+        state
+            .settings
+            .enabled_tasks
+            .iter()
+            .map(|t| t.name())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let task = match q.task_name.as_deref() {
+        None | Some("") => {
+            return Err(ApiError::BadRequest(format!(
+                "task_name is required; one of: {}",
+                allowed()
+            )));
+        }
+        Some(name) => Task::parse(name)
+            .filter(|t| state.settings.enabled_tasks.contains(t))
+            .ok_or_else(|| {
+                ApiError::BadRequest(format!("unknown task_name {name:?}; one of: {}", allowed()))
+            })?,
+    };
+    if !caller.has_scope(&state.settings.task_scope(task)) {
+        return Err(ApiError::permission_denied());
+    }
+    let bad = |e: crate::domain::ParseError| ApiError::BadRequest(e.to_string());
+    let worker_id = WorkerId::parse(&worker_id).map_err(bad)?;
+    // The original defaulted a missing group to "none"; kept for its clients.
+    let worker_group =
+        WorkerGroup::parse(worker_group.as_deref().unwrap_or("none")).map_err(bad)?;
+    let tc_name = |kind: &str, v: Option<String>| {
+        v.map(|s| TaskclusterName::parse(kind, &s))
+            .transpose()
+            .map_err(bad)
+    };
+    let provisioner_id = tc_name("provisioner_id", q.provisioner_id)?;
+    let worker_type = tc_name("worker_type", q.worker_type)?;
+    let origin = match headers.get(header::ORIGIN) {
+        Some(v) => Some(
+            v.to_str()
+                .ok()
+                .filter(|o| o.len() <= 512)
+                .ok_or_else(|| ApiError::BadRequest("Origin header is not a valid origin".into()))?
+                .to_string(),
+        ),
+        None => None,
+    };
+
+    let enq = state
+        .queue
+        .enqueue(NewJob {
+            task,
+            worker_id,
+            worker_group,
+            requester: caller.client_id.clone(),
+            origin,
+            provisioner_id,
+            worker_type,
+        })
+        .await?;
+    if enq.created {
+        state.wake.notify_one();
+    }
+    let job = enq.job;
+    let url = format!("/api/v1/jobs/{}", job.id);
+    let body = Created {
+        task_name: job.task.name().to_string(),
+        worker_id: job.worker_id.to_string(),
+        worker_group: job.worker_group.to_string(),
+        task_id: job.id.to_string(),
+        state: job.state.as_str(),
+        coalesced: !enq.created,
+        url: url.clone(),
+    };
+    // 201 for a new job; 200 when an identical queued/running job is returned (coalesced).
+    let status = if enq.created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    let mut res = (status, [(header::LOCATION, url)], Json(body)).into_response();
+    res.extensions_mut()
+        .insert(log_fields(&caller.client_id, Some(job.id)));
+    Ok(res)
+}
+
+fn log_fields(client: &ClientId, job: Option<JobId>) -> LogFields {
+    LogFields {
+        client_id: Some(client.to_string()),
+        task_id: job.map(|j| j.to_string()),
+    }
+}
+
+/// `GET /api/v1/jobs/{task_id}`: one job with its log. Needs the read scope.
+pub async fn get_job(
+    State(state): State<AppState>,
+    method: Method,
+    OriginalUri(uri): OriginalUri,
+    headers: HeaderMap,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<Response, ApiError> {
+    let caller = state.caller(&method, &uri, &headers).await?;
+    if !caller.has_scope(&state.settings.read_scope) {
+        return Err(ApiError::permission_denied());
+    }
+    let Path(raw) = path.map_err(|e| ApiError::BadRequest(format!("invalid path: {e}")))?;
+    let id = JobId::parse(&raw).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    let job = state
+        .queue
+        .get(id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound("Not found.".into()))?;
+    let mut res = Json(JobView::from(&job)).into_response();
+    res.extensions_mut()
+        .insert(log_fields(&caller.client_id, Some(id)));
+    Ok(res)
+}
+
+#[derive(Deserialize)]
+pub struct HistoryQuery {
+    limit: Option<usize>,
+}
+
+/// `GET /api/v1/workers/{worker_id}/jobs`: the machine's most recent jobs, newest first.
+pub async fn history(
+    State(state): State<AppState>,
+    method: Method,
+    OriginalUri(uri): OriginalUri,
+    headers: HeaderMap,
+    path: Result<Path<String>, PathRejection>,
+    query: Result<Query<HistoryQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let caller = state.caller(&method, &uri, &headers).await?;
+    if !caller.has_scope(&state.settings.read_scope) {
+        return Err(ApiError::permission_denied());
+    }
+    let Path(raw) = path.map_err(|e| ApiError::BadRequest(format!("invalid path: {e}")))?;
+    let worker_id = WorkerId::parse(&raw).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    let Query(q) = query.map_err(bad_query)?;
+    let max = state.settings.history_limit;
+    let limit = match q.limit {
+        None => max,
+        Some(n) if (1..=max).contains(&n) => n,
+        Some(n) => {
+            return Err(ApiError::BadRequest(format!(
+                "limit must be between 1 and {max} (got {n})"
+            )));
+        }
+    };
+    let jobs = state.queue.history(&worker_id, limit).await?;
+    let mut res = Json(History {
+        worker_id: worker_id.to_string(),
+        jobs: jobs.iter().map(JobView::from).collect(),
+    })
+    .into_response();
+    res.extensions_mut()
+        .insert(log_fields(&caller.client_id, None));
+    Ok(res)
+}

@@ -1,0 +1,263 @@
+//! The HTTP API: routes, CORS, request logging, and the Hawk request view.
+//!
+//! Handlers authenticate, check scopes, parse input into domain types and talk
+//! to the queue. They never drive hardware.
+
+mod dockerflow;
+pub mod error;
+mod jobs;
+pub mod wire;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{MethodRouter, get};
+use tokio::sync::Notify;
+
+use crate::auth::{Authenticator, Caller, HawkRequest};
+use crate::config::Settings;
+use crate::queue::Queue;
+use error::ApiError;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub queue: Arc<dyn Queue>,
+    pub auth: Arc<Authenticator>,
+    pub settings: Arc<Settings>,
+    /// The port this process listens on: what clients sign when no trusted proxy is in front.
+    pub listen_port: u16,
+    /// Wakes an in-process runner as soon as a job is queued (embedded mode).
+    pub wake: Arc<Notify>,
+}
+
+impl AppState {
+    /// Authenticate the request from its method, target, Host and Authorization header.
+    pub async fn caller(
+        &self,
+        method: &Method,
+        uri: &axum::http::Uri,
+        headers: &HeaderMap,
+    ) -> Result<Caller, ApiError> {
+        let req = self.hawk_request(method, uri, headers)?;
+        Ok(self.auth.authenticate(&req).await?)
+    }
+
+    fn hawk_request(
+        &self,
+        method: &Method,
+        uri: &axum::http::Uri,
+        headers: &HeaderMap,
+    ) -> Result<HawkRequest, ApiError> {
+        let authority = match headers.get(header::HOST) {
+            Some(h) => h
+                .to_str()
+                .map_err(|_| ApiError::BadRequest("Host header is not valid ASCII".into()))?
+                .to_string(),
+            None => uri
+                .authority()
+                .map(|a| a.to_string())
+                .ok_or_else(|| ApiError::BadRequest("missing Host header".into()))?,
+        };
+        let (host, host_port) = split_host_port(&authority)
+            .ok_or_else(|| ApiError::BadRequest(format!("invalid Host header {authority:?}")))?;
+        let port = if self.settings.trusted_proxy {
+            forwarded_port(headers).or(host_port)
+        } else {
+            None
+        }
+        .unwrap_or(self.listen_port);
+        let authorization = match headers.get(header::AUTHORIZATION) {
+            Some(v) => Some(
+                v.to_str()
+                    .map_err(|_| {
+                        ApiError::Forbidden("Authorization header is not valid ASCII".into())
+                    })?
+                    .to_string(),
+            ),
+            None => None,
+        };
+        Ok(HawkRequest {
+            method: method.as_str().to_ascii_uppercase(),
+            resource: uri
+                .path_and_query()
+                .map(|p| p.as_str().to_string())
+                .unwrap_or_else(|| uri.path().to_string()),
+            host: host.to_ascii_lowercase(),
+            port,
+            authorization,
+        })
+    }
+}
+
+/// `X-Forwarded-Port`, else 443 for `X-Forwarded-Proto: https` (Taskcluster's own rule).
+fn forwarded_port(headers: &HeaderMap) -> Option<u16> {
+    if let Some(p) = headers
+        .get("x-forwarded-port")
+        .and_then(|v| v.to_str().ok())
+    {
+        return p.trim().parse().ok();
+    }
+    match headers
+        .get("x-forwarded-proto")
+        .and_then(|v| v.to_str().ok())
+    {
+        Some(p) if p.trim().eq_ignore_ascii_case("https") => Some(443),
+        Some(p) if p.trim().eq_ignore_ascii_case("http") => Some(80),
+        _ => None,
+    }
+}
+
+/// Split `host[:port]` and `[v6][:port]`. The host part must be a plausible
+/// host name or address; the port, when present, a number.
+pub fn split_host_port(authority: &str) -> Option<(String, Option<u16>)> {
+    let (host, port) = if let Some(rest) = authority.strip_prefix('[') {
+        let (h, after) = rest.split_once(']')?;
+        let port = match after {
+            "" => None,
+            p => Some(p.strip_prefix(':')?.parse().ok()?),
+        };
+        (h, port)
+    } else {
+        match authority.rsplit_once(':') {
+            Some((h, p)) => (h, Some(p.parse().ok()?)),
+            None => (authority, None),
+        }
+    };
+    let ok = !host.is_empty()
+        && host.len() <= 253
+        && host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_' | ':'));
+    ok.then(|| (host.to_string(), port))
+}
+
+/// Build the router with its middleware.
+pub fn router(state: AppState) -> Router {
+    let group_jobs: MethodRouter<AppState> = MethodRouter::new()
+        .post(jobs::enqueue_group_form)
+        .options(jobs::preflight)
+        .fallback(method_not_allowed);
+    let worker_jobs: MethodRouter<AppState> = MethodRouter::new()
+        .post(jobs::enqueue_query_form)
+        .get(jobs::history)
+        .options(jobs::preflight)
+        .fallback(method_not_allowed);
+    Router::new()
+        .route(
+            "/api/v1/workers/{worker_id}/group/{worker_group}/jobs",
+            group_jobs,
+        )
+        .route("/api/v1/workers/{worker_id}/jobs", worker_jobs)
+        .route(
+            "/api/v1/jobs/{task_id}",
+            get(jobs::get_job).fallback(method_not_allowed),
+        )
+        .route(
+            "/__lbheartbeat__",
+            get(dockerflow::lbheartbeat).fallback(method_not_allowed),
+        )
+        .route(
+            "/__heartbeat__",
+            get(dockerflow::heartbeat).fallback(method_not_allowed),
+        )
+        .route(
+            "/__version__",
+            get(dockerflow::version).fallback(method_not_allowed),
+        )
+        .fallback(not_found)
+        .layer(middleware::from_fn_with_state(state.clone(), cors))
+        .layer(middleware::from_fn(log_request))
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(|_| {
+            ApiError::Internal.into_response()
+        }))
+        .with_state(state)
+}
+
+async fn method_not_allowed(method: Method) -> ApiError {
+    ApiError::MethodNotAllowed(method.to_string())
+}
+
+async fn not_found() -> ApiError {
+    ApiError::NotFound("Not found.".into())
+}
+
+/// The seed's CORS headers, on every response (errors included), so browsers
+/// can read error details too.
+async fn cors(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let mut res = next.run(req).await;
+    let h = res.headers_mut();
+    if let Ok(origin) = HeaderValue::from_str(&state.settings.cors_origin) {
+        h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+    }
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_HEADERS,
+        HeaderValue::from_static("Authorization,Content-Type"),
+    );
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_METHODS,
+        HeaderValue::from_static("OPTIONS,POST"),
+    );
+    res
+}
+
+/// Fields a handler attaches to its response for the request log line.
+#[derive(Clone, Default)]
+pub struct LogFields {
+    pub client_id: Option<String>,
+    pub task_id: Option<String>,
+}
+
+/// One log line per request. The path is logged with `Debug` escaping; the
+/// Authorization header never is.
+async fn log_request(req: Request, next: Next) -> Response {
+    let start = Instant::now();
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let res = next.run(req).await;
+    let f = res
+        .extensions()
+        .get::<LogFields>()
+        .cloned()
+        .unwrap_or_default();
+    tracing::info!(
+        method = %method,
+        path = ?path,
+        status = res.status().as_u16(),
+        latency_ms = start.elapsed().as_secs_f64() * 1000.0,
+        client_id = f.client_id.as_deref().unwrap_or("-"),
+        task_id = f.task_id.as_deref().unwrap_or("-"),
+        "request"
+    );
+    res
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split_host_port;
+
+    #[test]
+    fn host_headers_split_into_name_and_port() {
+        assert_eq!(
+            split_host_port("example.com"),
+            Some(("example.com".into(), None))
+        );
+        assert_eq!(
+            split_host_port("127.0.0.1:8000"),
+            Some(("127.0.0.1".into(), Some(8000)))
+        );
+        assert_eq!(
+            split_host_port("[::1]:8000"),
+            Some(("::1".into(), Some(8000)))
+        );
+        assert_eq!(split_host_port("[::1]"), Some(("::1".into(), None)));
+        for bad in ["", ":80", "a:b", "a b", "[::1", "host:99999", "x/y"] {
+            assert_eq!(split_host_port(bad), None, "{bad:?}");
+        }
+    }
+}

@@ -1,0 +1,342 @@
+//! The `roller` command line: subcommands and what each runs.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+
+use crate::actions::{self, ActionContext, LogSink, Target, Task};
+use crate::client::Client;
+use crate::config::{ProcessEnv, Settings};
+use crate::domain::{JobId, WorkerGroup, WorkerId};
+use crate::runner::{Ended, Limits, run_with_limits};
+use crate::startup::{ADMIN_CREDENTIALS_FILE, Application};
+
+#[derive(Parser)]
+#[command(
+    name = "roller",
+    version,
+    about = "Release Operations Controller: ping, reboot and power-control CI hardware"
+)]
+pub struct Cli {
+    /// Configuration file (TOML). Environment variables override it.
+    #[arg(long, global = true, env = "ROLLER_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the API and the job runner in one process on the embedded queue (the default setup).
+    Serve,
+    /// Run the API only (distributed mode; needs REDIS_URL).
+    Api,
+    /// Run the job runner only (distributed mode; needs REDIS_URL).
+    Worker,
+    /// Run one task on one machine now, in this process, without a queue.
+    Run {
+        /// Task name (see `roller tasks`).
+        task: String,
+        /// The machine: a worker id (host name) or an IP address.
+        worker_id: String,
+        /// The machine's worker group.
+        #[arg(long, default_value = "none")]
+        group: String,
+    },
+    /// List the tasks roller can run, with one line of help each.
+    Tasks,
+    /// Load and validate the configuration, then print it (secrets redacted).
+    CheckConfig,
+    /// Talk to a running roller: enqueue jobs and read them.
+    Jobs {
+        /// The roller to talk to [default: http://<server.bind>].
+        #[arg(long, env = "ROLLER_URL", global = true)]
+        url: Option<String>,
+        /// Credentials file [default: <data_dir>/admin-credentials.json]; TASKCLUSTER_CLIENT_ID and
+        /// TASKCLUSTER_ACCESS_TOKEN take precedence when both are set.
+        #[arg(long, global = true)]
+        credentials: Option<PathBuf>,
+        #[command(subcommand)]
+        command: JobsCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum JobsCommand {
+    /// Queue a task for a machine and print the job.
+    Enqueue {
+        task: String,
+        worker_id: String,
+        #[arg(long, default_value = "none")]
+        group: String,
+        /// Wait for the job to finish and exit non-zero unless it succeeded.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Show one job with its log.
+    Get {
+        task_id: String,
+        /// Wait for the job to finish and exit non-zero unless it succeeded.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Show a machine's most recent jobs.
+    List { worker_id: String },
+}
+
+pub async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli).await {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("roller: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn load(cli: &Cli) -> anyhow::Result<Settings> {
+    Ok(Settings::load(cli.config.as_deref(), &ProcessEnv)?)
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match &cli.command {
+        Command::Tasks => {
+            let width = Task::ALL.iter().map(|t| t.name().len()).max().unwrap_or(0);
+            for t in Task::ALL {
+                println!("{:width$}  {}", t.name(), t.help());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Api | Command::Worker => {
+            eprintln!(
+                "roller: needs REDIS_URL (see issue: distributed mode); use `roller serve` for the embedded queue"
+            );
+            Ok(ExitCode::from(2))
+        }
+        Command::CheckConfig => {
+            let s = load(&cli)?;
+            println!("{s:#?}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Serve => serve(load(&cli)?).await,
+        Command::Run {
+            task,
+            worker_id,
+            group,
+        } => run_once(load(&cli)?, task, worker_id, group).await,
+        Command::Jobs {
+            url,
+            credentials,
+            command,
+        } => {
+            let s = load(&cli)?;
+            let url = url.clone().unwrap_or_else(|| default_url(&s));
+            let creds = credentials
+                .clone()
+                .unwrap_or_else(|| s.data_dir.join(ADMIN_CREDENTIALS_FILE));
+            jobs(Client::new(&url, &creds)?, command).await
+        }
+    }
+}
+
+fn default_url(s: &Settings) -> String {
+    let ip = if s.bind.ip().is_unspecified() {
+        "127.0.0.1".to_string()
+    } else {
+        s.bind.ip().to_string()
+    };
+    let ip = if ip.contains(':') {
+        format!("[{ip}]")
+    } else {
+        ip
+    };
+    format!("http://{ip}:{}", s.bind.port())
+}
+
+async fn serve(settings: Settings) -> anyhow::Result<ExitCode> {
+    crate::telemetry::init();
+    let app = Application::build(settings).await?;
+    let s = app.settings();
+    let url = format!("http://{}", app.local_addr());
+    let exe = std::env::current_exe()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|_| "roller".into());
+    println!("roller {} is listening on {url}", env!("CARGO_PKG_VERSION"));
+    println!("  data directory:    {}", s.data_dir.display());
+    println!("  job queue:         {}", s.sqlite_path.display());
+    if let Some(creds) = &app.admin_credentials {
+        println!("  admin credentials: {} (mode 0600)", creds.display());
+        let c = format!("--url {url} --credentials {}", creds.display());
+        println!();
+        println!("Enqueue a ping of 127.0.0.1:");
+        println!("  {exe} jobs {c} enqueue ping 127.0.0.1");
+        println!("Read its result (the machine's recent jobs, newest first):");
+        println!("  {exe} jobs {c} list 127.0.0.1");
+    }
+    let shutdown = CancellationToken::new();
+    tokio::spawn(wait_for_signal(shutdown.clone()));
+    app.run_until_stopped(shutdown).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn wait_for_signal(shutdown: CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("cannot install signal handlers");
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+        _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+    }
+    shutdown.cancel();
+}
+
+struct StderrLog;
+
+impl LogSink for StderrLog {
+    fn line(&self, line: String) {
+        eprintln!("{} {line}", chrono::Utc::now().format("%H:%M:%S%.3f"));
+    }
+}
+
+/// `roller run`: the runner's code path (same action, same limits), without a queue.
+async fn run_once(
+    settings: Settings,
+    task: &str,
+    worker_id: &str,
+    group: &str,
+) -> anyhow::Result<ExitCode> {
+    let task = Task::parse(task).with_context(|| {
+        format!(
+            "unknown task {task:?}; one of: {}",
+            Task::ALL
+                .iter()
+                .map(|t| t.name())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    })?;
+    let target = Target {
+        worker_id: WorkerId::parse(worker_id)?,
+        worker_group: WorkerGroup::parse(group)?,
+    };
+    let soft = CancellationToken::new();
+    let interrupted = CancellationToken::new();
+    let cx = ActionContext::new(
+        Arc::new(settings.actions.clone()),
+        soft.clone(),
+        Arc::new(StderrLog),
+    );
+    let i = interrupted.clone();
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            i.cancel();
+        }
+    });
+    let limits = Limits {
+        soft: settings.runner.soft_time_limit,
+        hard: settings.runner.hard_time_limit,
+    };
+    let ended = run_with_limits(
+        actions::execute(task, &target, &cx),
+        limits,
+        &soft,
+        &interrupted,
+    )
+    .await;
+    let (ok, out) = match ended {
+        Ended::Finished(Ok(v)) | Ended::AfterSoftLimit(Ok(v)) => {
+            (true, serde_json::json!({"state": "succeeded", "result": v}))
+        }
+        Ended::Finished(Err(e)) => (
+            false,
+            serde_json::json!({"state": "failed", "error": e.to_string()}),
+        ),
+        Ended::AfterSoftLimit(Err(_)) | Ended::HardLimit => (
+            false,
+            serde_json::json!({"state": "timed_out", "error": "time limit reached"}),
+        ),
+        Ended::HandedBack => (
+            false,
+            serde_json::json!({"state": "cancelled", "error": "interrupted"}),
+        ),
+    };
+    println!("{}", serde_json::to_string_pretty(&out)?);
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+async fn jobs(client: Client, cmd: &JobsCommand) -> anyhow::Result<ExitCode> {
+    let (answer, wait) = match cmd {
+        JobsCommand::Enqueue {
+            task,
+            worker_id,
+            group,
+            wait,
+        } => {
+            let q = format!(
+                "/api/v1/workers/{}/group/{}/jobs?task_name={}",
+                WorkerId::parse(worker_id)?,
+                WorkerGroup::parse(group)?,
+                Task::parse(task)
+                    .map(|t| t.name())
+                    .with_context(|| format!("unknown task {task:?}"))?
+            );
+            (client.post(&q).await?, *wait)
+        }
+        JobsCommand::Get { task_id, wait } => (
+            client
+                .get(&format!("/api/v1/jobs/{}", JobId::parse(task_id)?))
+                .await?,
+            *wait,
+        ),
+        JobsCommand::List { worker_id } => (
+            client
+                .get(&format!(
+                    "/api/v1/workers/{}/jobs",
+                    WorkerId::parse(worker_id)?
+                ))
+                .await?,
+            false,
+        ),
+    };
+    if !(200..300).contains(&answer.status) {
+        eprintln!("roller: HTTP {}", answer.status);
+        println!("{}", serde_json::to_string_pretty(&answer.body)?);
+        return Ok(ExitCode::from(1));
+    }
+    if !wait {
+        println!("{}", serde_json::to_string_pretty(&answer.body)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let id = answer.body["task_id"]
+        .as_str()
+        .context("answer has no task_id")?
+        .to_string();
+    loop {
+        let job = client.get(&format!("/api/v1/jobs/{id}")).await?;
+        let state = job.body["state"].as_str().unwrap_or("").to_string();
+        if job.status != 200 || !matches!(state.as_str(), "queued" | "running") {
+            println!("{}", serde_json::to_string_pretty(&job.body)?);
+            return Ok(if state == "succeeded" {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}

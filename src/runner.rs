@@ -1,0 +1,346 @@
+//! The runner: reserve a job, run its action within the time limits, record
+//! the outcome.
+//!
+//! Concurrency is bounded by a semaphore (a reboot mostly waits, so the limit
+//! is in the thousands). Each job gets a soft limit (the action's cancellation
+//! token fires, state `timed_out` unless it still succeeds) and a hard limit
+//! (the action's future is dropped; drivers spawn children with
+//! `kill_on_drop`). On shutdown the runner stops reserving, lets running jobs
+//! go on for a grace period, then hands the rest back to the queue.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{Notify, Semaphore, mpsc};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::actions::{self, ActionContext, ActionError, ActionSettings, LogSink, Target};
+use crate::config::RunnerSettings;
+use crate::domain::JobId;
+use crate::queue::{Job, Outcome, Queue};
+
+/// Log lines buffered per job before new ones are dropped (and counted).
+const LOG_BUFFER: usize = 1024;
+
+pub struct Runner {
+    queue: Arc<dyn Queue>,
+    settings: RunnerSettings,
+    actions: Arc<ActionSettings>,
+    consumer: String,
+    wake: Arc<Notify>,
+}
+
+impl Runner {
+    pub fn new(
+        queue: Arc<dyn Queue>,
+        settings: RunnerSettings,
+        actions: Arc<ActionSettings>,
+        wake: Arc<Notify>,
+    ) -> Self {
+        Self {
+            queue,
+            settings,
+            actions,
+            consumer: consumer_id(),
+            wake,
+        }
+    }
+
+    /// This runner's identity in job records: host:pid:random.
+    pub fn consumer(&self) -> &str {
+        &self.consumer
+    }
+
+    /// Run jobs until `shutdown` fires, then wind down gracefully.
+    pub async fn run_until_stopped(self, shutdown: CancellationToken) {
+        let this = Arc::new(self);
+        let slots = Arc::new(Semaphore::new(this.settings.concurrency));
+        let tracker = TaskTracker::new();
+        let hand_back = CancellationToken::new();
+        let mut backoff = this.settings.poll_interval;
+        tracing::info!(consumer = %this.consumer, concurrency = this.settings.concurrency, "runner started");
+        loop {
+            let permit = tokio::select! {
+                p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+                _ = shutdown.cancelled() => break,
+            };
+            match this
+                .queue
+                .reserve(&this.consumer, this.settings.lease())
+                .await
+            {
+                Ok(Some(job)) => {
+                    backoff = this.settings.poll_interval;
+                    let this = this.clone();
+                    let hand_back = hand_back.clone();
+                    tracker.spawn(async move {
+                        this.run_job(job, hand_back).await;
+                        drop(permit);
+                    });
+                }
+                Ok(None) => {
+                    drop(permit);
+                    tokio::select! {
+                        _ = this.wake.notified() => {}
+                        _ = tokio::time::sleep(this.settings.poll_interval) => {}
+                        _ = shutdown.cancelled() => break,
+                    }
+                }
+                Err(e) => {
+                    drop(permit);
+                    tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "runner cannot reserve jobs");
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff) => {}
+                        _ = shutdown.cancelled() => break,
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(10));
+                }
+            }
+        }
+        tracker.close();
+        if !tracker.is_empty() {
+            tracing::info!(
+                running = tracker.len(),
+                grace_secs = this.settings.shutdown_grace.as_secs(),
+                "runner stopping; waiting for running jobs"
+            );
+        }
+        if tokio::time::timeout(this.settings.shutdown_grace, tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                running = tracker.len(),
+                "grace period over; handing running jobs back to the queue"
+            );
+            hand_back.cancel();
+            tracker.wait().await;
+        }
+        tracing::info!("runner stopped");
+    }
+
+    async fn run_job(&self, job: Job, hand_back: CancellationToken) {
+        let id = job.id;
+        let span = tracing::info_span!("job", task_id = %id, task = %job.task, worker_id = %job.worker_id, attempt = job.attempts);
+        let _enter = span.enter();
+        tracing::info!("job started");
+        drop(_enter);
+
+        let (log, writer) = QueueLog::start(self.queue.clone(), id);
+        let soft = CancellationToken::new();
+        let cx = ActionContext::new(self.actions.clone(), soft.clone(), log.clone());
+        let target = Target {
+            worker_id: job.worker_id.clone(),
+            worker_group: job.worker_group.clone(),
+        };
+        let limits = Limits {
+            soft: self.settings.soft_time_limit,
+            hard: self.settings.hard_time_limit,
+        };
+        let ended = run_with_limits(
+            actions::execute(job.task, &target, &cx),
+            limits,
+            &soft,
+            &hand_back,
+        )
+        .await;
+
+        let outcome = match ended {
+            Ended::Finished(Ok(v)) => Some(Outcome::Succeeded(v)),
+            Ended::Finished(Err(e)) => Some(Outcome::Failed(e.to_string())),
+            Ended::AfterSoftLimit(Ok(v)) => Some(Outcome::Succeeded(v)),
+            Ended::AfterSoftLimit(Err(ActionError::Cancelled)) | Ended::AfterSoftLimit(Err(_)) => {
+                Some(Outcome::TimedOut(format!(
+                    "soft time limit of {}s reached; the action stopped",
+                    limits.soft.as_secs()
+                )))
+            }
+            Ended::HardLimit => Some(Outcome::TimedOut(format!(
+                "hard time limit of {}s reached; the action was aborted",
+                limits.hard.as_secs()
+            ))),
+            Ended::HandedBack => None,
+        };
+        match &outcome {
+            Some(Outcome::TimedOut(why)) => log.line(why.clone()),
+            None => log.line("runner shutting down; job handed back to the queue".into()),
+            _ => {}
+        }
+        drop(cx);
+        drop(log);
+        // Log lines are written before the outcome, so a finished job's log is complete.
+        let _ = writer.await;
+
+        let result = match outcome {
+            Some(o) => {
+                let state = o.state();
+                let r = self.queue.finish(id, &self.consumer, o).await;
+                tracing::info!(parent: &span, state = state.as_str(), "job finished");
+                r
+            }
+            None => self.queue.release(id, &self.consumer).await,
+        };
+        if let Err(e) = result {
+            tracing::error!(parent: &span, error = %e, "cannot record job outcome");
+        }
+    }
+}
+
+/// host:pid:random, unique per runner process.
+fn consumer_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "localhost".into());
+    let rand: u32 = rand::random();
+    format!("{host}:{}:{rand:08x}", std::process::id())
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub soft: Duration,
+    pub hard: Duration,
+}
+
+/// How an action's run ended.
+#[derive(Debug)]
+pub enum Ended<T> {
+    Finished(T),
+    /// It returned after the soft limit had asked it to stop.
+    AfterSoftLimit(T),
+    /// It was still running at the hard limit and was dropped.
+    HardLimit,
+    /// Shutdown took it away before it finished.
+    HandedBack,
+}
+
+/// Drive `fut` under the soft and hard limits. At the soft limit `soft` is
+/// cancelled (the action's cooperative stop); at the hard limit, or when
+/// `hand_back` fires, the future is dropped.
+pub async fn run_with_limits<F: Future>(
+    fut: F,
+    limits: Limits,
+    soft: &CancellationToken,
+    hand_back: &CancellationToken,
+) -> Ended<F::Output> {
+    tokio::pin!(fut);
+    let hard_deadline = tokio::time::Instant::now() + limits.hard;
+    tokio::select! {
+        out = &mut fut => return Ended::Finished(out),
+        _ = tokio::time::sleep(limits.soft) => soft.cancel(),
+        _ = hand_back.cancelled() => return Ended::HandedBack,
+    }
+    tokio::select! {
+        out = &mut fut => Ended::AfterSoftLimit(out),
+        _ = tokio::time::sleep_until(hard_deadline) => Ended::HardLimit,
+        _ = hand_back.cancelled() => Ended::HandedBack,
+    }
+}
+
+/// Writes an action's log lines to the job record, in order, off the action's path.
+#[derive(Clone)]
+struct QueueLog {
+    tx: mpsc::Sender<String>,
+    dropped: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl QueueLog {
+    fn start(queue: Arc<dyn Queue>, id: JobId) -> (Arc<QueueLog>, tokio::task::JoinHandle<()>) {
+        let (tx, mut rx) = mpsc::channel::<String>(LOG_BUFFER);
+        let dropped = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let d = dropped.clone();
+        let writer = tokio::spawn(async move {
+            while let Some(line) = rx.recv().await {
+                if let Err(e) = queue.append_log(id, &line).await {
+                    tracing::warn!(task_id = %id, error = %e, "cannot append to job log");
+                }
+            }
+            let n = d.load(std::sync::atomic::Ordering::Relaxed);
+            if n > 0 {
+                let _ = queue
+                    .append_log(
+                        id,
+                        &format!("({n} log lines dropped: the log writer fell behind)"),
+                    )
+                    .await;
+            }
+        });
+        (Arc::new(QueueLog { tx, dropped }), writer)
+    }
+}
+
+impl LogSink for QueueLog {
+    fn line(&self, line: String) {
+        if self.tx.try_send(line).is_err() {
+            self.dropped
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits(soft: u64, hard: u64) -> Limits {
+        Limits {
+            soft: Duration::from_secs(soft),
+            hard: Duration::from_secs(hard),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_quick_action_finishes() {
+        let (s, h) = (CancellationToken::new(), CancellationToken::new());
+        let r = run_with_limits(async { 7 }, limits(1, 2), &s, &h).await;
+        assert!(matches!(r, Ended::Finished(7)));
+        assert!(!s.is_cancelled());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_soft_limit_asks_a_cooperative_action_to_stop() {
+        let (s, h) = (CancellationToken::new(), CancellationToken::new());
+        let s2 = s.clone();
+        let action = async move {
+            s2.cancelled().await;
+            "stopped"
+        };
+        let r = run_with_limits(action, limits(5, 10), &s, &h).await;
+        assert!(matches!(r, Ended::AfterSoftLimit("stopped")));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_hard_limit_drops_an_action_that_ignores_the_soft_limit() {
+        struct DropFlag(Arc<std::sync::atomic::AtomicBool>);
+        impl Drop for DropFlag {
+            fn drop(&mut self) {
+                self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+            }
+        }
+        let dropped = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = DropFlag(dropped.clone());
+        let (s, h) = (CancellationToken::new(), CancellationToken::new());
+        let start = tokio::time::Instant::now();
+        let action = async move {
+            let _flag = flag;
+            std::future::pending::<()>().await
+        };
+        let r = run_with_limits(action, limits(5, 10), &s, &h).await;
+        assert!(matches!(r, Ended::HardLimit));
+        assert!(s.is_cancelled(), "the soft limit fired first");
+        assert!(
+            dropped.load(std::sync::atomic::Ordering::SeqCst),
+            "the action was dropped"
+        );
+        assert_eq!(start.elapsed(), Duration::from_secs(10));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn hand_back_takes_the_job_away_before_its_end() {
+        let (s, h) = (CancellationToken::new(), CancellationToken::new());
+        h.cancel();
+        let r = run_with_limits(std::future::pending::<()>(), limits(5, 10), &s, &h).await;
+        assert!(matches!(r, Ended::HandedBack));
+    }
+}
