@@ -1,0 +1,116 @@
+//! The command line: `tasks`, `run`, the distributed-mode stubs, config errors.
+
+use std::process::{Command, Stdio};
+
+fn roller(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_roller"));
+    cmd.args(args)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("HOME", dir.path())
+        .stdin(Stdio::null());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).to_string(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
+}
+
+#[test]
+fn tasks_lists_every_task_with_a_line_of_help() {
+    let (code, out, _) = roller(&["tasks"], &[]);
+    assert_eq!(code, 0);
+    let ping = out
+        .lines()
+        .find(|l| l.starts_with("ping "))
+        .expect("ping is listed");
+    assert!(ping.len() > 20, "with help: {ping}");
+}
+
+#[test]
+fn api_and_worker_refuse_to_pretend_without_redis() {
+    for cmd in ["api", "worker"] {
+        let (code, _, err) = roller(&[cmd], &[]);
+        assert_ne!(code, 0);
+        assert!(
+            err.contains("needs REDIS_URL (see issue: distributed mode)"),
+            "{err}"
+        );
+    }
+}
+
+#[test]
+fn run_ping_on_loopback_succeeds_with_the_result_on_stdout() {
+    let (code, out, err) = roller(&["run", "ping", "127.0.0.1"], &[]);
+    assert_eq!(code, 0, "{out}{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["state"], "succeeded");
+    assert!(v["result"]["received"].as_u64().unwrap() >= 1);
+    assert!(!err.is_empty(), "progress goes to stderr");
+}
+
+#[test]
+fn run_ping_of_an_unresolvable_host_exits_non_zero() {
+    let (code, out, _) = roller(&["run", "ping", "no-such-host.invalid"], &[]);
+    assert_eq!(code, 1, "{out}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["state"], "failed");
+}
+
+#[test]
+fn run_refuses_bad_input_with_a_message() {
+    let (code, _, err) = roller(&["run", "reboot", "127.0.0.1"], &[]);
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("unknown task") && err.contains("ping"),
+        "{err}"
+    );
+    let (code, _, err) = roller(&["run", "ping", "a;id"], &[]);
+    assert_eq!(code, 2);
+    assert!(err.contains("worker_id"), "{err}");
+}
+
+#[test]
+fn config_errors_name_the_key_and_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("bad.toml");
+    std::fs::write(&f, "[server]\nbind = \"127.0.0.1:8000\"\nbinding = 1\n").unwrap();
+    let (code, _, err) = roller(&["--config", f.to_str().unwrap(), "check-config"], &[]);
+    assert_eq!(code, 2);
+    assert!(err.contains("binding") && err.contains("bad.toml"), "{err}");
+    let (code, _, err) = roller(&["check-config"], &[("TASK_NAMES", "ping,reboot")]);
+    assert_eq!(code, 2);
+    assert!(err.contains("reboot"), "{err}");
+    let (code, _, err) = roller(
+        &["check-config"],
+        &[("CORS_ORIGIN", "tools.taskcluster.net")],
+    );
+    assert_eq!(code, 2);
+    assert!(err.contains("CORS_ORIGIN"), "{err}");
+}
+
+#[test]
+fn check_config_never_prints_a_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("c.toml");
+    std::fs::write(
+        &f,
+        "[[auth.clients]]\nclient_id = \"ops\"\naccess_token = \"very-secret-token-1234\"\nscopes = [\"project:releng:roller:*\"]\n",
+    )
+    .unwrap();
+    let (code, out, err) = roller(
+        &["--config", f.to_str().unwrap(), "check-config"],
+        &[("REDIS_URL", "redis://:pw-5678@localhost")],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("ops"));
+    assert!(
+        !out.contains("very-secret-token-1234") && !out.contains("pw-5678"),
+        "{out}"
+    );
+}

@@ -1,0 +1,137 @@
+//! Jobs end to end: queued through the API, run by the in-process runner with
+//! real ICMP, read back with their result and log.
+
+use std::time::Duration;
+
+use chrono::DateTime;
+use serde_json::Value;
+
+use crate::helpers::*;
+
+#[tokio::test]
+async fn a_ping_job_runs_end_to_end_and_reports_its_result() {
+    let app = spawn_app().await;
+    let r = app.post_job("127.0.0.1", "local", "ping").await;
+    assert_eq!(r.status(), 201);
+    let v: Value = r.json().await.unwrap();
+    let job = app.wait_final(v["task_id"].as_str().unwrap()).await;
+    assert_eq!(job["state"], "succeeded", "{job:#}");
+    assert_eq!(job["attempts"], 1);
+    let result = &job["result"];
+    assert_eq!(result["sent"], 2);
+    assert!(result["received"].as_u64().unwrap() >= 1, "{result}");
+    assert!(result["rtt_ms"]["avg"].as_f64().is_some(), "{result}");
+    assert!(job["started_at"].is_string() && job["finished_at"].is_string());
+    assert!(
+        !job["log"].as_array().unwrap().is_empty(),
+        "the job log shows progress"
+    );
+    assert!(job["error"].is_null());
+}
+
+#[tokio::test]
+async fn a_ping_of_a_name_that_does_not_resolve_fails_cleanly() {
+    let app = spawn_app().await;
+    let v: Value = app
+        .post_job("no-such-host.invalid", "g", "ping")
+        .await
+        .json()
+        .await
+        .unwrap();
+    let job = app.wait_final(v["task_id"].as_str().unwrap()).await;
+    assert_eq!(job["state"], "failed", "{job:#}");
+    assert!(
+        job["error"].as_str().unwrap().contains("resolve"),
+        "{job:#}"
+    );
+}
+
+#[tokio::test]
+async fn two_jobs_for_one_machine_never_run_at_the_same_time() {
+    let app = spawn_app_with(
+        "[ping]\ncount = 3\ninterval_ms = 200\ntimeout_ms = 500\n",
+        &[],
+    )
+    .await;
+    let mut ids = Vec::new();
+    for g in ["a", "b", "c"] {
+        let v: Value = app
+            .post_job("127.0.0.1", g, "ping")
+            .await
+            .json()
+            .await
+            .unwrap();
+        ids.push(v["task_id"].as_str().unwrap().to_string());
+    }
+    let mut spans = Vec::new();
+    for id in &ids {
+        let job = app.wait_final(id).await;
+        assert_eq!(job["state"], "succeeded", "{job:#}");
+        let t = |k: &str| DateTime::parse_from_rfc3339(job[k].as_str().unwrap()).unwrap();
+        spans.push((t("started_at"), t("finished_at")));
+    }
+    spans.sort();
+    for w in spans.windows(2) {
+        assert!(w[0].1 <= w[1].0, "overlapping runs on one machine: {w:?}");
+    }
+}
+
+#[tokio::test]
+async fn the_soft_time_limit_stops_a_long_job_as_timed_out() {
+    let app = spawn_app_with(
+        "[runner]\npoll_interval_ms = 50\nshutdown_grace_secs = 1\nsoft_time_limit_secs = 1\nhard_time_limit_secs = 30\n\
+         [ping]\ncount = 100\ninterval_ms = 200\ntimeout_ms = 500\n",
+        &[],
+    )
+    .await;
+    let v: Value = app
+        .post_job("127.0.0.1", "g", "ping")
+        .await
+        .json()
+        .await
+        .unwrap();
+    let job = app.wait_final(v["task_id"].as_str().unwrap()).await;
+    assert_eq!(job["state"], "timed_out", "{job:#}");
+    assert!(
+        job["error"].as_str().unwrap().contains("soft time limit"),
+        "{job:#}"
+    );
+    let (s, f) = (
+        job["started_at"].as_str().unwrap(),
+        job["finished_at"].as_str().unwrap(),
+    );
+    let took = DateTime::parse_from_rfc3339(f).unwrap() - DateTime::parse_from_rfc3339(s).unwrap();
+    // 100 echoes would take 20 s; the soft limit cut it short (generous bound).
+    assert!(
+        took.to_std().unwrap() < Duration::from_secs(15),
+        "took {took}"
+    );
+}
+
+#[tokio::test]
+async fn jobs_queued_before_a_restart_run_after_it() {
+    // Enqueue straight into the queue file while no roller runs, then start one.
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("roller.toml");
+    std::fs::write(&cfg, base_config("")).unwrap();
+    let queue =
+        roller::queue::sqlite::SqliteQueue::open(&dir.path().join("roller.sqlite3")).unwrap();
+    use roller::queue::Queue;
+    let enq = queue
+        .enqueue(roller::queue::NewJob {
+            task: roller::actions::Task::Ping,
+            worker_id: roller::domain::WorkerId::parse("127.0.0.1").unwrap(),
+            worker_group: roller::domain::WorkerGroup::parse("g").unwrap(),
+            requester: roller::domain::ClientId::parse("admin").unwrap(),
+            origin: None,
+            provisioner_id: None,
+            worker_type: None,
+        })
+        .await
+        .unwrap();
+    drop(queue);
+    let app = spawn_app_from(dir, &cfg, &[]).await;
+    let job = app.wait_final(&enq.job.id.to_string()).await;
+    assert_eq!(job["state"], "succeeded", "{job:#}");
+    app.stop().await;
+}

@@ -1,0 +1,11 @@
+//! roller's one integration-test binary: the real service on free loopback
+//! ports, requests signed with real Hawk, real ICMP, a Taskcluster
+//! authenticate-hawk stand-in that verifies what it receives.
+
+mod api;
+mod auth;
+mod cli;
+mod helpers;
+mod jobs;
+mod process;
+mod taskcluster;
