@@ -971,6 +971,129 @@ round-trip min/avg/max = 0.050/0.070/0.090 ms
         assert_cancel_is_prompt(PingMethod::Command).await;
     }
 
+    /// Clears CAP_NET_RAW from this thread's effective set until dropped, so a
+    /// root test run sees what an unprivileged service sees: raw sockets give
+    /// EPERM. Capabilities are per thread, and `#[tokio::test]` runs the whole
+    /// test (socket creation and process spawn included) on the test's thread,
+    /// so other tests are unaffected. It stays in the permitted set, which is
+    /// what lets the guard restore it.
+    struct WithoutNetRaw {
+        saved: [CapData; 2],
+    }
+
+    #[repr(C)]
+    struct CapHeader {
+        version: u32,
+        pid: i32,
+    }
+
+    #[repr(C)]
+    #[derive(Clone, Copy, Default)]
+    struct CapData {
+        effective: u32,
+        permitted: u32,
+        inheritable: u32,
+    }
+
+    const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
+    const CAP_NET_RAW: u32 = 13;
+
+    fn capset(data: &[CapData; 2]) -> io::Result<()> {
+        let mut hdr = CapHeader {
+            version: LINUX_CAPABILITY_VERSION_3,
+            pid: 0,
+        };
+        // SAFETY: header and two data structs laid out as capset(2) requires.
+        let rc = unsafe { libc::syscall(libc::SYS_capset, &mut hdr, data.as_ptr()) };
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(io::Error::last_os_error())
+        }
+    }
+
+    impl WithoutNetRaw {
+        fn new() -> WithoutNetRaw {
+            let mut hdr = CapHeader {
+                version: LINUX_CAPABILITY_VERSION_3,
+                pid: 0,
+            };
+            let mut saved = [CapData::default(); 2];
+            // SAFETY: as in `capset`, with a writable data array.
+            let rc = unsafe { libc::syscall(libc::SYS_capget, &mut hdr, saved.as_mut_ptr()) };
+            assert_eq!(rc, 0, "capget: {}", io::Error::last_os_error());
+            let mut reduced = saved;
+            reduced[0].effective &= !(1 << CAP_NET_RAW);
+            capset(&reduced).expect("dropping CAP_NET_RAW");
+            WithoutNetRaw { saved }
+        }
+    }
+
+    impl Drop for WithoutNetRaw {
+        fn drop(&mut self) {
+            let _ = capset(&self.saved);
+        }
+    }
+
+    /// Whether this process's group may open datagram ICMP sockets; decides which
+    /// path Auto must take once raw sockets are gone.
+    fn dgram_icmp_allowed() -> bool {
+        let range = std::fs::read_to_string("/proc/sys/net/ipv4/ping_group_range")
+            .expect("reading net.ipv4.ping_group_range");
+        let mut it = range.split_whitespace().map(|v| v.parse::<u32>());
+        let (Some(Ok(lo)), Some(Ok(hi))) = (it.next(), it.next()) else {
+            panic!("unreadable ping_group_range {range:?}");
+        };
+        // SAFETY: getegid has no preconditions.
+        let gid = unsafe { libc::getegid() };
+        (lo..=hi).contains(&gid)
+    }
+
+    /// The deployment case from the issue: no CAP_NET_RAW and, on stock Debian,
+    /// `ping_group_range = 1 0`. Auto must still ping, through /usr/bin/ping.
+    #[tokio::test]
+    async fn auto_falls_back_to_command_without_privilege() {
+        let _unprivileged = WithoutNetRaw::new();
+        let expected = if dgram_icmp_allowed() {
+            PingMethodUsed::Socket
+        } else {
+            PingMethodUsed::Command
+        };
+        let r = expect_command_ok(
+            ping(
+                LOCALHOST,
+                &quick(PingMethod::Auto, 2),
+                &CancellationToken::new(),
+            )
+            .await,
+        );
+        assert_eq!((r.method_used, r.received), (expected, 2));
+    }
+
+    #[tokio::test]
+    async fn socket_without_privilege_is_a_permission_error_with_hint() {
+        let _unprivileged = WithoutNetRaw::new();
+        let r = ping(
+            LOCALHOST,
+            &quick(PingMethod::Socket, 1),
+            &CancellationToken::new(),
+        )
+        .await;
+        if dgram_icmp_allowed() {
+            assert_eq!(r.expect("datagram ICMP is allowed").received, 1);
+        } else {
+            let err = r.unwrap_err();
+            let text = err.to_string();
+            assert!(matches!(err, PingError::Permission { .. }), "{err:?}");
+            assert!(
+                text.contains("ping_group_range")
+                    && text.contains("CAP_NET_RAW")
+                    && text.contains("iputils-ping"),
+                "{text}"
+            );
+        }
+    }
+
     #[tokio::test]
     async fn rejects_zero_count() {
         let err = ping(
