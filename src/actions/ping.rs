@@ -1,7 +1,208 @@
-//! `ping`: is the machine answering ICMP echo? (Being written.)
+//! `ping`: is the machine answering ICMP echo?
+//!
+//! The worker id is taken as the machine's address: an IPv4 literal or a host
+//! name the system resolver knows. The action succeeds iff at least one echo
+//! request was answered; partial loss is reported in the result, not as a failure,
+//! because a machine that answers at all is up. Total silence is
+//! [`ActionError::Failed`]; an ICMP permission problem is [`ActionError::Config`].
+
+use std::net::IpAddr;
+use std::time::Duration;
 
 use super::{ActionContext, ActionError, Target};
+use crate::drivers::ping::{self as driver, PingError, PingReport};
 
-pub async fn run(_target: &Target, _cx: &ActionContext) -> Result<serde_json::Value, ActionError> {
-    Err(ActionError::Config("ping is not implemented yet".into()))
+/// The resolver has no timeout of its own that we control; a job must not hang on DNS.
+const RESOLVE_TIMEOUT: Duration = Duration::from_secs(5);
+
+pub async fn run(target: &Target, cx: &ActionContext) -> Result<serde_json::Value, ActionError> {
+    let host = target.worker_id.as_str();
+    let addr = tokio::select! {
+        biased;
+        _ = cx.cancel.cancelled() => return Err(ActionError::Cancelled),
+        r = resolve(host) => r?,
+    };
+    let settings = &cx.settings.ping;
+    cx.log(format!(
+        "pinging {host} ({addr}) with {} echo request{}, method {}",
+        settings.count,
+        if settings.count == 1 { "" } else { "s" },
+        method_name(settings.method),
+    ));
+
+    let report = driver::ping(addr, settings, &cx.cancel)
+        .await
+        .map_err(|e| match e {
+            PingError::Cancelled => ActionError::Cancelled,
+            e @ (PingError::Permission { .. }
+            | PingError::CommandMissing
+            | PingError::InvalidSettings(_)) => ActionError::Config(e.to_string()),
+            e @ (PingError::CommandFailed { .. } | PingError::Io { .. }) => {
+                ActionError::Failed(format!("ping {host} ({addr}): {e}"))
+            }
+        })?;
+
+    cx.log(summary_line(&report));
+    if report.received == 0 {
+        return Err(ActionError::Failed(format!(
+            "{host} ({addr}) did not answer: 0 of {} echo requests replied",
+            report.sent
+        )));
+    }
+    Ok(serde_json::json!({
+        "host": host,
+        "address": addr.to_string(),
+        "method": report.method_used.as_str(),
+        "sent": report.sent,
+        "received": report.received,
+        "rtt_ms": report.rtt_json(),
+    }))
+}
+
+fn method_name(m: driver::PingMethod) -> &'static str {
+    match m {
+        driver::PingMethod::Auto => "auto",
+        driver::PingMethod::Socket => "socket",
+        driver::PingMethod::Command => "command",
+    }
+}
+
+fn summary_line(r: &PingReport) -> String {
+    let mut line = format!("{}/{} replies via {}", r.received, r.sent, r.method_used);
+    if let (Some(min), Some(avg), Some(max)) = (r.rtt_min_ms, r.rtt_avg_ms, r.rtt_max_ms) {
+        line.push_str(&format!(
+            ", rtt min/avg/max = {min:.3}/{avg:.3}/{max:.3} ms"
+        ));
+    }
+    line
+}
+
+/// An IP literal as is; otherwise the system resolver, preferring IPv4 because
+/// data-centre management networks are IPv4 and a dual-stacked name should not
+/// fail over an unrouted IPv6 address.
+async fn resolve(host: &str) -> Result<IpAddr, ActionError> {
+    if let Ok(ip) = host.parse::<IpAddr>() {
+        return Ok(ip);
+    }
+    let addrs: Vec<IpAddr> =
+        match tokio::time::timeout(RESOLVE_TIMEOUT, tokio::net::lookup_host((host, 0))).await {
+            Ok(Ok(it)) => it.map(|sa| sa.ip()).collect(),
+            Ok(Err(e)) => return Err(ActionError::Failed(format!("cannot resolve {host}: {e}"))),
+            Err(_) => {
+                return Err(ActionError::Failed(format!(
+                    "cannot resolve {host}: no answer within {RESOLVE_TIMEOUT:?}"
+                )));
+            }
+        };
+    addrs
+        .iter()
+        .find(|a| a.is_ipv4())
+        .or_else(|| addrs.first())
+        .copied()
+        .ok_or_else(|| ActionError::Failed(format!("cannot resolve {host}: no addresses")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+
+    use tokio_util::sync::CancellationToken;
+
+    use crate::actions::{ActionSettings, LogSink};
+    use crate::domain::{WorkerGroup, WorkerId};
+    use crate::drivers::ping::{PingMethod, PingSettings, test_host::SilentHost};
+
+    #[derive(Default)]
+    struct Lines(Mutex<Vec<String>>);
+
+    impl LogSink for Lines {
+        fn line(&self, line: String) {
+            self.0.lock().unwrap().push(line);
+        }
+    }
+
+    fn setup(worker: &str, method: PingMethod) -> (Target, ActionContext, Arc<Lines>) {
+        let target = Target {
+            worker_id: WorkerId::parse(worker).unwrap(),
+            worker_group: WorkerGroup::parse("mdc1").unwrap(),
+        };
+        let settings = ActionSettings {
+            ping: PingSettings {
+                count: 2,
+                interval: Duration::from_millis(200),
+                timeout: Duration::from_millis(400),
+                method,
+            },
+        };
+        let lines = Arc::new(Lines::default());
+        let cx = ActionContext::new(Arc::new(settings), CancellationToken::new(), lines.clone());
+        (target, cx, lines)
+    }
+
+    #[tokio::test]
+    async fn answering_host_succeeds_with_result_json() {
+        let (target, cx, lines) = setup("127.0.0.1", PingMethod::Auto);
+        let v = run(&target, &cx).await.expect("127.0.0.1 answers");
+        assert_eq!(v["host"], "127.0.0.1");
+        assert_eq!(v["address"], "127.0.0.1");
+        assert_eq!(v["sent"], 2);
+        assert_eq!(v["received"], 2);
+        assert!(v["method"] == "socket" || v["method"] == "command", "{v}");
+        assert!(v["rtt_ms"]["avg"].as_f64().is_some(), "{v}");
+        let lines = lines.0.lock().unwrap();
+        assert!(lines[0].starts_with("pinging 127.0.0.1 (127.0.0.1) with 2 echo requests"));
+        assert!(lines[1].starts_with("2/2 replies via "), "{lines:?}");
+    }
+
+    #[tokio::test]
+    async fn resolves_a_host_name() {
+        // "localhost" comes from /etc/hosts; it may map to ::1 too, and IPv4 must win.
+        let (target, cx, _) = setup("localhost", PingMethod::Socket);
+        let v = run(&target, &cx).await.expect("localhost answers");
+        assert_eq!(v["host"], "localhost");
+        assert_eq!(v["address"], "127.0.0.1");
+    }
+
+    #[tokio::test]
+    async fn silent_host_fails_cleanly() {
+        let host = SilentHost::new(21);
+        let (target, cx, lines) = setup(&host.addr.to_string(), PingMethod::Socket);
+        match run(&target, &cx).await {
+            Err(ActionError::Failed(msg)) => assert_eq!(
+                msg,
+                format!(
+                    "{0} ({0}) did not answer: 0 of 2 echo requests replied",
+                    host.addr
+                )
+            ),
+            other => panic!("expected Failed, got {other:?}"),
+        }
+        assert!(lines.0.lock().unwrap()[1].starts_with("0/2 replies"));
+    }
+
+    #[tokio::test]
+    async fn unresolvable_name_fails() {
+        let (target, cx, lines) = setup("no-such-host.invalid", PingMethod::Socket);
+        match run(&target, &cx).await {
+            Err(ActionError::Failed(msg)) => {
+                assert!(
+                    msg.starts_with("cannot resolve no-such-host.invalid: "),
+                    "{msg}"
+                )
+            }
+            other => panic!("expected Failed, got {other:?}"),
+        }
+        assert!(lines.0.lock().unwrap().is_empty(), "nothing was pinged");
+    }
+
+    #[tokio::test]
+    async fn cancelled_action_reports_cancelled() {
+        let (target, cx, _) = setup("127.0.0.1", PingMethod::Socket);
+        cx.cancel.cancel();
+        assert!(matches!(
+            run(&target, &cx).await,
+            Err(ActionError::Cancelled)
+        ));
+    }
 }
