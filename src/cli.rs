@@ -16,6 +16,14 @@ use crate::domain::{JobId, WorkerGroup, WorkerId};
 use crate::runner::{Ended, Limits, run_with_limits};
 use crate::startup::{ADMIN_CREDENTIALS_FILE, Application};
 
+/// `println!` that ignores a closed stdout (`roller check-config | head`) instead of panicking.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
 #[derive(Parser)]
 #[command(
     name = "roller",
@@ -109,7 +117,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Tasks => {
             let width = Task::ALL.iter().map(|t| t.name().len()).max().unwrap_or(0);
             for t in Task::ALL {
-                println!("{:width$}  {}", t.name(), t.help());
+                say!("{:width$}  {}", t.name(), t.help());
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -121,7 +129,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::CheckConfig => {
             let s = load(&cli)?;
-            println!("{s:#?}");
+            say!("{s:#?}");
             Ok(ExitCode::SUCCESS)
         }
         Command::Serve => serve(load(&cli)?).await,
@@ -167,17 +175,17 @@ async fn serve(settings: Settings) -> anyhow::Result<ExitCode> {
     let exe = std::env::current_exe()
         .map(|p| p.display().to_string())
         .unwrap_or_else(|_| "roller".into());
-    println!("roller {} is listening on {url}", env!("CARGO_PKG_VERSION"));
-    println!("  data directory:    {}", s.data_dir.display());
-    println!("  job queue:         {}", s.sqlite_path.display());
+    say!("roller {} is listening on {url}", env!("CARGO_PKG_VERSION"));
+    say!("  data directory:    {}", s.data_dir.display());
+    say!("  job queue:         {}", s.sqlite_path.display());
     if let Some(creds) = &app.admin_credentials {
-        println!("  admin credentials: {} (mode 0600)", creds.display());
+        say!("  admin credentials: {} (mode 0600)", creds.display());
         let c = format!("--url {url} --credentials {}", creds.display());
-        println!();
-        println!("Enqueue a ping of 127.0.0.1:");
-        println!("  {exe} jobs {c} enqueue ping 127.0.0.1");
-        println!("Read its result (the machine's recent jobs, newest first):");
-        println!("  {exe} jobs {c} list 127.0.0.1");
+        say!();
+        say!("Enqueue a ping of 127.0.0.1:");
+        say!("  {exe} jobs {c} enqueue ping 127.0.0.1");
+        say!("Read its result (the machine's recent jobs, newest first):");
+        say!("  {exe} jobs {c} list 127.0.0.1");
     }
     let shutdown = CancellationToken::new();
     tokio::spawn(wait_for_signal(shutdown.clone()));
@@ -271,7 +279,7 @@ async fn run_once(
             serde_json::json!({"state": "cancelled", "error": "interrupted"}),
         ),
     };
-    println!("{}", serde_json::to_string_pretty(&out)?);
+    say!("{}", serde_json::to_string_pretty(&out)?);
     Ok(if ok {
         ExitCode::SUCCESS
     } else {
@@ -315,11 +323,11 @@ async fn jobs(client: Client, cmd: &JobsCommand) -> anyhow::Result<ExitCode> {
     };
     if !(200..300).contains(&answer.status) {
         eprintln!("roller: HTTP {}", answer.status);
-        println!("{}", serde_json::to_string_pretty(&answer.body)?);
+        say!("{}", serde_json::to_string_pretty(&answer.body)?);
         return Ok(ExitCode::from(1));
     }
     if !wait {
-        println!("{}", serde_json::to_string_pretty(&answer.body)?);
+        say!("{}", serde_json::to_string_pretty(&answer.body)?);
         return Ok(ExitCode::SUCCESS);
     }
     let id = answer.body["task_id"]
@@ -330,7 +338,7 @@ async fn jobs(client: Client, cmd: &JobsCommand) -> anyhow::Result<ExitCode> {
         let job = client.get(&format!("/api/v1/jobs/{id}")).await?;
         let state = job.body["state"].as_str().unwrap_or("").to_string();
         if job.status != 200 || !matches!(state.as_str(), "queued" | "running") {
-            println!("{}", serde_json::to_string_pretty(&job.body)?);
+            say!("{}", serde_json::to_string_pretty(&job.body)?);
             return Ok(if state == "succeeded" {
                 ExitCode::SUCCESS
             } else {

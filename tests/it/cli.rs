@@ -127,9 +127,21 @@ fn run_ping_works_for_an_unprivileged_user() {
     // As `nobody`, without CAP_NET_RAW: on stock Debian (ping_group_range "1 0") only the
     // system ping, which carries cap_net_raw, can send echoes.
     let dir = tempfile::tempdir().unwrap();
-    std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o777),
+    )
+    .unwrap();
     let out = Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups", env!("CARGO_BIN_EXE_roller"), "run", "ping", "127.0.0.1"])
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            env!("CARGO_BIN_EXE_roller"),
+            "run",
+            "ping",
+            "127.0.0.1",
+        ])
         .env_clear()
         .env("PATH", "/usr/bin:/bin")
         .env("HOME", dir.path())
@@ -137,9 +149,18 @@ fn run_ping_works_for_an_unprivileged_user() {
         .output()
         .expect("setpriv (util-linux) runs");
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(0), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
     assert_eq!(v["state"], "succeeded");
-    let expected = if ping_group_allows(65534) { "socket" } else { "command" };
+    let expected = if ping_group_allows(65534) {
+        "socket"
+    } else {
+        "command"
+    };
     assert_eq!(v["result"]["method"], expected, "{v}");
 }
