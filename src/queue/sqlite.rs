@@ -493,6 +493,16 @@ fn enqueue_tx(conn: &mut Connection, job: NewJob) -> Result<Enqueued, QueueError
     Ok(Enqueued { job, created })
 }
 
+/// The job reserve chose, as it was before this reservation.
+struct Picked {
+    id: String,
+    state: String,
+    attempts: i64,
+    max_attempts: i64,
+    consumer: Option<String>,
+    lease_until: Option<i64>,
+}
+
 fn reserve_tx(
     conn: &mut Connection,
     consumer: &str,
@@ -507,7 +517,7 @@ fn reserve_tx(
     // attempts left, so it is a candidate like a queued one. The NOT EXISTS is
     // the per-machine lock; skipping locked machines (rather than stopping at the
     // oldest job) is what keeps one busy machine from starving the others.
-    let picked: Option<(String, String, i64, i64, Option<String>, Option<i64>)> = tx
+    let picked: Option<Picked> = tx
         .query_row(
             "SELECT j.id, j.state, j.attempts, j.max_attempts, j.consumer, j.lease_until
              FROM jobs j
@@ -520,19 +530,27 @@ fn reserve_tx(
              LIMIT 1",
             [now],
             |r| {
-                Ok((
-                    r.get(0)?,
-                    r.get(1)?,
-                    r.get(2)?,
-                    r.get(3)?,
-                    r.get(4)?,
-                    r.get(5)?,
-                ))
+                Ok(Picked {
+                    id: r.get(0)?,
+                    state: r.get(1)?,
+                    attempts: r.get(2)?,
+                    max_attempts: r.get(3)?,
+                    consumer: r.get(4)?,
+                    lease_until: r.get(5)?,
+                })
             },
         )
         .optional()
         .db()?;
-    let Some((id, state, attempts, max_attempts, old_consumer, old_lease)) = picked else {
+    let Some(Picked {
+        id,
+        state,
+        attempts,
+        max_attempts,
+        consumer: old_consumer,
+        lease_until: old_lease,
+    }) = picked
+    else {
         // Commit, not roll back: fail_exhausted may have changed rows.
         tx.commit().db()?;
         return Ok(None);
@@ -782,5 +800,194 @@ impl Queue for SqliteQueue {
         tokio::task::spawn_blocking(move || health_check(&path))
             .await
             .map_err(|e| QueueError::Unavailable(format!("health check did not complete: {e}")))?
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::queue::conformance::{LONG_LEASE, ping};
+
+    fn temp_db() -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a").join("b").join("queue.sqlite");
+        (dir, path)
+    }
+
+    fn unavailable_text(r: Result<SqliteQueue, QueueError>) -> String {
+        match r {
+            Err(QueueError::Unavailable(msg)) => msg,
+            other => panic!("expected Unavailable, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn open_creates_directories_and_configures_the_file() {
+        let (_dir, path) = temp_db();
+        let q = SqliteQueue::open(&path).unwrap();
+        assert!(path.exists());
+        {
+            let conn = q.conn.lock().unwrap();
+            let get = |sql: &str| -> i64 { conn.query_row(sql, [], |r| r.get(0)).unwrap() };
+            assert_eq!(get("PRAGMA user_version"), SCHEMA_VERSION);
+            assert_eq!(get("PRAGMA synchronous"), 2, "FULL");
+            assert_eq!(get("PRAGMA foreign_keys"), 1);
+            let mode: String = conn
+                .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+                .unwrap();
+            assert_eq!(mode, "wal");
+        }
+        // Reopening an existing, current file is fine and keeps its data.
+        let id = q.enqueue(ping("a", "g")).await.unwrap().job.id;
+        drop(q);
+        let q = SqliteQueue::open(&path).unwrap();
+        assert!(q.get(id).await.unwrap().is_some());
+    }
+
+    #[test]
+    fn a_newer_schema_version_is_refused() {
+        let (_dir, path) = temp_db();
+        drop(SqliteQueue::open(&path).unwrap());
+        let raw = Connection::open(&path).unwrap();
+        raw.pragma_update(None, "user_version", SCHEMA_VERSION + 1)
+            .unwrap();
+        drop(raw);
+        let msg = unavailable_text(SqliteQueue::open(&path));
+        assert!(msg.contains("newer than this roller understands"), "{msg}");
+    }
+
+    #[test]
+    fn a_database_that_is_not_a_queue_is_left_alone() {
+        let (_dir, path) = temp_db();
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        let raw = Connection::open(&path).unwrap();
+        raw.execute_batch("CREATE TABLE precious (x INTEGER)")
+            .unwrap();
+        drop(raw);
+        let msg = unavailable_text(SqliteQueue::open(&path));
+        assert!(msg.contains("not a roller queue"), "{msg}");
+        let raw = Connection::open(&path).unwrap();
+        let v: i64 = raw
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(v, 0, "untouched");
+    }
+
+    /// Two handles on one file behave like two roller processes: every job is
+    /// handed out once across both, because reserve's transaction is IMMEDIATE.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn two_handles_on_one_file_never_hand_out_a_job_twice() {
+        let (_dir, path) = temp_db();
+        let a = SqliteQueue::open(&path).unwrap();
+        let b = SqliteQueue::open(&path).unwrap();
+        const JOBS: usize = 40;
+        for i in 0..JOBS {
+            a.enqueue(ping(&format!("m{i}"), "g")).await.unwrap();
+        }
+        let drain = |q: SqliteQueue, consumer: &'static str| {
+            tokio::spawn(async move {
+                let mut got = Vec::new();
+                while let Some(j) = q.reserve(consumer, LONG_LEASE).await.unwrap() {
+                    got.push(j.id);
+                }
+                got
+            })
+        };
+        let tasks = [
+            drain(a.clone(), "a1"),
+            drain(a.clone(), "a2"),
+            drain(b.clone(), "b1"),
+            drain(b.clone(), "b2"),
+        ];
+        let mut all = Vec::new();
+        for t in tasks {
+            all.extend(t.await.unwrap());
+        }
+        assert_eq!(all.len(), JOBS);
+        all.sort();
+        all.dedup();
+        assert_eq!(all.len(), JOBS, "a job was handed out twice");
+        // A plain reader (the CLI) sees the committed state.
+        let reader = Connection::open_with_flags(&path, OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap();
+        let running: i64 = reader
+            .query_row(
+                "SELECT count(*) FROM jobs WHERE state = 'running' AND attempts = 1",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(running, JOBS as i64);
+    }
+
+    #[tokio::test]
+    async fn corrupt_rows_are_reported_not_panicked_on() {
+        let (_dir, path) = temp_db();
+        let q = SqliteQueue::open(&path).unwrap();
+        let id = q.enqueue(ping("m", "g")).await.unwrap().job.id;
+        let raw = Connection::open(&path).unwrap();
+        let set = |sql: &str| {
+            raw.execute(sql, [id.to_string()]).unwrap();
+        };
+        let corrupt = |r: Result<Option<Job>, QueueError>, what: &str| match r {
+            Err(QueueError::Corrupt(got, msg)) => {
+                assert_eq!(got, id.to_string());
+                assert!(msg.contains(what), "{msg}");
+            }
+            other => panic!("expected Corrupt, got {other:?}"),
+        };
+
+        // A task name written by a newer roller.
+        set("UPDATE jobs SET task = 'reboot-via-magic' WHERE id = ?1");
+        corrupt(q.get(id).await, "unknown task");
+        let h = q.history(&WorkerId::parse("m").unwrap(), 10).await;
+        assert!(matches!(h, Err(QueueError::Corrupt(..))), "{h:?}");
+        set("UPDATE jobs SET task = 'ping' WHERE id = ?1");
+
+        set("UPDATE jobs SET worker_id = 'not a worker' WHERE id = ?1");
+        corrupt(q.get(id).await, "worker_id");
+        set("UPDATE jobs SET worker_id = 'm' WHERE id = ?1");
+
+        set("UPDATE jobs SET result = '{not json' WHERE id = ?1");
+        corrupt(q.get(id).await, "not JSON");
+        set("UPDATE jobs SET result = NULL WHERE id = ?1");
+
+        // The CHECK keeps an impossible state out; past it (checks disabled),
+        // reading still reports rather than panics.
+        let refused = raw.execute(
+            "UPDATE jobs SET state = 'exploded' WHERE id = ?1",
+            [id.to_string()],
+        );
+        assert!(refused.is_err());
+        raw.pragma_update(None, "ignore_check_constraints", true)
+            .unwrap();
+        set("UPDATE jobs SET state = 'exploded' WHERE id = ?1");
+        corrupt(q.get(id).await, "unknown state");
+    }
+
+    #[tokio::test]
+    async fn health_fails_when_the_file_is_gone() {
+        let (_dir, path) = temp_db();
+        let q = SqliteQueue::open(&path).unwrap();
+        q.health().await.unwrap();
+        std::fs::remove_file(&path).unwrap();
+        let r = q.health().await;
+        assert!(matches!(r, Err(QueueError::Unavailable(_))), "{r:?}");
+        assert!(!path.exists(), "health must not recreate an empty database");
+    }
+
+    #[tokio::test]
+    async fn a_poisoned_connection_is_unavailable_not_a_panic() {
+        let (_dir, path) = temp_db();
+        let q = SqliteQueue::open(&path).unwrap();
+        let conn = Arc::clone(&q.conn);
+        let _ = std::thread::spawn(move || {
+            let _guard = conn.lock().unwrap();
+            panic!("simulated bug while holding the connection");
+        })
+        .join();
+        let r = q.enqueue(ping("m", "g")).await;
+        assert!(matches!(r, Err(QueueError::Unavailable(_))), "{r:?}");
+        let r = q.health().await;
+        assert!(matches!(r, Err(QueueError::Unavailable(_))), "{r:?}");
     }
 }
