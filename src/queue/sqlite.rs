@@ -302,6 +302,19 @@ fn fail_exhausted(tx: &Transaction<'_>, now: i64) -> Result<(), QueueError> {
     Ok(())
 }
 
+/// An error while reading a column: a value of the wrong type is a corrupt job;
+/// anything else (I/O, locking) means the database is unavailable.
+fn read_err(id: &str, e: rusqlite::Error) -> QueueError {
+    match e {
+        rusqlite::Error::InvalidColumnType(..)
+        | rusqlite::Error::FromSqlConversionFailure(..)
+        | rusqlite::Error::IntegralValueOutOfRange(..) => {
+            QueueError::Corrupt(id.to_string(), e.to_string())
+        }
+        e => QueueError::Unavailable(format!("sqlite: {e}")),
+    }
+}
+
 /// A jobs row as stored, before its strings are parsed back into domain types.
 struct RawJob {
     id: String,
@@ -328,10 +341,8 @@ impl RawJob {
     /// Read a row selected with `job_columns!()`. A column of the wrong type is
     /// a corrupt job, not an unavailable database.
     fn from_row(row: &Row<'_>) -> Result<Self, QueueError> {
-        let id: String = row
-            .get(0)
-            .map_err(|e| QueueError::Corrupt("(unreadable id)".to_string(), e.to_string()))?;
-        let c = |e: rusqlite::Error| QueueError::Corrupt(id.clone(), e.to_string());
+        let id: String = row.get(0).map_err(|e| read_err("(unreadable id)", e))?;
+        let c = |e: rusqlite::Error| read_err(&id, e);
         Ok(Self {
             task: row.get(1).map_err(c)?,
             worker_id: row.get(2).map_err(c)?,
@@ -404,7 +415,7 @@ fn load_log(conn: &Connection, id: &str) -> Result<Vec<LogLine>, QueueError> {
         .query_map([id], |r| Ok((r.get(0)?, r.get(1)?)))
         .db()?
         .collect::<rusqlite::Result<_>>()
-        .map_err(|e| QueueError::Corrupt(id.to_string(), format!("log line: {e}")))?;
+        .map_err(|e| read_err(id, e))?;
     rows.into_iter()
         .map(|(at, line)| {
             Ok(LogLine {
