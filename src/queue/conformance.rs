@@ -1,1 +1,715 @@
-//! The conformance suite every queue backend must pass. (Being written.)
+//! The conformance suite every queue backend must pass.
+//!
+//! Each check is a `pub async fn` over `&dyn Queue` (or, when it needs to
+//! reopen storage or block writes, over a [`Backend`]), so the Redis backend
+//! runs exactly the same checks: implement [`Backend`] and invoke
+//! [`conformance_suite!`] once, as `sqlite_conformance` below does.
+//!
+//! Only `Task::Ping` exists today, so checks that need several jobs for one
+//! machine use different worker groups (coalescing is per machine+group+task)
+//! and checks that need independent jobs use different worker ids.
+//!
+//! Lease expiry is waited for by polling with a generous deadline, never by a
+//! fixed sleep; no check asserts how fast anything is.
+
+use std::any::Any;
+use std::collections::HashSet;
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use super::{Job, JobState, NewJob, Outcome, Queue, QueueError};
+use crate::actions::Task;
+use crate::domain::{ClientId, JobId, TaskclusterName, WorkerGroup, WorkerId};
+
+/// Long enough that it never expires during a check.
+pub const LONG_LEASE: Duration = Duration::from_secs(300);
+/// Short enough to wait for; long enough that a reserve right after taking it
+/// still sees it live on a loaded machine (only checks that tolerate either
+/// answer rely on that).
+pub const SHORT_LEASE: Duration = Duration::from_millis(100);
+/// Upper bound for any wait on lease expiry; reaching it means the backend is broken.
+pub const DEADLINE: Duration = Duration::from_secs(20);
+const POLL: Duration = Duration::from_millis(20);
+
+/// What a backend provides so the checks that go beyond one handle can run.
+#[async_trait]
+pub trait Backend: Send + Sync {
+    /// A new handle on the backend's storage. Every call reaches the same data,
+    /// as a restarted roller would.
+    async fn open(&self) -> Box<dyn Queue>;
+    /// Make the storage refuse writes from every handle until the returned
+    /// guard is dropped (SQLite: another connection holding an EXCLUSIVE lock).
+    async fn block_writes(&self) -> Box<dyn Any + Send>;
+}
+
+/// Generate one `#[tokio::test]` per check for a backend. `$backend` is an
+/// expression evaluated afresh for each test and must give an isolated
+/// `impl Backend`.
+macro_rules! conformance_suite {
+    ($backend:expr) => {
+        $crate::queue::conformance::conformance_suite!(@queue $backend;
+            enqueue_then_get_round_trips_every_field,
+            get_unknown_job_is_none,
+            reserve_hands_out_oldest_first_and_marks_running,
+            reserve_with_nothing_runnable_is_none,
+            finish_records_each_outcome,
+            finish_or_release_by_another_consumer_is_lost_lease,
+            coalescing_returns_the_active_job,
+            per_machine_lock_holds_until_finish,
+            per_machine_lock_passes_to_the_oldest_job_after_lease_expiry,
+            busy_machine_does_not_starve_others,
+            expired_lease_is_taken_over,
+            retry_cap_fails_the_job_after_the_last_expired_lease,
+            release_requeues_at_once_keeping_attempts,
+            release_on_the_last_attempt_fails_the_job,
+            log_lines_keep_their_order,
+            history_is_newest_first_and_limited,
+            concurrent_reserves_hand_each_job_out_once,
+        );
+        $crate::queue::conformance::conformance_suite!(@backend $backend;
+            jobs_survive_reopen,
+            health_fails_while_writes_are_blocked,
+        );
+    };
+    (@queue $backend:expr; $($name:ident),* $(,)?) => {$(
+        #[tokio::test]
+        async fn $name() {
+            let backend = $backend;
+            let queue = $crate::queue::conformance::Backend::open(&backend).await;
+            $crate::queue::conformance::$name(&*queue).await;
+        }
+    )*};
+    (@backend $backend:expr; $($name:ident),* $(,)?) => {$(
+        #[tokio::test]
+        async fn $name() {
+            let backend = $backend;
+            $crate::queue::conformance::$name(&backend).await;
+        }
+    )*};
+}
+pub(crate) use conformance_suite;
+
+/// A ping for `worker` in `group`, with every optional field set so round trips
+/// check them all.
+pub fn ping(worker: &str, group: &str) -> NewJob {
+    NewJob {
+        task: Task::Ping,
+        worker_id: WorkerId::parse(worker).expect("test worker id"),
+        worker_group: WorkerGroup::parse(group).expect("test worker group"),
+        requester: ClientId::parse("project/releng/roller-test").expect("test client id"),
+        origin: Some("https://tools.example.com".to_string()),
+        provisioner_id: Some(TaskclusterName::parse("provisioner_id", "releng-hardware").unwrap()),
+        worker_type: Some(TaskclusterName::parse("worker_type", "gecko-t-linux").unwrap()),
+    }
+}
+
+async fn enqueue(q: &dyn Queue, worker: &str, group: &str) -> Job {
+    let e = q.enqueue(ping(worker, group)).await.expect("enqueue");
+    assert!(e.created, "{worker}/{group} should be a new job");
+    e.job
+}
+
+async fn get(q: &dyn Queue, id: JobId) -> Job {
+    q.get(id).await.expect("get").expect("job exists")
+}
+
+/// Reserve for `consumer`, retrying until something is handed out.
+async fn reserve_eventually(q: &dyn Queue, consumer: &str, lease: Duration) -> Job {
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        if let Some(job) = q.reserve(consumer, lease).await.expect("reserve") {
+            return job;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "nothing became reservable within {DEADLINE:?}"
+        );
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+fn assert_lost_lease(r: Result<(), QueueError>, id: JobId) {
+    match r {
+        Err(QueueError::LostLease(got)) => assert_eq!(got, id),
+        other => panic!("expected LostLease({id}), got {other:?}"),
+    }
+}
+
+fn lines(job: &Job) -> Vec<&str> {
+    job.log.iter().map(|l| l.line.as_str()).collect()
+}
+
+pub async fn enqueue_then_get_round_trips_every_field(q: &dyn Queue) {
+    let before = chrono::Utc::now() - chrono::Duration::seconds(1);
+    let new = ping("MS1-10.mdc1", "mdc1");
+    let e = q.enqueue(new.clone()).await.unwrap();
+    assert!(e.created);
+    let j = e.job;
+    assert_eq!(j.task, Task::Ping);
+    assert_eq!(j.worker_id, new.worker_id);
+    assert_eq!(j.worker_id.as_str(), "ms1-10.mdc1");
+    assert_eq!(j.worker_group, new.worker_group);
+    assert_eq!(j.requester, new.requester);
+    assert_eq!(j.origin, new.origin);
+    assert_eq!(j.provisioner_id, new.provisioner_id);
+    assert_eq!(j.worker_type, new.worker_type);
+    assert_eq!(j.state, JobState::Queued);
+    assert_eq!(j.attempts, 0);
+    assert_eq!(j.max_attempts, Task::Ping.max_attempts());
+    assert!(j.created_at >= before && j.created_at <= chrono::Utc::now());
+    assert_eq!(
+        (j.started_at, j.finished_at, j.lease_until),
+        (None, None, None)
+    );
+    assert_eq!(j.consumer, None);
+    assert!(j.result.is_none() && j.error.is_none());
+
+    let g = get(q, j.id).await;
+    assert_eq!(g.id, j.id);
+    assert_eq!(g.task, j.task);
+    assert_eq!(g.worker_id, j.worker_id);
+    assert_eq!(g.worker_group, j.worker_group);
+    assert_eq!(g.requester, j.requester);
+    assert_eq!(g.origin, j.origin);
+    assert_eq!(g.provisioner_id, j.provisioner_id);
+    assert_eq!(g.worker_type, j.worker_type);
+    assert_eq!(g.state, j.state);
+    assert_eq!(g.attempts, j.attempts);
+    assert_eq!(g.max_attempts, j.max_attempts);
+    assert_eq!(g.created_at, j.created_at);
+    assert_eq!(g.log, j.log);
+
+    // Optional fields really are optional.
+    let bare = NewJob {
+        origin: None,
+        provisioner_id: None,
+        worker_type: None,
+        ..ping("bare", "mdc1")
+    };
+    let b = q.enqueue(bare).await.unwrap().job;
+    let b = get(q, b.id).await;
+    assert_eq!(
+        (b.origin, b.provisioner_id, b.worker_type),
+        (None, None, None)
+    );
+}
+
+pub async fn get_unknown_job_is_none(q: &dyn Queue) {
+    assert!(q.get(JobId::new()).await.unwrap().is_none());
+}
+
+pub async fn reserve_hands_out_oldest_first_and_marks_running(q: &dyn Queue) {
+    let a = enqueue(q, "a", "g").await;
+    let b = enqueue(q, "b", "g").await;
+    let c = enqueue(q, "c", "g").await;
+    for want in [&a, &b, &c] {
+        let r = q.reserve("runner-1", LONG_LEASE).await.unwrap().unwrap();
+        assert_eq!(r.id, want.id);
+        assert_eq!(r.state, JobState::Running);
+        assert_eq!(r.attempts, 1);
+        assert_eq!(r.consumer.as_deref(), Some("runner-1"));
+        let started = r.started_at.expect("started_at set");
+        assert!(started >= r.created_at);
+        assert!(r.lease_until.expect("lease set") > started);
+        assert_eq!(lines(&r), ["attempt 1 of 3 started by runner-1"]);
+        // What reserve returned is what is stored.
+        let g = get(q, r.id).await;
+        assert_eq!(g.state, JobState::Running);
+        assert_eq!(g.started_at, r.started_at);
+        assert_eq!(g.lease_until, r.lease_until);
+        assert_eq!(g.consumer, r.consumer);
+    }
+}
+
+pub async fn reserve_with_nothing_runnable_is_none(q: &dyn Queue) {
+    assert!(q.reserve("r", LONG_LEASE).await.unwrap().is_none());
+    let j = enqueue(q, "a", "g").await;
+    assert_eq!(q.reserve("r", LONG_LEASE).await.unwrap().unwrap().id, j.id);
+    // Held with a live lease: not handed out again.
+    assert!(q.reserve("r2", LONG_LEASE).await.unwrap().is_none());
+    q.finish(j.id, "r", Outcome::Succeeded(serde_json::json!({})))
+        .await
+        .unwrap();
+    assert!(q.reserve("r2", LONG_LEASE).await.unwrap().is_none());
+}
+
+pub async fn finish_records_each_outcome(q: &dyn Queue) {
+    let result = serde_json::json!({"sent": 3, "received": 3, "rtt_ms": [1.5, 2.0, 1.25]});
+    let cases = [
+        (
+            Outcome::Succeeded(result.clone()),
+            JobState::Succeeded,
+            None,
+        ),
+        (
+            Outcome::Failed("no reply".into()),
+            JobState::Failed,
+            Some("no reply"),
+        ),
+        (
+            Outcome::TimedOut("soft limit".into()),
+            JobState::TimedOut,
+            Some("soft limit"),
+        ),
+        (
+            Outcome::Cancelled("by operator".into()),
+            JobState::Cancelled,
+            Some("by operator"),
+        ),
+    ];
+    for (i, (outcome, state, error)) in cases.into_iter().enumerate() {
+        let j = enqueue(q, &format!("m{i}"), "g").await;
+        let r = q.reserve("r", LONG_LEASE).await.unwrap().unwrap();
+        assert_eq!(r.id, j.id);
+        q.finish(j.id, "r", outcome).await.unwrap();
+        let f = get(q, j.id).await;
+        assert_eq!(f.state, state);
+        assert!(f.state.is_final());
+        assert_eq!(f.error.as_deref(), error);
+        if state == JobState::Succeeded {
+            assert_eq!(f.result.as_ref(), Some(&result));
+        } else {
+            assert_eq!(f.result, None);
+        }
+        let finished = f.finished_at.expect("finished_at set");
+        assert!(finished >= f.started_at.unwrap());
+        assert_eq!(f.lease_until, None);
+        assert_eq!(f.attempts, 1);
+        // Finishing twice is refused: the job is no longer held.
+        assert_lost_lease(
+            q.finish(j.id, "r", Outcome::Failed("again".into())).await,
+            j.id,
+        );
+        assert_eq!(get(q, j.id).await.state, state);
+    }
+    assert!(q.reserve("r", LONG_LEASE).await.unwrap().is_none());
+}
+
+pub async fn finish_or_release_by_another_consumer_is_lost_lease(q: &dyn Queue) {
+    let j = enqueue(q, "a", "g").await;
+    q.reserve("owner", LONG_LEASE).await.unwrap().unwrap();
+    assert_lost_lease(
+        q.finish(j.id, "intruder", Outcome::Succeeded(serde_json::json!(1)))
+            .await,
+        j.id,
+    );
+    assert_lost_lease(q.release(j.id, "intruder").await, j.id);
+    let g = get(q, j.id).await;
+    assert_eq!(g.state, JobState::Running);
+    assert_eq!(g.consumer.as_deref(), Some("owner"));
+    // Unknown jobs, and jobs never reserved, are not held by anyone.
+    let unknown = JobId::new();
+    assert_lost_lease(
+        q.finish(unknown, "owner", Outcome::Failed("x".into()))
+            .await,
+        unknown,
+    );
+    let queued = enqueue(q, "b", "g").await;
+    assert_lost_lease(q.release(queued.id, "owner").await, queued.id);
+    assert_eq!(get(q, queued.id).await.state, JobState::Queued);
+    q.finish(j.id, "owner", Outcome::Succeeded(serde_json::json!(1)))
+        .await
+        .unwrap();
+}
+
+pub async fn coalescing_returns_the_active_job(q: &dyn Queue) {
+    let first = q.enqueue(ping("a", "g1")).await.unwrap();
+    assert!(first.created);
+    let again = q.enqueue(ping("A", "g1")).await.unwrap();
+    assert!(
+        !again.created,
+        "same machine (case-insensitive), group, task while queued"
+    );
+    assert_eq!(again.job.id, first.job.id);
+    assert_eq!(again.job.state, JobState::Queued);
+
+    // Another group or machine is another job.
+    let other_group = q.enqueue(ping("a", "g2")).await.unwrap();
+    assert!(other_group.created);
+    assert_ne!(other_group.job.id, first.job.id);
+    let other_machine = q.enqueue(ping("b", "g1")).await.unwrap();
+    assert!(other_machine.created);
+
+    let r = q.reserve("r", LONG_LEASE).await.unwrap().unwrap();
+    assert_eq!(r.id, first.job.id);
+    let running = q.enqueue(ping("a", "g1")).await.unwrap();
+    assert!(!running.created, "coalesced while running");
+    assert_eq!(running.job.id, first.job.id);
+    assert_eq!(running.job.state, JobState::Running);
+
+    q.finish(r.id, "r", Outcome::Failed("down".into()))
+        .await
+        .unwrap();
+    let after = q.enqueue(ping("a", "g1")).await.unwrap();
+    assert!(after.created, "a finished job is not reused");
+    assert_ne!(after.job.id, first.job.id);
+    assert_eq!(after.job.state, JobState::Queued);
+}
+
+pub async fn per_machine_lock_holds_until_finish(q: &dyn Queue) {
+    let first = enqueue(q, "m", "g1").await;
+    let second = enqueue(q, "m", "g2").await;
+    assert_eq!(
+        q.reserve("r1", LONG_LEASE).await.unwrap().unwrap().id,
+        first.id
+    );
+    for consumer in ["r2", "r3"] {
+        assert!(
+            q.reserve(consumer, LONG_LEASE).await.unwrap().is_none(),
+            "machine m is held by a live job"
+        );
+    }
+    assert_eq!(get(q, second.id).await.state, JobState::Queued);
+    q.finish(first.id, "r1", Outcome::Succeeded(serde_json::json!(null)))
+        .await
+        .unwrap();
+    let r = q.reserve("r2", LONG_LEASE).await.unwrap().unwrap();
+    assert_eq!(r.id, second.id);
+    assert_eq!(r.attempts, 1);
+}
+
+pub async fn per_machine_lock_passes_to_the_oldest_job_after_lease_expiry(q: &dyn Queue) {
+    let first = enqueue(q, "m", "g1").await;
+    let second = enqueue(q, "m", "g2").await;
+    assert_eq!(
+        q.reserve("r1", SHORT_LEASE).await.unwrap().unwrap().id,
+        first.id
+    );
+    // While the first lease is live nothing is handed out; once it expires the
+    // older job of the machine is taken over, and the other still waits.
+    let taken = reserve_eventually(q, "r2", LONG_LEASE).await;
+    assert_eq!(taken.id, first.id);
+    assert_eq!(taken.attempts, 2);
+    assert!(q.reserve("r3", LONG_LEASE).await.unwrap().is_none());
+    assert_eq!(get(q, second.id).await.state, JobState::Queued);
+    q.finish(first.id, "r2", Outcome::Succeeded(serde_json::json!(null)))
+        .await
+        .unwrap();
+    assert_eq!(
+        q.reserve("r3", LONG_LEASE).await.unwrap().unwrap().id,
+        second.id
+    );
+}
+
+pub async fn busy_machine_does_not_starve_others(q: &dyn Queue) {
+    let a1 = enqueue(q, "a", "g1").await;
+    let a2 = enqueue(q, "a", "g2").await;
+    let a3 = enqueue(q, "a", "g3").await;
+    let b = enqueue(q, "b", "g1").await;
+    assert_eq!(q.reserve("r", LONG_LEASE).await.unwrap().unwrap().id, a1.id);
+    // a2 and a3 are older than b but their machine is busy.
+    assert_eq!(q.reserve("r", LONG_LEASE).await.unwrap().unwrap().id, b.id);
+    assert!(q.reserve("r", LONG_LEASE).await.unwrap().is_none());
+    q.finish(a1.id, "r", Outcome::Succeeded(serde_json::json!(null)))
+        .await
+        .unwrap();
+    // And the busy machine's own jobs stay in order.
+    assert_eq!(q.reserve("r", LONG_LEASE).await.unwrap().unwrap().id, a2.id);
+    assert_eq!(get(q, a3.id).await.state, JobState::Queued);
+}
+
+pub async fn expired_lease_is_taken_over(q: &dyn Queue) {
+    let j = enqueue(q, "a", "g").await;
+    let first = q.reserve("old", SHORT_LEASE).await.unwrap().unwrap();
+    assert_eq!(first.id, j.id);
+    let taken = reserve_eventually(q, "new", LONG_LEASE).await;
+    assert_eq!(taken.id, j.id);
+    assert_eq!(taken.state, JobState::Running);
+    assert_eq!(taken.attempts, 2);
+    assert_eq!(taken.consumer.as_deref(), Some("new"));
+    assert!(taken.started_at.unwrap() >= first.started_at.unwrap());
+    assert!(taken.lease_until.unwrap() > first.lease_until.unwrap());
+    let log = lines(&taken);
+    assert_eq!(log.len(), 2, "{log:?}");
+    assert!(
+        log[1].starts_with("attempt 2 of 3 started by new") && log[1].contains("takeover"),
+        "{log:?}"
+    );
+    // The runner that lost the lease can no longer finish or hand back the job.
+    assert_lost_lease(
+        q.finish(j.id, "old", Outcome::Succeeded(serde_json::json!(1)))
+            .await,
+        j.id,
+    );
+    assert_lost_lease(q.release(j.id, "old").await, j.id);
+    q.finish(j.id, "new", Outcome::Succeeded(serde_json::json!(2)))
+        .await
+        .unwrap();
+    let done = get(q, j.id).await;
+    assert_eq!(done.state, JobState::Succeeded);
+    assert_eq!(done.result, Some(serde_json::json!(2)));
+}
+
+pub async fn retry_cap_fails_the_job_after_the_last_expired_lease(q: &dyn Queue) {
+    let j = enqueue(q, "a", "g1").await;
+    assert_eq!(j.max_attempts, 3);
+    assert_eq!(
+        q.reserve("c1", SHORT_LEASE).await.unwrap().unwrap().id,
+        j.id
+    );
+    for (consumer, attempt) in [("c2", 2), ("c3", 3)] {
+        let r = reserve_eventually(q, consumer, SHORT_LEASE).await;
+        assert_eq!(r.id, j.id);
+        assert_eq!(r.attempts, attempt);
+    }
+    // Another job for the same machine must wait for the doomed one, then run.
+    let waiting = enqueue(q, "a", "g2").await;
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    let next = loop {
+        if let Some(r) = q.reserve("c4", LONG_LEASE).await.unwrap() {
+            assert_ne!(r.id, j.id, "handed out a 4th time");
+            break r;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "lease never expired"
+        );
+        tokio::time::sleep(POLL).await;
+    };
+    assert_eq!(next.id, waiting.id);
+    let failed = get(q, j.id).await;
+    assert_eq!(failed.state, JobState::Failed);
+    assert_eq!(failed.attempts, 3);
+    assert_eq!(
+        failed.error.as_deref(),
+        Some("runner lost the job (lease expired) after 3 attempt(s); not retried")
+    );
+    assert!(failed.finished_at.is_some());
+    assert_eq!(failed.lease_until, None);
+    assert!(
+        lines(&failed)
+            .iter()
+            .any(|l| l.contains("lease expired") && l.contains("not retried")),
+        "{:?}",
+        lines(&failed)
+    );
+    assert_lost_lease(
+        q.finish(j.id, "c3", Outcome::Succeeded(serde_json::json!(1)))
+            .await,
+        j.id,
+    );
+    // A new request for the machine is a new job, not the dead one.
+    let fresh = q.enqueue(ping("a", "g1")).await.unwrap();
+    assert!(fresh.created);
+    assert_ne!(fresh.job.id, j.id);
+}
+
+pub async fn release_requeues_at_once_keeping_attempts(q: &dyn Queue) {
+    let j = enqueue(q, "a", "g").await;
+    q.reserve("c1", LONG_LEASE).await.unwrap().unwrap();
+    q.release(j.id, "c1").await.unwrap();
+    let back = get(q, j.id).await;
+    assert_eq!(back.state, JobState::Queued);
+    assert_eq!(back.attempts, 1);
+    assert_eq!((back.consumer, back.lease_until), (None, None));
+    // Handed back means reservable now, not after the (long) lease.
+    let again = q.reserve("c2", LONG_LEASE).await.unwrap().unwrap();
+    assert_eq!(again.id, j.id);
+    assert_eq!(again.attempts, 2);
+    assert_eq!(again.consumer.as_deref(), Some("c2"));
+    let log = lines(&again);
+    assert_eq!(log.len(), 3, "{log:?}");
+    assert_eq!(log[1], "handed back by c1 (shutdown)");
+    assert!(
+        log[2].starts_with("attempt 2 of 3 started by c2"),
+        "{log:?}"
+    );
+    assert_lost_lease(q.release(j.id, "c1").await, j.id);
+}
+
+pub async fn release_on_the_last_attempt_fails_the_job(q: &dyn Queue) {
+    let j = enqueue(q, "a", "g").await;
+    for attempt in 1..=3 {
+        let r = q.reserve("c", LONG_LEASE).await.unwrap().unwrap();
+        assert_eq!((r.id, r.attempts), (j.id, attempt));
+        q.release(j.id, "c").await.unwrap();
+    }
+    let f = get(q, j.id).await;
+    assert_eq!(f.state, JobState::Failed);
+    assert_eq!(f.attempts, 3);
+    assert!(f.error.as_deref().unwrap().contains("not retried"), "{f:?}");
+    assert!(q.reserve("c", LONG_LEASE).await.unwrap().is_none());
+}
+
+pub async fn log_lines_keep_their_order(q: &dyn Queue) {
+    let j = enqueue(q, "a", "g").await;
+    q.reserve("r", LONG_LEASE).await.unwrap().unwrap();
+    let written: Vec<String> = (0..40)
+        .map(|i| format!("line {i:02} ✓ \"quoted\""))
+        .collect();
+    for line in &written {
+        q.append_log(j.id, line).await.unwrap();
+    }
+    let got = get(q, j.id).await;
+    assert_eq!(got.log.len(), 41);
+    let got_lines: Vec<&str> = lines(&got)[1..].to_vec();
+    assert_eq!(
+        got_lines,
+        written.iter().map(String::as_str).collect::<Vec<_>>()
+    );
+    assert!(got.log.windows(2).all(|w| w[0].at <= w[1].at));
+    // Lines can still be added after the job finished (e.g. notifications).
+    q.finish(j.id, "r", Outcome::Succeeded(serde_json::json!(null)))
+        .await
+        .unwrap();
+    q.append_log(j.id, "notified").await.unwrap();
+    assert_eq!(lines(&get(q, j.id).await).last(), Some(&"notified"));
+    // Writing to a job that does not exist is an error, not a silent drop.
+    assert!(q.append_log(JobId::new(), "lost").await.is_err());
+}
+
+pub async fn history_is_newest_first_and_limited(q: &dyn Queue) {
+    let m = WorkerId::parse("m").unwrap();
+    let j1 = enqueue(q, "m", "g1").await;
+    let other = enqueue(q, "other", "g1").await;
+    let j2 = enqueue(q, "m", "g2").await;
+    let j3 = enqueue(q, "m", "g3").await;
+    q.append_log(j1.id, "hello").await.unwrap();
+
+    let ids = |jobs: &[Job]| jobs.iter().map(|j| j.id).collect::<Vec<_>>();
+    let all = q.history(&m, 10).await.unwrap();
+    assert_eq!(ids(&all), [j3.id, j2.id, j1.id]);
+    assert_eq!(lines(&all[2]), ["hello"], "history carries logs");
+    assert_eq!(ids(&q.history(&m, 2).await.unwrap()), [j3.id, j2.id]);
+    assert!(q.history(&m, 0).await.unwrap().is_empty());
+    let o = WorkerId::parse("OTHER").unwrap();
+    assert_eq!(ids(&q.history(&o, 10).await.unwrap()), [other.id]);
+    let none = WorkerId::parse("nobody").unwrap();
+    assert!(q.history(&none, 10).await.unwrap().is_empty());
+    // Finished jobs stay in history.
+    q.reserve("r", LONG_LEASE).await.unwrap().unwrap();
+    q.finish(j1.id, "r", Outcome::Failed("x".into()))
+        .await
+        .unwrap();
+    let all = q.history(&m, 10).await.unwrap();
+    assert_eq!(ids(&all), [j3.id, j2.id, j1.id]);
+    assert_eq!(all[2].state, JobState::Failed);
+}
+
+pub async fn concurrent_reserves_hand_each_job_out_once(q: &dyn Queue) {
+    const JOBS: usize = 24;
+    let mut want = HashSet::new();
+    for i in 0..JOBS {
+        want.insert(enqueue(q, &format!("m{i}"), "g").await.id);
+    }
+    let drain = |consumer: &'static str| async move {
+        let mut got = Vec::new();
+        while let Some(j) = q.reserve(consumer, LONG_LEASE).await.unwrap() {
+            assert_eq!(j.attempts, 1, "{} handed out twice", j.id);
+            got.push(j.id);
+        }
+        got
+    };
+    let (a, b, c, d, e, f) = tokio::join!(
+        drain("w1"),
+        drain("w2"),
+        drain("w3"),
+        drain("w4"),
+        drain("w5"),
+        drain("w6")
+    );
+    let all: Vec<JobId> = [a, b, c, d, e, f].into_iter().flatten().collect();
+    assert_eq!(all.len(), JOBS, "each job exactly once");
+    assert_eq!(all.into_iter().collect::<HashSet<_>>(), want);
+}
+
+pub async fn jobs_survive_reopen(backend: &dyn Backend) {
+    let (running, queued) = {
+        let q = backend.open().await;
+        let running = enqueue(&*q, "a", "g").await;
+        let queued = enqueue(&*q, "b", "g").await;
+        q.append_log(queued.id, "before restart").await.unwrap();
+        let r = q
+            .reserve("dead-runner", SHORT_LEASE)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(r.id, running.id);
+        (running, queued)
+    };
+    let q = backend.open().await;
+    let g = get(&*q, queued.id).await;
+    assert_eq!(g.state, JobState::Queued);
+    assert_eq!(g.worker_id, queued.worker_id);
+    assert_eq!(g.requester, queued.requester);
+    assert_eq!(g.origin, queued.origin);
+    assert_eq!(g.created_at, queued.created_at);
+    assert_eq!(lines(&g), ["before restart"]);
+    let g = get(&*q, running.id).await;
+    assert_eq!(g.state, JobState::Running);
+    assert_eq!(g.consumer.as_deref(), Some("dead-runner"));
+
+    // Both are handed out by the new handle: the queued one at once, the
+    // running one once its lease has expired.
+    let mut seen = Vec::new();
+    while seen.len() < 2 {
+        let j = reserve_eventually(&*q, "new-runner", LONG_LEASE).await;
+        seen.push((j.id, j.attempts));
+    }
+    seen.sort();
+    let mut want = vec![(running.id, 2), (queued.id, 1)];
+    want.sort();
+    assert_eq!(seen, want);
+}
+
+pub async fn health_fails_while_writes_are_blocked(backend: &dyn Backend) {
+    let q = backend.open().await;
+    q.health().await.expect("healthy when idle");
+    let guard = backend.block_writes().await;
+    // Bounded: a health check that hangs is a failure too.
+    let r = tokio::time::timeout(Duration::from_secs(30), q.health())
+        .await
+        .expect("health answered while writes were blocked");
+    assert!(
+        matches!(r, Err(QueueError::Unavailable(_))),
+        "expected Unavailable, got {r:?}"
+    );
+    drop(guard);
+    q.health()
+        .await
+        .expect("healthy again once writes are unblocked");
+}
+
+#[cfg(test)]
+mod sqlite_conformance {
+    use std::any::Any;
+    use std::path::PathBuf;
+
+    use async_trait::async_trait;
+
+    use super::Backend;
+    use crate::queue::Queue;
+    use crate::queue::sqlite::SqliteQueue;
+
+    /// A fresh database file in its own temporary directory.
+    struct Sqlite {
+        _dir: tempfile::TempDir,
+        path: PathBuf,
+    }
+
+    impl Sqlite {
+        fn new() -> Self {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let path = dir.path().join("state").join("queue.sqlite");
+            Self { _dir: dir, path }
+        }
+    }
+
+    #[async_trait]
+    impl Backend for Sqlite {
+        async fn open(&self) -> Box<dyn Queue> {
+            Box::new(SqliteQueue::open(&self.path).expect("open sqlite queue"))
+        }
+
+        async fn block_writes(&self) -> Box<dyn Any + Send> {
+            let conn = rusqlite::Connection::open(&self.path).expect("second connection");
+            conn.execute_batch("BEGIN EXCLUSIVE")
+                .expect("take the exclusive lock");
+            // Dropping the connection ends the transaction and releases the lock.
+            Box::new(conn)
+        }
+    }
+
+    super::conformance_suite!(Sqlite::new());
+}
