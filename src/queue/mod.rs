@@ -171,14 +171,16 @@ pub trait Queue: Send + Sync + 'static {
     /// instead and never handed out.
     async fn reserve(&self, consumer: &str, lease: Duration) -> Result<Option<Job>, QueueError>;
 
-    /// Append a line to a job's log.
+    /// Append a line to a job's log. An unknown job is `LostLease`, so a runner
+    /// never retries it.
     async fn append_log(&self, id: JobId, line: &str) -> Result<(), QueueError>;
 
     /// Record the outcome of a job held by `consumer`.
     async fn finish(&self, id: JobId, consumer: &str, outcome: Outcome) -> Result<(), QueueError>;
 
     /// Give a held job back unfinished (graceful shutdown): it becomes `queued`
-    /// at once, keeping its attempt count.
+    /// at once, keeping its attempt count; on its last allowed attempt it is
+    /// marked `failed` instead, so the retry cap holds.
     async fn release(&self, id: JobId, consumer: &str) -> Result<(), QueueError>;
 
     /// One job with its log.
