@@ -224,16 +224,8 @@ async fn run_once(
     worker_id: &str,
     group: &str,
 ) -> anyhow::Result<ExitCode> {
-    let task = Task::parse(task).with_context(|| {
-        format!(
-            "unknown task {task:?}; one of: {}",
-            Task::ALL
-                .iter()
-                .map(|t| t.name())
-                .collect::<Vec<_>>()
-                .join(", ")
-        )
-    })?;
+    let task = Task::parse(task)
+        .with_context(|| format!("unknown task {task:?}; one of: {}", Task::list(Task::ALL)))?;
     let target = Target {
         worker_id: WorkerId::parse(worker_id)?,
         worker_group: WorkerGroup::parse(group)?,

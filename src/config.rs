@@ -366,11 +366,7 @@ impl Settings {
             let t = Task::parse(&n).ok_or_else(|| {
                 err(format!(
                     "TASK_NAMES / tasks.enabled names unknown task {n:?}; roller knows: {}",
-                    Task::ALL
-                        .iter()
-                        .map(|t| t.name())
-                        .collect::<Vec<_>>()
-                        .join(", ")
+                    Task::list(Task::ALL)
                 ))
             })?;
             if !enabled_tasks.contains(&t) {

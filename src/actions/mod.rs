@@ -47,6 +47,15 @@ impl Task {
         }
     }
 
+    /// "a, b, c": task names for messages that list what is allowed.
+    pub fn list(tasks: &[Task]) -> String {
+        tasks
+            .iter()
+            .map(|t| t.name())
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
     pub fn parse(s: &str) -> Option<Task> {
         Task::ALL.iter().copied().find(|t| t.name() == s)
     }

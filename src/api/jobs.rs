@@ -73,15 +73,7 @@ async fn enqueue(
     worker_group: Option<String>,
     q: EnqueueQuery,
 ) -> Result<Response, ApiError> {
-    let allowed = || {
-        state
-            .settings
-            .enabled_tasks
-            .iter()
-            .map(|t| t.name())
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
+    let allowed = || Task::list(&state.settings.enabled_tasks);
     let task = match q.task_name.as_deref() {
         None | Some("") => {
             return Err(ApiError::BadRequest(format!(
@@ -95,9 +87,7 @@ async fn enqueue(
                 ApiError::BadRequest(format!("unknown task_name {name:?}; one of: {}", allowed()))
             })?,
     };
-    if !caller.has_scope(&state.settings.task_scope(task)) {
-        return Err(ApiError::permission_denied());
-    }
+    require(&caller, &state.settings.task_scope(task))?;
     let bad = |e: crate::domain::ParseError| ApiError::BadRequest(e.to_string());
     let worker_id = WorkerId::parse(&worker_id).map_err(bad)?;
     // The original defaulted a missing group to "none"; kept for its clients.
@@ -159,6 +149,14 @@ async fn enqueue(
     Ok(res)
 }
 
+fn require(caller: &crate::auth::Caller, scope: &str) -> Result<(), ApiError> {
+    if caller.has_scope(scope) {
+        Ok(())
+    } else {
+        Err(ApiError::permission_denied())
+    }
+}
+
 fn log_fields(client: &ClientId, job: Option<JobId>) -> LogFields {
     LogFields {
         client_id: Some(client.to_string()),
@@ -175,9 +173,7 @@ pub async fn get_job(
     path: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
     let caller = state.caller(&method, &uri, &headers).await?;
-    if !caller.has_scope(&state.settings.read_scope) {
-        return Err(ApiError::permission_denied());
-    }
+    require(&caller, &state.settings.read_scope)?;
     let Path(raw) = path.map_err(|e| ApiError::BadRequest(format!("invalid path: {e}")))?;
     let id = JobId::parse(&raw).map_err(|e| ApiError::BadRequest(e.to_string()))?;
     let job = state
@@ -206,9 +202,7 @@ pub async fn history(
     query: Result<Query<HistoryQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let caller = state.caller(&method, &uri, &headers).await?;
-    if !caller.has_scope(&state.settings.read_scope) {
-        return Err(ApiError::permission_denied());
-    }
+    require(&caller, &state.settings.read_scope)?;
     let Path(raw) = path.map_err(|e| ApiError::BadRequest(format!("invalid path: {e}")))?;
     let worker_id = WorkerId::parse(&raw).map_err(|e| ApiError::BadRequest(e.to_string()))?;
     let Query(q) = query.map_err(bad_query)?;
