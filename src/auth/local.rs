@@ -529,6 +529,49 @@ mod tests {
     }
 
     #[test]
+    fn authorized_scopes_apply_to_certificate_scopes() {
+        let c = cert(
+            None,
+            "alice",
+            b"alice-secret",
+            &[
+                "project:releng:roller:reboot",
+                "project:releng:roller:reimage",
+            ],
+            MS,
+            MS + HOUR_MS,
+        );
+        let temp = certificate::temporary_access_token(b"alice-secret", SEED);
+        let mut s = Sign::new("alice", &temp);
+        s.ext = Some(
+            STANDARD.encode(
+                json!({ "certificate": c, "authorizedScopes": ["project:releng:roller:reimage"] })
+                    .to_string(),
+            ),
+        );
+        let caller = auth()
+            .authenticate_at(&req(), &s.header(&req()), at(NOW))
+            .unwrap();
+        assert_eq!(
+            caller.scopes,
+            vec!["project:releng:roller:reimage".to_string()]
+        );
+
+        // The certificate's scopes, not alice's own, bound authorizedScopes.
+        s.ext = Some(
+            STANDARD.encode(
+                json!({ "certificate": c, "authorizedScopes": ["auth:create-client:alice/x"] })
+                    .to_string(),
+            ),
+        );
+        let e = refusal(auth().authenticate_at(&req(), &s.header(&req()), at(NOW)));
+        assert!(
+            e.starts_with("Supplied credentials do not satisfy authorizedScopes; "),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn ext_that_is_not_taskcluster_json_is_refused() {
         let mut s = Sign::new("alice", "alice-secret");
         s.ext = Some("some-app-ext-data".into());

@@ -12,7 +12,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use sha2::{Digest, Sha256};
 
@@ -90,7 +90,11 @@ impl NonceCache {
                 None => break,
             }
         }
-        let expires = now + self.ttl;
+        // `SystemTime + Duration` panics on overflow; a huge skew given to
+        // `new` should mean "remember for a very long time", not a crash.
+        let expires = now
+            .checked_add(self.ttl)
+            .unwrap_or_else(|| UNIX_EPOCH + Duration::from_secs(1 << 40));
         inner.seen.insert(key, expires);
         inner.order.push_back((key, expires));
         true
@@ -130,7 +134,6 @@ impl Inner {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::UNIX_EPOCH;
 
     const SKEW: Duration = Duration::from_secs(15 * 60);
 
@@ -169,6 +172,13 @@ mod tests {
         assert_eq!(c.len(), 50);
         assert!(c.check_and_insert("a", 0, "late", at(30 * 60)));
         assert_eq!(c.len(), 1);
+    }
+
+    #[test]
+    fn a_huge_skew_does_not_overflow() {
+        let c = NonceCache::new(Duration::MAX, 10);
+        assert!(c.check_and_insert("a", 0, "n", at(1_700_000_000)));
+        assert!(!c.check_and_insert("a", 0, "n", at(1_800_000_000)));
     }
 
     #[test]
