@@ -1,7 +1,180 @@
-//! Taskcluster scope satisfaction. (Being written.)
+//! Taskcluster scope satisfaction (taskcluster-lib-scopes `patternMatch`).
+//!
+//! A held scope satisfies a required one if they are equal, or if the held
+//! scope ends in `*` and the required scope starts with the held scope minus
+//! that single trailing `*`. Stars anywhere else, and on the *required* side,
+//! are ordinary characters. Roles (`assume:`) are not expanded here: the
+//! scopes a [`super::Caller`] holds are already expanded (Taskcluster) or
+//! configured verbatim (local).
 
-/// Whether the held scopes satisfy `required` (a trailing `*` on a held scope is a prefix wildcard).
+/// Whether `held` satisfies the single scope `required`.
 pub fn satisfies(held: &[String], required: &str) -> bool {
-    held.iter()
-        .any(|h| h == required || (h.ends_with('*') && required.starts_with(&h[..h.len() - 1])))
+    held.iter().any(|h| pattern_match(h, required))
+}
+
+/// Whether `held` satisfies every scope in `required` (`{AllOf: required}`);
+/// an empty `required` is satisfied by anything, as in Taskcluster.
+pub fn satisfies_all(held: &[String], required: &[String]) -> bool {
+    required.iter().all(|r| satisfies(held, r))
+}
+
+/// Whether `scope` is a valid Taskcluster scope: printable ASCII only
+/// (`^[\x20-\x7e]*$`, taskcluster-lib-scopes `validScope`). The empty string is valid.
+pub fn is_valid_scope(scope: &str) -> bool {
+    scope.bytes().all(|b| (0x20..=0x7e).contains(&b))
+}
+
+fn pattern_match(pattern: &str, scope: &str) -> bool {
+    if pattern == scope {
+        return true;
+    }
+    // Only the one trailing star is stripped: `foo:**` is the prefix `foo:*`,
+    // which matches `foo:*123` but not `foo:abc` (the "double-star" rule).
+    match pattern.strip_suffix('*') {
+        Some(prefix) => scope.starts_with(prefix),
+        None => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v(s: &[&str]) -> Vec<String> {
+        s.iter().map(|s| s.to_string()).collect()
+    }
+
+    /// The DNF form of taskcluster.md §4.3 (`scopeMatch`): any inner list fully satisfied.
+    fn scope_match(held: &[&str], sets: &[&[&str]]) -> bool {
+        let held = v(held);
+        sets.iter().any(|set| satisfies_all(&held, &v(set)))
+    }
+
+    #[test]
+    fn double_star_rule() {
+        let held = v(&["foo:**"]);
+        assert!(satisfies(&held, "foo:*"));
+        assert!(satisfies(&held, "foo:*123"));
+        assert!(satisfies(&held, "foo:**"));
+        assert!(!satisfies(&held, "foo:abc"));
+        assert!(!satisfies(&held, "foo:"));
+    }
+
+    #[test]
+    fn star_only_counts_on_the_held_side() {
+        assert!(!satisfies(&v(&["scopeC:xyz"]), "scopeC:*"));
+        assert!(satisfies(&v(&["*"]), ""));
+        assert!(satisfies(&v(&["*"]), "anything:at:all"));
+    }
+
+    #[test]
+    fn legacy_scope_match_vectors() {
+        // Every row of taskcluster.md §4.3.
+        type Case<'a> = (&'a [&'a str], &'a [&'a [&'a str]], bool);
+        let cases: &[Case] = &[
+            (&["foo:bar"], &[&["foo:bar"]], true),
+            (&["foo:bar"], &[&[""]], false),
+            (&["foo:*"], &[&["foo:bar"]], true),
+            (&["foo:*:bing"], &[&["foo:bar:bing"]], false),
+            (&["*:bar"], &[&["foo:bar"]], false),
+            (&["foo:"], &[&["foo:bar"]], false),
+            (&["bar:*"], &[&["foo:bar:bing"]], false),
+            (&["bar:*"], &[&["foo:x"], &["bar:x"]], true),
+            (&["bar:*", "foo:x"], &[&["foo:x", "bar:y"]], true),
+            (&[""], &[&["foo:bar"]], false),
+            (&[], &[&["foo:bar"]], false),
+            (&["*"], &[&["foo:bar", "bar:bing"]], true),
+            (&["foo:bar"], &[&[]], true),
+            (&["foo:bar"], &[], false),
+            (
+                &["project:releng:roller:*"],
+                &[&["project:releng:roller:reboot"]],
+                true,
+            ),
+            (
+                &["project:releng:roller:reboo"],
+                &[&["project:releng:roller:reboot"]],
+                false,
+            ),
+        ];
+        for (held, sets, want) in cases {
+            assert_eq!(scope_match(held, sets), *want, "{held:?} vs {sets:?}");
+        }
+    }
+
+    /// A tiny evaluator for the §4.2 expression vectors, built only on the
+    /// public functions, so those vectors exercise the same star rule.
+    enum Expr {
+        S(&'static str),
+        All(Vec<Expr>),
+        Any(Vec<Expr>),
+    }
+    use Expr::{All, Any, S};
+
+    fn eval(held: &[String], e: &Expr) -> bool {
+        match e {
+            S(s) => satisfies(held, s),
+            All(es) => es.iter().all(|e| eval(held, e)),
+            Any(es) => es.iter().any(|e| eval(held, e)),
+        }
+    }
+
+    #[test]
+    fn expression_vectors() {
+        let cases: Vec<(&[&str], Expr, bool)> = vec![
+            (&[], Any(vec![]), false),
+            (&[], S("missing-scope"), false),
+            (&["ghi*"], Any(vec![S("abc"), S("def")]), false),
+            (&["abc*"], All(vec![S("abc"), S("ghi")]), false),
+            (&[""], Any(vec![S("abc"), S("def")]), false),
+            (&["abc:def"], Any(vec![S("abc"), S("def")]), false),
+            (
+                &["xyz", "abc"],
+                All(vec![Any(vec![All(vec![S("foo")]), All(vec![S("bar")])])]),
+                false,
+            ),
+            (
+                &["a*", "b*", "c*"],
+                All(vec![S("bx"), S("cx"), Any(vec![S("xxx"), S("yyyy")])]),
+                false,
+            ),
+            (&[], All(vec![]), true),
+            (&["A", "B"], S("A"), true),
+            (&["a*", "b*", "c*"], S("abc"), true),
+            (&["abc*"], Any(vec![S("abc"), S("def")]), true),
+            (
+                &["foo"],
+                All(vec![Any(vec![All(vec![S("foo")]), All(vec![S("bar")])])]),
+                true,
+            ),
+            (
+                &["a*", "b*", "c*"],
+                Any(vec![
+                    All(vec![S("ax"), S("jx")]),
+                    All(vec![S("bx"), S("cx")]),
+                    S("bbb"),
+                ]),
+                true,
+            ),
+        ];
+        for (held, e, want) in &cases {
+            assert_eq!(eval(&v(held), e), *want, "{held:?}");
+        }
+    }
+
+    #[test]
+    fn satisfies_all_of_nothing_is_true() {
+        assert!(satisfies_all(&[], &[]));
+        assert!(!satisfies_all(&[], &v(&["a"])));
+    }
+
+    #[test]
+    fn validity() {
+        assert!(is_valid_scope(""));
+        assert!(is_valid_scope("project:releng:roller:* ~"));
+        assert!(!is_valid_scope("tab\there"));
+        assert!(!is_valid_scope("nl\n"));
+        assert!(!is_valid_scope("caf\u{e9}"));
+        assert!(!is_valid_scope("\x7f"));
+    }
 }
