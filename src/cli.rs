@@ -133,37 +133,19 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Serve => serve(load(&cli)?).await,
-        Command::Run {
-            task,
-            worker_id,
-            group,
-        } => run_once(load(&cli)?, task, worker_id, group).await,
-        Command::Jobs {
-            url,
-            credentials,
-            command,
-        } => {
+        Command::Run { task, worker_id, group } => run_once(load(&cli)?, task, worker_id, group).await,
+        Command::Jobs { url, credentials, command } => {
             let s = load(&cli)?;
             let url = url.clone().unwrap_or_else(|| default_url(&s));
-            let creds = credentials
-                .clone()
-                .unwrap_or_else(|| s.data_dir.join(ADMIN_CREDENTIALS_FILE));
+            let creds = credentials.clone().unwrap_or_else(|| s.data_dir.join(ADMIN_CREDENTIALS_FILE));
             jobs(Client::new(&url, &creds)?, command).await
         }
     }
 }
 
 fn default_url(s: &Settings) -> String {
-    let ip = if s.bind.ip().is_unspecified() {
-        "127.0.0.1".to_string()
-    } else {
-        s.bind.ip().to_string()
-    };
-    let ip = if ip.contains(':') {
-        format!("[{ip}]")
-    } else {
-        ip
-    };
+    let ip = if s.bind.ip().is_unspecified() { "127.0.0.1".to_string() } else { s.bind.ip().to_string() };
+    let ip = if ip.contains(':') { format!("[{ip}]") } else { ip };
     format!("http://{ip}:{}", s.bind.port())
 }
 
@@ -172,9 +154,7 @@ async fn serve(settings: Settings) -> anyhow::Result<ExitCode> {
     let app = Application::build(settings).await?;
     let s = app.settings();
     let url = format!("http://{}", app.local_addr());
-    let exe = std::env::current_exe()
-        .map(|p| p.display().to_string())
-        .unwrap_or_else(|_| "roller".into());
+    let exe = std::env::current_exe().map(|p| p.display().to_string()).unwrap_or_else(|_| "roller".into());
     say!("roller {} is listening on {url}", env!("CARGO_PKG_VERSION"));
     say!("  data directory:    {}", s.data_dir.display());
     say!("  job queue:         {}", s.sqlite_path.display());
@@ -195,10 +175,7 @@ async fn serve(settings: Settings) -> anyhow::Result<ExitCode> {
 
 async fn wait_for_signal(shutdown: CancellationToken) {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
         tracing::error!("cannot install signal handlers");
         return;
     };
@@ -218,100 +195,52 @@ impl LogSink for StderrLog {
 }
 
 /// `roller run`: the runner's code path (same action, same limits), without a queue.
-async fn run_once(
-    settings: Settings,
-    task: &str,
-    worker_id: &str,
-    group: &str,
-) -> anyhow::Result<ExitCode> {
-    let task = Task::parse(task)
-        .with_context(|| format!("unknown task {task:?}; one of: {}", Task::list(Task::ALL)))?;
-    let target = Target {
-        worker_id: WorkerId::parse(worker_id)?,
-        worker_group: WorkerGroup::parse(group)?,
-    };
+async fn run_once(settings: Settings, task: &str, worker_id: &str, group: &str) -> anyhow::Result<ExitCode> {
+    let task =
+        Task::parse(task).with_context(|| format!("unknown task {task:?}; one of: {}", Task::list(Task::ALL)))?;
+    let target = Target { worker_id: WorkerId::parse(worker_id)?, worker_group: WorkerGroup::parse(group)? };
     let soft = CancellationToken::new();
     let interrupted = CancellationToken::new();
-    let cx = ActionContext::new(
-        Arc::new(settings.actions.clone()),
-        soft.clone(),
-        Arc::new(StderrLog),
-    );
+    let cx = ActionContext::new(Arc::new(settings.actions.clone()), soft.clone(), Arc::new(StderrLog));
     let i = interrupted.clone();
     tokio::spawn(async move {
         if tokio::signal::ctrl_c().await.is_ok() {
             i.cancel();
         }
     });
-    let limits = Limits {
-        soft: settings.runner.soft_time_limit,
-        hard: settings.runner.hard_time_limit,
-    };
-    let ended = run_with_limits(
-        actions::execute(task, &target, &cx),
-        limits,
-        &soft,
-        &interrupted,
-    )
-    .await;
+    let limits = Limits { soft: settings.runner.soft_time_limit, hard: settings.runner.hard_time_limit };
+    let ended = run_with_limits(actions::execute(task, &target, &cx), limits, &soft, &interrupted).await;
     let (ok, out) = match ended {
         Ended::Finished(Ok(v)) | Ended::AfterSoftLimit(Ok(v)) => {
             (true, serde_json::json!({"state": "succeeded", "result": v}))
         }
-        Ended::Finished(Err(e)) => (
-            false,
-            serde_json::json!({"state": "failed", "error": e.to_string()}),
-        ),
-        Ended::AfterSoftLimit(Err(_)) | Ended::HardLimit => (
-            false,
-            serde_json::json!({"state": "timed_out", "error": "time limit reached"}),
-        ),
-        Ended::HandedBack => (
-            false,
-            serde_json::json!({"state": "cancelled", "error": "interrupted"}),
-        ),
+        Ended::Finished(Err(e)) => (false, serde_json::json!({"state": "failed", "error": e.to_string()})),
+        Ended::AfterSoftLimit(Err(_)) | Ended::HardLimit => {
+            (false, serde_json::json!({"state": "timed_out", "error": "time limit reached"}))
+        }
+        Ended::HandedBack => (false, serde_json::json!({"state": "cancelled", "error": "interrupted"})),
     };
     say!("{}", serde_json::to_string_pretty(&out)?);
-    Ok(if ok {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    })
+    Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
 
 async fn jobs(client: Client, cmd: &JobsCommand) -> anyhow::Result<ExitCode> {
     let (answer, wait) = match cmd {
-        JobsCommand::Enqueue {
-            task,
-            worker_id,
-            group,
-            wait,
-        } => {
+        JobsCommand::Enqueue { task, worker_id, group, wait } => {
             let q = format!(
                 "/api/v1/workers/{}/group/{}/jobs?task_name={}",
                 WorkerId::parse(worker_id)?,
                 WorkerGroup::parse(group)?,
-                Task::parse(task)
-                    .map(|t| t.name())
-                    .with_context(|| format!("unknown task {task:?}"))?
+                Task::parse(task).map(|t| t.name()).with_context(|| format!("unknown task {task:?}"))?
             );
             (client.post(&q).await?, *wait)
         }
-        JobsCommand::Get { task_id, wait } => (
-            client
-                .get(&format!("/api/v1/jobs/{}", JobId::parse(task_id)?))
-                .await?,
-            *wait,
-        ),
-        JobsCommand::List { worker_id } => (
-            client
-                .get(&format!(
-                    "/api/v1/workers/{}/jobs",
-                    WorkerId::parse(worker_id)?
-                ))
-                .await?,
-            false,
-        ),
+        JobsCommand::Get { task_id, wait } => {
+            (client.get(&format!("/api/v1/jobs/{}", JobId::parse(task_id)?)).await?, *wait)
+        }
+        JobsCommand::List { worker_id } => {
+            (client.get(&format!("/api/v1/workers/{}/jobs", WorkerId::parse(worker_id)?)).await?, false)
+        }
     };
     if !(200..300).contains(&answer.status) {
         eprintln!("roller: HTTP {}", answer.status);
@@ -322,20 +251,13 @@ async fn jobs(client: Client, cmd: &JobsCommand) -> anyhow::Result<ExitCode> {
         say!("{}", serde_json::to_string_pretty(&answer.body)?);
         return Ok(ExitCode::SUCCESS);
     }
-    let id = answer.body["task_id"]
-        .as_str()
-        .context("answer has no task_id")?
-        .to_string();
+    let id = answer.body["task_id"].as_str().context("answer has no task_id")?.to_string();
     loop {
         let job = client.get(&format!("/api/v1/jobs/{id}")).await?;
         let state = job.body["state"].as_str().unwrap_or("").to_string();
         if job.status != 200 || !matches!(state.as_str(), "queued" | "running") {
             say!("{}", serde_json::to_string_pretty(&job.body)?);
-            return Ok(if state == "succeeded" {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::from(1)
-            });
+            return Ok(if state == "succeeded" { ExitCode::SUCCESS } else { ExitCode::from(1) });
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }

@@ -24,33 +24,21 @@ pub struct Answer {
 impl Client {
     /// `TASKCLUSTER_CLIENT_ID`/`TASKCLUSTER_ACCESS_TOKEN` when both are set, else the credentials file.
     pub fn new(base: &str, credentials: &Path) -> anyhow::Result<Client> {
-        let base =
-            reqwest::Url::parse(base).with_context(|| format!("invalid roller URL {base:?}"))?;
+        let base = reqwest::Url::parse(base).with_context(|| format!("invalid roller URL {base:?}"))?;
         let (client_id, access_token) = match (
-            std::env::var("TASKCLUSTER_CLIENT_ID")
-                .ok()
-                .filter(|s| !s.is_empty()),
-            std::env::var("TASKCLUSTER_ACCESS_TOKEN")
-                .ok()
-                .filter(|s| !s.is_empty()),
+            std::env::var("TASKCLUSTER_CLIENT_ID").ok().filter(|s| !s.is_empty()),
+            std::env::var("TASKCLUSTER_ACCESS_TOKEN").ok().filter(|s| !s.is_empty()),
         ) {
             (Some(id), Some(token)) => (id, SecretString::from(token)),
             _ => {
-                let c = crate::startup::read_credentials(credentials).with_context(|| {
-                    "no credentials: set TASKCLUSTER_CLIENT_ID and TASKCLUSTER_ACCESS_TOKEN, or pass --credentials"
-                })?;
+                let c = crate::startup::read_credentials(credentials).with_context(
+                    || "no credentials: set TASKCLUSTER_CLIENT_ID and TASKCLUSTER_ACCESS_TOKEN, or pass --credentials",
+                )?;
                 (c.client_id, SecretString::from(c.access_token))
             }
         };
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(30))
-            .build()?;
-        Ok(Client {
-            base,
-            client_id,
-            access_token,
-            http,
-        })
+        let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build()?;
+        Ok(Client { base, client_id, access_token, http })
     }
 
     pub async fn post(&self, path_and_query: &str) -> anyhow::Result<Answer> {
@@ -79,27 +67,16 @@ impl Client {
 }
 
 /// The `Authorization: Hawk …` value for a request (no payload hash, no ext).
-pub fn sign(
-    method: &reqwest::Method,
-    url: &reqwest::Url,
-    id: &str,
-    token: &SecretString,
-) -> anyhow::Result<String> {
-    let Some(host) = url.host_str() else {
-        bail!("URL {url} has no host")
-    };
+pub fn sign(method: &reqwest::Method, url: &reqwest::Url, id: &str, token: &SecretString) -> anyhow::Result<String> {
+    let Some(host) = url.host_str() else { bail!("URL {url} has no host") };
     let port = url.port_or_known_default().unwrap_or(80);
     let resource = match url.query() {
         Some(q) => format!("{}?{q}", url.path()),
         None => url.path().to_string(),
     };
     let host = host.trim_start_matches('[').trim_end_matches(']');
-    let creds = hawk::Credentials {
-        id: id.to_string(),
-        key: hawk::Key::new(token.expose_secret().as_bytes(), hawk::SHA256)?,
-    };
-    let header = hawk::RequestBuilder::new(method.as_str(), host, port, &resource)
-        .request()
-        .make_header(&creds)?;
+    let creds =
+        hawk::Credentials { id: id.to_string(), key: hawk::Key::new(token.expose_secret().as_bytes(), hawk::SHA256)? };
+    let header = hawk::RequestBuilder::new(method.as_str(), host, port, &resource).request().make_header(&creds)?;
     Ok(format!("Hawk {header}"))
 }

@@ -200,54 +200,33 @@ impl Settings {
             Some(p) => {
                 let text = std::fs::read_to_string(p)
                     .map_err(|e| err(format!("cannot read config file {}: {e}", p.display())))?;
-                toml::from_str::<FileConfig>(&text).map_err(|e| {
-                    err(format!(
-                        "config file {}: {}",
-                        p.display(),
-                        e.to_string().trim()
-                    ))
-                })?
+                toml::from_str::<FileConfig>(&text)
+                    .map_err(|e| err(format!("config file {}: {}", p.display(), e.to_string().trim())))?
             }
             None => FileConfig::default(),
         };
         Self::resolve(file, path, env)
     }
 
-    fn resolve(
-        file: FileConfig,
-        path: Option<&Path>,
-        env: &dyn Env,
-    ) -> Result<Settings, ConfigError> {
+    fn resolve(file: FileConfig, path: Option<&Path>, env: &dyn Env) -> Result<Settings, ConfigError> {
         let where_ = |key: &str| match path {
             Some(p) => format!("{key} (config file {})", p.display()),
             None => key.to_string(),
         };
 
-        let data_dir = env
-            .get("ROLLER_DATA_DIR")
-            .map(PathBuf::from)
-            .or(file.data_dir)
-            .unwrap_or_else(|| default_data_dir(env));
+        let data_dir =
+            env.get("ROLLER_DATA_DIR").map(PathBuf::from).or(file.data_dir).unwrap_or_else(|| default_data_dir(env));
 
         let bind = match env.get("ROLLER_BIND") {
-            Some(b) => b.parse().map_err(|_| {
-                err(format!(
-                    "ROLLER_BIND {b:?} is not an address like 127.0.0.1:8000"
-                ))
-            })?,
-            None => file
-                .server
-                .bind
-                .unwrap_or_else(|| DEFAULT_BIND.parse().expect("valid default")),
+            Some(b) => {
+                b.parse().map_err(|_| err(format!("ROLLER_BIND {b:?} is not an address like 127.0.0.1:8000")))?
+            }
+            None => file.server.bind.unwrap_or_else(|| DEFAULT_BIND.parse().expect("valid default")),
         };
 
-        let cors_origin = env
-            .get("CORS_ORIGIN")
-            .or(file.server.cors_origin)
-            .unwrap_or_else(|| format!("http://{bind}"));
-        if cors_origin != "*"
-            && !(cors_origin.starts_with("http://") || cors_origin.starts_with("https://"))
-        {
+        let cors_origin =
+            env.get("CORS_ORIGIN").or(file.server.cors_origin).unwrap_or_else(|| format!("http://{bind}"));
+        if cors_origin != "*" && !(cors_origin.starts_with("http://") || cors_origin.starts_with("https://")) {
             return Err(err(format!(
                 "CORS_ORIGIN {cors_origin:?} must be \"*\" or an origin with its scheme, e.g. https://firefox-ci-tc.services.mozilla.com"
             )));
@@ -262,9 +241,7 @@ impl Settings {
                 "local" => AuthBackendKind::Local,
                 "taskcluster" => AuthBackendKind::Taskcluster,
                 _ => {
-                    return Err(err(format!(
-                        "ROLLER_AUTH_BACKEND {b:?} must be \"local\" or \"taskcluster\""
-                    )));
+                    return Err(err(format!("ROLLER_AUTH_BACKEND {b:?} must be \"local\" or \"taskcluster\"")));
                 }
             },
             None => file.auth.backend.unwrap_or(AuthBackendKind::Local),
@@ -278,21 +255,15 @@ impl Settings {
                 AuthSettings::Local { clients }
             }
             AuthBackendKind::Taskcluster => {
-                let root_url = env
-                    .get("TASKCLUSTER_ROOT_URL")
-                    .or(file.auth.taskcluster_root_url)
-                    .ok_or_else(|| err("the taskcluster auth backend needs TASKCLUSTER_ROOT_URL (or auth.taskcluster_root_url)"))?;
+                let root_url = env.get("TASKCLUSTER_ROOT_URL").or(file.auth.taskcluster_root_url).ok_or_else(|| {
+                    err("the taskcluster auth backend needs TASKCLUSTER_ROOT_URL (or auth.taskcluster_root_url)")
+                })?;
                 if !(root_url.starts_with("http://") || root_url.starts_with("https://")) {
-                    return Err(err(format!(
-                        "TASKCLUSTER_ROOT_URL {root_url:?} must start with http:// or https://"
-                    )));
+                    return Err(err(format!("TASKCLUSTER_ROOT_URL {root_url:?} must start with http:// or https://")));
                 }
                 let secs = file.auth.timeout_secs.unwrap_or(5);
                 if secs == 0 {
-                    return Err(err(format!(
-                        "{} must be at least 1",
-                        where_("auth.timeout_secs")
-                    )));
+                    return Err(err(format!("{} must be at least 1", where_("auth.timeout_secs"))));
                 }
                 AuthSettings::Taskcluster {
                     root_url: root_url.trim_end_matches('/').to_string(),
@@ -304,31 +275,23 @@ impl Settings {
             .get("ROLLER_SCOPE_PREFIX")
             .or(file.auth.scope_prefix)
             .unwrap_or_else(|| DEFAULT_SCOPE_PREFIX.to_string());
-        let read_scope = env
-            .get("ROLLER_READ_SCOPE")
-            .or(file.auth.read_scope)
-            .unwrap_or_else(|| DEFAULT_READ_SCOPE.to_string());
+        let read_scope =
+            env.get("ROLLER_READ_SCOPE").or(file.auth.read_scope).unwrap_or_else(|| DEFAULT_READ_SCOPE.to_string());
         for (k, v) in [("scope_prefix", &scope_prefix), ("read_scope", &read_scope)] {
             if v.chars().any(|c| !(' '..='~').contains(&c)) {
-                return Err(err(format!(
-                    "{} {v:?} may only contain printable ASCII",
-                    where_(k)
-                )));
+                return Err(err(format!("{} {v:?} may only contain printable ASCII", where_(k))));
             }
         }
 
         let redis_url = env.get("REDIS_URL").map(SecretString::from);
-        let sqlite_path = file
-            .queue
-            .sqlite_path
-            .unwrap_or_else(|| data_dir.join("roller.sqlite3"));
+        let sqlite_path = file.queue.sqlite_path.unwrap_or_else(|| data_dir.join("roller.sqlite3"));
         let history_limit = file.queue.history_limit.unwrap_or(50).clamp(1, 1000);
 
         let secs = |env_key: &str, v: Option<u64>, default: u64| -> Result<Duration, ConfigError> {
             let n = match env.get(env_key) {
-                Some(s) => s.parse::<u64>().map_err(|_| {
-                    err(format!("{env_key} {s:?} is not a whole number of seconds"))
-                })?,
+                Some(s) => {
+                    s.parse::<u64>().map_err(|_| err(format!("{env_key} {s:?} is not a whole number of seconds")))?
+                }
                 None => v.unwrap_or(default),
             };
             Ok(Duration::from_secs(n))
@@ -351,15 +314,8 @@ impl Settings {
         }
 
         let names: Vec<String> = match env.get("TASK_NAMES") {
-            Some(list) => list
-                .split(',')
-                .map(|s| s.trim().to_string())
-                .filter(|s| !s.is_empty())
-                .collect(),
-            None => file
-                .tasks
-                .enabled
-                .unwrap_or_else(|| Task::ALL.iter().map(|t| t.name().to_string()).collect()),
+            Some(list) => list.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect(),
+            None => file.tasks.enabled.unwrap_or_else(|| Task::ALL.iter().map(|t| t.name().to_string()).collect()),
         };
         let mut enabled_tasks = Vec::new();
         for n in names {
@@ -374,27 +330,19 @@ impl Settings {
             }
         }
         if enabled_tasks.is_empty() {
-            return Err(err(
-                "no tasks enabled (TASK_NAMES / tasks.enabled is empty)",
-            ));
+            return Err(err("no tasks enabled (TASK_NAMES / tasks.enabled is empty)"));
         }
 
         let p = file.ping;
         let d = PingSettings::default();
         let ping = PingSettings {
             count: p.count.unwrap_or(d.count),
-            interval: p
-                .interval_ms
-                .map(Duration::from_millis)
-                .unwrap_or(d.interval),
+            interval: p.interval_ms.map(Duration::from_millis).unwrap_or(d.interval),
             timeout: p.timeout_ms.map(Duration::from_millis).unwrap_or(d.timeout),
             method: p.method.unwrap_or(d.method),
         };
         if ping.count == 0 || ping.count > 100 || ping.timeout.is_zero() {
-            return Err(err(format!(
-                "{}: count must be 1..=100 and timeout_ms above 0",
-                where_("[ping]")
-            )));
+            return Err(err(format!("{}: count must be 1..=100 and timeout_ms above 0", where_("[ping]"))));
         }
 
         Ok(Settings {
@@ -428,42 +376,23 @@ fn parse_bool(key: &str, v: &str) -> Result<bool, ConfigError> {
     }
 }
 
-fn resolve_client(
-    c: ClientFile,
-    i: usize,
-    path: Option<&Path>,
-    env: &dyn Env,
-) -> Result<LocalClient, ConfigError> {
+fn resolve_client(c: ClientFile, i: usize, path: Option<&Path>, env: &dyn Env) -> Result<LocalClient, ConfigError> {
     let at = match path {
-        Some(p) => format!(
-            "auth.clients[{i}] (client_id {:?}) in config file {}",
-            c.client_id,
-            p.display()
-        ),
+        Some(p) => format!("auth.clients[{i}] (client_id {:?}) in config file {}", c.client_id, p.display()),
         None => format!("auth.clients[{i}] (client_id {:?})", c.client_id),
     };
     crate::domain::ClientId::parse(&c.client_id).map_err(|e| err(format!("{at}: {e}")))?;
-    let sources = [
-        c.access_token.is_some(),
-        c.access_token_env.is_some(),
-        c.access_token_file.is_some(),
-    ];
+    let sources = [c.access_token.is_some(), c.access_token_env.is_some(), c.access_token_file.is_some()];
     if sources.iter().filter(|s| **s).count() != 1 {
-        return Err(err(format!(
-            "{at}: give exactly one of access_token, access_token_env, access_token_file"
-        )));
+        return Err(err(format!("{at}: give exactly one of access_token, access_token_env, access_token_file")));
     }
     let token = if let Some(t) = c.access_token {
         t
     } else if let Some(var) = c.access_token_env {
-        SecretString::from(
-            env.get(&var)
-                .ok_or_else(|| err(format!("{at}: environment variable {var} is not set")))?,
-        )
+        SecretString::from(env.get(&var).ok_or_else(|| err(format!("{at}: environment variable {var} is not set")))?)
     } else {
         let f = c.access_token_file.expect("checked above");
-        let text = std::fs::read_to_string(&f)
-            .map_err(|e| err(format!("{at}: cannot read {}: {e}", f.display())))?;
+        let text = std::fs::read_to_string(&f).map_err(|e| err(format!("{at}: cannot read {}: {e}", f.display())))?;
         SecretString::from(text.trim().to_string())
     };
     use secrecy::ExposeSecret;
@@ -472,16 +401,10 @@ fn resolve_client(
     }
     for s in &c.scopes {
         if s.chars().any(|c| !(' '..='~').contains(&c)) {
-            return Err(err(format!(
-                "{at}: scope {s:?} may only contain printable ASCII"
-            )));
+            return Err(err(format!("{at}: scope {s:?} may only contain printable ASCII")));
         }
     }
-    Ok(LocalClient {
-        client_id: c.client_id,
-        access_token: token,
-        scopes: c.scopes,
-    })
+    Ok(LocalClient { client_id: c.client_id, access_token: token, scopes: c.scopes })
 }
 
 /// `$XDG_DATA_HOME/roller`, else `~/.local/share/roller`, else `./roller-data`.

@@ -30,13 +30,8 @@ fn check_name(kind: &str, s: &str) -> Result<(), ParseError> {
             s.chars().count()
         )));
     }
-    if let Some(bad) = s
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')))
-    {
-        return Err(ParseError(format!(
-            "{kind} may only contain letters, digits, '-', '_' and '.' (found {bad:?})"
-        )));
+    if let Some(bad) = s.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))) {
+        return Err(ParseError(format!("{kind} may only contain letters, digits, '-', '_' and '.' (found {bad:?})")));
     }
     Ok(())
 }
@@ -93,9 +88,7 @@ impl JobId {
         Self(Uuid::new_v4())
     }
     pub fn parse(s: &str) -> Result<Self, ParseError> {
-        Uuid::parse_str(s)
-            .map(Self)
-            .map_err(|_| ParseError(format!("task_id {s:?} is not a UUID")))
+        Uuid::parse_str(s).map(Self).map_err(|_| ParseError(format!("task_id {s:?} is not a UUID")))
     }
     pub fn as_uuid(&self) -> Uuid {
         self.0
@@ -164,25 +157,13 @@ mod tests {
 
     #[test]
     fn worker_ids_accept_the_seed_charset_and_lower_case() {
-        assert_eq!(
-            WorkerId::parse("MS1-10.mdc1_x").unwrap().as_str(),
-            "ms1-10.mdc1_x"
-        );
+        assert_eq!(WorkerId::parse("MS1-10.mdc1_x").unwrap().as_str(), "ms1-10.mdc1_x");
         assert!(WorkerId::parse(&"a".repeat(128)).is_ok());
     }
 
     #[test]
     fn worker_ids_refuse_everything_else() {
-        for bad in [
-            "",
-            "a b",
-            "a;rm -rf",
-            "a/b",
-            "ä",
-            "a\nb",
-            "$(id)",
-            &"a".repeat(129),
-        ] {
+        for bad in ["", "a b", "a;rm -rf", "a/b", "ä", "a\nb", "$(id)", &"a".repeat(129)] {
             let err = WorkerId::parse(bad).unwrap_err().to_string();
             assert!(err.starts_with("worker_id"), "{bad:?}: {err}");
         }

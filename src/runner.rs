@@ -39,13 +39,7 @@ impl Runner {
         actions: Arc<ActionSettings>,
         wake: Arc<Notify>,
     ) -> Self {
-        Self {
-            queue,
-            settings,
-            actions,
-            consumer: consumer_id(),
-            wake,
-        }
+        Self { queue, settings, actions, consumer: consumer_id(), wake }
     }
 
     /// This runner's identity in job records: host:pid:random.
@@ -66,11 +60,7 @@ impl Runner {
                 p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
                 _ = shutdown.cancelled() => break,
             };
-            match this
-                .queue
-                .reserve(&this.consumer, this.settings.lease())
-                .await
-            {
+            match this.queue.reserve(&this.consumer, this.settings.lease()).await {
                 Ok(Some(job)) => {
                     backoff = this.settings.poll_interval;
                     let this = this.clone();
@@ -107,14 +97,8 @@ impl Runner {
                 "runner stopping; waiting for running jobs"
             );
         }
-        if tokio::time::timeout(this.settings.shutdown_grace, tracker.wait())
-            .await
-            .is_err()
-        {
-            tracing::warn!(
-                running = tracker.len(),
-                "grace period over; handing running jobs back to the queue"
-            );
+        if tokio::time::timeout(this.settings.shutdown_grace, tracker.wait()).await.is_err() {
+            tracing::warn!(running = tracker.len(), "grace period over; handing running jobs back to the queue");
             hand_back.cancel();
             tracker.wait().await;
         }
@@ -131,32 +115,17 @@ impl Runner {
         let (log, writer) = QueueLog::start(self.queue.clone(), id);
         let soft = CancellationToken::new();
         let cx = ActionContext::new(self.actions.clone(), soft.clone(), log.clone());
-        let target = Target {
-            worker_id: job.worker_id.clone(),
-            worker_group: job.worker_group.clone(),
-        };
-        let limits = Limits {
-            soft: self.settings.soft_time_limit,
-            hard: self.settings.hard_time_limit,
-        };
-        let ended = run_with_limits(
-            actions::execute(job.task, &target, &cx),
-            limits,
-            &soft,
-            &hand_back,
-        )
-        .await;
+        let target = Target { worker_id: job.worker_id.clone(), worker_group: job.worker_group.clone() };
+        let limits = Limits { soft: self.settings.soft_time_limit, hard: self.settings.hard_time_limit };
+        let ended = run_with_limits(actions::execute(job.task, &target, &cx), limits, &soft, &hand_back).await;
 
         let outcome = match ended {
             Ended::Finished(Ok(v)) => Some(Outcome::Succeeded(v)),
             Ended::Finished(Err(e)) => Some(Outcome::Failed(e.to_string())),
             Ended::AfterSoftLimit(Ok(v)) => Some(Outcome::Succeeded(v)),
-            Ended::AfterSoftLimit(Err(ActionError::Cancelled)) | Ended::AfterSoftLimit(Err(_)) => {
-                Some(Outcome::TimedOut(format!(
-                    "soft time limit of {}s reached; the action stopped",
-                    limits.soft.as_secs()
-                )))
-            }
+            Ended::AfterSoftLimit(Err(ActionError::Cancelled)) | Ended::AfterSoftLimit(Err(_)) => Some(
+                Outcome::TimedOut(format!("soft time limit of {}s reached; the action stopped", limits.soft.as_secs())),
+            ),
             Ended::HardLimit => Some(Outcome::TimedOut(format!(
                 "hard time limit of {}s reached; the action was aborted",
                 limits.hard.as_secs()
@@ -258,12 +227,7 @@ impl QueueLog {
             }
             let n = d.load(std::sync::atomic::Ordering::Relaxed);
             if n > 0 {
-                let _ = queue
-                    .append_log(
-                        id,
-                        &format!("({n} log lines dropped: the log writer fell behind)"),
-                    )
-                    .await;
+                let _ = queue.append_log(id, &format!("({n} log lines dropped: the log writer fell behind)")).await;
             }
         });
         (Arc::new(QueueLog { tx, dropped }), writer)
@@ -273,8 +237,7 @@ impl QueueLog {
 impl LogSink for QueueLog {
     fn line(&self, line: String) {
         if self.tx.try_send(line).is_err() {
-            self.dropped
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.dropped.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
     }
 }
@@ -284,10 +247,7 @@ mod tests {
     use super::*;
 
     fn limits(soft: u64, hard: u64) -> Limits {
-        Limits {
-            soft: Duration::from_secs(soft),
-            hard: Duration::from_secs(hard),
-        }
+        Limits { soft: Duration::from_secs(soft), hard: Duration::from_secs(hard) }
     }
 
     #[tokio::test(start_paused = true)]
@@ -329,10 +289,7 @@ mod tests {
         let r = run_with_limits(action, limits(5, 10), &s, &h).await;
         assert!(matches!(r, Ended::HardLimit));
         assert!(s.is_cancelled(), "the soft limit fired first");
-        assert!(
-            dropped.load(std::sync::atomic::Ordering::SeqCst),
-            "the action was dropped"
-        );
+        assert!(dropped.load(std::sync::atomic::Ordering::SeqCst), "the action was dropped");
         assert_eq!(start.elapsed(), Duration::from_secs(10));
     }
 

@@ -51,13 +51,10 @@ impl Application {
             );
         }
         create_private_dir(&settings.data_dir)?;
-        let queue: Arc<dyn Queue> =
-            Arc::new(SqliteQueue::open(&settings.sqlite_path).with_context(|| {
-                format!(
-                    "cannot open the job queue at {}",
-                    settings.sqlite_path.display()
-                )
-            })?);
+        let queue: Arc<dyn Queue> = Arc::new(
+            SqliteQueue::open(&settings.sqlite_path)
+                .with_context(|| format!("cannot open the job queue at {}", settings.sqlite_path.display()))?,
+        );
         let (auth, admin_credentials) = build_auth(&settings)?;
         let listener = tokio::net::TcpListener::bind(settings.bind)
             .await
@@ -65,26 +62,10 @@ impl Application {
         let addr = listener.local_addr()?;
         let wake = Arc::new(Notify::new());
         let settings = Arc::new(settings);
-        let runner = Runner::new(
-            queue.clone(),
-            settings.runner.clone(),
-            Arc::new(settings.actions.clone()),
-            wake.clone(),
-        );
-        let state = AppState {
-            queue,
-            auth: Arc::new(auth),
-            settings,
-            listen_port: addr.port(),
-            wake,
-        };
-        Ok(Application {
-            listener,
-            addr,
-            state,
-            runner: Some(runner),
-            admin_credentials,
-        })
+        let runner =
+            Runner::new(queue.clone(), settings.runner.clone(), Arc::new(settings.actions.clone()), wake.clone());
+        let state = AppState { queue, auth: Arc::new(auth), settings, listen_port: addr.port(), wake };
+        Ok(Application { listener, addr, state, runner: Some(runner), admin_credentials })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -98,10 +79,7 @@ impl Application {
     /// Serve until `shutdown` fires: the API stops taking requests, then the
     /// runner winds down (see `Runner::run_until_stopped`).
     pub async fn run_until_stopped(mut self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        let runner = self
-            .runner
-            .take()
-            .map(|r| tokio::spawn(r.run_until_stopped(shutdown.clone())));
+        let runner = self.runner.take().map(|r| tokio::spawn(r.run_until_stopped(shutdown.clone())));
         let app = api::router(self.state.clone());
         tracing::info!(addr = %self.addr, "listening");
         let s = shutdown.clone();
@@ -121,18 +99,12 @@ fn build_auth(settings: &Settings) -> anyhow::Result<(Authenticator, Option<Path
         AuthSettings::Local { clients } if clients.is_empty() => {
             let path = settings.data_dir.join(ADMIN_CREDENTIALS_FILE);
             let admin = load_or_create_admin(&path, &settings.scope_prefix)?;
-            (
-                Authenticator::Local(LocalAuth::new(vec![admin])),
-                Some(path),
-            )
+            (Authenticator::Local(LocalAuth::new(vec![admin])), Some(path))
         }
-        AuthSettings::Local { clients } => {
-            (Authenticator::Local(LocalAuth::new(clients.clone())), None)
-        }
+        AuthSettings::Local { clients } => (Authenticator::Local(LocalAuth::new(clients.clone())), None),
         AuthSettings::Taskcluster { root_url, timeout } => (
             Authenticator::Taskcluster(
-                TaskclusterAuth::new(root_url, *timeout)
-                    .map_err(|e| anyhow::anyhow!("taskcluster auth: {e}"))?,
+                TaskclusterAuth::new(root_url, *timeout).map_err(|e| anyhow::anyhow!("taskcluster auth: {e}"))?,
             ),
             None,
         ),
@@ -167,12 +139,7 @@ pub fn load_or_create_admin(path: &Path, scope_prefix: &str) -> anyhow::Result<L
             access_token: token,
             scopes: vec![format!("{scope_prefix}*")],
         };
-        match std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(path)
-        {
+        match std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path) {
             Ok(mut f) => {
                 f.write_all(serde_json::to_string_pretty(&creds)?.as_bytes())
                     .with_context(|| format!("cannot write {}", path.display()))?;
@@ -192,8 +159,7 @@ pub fn load_or_create_admin(path: &Path, scope_prefix: &str) -> anyhow::Result<L
 /// Read a credentials file, refusing one that others can read.
 pub fn read_credentials(path: &Path) -> anyhow::Result<CredentialsFile> {
     use std::os::unix::fs::PermissionsExt;
-    let meta = std::fs::metadata(path)
-        .with_context(|| format!("cannot read credentials {}", path.display()))?;
+    let meta = std::fs::metadata(path).with_context(|| format!("cannot read credentials {}", path.display()))?;
     if meta.permissions().mode() & 0o077 != 0 {
         anyhow::bail!(
             "credentials file {} is readable by others (mode {:o}); run: chmod 600 {}",
@@ -202,9 +168,8 @@ pub fn read_credentials(path: &Path) -> anyhow::Result<CredentialsFile> {
             path.display()
         );
     }
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("cannot read credentials {}", path.display()))?;
-    let creds: CredentialsFile = serde_json::from_str(&text)
-        .with_context(|| format!("credentials file {} is not valid", path.display()))?;
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read credentials {}", path.display()))?;
+    let creds: CredentialsFile =
+        serde_json::from_str(&text).with_context(|| format!("credentials file {} is not valid", path.display()))?;
     Ok(creds)
 }

@@ -11,17 +11,11 @@ pub fn init() {
         .ok()
         .and_then(|f| EnvFilter::try_new(f).ok())
         .unwrap_or_else(|| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     // try_init: a second call (tests) keeps the first subscriber.
     if std::io::stderr().is_terminal() {
         let _ = builder.try_init();
     } else {
-        let _ = builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(true)
-            .try_init();
+        let _ = builder.json().flatten_event(true).with_current_span(true).try_init();
     }
 }

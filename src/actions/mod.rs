@@ -33,9 +33,7 @@ impl Task {
     /// One line of help, for `roller tasks` and API error messages.
     pub fn help(self) -> &'static str {
         match self {
-            Task::Ping => {
-                "ICMP echo the machine and report packets sent/received and round-trip times"
-            }
+            Task::Ping => "ICMP echo the machine and report packets sent/received and round-trip times",
         }
     }
 
@@ -49,11 +47,7 @@ impl Task {
 
     /// "a, b, c": task names for messages that list what is allowed.
     pub fn list(tasks: &[Task]) -> String {
-        tasks
-            .iter()
-            .map(|t| t.name())
-            .collect::<Vec<_>>()
-            .join(", ")
+        tasks.iter().map(|t| t.name()).collect::<Vec<_>>().join(", ")
     }
 
     pub fn parse(s: &str) -> Option<Task> {
@@ -97,16 +91,8 @@ pub struct ActionContext {
 }
 
 impl ActionContext {
-    pub fn new(
-        settings: Arc<ActionSettings>,
-        cancel: CancellationToken,
-        log: Arc<dyn LogSink>,
-    ) -> Self {
-        Self {
-            settings,
-            cancel,
-            log,
-        }
+    pub fn new(settings: Arc<ActionSettings>, cancel: CancellationToken, log: Arc<dyn LogSink>) -> Self {
+        Self { settings, cancel, log }
     }
 
     pub fn log(&self, line: impl Into<String>) {
@@ -128,11 +114,7 @@ pub enum ActionError {
 }
 
 /// Run `task` on `target`. The result is JSON for the job record.
-pub async fn execute(
-    task: Task,
-    target: &Target,
-    cx: &ActionContext,
-) -> Result<serde_json::Value, ActionError> {
+pub async fn execute(task: Task, target: &Target, cx: &ActionContext) -> Result<serde_json::Value, ActionError> {
     match task {
         Task::Ping => ping::run(target, cx).await,
     }

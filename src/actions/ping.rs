@@ -30,17 +30,15 @@ pub async fn run(target: &Target, cx: &ActionContext) -> Result<serde_json::Valu
         method_name(settings.method),
     ));
 
-    let report = driver::ping(addr, settings, &cx.cancel)
-        .await
-        .map_err(|e| match e {
-            PingError::Cancelled => ActionError::Cancelled,
-            e @ (PingError::Permission { .. }
-            | PingError::CommandMissing
-            | PingError::InvalidSettings(_)) => ActionError::Config(e.to_string()),
-            e @ (PingError::CommandFailed { .. } | PingError::Io { .. }) => {
-                ActionError::Failed(format!("ping {host} ({addr}): {e}"))
-            }
-        })?;
+    let report = driver::ping(addr, settings, &cx.cancel).await.map_err(|e| match e {
+        PingError::Cancelled => ActionError::Cancelled,
+        e @ (PingError::Permission { .. } | PingError::CommandMissing | PingError::InvalidSettings(_)) => {
+            ActionError::Config(e.to_string())
+        }
+        e @ (PingError::CommandFailed { .. } | PingError::Io { .. }) => {
+            ActionError::Failed(format!("ping {host} ({addr}): {e}"))
+        }
+    })?;
 
     cx.log(summary_line(&report));
     if report.received == 0 {
@@ -70,9 +68,7 @@ fn method_name(m: driver::PingMethod) -> &'static str {
 fn summary_line(r: &PingReport) -> String {
     let mut line = format!("{}/{} replies via {}", r.received, r.sent, r.method_used);
     if let (Some(min), Some(avg), Some(max)) = (r.rtt_min_ms, r.rtt_avg_ms, r.rtt_max_ms) {
-        line.push_str(&format!(
-            ", rtt min/avg/max = {min:.3}/{avg:.3}/{max:.3} ms"
-        ));
+        line.push_str(&format!(", rtt min/avg/max = {min:.3}/{avg:.3}/{max:.3} ms"));
     }
     line
 }
@@ -84,16 +80,13 @@ async fn resolve(host: &str) -> Result<IpAddr, ActionError> {
     if let Ok(ip) = host.parse::<IpAddr>() {
         return Ok(ip);
     }
-    let addrs: Vec<IpAddr> =
-        match tokio::time::timeout(RESOLVE_TIMEOUT, tokio::net::lookup_host((host, 0))).await {
-            Ok(Ok(it)) => it.map(|sa| sa.ip()).collect(),
-            Ok(Err(e)) => return Err(ActionError::Failed(format!("cannot resolve {host}: {e}"))),
-            Err(_) => {
-                return Err(ActionError::Failed(format!(
-                    "cannot resolve {host}: no answer within {RESOLVE_TIMEOUT:?}"
-                )));
-            }
-        };
+    let addrs: Vec<IpAddr> = match tokio::time::timeout(RESOLVE_TIMEOUT, tokio::net::lookup_host((host, 0))).await {
+        Ok(Ok(it)) => it.map(|sa| sa.ip()).collect(),
+        Ok(Err(e)) => return Err(ActionError::Failed(format!("cannot resolve {host}: {e}"))),
+        Err(_) => {
+            return Err(ActionError::Failed(format!("cannot resolve {host}: no answer within {RESOLVE_TIMEOUT:?}")));
+        }
+    };
     addrs
         .iter()
         .find(|a| a.is_ipv4())
@@ -123,10 +116,8 @@ mod tests {
     }
 
     fn setup(worker: &str, method: PingMethod) -> (Target, ActionContext, Arc<Lines>) {
-        let target = Target {
-            worker_id: WorkerId::parse(worker).unwrap(),
-            worker_group: WorkerGroup::parse("mdc1").unwrap(),
-        };
+        let target =
+            Target { worker_id: WorkerId::parse(worker).unwrap(), worker_group: WorkerGroup::parse("mdc1").unwrap() };
         let settings = ActionSettings {
             ping: PingSettings {
                 count: 2,
@@ -169,13 +160,9 @@ mod tests {
         let host = SilentHost::new(21);
         let (target, cx, lines) = setup(&host.addr.to_string(), PingMethod::Socket);
         match run(&target, &cx).await {
-            Err(ActionError::Failed(msg)) => assert_eq!(
-                msg,
-                format!(
-                    "{0} ({0}) did not answer: 0 of 2 echo requests replied",
-                    host.addr
-                )
-            ),
+            Err(ActionError::Failed(msg)) => {
+                assert_eq!(msg, format!("{0} ({0}) did not answer: 0 of 2 echo requests replied", host.addr))
+            }
             other => panic!("expected Failed, got {other:?}"),
         }
         assert!(lines.0.lock().unwrap()[1].starts_with("0/2 replies"));
@@ -186,10 +173,7 @@ mod tests {
         let (target, cx, lines) = setup("no-such-host.invalid", PingMethod::Socket);
         match run(&target, &cx).await {
             Err(ActionError::Failed(msg)) => {
-                assert!(
-                    msg.starts_with("cannot resolve no-such-host.invalid: "),
-                    "{msg}"
-                )
+                assert!(msg.starts_with("cannot resolve no-such-host.invalid: "), "{msg}")
             }
             other => panic!("expected Failed, got {other:?}"),
         }
@@ -200,9 +184,6 @@ mod tests {
     async fn cancelled_action_reports_cancelled() {
         let (target, cx, _) = setup("127.0.0.1", PingMethod::Socket);
         cx.cancel.cancel();
-        assert!(matches!(
-            run(&target, &cx).await,
-            Err(ActionError::Cancelled)
-        ));
+        assert!(matches!(run(&target, &cx).await, Err(ActionError::Cancelled)));
     }
 }

@@ -15,17 +15,12 @@ pub async fn lbheartbeat() -> Json<Value> {
 /// 200 when the queue backend takes writes, else 500 with the reason.
 pub async fn heartbeat(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
     match state.queue.health().await {
-        Ok(()) => (
-            StatusCode::OK,
-            Json(json!({"status": "ok", "checks": {"queue": "ok"}, "details": {}})),
-        ),
+        Ok(()) => (StatusCode::OK, Json(json!({"status": "ok", "checks": {"queue": "ok"}, "details": {}}))),
         Err(e) => {
             tracing::warn!(error = %e, "heartbeat: queue unhealthy");
             (
                 StatusCode::INTERNAL_SERVER_ERROR,
-                Json(
-                    json!({"status": "error", "checks": {"queue": "error"}, "details": {"queue": e.to_string()}}),
-                ),
+                Json(json!({"status": "error", "checks": {"queue": "error"}, "details": {"queue": e.to_string()}})),
             )
         }
     }

@@ -53,15 +53,9 @@ impl IntoResponse for ApiError {
             ApiError::BadRequest(d) => (StatusCode::BAD_REQUEST, d),
             ApiError::Forbidden(d) => (StatusCode::FORBIDDEN, d),
             ApiError::NotFound(d) => (StatusCode::NOT_FOUND, d),
-            ApiError::MethodNotAllowed(m) => (
-                StatusCode::METHOD_NOT_ALLOWED,
-                format!("Method \"{m}\" not allowed."),
-            ),
+            ApiError::MethodNotAllowed(m) => (StatusCode::METHOD_NOT_ALLOWED, format!("Method \"{m}\" not allowed.")),
             ApiError::Unavailable(d) => (StatusCode::SERVICE_UNAVAILABLE, d),
-            ApiError::Internal => (
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal server error".to_string(),
-            ),
+            ApiError::Internal => (StatusCode::INTERNAL_SERVER_ERROR, "internal server error".to_string()),
         };
         (status, Json(json!({ "detail": detail }))).into_response()
     }

@@ -2,9 +2,7 @@
 //! machine's history.
 
 use axum::Json;
-use axum::extract::{
-    OriginalUri, Path, Query, State, rejection::PathRejection, rejection::QueryRejection,
-};
+use axum::extract::{OriginalUri, Path, Query, State, rejection::PathRejection, rejection::QueryRejection};
 use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
@@ -39,8 +37,7 @@ pub async fn enqueue_group_form(
     query: Result<Query<EnqueueQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let caller = state.caller(&method, &uri, &headers).await?;
-    let Path((worker_id, worker_group)) =
-        path.map_err(|e| ApiError::BadRequest(format!("invalid path: {e}")))?;
+    let Path((worker_id, worker_group)) = path.map_err(|e| ApiError::BadRequest(format!("invalid path: {e}")))?;
     let Query(q) = query.map_err(bad_query)?;
     enqueue(&state, caller, &headers, worker_id, Some(worker_group), q).await
 }
@@ -76,28 +73,18 @@ async fn enqueue(
     let allowed = || Task::list(&state.settings.enabled_tasks);
     let task = match q.task_name.as_deref() {
         None | Some("") => {
-            return Err(ApiError::BadRequest(format!(
-                "task_name is required; one of: {}",
-                allowed()
-            )));
+            return Err(ApiError::BadRequest(format!("task_name is required; one of: {}", allowed())));
         }
         Some(name) => Task::parse(name)
             .filter(|t| state.settings.enabled_tasks.contains(t))
-            .ok_or_else(|| {
-                ApiError::BadRequest(format!("unknown task_name {name:?}; one of: {}", allowed()))
-            })?,
+            .ok_or_else(|| ApiError::BadRequest(format!("unknown task_name {name:?}; one of: {}", allowed())))?,
     };
     require(&caller, &state.settings.task_scope(task))?;
     let bad = |e: crate::domain::ParseError| ApiError::BadRequest(e.to_string());
     let worker_id = WorkerId::parse(&worker_id).map_err(bad)?;
     // The original defaulted a missing group to "none"; kept for its clients.
-    let worker_group =
-        WorkerGroup::parse(worker_group.as_deref().unwrap_or("none")).map_err(bad)?;
-    let tc_name = |kind: &str, v: Option<String>| {
-        v.map(|s| TaskclusterName::parse(kind, &s))
-            .transpose()
-            .map_err(bad)
-    };
+    let worker_group = WorkerGroup::parse(worker_group.as_deref().unwrap_or("none")).map_err(bad)?;
+    let tc_name = |kind: &str, v: Option<String>| v.map(|s| TaskclusterName::parse(kind, &s)).transpose().map_err(bad);
     let provisioner_id = tc_name("provisioner_id", q.provisioner_id)?;
     let worker_type = tc_name("worker_type", q.worker_type)?;
     let origin = match headers.get(header::ORIGIN) {
@@ -138,30 +125,18 @@ async fn enqueue(
         url: url.clone(),
     };
     // 201 for a new job; 200 when an identical queued/running job is returned (coalesced).
-    let status = if enq.created {
-        StatusCode::CREATED
-    } else {
-        StatusCode::OK
-    };
+    let status = if enq.created { StatusCode::CREATED } else { StatusCode::OK };
     let mut res = (status, [(header::LOCATION, url)], Json(body)).into_response();
-    res.extensions_mut()
-        .insert(log_fields(&caller.client_id, Some(job.id)));
+    res.extensions_mut().insert(log_fields(&caller.client_id, Some(job.id)));
     Ok(res)
 }
 
 fn require(caller: &crate::auth::Caller, scope: &str) -> Result<(), ApiError> {
-    if caller.has_scope(scope) {
-        Ok(())
-    } else {
-        Err(ApiError::permission_denied())
-    }
+    if caller.has_scope(scope) { Ok(()) } else { Err(ApiError::permission_denied()) }
 }
 
 fn log_fields(client: &ClientId, job: Option<JobId>) -> LogFields {
-    LogFields {
-        client_id: Some(client.to_string()),
-        task_id: job.map(|j| j.to_string()),
-    }
+    LogFields { client_id: Some(client.to_string()), task_id: job.map(|j| j.to_string()) }
 }
 
 /// `GET /api/v1/jobs/{task_id}`: one job with its log. Needs the read scope.
@@ -176,14 +151,9 @@ pub async fn get_job(
     require(&caller, &state.settings.read_scope)?;
     let Path(raw) = path.map_err(|e| ApiError::BadRequest(format!("invalid path: {e}")))?;
     let id = JobId::parse(&raw).map_err(|e| ApiError::BadRequest(e.to_string()))?;
-    let job = state
-        .queue
-        .get(id)
-        .await?
-        .ok_or_else(|| ApiError::NotFound("Not found.".into()))?;
+    let job = state.queue.get(id).await?.ok_or_else(|| ApiError::NotFound("Not found.".into()))?;
     let mut res = Json(JobView::from(&job)).into_response();
-    res.extensions_mut()
-        .insert(log_fields(&caller.client_id, Some(id)));
+    res.extensions_mut().insert(log_fields(&caller.client_id, Some(id)));
     Ok(res)
 }
 
@@ -211,18 +181,12 @@ pub async fn history(
         None => max,
         Some(n) if (1..=max).contains(&n) => n,
         Some(n) => {
-            return Err(ApiError::BadRequest(format!(
-                "limit must be between 1 and {max} (got {n})"
-            )));
+            return Err(ApiError::BadRequest(format!("limit must be between 1 and {max} (got {n})")));
         }
     };
     let jobs = state.queue.history(&worker_id, limit).await?;
-    let mut res = Json(History {
-        worker_id: worker_id.to_string(),
-        jobs: jobs.iter().map(JobView::from).collect(),
-    })
-    .into_response();
-    res.extensions_mut()
-        .insert(log_fields(&caller.client_id, None));
+    let mut res = Json(History { worker_id: worker_id.to_string(), jobs: jobs.iter().map(JobView::from).collect() })
+        .into_response();
+    res.extensions_mut().insert(log_fields(&caller.client_id, None));
     Ok(res)
 }

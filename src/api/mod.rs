@@ -55,10 +55,9 @@ impl AppState {
         headers: &HeaderMap,
     ) -> Result<HawkRequest, ApiError> {
         let authority = match headers.get(header::HOST) {
-            Some(h) => h
-                .to_str()
-                .map_err(|_| ApiError::BadRequest("Host header is not valid ASCII".into()))?
-                .to_string(),
+            Some(h) => {
+                h.to_str().map_err(|_| ApiError::BadRequest("Host header is not valid ASCII".into()))?.to_string()
+            }
             None => uri
                 .authority()
                 .map(|a| a.to_string())
@@ -66,28 +65,19 @@ impl AppState {
         };
         let (host, host_port) = split_host_port(&authority)
             .ok_or_else(|| ApiError::BadRequest(format!("invalid Host header {authority:?}")))?;
-        let port = if self.settings.trusted_proxy {
-            forwarded_port(headers).or(host_port)
-        } else {
-            None
-        }
-        .unwrap_or(self.listen_port);
+        let port = if self.settings.trusted_proxy { forwarded_port(headers).or(host_port) } else { None }
+            .unwrap_or(self.listen_port);
         let authorization = match headers.get(header::AUTHORIZATION) {
             Some(v) => Some(
                 v.to_str()
-                    .map_err(|_| {
-                        ApiError::Forbidden("Authorization header is not valid ASCII".into())
-                    })?
+                    .map_err(|_| ApiError::Forbidden("Authorization header is not valid ASCII".into()))?
                     .to_string(),
             ),
             None => None,
         };
         Ok(HawkRequest {
             method: method.as_str().to_ascii_uppercase(),
-            resource: uri
-                .path_and_query()
-                .map(|p| p.as_str().to_string())
-                .unwrap_or_else(|| uri.path().to_string()),
+            resource: uri.path_and_query().map(|p| p.as_str().to_string()).unwrap_or_else(|| uri.path().to_string()),
             host: host.to_ascii_lowercase(),
             port,
             authorization,
@@ -97,16 +87,10 @@ impl AppState {
 
 /// `X-Forwarded-Port`, else 443 for `X-Forwarded-Proto: https` (Taskcluster's own rule).
 fn forwarded_port(headers: &HeaderMap) -> Option<u16> {
-    if let Some(p) = headers
-        .get("x-forwarded-port")
-        .and_then(|v| v.to_str().ok())
-    {
+    if let Some(p) = headers.get("x-forwarded-port").and_then(|v| v.to_str().ok()) {
         return p.trim().parse().ok();
     }
-    match headers
-        .get("x-forwarded-proto")
-        .and_then(|v| v.to_str().ok())
-    {
+    match headers.get("x-forwarded-proto").and_then(|v| v.to_str().ok()) {
         Some(p) if p.trim().eq_ignore_ascii_case("https") => Some(443),
         Some(p) if p.trim().eq_ignore_ascii_case("http") => Some(80),
         _ => None,
@@ -131,51 +115,30 @@ pub fn split_host_port(authority: &str) -> Option<(String, Option<u16>)> {
     };
     let ok = !host.is_empty()
         && host.len() <= 253
-        && host
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_' | ':'));
+        && host.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_' | ':'));
     ok.then(|| (host.to_string(), port))
 }
 
 /// Build the router with its middleware.
 pub fn router(state: AppState) -> Router {
-    let group_jobs: MethodRouter<AppState> = MethodRouter::new()
-        .post(jobs::enqueue_group_form)
-        .options(jobs::preflight)
-        .fallback(method_not_allowed);
+    let group_jobs: MethodRouter<AppState> =
+        MethodRouter::new().post(jobs::enqueue_group_form).options(jobs::preflight).fallback(method_not_allowed);
     let worker_jobs: MethodRouter<AppState> = MethodRouter::new()
         .post(jobs::enqueue_query_form)
         .get(jobs::history)
         .options(jobs::preflight)
         .fallback(method_not_allowed);
     Router::new()
-        .route(
-            "/api/v1/workers/{worker_id}/group/{worker_group}/jobs",
-            group_jobs,
-        )
+        .route("/api/v1/workers/{worker_id}/group/{worker_group}/jobs", group_jobs)
         .route("/api/v1/workers/{worker_id}/jobs", worker_jobs)
-        .route(
-            "/api/v1/jobs/{task_id}",
-            get(jobs::get_job).fallback(method_not_allowed),
-        )
-        .route(
-            "/__lbheartbeat__",
-            get(dockerflow::lbheartbeat).fallback(method_not_allowed),
-        )
-        .route(
-            "/__heartbeat__",
-            get(dockerflow::heartbeat).fallback(method_not_allowed),
-        )
-        .route(
-            "/__version__",
-            get(dockerflow::version).fallback(method_not_allowed),
-        )
+        .route("/api/v1/jobs/{task_id}", get(jobs::get_job).fallback(method_not_allowed))
+        .route("/__lbheartbeat__", get(dockerflow::lbheartbeat).fallback(method_not_allowed))
+        .route("/__heartbeat__", get(dockerflow::heartbeat).fallback(method_not_allowed))
+        .route("/__version__", get(dockerflow::version).fallback(method_not_allowed))
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(state.clone(), cors))
         .layer(middleware::from_fn(log_request))
-        .layer(tower_http::catch_panic::CatchPanicLayer::custom(|_| {
-            ApiError::Internal.into_response()
-        }))
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(|_| ApiError::Internal.into_response()))
         .with_state(state)
 }
 
@@ -195,14 +158,8 @@ async fn cors(State(state): State<AppState>, req: Request, next: Next) -> Respon
     if let Ok(origin) = HeaderValue::from_str(&state.settings.cors_origin) {
         h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
     }
-    h.insert(
-        header::ACCESS_CONTROL_ALLOW_HEADERS,
-        HeaderValue::from_static("Authorization,Content-Type"),
-    );
-    h.insert(
-        header::ACCESS_CONTROL_ALLOW_METHODS,
-        HeaderValue::from_static("OPTIONS,POST"),
-    );
+    h.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, HeaderValue::from_static("Authorization,Content-Type"));
+    h.insert(header::ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static("OPTIONS,POST"));
     res
 }
 
@@ -220,11 +177,7 @@ async fn log_request(req: Request, next: Next) -> Response {
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     let res = next.run(req).await;
-    let f = res
-        .extensions()
-        .get::<LogFields>()
-        .cloned()
-        .unwrap_or_default();
+    let f = res.extensions().get::<LogFields>().cloned().unwrap_or_default();
     tracing::info!(
         method = %method,
         path = ?path,
@@ -243,18 +196,9 @@ mod tests {
 
     #[test]
     fn host_headers_split_into_name_and_port() {
-        assert_eq!(
-            split_host_port("example.com"),
-            Some(("example.com".into(), None))
-        );
-        assert_eq!(
-            split_host_port("127.0.0.1:8000"),
-            Some(("127.0.0.1".into(), Some(8000)))
-        );
-        assert_eq!(
-            split_host_port("[::1]:8000"),
-            Some(("::1".into(), Some(8000)))
-        );
+        assert_eq!(split_host_port("example.com"), Some(("example.com".into(), None)));
+        assert_eq!(split_host_port("127.0.0.1:8000"), Some(("127.0.0.1".into(), Some(8000))));
+        assert_eq!(split_host_port("[::1]:8000"), Some(("::1".into(), Some(8000))));
         assert_eq!(split_host_port("[::1]"), Some(("::1".into(), None)));
         for bad in ["", ":80", "a:b", "a b", "[::1", "host:99999", "x/y"] {
             assert_eq!(split_host_port(bad), None, "{bad:?}");

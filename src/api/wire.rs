@@ -70,14 +70,7 @@ impl From<&Job> for JobView {
             finished_at: j.finished_at.as_ref().map(ts),
             result: j.result.clone(),
             error: j.error.clone(),
-            log: j
-                .log
-                .iter()
-                .map(|l| LogLineView {
-                    at: ts(&l.at),
-                    line: l.line.clone(),
-                })
-                .collect(),
+            log: j.log.iter().map(|l| LogLineView { at: ts(&l.at), line: l.line.clone() }).collect(),
         }
     }
 }

@@ -13,9 +13,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use base64::Engine;
 use base64::alphabet;
 use base64::engine::DecodePaddingMode;
-use base64::engine::general_purpose::{
-    GeneralPurpose, GeneralPurposeConfig, STANDARD, URL_SAFE_NO_PAD,
-};
+use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig, STANDARD, URL_SAFE_NO_PAD};
 use hmac::{Hmac, Mac};
 use secrecy::SecretString;
 use serde_json::{Map, Value};
@@ -102,8 +100,7 @@ pub fn parse_ext(ext: &str) -> Result<Ext, ExtError> {
         return fail("Failed to parse ext");
     };
     // Node decodes invalid UTF-8 to U+FFFD before JSON.parse; so do we.
-    let Ok(Value::Object(obj)) = serde_json::from_str::<Value>(&String::from_utf8_lossy(&bytes))
-    else {
+    let Ok(Value::Object(obj)) = serde_json::from_str::<Value>(&String::from_utf8_lossy(&bytes)) else {
         return fail("Failed to parse ext");
     };
     let certificate = match present(&obj, "certificate") {
@@ -111,22 +108,17 @@ pub fn parse_ext(ext: &str) -> Result<Ext, ExtError> {
         None => None,
     };
     let authorized_scopes = match present(&obj, "authorizedScopes") {
-        Some(Value::Array(a)) => Some(scope_list(a).ok_or_else(|| {
-            ExtError("ext.authorizedScopes must be an array of valid scopes".into())
-        })?),
+        Some(Value::Array(a)) => Some(
+            scope_list(a).ok_or_else(|| ExtError("ext.authorizedScopes must be an array of valid scopes".into()))?,
+        ),
         Some(_) => return fail("ext.authorizedScopes must be an array"),
         None => None,
     };
-    Ok(Ext {
-        certificate,
-        authorized_scopes,
-    })
+    Ok(Ext { certificate, authorized_scopes })
 }
 
 fn scope_list(a: &[Value]) -> Option<Vec<String>> {
-    a.iter()
-        .map(|v| v.as_str().filter(|s| is_valid_scope(s)).map(str::to_string))
-        .collect()
+    a.iter().map(|v| v.as_str().filter(|s| is_valid_scope(s)).map(str::to_string)).collect()
 }
 
 /// A JSON number as JavaScript's `String(n)` prints it. serde_json keeps
@@ -165,18 +157,10 @@ impl Certificate {
         if seed.encode_utf16().count() != 44 {
             return fail("ext.certificate.seed must be 44 characters");
         }
-        let Some((start, start_text)) = c
-            .get("start")
-            .and_then(Value::as_number)
-            .and_then(js_number)
-        else {
+        let Some((start, start_text)) = c.get("start").and_then(Value::as_number).and_then(js_number) else {
             return fail("ext.certificate.start must be a number");
         };
-        let Some((expiry, expiry_text)) = c
-            .get("expiry")
-            .and_then(Value::as_number)
-            .and_then(js_number)
-        else {
+        let Some((expiry, expiry_text)) = c.get("expiry").and_then(Value::as_number).and_then(js_number) else {
             return fail("ext.certificate.expiry must be a number");
         };
         let Some(Value::Array(scopes)) = c.get("scopes") else {
@@ -194,10 +178,7 @@ impl Certificate {
             scopes,
             issuer,
             has_client_id: c.contains_key("clientId"),
-            signature: c
-                .get("signature")
-                .and_then(Value::as_str)
-                .map(str::to_string),
+            signature: c.get("signature").and_then(Value::as_str).map(str::to_string),
         })
     }
 
@@ -205,9 +186,7 @@ impl Certificate {
     /// for named credentials, else the Hawk id itself.
     pub fn issuer_for<'a>(&'a self, hawk_id: &'a str) -> Result<&'a str, ExtError> {
         match &self.issuer {
-            Some(i) if i == hawk_id => {
-                fail("ext.certificate.issuer must differ from the supplied clientId")
-            }
+            Some(i) if i == hawk_id => fail("ext.certificate.issuer must differ from the supplied clientId"),
             Some(i) => Ok(i),
             None => Ok(hawk_id),
         }
@@ -283,27 +262,12 @@ impl Certificate {
         let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(key) else {
             return false;
         };
-        mac.update(
-            signed_text(
-                named,
-                &self.seed,
-                &self.start_text,
-                &self.expiry_text,
-                &self.scopes,
-            )
-            .as_bytes(),
-        );
+        mac.update(signed_text(named, &self.seed, &self.start_text, &self.expiry_text, &self.scopes).as_bytes());
         mac.verify_slice(&sig).is_ok()
     }
 }
 
-fn signed_text(
-    named: Option<(&str, &str)>,
-    seed: &str,
-    start: &str,
-    expiry: &str,
-    scopes: &[String],
-) -> String {
+fn signed_text(named: Option<(&str, &str)>, seed: &str, start: &str, expiry: &str, scopes: &[String]) -> String {
     let mut lines = vec!["version:1".to_string()];
     if let Some((client_id, issuer)) = named {
         lines.push(format!("clientId:{client_id}"));
@@ -338,13 +302,7 @@ pub fn compute_signature(
     expiry_ms: i64,
     scopes: &[String],
 ) -> String {
-    let text = signed_text(
-        named,
-        seed,
-        &start_ms.to_string(),
-        &expiry_ms.to_string(),
-        scopes,
-    );
+    let text = signed_text(named, seed, &start_ms.to_string(), &expiry_ms.to_string(), scopes);
     STANDARD.encode(hmac_sha256(issuer_token, text.as_bytes()))
 }
 
@@ -356,10 +314,7 @@ pub fn temporary_access_token(issuer_token: &[u8], seed: &str) -> String {
 /// Apply `authorizedScopes` (§2.3): `scopes` must satisfy all of them, and
 /// they become the effective scopes. Roles are not expanded locally (there
 /// are none), so `assume:anonymous` is not merged in.
-pub fn apply_authorized_scopes(
-    scopes: Vec<String>,
-    authorized: Option<Vec<String>>,
-) -> Result<Vec<String>, ExtError> {
+pub fn apply_authorized_scopes(scopes: Vec<String>, authorized: Option<Vec<String>>) -> Result<Vec<String>, ExtError> {
     let Some(authorized) = authorized else {
         return Ok(scopes);
     };
@@ -410,9 +365,7 @@ mod tests {
         STANDARD.encode(v.to_string())
     }
     fn cert_of(v: Value) -> Result<Certificate, ExtError> {
-        parse_ext(&encode(&json!({ "certificate": v })))?
-            .certificate
-            .ok_or_else(|| ExtError("no certificate".into()))
+        parse_ext(&encode(&json!({ "certificate": v })))?.certificate.ok_or_else(|| ExtError("no certificate".into()))
     }
     fn err(r: Result<SecretString, ExtError>) -> String {
         match r {
@@ -424,24 +377,12 @@ mod tests {
     #[test]
     fn reference_vector() {
         let scopes = s(&["project:releng:roller:reboot"]);
-        assert_eq!(
-            compute_signature(
-                b"root-secret",
-                Some(("tmp-client", "root")),
-                SEED,
-                START,
-                EXPIRY,
-                &scopes
-            ),
-            SIG
-        );
+        assert_eq!(compute_signature(b"root-secret", Some(("tmp-client", "root")), SEED, START, EXPIRY, &scopes), SIG);
         assert_eq!(temporary_access_token(b"root-secret", SEED), TEMP);
 
         let cert = cert_of(cert_json()).unwrap();
         assert_eq!(cert.issuer_for("tmp-client").unwrap(), "root");
-        let token = cert
-            .validate("tmp-client", &root(), &s(&["*"]), at_ms(START + 1000))
-            .unwrap();
+        let token = cert.validate("tmp-client", &root(), &s(&["*"]), at_ms(START + 1000)).unwrap();
         assert_eq!(token.expose_secret(), TEMP);
     }
 
@@ -463,38 +404,24 @@ mod tests {
         let url_text = std_text.replace('+', "-").replace('/', "_");
         let want = parse_ext(&std_text).unwrap();
         assert_eq!(want.authorized_scopes, Some(s(&["x???"])));
-        for text in [
-            url_text.clone(),
-            url_text.trim_end_matches('=').to_string(),
-            std_text.trim_end_matches('=').to_string(),
-        ] {
+        for text in
+            [url_text.clone(), url_text.trim_end_matches('=').to_string(), std_text.trim_end_matches('=').to_string()]
+        {
             assert_eq!(parse_ext(&text).unwrap(), want, "{text}");
         }
     }
 
     #[test]
     fn unparseable_ext() {
-        for bad in [
-            "some-app-ext-data",
-            "!!!",
-            &STANDARD.encode("[1]"),
-            &STANDARD.encode("{"),
-        ] {
-            assert_eq!(
-                parse_ext(bad).unwrap_err().0,
-                "Failed to parse ext",
-                "{bad}"
-            );
+        for bad in ["some-app-ext-data", "!!!", &STANDARD.encode("[1]"), &STANDARD.encode("{")] {
+            assert_eq!(parse_ext(bad).unwrap_err().0, "Failed to parse ext", "{bad}");
         }
         // An object without either field is fine and means "no restriction".
         let e = parse_ext(&STANDARD.encode("{}")).unwrap();
         assert_eq!(e.certificate, None);
         assert_eq!(e.authorized_scopes, None);
         // Falsy values count as absent, like Taskcluster's `if (ext.certificate)`.
-        let e = parse_ext(&encode(
-            &json!({"certificate": null, "authorizedScopes": ""}),
-        ))
-        .unwrap();
+        let e = parse_ext(&encode(&json!({"certificate": null, "authorizedScopes": ""}))).unwrap();
         assert_eq!((e.certificate, e.authorized_scopes), (None, None));
     }
 
@@ -505,56 +432,19 @@ mod tests {
             c[k] = v;
             cert_of(c).unwrap_err().0
         };
-        assert_eq!(
-            cert_of(json!("x")).unwrap_err().0,
-            "ext.certificate must be a JSON object"
-        );
-        assert_eq!(
-            with("version", json!(2)),
-            "ext.certificate.version must be 1"
-        );
-        assert_eq!(
-            with("seed", json!(5)),
-            "ext.certificate.seed must be a string"
-        );
-        assert_eq!(
-            with("seed", json!("short")),
-            "ext.certificate.seed must be 44 characters"
-        );
-        assert_eq!(
-            with("start", json!("1")),
-            "ext.certificate.start must be a number"
-        );
-        assert_eq!(
-            with("expiry", json!(null)),
-            "ext.certificate.expiry must be a number"
-        );
-        assert_eq!(
-            with("scopes", json!("a")),
-            "ext.certificate.scopes must be an array"
-        );
-        assert_eq!(
-            with("scopes", json!(["ok", "tab\t"])),
-            "ext.certificate.scopes must be an array of valid scopes"
-        );
-        assert_eq!(
-            with("scopes", json!([1])),
-            "ext.certificate.scopes must be an array of valid scopes"
-        );
-        assert_eq!(
-            with("issuer", json!(7)),
-            "ext.certificate.issuer must be a string"
-        );
-        let bad_as = |v: Value| {
-            parse_ext(&encode(&json!({ "authorizedScopes": v })))
-                .unwrap_err()
-                .0
-        };
+        assert_eq!(cert_of(json!("x")).unwrap_err().0, "ext.certificate must be a JSON object");
+        assert_eq!(with("version", json!(2)), "ext.certificate.version must be 1");
+        assert_eq!(with("seed", json!(5)), "ext.certificate.seed must be a string");
+        assert_eq!(with("seed", json!("short")), "ext.certificate.seed must be 44 characters");
+        assert_eq!(with("start", json!("1")), "ext.certificate.start must be a number");
+        assert_eq!(with("expiry", json!(null)), "ext.certificate.expiry must be a number");
+        assert_eq!(with("scopes", json!("a")), "ext.certificate.scopes must be an array");
+        assert_eq!(with("scopes", json!(["ok", "tab\t"])), "ext.certificate.scopes must be an array of valid scopes");
+        assert_eq!(with("scopes", json!([1])), "ext.certificate.scopes must be an array of valid scopes");
+        assert_eq!(with("issuer", json!(7)), "ext.certificate.issuer must be a string");
+        let bad_as = |v: Value| parse_ext(&encode(&json!({ "authorizedScopes": v }))).unwrap_err().0;
         assert_eq!(bad_as(json!("a")), "ext.authorizedScopes must be an array");
-        assert_eq!(
-            bad_as(json!(["\n"])),
-            "ext.authorizedScopes must be an array of valid scopes"
-        );
+        assert_eq!(bad_as(json!(["\n"])), "ext.authorizedScopes must be an array of valid scopes");
     }
 
     #[test]
@@ -563,28 +453,16 @@ mod tests {
         let ok = |now| cert.validate("tmp-client", &root(), &s(&["*"]), at_ms(now));
         // Five minutes of certificate skew either side.
         assert!(ok(START - 5 * 60 * 1000).is_ok());
-        assert_eq!(
-            err(ok(START - 5 * 60 * 1000 - 1)),
-            "ext.certificate.start > now"
-        );
+        assert_eq!(err(ok(START - 5 * 60 * 1000 - 1)), "ext.certificate.start > now");
         assert!(ok(EXPIRY + 5 * 60 * 1000).is_ok());
-        assert_eq!(
-            err(ok(EXPIRY + 5 * 60 * 1000 + 1)),
-            "ext.certificate.expiry < now"
-        );
+        assert_eq!(err(ok(EXPIRY + 5 * 60 * 1000 + 1)), "ext.certificate.expiry < now");
 
         let long_expiry = START + 31 * 24 * 3600 * 1000 + 1;
         let scopes = s(&["project:releng:roller:reboot"]);
         let mut c = cert_json();
         c["expiry"] = json!(long_expiry);
-        c["signature"] = json!(compute_signature(
-            b"root-secret",
-            Some(("tmp-client", "root")),
-            SEED,
-            START,
-            long_expiry,
-            &scopes
-        ));
+        c["signature"] =
+            json!(compute_signature(b"root-secret", Some(("tmp-client", "root")), SEED, START, long_expiry, &scopes));
         let long = cert_of(c).unwrap();
         assert_eq!(
             err(long.validate("tmp-client", &root(), &s(&["*"]), at_ms(START))),
@@ -598,14 +476,8 @@ mod tests {
         let named_bad = "ext.certificate.signature is not valid, or wrong clientId provided";
         let cert = cert_of(cert_json()).unwrap();
         // Wrong issuer token, and the right cert presented under another name.
-        assert_eq!(
-            err(cert.validate("tmp-client", &SecretString::from("nope"), &s(&["*"]), now)),
-            named_bad
-        );
-        assert_eq!(
-            err(cert.validate("other", &root(), &s(&["*"]), now)),
-            named_bad
-        );
+        assert_eq!(err(cert.validate("tmp-client", &SecretString::from("nope"), &s(&["*"]), now)), named_bad);
+        assert_eq!(err(cert.validate("other", &root(), &s(&["*"]), now)), named_bad);
         // Tampered fields.
         for (k, v) in [
             ("scopes", json!(["project:releng:roller:*"])),
@@ -617,20 +489,13 @@ mod tests {
             let mut c = cert_json();
             c[k] = v;
             let cert = cert_of(c).unwrap();
-            assert_eq!(
-                err(cert.validate("tmp-client", &root(), &s(&["*"]), now)),
-                named_bad,
-                "{k}"
-            );
+            assert_eq!(err(cert.validate("tmp-client", &root(), &s(&["*"]), now)), named_bad, "{k}");
         }
         // The same signature as an unnamed certificate covers different lines.
         let mut c = cert_json();
         c.as_object_mut().unwrap().remove("issuer");
         let cert = cert_of(c).unwrap();
-        assert_eq!(
-            err(cert.validate("root", &root(), &s(&["*"]), now)),
-            "ext.certificate.signature is not valid"
-        );
+        assert_eq!(err(cert.validate("root", &root(), &s(&["*"]), now)), "ext.certificate.signature is not valid");
     }
 
     #[test]
@@ -640,14 +505,8 @@ mod tests {
         let text = format!(
             r#"{{"certificate":{{"version":1.0,"scopes":["a"],"start":{START}.0,"expiry":{EXPIRY}.0,"seed":"{SEED}","signature":"{sig}"}}}}"#
         );
-        let cert = parse_ext(&STANDARD.encode(text))
-            .unwrap()
-            .certificate
-            .unwrap();
-        assert!(
-            cert.validate("c", &SecretString::from("k"), &scopes, at_ms(START))
-                .is_ok()
-        );
+        let cert = parse_ext(&STANDARD.encode(text)).unwrap().certificate.unwrap();
+        assert!(cert.validate("c", &SecretString::from("k"), &scopes, at_ms(START)).is_ok());
     }
 
     #[test]
@@ -660,11 +519,7 @@ mod tests {
         c["signature"] = json!(unnamed_sig);
         let unnamed = cert_of(c.clone()).unwrap();
         assert_eq!(unnamed.issuer_for("root").unwrap(), "root");
-        assert!(
-            unnamed
-                .validate("root", &root(), &s(&["project:*"]), now)
-                .is_ok()
-        );
+        assert!(unnamed.validate("root", &root(), &s(&["project:*"]), now).is_ok());
 
         c["clientId"] = json!("root");
         let with_client_id = cert_of(c).unwrap();
@@ -682,16 +537,7 @@ mod tests {
             err(named.validate("tmp-client", &root(), &s(&["project:*"]), now)),
             "ext.certificate issuer `root` doesn't have `auth:create-client:tmp-client` for supplied clientId."
         );
-        assert!(
-            named
-                .validate(
-                    "tmp-client",
-                    &root(),
-                    &s(&["project:*", "auth:create-client:tmp-*"]),
-                    now
-                )
-                .is_ok()
-        );
+        assert!(named.validate("tmp-client", &root(), &s(&["project:*", "auth:create-client:tmp-*"]), now).is_ok());
     }
 
     #[test]
@@ -705,7 +551,9 @@ mod tests {
             now,
         ));
         assert!(
-            e.starts_with("ext.certificate issuer `root` doesn't satisfy all certificate scopes project:releng:roller:reboot."),
+            e.starts_with(
+                "ext.certificate issuer `root` doesn't satisfy all certificate scopes project:releng:roller:reboot."
+            ),
             "{e}"
         );
     }
@@ -715,24 +563,12 @@ mod tests {
         let held = s(&["project:releng:roller:*"]);
         assert_eq!(apply_authorized_scopes(held.clone(), None).unwrap(), held);
         assert_eq!(
-            apply_authorized_scopes(held.clone(), Some(s(&["project:releng:roller:reboot"])))
-                .unwrap(),
+            apply_authorized_scopes(held.clone(), Some(s(&["project:releng:roller:reboot"]))).unwrap(),
             s(&["project:releng:roller:reboot"])
         );
-        assert_eq!(
-            apply_authorized_scopes(held.clone(), Some(vec![])).unwrap(),
-            Vec::<String>::new()
-        );
-        let e = apply_authorized_scopes(held, Some(s(&["queue:*"])))
-            .unwrap_err()
-            .0;
-        assert!(
-            e.starts_with("Supplied credentials do not satisfy authorizedScopes; "),
-            "{e}"
-        );
-        assert!(
-            e.contains("project:releng:roller:*") && e.contains("queue:*"),
-            "{e}"
-        );
+        assert_eq!(apply_authorized_scopes(held.clone(), Some(vec![])).unwrap(), Vec::<String>::new());
+        let e = apply_authorized_scopes(held, Some(s(&["queue:*"]))).unwrap_err().0;
+        assert!(e.starts_with("Supplied credentials do not satisfy authorizedScopes; "), "{e}");
+        assert!(e.contains("project:releng:roller:*") && e.contains("queue:*"), "{e}");
     }
 }

@@ -70,9 +70,7 @@ pub fn parse(header: &str) -> Result<HawkHeader, HeaderError> {
     let s = header.as_bytes();
     let scheme_end = s.iter().position(|b| !is_word(*b)).unwrap_or(s.len());
     if !header[..scheme_end].eq_ignore_ascii_case("hawk") {
-        return Err(HeaderError(
-            "Unsupported authorization scheme (expected Hawk)".into(),
-        ));
+        return Err(HeaderError("Unsupported authorization scheme (expected Hawk)".into()));
     }
     let mut i = skip_ws(s, scheme_end);
     if i == scheme_end || i == s.len() {
@@ -128,10 +126,7 @@ pub fn parse(header: &str) -> Result<HawkHeader, HeaderError> {
         .map(|(k, _)| *k)
         .collect();
     let (Some(id), Some(ts), Some(nonce), Some(mac)) = (id, ts, nonce, mac) else {
-        return Err(HeaderError(format!(
-            "Missing attributes: {}",
-            missing.join(", ")
-        )));
+        return Err(HeaderError(format!("Missing attributes: {}", missing.join(", "))));
     };
     Ok(HawkHeader {
         id: id.to_string(),
@@ -151,10 +146,7 @@ pub fn parse(header: &str) -> Result<HawkHeader, HeaderError> {
 /// `SystemTime`.
 fn parse_ts(ts: &str) -> Result<u64, HeaderError> {
     let bad = || invalid("ts must be a whole number of seconds");
-    if ts.len() > 12
-        || !ts.bytes().all(|b| b.is_ascii_digit())
-        || (ts.len() > 1 && ts.starts_with('0'))
-    {
+    if ts.len() > 12 || !ts.bytes().all(|b| b.is_ascii_digit()) || (ts.len() > 1 && ts.starts_with('0')) {
         return Err(bad());
     }
     ts.parse().map_err(|_| bad())
@@ -292,14 +284,8 @@ mod tests {
             let e = parse(&format!("{bad}{rest}")).unwrap_err();
             assert!(e.0.starts_with("Unsupported"), "{bad}: {e}");
         }
-        assert_eq!(
-            parse("Hawk").unwrap_err().0,
-            "Invalid Hawk header: no attributes"
-        );
-        assert_eq!(
-            parse("Hawk   ").unwrap_err().0,
-            "Invalid Hawk header: no attributes"
-        );
+        assert_eq!(parse("Hawk").unwrap_err().0, "Invalid Hawk header: no attributes");
+        assert_eq!(parse("Hawk   ").unwrap_err().0, "Invalid Hawk header: no attributes");
         assert!(parse(r#"Hawkid="a""#).is_err());
     }
 
@@ -344,14 +330,8 @@ mod tests {
     #[test]
     fn missing_attributes_are_listed() {
         let e = |h: &str| parse(h).unwrap_err().0;
-        assert_eq!(
-            e(r#"Hawk id="a", ts="1", nonce="n""#),
-            "Missing attributes: mac"
-        );
-        assert_eq!(
-            e(r#"Hawk ext="x""#),
-            "Missing attributes: id, ts, nonce, mac"
-        );
+        assert_eq!(e(r#"Hawk id="a", ts="1", nonce="n""#), "Missing attributes: mac");
+        assert_eq!(e(r#"Hawk ext="x""#), "Missing attributes: id, ts, nonce, mac");
     }
 
     #[test]
@@ -370,10 +350,7 @@ mod tests {
 
     #[test]
     fn too_long_is_refused_without_parsing() {
-        let long = format!(
-            r#"Hawk id="a", ts="1", nonce="n", ext="{}", mac="m""#,
-            "x".repeat(4096)
-        );
+        let long = format!(r#"Hawk id="a", ts="1", nonce="n", ext="{}", mac="m""#, "x".repeat(4096));
         assert!(parse(&long).unwrap_err().0.contains("longer than 4096"));
     }
 

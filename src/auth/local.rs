@@ -47,10 +47,7 @@ impl LocalAuth {
             // The first definition wins, so a later duplicate cannot shadow it.
             map.entry(c.client_id.clone()).or_insert(c);
         }
-        Self {
-            clients: map,
-            nonces: NonceCache::new(TIMESTAMP_SKEW, capacity),
-        }
+        Self { clients: map, nonces: NonceCache::new(TIMESTAMP_SKEW, capacity) }
     }
 
     pub fn authenticate(&self, req: &HawkRequest, header: &str) -> Result<Caller, AuthError> {
@@ -58,26 +55,15 @@ impl LocalAuth {
     }
 
     /// [`LocalAuth::authenticate`] with the clock given, for tests.
-    pub fn authenticate_at(
-        &self,
-        req: &HawkRequest,
-        header: &str,
-        now: SystemTime,
-    ) -> Result<Caller, AuthError> {
+    pub fn authenticate_at(&self, req: &HawkRequest, header: &str, now: SystemTime) -> Result<Caller, AuthError> {
         let hdr = hawk_header::parse(header).map_err(|e| refused(e.0))?;
         if hdr.app.is_some() || hdr.dlg.is_some() {
-            return Err(refused(
-                "Invalid Hawk header: app and dlg (Oz) are not supported",
-            ));
+            return Err(refused("Invalid Hawk header: app and dlg (Oz) are not supported"));
         }
-        let client_id =
-            ClientId::parse(&hdr.id).map_err(|_| refused("Invalid Hawk header: invalid id"))?;
+        let client_id = ClientId::parse(&hdr.id).map_err(|_| refused("Invalid Hawk header: invalid id"))?;
         let ext = match &hdr.ext {
             Some(e) => certificate::parse_ext(e).map_err(|e| refused(e.0))?,
-            None => Ext {
-                certificate: None,
-                authorized_scopes: None,
-            },
+            None => Ext { certificate: None, authorized_scopes: None },
         };
 
         // The client whose token signs: the issuer for temporary credentials.
@@ -90,9 +76,8 @@ impl LocalAuth {
         };
         let (key, scopes): (SecretString, Vec<String>) = match &ext.certificate {
             Some(cert) => {
-                let key = cert
-                    .validate(&hdr.id, &issuer.access_token, &issuer.scopes, now)
-                    .map_err(|e| refused(e.0))?;
+                let key =
+                    cert.validate(&hdr.id, &issuer.access_token, &issuer.scopes, now).map_err(|e| refused(e.0))?;
                 (key, cert.scopes.clone())
             }
             None => (issuer.access_token.clone(), issuer.scopes.clone()),
@@ -106,14 +91,10 @@ impl LocalAuth {
         }
         // Only now, with the MAC verified and the timestamp in range, may the
         // nonce be recorded (see `nonce`).
-        if !self
-            .nonces
-            .check_and_insert(&hdr.id, hdr.ts, &hdr.nonce, now)
-        {
+        if !self.nonces.check_and_insert(&hdr.id, hdr.ts, &hdr.nonce, now) {
             return Err(refused("Replayed nonce"));
         }
-        let scopes = certificate::apply_authorized_scopes(scopes, ext.authorized_scopes)
-            .map_err(|e| refused(e.0))?;
+        let scopes = certificate::apply_authorized_scopes(scopes, ext.authorized_scopes).map_err(|e| refused(e.0))?;
         Ok(Caller { client_id, scopes })
     }
 }
@@ -144,11 +125,7 @@ mod tests {
     fn auth() -> LocalAuth {
         LocalAuth::new(vec![
             client("root", "root-secret", &["*"]),
-            client(
-                "alice",
-                "alice-secret",
-                &["project:releng:roller:*", "auth:create-client:alice/*"],
-            ),
+            client("alice", "alice-secret", &["project:releng:roller:*", "auth:create-client:alice/*"]),
         ])
     }
 
@@ -172,21 +149,13 @@ mod tests {
 
     impl<'a> Sign<'a> {
         fn new(id: &'a str, token: &'a str) -> Self {
-            Sign {
-                id,
-                token,
-                ts: NOW,
-                nonce: "abc123",
-                ext: None,
-            }
+            Sign { id, token, ts: NOW, nonce: "abc123", ext: None }
         }
 
         /// Sign as a client would, with the `hawk` crate.
         fn header(&self, req: &HawkRequest) -> String {
-            let creds = hawk::Credentials {
-                id: self.id.into(),
-                key: hawk::Key::new(self.token, hawk::SHA256).unwrap(),
-            };
+            let creds =
+                hawk::Credentials { id: self.id.into(), key: hawk::Key::new(self.token, hawk::SHA256).unwrap() };
             let h = hawk::RequestBuilder::new(&req.method, &req.host, req.port, &req.resource)
                 .ext(self.ext.as_deref())
                 .request()
@@ -207,13 +176,7 @@ mod tests {
     #[test]
     fn accepts_a_permanent_client() {
         let a = auth();
-        let c = a
-            .authenticate_at(
-                &req(),
-                &Sign::new("alice", "alice-secret").header(&req()),
-                at(NOW),
-            )
-            .unwrap();
+        let c = a.authenticate_at(&req(), &Sign::new("alice", "alice-secret").header(&req()), at(NOW)).unwrap();
         assert_eq!(c.client_id.as_str(), "alice");
         assert!(c.has_scope("project:releng:roller:reboot"));
         assert!(!c.has_scope("queue:anything"));
@@ -221,10 +184,7 @@ mod tests {
 
     #[test]
     fn wall_clock_entry_point_accepts_a_fresh_header() {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .as_secs();
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
         let mut s = Sign::new("alice", "alice-secret");
         s.ts = now;
         let c = auth().authenticate(&req(), &s.header(&req())).unwrap();
@@ -281,20 +241,11 @@ mod tests {
             s.nonce = "third";
             s.header(&req())
         };
-        assert_eq!(
-            refusal(a.authenticate_at(&req(), &h3, at(NOW + 15 * 60 + 1))),
-            "Stale timestamp"
-        );
-        assert_eq!(
-            refusal(a.authenticate_at(&req(), &h3, at(NOW - 15 * 60 - 1))),
-            "Stale timestamp"
-        );
+        assert_eq!(refusal(a.authenticate_at(&req(), &h3, at(NOW + 15 * 60 + 1))), "Stale timestamp");
+        assert_eq!(refusal(a.authenticate_at(&req(), &h3, at(NOW - 15 * 60 - 1))), "Stale timestamp");
         // A stale header with a bad MAC is reported as a bad MAC, as in Hawk.
         let bad = Sign::new("alice", "nope").header(&req());
-        assert_eq!(
-            refusal(a.authenticate_at(&req(), &bad, at(NOW + 3600))),
-            "Bad mac"
-        );
+        assert_eq!(refusal(a.authenticate_at(&req(), &bad, at(NOW + 3600))), "Bad mac");
     }
 
     #[test]
@@ -302,17 +253,11 @@ mod tests {
         let a = auth();
         let h = Sign::new("alice", "alice-secret").header(&req());
         assert!(a.authenticate_at(&req(), &h, at(NOW)).is_ok());
-        assert_eq!(
-            refusal(a.authenticate_at(&req(), &h, at(NOW + 60))),
-            "Replayed nonce"
-        );
+        assert_eq!(refusal(a.authenticate_at(&req(), &h, at(NOW + 60))), "Replayed nonce");
         // A forged header with the same nonce does not burn it nor count as a replay.
         let a = auth();
         let forged = Sign::new("alice", "guess").header(&req());
-        assert_eq!(
-            refusal(a.authenticate_at(&req(), &forged, at(NOW))),
-            "Bad mac"
-        );
+        assert_eq!(refusal(a.authenticate_at(&req(), &forged, at(NOW))), "Bad mac");
         assert!(a.authenticate_at(&req(), &h, at(NOW)).is_ok());
     }
 
@@ -320,32 +265,19 @@ mod tests {
     fn unknown_clients_and_bad_headers() {
         let a = auth();
         let h = Sign::new("mallory", "x").header(&req());
-        assert_eq!(
-            refusal(a.authenticate_at(&req(), &h, at(NOW))),
-            "Unknown credentials"
-        );
+        assert_eq!(refusal(a.authenticate_at(&req(), &h, at(NOW))), "Unknown credentials");
         assert_eq!(
             refusal(a.authenticate_at(&req(), "Bearer abc", at(NOW))),
             "Unsupported authorization scheme (expected Hawk)"
         );
         let h = Sign::new("alice", "alice-secret").header(&req());
         let dup = h.replacen("mac=", "mac=\"AAAA\", mac=", 1);
-        assert_eq!(
-            refusal(a.authenticate_at(&req(), &dup, at(NOW))),
-            "Invalid Hawk header: duplicate attribute mac"
-        );
+        assert_eq!(refusal(a.authenticate_at(&req(), &dup, at(NOW))), "Invalid Hawk header: duplicate attribute mac");
         let oz = h.replacen("mac=", "app=\"x\", mac=", 1);
         assert!(refusal(a.authenticate_at(&req(), &oz, at(NOW))).contains("not supported"));
     }
 
-    fn cert(
-        issuer: Option<&str>,
-        name: &str,
-        token: &[u8],
-        scopes: &[&str],
-        start: i64,
-        expiry: i64,
-    ) -> Value {
+    fn cert(issuer: Option<&str>, name: &str, token: &[u8], scopes: &[&str], start: i64, expiry: i64) -> Value {
         let scopes: Vec<String> = scopes.iter().map(|s| s.to_string()).collect();
         let named = issuer.map(|i| (name, i));
         let sig = certificate::compute_signature(token, named, SEED, start, expiry, &scopes);
@@ -364,37 +296,19 @@ mod tests {
 
     #[test]
     fn temporary_credentials_in_both_alphabets() {
-        let c = cert(
-            None,
-            "alice",
-            b"alice-secret",
-            &["project:releng:roller:reboot"],
-            MS - HOUR_MS,
-            MS + HOUR_MS,
-        );
+        let c = cert(None, "alice", b"alice-secret", &["project:releng:roller:reboot"], MS - HOUR_MS, MS + HOUR_MS);
         let temp = certificate::temporary_access_token(b"alice-secret", SEED);
         let ext_json = json!({ "certificate": c }).to_string();
-        for (i, ext) in [STANDARD.encode(&ext_json), URL_SAFE.encode(&ext_json)]
-            .into_iter()
-            .enumerate()
-        {
+        for (i, ext) in [STANDARD.encode(&ext_json), URL_SAFE.encode(&ext_json)].into_iter().enumerate() {
             let a = auth();
             let mut s = Sign::new("alice", &temp);
             s.ext = Some(ext);
-            let caller = a
-                .authenticate_at(&req(), &s.header(&req()), at(NOW))
-                .unwrap();
+            let caller = a.authenticate_at(&req(), &s.header(&req()), at(NOW)).unwrap();
             assert_eq!(caller.client_id.as_str(), "alice", "{i}");
-            assert_eq!(
-                caller.scopes,
-                vec!["project:releng:roller:reboot".to_string()]
-            );
+            assert_eq!(caller.scopes, vec!["project:releng:roller:reboot".to_string()]);
             // The temporary token is the key, not the issuer's token.
             s.token = "alice-secret";
-            assert_eq!(
-                refusal(a.authenticate_at(&req(), &s.header(&req()), at(NOW))),
-                "Bad mac"
-            );
+            assert_eq!(refusal(a.authenticate_at(&req(), &s.header(&req()), at(NOW))), "Bad mac");
         }
     }
 
@@ -406,34 +320,16 @@ mod tests {
             s.ext = Some(STANDARD.encode(json!({ "certificate": c }).to_string()));
             s
         };
-        let c = cert(
-            Some("alice"),
-            "alice/laptop",
-            b"alice-secret",
-            &["project:releng:roller:reboot"],
-            MS,
-            MS + HOUR_MS,
-        );
+        let c =
+            cert(Some("alice"), "alice/laptop", b"alice-secret", &["project:releng:roller:reboot"], MS, MS + HOUR_MS);
         let mut s = sign("alice/laptop", c);
         s.token = &temp;
-        let caller = auth()
-            .authenticate_at(&req(), &s.header(&req()), at(NOW))
-            .unwrap();
+        let caller = auth().authenticate_at(&req(), &s.header(&req()), at(NOW)).unwrap();
         assert_eq!(caller.client_id.as_str(), "alice/laptop");
-        assert_eq!(
-            caller.scopes,
-            vec!["project:releng:roller:reboot".to_string()]
-        );
+        assert_eq!(caller.scopes, vec!["project:releng:roller:reboot".to_string()]);
 
         // alice may not mint credentials named outside alice/*.
-        let c = cert(
-            Some("alice"),
-            "bob",
-            b"alice-secret",
-            &["project:releng:roller:reboot"],
-            MS,
-            MS + HOUR_MS,
-        );
+        let c = cert(Some("alice"), "bob", b"alice-secret", &["project:releng:roller:reboot"], MS, MS + HOUR_MS);
         let mut s = sign("bob", c);
         s.token = &temp;
         assert_eq!(
@@ -442,20 +338,10 @@ mod tests {
         );
 
         // An unknown issuer.
-        let c = cert(
-            Some("carol"),
-            "carol/x",
-            b"carol-secret",
-            &[],
-            MS,
-            MS + HOUR_MS,
-        );
+        let c = cert(Some("carol"), "carol/x", b"carol-secret", &[], MS, MS + HOUR_MS);
         let mut s = sign("carol/x", c);
         s.token = &temp;
-        assert_eq!(
-            refusal(auth().authenticate_at(&req(), &s.header(&req()), at(NOW))),
-            "Unknown credentials"
-        );
+        assert_eq!(refusal(auth().authenticate_at(&req(), &s.header(&req()), at(NOW))), "Unknown credentials");
     }
 
     #[test]
@@ -466,66 +352,35 @@ mod tests {
             s.ext = Some(STANDARD.encode(json!({ "certificate": c }).to_string()));
             refusal(auth().authenticate_at(&req(), &s.header(&req()), at(NOW)))
         };
-        let expired = cert(
-            None,
-            "alice",
-            b"alice-secret",
-            &[],
-            MS - 2 * HOUR_MS,
-            MS - HOUR_MS,
-        );
+        let expired = cert(None, "alice", b"alice-secret", &[], MS - 2 * HOUR_MS, MS - HOUR_MS);
         assert_eq!(run(expired), "ext.certificate.expiry < now");
         let forged = cert(None, "alice", b"guess", &[], MS, MS + HOUR_MS);
         assert_eq!(run(forged), "ext.certificate.signature is not valid");
-        let greedy = cert(
-            None,
-            "alice",
-            b"alice-secret",
-            &["queue:*"],
-            MS,
-            MS + HOUR_MS,
+        let greedy = cert(None, "alice", b"alice-secret", &["queue:*"], MS, MS + HOUR_MS);
+        assert!(
+            run(greedy).starts_with("ext.certificate issuer `alice` doesn't satisfy all certificate scopes queue:*.")
         );
-        assert!(run(greedy).starts_with(
-            "ext.certificate issuer `alice` doesn't satisfy all certificate scopes queue:*."
-        ));
-        assert_eq!(
-            run(json!({"version": 2})),
-            "ext.certificate.version must be 1"
-        );
+        assert_eq!(run(json!({"version": 2})), "ext.certificate.version must be 1");
     }
 
     #[test]
     fn authorized_scopes_narrow_the_caller() {
         let a = auth();
         let mut s = Sign::new("alice", "alice-secret");
-        s.ext =
-            Some(STANDARD.encode(
-                json!({ "authorizedScopes": ["project:releng:roller:reboot"] }).to_string(),
-            ));
-        let caller = a
-            .authenticate_at(&req(), &s.header(&req()), at(NOW))
-            .unwrap();
-        assert_eq!(
-            caller.scopes,
-            vec!["project:releng:roller:reboot".to_string()]
-        );
+        s.ext = Some(STANDARD.encode(json!({ "authorizedScopes": ["project:releng:roller:reboot"] }).to_string()));
+        let caller = a.authenticate_at(&req(), &s.header(&req()), at(NOW)).unwrap();
+        assert_eq!(caller.scopes, vec!["project:releng:roller:reboot".to_string()]);
         assert!(!caller.has_scope("project:releng:roller:reimage"));
 
         s.nonce = "n2";
         s.ext = Some(STANDARD.encode(json!({ "authorizedScopes": ["queue:*"] }).to_string()));
         let e = refusal(a.authenticate_at(&req(), &s.header(&req()), at(NOW)));
-        assert!(
-            e.starts_with("Supplied credentials do not satisfy authorizedScopes; "),
-            "{e}"
-        );
+        assert!(e.starts_with("Supplied credentials do not satisfy authorizedScopes; "), "{e}");
 
         // Without a valid MAC the scopes are not revealed.
         s.nonce = "n3";
         s.token = "wrong";
-        assert_eq!(
-            refusal(a.authenticate_at(&req(), &s.header(&req()), at(NOW))),
-            "Bad mac"
-        );
+        assert_eq!(refusal(a.authenticate_at(&req(), &s.header(&req()), at(NOW))), "Bad mac");
     }
 
     #[test]
@@ -534,50 +389,32 @@ mod tests {
             None,
             "alice",
             b"alice-secret",
-            &[
-                "project:releng:roller:reboot",
-                "project:releng:roller:reimage",
-            ],
+            &["project:releng:roller:reboot", "project:releng:roller:reimage"],
             MS,
             MS + HOUR_MS,
         );
         let temp = certificate::temporary_access_token(b"alice-secret", SEED);
         let mut s = Sign::new("alice", &temp);
         s.ext = Some(
-            STANDARD.encode(
-                json!({ "certificate": c, "authorizedScopes": ["project:releng:roller:reimage"] })
-                    .to_string(),
-            ),
+            STANDARD
+                .encode(json!({ "certificate": c, "authorizedScopes": ["project:releng:roller:reimage"] }).to_string()),
         );
-        let caller = auth()
-            .authenticate_at(&req(), &s.header(&req()), at(NOW))
-            .unwrap();
-        assert_eq!(
-            caller.scopes,
-            vec!["project:releng:roller:reimage".to_string()]
-        );
+        let caller = auth().authenticate_at(&req(), &s.header(&req()), at(NOW)).unwrap();
+        assert_eq!(caller.scopes, vec!["project:releng:roller:reimage".to_string()]);
 
         // The certificate's scopes, not alice's own, bound authorizedScopes.
         s.ext = Some(
-            STANDARD.encode(
-                json!({ "certificate": c, "authorizedScopes": ["auth:create-client:alice/x"] })
-                    .to_string(),
-            ),
+            STANDARD
+                .encode(json!({ "certificate": c, "authorizedScopes": ["auth:create-client:alice/x"] }).to_string()),
         );
         let e = refusal(auth().authenticate_at(&req(), &s.header(&req()), at(NOW)));
-        assert!(
-            e.starts_with("Supplied credentials do not satisfy authorizedScopes; "),
-            "{e}"
-        );
+        assert!(e.starts_with("Supplied credentials do not satisfy authorizedScopes; "), "{e}");
     }
 
     #[test]
     fn ext_that_is_not_taskcluster_json_is_refused() {
         let mut s = Sign::new("alice", "alice-secret");
         s.ext = Some("some-app-ext-data".into());
-        assert_eq!(
-            refusal(auth().authenticate_at(&req(), &s.header(&req()), at(NOW))),
-            "Failed to parse ext"
-        );
+        assert_eq!(refusal(auth().authenticate_at(&req(), &s.header(&req()), at(NOW))), "Failed to parse ext");
     }
 }

@@ -63,9 +63,7 @@ pub enum Authenticator {
 impl Authenticator {
     pub async fn authenticate(&self, req: &HawkRequest) -> Result<Caller, AuthError> {
         let Some(header) = req.authorization.as_deref() else {
-            return Err(AuthError::Refused(
-                "Authentication credentials were not provided.".into(),
-            ));
+            return Err(AuthError::Refused("Authentication credentials were not provided.".into()));
         };
         if header.len() > hawk_header::MAX_HEADER_LEN {
             return Err(AuthError::Refused(format!(

@@ -43,10 +43,7 @@ impl NonceCache {
         Self {
             ttl: skew.saturating_mul(2),
             capacity: capacity.max(1),
-            inner: Mutex::new(Inner {
-                seen: HashMap::new(),
-                order: VecDeque::new(),
-            }),
+            inner: Mutex::new(Inner { seen: HashMap::new(), order: VecDeque::new() }),
         }
     }
 
@@ -92,9 +89,7 @@ impl NonceCache {
         }
         // `SystemTime + Duration` panics on overflow; a huge skew given to
         // `new` should mean "remember for a very long time", not a crash.
-        let expires = now
-            .checked_add(self.ttl)
-            .unwrap_or_else(|| UNIX_EPOCH + Duration::from_secs(1 << 40));
+        let expires = now.checked_add(self.ttl).unwrap_or_else(|| UNIX_EPOCH + Duration::from_secs(1 << 40));
         inner.seen.insert(key, expires);
         inner.order.push_back((key, expires));
         true
@@ -102,11 +97,7 @@ impl NonceCache {
 
     /// Entries currently held (expired ones may linger until the next insert).
     pub fn len(&self) -> usize {
-        self.inner
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .seen
-            .len()
+        self.inner.lock().unwrap_or_else(|e| e.into_inner()).seen.len()
     }
 
     pub fn is_empty(&self) -> bool {

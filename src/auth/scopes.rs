@@ -86,16 +86,8 @@ mod tests {
             (&["*"], &[&["foo:bar", "bar:bing"]], true),
             (&["foo:bar"], &[&[]], true),
             (&["foo:bar"], &[], false),
-            (
-                &["project:releng:roller:*"],
-                &[&["project:releng:roller:reboot"]],
-                true,
-            ),
-            (
-                &["project:releng:roller:reboo"],
-                &[&["project:releng:roller:reboot"]],
-                false,
-            ),
+            (&["project:releng:roller:*"], &[&["project:releng:roller:reboot"]], true),
+            (&["project:releng:roller:reboo"], &[&["project:releng:roller:reboot"]], false),
         ];
         for (held, sets, want) in cases {
             assert_eq!(scope_match(held, sets), *want, "{held:?} vs {sets:?}");
@@ -128,34 +120,14 @@ mod tests {
             (&["abc*"], All(vec![S("abc"), S("ghi")]), false),
             (&[""], Any(vec![S("abc"), S("def")]), false),
             (&["abc:def"], Any(vec![S("abc"), S("def")]), false),
-            (
-                &["xyz", "abc"],
-                All(vec![Any(vec![All(vec![S("foo")]), All(vec![S("bar")])])]),
-                false,
-            ),
-            (
-                &["a*", "b*", "c*"],
-                All(vec![S("bx"), S("cx"), Any(vec![S("xxx"), S("yyyy")])]),
-                false,
-            ),
+            (&["xyz", "abc"], All(vec![Any(vec![All(vec![S("foo")]), All(vec![S("bar")])])]), false),
+            (&["a*", "b*", "c*"], All(vec![S("bx"), S("cx"), Any(vec![S("xxx"), S("yyyy")])]), false),
             (&[], All(vec![]), true),
             (&["A", "B"], S("A"), true),
             (&["a*", "b*", "c*"], S("abc"), true),
             (&["abc*"], Any(vec![S("abc"), S("def")]), true),
-            (
-                &["foo"],
-                All(vec![Any(vec![All(vec![S("foo")]), All(vec![S("bar")])])]),
-                true,
-            ),
-            (
-                &["a*", "b*", "c*"],
-                Any(vec![
-                    All(vec![S("ax"), S("jx")]),
-                    All(vec![S("bx"), S("cx")]),
-                    S("bbb"),
-                ]),
-                true,
-            ),
+            (&["foo"], All(vec![Any(vec![All(vec![S("foo")]), All(vec![S("bar")])])]), true),
+            (&["a*", "b*", "c*"], Any(vec![All(vec![S("ax"), S("jx")]), All(vec![S("bx"), S("cx")]), S("bbb")]), true),
         ];
         for (held, e, want) in &cases {
             assert_eq!(eval(&v(held), e), *want, "{held:?}");

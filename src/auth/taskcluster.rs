@@ -10,10 +10,13 @@
 //! with the body is the caller's job (§3.6) and needs the body, which
 //! [`HawkRequest`] does not carry, so it is not done here.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use serde_json::{Value, json};
 
+use super::hawk_header;
+use super::local::TIMESTAMP_SKEW;
+use super::nonce::{DEFAULT_CAPACITY, NonceCache};
 use super::scopes::is_valid_scope;
 use super::{AuthError, Caller, HawkRequest};
 use crate::domain::ClientId;
@@ -25,6 +28,9 @@ pub struct TaskclusterAuth {
     url: String,
     /// Built once so connections (and TLS sessions) are pooled across requests.
     http: reqwest::Client,
+    /// Taskcluster checks no nonces (taskcluster.md §1.5), so a captured header
+    /// would work for 15 minutes; roller refuses replays itself.
+    nonces: NonceCache,
 }
 
 fn unavailable(msg: impl Into<String>) -> AuthError {
@@ -42,9 +48,7 @@ impl TaskclusterAuth {
         let root = root_url.trim_end_matches('/');
         let url = format!("{root}/api/auth/v1/authenticate-hawk");
         if reqwest::Url::parse(&url).is_err() {
-            return Err(unavailable(format!(
-                "Taskcluster root URL {root_url:?} is not a valid URL"
-            )));
+            return Err(unavailable(format!("Taskcluster root URL {root_url:?} is not a valid URL")));
         }
         let http = reqwest::Client::builder()
             .timeout(timeout)
@@ -56,10 +60,12 @@ impl TaskclusterAuth {
             .user_agent(concat!("roller/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| unavailable(format!("cannot build the HTTP client: {e}")))?;
-        Ok(Self { url, http })
+        Ok(Self { url, http, nonces: NonceCache::new(TIMESTAMP_SKEW, DEFAULT_CAPACITY) })
     }
 
     pub async fn authenticate(&self, req: &HawkRequest, header: &str) -> Result<Caller, AuthError> {
+        // A header that is not Hawk is refused here, without a round trip.
+        let parsed = hawk_header::parse(header).map_err(|e| refused(e.0))?;
         // The schema's method enum is lower-case and `host` has no port (§3.2).
         let body = json!({
             "method": req.method.to_ascii_lowercase(),
@@ -76,16 +82,17 @@ impl TaskclusterAuth {
             .await
             .map_err(|e| unavailable(format!("authenticateHawk: {}", without_url(e))))?;
         let status = resp.status();
+        if status.is_client_error() {
+            // Taskcluster refused what we forwarded (e.g. a Host its schema rejects):
+            // retrying the same request cannot help, so this is a refusal, not an outage.
+            return Err(refused(format!("invalid auth response: authenticateHawk answered HTTP {status}")));
+        }
         if !status.is_success() {
-            return Err(unavailable(format!(
-                "authenticateHawk answered HTTP {status}"
-            )));
+            return Err(unavailable(format!("authenticateHawk answered HTTP {status}")));
         }
         let mut bytes = Vec::new();
-        while let Some(chunk) = resp
-            .chunk()
-            .await
-            .map_err(|e| unavailable(format!("authenticateHawk: {}", without_url(e))))?
+        while let Some(chunk) =
+            resp.chunk().await.map_err(|e| unavailable(format!("authenticateHawk: {}", without_url(e))))?
         {
             if bytes.len() + chunk.len() > MAX_RESPONSE_BYTES {
                 return Err(unavailable("authenticateHawk answer is too large"));
@@ -95,7 +102,12 @@ impl TaskclusterAuth {
         // A 2xx that is not JSON is a proxy or an outage page, not a verdict.
         let answer: Value = serde_json::from_slice(&bytes)
             .map_err(|_| unavailable("authenticateHawk answered with something other than JSON"))?;
-        interpret(&answer)
+        let caller = interpret(&answer)?;
+        // Only a verified header is recorded, so strangers cannot burn nonces.
+        if !self.nonces.check_and_insert(&parsed.id, parsed.ts, &parsed.nonce, SystemTime::now()) {
+            return Err(refused("Replayed nonce"));
+        }
+        Ok(caller)
     }
 }
 
@@ -119,19 +131,15 @@ fn interpret(answer: &Value) -> Result<Caller, AuthError> {
     match answer.get("status") {
         None => Err(refused("'status' not found invalid auth response")),
         Some(Value::String(s)) if s == "auth-success" => success(answer),
-        Some(Value::String(s)) if s == "auth-failed" => Err(refused(if message.is_empty() {
-            "Authentication failed"
-        } else {
-            message
-        })),
+        Some(Value::String(s)) if s == "auth-failed" => {
+            Err(refused(if message.is_empty() { "Authentication failed" } else { message }))
+        }
         Some(other) => {
             let status = match other {
                 Value::String(s) => s.clone(),
                 v => v.to_string(),
             };
-            Err(refused(format!(
-                "invalid auth response status: {status} {message}"
-            )))
+            Err(refused(format!("invalid auth response status: {status} {message}")))
         }
     }
 }
@@ -175,11 +183,7 @@ mod tests {
 
     /// A stand-in for Taskcluster that answers with `status` and `answer` and
     /// remembers the request body.
-    async fn stand_in(
-        status: StatusCode,
-        answer: Value,
-        delay: Duration,
-    ) -> (String, Arc<Mutex<Vec<Value>>>) {
+    async fn stand_in(status: StatusCode, answer: Value, delay: Duration) -> (String, Arc<Mutex<Vec<Value>>>) {
         let seen = Arc::new(Mutex::new(Vec::new()));
         let s = seen.clone();
         let app = Router::new().route(
@@ -202,10 +206,17 @@ mod tests {
         (format!("http://{addr}/"), seen)
     }
 
+    /// A well-formed header with a fresh nonce; the stand-in does not check its MAC.
+    fn hdr(id: &str) -> String {
+        let ts = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap().as_secs();
+        let nonce: u64 = rand::random();
+        format!("Hawk id=\"{id}\", ts=\"{ts}\", nonce=\"{nonce:x}\", mac=\"bWFj\"")
+    }
+
     async fn call(status: StatusCode, answer: Value) -> Result<Caller, AuthError> {
         let (root, _) = stand_in(status, answer, Duration::ZERO).await;
         let tc = TaskclusterAuth::new(&root, Duration::from_secs(5)).unwrap();
-        tc.authenticate(&req(), "Hawk id=\"a\"").await
+        tc.authenticate(&req(), &hdr("a")).await
     }
 
     fn refusal(r: Result<Caller, AuthError>) -> String {
@@ -227,30 +238,30 @@ mod tests {
         let tc = TaskclusterAuth::new(&root, Duration::from_secs(5)).unwrap();
         let mut r = req();
         r.host = "Roller.Example.com".into();
-        let caller = tc.authenticate(&r, "Hawk id=\"alice\"").await.unwrap();
+        let h = hdr("alice");
+        let caller = tc.authenticate(&r, &h).await.unwrap();
         assert_eq!(caller.client_id.as_str(), "alice");
         assert!(caller.has_scope("project:releng:roller:reboot"));
         let body = seen.lock().unwrap()[0].clone();
         assert_eq!(
             body,
             json!({"method": "post", "resource": "/api/v1/workers/w1/jobs?task_name=reboot&x=1",
-                   "host": "roller.example.com", "port": 443, "authorization": "Hawk id=\"alice\""})
+                   "host": "roller.example.com", "port": 443, "authorization": h})
         );
         // The same client (and pool) serves the next call.
-        assert!(tc.authenticate(&r, "Hawk id=\"alice\"").await.is_ok());
+        assert!(tc.authenticate(&r, &hdr("alice")).await.is_ok());
         assert_eq!(seen.lock().unwrap().len(), 2);
+        // Taskcluster accepts a replayed header; roller does not.
+        assert_eq!(refusal(tc.authenticate(&r, &h).await), "Replayed nonce");
+        // A garbled header never reaches Taskcluster.
+        assert!(refusal(tc.authenticate(&r, "Hawk id=\"alice\"").await).starts_with("Missing attributes"));
+        assert_eq!(seen.lock().unwrap().len(), 3);
     }
 
     #[tokio::test]
     async fn failures_and_odd_statuses_are_refusals() {
         assert_eq!(
-            refusal(
-                call(
-                    StatusCode::OK,
-                    json!({"status": "auth-failed", "message": "Bad mac"})
-                )
-                .await
-            ),
+            refusal(call(StatusCode::OK, json!({"status": "auth-failed", "message": "Bad mac"})).await),
             "Bad mac"
         );
         assert_eq!(
@@ -258,77 +269,43 @@ mod tests {
             "'status' not found invalid auth response"
         );
         assert_eq!(
-            refusal(
-                call(
-                    StatusCode::OK,
-                    json!({"status": "no-auth", "scheme": "none", "scopes": []})
-                )
-                .await
-            ),
+            refusal(call(StatusCode::OK, json!({"status": "no-auth", "scheme": "none", "scopes": []})).await),
             "invalid auth response status: no-auth "
         );
-        assert_eq!(
-            refusal(call(StatusCode::OK, json!([1, 2])).await),
-            "'status' not found invalid auth response"
-        );
+        assert_eq!(refusal(call(StatusCode::OK, json!([1, 2])).await), "'status' not found invalid auth response");
     }
 
     #[tokio::test]
     async fn malformed_success_is_refused() {
         for (answer, what) in [
             (json!({"status": "auth-success", "scopes": []}), "clientId"),
-            (
-                json!({"status": "auth-success", "clientId": "", "scopes": []}),
-                "clientId",
-            ),
-            (
-                json!({"status": "auth-success", "clientId": "a", "scopes": "x"}),
-                "scopes",
-            ),
-            (
-                json!({"status": "auth-success", "clientId": "a", "scopes": [1]}),
-                "scopes",
-            ),
-            (
-                json!({"status": "auth-success", "clientId": "a", "scopes": ["\n"]}),
-                "scopes",
-            ),
+            (json!({"status": "auth-success", "clientId": "", "scopes": []}), "clientId"),
+            (json!({"status": "auth-success", "clientId": "a", "scopes": "x"}), "scopes"),
+            (json!({"status": "auth-success", "clientId": "a", "scopes": [1]}), "scopes"),
+            (json!({"status": "auth-success", "clientId": "a", "scopes": ["\n"]}), "scopes"),
         ] {
-            assert_eq!(
-                refusal(call(StatusCode::OK, answer).await),
-                format!("invalid auth response: {what}")
-            );
+            assert_eq!(refusal(call(StatusCode::OK, answer).await), format!("invalid auth response: {what}"));
         }
     }
 
     #[tokio::test]
     async fn unreachable_slow_or_erroring_upstream_is_unavailable() {
         let r = call(StatusCode::INTERNAL_SERVER_ERROR, json!({})).await;
-        assert!(
-            matches!(r, Err(AuthError::Unavailable(ref m)) if m.contains("500")),
-            "{r:?}"
-        );
-        let r = call(
-            StatusCode::BAD_REQUEST,
-            json!({"code": "InputValidationError"}),
-        )
-        .await;
-        assert!(matches!(r, Err(AuthError::Unavailable(_))), "{r:?}");
+        assert!(matches!(r, Err(AuthError::Unavailable(ref m)) if m.contains("500")), "{r:?}");
+        let r = call(StatusCode::BAD_REQUEST, json!({"code": "InputValidationError"})).await;
+        assert!(matches!(r, Err(AuthError::Refused(ref m)) if m.contains("400")), "{r:?}");
 
         let (root, _) = stand_in(StatusCode::OK, json!({}), Duration::from_secs(5)).await;
         let tc = TaskclusterAuth::new(&root, Duration::from_millis(200)).unwrap();
-        let r = tc.authenticate(&req(), "Hawk").await;
-        assert!(
-            matches!(r, Err(AuthError::Unavailable(ref m)) if m.contains("timed out")),
-            "{r:?}"
-        );
+        let r = tc.authenticate(&req(), &hdr("a")).await;
+        assert!(matches!(r, Err(AuthError::Unavailable(ref m)) if m.contains("timed out")), "{r:?}");
 
         // Nothing listens on the port of a listener we just dropped.
         let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = l.local_addr().unwrap();
         drop(l);
         let tc = TaskclusterAuth::new(&format!("http://{addr}"), Duration::from_secs(2)).unwrap();
-        let r = tc.authenticate(&req(), "Hawk").await;
+        let r = tc.authenticate(&req(), &hdr("a")).await;
         assert!(matches!(r, Err(AuthError::Unavailable(_))), "{r:?}");
     }
 

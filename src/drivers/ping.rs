@@ -69,12 +69,7 @@ pub struct PingSettings {
 
 impl Default for PingSettings {
     fn default() -> Self {
-        Self {
-            count: 4,
-            interval: Duration::from_secs(1),
-            timeout: Duration::from_secs(2),
-            method: PingMethod::Auto,
-        }
+        Self { count: 4, interval: Duration::from_secs(1), timeout: Duration::from_secs(2), method: PingMethod::Auto }
     }
 }
 
@@ -153,11 +148,7 @@ pub enum PingError {
     CommandMissing,
     /// `ping` ran but failed as a tool (exit status 2, signal, unreadable output).
     #[error("{program} failed ({status}): {message}")]
-    CommandFailed {
-        program: String,
-        status: String,
-        message: String,
-    },
+    CommandFailed { program: String, status: String, message: String },
     #[error("settings rejected: {0}")]
     InvalidSettings(String),
     #[error("{context}: {source}")]
@@ -172,29 +163,18 @@ pub enum PingError {
 
 impl PingError {
     fn io(context: impl Into<String>, source: io::Error) -> Self {
-        PingError::Io {
-            context: context.into(),
-            source,
-        }
+        PingError::Io { context: context.into(), source }
     }
 }
 
 /// Echo `addr` `settings.count` times. Returns as soon as `cancel` fires, with
 /// [`PingError::Cancelled`] (a running `ping` child is killed).
-pub async fn ping(
-    addr: IpAddr,
-    settings: &PingSettings,
-    cancel: &CancellationToken,
-) -> Result<PingReport, PingError> {
+pub async fn ping(addr: IpAddr, settings: &PingSettings, cancel: &CancellationToken) -> Result<PingReport, PingError> {
     if settings.count == 0 {
-        return Err(PingError::InvalidSettings(
-            "count must be at least 1".into(),
-        ));
+        return Err(PingError::InvalidSettings("count must be at least 1".into()));
     }
     if settings.timeout.is_zero() {
-        return Err(PingError::InvalidSettings(
-            "timeout must be above zero".into(),
-        ));
+        return Err(PingError::InvalidSettings("timeout must be above zero".into()));
     }
     if cancel.is_cancelled() {
         return Err(PingError::Cancelled);
@@ -212,10 +192,7 @@ pub async fn ping(
                     // The socket refusal is the root cause worth reporting: the
                     // hint covers both ways out.
                     Err(PingError::CommandMissing) => Err(PingError::Permission {
-                        detail: format!(
-                            "{detail}; and no ping binary at {}",
-                            PING_BINARIES.join(", ")
-                        ),
+                        detail: format!("{detail}; and no ping binary at {}", PING_BINARIES.join(", ")),
                     }),
                     other => other,
                 }
@@ -238,16 +215,8 @@ fn open_client(addr: IpAddr) -> Result<Client, PingError> {
         if e.kind() == io::ErrorKind::PermissionDenied {
             // surge-ping's own message already suggests a sysctl and setcap;
             // keep only its closing "Original error" line so our hint is not doubled.
-            let detail = e
-                .to_string()
-                .lines()
-                .last()
-                .unwrap_or_default()
-                .trim()
-                .to_string();
-            PingError::Permission {
-                detail: format!("opening an ICMP socket: {detail}"),
-            }
+            let detail = e.to_string().lines().last().unwrap_or_default().trim().to_string();
+            PingError::Permission { detail: format!("opening an ICMP socket: {detail}") }
         } else {
             PingError::io("opening an ICMP socket", e)
         }
@@ -297,10 +266,7 @@ async fn ping_socket(
                 return Err(PingError::io(format!("sending ICMP echo to {addr}"), e));
             }
             Err(e) => {
-                return Err(PingError::io(
-                    format!("ICMP echo to {addr}"),
-                    io::Error::other(e.to_string()),
-                ));
+                return Err(PingError::io(format!("ICMP echo to {addr}"), io::Error::other(e.to_string())));
             }
         }
     }
@@ -326,22 +292,11 @@ fn report_from_rtts(method_used: PingMethodUsed, sent: u32, rtts: &[f64]) -> Pin
         let avg = rtts.iter().sum::<f64>() / rtts.len() as f64;
         (Some(min), Some(avg), Some(max))
     };
-    PingReport {
-        method_used,
-        sent,
-        received,
-        rtt_min_ms: min,
-        rtt_avg_ms: avg,
-        rtt_max_ms: max,
-    }
+    PingReport { method_used, sent, received, rtt_min_ms: min, rtt_avg_ms: avg, rtt_max_ms: max }
 }
 
 fn find_ping_binary() -> Option<PathBuf> {
-    PING_BINARIES
-        .iter()
-        .map(Path::new)
-        .find(|p| p.is_file())
-        .map(Path::to_path_buf)
+    PING_BINARIES.iter().map(Path::new).find(|p| p.is_file()).map(Path::to_path_buf)
 }
 
 /// iputils before 20210202 refuse shorter intervals without privilege.
@@ -402,9 +357,7 @@ async fn ping_command(
         Ok(child) => child,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(PingError::CommandMissing),
         Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
-            return Err(PingError::Permission {
-                detail: format!("executing {program_name}: {e}"),
-            });
+            return Err(PingError::Permission { detail: format!("executing {program_name}: {e}") });
         }
         Err(e) => return Err(PingError::io(format!("starting {program_name}"), e)),
     };
@@ -447,20 +400,10 @@ fn interpret_command_output(
                 None => "killed by a signal".into(),
             };
             if is_permission_message(stderr) {
-                return Err(PingError::Permission {
-                    detail: format!("{program}: {message}"),
-                });
+                return Err(PingError::Permission { detail: format!("{program}: {message}") });
             }
-            let message = if message.is_empty() {
-                "no summary in its output".to_string()
-            } else {
-                message
-            };
-            Err(PingError::CommandFailed {
-                program: program.to_string(),
-                status,
-                message,
-            })
+            let message = if message.is_empty() { "no summary in its output".to_string() } else { message };
+            Err(PingError::CommandFailed { program: program.to_string(), status, message })
         }
     }
 }
@@ -523,11 +466,7 @@ fn parse_summary(stdout: &str) -> Option<Summary> {
         }
     }
     let (transmitted, received) = counts?;
-    Some(Summary {
-        transmitted,
-        received,
-        rtt,
-    })
+    Some(Summary { transmitted, received, rtt })
 }
 
 fn parse_counts(line: &str) -> Option<(u32, u32)> {
@@ -552,11 +491,7 @@ fn parse_rtt(line: &str) -> Option<(f64, f64, f64)> {
     let min = it.next()??;
     let avg = it.next()??;
     let max = it.next()??;
-    if [min, avg, max].iter().all(|v| v.is_finite() && *v >= 0.0) {
-        Some((min, avg, max))
-    } else {
-        None
-    }
+    if [min, avg, max].iter().all(|v| v.is_finite() && *v >= 0.0) { Some((min, avg, max)) } else { None }
 }
 
 /// Disposable "hosts" for tests: a network namespace joined to this one by a
@@ -582,11 +517,7 @@ pub(crate) mod test_host {
         if out.status.success() {
             Ok(String::from_utf8_lossy(&out.stdout).into_owned())
         } else {
-            Err(format!(
-                "ip {} failed: {}",
-                args.join(" "),
-                String::from_utf8_lossy(&out.stderr).trim()
-            ))
+            Err(format!("ip {} failed: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim()))
         }
     }
 
@@ -607,18 +538,7 @@ pub(crate) mod test_host {
             // still removes whatever was created.
             let steps: [&[&str]; 6] = [
                 &["netns", "add", &host.ns],
-                &[
-                    "link",
-                    "add",
-                    &host.outer,
-                    "type",
-                    "veth",
-                    "peer",
-                    "name",
-                    "eth0",
-                    "netns",
-                    &host.ns,
-                ],
+                &["link", "add", &host.outer, "type", "veth", "peer", "name", "eth0", "netns", &host.ns],
                 &["addr", "add", &outer_addr, "dev", &host.outer],
                 &["link", "set", &host.outer, "up"],
                 &["-n", &host.ns, "addr", "add", &inner_addr, "dev", "eth0"],
@@ -663,12 +583,7 @@ mod tests {
     const LOCALHOST: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 
     fn quick(method: PingMethod, count: u32) -> PingSettings {
-        PingSettings {
-            count,
-            interval: Duration::from_millis(200),
-            timeout: Duration::from_millis(400),
-            method,
-        }
+        PingSettings { count, interval: Duration::from_millis(200), timeout: Duration::from_millis(400), method }
     }
 
     // Samples captured from iputils 20221126 on Debian 12.
@@ -768,17 +683,11 @@ round-trip min/avg/max = 0.050/0.070/0.090 ms
 
     #[test]
     fn exit_status_2_is_a_tool_error_with_stderr() {
-        let err = interpret_command_output(
-            "/usr/bin/ping",
-            Some(2),
-            "",
-            "/usr/bin/ping: connect: Network is unreachable\n",
-        )
-        .unwrap_err();
+        let err =
+            interpret_command_output("/usr/bin/ping", Some(2), "", "/usr/bin/ping: connect: Network is unreachable\n")
+                .unwrap_err();
         match err {
-            PingError::CommandFailed {
-                status, message, ..
-            } => {
+            PingError::CommandFailed { status, message, .. } => {
                 assert_eq!(status, "exit status 2");
                 assert!(message.contains("Network is unreachable"), "{message}");
             }
@@ -788,14 +697,10 @@ round-trip min/avg/max = 0.050/0.070/0.090 ms
 
     #[test]
     fn missing_capability_is_a_permission_error() {
-        let err =
-            interpret_command_output("/usr/bin/ping", Some(2), "", NO_CAP_STDERR).unwrap_err();
+        let err = interpret_command_output("/usr/bin/ping", Some(2), "", NO_CAP_STDERR).unwrap_err();
         assert!(matches!(err, PingError::Permission { .. }), "{err:?}");
         let text = err.to_string();
-        assert!(
-            text.contains("ping_group_range") && text.contains("CAP_NET_RAW"),
-            "{text}"
-        );
+        assert!(text.contains("ping_group_range") && text.contains("CAP_NET_RAW"), "{text}");
     }
 
     #[test]
@@ -826,18 +731,7 @@ round-trip min/avg/max = 0.050/0.070/0.090 ms
         };
         assert_eq!(
             command_args(LOCALHOST, &s),
-            [
-                "-4",
-                "-n",
-                "-c",
-                "3",
-                "-i",
-                "0.200",
-                "-W",
-                "1.500",
-                "--",
-                "127.0.0.1"
-            ]
+            ["-4", "-n", "-c", "3", "-i", "0.200", "-W", "1.500", "--", "127.0.0.1"]
         );
         let v6 = command_args(IpAddr::V6(Ipv6Addr::LOCALHOST), &s);
         assert_eq!(v6.first().map(String::as_str), Some("-6"));
@@ -858,20 +752,12 @@ round-trip min/avg/max = 0.050/0.070/0.090 ms
 
     #[tokio::test]
     async fn socket_pings_localhost() {
-        let r = ping(
-            LOCALHOST,
-            &quick(PingMethod::Socket, 3),
-            &CancellationToken::new(),
-        )
-        .await
-        .expect("socket ping of 127.0.0.1 (tests run as root or with CAP_NET_RAW)");
+        let r = ping(LOCALHOST, &quick(PingMethod::Socket, 3), &CancellationToken::new())
+            .await
+            .expect("socket ping of 127.0.0.1 (tests run as root or with CAP_NET_RAW)");
         assert_eq!(r.method_used, PingMethodUsed::Socket);
         assert_eq!((r.sent, r.received), (3, 3));
-        let (min, avg, max) = (
-            r.rtt_min_ms.unwrap(),
-            r.rtt_avg_ms.unwrap(),
-            r.rtt_max_ms.unwrap(),
-        );
+        let (min, avg, max) = (r.rtt_min_ms.unwrap(), r.rtt_avg_ms.unwrap(), r.rtt_max_ms.unwrap());
         assert!(min <= avg && avg <= max, "{r:?}");
     }
 
@@ -889,14 +775,7 @@ round-trip min/avg/max = 0.050/0.070/0.090 ms
 
     #[tokio::test]
     async fn command_pings_localhost() {
-        let r = expect_command_ok(
-            ping(
-                LOCALHOST,
-                &quick(PingMethod::Command, 2),
-                &CancellationToken::new(),
-            )
-            .await,
-        );
+        let r = expect_command_ok(ping(LOCALHOST, &quick(PingMethod::Command, 2), &CancellationToken::new()).await);
         assert_eq!(r.method_used, PingMethodUsed::Command);
         assert_eq!((r.sent, r.received), (2, 2));
         assert!(r.rtt_avg_ms.is_some());
@@ -905,13 +784,9 @@ round-trip min/avg/max = 0.050/0.070/0.090 ms
     #[tokio::test]
     async fn silent_host_reports_zero_received_via_socket() {
         let host = test_host::SilentHost::new(11);
-        let r = ping(
-            IpAddr::V4(host.addr),
-            &quick(PingMethod::Socket, 2),
-            &CancellationToken::new(),
-        )
-        .await
-        .expect("a silent host is a result, not an error");
+        let r = ping(IpAddr::V4(host.addr), &quick(PingMethod::Socket, 2), &CancellationToken::new())
+            .await
+            .expect("a silent host is a result, not an error");
         assert_eq!((r.sent, r.received), (2, 0));
         assert_eq!(r.rtt_json(), serde_json::Value::Null);
     }
@@ -920,17 +795,9 @@ round-trip min/avg/max = 0.050/0.070/0.090 ms
     async fn silent_host_reports_zero_received_via_command() {
         let host = test_host::SilentHost::new(12);
         let r = expect_command_ok(
-            ping(
-                IpAddr::V4(host.addr),
-                &quick(PingMethod::Command, 2),
-                &CancellationToken::new(),
-            )
-            .await,
+            ping(IpAddr::V4(host.addr), &quick(PingMethod::Command, 2), &CancellationToken::new()).await,
         );
-        assert_eq!(
-            (r.method_used, r.sent, r.received),
-            (PingMethodUsed::Command, 2, 0)
-        );
+        assert_eq!((r.method_used, r.sent, r.received), (PingMethodUsed::Command, 2, 0));
         assert_eq!(r.rtt_min_ms, None);
     }
 
@@ -999,25 +866,15 @@ round-trip min/avg/max = 0.050/0.070/0.090 ms
     const CAP_NET_RAW: u32 = 13;
 
     fn capset(data: &[CapData; 2]) -> io::Result<()> {
-        let mut hdr = CapHeader {
-            version: LINUX_CAPABILITY_VERSION_3,
-            pid: 0,
-        };
+        let mut hdr = CapHeader { version: LINUX_CAPABILITY_VERSION_3, pid: 0 };
         // SAFETY: header and two data structs laid out as capset(2) requires.
         let rc = unsafe { libc::syscall(libc::SYS_capset, &mut hdr, data.as_ptr()) };
-        if rc == 0 {
-            Ok(())
-        } else {
-            Err(io::Error::last_os_error())
-        }
+        if rc == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
     }
 
     impl WithoutNetRaw {
         fn new() -> WithoutNetRaw {
-            let mut hdr = CapHeader {
-                version: LINUX_CAPABILITY_VERSION_3,
-                pid: 0,
-            };
+            let mut hdr = CapHeader { version: LINUX_CAPABILITY_VERSION_3, pid: 0 };
             let mut saved = [CapData::default(); 2];
             // SAFETY: as in `capset`, with a writable data array.
             let rc = unsafe { libc::syscall(libc::SYS_capget, &mut hdr, saved.as_mut_ptr()) };
@@ -1038,8 +895,8 @@ round-trip min/avg/max = 0.050/0.070/0.090 ms
     /// Whether this process's group may open datagram ICMP sockets; decides which
     /// path Auto must take once raw sockets are gone.
     fn dgram_icmp_allowed() -> bool {
-        let range = std::fs::read_to_string("/proc/sys/net/ipv4/ping_group_range")
-            .expect("reading net.ipv4.ping_group_range");
+        let range =
+            std::fs::read_to_string("/proc/sys/net/ipv4/ping_group_range").expect("reading net.ipv4.ping_group_range");
         let mut it = range.split_whitespace().map(|v| v.parse::<u32>());
         let (Some(Ok(lo)), Some(Ok(hi))) = (it.next(), it.next()) else {
             panic!("unreadable ping_group_range {range:?}");
@@ -1054,31 +911,15 @@ round-trip min/avg/max = 0.050/0.070/0.090 ms
     #[tokio::test]
     async fn auto_falls_back_to_command_without_privilege() {
         let _unprivileged = WithoutNetRaw::new();
-        let expected = if dgram_icmp_allowed() {
-            PingMethodUsed::Socket
-        } else {
-            PingMethodUsed::Command
-        };
-        let r = expect_command_ok(
-            ping(
-                LOCALHOST,
-                &quick(PingMethod::Auto, 2),
-                &CancellationToken::new(),
-            )
-            .await,
-        );
+        let expected = if dgram_icmp_allowed() { PingMethodUsed::Socket } else { PingMethodUsed::Command };
+        let r = expect_command_ok(ping(LOCALHOST, &quick(PingMethod::Auto, 2), &CancellationToken::new()).await);
         assert_eq!((r.method_used, r.received), (expected, 2));
     }
 
     #[tokio::test]
     async fn socket_without_privilege_is_a_permission_error_with_hint() {
         let _unprivileged = WithoutNetRaw::new();
-        let r = ping(
-            LOCALHOST,
-            &quick(PingMethod::Socket, 1),
-            &CancellationToken::new(),
-        )
-        .await;
+        let r = ping(LOCALHOST, &quick(PingMethod::Socket, 1), &CancellationToken::new()).await;
         if dgram_icmp_allowed() {
             assert_eq!(r.expect("datagram ICMP is allowed").received, 1);
         } else {
@@ -1086,9 +927,7 @@ round-trip min/avg/max = 0.050/0.070/0.090 ms
             let text = err.to_string();
             assert!(matches!(err, PingError::Permission { .. }), "{err:?}");
             assert!(
-                text.contains("ping_group_range")
-                    && text.contains("CAP_NET_RAW")
-                    && text.contains("iputils-ping"),
+                text.contains("ping_group_range") && text.contains("CAP_NET_RAW") && text.contains("iputils-ping"),
                 "{text}"
             );
         }
@@ -1096,13 +935,7 @@ round-trip min/avg/max = 0.050/0.070/0.090 ms
 
     #[tokio::test]
     async fn rejects_zero_count() {
-        let err = ping(
-            LOCALHOST,
-            &quick(PingMethod::Socket, 0),
-            &CancellationToken::new(),
-        )
-        .await
-        .unwrap_err();
+        let err = ping(LOCALHOST, &quick(PingMethod::Socket, 0), &CancellationToken::new()).await.unwrap_err();
         assert!(matches!(err, PingError::InvalidSettings(_)), "{err:?}");
     }
 }

@@ -121,10 +121,7 @@ async fn reserve_eventually(q: &dyn Queue, consumer: &str, lease: Duration) -> J
         if let Some(job) = q.reserve(consumer, lease).await.expect("reserve") {
             return job;
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "nothing became reservable within {DEADLINE:?}"
-        );
+        assert!(tokio::time::Instant::now() < deadline, "nothing became reservable within {DEADLINE:?}");
         tokio::time::sleep(POLL).await;
     }
 }
@@ -158,10 +155,7 @@ pub async fn enqueue_then_get_round_trips_every_field(q: &dyn Queue) {
     assert_eq!(j.attempts, 0);
     assert_eq!(j.max_attempts, Task::Ping.max_attempts());
     assert!(j.created_at >= before && j.created_at <= chrono::Utc::now());
-    assert_eq!(
-        (j.started_at, j.finished_at, j.lease_until),
-        (None, None, None)
-    );
+    assert_eq!((j.started_at, j.finished_at, j.lease_until), (None, None, None));
     assert_eq!(j.consumer, None);
     assert!(j.result.is_none() && j.error.is_none());
 
@@ -181,18 +175,10 @@ pub async fn enqueue_then_get_round_trips_every_field(q: &dyn Queue) {
     assert_eq!(g.log, j.log);
 
     // Optional fields really are optional.
-    let bare = NewJob {
-        origin: None,
-        provisioner_id: None,
-        worker_type: None,
-        ..ping("bare", "mdc1")
-    };
+    let bare = NewJob { origin: None, provisioner_id: None, worker_type: None, ..ping("bare", "mdc1") };
     let b = q.enqueue(bare).await.unwrap().job;
     let b = get(q, b.id).await;
-    assert_eq!(
-        (b.origin, b.provisioner_id, b.worker_type),
-        (None, None, None)
-    );
+    assert_eq!((b.origin, b.provisioner_id, b.worker_type), (None, None, None));
 }
 
 pub async fn get_unknown_job_is_none(q: &dyn Queue) {
@@ -228,35 +214,17 @@ pub async fn reserve_with_nothing_runnable_is_none(q: &dyn Queue) {
     assert_eq!(q.reserve("r", LONG_LEASE).await.unwrap().unwrap().id, j.id);
     // Held with a live lease: not handed out again.
     assert!(q.reserve("r2", LONG_LEASE).await.unwrap().is_none());
-    q.finish(j.id, "r", Outcome::Succeeded(serde_json::json!({})))
-        .await
-        .unwrap();
+    q.finish(j.id, "r", Outcome::Succeeded(serde_json::json!({}))).await.unwrap();
     assert!(q.reserve("r2", LONG_LEASE).await.unwrap().is_none());
 }
 
 pub async fn finish_records_each_outcome(q: &dyn Queue) {
     let result = serde_json::json!({"sent": 3, "received": 3, "rtt_ms": [1.5, 2.0, 1.25]});
     let cases = [
-        (
-            Outcome::Succeeded(result.clone()),
-            JobState::Succeeded,
-            None,
-        ),
-        (
-            Outcome::Failed("no reply".into()),
-            JobState::Failed,
-            Some("no reply"),
-        ),
-        (
-            Outcome::TimedOut("soft limit".into()),
-            JobState::TimedOut,
-            Some("soft limit"),
-        ),
-        (
-            Outcome::Cancelled("by operator".into()),
-            JobState::Cancelled,
-            Some("by operator"),
-        ),
+        (Outcome::Succeeded(result.clone()), JobState::Succeeded, None),
+        (Outcome::Failed("no reply".into()), JobState::Failed, Some("no reply")),
+        (Outcome::TimedOut("soft limit".into()), JobState::TimedOut, Some("soft limit")),
+        (Outcome::Cancelled("by operator".into()), JobState::Cancelled, Some("by operator")),
     ];
     for (i, (outcome, state, error)) in cases.into_iter().enumerate() {
         let j = enqueue(q, &format!("m{i}"), "g").await;
@@ -277,10 +245,7 @@ pub async fn finish_records_each_outcome(q: &dyn Queue) {
         assert_eq!(f.lease_until, None);
         assert_eq!(f.attempts, 1);
         // Finishing twice is refused: the job is no longer held.
-        assert_lost_lease(
-            q.finish(j.id, "r", Outcome::Failed("again".into())).await,
-            j.id,
-        );
+        assert_lost_lease(q.finish(j.id, "r", Outcome::Failed("again".into())).await, j.id);
         assert_eq!(get(q, j.id).await.state, state);
     }
     assert!(q.reserve("r", LONG_LEASE).await.unwrap().is_none());
@@ -289,38 +254,25 @@ pub async fn finish_records_each_outcome(q: &dyn Queue) {
 pub async fn finish_or_release_by_another_consumer_is_lost_lease(q: &dyn Queue) {
     let j = enqueue(q, "a", "g").await;
     q.reserve("owner", LONG_LEASE).await.unwrap().unwrap();
-    assert_lost_lease(
-        q.finish(j.id, "intruder", Outcome::Succeeded(serde_json::json!(1)))
-            .await,
-        j.id,
-    );
+    assert_lost_lease(q.finish(j.id, "intruder", Outcome::Succeeded(serde_json::json!(1))).await, j.id);
     assert_lost_lease(q.release(j.id, "intruder").await, j.id);
     let g = get(q, j.id).await;
     assert_eq!(g.state, JobState::Running);
     assert_eq!(g.consumer.as_deref(), Some("owner"));
     // Unknown jobs, and jobs never reserved, are not held by anyone.
     let unknown = JobId::new();
-    assert_lost_lease(
-        q.finish(unknown, "owner", Outcome::Failed("x".into()))
-            .await,
-        unknown,
-    );
+    assert_lost_lease(q.finish(unknown, "owner", Outcome::Failed("x".into())).await, unknown);
     let queued = enqueue(q, "b", "g").await;
     assert_lost_lease(q.release(queued.id, "owner").await, queued.id);
     assert_eq!(get(q, queued.id).await.state, JobState::Queued);
-    q.finish(j.id, "owner", Outcome::Succeeded(serde_json::json!(1)))
-        .await
-        .unwrap();
+    q.finish(j.id, "owner", Outcome::Succeeded(serde_json::json!(1))).await.unwrap();
 }
 
 pub async fn coalescing_returns_the_active_job(q: &dyn Queue) {
     let first = q.enqueue(ping("a", "g1")).await.unwrap();
     assert!(first.created);
     let again = q.enqueue(ping("A", "g1")).await.unwrap();
-    assert!(
-        !again.created,
-        "same machine (case-insensitive), group, task while queued"
-    );
+    assert!(!again.created, "same machine (case-insensitive), group, task while queued");
     assert_eq!(again.job.id, first.job.id);
     assert_eq!(again.job.state, JobState::Queued);
 
@@ -338,9 +290,7 @@ pub async fn coalescing_returns_the_active_job(q: &dyn Queue) {
     assert_eq!(running.job.id, first.job.id);
     assert_eq!(running.job.state, JobState::Running);
 
-    q.finish(r.id, "r", Outcome::Failed("down".into()))
-        .await
-        .unwrap();
+    q.finish(r.id, "r", Outcome::Failed("down".into())).await.unwrap();
     let after = q.enqueue(ping("a", "g1")).await.unwrap();
     assert!(after.created, "a finished job is not reused");
     assert_ne!(after.job.id, first.job.id);
@@ -350,20 +300,12 @@ pub async fn coalescing_returns_the_active_job(q: &dyn Queue) {
 pub async fn per_machine_lock_holds_until_finish(q: &dyn Queue) {
     let first = enqueue(q, "m", "g1").await;
     let second = enqueue(q, "m", "g2").await;
-    assert_eq!(
-        q.reserve("r1", LONG_LEASE).await.unwrap().unwrap().id,
-        first.id
-    );
+    assert_eq!(q.reserve("r1", LONG_LEASE).await.unwrap().unwrap().id, first.id);
     for consumer in ["r2", "r3"] {
-        assert!(
-            q.reserve(consumer, LONG_LEASE).await.unwrap().is_none(),
-            "machine m is held by a live job"
-        );
+        assert!(q.reserve(consumer, LONG_LEASE).await.unwrap().is_none(), "machine m is held by a live job");
     }
     assert_eq!(get(q, second.id).await.state, JobState::Queued);
-    q.finish(first.id, "r1", Outcome::Succeeded(serde_json::json!(null)))
-        .await
-        .unwrap();
+    q.finish(first.id, "r1", Outcome::Succeeded(serde_json::json!(null))).await.unwrap();
     let r = q.reserve("r2", LONG_LEASE).await.unwrap().unwrap();
     assert_eq!(r.id, second.id);
     assert_eq!(r.attempts, 1);
@@ -372,10 +314,7 @@ pub async fn per_machine_lock_holds_until_finish(q: &dyn Queue) {
 pub async fn per_machine_lock_passes_to_the_oldest_job_after_lease_expiry(q: &dyn Queue) {
     let first = enqueue(q, "m", "g1").await;
     let second = enqueue(q, "m", "g2").await;
-    assert_eq!(
-        q.reserve("r1", SHORT_LEASE).await.unwrap().unwrap().id,
-        first.id
-    );
+    assert_eq!(q.reserve("r1", SHORT_LEASE).await.unwrap().unwrap().id, first.id);
     // While the first lease is live nothing is handed out; once it expires the
     // older job of the machine is taken over, and the other still waits.
     let taken = reserve_eventually(q, "r2", LONG_LEASE).await;
@@ -383,13 +322,8 @@ pub async fn per_machine_lock_passes_to_the_oldest_job_after_lease_expiry(q: &dy
     assert_eq!(taken.attempts, 2);
     assert!(q.reserve("r3", LONG_LEASE).await.unwrap().is_none());
     assert_eq!(get(q, second.id).await.state, JobState::Queued);
-    q.finish(first.id, "r2", Outcome::Succeeded(serde_json::json!(null)))
-        .await
-        .unwrap();
-    assert_eq!(
-        q.reserve("r3", LONG_LEASE).await.unwrap().unwrap().id,
-        second.id
-    );
+    q.finish(first.id, "r2", Outcome::Succeeded(serde_json::json!(null))).await.unwrap();
+    assert_eq!(q.reserve("r3", LONG_LEASE).await.unwrap().unwrap().id, second.id);
 }
 
 pub async fn busy_machine_does_not_starve_others(q: &dyn Queue) {
@@ -401,9 +335,7 @@ pub async fn busy_machine_does_not_starve_others(q: &dyn Queue) {
     // a2 and a3 are older than b but their machine is busy.
     assert_eq!(q.reserve("r", LONG_LEASE).await.unwrap().unwrap().id, b.id);
     assert!(q.reserve("r", LONG_LEASE).await.unwrap().is_none());
-    q.finish(a1.id, "r", Outcome::Succeeded(serde_json::json!(null)))
-        .await
-        .unwrap();
+    q.finish(a1.id, "r", Outcome::Succeeded(serde_json::json!(null))).await.unwrap();
     // And the busy machine's own jobs stay in order.
     assert_eq!(q.reserve("r", LONG_LEASE).await.unwrap().unwrap().id, a2.id);
     assert_eq!(get(q, a3.id).await.state, JobState::Queued);
@@ -422,20 +354,11 @@ pub async fn expired_lease_is_taken_over(q: &dyn Queue) {
     assert!(taken.lease_until.unwrap() > first.lease_until.unwrap());
     let log = lines(&taken);
     assert_eq!(log.len(), 2, "{log:?}");
-    assert!(
-        log[1].starts_with("attempt 2 of 3 started by new") && log[1].contains("takeover"),
-        "{log:?}"
-    );
+    assert!(log[1].starts_with("attempt 2 of 3 started by new") && log[1].contains("takeover"), "{log:?}");
     // The runner that lost the lease can no longer finish or hand back the job.
-    assert_lost_lease(
-        q.finish(j.id, "old", Outcome::Succeeded(serde_json::json!(1)))
-            .await,
-        j.id,
-    );
+    assert_lost_lease(q.finish(j.id, "old", Outcome::Succeeded(serde_json::json!(1))).await, j.id);
     assert_lost_lease(q.release(j.id, "old").await, j.id);
-    q.finish(j.id, "new", Outcome::Succeeded(serde_json::json!(2)))
-        .await
-        .unwrap();
+    q.finish(j.id, "new", Outcome::Succeeded(serde_json::json!(2))).await.unwrap();
     let done = get(q, j.id).await;
     assert_eq!(done.state, JobState::Succeeded);
     assert_eq!(done.result, Some(serde_json::json!(2)));
@@ -444,10 +367,7 @@ pub async fn expired_lease_is_taken_over(q: &dyn Queue) {
 pub async fn retry_cap_fails_the_job_after_the_last_expired_lease(q: &dyn Queue) {
     let j = enqueue(q, "a", "g1").await;
     assert_eq!(j.max_attempts, 3);
-    assert_eq!(
-        q.reserve("c1", SHORT_LEASE).await.unwrap().unwrap().id,
-        j.id
-    );
+    assert_eq!(q.reserve("c1", SHORT_LEASE).await.unwrap().unwrap().id, j.id);
     for (consumer, attempt) in [("c2", 2), ("c3", 3)] {
         let r = reserve_eventually(q, consumer, SHORT_LEASE).await;
         assert_eq!(r.id, j.id);
@@ -461,34 +381,22 @@ pub async fn retry_cap_fails_the_job_after_the_last_expired_lease(q: &dyn Queue)
             assert_ne!(r.id, j.id, "handed out a 4th time");
             break r;
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "lease never expired"
-        );
+        assert!(tokio::time::Instant::now() < deadline, "lease never expired");
         tokio::time::sleep(POLL).await;
     };
     assert_eq!(next.id, waiting.id);
     let failed = get(q, j.id).await;
     assert_eq!(failed.state, JobState::Failed);
     assert_eq!(failed.attempts, 3);
-    assert_eq!(
-        failed.error.as_deref(),
-        Some("runner lost the job (lease expired) after 3 attempt(s); not retried")
-    );
+    assert_eq!(failed.error.as_deref(), Some("runner lost the job (lease expired) after 3 attempt(s); not retried"));
     assert!(failed.finished_at.is_some());
     assert_eq!(failed.lease_until, None);
     assert!(
-        lines(&failed)
-            .iter()
-            .any(|l| l.contains("lease expired") && l.contains("not retried")),
+        lines(&failed).iter().any(|l| l.contains("lease expired") && l.contains("not retried")),
         "{:?}",
         lines(&failed)
     );
-    assert_lost_lease(
-        q.finish(j.id, "c3", Outcome::Succeeded(serde_json::json!(1)))
-            .await,
-        j.id,
-    );
+    assert_lost_lease(q.finish(j.id, "c3", Outcome::Succeeded(serde_json::json!(1))).await, j.id);
     // A new request for the machine is a new job, not the dead one.
     let fresh = q.enqueue(ping("a", "g1")).await.unwrap();
     assert!(fresh.created);
@@ -511,10 +419,7 @@ pub async fn release_requeues_at_once_keeping_attempts(q: &dyn Queue) {
     let log = lines(&again);
     assert_eq!(log.len(), 3, "{log:?}");
     assert_eq!(log[1], "handed back by c1 (shutdown)");
-    assert!(
-        log[2].starts_with("attempt 2 of 3 started by c2"),
-        "{log:?}"
-    );
+    assert!(log[2].starts_with("attempt 2 of 3 started by c2"), "{log:?}");
     assert_lost_lease(q.release(j.id, "c1").await, j.id);
 }
 
@@ -535,24 +440,17 @@ pub async fn release_on_the_last_attempt_fails_the_job(q: &dyn Queue) {
 pub async fn log_lines_keep_their_order(q: &dyn Queue) {
     let j = enqueue(q, "a", "g").await;
     q.reserve("r", LONG_LEASE).await.unwrap().unwrap();
-    let written: Vec<String> = (0..40)
-        .map(|i| format!("line {i:02} ✓ \"quoted\""))
-        .collect();
+    let written: Vec<String> = (0..40).map(|i| format!("line {i:02} ✓ \"quoted\"")).collect();
     for line in &written {
         q.append_log(j.id, line).await.unwrap();
     }
     let got = get(q, j.id).await;
     assert_eq!(got.log.len(), 41);
     let got_lines: Vec<&str> = lines(&got)[1..].to_vec();
-    assert_eq!(
-        got_lines,
-        written.iter().map(String::as_str).collect::<Vec<_>>()
-    );
+    assert_eq!(got_lines, written.iter().map(String::as_str).collect::<Vec<_>>());
     assert!(got.log.windows(2).all(|w| w[0].at <= w[1].at));
     // Lines can still be added after the job finished (e.g. notifications).
-    q.finish(j.id, "r", Outcome::Succeeded(serde_json::json!(null)))
-        .await
-        .unwrap();
+    q.finish(j.id, "r", Outcome::Succeeded(serde_json::json!(null))).await.unwrap();
     q.append_log(j.id, "notified").await.unwrap();
     assert_eq!(lines(&get(q, j.id).await).last(), Some(&"notified"));
     // Writing to a job that does not exist is an error, not a silent drop.
@@ -579,9 +477,7 @@ pub async fn history_is_newest_first_and_limited(q: &dyn Queue) {
     assert!(q.history(&none, 10).await.unwrap().is_empty());
     // Finished jobs stay in history.
     q.reserve("r", LONG_LEASE).await.unwrap().unwrap();
-    q.finish(j1.id, "r", Outcome::Failed("x".into()))
-        .await
-        .unwrap();
+    q.finish(j1.id, "r", Outcome::Failed("x".into())).await.unwrap();
     let all = q.history(&m, 10).await.unwrap();
     assert_eq!(ids(&all), [j3.id, j2.id, j1.id]);
     assert_eq!(all[2].state, JobState::Failed);
@@ -601,14 +497,7 @@ pub async fn concurrent_reserves_hand_each_job_out_once(q: &dyn Queue) {
         }
         got
     };
-    let (a, b, c, d, e, f) = tokio::join!(
-        drain("w1"),
-        drain("w2"),
-        drain("w3"),
-        drain("w4"),
-        drain("w5"),
-        drain("w6")
-    );
+    let (a, b, c, d, e, f) = tokio::join!(drain("w1"), drain("w2"), drain("w3"), drain("w4"), drain("w5"), drain("w6"));
     let all: Vec<JobId> = [a, b, c, d, e, f].into_iter().flatten().collect();
     assert_eq!(all.len(), JOBS, "each job exactly once");
     assert_eq!(all.into_iter().collect::<HashSet<_>>(), want);
@@ -620,11 +509,7 @@ pub async fn jobs_survive_reopen(backend: &dyn Backend) {
         let running = enqueue(&*q, "a", "g").await;
         let queued = enqueue(&*q, "b", "g").await;
         q.append_log(queued.id, "before restart").await.unwrap();
-        let r = q
-            .reserve("dead-runner", SHORT_LEASE)
-            .await
-            .unwrap()
-            .unwrap();
+        let r = q.reserve("dead-runner", SHORT_LEASE).await.unwrap().unwrap();
         assert_eq!(r.id, running.id);
         (running, queued)
     };
@@ -661,14 +546,9 @@ pub async fn health_fails_while_writes_are_blocked(backend: &dyn Backend) {
     let r = tokio::time::timeout(Duration::from_secs(30), q.health())
         .await
         .expect("health answered while writes were blocked");
-    assert!(
-        matches!(r, Err(QueueError::Unavailable(_))),
-        "expected Unavailable, got {r:?}"
-    );
+    assert!(matches!(r, Err(QueueError::Unavailable(_))), "expected Unavailable, got {r:?}");
     drop(guard);
-    q.health()
-        .await
-        .expect("healthy again once writes are unblocked");
+    q.health().await.expect("healthy again once writes are unblocked");
 }
 
 #[cfg(test)]
@@ -704,8 +584,7 @@ mod sqlite_conformance {
 
         async fn block_writes(&self) -> Box<dyn Any + Send> {
             let conn = rusqlite::Connection::open(&self.path).expect("second connection");
-            conn.execute_batch("BEGIN EXCLUSIVE")
-                .expect("take the exclusive lock");
+            conn.execute_batch("BEGIN EXCLUSIVE").expect("take the exclusive lock");
             // Dropping the connection ends the transaction and releases the lock.
             Box::new(conn)
         }

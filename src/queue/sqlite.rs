@@ -101,9 +101,7 @@ pub struct SqliteQueue {
 
 impl std::fmt::Debug for SqliteQueue {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SqliteQueue")
-            .field("path", &self.path)
-            .finish_non_exhaustive()
+        f.debug_struct("SqliteQueue").field("path", &self.path).finish_non_exhaustive()
     }
 }
 
@@ -141,16 +139,10 @@ impl SqliteQueue {
                 ))
             })?;
         }
-        let mut conn = Connection::open(path).map_err(|e| {
-            QueueError::Unavailable(format!(
-                "cannot open queue database {}: {e}",
-                path.display()
-            ))
-        })?;
+        let mut conn = Connection::open(path)
+            .map_err(|e| QueueError::Unavailable(format!("cannot open queue database {}: {e}", path.display())))?;
         conn.busy_timeout(BUSY_TIMEOUT).db()?;
-        let mode: String = conn
-            .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
-            .db()?;
+        let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0)).db()?;
         if !mode.eq_ignore_ascii_case("wal") {
             // WAL needs shared memory; it is refused e.g. on some network filesystems.
             return Err(QueueError::Unavailable(format!(
@@ -162,10 +154,7 @@ impl SqliteQueue {
         conn.pragma_update(None, "synchronous", "FULL").db()?;
         conn.pragma_update(None, "foreign_keys", true).db()?;
         migrate(&mut conn, path)?;
-        Ok(Self {
-            conn: Arc::new(Mutex::new(conn)),
-            path: path.to_path_buf(),
-        })
+        Ok(Self { conn: Arc::new(Mutex::new(conn)), path: path.to_path_buf() })
     }
 
     /// The file this queue lives in.
@@ -183,8 +172,7 @@ impl SqliteQueue {
         tokio::task::spawn_blocking(move || {
             let mut guard = conn.lock().map_err(|_| {
                 QueueError::Unavailable(
-                    "queue connection is unusable: an earlier queue call panicked while using it"
-                        .to_string(),
+                    "queue connection is unusable: an earlier queue call panicked while using it".to_string(),
                 )
             })?;
             f(&mut guard)
@@ -198,19 +186,12 @@ impl SqliteQueue {
 /// anything else rather than guess at a layout this code does not know.
 fn migrate(conn: &mut Connection, path: &Path) -> Result<(), QueueError> {
     // IMMEDIATE so two processes opening a new file at once do not both create tables.
-    let tx = conn
-        .transaction_with_behavior(TransactionBehavior::Immediate)
-        .db()?;
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).db()?;
     let version: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0)).db()?;
     match version {
         0 => {
-            let tables: i64 = tx
-                .query_row(
-                    "SELECT count(*) FROM sqlite_schema WHERE type = 'table'",
-                    [],
-                    |r| r.get(0),
-                )
-                .db()?;
+            let tables: i64 =
+                tx.query_row("SELECT count(*) FROM sqlite_schema WHERE type = 'table'", [], |r| r.get(0)).db()?;
             if tables > 0 {
                 return Err(QueueError::Unavailable(format!(
                     "{} is an SQLite database but not a roller queue (it has tables and no schema \
@@ -219,8 +200,7 @@ fn migrate(conn: &mut Connection, path: &Path) -> Result<(), QueueError> {
                 )));
             }
             tx.execute_batch(SCHEMA).db()?;
-            tx.pragma_update(None, "user_version", SCHEMA_VERSION)
-                .db()?;
+            tx.pragma_update(None, "user_version", SCHEMA_VERSION).db()?;
         }
         SCHEMA_VERSION => {}
         v if v > SCHEMA_VERSION => {
@@ -250,9 +230,8 @@ fn duration_ms(d: Duration) -> i64 {
 }
 
 fn ms_to_dt(id: &str, column: &str, ms: i64) -> Result<DateTime<Utc>, QueueError> {
-    DateTime::from_timestamp_millis(ms).ok_or_else(|| {
-        QueueError::Corrupt(id.to_string(), format!("{column} {ms} is out of range"))
-    })
+    DateTime::from_timestamp_millis(ms)
+        .ok_or_else(|| QueueError::Corrupt(id.to_string(), format!("{column} {ms} is out of range")))
 }
 
 /// Append a log line with the job's next sequence number. Returns whether the
@@ -282,14 +261,10 @@ fn fail_exhausted(tx: &Transaction<'_>, now: i64) -> Result<(), QueueError> {
                  WHERE state = 'running' AND lease_until < ?1 AND attempts >= max_attempts",
             )
             .db()?;
-        stmt.query_map([now], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-            .db()?
-            .collect::<rusqlite::Result<_>>()
-            .db()?
+        stmt.query_map([now], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).db()?.collect::<rusqlite::Result<_>>().db()?
     };
     for (id, attempts, consumer) in lost {
-        let reason =
-            format!("runner lost the job (lease expired) after {attempts} attempt(s); not retried");
+        let reason = format!("runner lost the job (lease expired) after {attempts} attempt(s); not retried");
         tx.execute(
             "UPDATE jobs SET state = 'failed', finished_at = ?2, error = ?3, lease_until = NULL
              WHERE id = ?1",
@@ -308,9 +283,7 @@ fn read_err(id: &str, e: rusqlite::Error) -> QueueError {
     match e {
         rusqlite::Error::InvalidColumnType(..)
         | rusqlite::Error::FromSqlConversionFailure(..)
-        | rusqlite::Error::IntegralValueOutOfRange(..) => {
-            QueueError::Corrupt(id.to_string(), e.to_string())
-        }
+        | rusqlite::Error::IntegralValueOutOfRange(..) => QueueError::Corrupt(id.to_string(), e.to_string()),
         e => QueueError::Unavailable(format!("sqlite: {e}")),
     }
 }
@@ -368,25 +341,20 @@ impl RawJob {
     fn into_job(self, log: Vec<LogLine>) -> Result<Job, QueueError> {
         let id = self.id;
         let corrupt = |what: String| QueueError::Corrupt(id.clone(), what);
-        let opt_dt =
-            |column: &str, v: Option<i64>| v.map(|ms| ms_to_dt(&id, column, ms)).transpose();
+        let opt_dt = |column: &str, v: Option<i64>| v.map(|ms| ms_to_dt(&id, column, ms)).transpose();
         let opt_name = |kind: &str, v: Option<String>| {
-            v.map(|s| TaskclusterName::parse(kind, &s).map_err(|e| corrupt(e.to_string())))
-                .transpose()
+            v.map(|s| TaskclusterName::parse(kind, &s).map_err(|e| corrupt(e.to_string()))).transpose()
         };
         Ok(Job {
             id: JobId::parse(&id).map_err(|e| corrupt(e.to_string()))?,
-            task: Task::parse(&self.task)
-                .ok_or_else(|| corrupt(format!("unknown task {:?}", self.task)))?,
+            task: Task::parse(&self.task).ok_or_else(|| corrupt(format!("unknown task {:?}", self.task)))?,
             worker_id: WorkerId::parse(&self.worker_id).map_err(|e| corrupt(e.to_string()))?,
-            worker_group: WorkerGroup::parse(&self.worker_group)
-                .map_err(|e| corrupt(e.to_string()))?,
+            worker_group: WorkerGroup::parse(&self.worker_group).map_err(|e| corrupt(e.to_string()))?,
             requester: ClientId::parse(&self.requester).map_err(|e| corrupt(e.to_string()))?,
             origin: self.origin,
             provisioner_id: opt_name("provisioner_id", self.provisioner_id)?,
             worker_type: opt_name("worker_type", self.worker_type)?,
-            state: JobState::parse(&self.state)
-                .ok_or_else(|| corrupt(format!("unknown state {:?}", self.state)))?,
+            state: JobState::parse(&self.state).ok_or_else(|| corrupt(format!("unknown state {:?}", self.state)))?,
             attempts: u32::try_from(self.attempts)
                 .map_err(|_| corrupt(format!("attempts {} out of range", self.attempts)))?,
             max_attempts: u32::try_from(self.max_attempts)
@@ -408,32 +376,17 @@ impl RawJob {
 }
 
 fn load_log(conn: &Connection, id: &str) -> Result<Vec<LogLine>, QueueError> {
-    let mut stmt = conn
-        .prepare_cached("SELECT at, line FROM job_log WHERE job_id = ?1 ORDER BY seq")
-        .db()?;
+    let mut stmt = conn.prepare_cached("SELECT at, line FROM job_log WHERE job_id = ?1 ORDER BY seq").db()?;
     let rows: Vec<(i64, String)> = stmt
         .query_map([id], |r| Ok((r.get(0)?, r.get(1)?)))
         .db()?
         .collect::<rusqlite::Result<_>>()
         .map_err(|e| read_err(id, e))?;
-    rows.into_iter()
-        .map(|(at, line)| {
-            Ok(LogLine {
-                at: ms_to_dt(id, "log time", at)?,
-                line,
-            })
-        })
-        .collect()
+    rows.into_iter().map(|(at, line)| Ok(LogLine { at: ms_to_dt(id, "log time", at)?, line })).collect()
 }
 
 fn load_job(conn: &Connection, id: &str) -> Result<Option<Job>, QueueError> {
-    let mut stmt = conn
-        .prepare_cached(concat!(
-            "SELECT ",
-            job_columns!(),
-            " FROM jobs WHERE id = ?1"
-        ))
-        .db()?;
+    let mut stmt = conn.prepare_cached(concat!("SELECT ", job_columns!(), " FROM jobs WHERE id = ?1")).db()?;
     let mut rows = stmt.query([id]).db()?;
     let Some(row) = rows.next().db()? else {
         return Ok(None);
@@ -446,15 +399,11 @@ fn load_job(conn: &Connection, id: &str) -> Result<Option<Job>, QueueError> {
 /// Like [`load_job`] for a row this transaction just wrote: its absence is a bug
 /// in this module, reported as an error rather than a panic.
 fn reload(conn: &Connection, id: &str) -> Result<Job, QueueError> {
-    load_job(conn, id)?.ok_or_else(|| {
-        QueueError::Unavailable(format!("job {id} vanished inside its own transaction"))
-    })
+    load_job(conn, id)?.ok_or_else(|| QueueError::Unavailable(format!("job {id} vanished inside its own transaction")))
 }
 
 fn enqueue_tx(conn: &mut Connection, job: NewJob) -> Result<Enqueued, QueueError> {
-    let tx = conn
-        .transaction_with_behavior(TransactionBehavior::Immediate)
-        .db()?;
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).db()?;
     let now = now_ms();
     fail_exhausted(&tx, now)?;
     let existing: Option<String> = tx
@@ -463,11 +412,7 @@ fn enqueue_tx(conn: &mut Connection, job: NewJob) -> Result<Enqueued, QueueError
              WHERE worker_id = ?1 AND worker_group = ?2 AND task = ?3
                AND state IN ('queued', 'running')
              LIMIT 1",
-            rusqlite::params![
-                job.worker_id.as_str(),
-                job.worker_group.as_str(),
-                job.task.name()
-            ],
+            rusqlite::params![job.worker_id.as_str(), job.worker_group.as_str(), job.task.name()],
             |r| r.get(0),
         )
         .optional()
@@ -514,14 +459,8 @@ struct Picked {
     lease_until: Option<i64>,
 }
 
-fn reserve_tx(
-    conn: &mut Connection,
-    consumer: &str,
-    lease: Duration,
-) -> Result<Option<Job>, QueueError> {
-    let tx = conn
-        .transaction_with_behavior(TransactionBehavior::Immediate)
-        .db()?;
+fn reserve_tx(conn: &mut Connection, consumer: &str, lease: Duration) -> Result<Option<Job>, QueueError> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).db()?;
     let now = now_ms();
     fail_exhausted(&tx, now)?;
     // After fail_exhausted, every running job with an expired lease still has
@@ -553,14 +492,7 @@ fn reserve_tx(
         )
         .optional()
         .db()?;
-    let Some(Picked {
-        id,
-        state,
-        attempts,
-        max_attempts,
-        consumer: old_consumer,
-        lease_until: old_lease,
-    }) = picked
+    let Some(Picked { id, state, attempts, max_attempts, consumer: old_consumer, lease_until: old_lease }) = picked
     else {
         // Commit, not roll back: fail_exhausted may have changed rows.
         tx.commit().db()?;
@@ -584,9 +516,7 @@ fn reserve_tx(
             .and_then(DateTime::from_timestamp_millis)
             .map(|t| t.to_rfc3339())
             .unwrap_or_else(|| "an unknown time".to_string());
-        line.push_str(&format!(
-            " (takeover: the lease of {who} expired at {when})"
-        ));
+        line.push_str(&format!(" (takeover: the lease of {who} expired at {when})"));
     } else if attempts > 0 {
         line.push_str(" (the job was handed back by its previous runner)");
     }
@@ -596,26 +526,18 @@ fn reserve_tx(
     Ok(Some(job))
 }
 
-fn finish_tx(
-    conn: &mut Connection,
-    id: JobId,
-    consumer: &str,
-    outcome: Outcome,
-) -> Result<(), QueueError> {
-    let tx = conn
-        .transaction_with_behavior(TransactionBehavior::Immediate)
-        .db()?;
+fn finish_tx(conn: &mut Connection, id: JobId, consumer: &str, outcome: Outcome) -> Result<(), QueueError> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).db()?;
     let now = now_ms();
     let (result, error) = match &outcome {
         Outcome::Succeeded(v) => (
-            Some(serde_json::to_string(v).map_err(|e| {
-                QueueError::Unavailable(format!("cannot serialise the result of job {id}: {e}"))
-            })?),
+            Some(
+                serde_json::to_string(v)
+                    .map_err(|e| QueueError::Unavailable(format!("cannot serialise the result of job {id}: {e}")))?,
+            ),
             None,
         ),
-        Outcome::Failed(e) | Outcome::TimedOut(e) | Outcome::Cancelled(e) => {
-            (None, Some(e.as_str()))
-        }
+        Outcome::Failed(e) | Outcome::TimedOut(e) | Outcome::Cancelled(e) => (None, Some(e.as_str())),
     };
     // A runner whose lease expired but was not taken over yet may still finish:
     // the work was done, and discarding it would only cause a needless re-run.
@@ -625,14 +547,7 @@ fn finish_tx(
             "UPDATE jobs SET state = ?3, finished_at = ?4, result = ?5, error = ?6,
                              lease_until = NULL
              WHERE id = ?1 AND state = 'running' AND consumer = ?2",
-            rusqlite::params![
-                id.to_string(),
-                consumer,
-                outcome.state().as_str(),
-                now,
-                result,
-                error
-            ],
+            rusqlite::params![id.to_string(), consumer, outcome.state().as_str(), now, result, error],
         )
         .db()?;
     if n != 1 {
@@ -642,9 +557,7 @@ fn finish_tx(
 }
 
 fn release_tx(conn: &mut Connection, id: JobId, consumer: &str) -> Result<(), QueueError> {
-    let tx = conn
-        .transaction_with_behavior(TransactionBehavior::Immediate)
-        .db()?;
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).db()?;
     let now = now_ms();
     let key = id.to_string();
     let held: Option<(i64, i64)> = tx
@@ -674,25 +587,15 @@ fn release_tx(conn: &mut Connection, id: JobId, consumer: &str) -> Result<(), Qu
         .db()?;
         add_log(&tx, &key, now, &reason)?;
     } else {
-        tx.execute(
-            "UPDATE jobs SET state = 'queued', consumer = NULL, lease_until = NULL WHERE id = ?1",
-            [&key],
-        )
-        .db()?;
-        add_log(
-            &tx,
-            &key,
-            now,
-            &format!("handed back by {consumer} (shutdown)"),
-        )?;
+        tx.execute("UPDATE jobs SET state = 'queued', consumer = NULL, lease_until = NULL WHERE id = ?1", [&key])
+            .db()?;
+        add_log(&tx, &key, now, &format!("handed back by {consumer} (shutdown)"))?;
     }
     tx.commit().db()
 }
 
 fn append_log_tx(conn: &mut Connection, id: JobId, line: &str) -> Result<(), QueueError> {
-    let tx = conn
-        .transaction_with_behavior(TransactionBehavior::Immediate)
-        .db()?;
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).db()?;
     // No such job: LostLease tells a runner to stop writing for it; any other
     // error kind would make it back off and retry forever.
     if !add_log(&tx, &id.to_string(), now_ms(), line)? {
@@ -732,25 +635,15 @@ fn history_tx(conn: &mut Connection, worker_id: &str, limit: i64) -> Result<Vec<
 /// the file still exists (no CREATE flag — a deleted file is not silently
 /// replaced by an empty one), is writable, and the write lock can be taken soon.
 fn health_check(path: &Path) -> Result<(), QueueError> {
-    let fail = |what: String| {
-        QueueError::Unavailable(format!("queue database {}: {what}", path.display()))
-    };
-    let conn = Connection::open_with_flags(
-        path,
-        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )
-    .map_err(|e| fail(format!("cannot open: {e}")))?;
-    conn.busy_timeout(HEALTH_BUSY_TIMEOUT)
-        .map_err(|e| fail(e.to_string()))?;
+    let fail = |what: String| QueueError::Unavailable(format!("queue database {}: {what}", path.display()));
+    let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX)
+        .map_err(|e| fail(format!("cannot open: {e}")))?;
+    conn.busy_timeout(HEALTH_BUSY_TIMEOUT).map_err(|e| fail(e.to_string()))?;
     // SQLite quietly opens a write-protected file read-only; say so plainly.
-    if conn
-        .is_readonly(rusqlite::MAIN_DB)
-        .map_err(|e| fail(e.to_string()))?
-    {
+    if conn.is_readonly(rusqlite::MAIN_DB).map_err(|e| fail(e.to_string()))? {
         return Err(fail("file is not writable".to_string()));
     }
-    conn.execute_batch("BEGIN IMMEDIATE; ROLLBACK;")
-        .map_err(|e| fail(format!("cannot take the write lock: {e}")))
+    conn.execute_batch("BEGIN IMMEDIATE; ROLLBACK;").map_err(|e| fail(format!("cannot take the write lock: {e}")))
 }
 
 #[async_trait]
@@ -761,8 +654,7 @@ impl Queue for SqliteQueue {
 
     async fn reserve(&self, consumer: &str, lease: Duration) -> Result<Option<Job>, QueueError> {
         let consumer = consumer.to_string();
-        self.with_conn(move |c| reserve_tx(c, &consumer, lease))
-            .await
+        self.with_conn(move |c| reserve_tx(c, &consumer, lease)).await
     }
 
     async fn append_log(&self, id: JobId, line: &str) -> Result<(), QueueError> {
@@ -772,8 +664,7 @@ impl Queue for SqliteQueue {
 
     async fn finish(&self, id: JobId, consumer: &str, outcome: Outcome) -> Result<(), QueueError> {
         let consumer = consumer.to_string();
-        self.with_conn(move |c| finish_tx(c, id, &consumer, outcome))
-            .await
+        self.with_conn(move |c| finish_tx(c, id, &consumer, outcome)).await
     }
 
     async fn release(&self, id: JobId, consumer: &str) -> Result<(), QueueError> {
@@ -794,8 +685,7 @@ impl Queue for SqliteQueue {
     async fn history(&self, worker_id: &WorkerId, limit: usize) -> Result<Vec<Job>, QueueError> {
         let worker_id = worker_id.as_str().to_string();
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        self.with_conn(move |c| history_tx(c, &worker_id, limit))
-            .await
+        self.with_conn(move |c| history_tx(c, &worker_id, limit)).await
     }
 
     async fn health(&self) -> Result<(), QueueError> {
@@ -803,8 +693,7 @@ impl Queue for SqliteQueue {
         // even if the file is fine.
         if self.conn.is_poisoned() {
             return Err(QueueError::Unavailable(
-                "queue connection is unusable: an earlier queue call panicked while using it"
-                    .to_string(),
+                "queue connection is unusable: an earlier queue call panicked while using it".to_string(),
             ));
         }
         let path = self.path.clone();
@@ -843,9 +732,7 @@ mod tests {
             assert_eq!(get("PRAGMA user_version"), SCHEMA_VERSION);
             assert_eq!(get("PRAGMA synchronous"), 2, "FULL");
             assert_eq!(get("PRAGMA foreign_keys"), 1);
-            let mode: String = conn
-                .query_row("PRAGMA journal_mode", [], |r| r.get(0))
-                .unwrap();
+            let mode: String = conn.query_row("PRAGMA journal_mode", [], |r| r.get(0)).unwrap();
             assert_eq!(mode, "wal");
         }
         // Reopening an existing, current file is fine and keeps its data.
@@ -860,8 +747,7 @@ mod tests {
         let (_dir, path) = temp_db();
         drop(SqliteQueue::open(&path).unwrap());
         let raw = Connection::open(&path).unwrap();
-        raw.pragma_update(None, "user_version", SCHEMA_VERSION + 1)
-            .unwrap();
+        raw.pragma_update(None, "user_version", SCHEMA_VERSION + 1).unwrap();
         drop(raw);
         let msg = unavailable_text(SqliteQueue::open(&path));
         assert!(msg.contains("newer than this roller understands"), "{msg}");
@@ -872,15 +758,12 @@ mod tests {
         let (_dir, path) = temp_db();
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         let raw = Connection::open(&path).unwrap();
-        raw.execute_batch("CREATE TABLE precious (x INTEGER)")
-            .unwrap();
+        raw.execute_batch("CREATE TABLE precious (x INTEGER)").unwrap();
         drop(raw);
         let msg = unavailable_text(SqliteQueue::open(&path));
         assert!(msg.contains("not a roller queue"), "{msg}");
         let raw = Connection::open(&path).unwrap();
-        let v: i64 = raw
-            .query_row("PRAGMA user_version", [], |r| r.get(0))
-            .unwrap();
+        let v: i64 = raw.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
         assert_eq!(v, 0, "untouched");
     }
 
@@ -904,12 +787,7 @@ mod tests {
                 got
             })
         };
-        let tasks = [
-            drain(a.clone(), "a1"),
-            drain(a.clone(), "a2"),
-            drain(b.clone(), "b1"),
-            drain(b.clone(), "b2"),
-        ];
+        let tasks = [drain(a.clone(), "a1"), drain(a.clone(), "a2"), drain(b.clone(), "b1"), drain(b.clone(), "b2")];
         let mut all = Vec::new();
         for t in tasks {
             all.extend(t.await.unwrap());
@@ -921,11 +799,7 @@ mod tests {
         // A plain reader (the CLI) sees the committed state.
         let reader = Connection::open_with_flags(&path, OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap();
         let running: i64 = reader
-            .query_row(
-                "SELECT count(*) FROM jobs WHERE state = 'running' AND attempts = 1",
-                [],
-                |r| r.get(0),
-            )
+            .query_row("SELECT count(*) FROM jobs WHERE state = 'running' AND attempts = 1", [], |r| r.get(0))
             .unwrap();
         assert_eq!(running, JOBS as i64);
     }
@@ -964,13 +838,9 @@ mod tests {
 
         // The CHECK keeps an impossible state out; past it (checks disabled),
         // reading still reports rather than panics.
-        let refused = raw.execute(
-            "UPDATE jobs SET state = 'exploded' WHERE id = ?1",
-            [id.to_string()],
-        );
+        let refused = raw.execute("UPDATE jobs SET state = 'exploded' WHERE id = ?1", [id.to_string()]);
         assert!(refused.is_err());
-        raw.pragma_update(None, "ignore_check_constraints", true)
-            .unwrap();
+        raw.pragma_update(None, "ignore_check_constraints", true).unwrap();
         set("UPDATE jobs SET state = 'exploded' WHERE id = ?1");
         corrupt(q.get(id).await, "unknown state");
     }

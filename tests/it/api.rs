@@ -6,16 +6,12 @@ use serde_json::Value;
 
 use crate::helpers::*;
 
-const GROUP_PATH: &str =
-    "/api/v1/workers/dummy-worker-id/group/dummy-worker-group/jobs?task_name=ping";
+const GROUP_PATH: &str = "/api/v1/workers/dummy-worker-id/group/dummy-worker-group/jobs?task_name=ping";
 
 fn assert_cors(r: &reqwest::Response) {
     let h = r.headers();
     assert_eq!(h["access-control-allow-origin"], "https://tc.example.com");
-    assert_eq!(
-        h["access-control-allow-headers"],
-        "Authorization,Content-Type"
-    );
+    assert_eq!(h["access-control-allow-headers"], "Authorization,Content-Type");
     assert_eq!(h["access-control-allow-methods"], "OPTIONS,POST");
 }
 
@@ -27,16 +23,8 @@ async fn detail(r: reqwest::Response) -> String {
 #[tokio::test]
 async fn preflight_answers_200_with_cors_and_without_authentication() {
     let app = spawn_app().await;
-    for path in [
-        GROUP_PATH,
-        "/api/v1/workers/w1/jobs?task_name=ping&worker_group=g",
-    ] {
-        let r = app
-            .http
-            .request(Method::OPTIONS, app.url(path))
-            .send()
-            .await
-            .unwrap();
+    for path in [GROUP_PATH, "/api/v1/workers/w1/jobs?task_name=ping&worker_group=g"] {
+        let r = app.http.request(Method::OPTIONS, app.url(path)).send().await.unwrap();
         assert_eq!(r.status(), 200, "{path}");
         assert_cors(&r);
         assert_eq!(r.json::<Value>().await.unwrap(), serde_json::json!({}));
@@ -69,10 +57,7 @@ async fn the_later_route_takes_group_provisioner_and_worker_type_from_the_query(
     assert_eq!(r.status(), 201);
     assert_cors(&r);
     let v: Value = r.json().await.unwrap();
-    assert_eq!(
-        v["worker_id"], "ms1-10",
-        "worker ids are lower-cased like the original"
-    );
+    assert_eq!(v["worker_id"], "ms1-10", "worker ids are lower-cased like the original");
     assert_eq!(v["worker_group"], "mdc1");
     let job = app.get_job(v["task_id"].as_str().unwrap()).await;
     assert_eq!(job["provisioner_id"], "releng-hardware");
@@ -83,13 +68,7 @@ async fn the_later_route_takes_group_provisioner_and_worker_type_from_the_query(
 #[tokio::test]
 async fn a_missing_worker_group_defaults_to_none_like_the_original() {
     let app = spawn_app().await;
-    let r = app
-        .signed(
-            Method::POST,
-            "/api/v1/workers/w1/jobs?task_name=ping",
-            PINGER,
-        )
-        .await;
+    let r = app.signed(Method::POST, "/api/v1/workers/w1/jobs?task_name=ping", PINGER).await;
     assert_eq!(r.status(), 201);
     assert_eq!(r.json::<Value>().await.unwrap()["worker_group"], "none");
 }
@@ -100,16 +79,10 @@ async fn a_scope_for_another_task_does_not_authorize_this_one() {
     let r = app.signed(Method::POST, GROUP_PATH, REBOOTER).await;
     assert_eq!(r.status(), 403);
     assert_cors(&r);
-    assert_eq!(
-        detail(r).await,
-        "You do not have permission to perform this action."
-    );
+    assert_eq!(detail(r).await, "You do not have permission to perform this action.");
     let r = app.signed(Method::POST, GROUP_PATH, READER).await;
     assert_eq!(r.status(), 403);
-    assert_eq!(
-        detail(r).await,
-        "You do not have permission to perform this action."
-    );
+    assert_eq!(detail(r).await, "You do not have permission to perform this action.");
 }
 
 #[tokio::test]
@@ -119,10 +92,7 @@ async fn other_methods_answer_405_with_a_detail() {
         (Method::GET, GROUP_PATH),
         (Method::PUT, GROUP_PATH),
         (Method::DELETE, "/api/v1/workers/w1/jobs?task_name=ping"),
-        (
-            Method::POST,
-            "/api/v1/jobs/3f1c1b8e-0000-4000-8000-000000000000",
-        ),
+        (Method::POST, "/api/v1/jobs/3f1c1b8e-0000-4000-8000-000000000000"),
     ] {
         let r = app.signed(m.clone(), p, ADMIN).await;
         assert_eq!(r.status(), 405, "{m} {p}");
@@ -134,12 +104,7 @@ async fn other_methods_answer_405_with_a_detail() {
 #[tokio::test]
 async fn unknown_routes_answer_404_json() {
     let app = spawn_app().await;
-    let r = app
-        .http
-        .get(app.url("/api/v2/nothing"))
-        .send()
-        .await
-        .unwrap();
+    let r = app.http.get(app.url("/api/v2/nothing")).send().await.unwrap();
     assert_eq!(r.status(), 404);
     assert_eq!(detail(r).await, "Not found.");
 }
@@ -149,38 +114,14 @@ async fn bad_worker_ids_and_groups_are_400_naming_the_field() {
     let app = spawn_app().await;
     let long = "a".repeat(129);
     let cases = [
-        (
-            format!("/api/v1/workers/{long}/group/g/jobs?task_name=ping"),
-            "worker_id",
-        ),
-        (
-            "/api/v1/workers/a%20b/group/g/jobs?task_name=ping".to_string(),
-            "worker_id",
-        ),
-        (
-            "/api/v1/workers/a%3Bid/group/g/jobs?task_name=ping".to_string(),
-            "worker_id",
-        ),
-        (
-            "/api/v1/workers/%24(id)/jobs?task_name=ping".to_string(),
-            "worker_id",
-        ),
-        (
-            "/api/v1/workers/w1/group/a%2Fb/jobs?task_name=ping".to_string(),
-            "worker_group",
-        ),
-        (
-            format!("/api/v1/workers/w1/jobs?task_name=ping&worker_group={long}"),
-            "worker_group",
-        ),
-        (
-            "/api/v1/workers/w1/jobs?task_name=ping&worker_group=".to_string(),
-            "worker_group",
-        ),
-        (
-            "/api/v1/workers/w1/jobs?task_name=ping&provisioner_id=a%20b".to_string(),
-            "provisioner_id",
-        ),
+        (format!("/api/v1/workers/{long}/group/g/jobs?task_name=ping"), "worker_id"),
+        ("/api/v1/workers/a%20b/group/g/jobs?task_name=ping".to_string(), "worker_id"),
+        ("/api/v1/workers/a%3Bid/group/g/jobs?task_name=ping".to_string(), "worker_id"),
+        ("/api/v1/workers/%24(id)/jobs?task_name=ping".to_string(), "worker_id"),
+        ("/api/v1/workers/w1/group/a%2Fb/jobs?task_name=ping".to_string(), "worker_group"),
+        (format!("/api/v1/workers/w1/jobs?task_name=ping&worker_group={long}"), "worker_group"),
+        ("/api/v1/workers/w1/jobs?task_name=ping&worker_group=".to_string(), "worker_group"),
+        ("/api/v1/workers/w1/jobs?task_name=ping&provisioner_id=a%20b".to_string(), "provisioner_id"),
     ];
     for (p, field) in cases {
         let r = app.signed(Method::POST, &p, ADMIN).await;
@@ -203,23 +144,14 @@ async fn unknown_or_missing_task_names_are_400_naming_the_allowed_ones() {
         let r = app.signed(Method::POST, p, ADMIN).await;
         assert_eq!(r.status(), 400, "{p}");
         let d = detail(r).await;
-        assert!(
-            d.contains("task_name") && d.ends_with("one of: ping"),
-            "{p}: {d}"
-        );
+        assert!(d.contains("task_name") && d.ends_with("one of: ping"), "{p}: {d}");
     }
 }
 
 #[tokio::test]
 async fn a_duplicated_query_parameter_is_a_clear_400() {
     let app = spawn_app().await;
-    let r = app
-        .signed(
-            Method::POST,
-            "/api/v1/workers/w1/group/g/jobs?task_name=ping&task_name=ping",
-            ADMIN,
-        )
-        .await;
+    let r = app.signed(Method::POST, "/api/v1/workers/w1/group/g/jobs?task_name=ping&task_name=ping", ADMIN).await;
     assert_eq!(r.status(), 400);
     assert!(detail(r).await.contains("invalid query string"));
 }
@@ -227,14 +159,7 @@ async fn a_duplicated_query_parameter_is_a_clear_400() {
 #[tokio::test]
 async fn a_body_on_post_is_ignored() {
     let app = spawn_app().await;
-    let h = hawk_header(
-        &Method::POST,
-        &app.url(GROUP_PATH),
-        PINGER.0,
-        PINGER.1,
-        None,
-        now(),
-    );
+    let h = hawk_header(&Method::POST, &app.url(GROUP_PATH), PINGER.0, PINGER.1, None, now());
     let r = app
         .http
         .post(app.url(GROUP_PATH))
@@ -246,10 +171,7 @@ async fn a_body_on_post_is_ignored() {
         .unwrap();
     assert_eq!(r.status(), 201);
     let v: Value = r.json().await.unwrap();
-    assert_eq!(
-        (v["task_name"].as_str(), v["worker_id"].as_str()),
-        (Some("ping"), Some("dummy-worker-id"))
-    );
+    assert_eq!((v["task_name"].as_str(), v["worker_id"].as_str()), (Some("ping"), Some("dummy-worker-id")));
 }
 
 #[tokio::test]
@@ -258,14 +180,7 @@ async fn the_host_header_port_is_not_part_of_the_signed_host() {
     let app = spawn_app().await;
     let url = app.url(GROUP_PATH);
     let h = hawk_header(&Method::POST, &url, PINGER.0, PINGER.1, None, now());
-    let r = app
-        .http
-        .post(&url)
-        .header("Authorization", h)
-        .header("Host", app.addr.to_string())
-        .send()
-        .await
-        .unwrap();
+    let r = app.http.post(&url).header("Authorization", h).header("Host", app.addr.to_string()).send().await.unwrap();
     assert_eq!(r.status(), 201);
     // A Host header that names another host breaks the signature.
     let h = hawk_header(&Method::POST, &url, PINGER.0, PINGER.1, None, now());
@@ -280,14 +195,7 @@ async fn the_host_header_port_is_not_part_of_the_signed_host() {
     assert_eq!(r.status(), 403);
     // A Host header that is not a host is a 400.
     let h = hawk_header(&Method::POST, &url, PINGER.0, PINGER.1, None, now());
-    let r = app
-        .http
-        .post(&url)
-        .header("Authorization", h)
-        .header("Host", "a b:80")
-        .send()
-        .await
-        .unwrap();
+    let r = app.http.post(&url).header("Authorization", h).header("Host", "a b:80").send().await.unwrap();
     assert_eq!(r.status(), 400);
     assert!(detail(r).await.contains("Host"));
 }
@@ -295,11 +203,7 @@ async fn the_host_header_port_is_not_part_of_the_signed_host() {
 #[tokio::test]
 async fn a_second_request_for_a_queued_or_running_job_returns_the_same_task_id_with_200() {
     // A slow ping (50 echoes) holds the machine, so a job for it on another group stays queued.
-    let app = spawn_app_with(
-        "[ping]\ncount = 50\ninterval_ms = 200\ntimeout_ms = 500\n",
-        &[],
-    )
-    .await;
+    let app = spawn_app_with("[ping]\ncount = 50\ninterval_ms = 200\ntimeout_ms = 500\n", &[]).await;
     let running = app.post_job("127.0.0.1", "hold", "ping").await;
     assert_eq!(running.status(), 201);
     let running: Value = running.json().await.unwrap();
@@ -313,10 +217,7 @@ async fn a_second_request_for_a_queued_or_running_job_returns_the_same_task_id_w
     assert_eq!(again.status(), 200, "coalesced with the running job");
     let again: Value = again.json().await.unwrap();
     assert_eq!(again["task_id"], running["task_id"]);
-    assert_eq!(
-        (again["coalesced"].as_bool(), again["state"].as_str()),
-        (Some(true), Some("running"))
-    );
+    assert_eq!((again["coalesced"].as_bool(), again["state"].as_str()), (Some(true), Some("running")));
 
     let first = app.post_job("127.0.0.1", "g", "ping").await;
     assert_eq!(first.status(), 201);
@@ -327,12 +228,7 @@ async fn a_second_request_for_a_queued_or_running_job_returns_the_same_task_id_w
     let second: Value = second.json().await.unwrap();
     assert_eq!(first["task_id"], second["task_id"]);
     // Another group is another job.
-    let other: Value = app
-        .post_job("127.0.0.1", "g2", "ping")
-        .await
-        .json()
-        .await
-        .unwrap();
+    let other: Value = app.post_job("127.0.0.1", "g2", "ping").await.json().await.unwrap();
     assert_ne!(other["task_id"], first["task_id"]);
 }
 
@@ -344,44 +240,22 @@ async fn job_reads_need_the_read_scope_and_a_valid_id() {
     let p = format!("/api/v1/jobs/{id}");
     let r = app.signed(Method::GET, &p, REBOOTER).await;
     assert_eq!(r.status(), 403);
-    assert_eq!(
-        detail(r).await,
-        "You do not have permission to perform this action."
-    );
+    assert_eq!(detail(r).await, "You do not have permission to perform this action.");
     let r = app.http.get(app.url(&p)).send().await.unwrap();
     assert_eq!(r.status(), 403);
-    assert_eq!(
-        detail(r).await,
-        "Authentication credentials were not provided."
-    );
+    assert_eq!(detail(r).await, "Authentication credentials were not provided.");
     let r = app.signed(Method::GET, &p, READER).await;
     assert_eq!(r.status(), 200);
     let job: Value = r.json().await.unwrap();
     assert_eq!(job["task_id"], id);
     assert_eq!(job["requester"], "admin");
-    for k in [
-        "state",
-        "created_at",
-        "attempts",
-        "log",
-        "task_name",
-        "worker_id",
-        "worker_group",
-    ] {
+    for k in ["state", "created_at", "attempts", "log", "task_name", "worker_id", "worker_group"] {
         assert!(!job[k].is_null(), "{k} in {job}");
     }
-    let r = app
-        .signed(Method::GET, "/api/v1/jobs/not-a-uuid", READER)
-        .await;
+    let r = app.signed(Method::GET, "/api/v1/jobs/not-a-uuid", READER).await;
     assert_eq!(r.status(), 400);
     assert!(detail(r).await.contains("not a UUID"));
-    let r = app
-        .signed(
-            Method::GET,
-            "/api/v1/jobs/3f1c1b8e-0000-4000-8000-000000000000",
-            READER,
-        )
-        .await;
+    let r = app.signed(Method::GET, "/api/v1/jobs/3f1c1b8e-0000-4000-8000-000000000000", READER).await;
     assert_eq!(r.status(), 404);
     assert_eq!(detail(r).await, "Not found.");
 }
@@ -389,78 +263,31 @@ async fn job_reads_need_the_read_scope_and_a_valid_id() {
 #[tokio::test]
 async fn a_machines_history_lists_its_jobs_newest_first() {
     let app = spawn_app().await;
-    let a: Value = app
-        .post_job("hist-1", "g1", "ping")
-        .await
-        .json()
-        .await
-        .unwrap();
-    let b: Value = app
-        .post_job("hist-1", "g2", "ping")
-        .await
-        .json()
-        .await
-        .unwrap();
+    let a: Value = app.post_job("hist-1", "g1", "ping").await.json().await.unwrap();
+    let b: Value = app.post_job("hist-1", "g2", "ping").await.json().await.unwrap();
     app.post_job("hist-2", "g1", "ping").await;
-    let r = app
-        .signed(Method::GET, "/api/v1/workers/HIST-1/jobs", READER)
-        .await;
+    let r = app.signed(Method::GET, "/api/v1/workers/HIST-1/jobs", READER).await;
     assert_eq!(r.status(), 200);
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["worker_id"], "hist-1");
-    let ids: Vec<&str> = v["jobs"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|j| j["task_id"].as_str().unwrap())
-        .collect();
-    assert_eq!(
-        ids,
-        vec![
-            b["task_id"].as_str().unwrap(),
-            a["task_id"].as_str().unwrap()
-        ]
-    );
-    let r = app
-        .signed(Method::GET, "/api/v1/workers/hist-1/jobs?limit=1", READER)
-        .await;
-    assert_eq!(
-        r.json::<Value>().await.unwrap()["jobs"]
-            .as_array()
-            .unwrap()
-            .len(),
-        1
-    );
-    let r = app
-        .signed(Method::GET, "/api/v1/workers/hist-1/jobs?limit=0", READER)
-        .await;
+    let ids: Vec<&str> = v["jobs"].as_array().unwrap().iter().map(|j| j["task_id"].as_str().unwrap()).collect();
+    assert_eq!(ids, vec![b["task_id"].as_str().unwrap(), a["task_id"].as_str().unwrap()]);
+    let r = app.signed(Method::GET, "/api/v1/workers/hist-1/jobs?limit=1", READER).await;
+    assert_eq!(r.json::<Value>().await.unwrap()["jobs"].as_array().unwrap().len(), 1);
+    let r = app.signed(Method::GET, "/api/v1/workers/hist-1/jobs?limit=0", READER).await;
     assert_eq!(r.status(), 400);
-    let r = app
-        .signed(Method::GET, "/api/v1/workers/bad%20id/jobs", READER)
-        .await;
+    let r = app.signed(Method::GET, "/api/v1/workers/bad%20id/jobs", READER).await;
     assert_eq!(r.status(), 400);
-    let r = app
-        .signed(Method::GET, "/api/v1/workers/hist-1/jobs", REBOOTER)
-        .await;
+    let r = app.signed(Method::GET, "/api/v1/workers/hist-1/jobs", REBOOTER).await;
     assert_eq!(r.status(), 403);
 }
 
 #[tokio::test]
 async fn dockerflow_endpoints_answer() {
     let app = spawn_app().await;
-    let r = app
-        .http
-        .get(app.url("/__lbheartbeat__"))
-        .send()
-        .await
-        .unwrap();
+    let r = app.http.get(app.url("/__lbheartbeat__")).send().await.unwrap();
     assert_eq!(r.status(), 200);
-    let r = app
-        .http
-        .get(app.url("/__heartbeat__"))
-        .send()
-        .await
-        .unwrap();
+    let r = app.http.get(app.url("/__heartbeat__")).send().await.unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(r.json::<Value>().await.unwrap()["checks"]["queue"], "ok");
     let r = app.http.get(app.url("/__version__")).send().await.unwrap();
@@ -475,40 +302,18 @@ async fn the_heartbeat_fails_with_a_reason_while_the_database_is_locked() {
     let app = spawn_app().await;
     let db = rusqlite::Connection::open(&app.settings.sqlite_path).unwrap();
     db.execute_batch("BEGIN EXCLUSIVE").unwrap();
-    let r = app
-        .http
-        .get(app.url("/__heartbeat__"))
-        .send()
-        .await
-        .unwrap();
+    let r = app.http.get(app.url("/__heartbeat__")).send().await.unwrap();
     assert_eq!(r.status(), 500);
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["checks"]["queue"], "error");
-    assert!(
-        v["details"]["queue"]
-            .as_str()
-            .is_some_and(|d| !d.is_empty())
-    );
+    assert!(v["details"]["queue"].as_str().is_some_and(|d| !d.is_empty()));
     db.execute_batch("ROLLBACK").unwrap();
     let ok = wait_for(std::time::Duration::from_secs(10), || async {
-        let r = app
-            .http
-            .get(app.url("/__heartbeat__"))
-            .send()
-            .await
-            .unwrap();
+        let r = app.http.get(app.url("/__heartbeat__")).send().await.unwrap();
         (r.status() == 200).then_some(())
     })
     .await;
     assert!(ok.is_some(), "the heartbeat recovers once the lock is gone");
     // The lbheartbeat never depends on the backend.
-    assert_eq!(
-        app.http
-            .get(app.url("/__lbheartbeat__"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    assert_eq!(app.http.get(app.url("/__lbheartbeat__")).send().await.unwrap().status(), 200);
 }

@@ -25,10 +25,7 @@ fn roller(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
 fn tasks_lists_every_task_with_a_line_of_help() {
     let (code, out, _) = roller(&["tasks"], &[]);
     assert_eq!(code, 0);
-    let ping = out
-        .lines()
-        .find(|l| l.starts_with("ping "))
-        .expect("ping is listed");
+    let ping = out.lines().find(|l| l.starts_with("ping ")).expect("ping is listed");
     assert!(ping.len() > 20, "with help: {ping}");
 }
 
@@ -37,10 +34,7 @@ fn api_and_worker_refuse_to_pretend_without_redis() {
     for cmd in ["api", "worker"] {
         let (code, _, err) = roller(&[cmd], &[]);
         assert_ne!(code, 0);
-        assert!(
-            err.contains("needs REDIS_URL (see issue: distributed mode)"),
-            "{err}"
-        );
+        assert!(err.contains("needs REDIS_URL (see issue: distributed mode)"), "{err}");
     }
 }
 
@@ -66,10 +60,7 @@ fn run_ping_of_an_unresolvable_host_exits_non_zero() {
 fn run_refuses_bad_input_with_a_message() {
     let (code, _, err) = roller(&["run", "reboot", "127.0.0.1"], &[]);
     assert_eq!(code, 2);
-    assert!(
-        err.contains("unknown task") && err.contains("ping"),
-        "{err}"
-    );
+    assert!(err.contains("unknown task") && err.contains("ping"), "{err}");
     let (code, _, err) = roller(&["run", "ping", "a;id"], &[]);
     assert_eq!(code, 2);
     assert!(err.contains("worker_id"), "{err}");
@@ -86,10 +77,7 @@ fn config_errors_name_the_key_and_the_file() {
     let (code, _, err) = roller(&["check-config"], &[("TASK_NAMES", "ping,reboot")]);
     assert_eq!(code, 2);
     assert!(err.contains("reboot"), "{err}");
-    let (code, _, err) = roller(
-        &["check-config"],
-        &[("CORS_ORIGIN", "tools.taskcluster.net")],
-    );
+    let (code, _, err) = roller(&["check-config"], &[("CORS_ORIGIN", "tools.taskcluster.net")]);
     assert_eq!(code, 2);
     assert!(err.contains("CORS_ORIGIN"), "{err}");
 }
@@ -103,16 +91,11 @@ fn check_config_never_prints_a_secret() {
         "[[auth.clients]]\nclient_id = \"ops\"\naccess_token = \"very-secret-token-1234\"\nscopes = [\"project:releng:roller:*\"]\n",
     )
     .unwrap();
-    let (code, out, err) = roller(
-        &["--config", f.to_str().unwrap(), "check-config"],
-        &[("REDIS_URL", "redis://:pw-5678@localhost")],
-    );
+    let (code, out, err) =
+        roller(&["--config", f.to_str().unwrap(), "check-config"], &[("REDIS_URL", "redis://:pw-5678@localhost")]);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("ops"));
-    assert!(
-        !out.contains("very-secret-token-1234") && !out.contains("pw-5678"),
-        "{out}"
-    );
+    assert!(!out.contains("very-secret-token-1234") && !out.contains("pw-5678"), "{out}");
 }
 
 /// Whether `net.ipv4.ping_group_range` lets group `gid` open ICMP datagram sockets.
@@ -127,11 +110,7 @@ fn run_ping_works_for_an_unprivileged_user() {
     // As `nobody`, without CAP_NET_RAW: on stock Debian (ping_group_range "1 0") only the
     // system ping, which carries cap_net_raw, can send echoes.
     let dir = tempfile::tempdir().unwrap();
-    std::fs::set_permissions(
-        dir.path(),
-        std::os::unix::fs::PermissionsExt::from_mode(0o777),
-    )
-    .unwrap();
+    std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
     let out = Command::new("setpriv")
         .args([
             "--reuid=65534",
@@ -149,18 +128,9 @@ fn run_ping_works_for_an_unprivileged_user() {
         .output()
         .expect("setpriv (util-linux) runs");
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_eq!(out.status.code(), Some(0), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
     let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
     assert_eq!(v["state"], "succeeded");
-    let expected = if ping_group_allows(65534) {
-        "socket"
-    } else {
-        "command"
-    };
+    let expected = if ping_group_allows(65534) { "socket" } else { "command" };
     assert_eq!(v["result"]["method"], expected, "{v}");
 }

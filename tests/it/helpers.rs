@@ -15,42 +15,22 @@ use roller::config::Settings;
 use roller::startup::Application;
 
 /// Clients every test app knows: (id, token, scopes).
-pub const ADMIN: (&str, &str, &[&str]) = (
-    "admin",
-    "admin-token-0123456789",
-    &["project:releng:roller:*"],
-);
-pub const PINGER: (&str, &str, &[&str]) = (
-    "pinger",
-    "pinger-token-0123456789",
-    &[
-        "project:releng:roller:ping",
-        "project:releng:roller:jobs:read",
-    ],
-);
+pub const ADMIN: (&str, &str, &[&str]) = ("admin", "admin-token-0123456789", &["project:releng:roller:*"]);
+pub const PINGER: (&str, &str, &[&str]) =
+    ("pinger", "pinger-token-0123456789", &["project:releng:roller:ping", "project:releng:roller:jobs:read"]);
 /// Holds a roller scope, but for another task: the original let this run every task.
-pub const REBOOTER: (&str, &str, &[&str]) = (
-    "rebooter",
-    "rebooter-token-0123456789",
-    &["project:releng:roller:reboot"],
-);
-pub const READER: (&str, &str, &[&str]) = (
-    "reader",
-    "reader-token-0123456789",
-    &["project:releng:roller:jobs:read"],
-);
+pub const REBOOTER: (&str, &str, &[&str]) =
+    ("rebooter", "rebooter-token-0123456789", &["project:releng:roller:reboot"]);
+pub const READER: (&str, &str, &[&str]) = ("reader", "reader-token-0123456789", &["project:releng:roller:jobs:read"]);
 /// May create temporary credentials (it holds what it hands out).
-pub const ISSUER: (&str, &str, &[&str]) = (
-    "issuer",
-    "issuer-token-0123456789",
-    &["project:releng:roller:*", "auth:create-client:tmp-*"],
-);
+pub const ISSUER: (&str, &str, &[&str]) =
+    ("issuer", "issuer-token-0123456789", &["project:releng:roller:*", "auth:create-client:tmp-*"]);
 
 pub struct TestApp {
     pub addr: std::net::SocketAddr,
     pub http: reqwest::Client,
     /// Kept so the directory lives as long as the app.
-    _data_dir: tempfile::TempDir,
+    data_dir: Option<tempfile::TempDir>,
     pub settings: Settings,
     shutdown: CancellationToken,
     handle: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
@@ -99,16 +79,9 @@ pub async fn spawn_app_with(extra: &str, env: &[(&str, &str)]) -> TestApp {
     spawn_app_from(data_dir, &cfg, env).await
 }
 
-pub async fn spawn_app_from(
-    data_dir: tempfile::TempDir,
-    cfg: &std::path::Path,
-    env: &[(&str, &str)],
-) -> TestApp {
+pub async fn spawn_app_from(data_dir: tempfile::TempDir, cfg: &std::path::Path, env: &[(&str, &str)]) -> TestApp {
     let dir = data_dir.path().to_path_buf();
-    let env: Vec<(String, String)> = env
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
+    let env: Vec<(String, String)> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
     let lookup = move |k: &str| -> Option<String> {
         if let Some((_, v)) = env.iter().find(|(ek, _)| ek == k) {
             return Some(v.clone());
@@ -121,19 +94,14 @@ pub async fn spawn_app_from(
         }
     };
     let settings = Settings::load(Some(cfg), &lookup).expect("test settings load");
-    let app = Application::build(settings.clone())
-        .await
-        .expect("app builds");
+    let app = Application::build(settings.clone()).await.expect("app builds");
     let addr = app.local_addr();
     let shutdown = CancellationToken::new();
     let handle = tokio::spawn(app.run_until_stopped(shutdown.clone()));
     TestApp {
         addr,
-        http: reqwest::Client::builder()
-            .timeout(Duration::from_secs(30))
-            .build()
-            .unwrap(),
-        _data_dir: data_dir,
+        http: reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap(),
+        data_dir: Some(data_dir),
         settings,
         shutdown,
         handle: Some(handle),
@@ -145,16 +113,13 @@ impl TestApp {
         format!("http://{}{}", self.addr, path_and_query)
     }
 
-    /// Stop the app and wait until it has wound down.
-    pub async fn stop(mut self) {
+    /// Stop the app, wait until it has wound down, and hand over its data directory.
+    pub async fn stop(mut self) -> tempfile::TempDir {
         self.shutdown.cancel();
         if let Some(h) = self.handle.take() {
-            tokio::time::timeout(Duration::from_secs(30), h)
-                .await
-                .expect("app stops")
-                .unwrap()
-                .unwrap();
+            tokio::time::timeout(Duration::from_secs(30), h).await.expect("app stops").unwrap().unwrap();
         }
+        self.data_dir.take().expect("the data directory is still there")
     }
 
     /// A request signed as `client` with a fresh nonce.
@@ -164,20 +129,8 @@ impl TestApp {
         path_and_query: &str,
         client: (&str, &str, &[&str]),
     ) -> reqwest::Response {
-        let h = hawk_header(
-            &method,
-            &self.url(path_and_query),
-            client.0,
-            client.1,
-            None,
-            now(),
-        );
-        self.http
-            .request(method, self.url(path_and_query))
-            .header("Authorization", h)
-            .send()
-            .await
-            .unwrap()
+        let h = hawk_header(&method, &self.url(path_and_query), client.0, client.1, None, now());
+        self.http.request(method, self.url(path_and_query)).header("Authorization", h).send().await.unwrap()
     }
 
     pub async fn post_job(&self, worker_id: &str, group: &str, task: &str) -> reqwest::Response {
@@ -186,9 +139,7 @@ impl TestApp {
     }
 
     pub async fn get_job(&self, task_id: &str) -> Value {
-        let r = self
-            .signed(Method::GET, &format!("/api/v1/jobs/{task_id}"), ADMIN)
-            .await;
+        let r = self.signed(Method::GET, &format!("/api/v1/jobs/{task_id}"), ADMIN).await;
         assert_eq!(r.status(), 200);
         r.json().await.unwrap()
     }
@@ -228,23 +179,13 @@ pub fn now() -> SystemTime {
 }
 
 /// `Hawk …` for `url` with the `hawk` crate, as a Taskcluster client would.
-pub fn hawk_header(
-    method: &Method,
-    url: &str,
-    id: &str,
-    token: &str,
-    ext: Option<&str>,
-    ts: SystemTime,
-) -> String {
+pub fn hawk_header(method: &Method, url: &str, id: &str, token: &str, ext: Option<&str>, ts: SystemTime) -> String {
     let u = reqwest::Url::parse(url).unwrap();
     let resource = match u.query() {
         Some(q) => format!("{}?{q}", u.path()),
         None => u.path().to_string(),
     };
-    let creds = hawk::Credentials {
-        id: id.to_string(),
-        key: hawk::Key::new(token.as_bytes(), hawk::SHA256).unwrap(),
-    };
+    let creds = hawk::Credentials { id: id.to_string(), key: hawk::Key::new(token.as_bytes(), hawk::SHA256).unwrap() };
     let mut b = hawk::RequestBuilder::new(
         method.as_str(),
         u.host_str().unwrap(),
@@ -254,20 +195,13 @@ pub fn hawk_header(
     if let Some(e) = ext {
         b = b.ext(e);
     }
-    let header = b
-        .request()
-        .make_header_full(&creds, ts, random_nonce())
-        .unwrap();
+    let header = b.request().make_header_full(&creds, ts, random_nonce()).unwrap();
     format!("Hawk {header}")
 }
 
 pub fn random_nonce() -> String {
     use rand::Rng;
-    rand::rng()
-        .sample_iter(rand::distr::Alphanumeric)
-        .take(10)
-        .map(char::from)
-        .collect()
+    rand::rng().sample_iter(rand::distr::Alphanumeric).take(10).map(char::from).collect()
 }
 
 type HmacSha256 = Hmac<Sha256>;
@@ -317,11 +251,7 @@ pub fn temp_credentials(
 /// `ext` as the web/Rust clients encode it (standard base64) or as the Python client does (URL-safe).
 pub fn ext(value: &Value, url_safe: bool) -> String {
     let bytes = serde_json::to_vec(value).unwrap();
-    if url_safe {
-        URL_SAFE.encode(bytes)
-    } else {
-        STANDARD.encode(bytes)
-    }
+    if url_safe { URL_SAFE.encode(bytes) } else { STANDARD.encode(bytes) }
 }
 
 pub fn ms(t: SystemTime) -> i64 {

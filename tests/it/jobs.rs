@@ -22,45 +22,25 @@ async fn a_ping_job_runs_end_to_end_and_reports_its_result() {
     assert!(result["received"].as_u64().unwrap() >= 1, "{result}");
     assert!(result["rtt_ms"]["avg"].as_f64().is_some(), "{result}");
     assert!(job["started_at"].is_string() && job["finished_at"].is_string());
-    assert!(
-        !job["log"].as_array().unwrap().is_empty(),
-        "the job log shows progress"
-    );
+    assert!(!job["log"].as_array().unwrap().is_empty(), "the job log shows progress");
     assert!(job["error"].is_null());
 }
 
 #[tokio::test]
 async fn a_ping_of_a_name_that_does_not_resolve_fails_cleanly() {
     let app = spawn_app().await;
-    let v: Value = app
-        .post_job("no-such-host.invalid", "g", "ping")
-        .await
-        .json()
-        .await
-        .unwrap();
+    let v: Value = app.post_job("no-such-host.invalid", "g", "ping").await.json().await.unwrap();
     let job = app.wait_final(v["task_id"].as_str().unwrap()).await;
     assert_eq!(job["state"], "failed", "{job:#}");
-    assert!(
-        job["error"].as_str().unwrap().contains("resolve"),
-        "{job:#}"
-    );
+    assert!(job["error"].as_str().unwrap().contains("resolve"), "{job:#}");
 }
 
 #[tokio::test]
 async fn two_jobs_for_one_machine_never_run_at_the_same_time() {
-    let app = spawn_app_with(
-        "[ping]\ncount = 3\ninterval_ms = 200\ntimeout_ms = 500\n",
-        &[],
-    )
-    .await;
+    let app = spawn_app_with("[ping]\ncount = 3\ninterval_ms = 200\ntimeout_ms = 500\n", &[]).await;
     let mut ids = Vec::new();
     for g in ["a", "b", "c"] {
-        let v: Value = app
-            .post_job("127.0.0.1", g, "ping")
-            .await
-            .json()
-            .await
-            .unwrap();
+        let v: Value = app.post_job("127.0.0.1", g, "ping").await.json().await.unwrap();
         ids.push(v["task_id"].as_str().unwrap().to_string());
     }
     let mut spans = Vec::new();
@@ -84,28 +64,14 @@ async fn the_soft_time_limit_stops_a_long_job_as_timed_out() {
         &[],
     )
     .await;
-    let v: Value = app
-        .post_job("127.0.0.1", "g", "ping")
-        .await
-        .json()
-        .await
-        .unwrap();
+    let v: Value = app.post_job("127.0.0.1", "g", "ping").await.json().await.unwrap();
     let job = app.wait_final(v["task_id"].as_str().unwrap()).await;
     assert_eq!(job["state"], "timed_out", "{job:#}");
-    assert!(
-        job["error"].as_str().unwrap().contains("soft time limit"),
-        "{job:#}"
-    );
-    let (s, f) = (
-        job["started_at"].as_str().unwrap(),
-        job["finished_at"].as_str().unwrap(),
-    );
+    assert!(job["error"].as_str().unwrap().contains("soft time limit"), "{job:#}");
+    let (s, f) = (job["started_at"].as_str().unwrap(), job["finished_at"].as_str().unwrap());
     let took = DateTime::parse_from_rfc3339(f).unwrap() - DateTime::parse_from_rfc3339(s).unwrap();
     // 100 echoes would take 20 s; the soft limit cut it short (generous bound).
-    assert!(
-        took.to_std().unwrap() < Duration::from_secs(15),
-        "took {took}"
-    );
+    assert!(took.to_std().unwrap() < Duration::from_secs(15), "took {took}");
 }
 
 #[tokio::test]
@@ -114,8 +80,7 @@ async fn jobs_queued_before_a_restart_run_after_it() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("roller.toml");
     std::fs::write(&cfg, base_config("")).unwrap();
-    let queue =
-        roller::queue::sqlite::SqliteQueue::open(&dir.path().join("roller.sqlite3")).unwrap();
+    let queue = roller::queue::sqlite::SqliteQueue::open(&dir.path().join("roller.sqlite3")).unwrap();
     use roller::queue::Queue;
     let enq = queue
         .enqueue(roller::queue::NewJob {
@@ -134,4 +99,31 @@ async fn jobs_queued_before_a_restart_run_after_it() {
     let job = app.wait_final(&enq.job.id.to_string()).await;
     assert_eq!(job["state"], "succeeded", "{job:#}");
     app.stop().await;
+}
+
+#[tokio::test]
+async fn on_shutdown_a_running_job_is_handed_back_after_the_grace_period() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("roller.toml");
+    std::fs::write(
+        &cfg,
+        base_config("[runner]\npoll_interval_ms = 50\nshutdown_grace_secs = 1\n[ping]\ncount = 100\ninterval_ms = 200\ntimeout_ms = 500\n"),
+    )
+    .unwrap();
+    let sqlite = dir.path().join("roller.sqlite3");
+    let app = spawn_app_from(dir, &cfg, &[]).await;
+    let v: Value = app.post_job("127.0.0.1", "g", "ping").await.json().await.unwrap();
+    let id = v["task_id"].as_str().unwrap().to_string();
+    wait_for(Duration::from_secs(20), || async { (app.get_job(&id).await["state"] == "running").then_some(()) })
+        .await
+        .expect("the job starts");
+    let dir = app.stop().await;
+    assert!(sqlite.starts_with(dir.path()));
+
+    use roller::queue::Queue;
+    let queue = roller::queue::sqlite::SqliteQueue::open(&sqlite).unwrap();
+    let job = queue.get(roller::domain::JobId::parse(&id).unwrap()).await.unwrap().unwrap();
+    assert_eq!(job.state, roller::queue::JobState::Queued, "handed back, not left running until its lease expires");
+    assert_eq!(job.attempts, 1);
+    assert!(job.log.iter().any(|l| l.line.contains("handed back")), "{:?}", job.log);
 }

@@ -19,9 +19,7 @@ fn main() -> ExitCode {
     let task = std::env::args().nth(1).unwrap_or_default();
     let result = match task.as_str() {
         "test" => install_test_deps().and_then(|_| test()),
-        "ci" => install_test_deps()
-            .and_then(|_| lint())
-            .and_then(|_| test()),
+        "ci" => install_test_deps().and_then(|_| lint()).and_then(|_| test()),
         "deps" => install_test_deps(),
         _ => {
             eprintln!("usage: cargo xtask <test|ci|deps>");
@@ -39,30 +37,17 @@ fn main() -> ExitCode {
 
 fn run(cmd: &mut Command) -> Result<(), String> {
     eprintln!("xtask: running {cmd:?}");
-    let status = cmd
-        .status()
-        .map_err(|e| format!("cannot run {cmd:?}: {e}"))?;
-    if status.success() {
-        Ok(())
-    } else {
-        Err(format!("{cmd:?} failed: {status}"))
-    }
+    let status = cmd.status().map_err(|e| format!("cannot run {cmd:?}: {e}"))?;
+    if status.success() { Ok(()) } else { Err(format!("{cmd:?} failed: {status}")) }
 }
 
 fn install_test_deps() -> Result<(), String> {
-    let missing: Vec<&str> = TOOLS
-        .iter()
-        .filter(|(path, _)| !std::path::Path::new(path).exists())
-        .map(|(_, pkg)| *pkg)
-        .collect();
+    let missing: Vec<&str> =
+        TOOLS.iter().filter(|(path, _)| !std::path::Path::new(path).exists()).map(|(_, pkg)| *pkg).collect();
     if missing.is_empty() {
         return Ok(());
     }
-    let is_root = Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|o| o.stdout.starts_with(b"0"))
-        .unwrap_or(false);
+    let is_root = Command::new("id").arg("-u").output().map(|o| o.stdout.starts_with(b"0")).unwrap_or(false);
     if !is_root {
         return Err(format!(
             "the tests need Debian packages {missing:?}; run: sudo apt-get install -y {}",
@@ -82,14 +67,7 @@ fn cargo() -> Command {
 
 fn lint() -> Result<(), String> {
     run(cargo().args(["fmt", "--all", "--", "--check"]))?;
-    run(cargo().args([
-        "clippy",
-        "--workspace",
-        "--all-targets",
-        "--",
-        "-D",
-        "warnings",
-    ]))
+    run(cargo().args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]))
 }
 
 fn test() -> Result<(), String> {
