@@ -190,6 +190,8 @@ impl<F: Fn(&str) -> Option<String>> Env for F {
 }
 
 pub const DEFAULT_BIND: &str = "127.0.0.1:8000";
+/// An upper bound on time limits, so deadlines never overflow.
+const MAX_TIME_LIMIT: Duration = Duration::from_secs(7 * 86_400);
 pub const DEFAULT_SCOPE_PREFIX: &str = "project:releng:roller:";
 pub const DEFAULT_READ_SCOPE: &str = "project:releng:roller:jobs:read";
 
@@ -226,7 +228,10 @@ impl Settings {
 
         let cors_origin =
             env.get("CORS_ORIGIN").or(file.server.cors_origin).unwrap_or_else(|| format!("http://{bind}"));
-        if cors_origin != "*" && !(cors_origin.starts_with("http://") || cors_origin.starts_with("https://")) {
+        let printable = cors_origin.chars().all(|c| c.is_ascii_graphic());
+        if cors_origin != "*"
+            && !(printable && (cors_origin.starts_with("http://") || cors_origin.starts_with("https://")))
+        {
             return Err(err(format!(
                 "CORS_ORIGIN {cors_origin:?} must be \"*\" or an origin with its scheme, e.g. https://firefox-ci-tc.services.mozilla.com"
             )));
@@ -305,6 +310,18 @@ impl Settings {
             poll_interval: Duration::from_millis(r.poll_interval_ms.unwrap_or(1000).max(10)),
             shutdown_grace: Duration::from_secs(r.shutdown_grace_secs.unwrap_or(30)),
         };
+        if runner.hard_time_limit > MAX_TIME_LIMIT || runner.lease_margin > MAX_TIME_LIMIT {
+            return Err(err(format!(
+                "time limits and the lease margin may be at most {}s (one week)",
+                MAX_TIME_LIMIT.as_secs()
+            )));
+        }
+        if runner.lease_margin.is_zero() {
+            return Err(err(format!(
+                "{} must be at least 1: the lease must outlast the hard time limit",
+                where_("runner.lease_margin_secs")
+            )));
+        }
         if runner.soft_time_limit.is_zero() || runner.soft_time_limit > runner.hard_time_limit {
             return Err(err(format!(
                 "the soft time limit ({}s) must be at least 1s and not above the hard time limit ({}s)",
@@ -416,4 +433,109 @@ pub fn default_data_dir(env: &dyn Env) -> PathBuf {
         return PathBuf::from(h).join(".local/share/roller");
     }
     PathBuf::from("roller-data")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use secrecy::ExposeSecret;
+
+    fn load(toml_text: &str, env: &[(&str, &str)]) -> Result<Settings, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("roller.toml");
+        std::fs::write(&path, toml_text).unwrap();
+        let env: Vec<(String, String)> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let lookup = move |k: &str| env.iter().find(|(ek, _)| ek == k).map(|(_, v)| v.clone());
+        Settings::load(Some(&path), &lookup)
+    }
+
+    fn error(toml_text: &str, env: &[(&str, &str)]) -> String {
+        load(toml_text, env).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn no_configuration_gives_the_documented_defaults() {
+        let s = load("", &[("HOME", "/home/op")]).unwrap();
+        assert_eq!(s.data_dir, PathBuf::from("/home/op/.local/share/roller"));
+        assert_eq!(s.sqlite_path, PathBuf::from("/home/op/.local/share/roller/roller.sqlite3"));
+        assert_eq!(s.bind.to_string(), "127.0.0.1:8000");
+        assert_eq!(s.cors_origin, "http://127.0.0.1:8000");
+        assert!(matches!(&s.auth, AuthSettings::Local { clients } if clients.is_empty()));
+        assert_eq!(s.task_scope(Task::Ping), "project:releng:roller:ping");
+        assert_eq!(s.read_scope, "project:releng:roller:jobs:read");
+        assert_eq!((s.runner.soft_time_limit.as_secs(), s.runner.hard_time_limit.as_secs()), (600, 1200));
+        assert_eq!(s.runner.lease().as_secs(), 1260);
+        assert_eq!(s.enabled_tasks, Task::ALL);
+    }
+
+    #[test]
+    fn the_originals_environment_names_override_the_file() {
+        let s = load(
+            "[runner]\nsoft_time_limit_secs = 10\nhard_time_limit_secs = 20\n",
+            &[
+                ("CELERY_TASK_SOFT_TIME_LIMIT", "30"),
+                ("CELERY_TASK_TIME_LIMIT", "40"),
+                ("TASK_NAMES", " ping , ping"),
+                ("CORS_ORIGIN", "https://tc.example.com"),
+                ("ROLLER_AUTH_BACKEND", "taskcluster"),
+                ("TASKCLUSTER_ROOT_URL", "https://tc.example.com/"),
+            ],
+        )
+        .unwrap();
+        assert_eq!((s.runner.soft_time_limit.as_secs(), s.runner.hard_time_limit.as_secs()), (30, 40));
+        assert_eq!(s.enabled_tasks, vec![Task::Ping]);
+        assert_eq!(s.cors_origin, "https://tc.example.com");
+        assert!(matches!(&s.auth, AuthSettings::Taskcluster { root_url, .. } if root_url == "https://tc.example.com"));
+    }
+
+    #[test]
+    fn unknown_keys_name_the_key_and_the_file() {
+        let e = error("[runner]\nconcurency = 5\n", &[]);
+        assert!(e.contains("concurency") && e.contains("roller.toml"), "{e}");
+        let e = error("colour = \"blue\"\n", &[]);
+        assert!(e.contains("colour"), "{e}");
+    }
+
+    #[test]
+    fn client_tokens_come_from_one_source_and_stay_secret() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("token");
+        std::fs::write(&f, "from-file\n").unwrap();
+        let text = format!(
+            "[[auth.clients]]\nclient_id = \"a\"\naccess_token_env = \"A_TOKEN\"\n\
+             [[auth.clients]]\nclient_id = \"b\"\naccess_token_file = {:?}\n",
+            f.display().to_string()
+        );
+        let s = load(&text, &[("A_TOKEN", "from-env")]).unwrap();
+        let AuthSettings::Local { clients } = &s.auth else { panic!("local auth") };
+        assert_eq!(clients[0].access_token.expose_secret(), "from-env");
+        assert_eq!(clients[1].access_token.expose_secret(), "from-file");
+        let shown = format!("{s:?}");
+        assert!(!shown.contains("from-env") && !shown.contains("from-file"), "{shown}");
+
+        let e = error("[[auth.clients]]\nclient_id = \"a\"\naccess_token = \"x\"\naccess_token_env = \"Y\"\n", &[]);
+        assert!(e.contains("exactly one"), "{e}");
+        let e = error("[[auth.clients]]\nclient_id = \"a\"\naccess_token_env = \"UNSET\"\n", &[]);
+        assert!(e.contains("UNSET") && e.contains("client_id \"a\""), "{e}");
+    }
+
+    #[test]
+    fn bad_values_are_refused_with_the_reason() {
+        for (toml_text, env, want) in [
+            ("", vec![("CORS_ORIGIN", "tools.taskcluster.net")], "CORS_ORIGIN"),
+            ("", vec![("CORS_ORIGIN", "https://a\u{7}b")], "CORS_ORIGIN"),
+            ("", vec![("TASK_NAMES", "ping,reboot")], "reboot"),
+            ("", vec![("TASK_NAMES", ",")], "no tasks"),
+            ("", vec![("ROLLER_AUTH_BACKEND", "taskcluster")], "TASKCLUSTER_ROOT_URL"),
+            ("", vec![("CELERY_TASK_TIME_LIMIT", "ten")], "CELERY_TASK_TIME_LIMIT"),
+            ("", vec![("CELERY_TASK_SOFT_TIME_LIMIT", "2000")], "soft time limit"),
+            ("", vec![("CELERY_TASK_TIME_LIMIT", "99999999999")], "one week"),
+            ("[runner]\nlease_margin_secs = 0\n", vec![], "lease_margin_secs"),
+            ("[ping]\ncount = 0\n", vec![], "[ping]"),
+            ("", vec![("ROLLER_BIND", "localhost")], "ROLLER_BIND"),
+        ] {
+            let e = error(toml_text, &env);
+            assert!(e.contains(want), "want {want:?} in {e:?}");
+        }
+    }
 }

@@ -19,7 +19,10 @@ use tokio_util::task::TaskTracker;
 use crate::actions::{self, ActionContext, ActionError, ActionSettings, LogSink, Target};
 use crate::config::RunnerSettings;
 use crate::domain::JobId;
-use crate::queue::{Job, Outcome, Queue};
+use crate::queue::{Job, Outcome, Queue, QueueError};
+
+/// Tries to record an outcome before giving up (250 ms, doubling: under 4 s in all).
+const RECORD_ATTEMPTS: u32 = 5;
 
 /// Log lines buffered per job before new ones are dropped (and counted).
 const LOG_BUFFER: usize = 1024;
@@ -142,17 +145,34 @@ impl Runner {
         // Log lines are written before the outcome, so a finished job's log is complete.
         let _ = writer.await;
 
-        let result = match outcome {
-            Some(o) => {
-                let state = o.state();
-                let r = self.queue.finish(id, &self.consumer, o).await;
-                tracing::info!(parent: &span, state = state.as_str(), "job finished");
-                r
+        // A busy or briefly unavailable backend must not lose an outcome: retry
+        // a few times (well inside the lease margin) before giving up, after
+        // which the lease expiry decides the job's fate.
+        let mut delay = Duration::from_millis(250);
+        for attempt in 1..=RECORD_ATTEMPTS {
+            let result = match &outcome {
+                Some(o) => self.queue.finish(id, &self.consumer, o.clone()).await,
+                None => self.queue.release(id, &self.consumer).await,
+            };
+            match result {
+                Ok(()) => {
+                    let state = outcome.as_ref().map(|o| o.state().as_str()).unwrap_or("queued");
+                    tracing::info!(parent: &span, state, "job finished");
+                    return;
+                }
+                Err(e @ QueueError::LostLease(_)) => {
+                    tracing::error!(parent: &span, error = %e, "job outcome discarded: another runner holds the job");
+                    return;
+                }
+                Err(e) if attempt < RECORD_ATTEMPTS => {
+                    tracing::warn!(parent: &span, error = %e, attempt, "cannot record job outcome yet; retrying");
+                    tokio::time::sleep(delay).await;
+                    delay *= 2;
+                }
+                Err(e) => {
+                    tracing::error!(parent: &span, error = %e, "cannot record job outcome; the lease will decide")
+                }
             }
-            None => self.queue.release(id, &self.consumer).await,
-        };
-        if let Err(e) = result {
-            tracing::error!(parent: &span, error = %e, "cannot record job outcome");
         }
     }
 }

@@ -87,12 +87,15 @@ impl AppState {
 
 /// `X-Forwarded-Port`, else 443 for `X-Forwarded-Proto: https` (Taskcluster's own rule).
 fn forwarded_port(headers: &HeaderMap) -> Option<u16> {
-    if let Some(p) = headers.get("x-forwarded-port").and_then(|v| v.to_str().ok()) {
-        return p.trim().parse().ok();
+    // A chain of proxies appends ("443, 8080"): the first value is what the client used.
+    let first =
+        |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).and_then(|v| v.split(',').next()).map(str::trim);
+    if let Some(port) = first("x-forwarded-port").and_then(|p| p.parse().ok()) {
+        return Some(port);
     }
-    match headers.get("x-forwarded-proto").and_then(|v| v.to_str().ok()) {
-        Some(p) if p.trim().eq_ignore_ascii_case("https") => Some(443),
-        Some(p) if p.trim().eq_ignore_ascii_case("http") => Some(80),
+    match first("x-forwarded-proto") {
+        Some(p) if p.eq_ignore_ascii_case("https") => Some(443),
+        Some(p) if p.eq_ignore_ascii_case("http") => Some(80),
         _ => None,
     }
 }
@@ -136,10 +139,24 @@ pub fn router(state: AppState) -> Router {
         .route("/__heartbeat__", get(dockerflow::heartbeat).fallback(method_not_allowed))
         .route("/__version__", get(dockerflow::version).fallback(method_not_allowed))
         .fallback(not_found)
+        // Innermost first: a panic or a timeout still gets CORS headers and a log line.
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(|_| ApiError::Internal.into_response()))
+        .layer(middleware::from_fn(request_timeout))
         .layer(middleware::from_fn_with_state(state.clone(), cors))
         .layer(middleware::from_fn(log_request))
-        .layer(tower_http::catch_panic::CatchPanicLayer::custom(|_| ApiError::Internal.into_response()))
         .with_state(state)
+}
+
+/// No request may hang: a stalled disk or queue backend answers 503 after this long.
+/// (Work already handed to the queue's blocking pool still completes; a retried
+/// enqueue is coalesced with it.)
+const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+async fn request_timeout(req: Request, next: Next) -> Response {
+    match tokio::time::timeout(REQUEST_TIMEOUT, next.run(req)).await {
+        Ok(res) => res,
+        Err(_) => ApiError::Unavailable("request timed out, try again later".into()).into_response(),
+    }
 }
 
 async fn method_not_allowed(method: Method) -> ApiError {
@@ -203,5 +220,28 @@ mod tests {
         for bad in ["", ":80", "a:b", "a b", "[::1", "host:99999", "x/y"] {
             assert_eq!(split_host_port(bad), None, "{bad:?}");
         }
+    }
+}
+
+#[cfg(test)]
+mod forwarded_tests {
+    use axum::http::HeaderMap;
+
+    use super::forwarded_port;
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        pairs.iter().map(|(k, v)| (k.parse().unwrap(), v.parse().unwrap())).collect()
+    }
+
+    #[test]
+    fn the_forwarded_port_is_the_first_proxys_view() {
+        assert_eq!(forwarded_port(&headers(&[("x-forwarded-port", "8443")])), Some(8443));
+        assert_eq!(forwarded_port(&headers(&[("x-forwarded-port", "443, 8080")])), Some(443));
+        assert_eq!(forwarded_port(&headers(&[("x-forwarded-proto", "https")])), Some(443));
+        assert_eq!(forwarded_port(&headers(&[("x-forwarded-proto", "https, http")])), Some(443));
+        assert_eq!(forwarded_port(&headers(&[("x-forwarded-proto", "http")])), Some(80));
+        // An unusable port falls through to the scheme.
+        assert_eq!(forwarded_port(&headers(&[("x-forwarded-port", "x"), ("x-forwarded-proto", "https")])), Some(443));
+        assert_eq!(forwarded_port(&headers(&[])), None);
     }
 }

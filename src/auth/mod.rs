@@ -17,7 +17,7 @@ pub mod taskcluster;
 use crate::domain::ClientId;
 
 /// The parts of an HTTP request that a Hawk signature covers.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct HawkRequest {
     /// Upper-case HTTP method, e.g. `POST`.
     pub method: String,
@@ -29,6 +29,19 @@ pub struct HawkRequest {
     pub port: u16,
     /// The full `Authorization` header, if any.
     pub authorization: Option<String>,
+}
+
+/// The Authorization header is a credential: `Debug` never shows it.
+impl std::fmt::Debug for HawkRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HawkRequest")
+            .field("method", &self.method)
+            .field("resource", &self.resource)
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("authorization", &self.authorization.as_ref().map(|_| "[REDACTED]"))
+            .finish()
+    }
 }
 
 /// An authenticated caller.
@@ -75,5 +88,23 @@ impl Authenticator {
             Authenticator::Local(a) => a.authenticate(req, header),
             Authenticator::Taskcluster(a) => a.authenticate(req, header).await,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::HawkRequest;
+
+    #[test]
+    fn debug_never_shows_the_authorization_header() {
+        let r = HawkRequest {
+            method: "POST".into(),
+            resource: "/".into(),
+            host: "h".into(),
+            port: 1,
+            authorization: Some("Hawk id=\"a\", mac=\"secret-mac\"".into()),
+        };
+        let shown = format!("{r:?}");
+        assert!(!shown.contains("secret-mac") && shown.contains("[REDACTED]"), "{shown}");
     }
 }

@@ -13,6 +13,8 @@ const TOOLS: &[(&str, &str)] = &[
     ("/usr/bin/ping", "iputils-ping"),
     // Network namespaces as disposable test hosts.
     ("/usr/sbin/ip", "iproute2"),
+    // Running roller as an unprivileged user in a test.
+    ("/usr/bin/setpriv", "util-linux"),
 ];
 
 fn main() -> ExitCode {
