@@ -16,6 +16,6 @@ pub fn init() {
     if std::io::stderr().is_terminal() {
         let _ = builder.try_init();
     } else {
-        let _ = builder.json().flatten_event(true).with_current_span(true).try_init();
+        let _ = builder.json().flatten_event(true).with_current_span(true).with_span_list(false).try_init();
     }
 }

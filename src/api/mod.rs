@@ -187,8 +187,9 @@ pub struct LogFields {
     pub task_id: Option<String>,
 }
 
-/// One log line per request. The path is logged with `Debug` escaping; the
-/// Authorization header never is.
+/// One log line per request. The path is logged as received (hyper refuses raw
+/// control characters in a request target, and the JSON formatter escapes the
+/// rest); the Authorization header never is.
 async fn log_request(req: Request, next: Next) -> Response {
     let start = Instant::now();
     let method = req.method().clone();
@@ -197,7 +198,7 @@ async fn log_request(req: Request, next: Next) -> Response {
     let f = res.extensions().get::<LogFields>().cloned().unwrap_or_default();
     tracing::info!(
         method = %method,
-        path = ?path,
+        path = %path,
         status = res.status().as_u16(),
         latency_ms = start.elapsed().as_secs_f64() * 1000.0,
         client_id = f.client_id.as_deref().unwrap_or("-"),
