@@ -1,8 +1,8 @@
 //! The job queue: one trait, the job record and its state machine.
 //!
-//! Backends: `sqlite` (embedded, `roller serve` without `REDIS_URL`). A Redis
-//! backend implements the same trait (see the distributed-mode issue). Both must
-//! pass the shared conformance suite in `conformance`.
+//! Backends: `sqlite` (embedded, `roller serve` without `REDIS_URL`) and
+//! `redis` (distributed mode: several API and worker processes on one Redis or
+//! Redis Cluster). Both pass the shared conformance suite in `conformance`.
 //!
 //! Semantics every backend provides:
 //! - at-least-once delivery with a lease: a job whose runner vanished is handed
@@ -12,8 +12,14 @@
 //! - a per-machine lock: no job is reserved while another job for the same
 //!   `worker_id` is `running` with a live lease;
 //! - coalescing: enqueueing a (worker_id, worker_group, task) that is already
-//!   `queued` or `running` returns the existing job.
+//!   `queued` or `running` returns the existing job;
+//! - retention: a final job (and its log) disappears from `get` and `history`
+//!   once it has been final for longer than [`QueueOptions::retention`]; queued
+//!   and running jobs never expire;
+//! - capped history: `history` returns at most [`QueueOptions::history_cap`]
+//!   jobs per machine, the newest; final jobs older than that may be deleted.
 
+pub mod redis;
 pub mod sqlite;
 
 #[cfg(test)]
@@ -26,6 +32,33 @@ use chrono::{DateTime, Utc};
 
 use crate::actions::Task;
 use crate::domain::{ClientId, JobId, TaskclusterName, WorkerGroup, WorkerId};
+
+/// Storage limits shared by every backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueueOptions {
+    /// How long a final job and its log are kept after it finished.
+    pub retention: Duration,
+    /// How many jobs per machine `history` keeps (newest first); at least 1.
+    pub history_cap: usize,
+}
+
+impl QueueOptions {
+    /// Seven days: long enough to look into last week's failures, short enough
+    /// that the store of a busy fleet stays small.
+    pub const DEFAULT_RETENTION: Duration = Duration::from_secs(7 * 24 * 60 * 60);
+    pub const DEFAULT_HISTORY_CAP: usize = 100;
+
+    /// The cap as used: a cap of 0 would hide even the running job of a machine.
+    pub fn effective_history_cap(&self) -> usize {
+        self.history_cap.max(1)
+    }
+}
+
+impl Default for QueueOptions {
+    fn default() -> Self {
+        Self { retention: Self::DEFAULT_RETENTION, history_cap: Self::DEFAULT_HISTORY_CAP }
+    }
+}
 
 /// Where a job is in its life. `queued → running → succeeded | failed | timed_out | cancelled`;
 /// `running → queued` only when a lease expires or a runner hands the job back.

@@ -12,6 +12,12 @@
 //!
 //! Timestamps are stored as unix milliseconds (INTEGER), so ordering and lease
 //! comparisons are plain integer comparisons in SQL.
+//!
+//! Retention: reads hide final jobs older than the retention at once; the rows
+//! themselves are deleted by the next enqueue, reserve or append_log, inside the
+//! transaction it opens anyway (an indexed range delete on `finished_at`), so no
+//! background task is needed. The per-machine history cap is enforced when a job
+//! is added for that machine: final jobs beyond the newest `history_cap` go.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -21,13 +27,13 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, Transaction, TransactionBehavior};
 
-use super::{Enqueued, Job, JobState, LogLine, NewJob, Outcome, Queue, QueueError};
+use super::{Enqueued, Job, JobState, LogLine, NewJob, Outcome, Queue, QueueError, QueueOptions};
 use crate::actions::Task;
 use crate::domain::{ClientId, JobId, TaskclusterName, WorkerGroup, WorkerId};
 
 /// The schema this code writes and understands, kept in `PRAGMA user_version`.
 /// Bump it (and add a migration step in [`migrate`]) whenever the schema changes.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 /// How long a normal call waits for another writer (another process, usually
 /// the CLI) before reporting the queue unavailable.
@@ -73,6 +79,8 @@ CREATE INDEX jobs_worker_created ON jobs (worker_id, created_at, seq);
 -- other writer gets it wrong.
 CREATE UNIQUE INDEX jobs_active_unique ON jobs (worker_id, worker_group, task)
     WHERE state IN ('queued', 'running');
+-- Retention deletes by finished_at; only final jobs have one.
+CREATE INDEX jobs_finished ON jobs (finished_at) WHERE finished_at IS NOT NULL;
 CREATE TABLE job_log (
     job_id TEXT    NOT NULL REFERENCES jobs (id),
     seq    INTEGER NOT NULL,
@@ -92,11 +100,15 @@ macro_rules! job_columns {
     };
 }
 
+/// Version 1 → 2: the retention index.
+const MIGRATE_1_TO_2: &str = "CREATE INDEX jobs_finished ON jobs (finished_at) WHERE finished_at IS NOT NULL;";
+
 /// The SQLite queue backend. Cheap to clone; clones share one connection.
 #[derive(Clone)]
 pub struct SqliteQueue {
     conn: Arc<Mutex<Connection>>,
     path: PathBuf,
+    options: QueueOptions,
 }
 
 impl std::fmt::Debug for SqliteQueue {
@@ -129,6 +141,11 @@ impl SqliteQueue {
     /// - `foreign_keys=ON`: log lines cannot point at a job that does not exist.
     /// - busy timeout: wait for another process's write instead of failing at once.
     pub fn open(path: &Path) -> Result<Self, QueueError> {
+        Self::open_with(path, QueueOptions::default())
+    }
+
+    /// Like [`SqliteQueue::open`], with explicit retention and history cap.
+    pub fn open_with(path: &Path, options: QueueOptions) -> Result<Self, QueueError> {
         if let Some(parent) = path.parent()
             && !parent.as_os_str().is_empty()
         {
@@ -154,7 +171,7 @@ impl SqliteQueue {
         conn.pragma_update(None, "synchronous", "FULL").db()?;
         conn.pragma_update(None, "foreign_keys", true).db()?;
         migrate(&mut conn, path)?;
-        Ok(Self { conn: Arc::new(Mutex::new(conn)), path: path.to_path_buf() })
+        Ok(Self { conn: Arc::new(Mutex::new(conn)), path: path.to_path_buf(), options })
     }
 
     /// The file this queue lives in.
@@ -202,6 +219,10 @@ fn migrate(conn: &mut Connection, path: &Path) -> Result<(), QueueError> {
             tx.execute_batch(SCHEMA).db()?;
             tx.pragma_update(None, "user_version", SCHEMA_VERSION).db()?;
         }
+        1 => {
+            tx.execute_batch(MIGRATE_1_TO_2).db()?;
+            tx.pragma_update(None, "user_version", SCHEMA_VERSION).db()?;
+        }
         SCHEMA_VERSION => {}
         v if v > SCHEMA_VERSION => {
             return Err(QueueError::Unavailable(format!(
@@ -227,6 +248,38 @@ fn now_ms() -> i64 {
 
 fn duration_ms(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// Final jobs that finished before this instant are past retention.
+fn retention_cutoff(now: i64, options: &QueueOptions) -> i64 {
+    now.saturating_sub(duration_ms(options.retention))
+}
+
+/// Delete the final jobs past retention, with their logs.
+fn purge_expired(tx: &Transaction<'_>, now: i64, options: &QueueOptions) -> Result<(), QueueError> {
+    let cutoff = retention_cutoff(now, options);
+    tx.execute("DELETE FROM job_log WHERE job_id IN (SELECT id FROM jobs WHERE finished_at < ?1)", [cutoff]).db()?;
+    tx.execute("DELETE FROM jobs WHERE finished_at < ?1", [cutoff]).db()?;
+    Ok(())
+}
+
+/// Delete a machine's final jobs that fell out of its newest `history_cap`.
+/// Queued and running jobs are kept whatever their rank: they are still work.
+fn trim_history(tx: &Transaction<'_>, worker_id: &str, options: &QueueOptions) -> Result<(), QueueError> {
+    let cap = i64::try_from(options.effective_history_cap()).unwrap_or(i64::MAX);
+    // A macro so the subquery is spliced in at compile time, like job_columns!.
+    macro_rules! old_final {
+        () => {
+            "SELECT id FROM jobs
+             WHERE worker_id = ?1 AND state NOT IN ('queued', 'running')
+               AND id NOT IN (SELECT id FROM jobs WHERE worker_id = ?1
+                              ORDER BY created_at DESC, seq DESC LIMIT ?2)"
+        };
+    }
+    tx.execute(concat!("DELETE FROM job_log WHERE job_id IN (", old_final!(), ")"), rusqlite::params![worker_id, cap])
+        .db()?;
+    tx.execute(concat!("DELETE FROM jobs WHERE id IN (", old_final!(), ")"), rusqlite::params![worker_id, cap]).db()?;
+    Ok(())
 }
 
 fn ms_to_dt(id: &str, column: &str, ms: i64) -> Result<DateTime<Utc>, QueueError> {
@@ -385,9 +438,16 @@ fn load_log(conn: &Connection, id: &str) -> Result<Vec<LogLine>, QueueError> {
     rows.into_iter().map(|(at, line)| Ok(LogLine { at: ms_to_dt(id, "log time", at)?, line })).collect()
 }
 
-fn load_job(conn: &Connection, id: &str) -> Result<Option<Job>, QueueError> {
-    let mut stmt = conn.prepare_cached(concat!("SELECT ", job_columns!(), " FROM jobs WHERE id = ?1")).db()?;
-    let mut rows = stmt.query([id]).db()?;
+/// One job, unless it is missing or past retention (`cutoff`, see [`retention_cutoff`]).
+fn load_job(conn: &Connection, id: &str, cutoff: i64) -> Result<Option<Job>, QueueError> {
+    let mut stmt = conn
+        .prepare_cached(concat!(
+            "SELECT ",
+            job_columns!(),
+            " FROM jobs WHERE id = ?1 AND (finished_at IS NULL OR finished_at >= ?2)"
+        ))
+        .db()?;
+    let mut rows = stmt.query(rusqlite::params![id, cutoff]).db()?;
     let Some(row) = rows.next().db()? else {
         return Ok(None);
     };
@@ -399,12 +459,14 @@ fn load_job(conn: &Connection, id: &str) -> Result<Option<Job>, QueueError> {
 /// Like [`load_job`] for a row this transaction just wrote: its absence is a bug
 /// in this module, reported as an error rather than a panic.
 fn reload(conn: &Connection, id: &str) -> Result<Job, QueueError> {
-    load_job(conn, id)?.ok_or_else(|| QueueError::Unavailable(format!("job {id} vanished inside its own transaction")))
+    load_job(conn, id, i64::MIN)?
+        .ok_or_else(|| QueueError::Unavailable(format!("job {id} vanished inside its own transaction")))
 }
 
-fn enqueue_tx(conn: &mut Connection, job: NewJob) -> Result<Enqueued, QueueError> {
+fn enqueue_tx(conn: &mut Connection, job: NewJob, options: &QueueOptions) -> Result<Enqueued, QueueError> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).db()?;
     let now = now_ms();
+    purge_expired(&tx, now, options)?;
     fail_exhausted(&tx, now)?;
     let existing: Option<String> = tx
         .query_row(
@@ -441,6 +503,7 @@ fn enqueue_tx(conn: &mut Connection, job: NewJob) -> Result<Enqueued, QueueError
                 ],
             )
             .db()?;
+            trim_history(&tx, job.worker_id.as_str(), options)?;
             (id, true)
         }
     };
@@ -459,9 +522,15 @@ struct Picked {
     lease_until: Option<i64>,
 }
 
-fn reserve_tx(conn: &mut Connection, consumer: &str, lease: Duration) -> Result<Option<Job>, QueueError> {
+fn reserve_tx(
+    conn: &mut Connection,
+    consumer: &str,
+    lease: Duration,
+    options: &QueueOptions,
+) -> Result<Option<Job>, QueueError> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).db()?;
     let now = now_ms();
+    purge_expired(&tx, now, options)?;
     fail_exhausted(&tx, now)?;
     // After fail_exhausted, every running job with an expired lease still has
     // attempts left, so it is a candidate like a queued one. The NOT EXISTS is
@@ -594,17 +663,20 @@ fn release_tx(conn: &mut Connection, id: JobId, consumer: &str) -> Result<(), Qu
     tx.commit().db()
 }
 
-fn append_log_tx(conn: &mut Connection, id: JobId, line: &str) -> Result<(), QueueError> {
+fn append_log_tx(conn: &mut Connection, id: JobId, line: &str, options: &QueueOptions) -> Result<(), QueueError> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).db()?;
+    let now = now_ms();
+    // A job past retention is gone here as it is for get.
+    purge_expired(&tx, now, options)?;
     // No such job: LostLease tells a runner to stop writing for it; any other
     // error kind would make it back off and retry forever.
-    if !add_log(&tx, &id.to_string(), now_ms(), line)? {
+    if !add_log(&tx, &id.to_string(), now, line)? {
         return Err(QueueError::LostLease(id));
     }
     tx.commit().db()
 }
 
-fn history_tx(conn: &mut Connection, worker_id: &str, limit: i64) -> Result<Vec<Job>, QueueError> {
+fn history_tx(conn: &mut Connection, worker_id: &str, limit: i64, cutoff: i64) -> Result<Vec<Job>, QueueError> {
     // One read transaction so the jobs and their logs are one snapshot.
     let tx = conn.transaction().db()?;
     let raws = {
@@ -612,10 +684,11 @@ fn history_tx(conn: &mut Connection, worker_id: &str, limit: i64) -> Result<Vec<
             .prepare_cached(concat!(
                 "SELECT ",
                 job_columns!(),
-                " FROM jobs WHERE worker_id = ?1 ORDER BY created_at DESC, seq DESC LIMIT ?2"
+                " FROM jobs WHERE worker_id = ?1 AND (finished_at IS NULL OR finished_at >= ?3)
+                  ORDER BY created_at DESC, seq DESC LIMIT ?2"
             ))
             .db()?;
-        let mut rows = stmt.query(rusqlite::params![worker_id, limit]).db()?;
+        let mut rows = stmt.query(rusqlite::params![worker_id, limit, cutoff]).db()?;
         let mut raws = Vec::new();
         while let Some(row) = rows.next().db()? {
             raws.push(RawJob::from_row(row)?);
@@ -649,17 +722,20 @@ fn health_check(path: &Path) -> Result<(), QueueError> {
 #[async_trait]
 impl Queue for SqliteQueue {
     async fn enqueue(&self, job: NewJob) -> Result<Enqueued, QueueError> {
-        self.with_conn(move |c| enqueue_tx(c, job)).await
+        let options = self.options;
+        self.with_conn(move |c| enqueue_tx(c, job, &options)).await
     }
 
     async fn reserve(&self, consumer: &str, lease: Duration) -> Result<Option<Job>, QueueError> {
         let consumer = consumer.to_string();
-        self.with_conn(move |c| reserve_tx(c, &consumer, lease)).await
+        let options = self.options;
+        self.with_conn(move |c| reserve_tx(c, &consumer, lease, &options)).await
     }
 
     async fn append_log(&self, id: JobId, line: &str) -> Result<(), QueueError> {
         let line = line.to_string();
-        self.with_conn(move |c| append_log_tx(c, id, &line)).await
+        let options = self.options;
+        self.with_conn(move |c| append_log_tx(c, id, &line, &options)).await
     }
 
     async fn finish(&self, id: JobId, consumer: &str, outcome: Outcome) -> Result<(), QueueError> {
@@ -673,9 +749,10 @@ impl Queue for SqliteQueue {
     }
 
     async fn get(&self, id: JobId) -> Result<Option<Job>, QueueError> {
+        let options = self.options;
         self.with_conn(move |c| {
             let tx = c.transaction().db()?;
-            let job = load_job(&tx, &id.to_string())?;
+            let job = load_job(&tx, &id.to_string(), retention_cutoff(now_ms(), &options))?;
             tx.commit().db()?;
             Ok(job)
         })
@@ -684,8 +761,10 @@ impl Queue for SqliteQueue {
 
     async fn history(&self, worker_id: &WorkerId, limit: usize) -> Result<Vec<Job>, QueueError> {
         let worker_id = worker_id.as_str().to_string();
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        self.with_conn(move |c| history_tx(c, &worker_id, limit)).await
+        // Never more than the cap, even before enqueue has trimmed the machine.
+        let limit = i64::try_from(limit.min(self.options.effective_history_cap())).unwrap_or(i64::MAX);
+        let options = self.options;
+        self.with_conn(move |c| history_tx(c, &worker_id, limit, retention_cutoff(now_ms(), &options))).await
     }
 
     async fn health(&self) -> Result<(), QueueError> {
@@ -740,6 +819,25 @@ mod tests {
         drop(q);
         let q = SqliteQueue::open(&path).unwrap();
         assert!(q.get(id).await.unwrap().is_some());
+    }
+
+    #[test]
+    fn a_version_1_file_gains_the_retention_index() {
+        let (_dir, path) = temp_db();
+        drop(SqliteQueue::open(&path).unwrap());
+        let raw = Connection::open(&path).unwrap();
+        raw.execute_batch("DROP INDEX jobs_finished; PRAGMA user_version = 1;").unwrap();
+        drop(raw);
+        drop(SqliteQueue::open(&path).unwrap());
+        let raw = Connection::open(&path).unwrap();
+        let v: i64 = raw.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
+        assert_eq!(v, SCHEMA_VERSION);
+        let n: i64 = raw
+            .query_row("SELECT count(*) FROM sqlite_schema WHERE type = 'index' AND name = 'jobs_finished'", [], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        assert_eq!(n, 1);
     }
 
     #[test]

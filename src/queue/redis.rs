@@ -1,0 +1,832 @@
+//! The distributed queue: Redis or Redis Cluster, shared by every roller process.
+//!
+//! Design: a leased job table driven by Lua scripts, not Streams. Every queue
+//! operation is one script (EVALSHA), so it is atomic on the server exactly as
+//! SQLite's `BEGIN IMMEDIATE` transactions are: the per-machine lock and
+//! coalescing are decided and taken in one step, and no two processes can both
+//! see a machine as free. Streams + XAUTOCLAIM were rejected because a stream
+//! delivers in order per group and knows nothing of machines: a job whose
+//! machine is busy would have to be claimed and parked somewhere else, which
+//! rebuilds this design on top of Streams with more moving parts, and the
+//! coalescing index would still need its own keys outside the stream.
+//!
+//! Key layout, all under one hash tag `{prefix}` so that a script only touches
+//! keys of one slot and Redis Cluster accepts it:
+//! - `{p}:seq` — INCR counter, the enqueue order (FIFO and history order);
+//! - `{p}:job:<id>` — HASH, the job's fields (timestamps as unix ms);
+//! - `{p}:log:<id>` — LIST of JSON lines `{"at_ms":…,"line":…}`;
+//! - `{p}:queued` — ZSET id → seq: waiting jobs, plus running jobs whose lease
+//!   expired with attempts left (they keep their seq, so they stay first);
+//! - `{p}:running` — ZSET id → lease_until: live leases, swept by every
+//!   enqueue and reserve;
+//! - `{p}:active:<worker_id>|<group>|<task>` → id of the queued/running job (coalescing);
+//! - `{p}:lock:<worker_id>` → id of the job that last took the machine; the
+//!   machine is busy only while that job is `running` with a live lease;
+//! - `{p}:history:<worker_id>` — ZSET id → seq, trimmed to the history cap;
+//! - `{p}:health` — a short-lived key written by health checks.
+//!
+//! Final jobs get a TTL of `retention` on their job and log keys; a history set
+//! gets the same TTL once none of its jobs is queued or running. Queued and
+//! running jobs have no TTL.
+//!
+//! Clocks: scripts read the server's `TIME`, so leases of runners on different
+//! hosts compare on one clock.
+//!
+//! Bounds: reserve looks at the first [`RESERVE_SCAN`] queued jobs (enough for a
+//! fleet where one machine rarely has more than a handful of queued tasks); a
+//! runnable job behind that many jobs of busy machines waits for the next scan
+//! window to move. Each sweep handles at most [`SWEEP_BATCH`] expired leases.
+//!
+//! Failures: every Redis error or timeout is [`QueueError::Unavailable`], with
+//! neither URL nor password in the text. Each call is bounded by the response
+//! timeout as a whole, so callers (the API's 503, the runner's back-off) never
+//! hang. A call that times out after the server ran its script is at-least-once
+//! like everything else here: a lost reserve is taken over after its lease.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::cluster::ClusterClient;
+use redis::cluster_async::ClusterConnection;
+use redis::{Cmd, Pipeline, RedisFuture, Script, Value};
+
+use super::{Enqueued, Job, JobState, LogLine, NewJob, Outcome, Queue, QueueError, QueueOptions};
+use crate::actions::Task;
+use crate::domain::{ClientId, JobId, TaskclusterName, WorkerGroup, WorkerId};
+
+/// The oldest Redis this backend accepts. 7.0 is the oldest release the
+/// conformance suite runs against (Debian 12 ships 7.0.15) and the oldest one
+/// still maintained upstream when this was written; older servers are refused
+/// rather than trusted untested.
+pub const MIN_REDIS_VERSION: (u32, u32, u32) = (7, 0, 0);
+
+/// How many queued jobs one reserve looks at, from the front.
+pub const RESERVE_SCAN: usize = 1000;
+
+/// How many expired leases one sweep handles.
+pub const SWEEP_BATCH: usize = 100;
+
+/// How to reach Redis.
+#[derive(Clone)]
+pub struct RedisSettings {
+    /// `redis://[user:password@]host:port[/db]`; with `cluster`, several node
+    /// URLs separated by commas. May hold a password: never logged or shown.
+    pub url: String,
+    pub cluster: bool,
+    /// Key prefix, used as the hash tag `{prefix}`. Non-empty, without braces.
+    pub prefix: String,
+    /// Every queue call answers within this, Redis up or not; the API must
+    /// answer 503 within 1 s when Redis is gone.
+    pub response_timeout: Duration,
+    pub connect_timeout: Duration,
+}
+
+impl RedisSettings {
+    pub const DEFAULT_PREFIX: &'static str = "roller";
+    pub const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_millis(800);
+    pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_millis(800);
+
+    /// Defaults for everything but the URL.
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            cluster: false,
+            prefix: Self::DEFAULT_PREFIX.to_string(),
+            response_timeout: Self::DEFAULT_RESPONSE_TIMEOUT,
+            connect_timeout: Self::DEFAULT_CONNECT_TIMEOUT,
+        }
+    }
+
+    /// Where the URL points, without credentials: `host:port[/db]` per node.
+    pub fn redacted_url(&self) -> String {
+        self.url.split(',').map(redact_one_url).collect::<Vec<_>>().join(",")
+    }
+}
+
+impl std::fmt::Debug for RedisSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisSettings")
+            .field("url", &self.redacted_url())
+            .field("cluster", &self.cluster)
+            .field("prefix", &self.prefix)
+            .field("response_timeout", &self.response_timeout)
+            .field("connect_timeout", &self.connect_timeout)
+            .finish()
+    }
+}
+
+fn redact_one_url(url: &str) -> String {
+    let url = url.trim();
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    // Userinfo ends at the last '@' before the path; a password may contain '@'.
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(authority_end);
+    let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let path = path.split('?').next().unwrap_or("");
+    format!("{host}{path}")
+}
+
+/// One connection type for both deployments, so the queue code is shared.
+#[derive(Clone)]
+enum Conn {
+    /// Multiplexed, reconnects by itself after Redis comes back.
+    Single(ConnectionManager),
+    /// Follows slot moves and reconnects to nodes by itself.
+    Cluster(ClusterConnection),
+}
+
+impl ConnectionLike for Conn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Conn::Single(c) => c.req_packed_command(cmd),
+            Conn::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Conn::Single(c) => c.req_packed_commands(pipeline, offset, count),
+            Conn::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Conn::Single(c) => c.get_db(),
+            Conn::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
+struct Scripts {
+    enqueue: Script,
+    reserve: Script,
+    finish: Script,
+    release: Script,
+    append_log: Script,
+    get: Script,
+    history: Script,
+}
+
+/// The Redis queue backend. Cheap to clone; clones share the connection.
+#[derive(Clone)]
+pub struct RedisQueue {
+    conn: Conn,
+    scripts: Arc<Scripts>,
+    /// `{prefix}:`, the start of every key.
+    base: String,
+    options: QueueOptions,
+    call_timeout: Duration,
+    /// Where Redis is, for error texts, without credentials.
+    target: String,
+    /// Strings that must never appear in an error text (URL, password).
+    secrets: Arc<Vec<String>>,
+}
+
+impl std::fmt::Debug for RedisQueue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisQueue")
+            .field("target", &self.target)
+            .field("base", &self.base)
+            .field("options", &self.options)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Every substring of the URL setting that could be a credential.
+fn secret_fragments(url: &str) -> Vec<String> {
+    let mut out = vec![url.to_string()];
+    for one in url.split(',') {
+        out.push(one.trim().to_string());
+        let rest = one.trim().split_once("://").map_or(one.trim(), |(_, r)| r);
+        let authority = rest.split('/').next().unwrap_or("");
+        if let Some((userinfo, _)) = authority.rsplit_once('@') {
+            out.push(userinfo.to_string());
+            if let Some((_, password)) = userinfo.split_once(':') {
+                out.push(password.to_string());
+            }
+        }
+    }
+    out.retain(|s| !s.is_empty());
+    // Longest first, so a password inside the URL does not leave the rest behind.
+    out.sort_by_key(|s| std::cmp::Reverse(s.len()));
+    out
+}
+
+fn redact(text: &str, secrets: &[String]) -> String {
+    let mut text = text.to_string();
+    for s in secrets {
+        text = text.replace(s.as_str(), "[redacted]");
+    }
+    text
+}
+
+fn parse_version(info: &str) -> Option<(u32, u32, u32)> {
+    let v = info.lines().find_map(|l| l.trim().strip_prefix("redis_version:"))?;
+    let mut parts = v.trim().split('.').map(|p| p.parse::<u32>().ok());
+    Some((parts.next()??, parts.next().flatten().unwrap_or(0), parts.next().flatten().unwrap_or(0)))
+}
+
+/// Every text in an INFO answer: one string from a node, or (cluster) one per node.
+fn collect_texts(v: &Value, out: &mut Vec<String>) {
+    match v {
+        Value::BulkString(b) => out.push(String::from_utf8_lossy(b).into_owned()),
+        Value::SimpleString(s) => out.push(s.clone()),
+        Value::VerbatimString { text, .. } => out.push(text.clone()),
+        Value::Array(items) | Value::Set(items) => items.iter().for_each(|i| collect_texts(i, out)),
+        Value::Map(pairs) => pairs.iter().for_each(|(_, i)| collect_texts(i, out)),
+        _ => {}
+    }
+}
+
+impl RedisQueue {
+    /// Connect, check the server version, and load nothing else: scripts are
+    /// sent on first use (and again after a restarted Redis forgot them).
+    /// Fails within about `connect_timeout + response_timeout` when Redis is
+    /// unreachable, with a message that names the host but not the password.
+    pub async fn connect(settings: &RedisSettings, options: QueueOptions) -> Result<RedisQueue, QueueError> {
+        let target = settings.redacted_url();
+        let secrets = Arc::new(secret_fragments(&settings.url));
+        let fail = |what: String| QueueError::Unavailable(redact(&format!("Redis at {target}: {what}"), &secrets));
+        let prefix = &settings.prefix;
+        if prefix.is_empty() || prefix.contains(['{', '}']) {
+            return Err(fail(format!(
+                "the key prefix {prefix:?} must be non-empty and without braces (it is used as the hash tag)"
+            )));
+        }
+        let budget = settings.connect_timeout + settings.response_timeout;
+        let conn = if settings.cluster {
+            let nodes: Vec<&str> = settings.url.split(',').map(str::trim).filter(|s| !s.is_empty()).collect();
+            let client = ClusterClient::builder(nodes)
+                .connection_timeout(settings.connect_timeout)
+                .response_timeout(settings.response_timeout)
+                .retries(1)
+                .build()
+                .map_err(|e| fail(format!("invalid cluster settings: {e}")))?;
+            let connected = tokio::time::timeout(budget, client.get_async_connection())
+                .await
+                .map_err(|_| fail(format!("no cluster node answered within {budget:?}")))?
+                .map_err(|e| fail(format!("cannot connect to the cluster: {e}")))?;
+            Conn::Cluster(connected)
+        } else {
+            let client = redis::Client::open(settings.url.as_str()).map_err(|e| fail(format!("invalid URL: {e}")))?;
+            // Few, short retries: a reconnect is also attempted again on the
+            // next call, so long back-off here would only delay recovery.
+            let config = ConnectionManagerConfig::new()
+                .set_response_timeout(Some(settings.response_timeout))
+                .set_connection_timeout(Some(settings.connect_timeout))
+                .set_number_of_retries(1)
+                .set_max_delay(Duration::from_millis(200));
+            let connected = tokio::time::timeout(budget, ConnectionManager::new_with_config(client, config))
+                .await
+                .map_err(|_| fail(format!("no answer within {budget:?}")))?
+                .map_err(|e| fail(format!("cannot connect: {e}")))?;
+            Conn::Single(connected)
+        };
+        let queue = RedisQueue {
+            conn,
+            scripts: Arc::new(Scripts::new()),
+            base: format!("{{{prefix}}}:"),
+            options,
+            call_timeout: settings.response_timeout,
+            target: target.clone(),
+            secrets: Arc::clone(&secrets),
+        };
+        let info: Value = queue.call(redis::cmd("INFO").arg("server").query_async(&mut queue.conn.clone())).await?;
+        let mut texts = Vec::new();
+        collect_texts(&info, &mut texts);
+        let versions: Vec<(u32, u32, u32)> = texts.iter().filter_map(|t| parse_version(t)).collect();
+        let Some(&oldest) = versions.iter().min() else {
+            return Err(fail("INFO server did not report redis_version".to_string()));
+        };
+        if oldest < MIN_REDIS_VERSION {
+            let (a, b, c) = oldest;
+            let (x, y, z) = MIN_REDIS_VERSION;
+            return Err(fail(format!("Redis {a}.{b}.{c} is too old; roller needs Redis {x}.{y}.{z} or newer")));
+        }
+        Ok(queue)
+    }
+
+    /// The key prefix including the hash tag, e.g. `{roller}:`.
+    pub fn key_base(&self) -> &str {
+        &self.base
+    }
+
+    fn unavailable(&self, e: redis::RedisError) -> QueueError {
+        QueueError::Unavailable(redact(&format!("Redis at {}: {e}", self.target), &self.secrets))
+    }
+
+    /// Run one Redis exchange under the per-call deadline.
+    async fn call<T>(&self, fut: impl Future<Output = redis::RedisResult<T>>) -> Result<T, QueueError> {
+        match tokio::time::timeout(self.call_timeout, fut).await {
+            Ok(r) => r.map_err(|e| self.unavailable(e)),
+            Err(_) => Err(QueueError::Unavailable(format!(
+                "Redis at {} did not answer within {:?}",
+                self.target, self.call_timeout
+            ))),
+        }
+    }
+
+    /// Invoke a script with the common leading arguments (key base, retention
+    /// in ms). KEYS[1] is only there so a cluster client routes the call to the
+    /// slot of the hash tag; the scripts build every key from the base.
+    async fn run(&self, script: &Script, args: &[&str]) -> Result<Value, QueueError> {
+        let retention = i64::try_from(self.options.retention.as_millis()).unwrap_or(i64::MAX).max(1);
+        let mut inv = script.prepare_invoke();
+        inv.key(format!("{}seq", self.base)).arg(&self.base).arg(retention);
+        for a in args {
+            inv.arg(*a);
+        }
+        let mut conn = self.conn.clone();
+        self.call(inv.invoke_async(&mut conn)).await
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Lua. Every script starts with PRELUDE. ARGV[1] = key base `{p}:`, ARGV[2] =
+// retention in ms; the script's own arguments follow from ARGV[3].
+
+const PRELUDE: &str = r#"
+local P = ARGV[1]
+local RETENTION = tonumber(ARGV[2])
+local t = redis.call('TIME')
+local NOW = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local function S(n) return string.format('%d', n) end
+local function jk(id) return P .. 'job:' .. id end
+local function lk(id) return P .. 'log:' .. id end
+local function add_log(id, line)
+  redis.call('RPUSH', lk(id), '{"at_ms":' .. S(NOW) .. ',"line":' .. cjson.encode(line) .. '}')
+end
+local function snapshot(id)
+  return {redis.call('HGETALL', jk(id)), redis.call('LRANGE', lk(id), 0, -1)}
+end
+-- Unix ms as chrono's to_rfc3339 prints it (days-from-civil, inverted).
+local function rfc3339(ms)
+  local s = math.floor(ms / 1000)
+  local frac = ms - s * 1000
+  local days = math.floor(s / 86400)
+  local secs = s - days * 86400
+  local z = days + 719468
+  local era = math.floor(z / 146097)
+  local doe = z - era * 146097
+  local yoe = math.floor((doe - math.floor(doe / 1460) + math.floor(doe / 36524) - math.floor(doe / 146096)) / 365)
+  local y = yoe + era * 400
+  local doy = doe - (365 * yoe + math.floor(yoe / 4) - math.floor(yoe / 100))
+  local mp = math.floor((5 * doy + 2) / 153)
+  local d = doy - math.floor((153 * mp + 2) / 5) + 1
+  local m = mp + 3
+  if mp >= 10 then m = mp - 9 end
+  if m <= 2 then y = y + 1 end
+  local out = string.format('%04d-%02d-%02dT%02d:%02d:%02d', y, m, d,
+    math.floor(secs / 3600), math.floor((secs % 3600) / 60), secs % 60)
+  if frac > 0 then out = out .. string.format('.%03d', frac) end
+  return out .. '+00:00'
+end
+-- A history set expires with its last final job, and never while one of its
+-- jobs is still queued or running.
+local function refresh_history_ttl(wid)
+  local hk = P .. 'history:' .. wid
+  for _, id in ipairs(redis.call('ZRANGE', hk, 0, -1)) do
+    local st = redis.call('HGET', jk(id), 'state')
+    if st == 'queued' or st == 'running' then
+      redis.call('PERSIST', hk)
+      return
+    end
+  end
+  redis.call('PEXPIRE', hk, RETENTION)
+end
+-- Move a job to a final state: drop its lease, queue entries, coalescing and
+-- lock keys; log `line` (if any); start its retention.
+local function finalize(id, state, fields, line)
+  local k = jk(id)
+  redis.call('HSET', k, 'state', state, 'finished_at', S(NOW), unpack(fields))
+  redis.call('HDEL', k, 'lease_until')
+  redis.call('ZREM', P .. 'running', id)
+  redis.call('ZREM', P .. 'queued', id)
+  local f = redis.call('HMGET', k, 'worker_id', 'worker_group', 'task')
+  if f[1] and f[2] and f[3] then
+    local ak = P .. 'active:' .. f[1] .. '|' .. f[2] .. '|' .. f[3]
+    if redis.call('GET', ak) == id then redis.call('DEL', ak) end
+    local lock = P .. 'lock:' .. f[1]
+    if redis.call('GET', lock) == id then redis.call('DEL', lock) end
+  end
+  if line then add_log(id, line) end
+  redis.call('PEXPIRE', k, RETENTION)
+  redis.call('PEXPIRE', lk(id), RETENTION)
+  if f[1] then refresh_history_ttl(f[1]) end
+end
+-- Expired leases: on the last allowed attempt the job fails; otherwise it goes
+-- back to the queue under its original seq, still `running` so the next
+-- reserve logs a takeover.
+local function sweep()
+  local ids = redis.call('ZRANGEBYSCORE', P .. 'running', '-inf', '(' .. S(NOW), 'LIMIT', 0, __SWEEP_BATCH__)
+  for _, id in ipairs(ids) do
+    redis.call('ZREM', P .. 'running', id)
+    local f = redis.call('HMGET', jk(id), 'state', 'attempts', 'max_attempts', 'consumer', 'seq')
+    if f[1] == 'running' then
+      local attempts = tonumber(f[2]) or 0
+      local max = tonumber(f[3]) or 1
+      if attempts >= max then
+        local reason = 'runner lost the job (lease expired) after ' .. S(attempts) .. ' attempt(s); not retried'
+        finalize(id, 'failed', {'error', reason}, reason .. ' (last held by ' .. (f[4] or 'unknown runner') .. ')')
+      elseif f[5] then
+        redis.call('ZADD', P .. 'queued', f[5], id)
+      end
+    end
+  end
+end
+"#;
+
+/// ARGV[3..]: new id, worker_id, worker_group, task, requester, max_attempts,
+/// history cap, then field/value pairs of the optional fields that are set.
+/// Returns {created (0/1), fields, log}.
+const ENQUEUE: &str = r#"
+sweep()
+local id, wid, grp, task = ARGV[3], ARGV[4], ARGV[5], ARGV[6]
+local cap = tonumber(ARGV[9])
+local ak = P .. 'active:' .. wid .. '|' .. grp .. '|' .. task
+local existing = redis.call('GET', ak)
+if existing then
+  local st = redis.call('HGET', jk(existing), 'state')
+  if st == 'queued' or st == 'running' then
+    local snap = snapshot(existing)
+    return {0, snap[1], snap[2]}
+  end
+end
+local seq = redis.call('INCR', P .. 'seq')
+local k = jk(id)
+redis.call('HSET', k, 'id', id, 'seq', S(seq), 'task', task, 'worker_id', wid, 'worker_group', grp,
+  'requester', ARGV[7], 'state', 'queued', 'attempts', '0', 'max_attempts', ARGV[8], 'created_at', S(NOW))
+for i = 10, #ARGV, 2 do
+  redis.call('HSET', k, ARGV[i], ARGV[i + 1])
+end
+redis.call('ZADD', P .. 'queued', seq, id)
+redis.call('SET', ak, id)
+local hk = P .. 'history:' .. wid
+redis.call('ZADD', hk, seq, id)
+redis.call('PERSIST', hk)
+-- Past the cap, final (or vanished) jobs go; queued and running ones stay.
+local excess = redis.call('ZCARD', hk) - cap
+if excess > 0 then
+  for _, old in ipairs(redis.call('ZRANGE', hk, 0, -1)) do
+    if excess <= 0 then break end
+    local st = redis.call('HGET', jk(old), 'state')
+    if st ~= 'queued' and st ~= 'running' then
+      redis.call('ZREM', hk, old)
+      redis.call('DEL', jk(old), lk(old))
+      excess = excess - 1
+    end
+  end
+end
+return {1, redis.call('HGETALL', k), {}}
+"#;
+
+/// ARGV[3..]: consumer, lease in ms. Returns {} or {fields, log}.
+const RESERVE: &str = r#"
+sweep()
+local consumer = ARGV[3]
+local lease = tonumber(ARGV[4])
+local busy = {}
+for _, id in ipairs(redis.call('ZRANGE', P .. 'queued', 0, __RESERVE_SCAN__ - 1)) do
+  local k = jk(id)
+  local f = redis.call('HMGET', k, 'worker_id', 'state', 'attempts', 'max_attempts', 'consumer', 'lease_until')
+  local lease_until = tonumber(f[6])
+  if not f[1] or (f[2] ~= 'queued' and f[2] ~= 'running') or (f[2] == 'running' and lease_until and lease_until >= NOW) then
+    -- Not waiting (vanished, final, or live elsewhere): it has no business here.
+    redis.call('ZREM', P .. 'queued', id)
+  elseif not busy[f[1]] then
+    local lock = P .. 'lock:' .. f[1]
+    local holder = redis.call('GET', lock)
+    if holder and holder ~= id then
+      local h = redis.call('HMGET', jk(holder), 'state', 'lease_until')
+      local until_ = tonumber(h[2])
+      if h[1] == 'running' and until_ and until_ >= NOW then busy[f[1]] = true end
+    end
+    if not busy[f[1]] then
+      local before = tonumber(f[3]) or 0
+      local attempt = before + 1
+      local new_until = NOW + lease
+      redis.call('HSET', k, 'state', 'running', 'consumer', consumer, 'lease_until', S(new_until),
+        'attempts', S(attempt), 'started_at', S(NOW))
+      redis.call('ZREM', P .. 'queued', id)
+      redis.call('ZADD', P .. 'running', new_until, id)
+      redis.call('SET', lock, id)
+      local line = 'attempt ' .. S(attempt) .. ' of ' .. (f[4] or '?') .. ' started by ' .. consumer
+      if f[2] == 'running' then
+        local when = 'an unknown time'
+        if lease_until then when = rfc3339(lease_until) end
+        line = line .. ' (takeover: the lease of ' .. (f[5] or 'unknown runner') .. ' expired at ' .. when .. ')'
+      elseif before > 0 then
+        line = line .. ' (the job was handed back by its previous runner)'
+      end
+      add_log(id, line)
+      return snapshot(id)
+    end
+  end
+end
+return {}
+"#;
+
+/// ARGV[3..]: id, consumer, final state, 'result' or 'error', its value.
+/// Returns 1, or 0 when the consumer does not hold the job.
+const FINISH: &str = r#"
+local id, consumer = ARGV[3], ARGV[4]
+local f = redis.call('HMGET', jk(id), 'state', 'consumer')
+if f[1] ~= 'running' or f[2] ~= consumer then return 0 end
+-- A runner whose lease expired but was not taken over yet may still finish:
+-- the work was done, and discarding it would only cause a needless re-run.
+finalize(id, ARGV[5], {ARGV[6], ARGV[7]}, nil)
+return 1
+"#;
+
+/// ARGV[3..]: id, consumer. Returns 1, or 0 when the consumer does not hold the job.
+const RELEASE: &str = r#"
+local id, consumer = ARGV[3], ARGV[4]
+local k = jk(id)
+local f = redis.call('HMGET', k, 'state', 'consumer', 'attempts', 'max_attempts', 'seq', 'worker_id')
+if f[1] ~= 'running' or f[2] ~= consumer then return 0 end
+local attempts = tonumber(f[3]) or 0
+local max = tonumber(f[4]) or 1
+if attempts >= max then
+  -- Requeueing would hand the job out more than max_attempts times.
+  local reason = 'handed back by ' .. consumer .. ' (shutdown) on its last allowed attempt (' .. S(attempts) ..
+    ' of ' .. S(max) .. '); not retried'
+  finalize(id, 'failed', {'error', reason}, reason)
+  return 1
+end
+redis.call('HSET', k, 'state', 'queued')
+redis.call('HDEL', k, 'consumer', 'lease_until')
+redis.call('ZREM', P .. 'running', id)
+redis.call('ZADD', P .. 'queued', f[5], id)
+if f[6] and redis.call('GET', P .. 'lock:' .. f[6]) == id then redis.call('DEL', P .. 'lock:' .. f[6]) end
+add_log(id, 'handed back by ' .. consumer .. ' (shutdown)')
+return 1
+"#;
+
+/// ARGV[3..]: id, line. Returns 1, or 0 for an unknown (or expired) job.
+const APPEND_LOG: &str = r#"
+local id = ARGV[3]
+local k = jk(id)
+if redis.call('EXISTS', k) == 0 then return 0 end
+add_log(id, ARGV[4])
+-- A final job's log expires with the job.
+local ttl = redis.call('PTTL', k)
+if ttl > 0 then redis.call('PEXPIRE', lk(id), ttl) end
+return 1
+"#;
+
+/// ARGV[3]: id. Returns {} or {fields, log}.
+const GET: &str = r#"
+local id = ARGV[3]
+if redis.call('EXISTS', jk(id)) == 0 then return {} end
+return snapshot(id)
+"#;
+
+/// ARGV[3..]: worker_id, limit. Returns {fields, log, fields, log, ...}, newest first.
+const HISTORY: &str = r#"
+local limit = tonumber(ARGV[4])
+local out = {}
+if limit <= 0 then return out end
+local n = 0
+for _, id in ipairs(redis.call('ZREVRANGE', P .. 'history:' .. ARGV[3], 0, -1)) do
+  if redis.call('EXISTS', jk(id)) == 1 then
+    local snap = snapshot(id)
+    table.insert(out, snap[1])
+    table.insert(out, snap[2])
+    n = n + 1
+    if n >= limit then break end
+  end
+end
+return out
+"#;
+
+impl Scripts {
+    fn new() -> Self {
+        let prelude = PRELUDE
+            .replace("__SWEEP_BATCH__", &SWEEP_BATCH.to_string())
+            .replace("__RESERVE_SCAN__", &RESERVE_SCAN.to_string());
+        let script = |body: &str| {
+            Script::new(&format!("{prelude}{}", body.replace("__RESERVE_SCAN__", &RESERVE_SCAN.to_string())))
+        };
+        Scripts {
+            enqueue: script(ENQUEUE),
+            reserve: script(RESERVE),
+            finish: script(FINISH),
+            release: script(RELEASE),
+            append_log: script(APPEND_LOG),
+            get: script(GET),
+            history: script(HISTORY),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Decoding what the scripts return.
+
+#[derive(serde::Deserialize)]
+struct StoredLine {
+    at_ms: i64,
+    line: String,
+}
+
+fn corrupt(id: &str, what: impl Into<String>) -> QueueError {
+    QueueError::Corrupt(id.to_string(), what.into())
+}
+
+fn into_items(v: Value) -> Result<Vec<Value>, QueueError> {
+    match v {
+        Value::Array(items) => Ok(items),
+        Value::Nil => Ok(Vec::new()),
+        other => Err(corrupt("(script reply)", format!("expected an array, got {other:?}"))),
+    }
+}
+
+fn into_strings(v: Value) -> Result<Vec<String>, QueueError> {
+    redis::from_redis_value::<Vec<String>>(v).map_err(|e| corrupt("(script reply)", e.to_string()))
+}
+
+fn into_int(v: Value) -> Result<i64, QueueError> {
+    redis::from_redis_value::<i64>(v).map_err(|e| corrupt("(script reply)", e.to_string()))
+}
+
+/// A job from its HGETALL (flat field/value list) and its log list.
+fn decode_job(fields: Value, log: Value) -> Result<Job, QueueError> {
+    let flat = into_strings(fields)?;
+    let mut map: HashMap<String, String> = HashMap::new();
+    let mut it = flat.into_iter();
+    while let (Some(k), Some(v)) = (it.next(), it.next()) {
+        map.insert(k, v);
+    }
+    let id = map.get("id").cloned().unwrap_or_else(|| "(no id)".to_string());
+    let c = |what: String| corrupt(&id, what);
+    let req = |name: &str| map.get(name).ok_or_else(|| c(format!("{name} is missing")));
+    let int = |name: &str, s: &str| s.parse::<i64>().map_err(|_| c(format!("{name} {s:?} is not a number")));
+    let dt = |name: &str, s: &str| {
+        let ms = int(name, s)?;
+        DateTime::<Utc>::from_timestamp_millis(ms).ok_or_else(|| c(format!("{name} {ms} is out of range")))
+    };
+    let opt_dt = |name: &str| map.get(name).map(|s| dt(name, s)).transpose();
+    let count = |name: &str| {
+        let s = req(name)?;
+        s.parse::<u32>().map_err(|_| c(format!("{name} {s:?} out of range")))
+    };
+    let opt_name =
+        |kind: &str| map.get(kind).map(|s| TaskclusterName::parse(kind, s).map_err(|e| c(e.to_string()))).transpose();
+    let task = req("task")?;
+    let state = req("state")?;
+    let mut lines = Vec::new();
+    for raw in into_strings(log)? {
+        let l: StoredLine = serde_json::from_str(&raw).map_err(|e| c(format!("log line is not JSON: {e}")))?;
+        lines.push(LogLine { at: dt("log time", &l.at_ms.to_string())?, line: l.line });
+    }
+    Ok(Job {
+        id: JobId::parse(&id).map_err(|e| c(e.to_string()))?,
+        task: Task::parse(task).ok_or_else(|| c(format!("unknown task {task:?}")))?,
+        worker_id: WorkerId::parse(req("worker_id")?).map_err(|e| c(e.to_string()))?,
+        worker_group: WorkerGroup::parse(req("worker_group")?).map_err(|e| c(e.to_string()))?,
+        requester: ClientId::parse(req("requester")?).map_err(|e| c(e.to_string()))?,
+        origin: map.get("origin").cloned(),
+        provisioner_id: opt_name("provisioner_id")?,
+        worker_type: opt_name("worker_type")?,
+        state: JobState::parse(state).ok_or_else(|| c(format!("unknown state {state:?}")))?,
+        attempts: count("attempts")?,
+        max_attempts: count("max_attempts")?,
+        created_at: dt("created_at", req("created_at")?)?,
+        started_at: opt_dt("started_at")?,
+        finished_at: opt_dt("finished_at")?,
+        consumer: map.get("consumer").cloned(),
+        lease_until: opt_dt("lease_until")?,
+        log: lines,
+        result: map
+            .get("result")
+            .map(|s| serde_json::from_str(s))
+            .transpose()
+            .map_err(|e| c(format!("result is not JSON: {e}")))?,
+        error: map.get("error").cloned(),
+    })
+}
+
+/// `{fields, log}` or `{}`.
+fn decode_snapshot(v: Value) -> Result<Option<Job>, QueueError> {
+    let mut items = into_items(v)?.into_iter();
+    match (items.next(), items.next()) {
+        (Some(fields), Some(log)) => decode_job(fields, log).map(Some),
+        (None, _) => Ok(None),
+        (Some(_), None) => Err(corrupt("(script reply)", "a job without its log")),
+    }
+}
+
+fn lease_ms(lease: Duration) -> String {
+    // At least 1 ms: a zero lease would be expired as it is taken.
+    i64::try_from(lease.as_millis()).unwrap_or(i64::MAX).max(1).to_string()
+}
+
+#[async_trait]
+impl Queue for RedisQueue {
+    async fn enqueue(&self, job: NewJob) -> Result<Enqueued, QueueError> {
+        let id = JobId::new().to_string();
+        let max_attempts = job.task.max_attempts().to_string();
+        let cap = self.options.effective_history_cap().to_string();
+        let mut args: Vec<&str> = vec![
+            &id,
+            job.worker_id.as_str(),
+            job.worker_group.as_str(),
+            job.task.name(),
+            job.requester.as_str(),
+            &max_attempts,
+            &cap,
+        ];
+        if let Some(o) = &job.origin {
+            args.extend(["origin", o.as_str()]);
+        }
+        if let Some(p) = &job.provisioner_id {
+            args.extend(["provisioner_id", p.as_str()]);
+        }
+        if let Some(w) = &job.worker_type {
+            args.extend(["worker_type", w.as_str()]);
+        }
+        let reply = self.run(&self.scripts.enqueue, &args).await?;
+        let mut items = into_items(reply)?.into_iter();
+        let (Some(created), Some(fields), Some(log)) = (items.next(), items.next(), items.next()) else {
+            return Err(corrupt(&id, "enqueue reply is incomplete"));
+        };
+        let created = into_int(created)? == 1;
+        Ok(Enqueued { job: decode_job(fields, log)?, created })
+    }
+
+    async fn reserve(&self, consumer: &str, lease: Duration) -> Result<Option<Job>, QueueError> {
+        let reply = self.run(&self.scripts.reserve, &[consumer, &lease_ms(lease)]).await?;
+        decode_snapshot(reply)
+    }
+
+    async fn append_log(&self, id: JobId, line: &str) -> Result<(), QueueError> {
+        let reply = self.run(&self.scripts.append_log, &[&id.to_string(), line]).await?;
+        match into_int(reply)? {
+            1 => Ok(()),
+            _ => Err(QueueError::LostLease(id)),
+        }
+    }
+
+    async fn finish(&self, id: JobId, consumer: &str, outcome: Outcome) -> Result<(), QueueError> {
+        let (field, value) = match &outcome {
+            Outcome::Succeeded(v) => (
+                "result",
+                serde_json::to_string(v)
+                    .map_err(|e| QueueError::Unavailable(format!("cannot serialise the result of job {id}: {e}")))?,
+            ),
+            Outcome::Failed(e) | Outcome::TimedOut(e) | Outcome::Cancelled(e) => ("error", e.clone()),
+        };
+        let args =
+            [id.to_string(), consumer.to_string(), outcome.state().as_str().to_string(), field.to_string(), value];
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        match into_int(self.run(&self.scripts.finish, &args).await?)? {
+            1 => Ok(()),
+            _ => Err(QueueError::LostLease(id)),
+        }
+    }
+
+    async fn release(&self, id: JobId, consumer: &str) -> Result<(), QueueError> {
+        match into_int(self.run(&self.scripts.release, &[&id.to_string(), consumer]).await?)? {
+            1 => Ok(()),
+            _ => Err(QueueError::LostLease(id)),
+        }
+    }
+
+    async fn get(&self, id: JobId) -> Result<Option<Job>, QueueError> {
+        decode_snapshot(self.run(&self.scripts.get, &[&id.to_string()]).await?)
+    }
+
+    async fn history(&self, worker_id: &WorkerId, limit: usize) -> Result<Vec<Job>, QueueError> {
+        let limit = limit.min(self.options.effective_history_cap()).to_string();
+        let reply = self.run(&self.scripts.history, &[worker_id.as_str(), &limit]).await?;
+        let mut items = into_items(reply)?.into_iter();
+        let mut jobs = Vec::new();
+        while let (Some(fields), Some(log)) = (items.next(), items.next()) {
+            jobs.push(decode_job(fields, log)?);
+        }
+        Ok(jobs)
+    }
+
+    async fn health(&self) -> Result<(), QueueError> {
+        let mut conn = self.conn.clone();
+        // One exchange under one deadline: PING proves the link, the SET that
+        // the server accepts writes (a read-only replica or a paused or
+        // write-refusing primary fails it).
+        let key = format!("{}health", self.base);
+        self.call(async {
+            let _: String = redis::cmd("PING").query_async(&mut conn).await?;
+            let _: () = redis::cmd("SET").arg(&key).arg("ok").arg("PX").arg(10_000).query_async(&mut conn).await?;
+            Ok(())
+        })
+        .await
+    }
+}
