@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use super::{Job, JobState, NewJob, Outcome, Queue, QueueError};
+use super::{Job, JobState, NewJob, Outcome, Queue, QueueError, QueueOptions};
 use crate::actions::Task;
 use crate::domain::{ClientId, JobId, TaskclusterName, WorkerGroup, WorkerId};
 
@@ -37,7 +37,11 @@ const POLL: Duration = Duration::from_millis(20);
 pub trait Backend: Send + Sync {
     /// A new handle on the backend's storage. Every call reaches the same data,
     /// as a restarted roller would.
-    async fn open(&self) -> Box<dyn Queue>;
+    async fn open(&self) -> Box<dyn Queue> {
+        self.open_with(QueueOptions::default()).await
+    }
+    /// Like [`Backend::open`], with explicit retention and history cap.
+    async fn open_with(&self, options: QueueOptions) -> Box<dyn Queue>;
     /// Make the storage refuse writes from every handle until the returned
     /// guard is dropped (SQLite: another connection holding an EXCLUSIVE lock).
     async fn block_writes(&self) -> Box<dyn Any + Send>;
@@ -70,6 +74,8 @@ macro_rules! conformance_suite {
         $crate::queue::conformance::conformance_suite!(@backend $backend;
             jobs_survive_reopen,
             health_fails_while_writes_are_blocked,
+            final_jobs_expire_after_retention_and_active_ones_never,
+            history_is_capped_per_machine,
         );
     };
     (@queue $backend:expr; $($name:ident),* $(,)?) => {$(
@@ -551,6 +557,78 @@ pub async fn health_fails_while_writes_are_blocked(backend: &dyn Backend) {
     q.health().await.expect("healthy again once writes are unblocked");
 }
 
+pub async fn final_jobs_expire_after_retention_and_active_ones_never(backend: &dyn Backend) {
+    let retention = Duration::from_secs(1);
+    let q = backend.open_with(QueueOptions { retention, ..QueueOptions::default() }).await;
+    let ids = |jobs: &[Job]| jobs.iter().map(|j| j.id).collect::<Vec<_>>();
+    let busy = WorkerId::parse("busy").unwrap();
+    let m = WorkerId::parse("m").unwrap();
+    // Created before `done` finishes, so once `done` has expired these are older
+    // than the retention too: one running, one queued behind it (machine held).
+    let running = enqueue(&*q, "busy", "g1").await;
+    let queued = enqueue(&*q, "busy", "g2").await;
+    let done = enqueue(&*q, "m", "g").await;
+    assert_eq!(q.reserve("r", LONG_LEASE).await.unwrap().unwrap().id, running.id);
+    assert_eq!(q.reserve("r", LONG_LEASE).await.unwrap().unwrap().id, done.id);
+    q.append_log(done.id, "hello").await.unwrap();
+    q.finish(done.id, "r", Outcome::Succeeded(serde_json::json!({"ok": true}))).await.unwrap();
+    assert_eq!(get(&*q, done.id).await.state, JobState::Succeeded, "kept right after finishing");
+
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while q.get(done.id).await.unwrap().is_some() {
+        assert!(tokio::time::Instant::now() < deadline, "final job still there {DEADLINE:?} after a 1 s retention");
+        tokio::time::sleep(POLL).await;
+    }
+    assert!(q.history(&m, 10).await.unwrap().is_empty(), "an expired job left history too");
+    assert_lost_lease(q.append_log(done.id, "too late").await, done.id);
+    // A reserve (which purges in some backends) still leaves the active jobs alone.
+    assert!(q.reserve("r", LONG_LEASE).await.unwrap().is_none());
+    assert_eq!(get(&*q, running.id).await.state, JobState::Running);
+    let still = get(&*q, queued.id).await;
+    assert_eq!(still.state, JobState::Queued);
+    assert_eq!(ids(&q.history(&busy, 10).await.unwrap()), [queued.id, running.id]);
+    // The machine whose job expired takes new work as usual.
+    let again = enqueue(&*q, "m", "g").await;
+    assert_ne!(again.id, done.id);
+    assert_eq!(ids(&q.history(&m, 10).await.unwrap()), [again.id]);
+    // And a job that was queued all along runs once its machine is free.
+    q.finish(running.id, "r", Outcome::Failed("x".into())).await.unwrap();
+    let mut seen = HashSet::new();
+    while let Some(j) = q.reserve("r", LONG_LEASE).await.unwrap() {
+        seen.insert(j.id);
+    }
+    assert_eq!(seen, HashSet::from([queued.id, again.id]));
+}
+
+pub async fn history_is_capped_per_machine(backend: &dyn Backend) {
+    let q = backend.open_with(QueueOptions { history_cap: 3, ..QueueOptions::default() }).await;
+    let m = WorkerId::parse("m").unwrap();
+    let ids = |jobs: &[Job]| jobs.iter().map(|j| j.id).collect::<Vec<_>>();
+    let mut all = Vec::new();
+    for i in 0..5 {
+        all.push(enqueue(&*q, "m", &format!("g{i}")).await);
+    }
+    let other = enqueue(&*q, "other", "g").await;
+    let h = q.history(&m, 100).await.unwrap();
+    assert_eq!(ids(&h), [all[4].id, all[3].id, all[2].id], "the newest three, newest first");
+    assert_eq!(ids(&q.history(&m, 2).await.unwrap()), [all[4].id, all[3].id]);
+    // Jobs beyond the cap are still work: queued ones are kept and run.
+    assert_eq!(get(&*q, all[0].id).await.state, JobState::Queued);
+    // Run every job of m to the end, in order (one at a time: the machine lock).
+    for job in &all {
+        let r = q.reserve("r", LONG_LEASE).await.unwrap().unwrap();
+        assert_eq!(r.id, job.id);
+        q.finish(r.id, "r", Outcome::Succeeded(serde_json::json!(null))).await.unwrap();
+    }
+    assert_eq!(q.reserve("r", LONG_LEASE).await.unwrap().unwrap().id, other.id);
+    // New jobs push the old final ones out; the cap holds.
+    let newer: Vec<Job> = [enqueue(&*q, "m", "g0").await, enqueue(&*q, "m", "g1").await].into();
+    let h = q.history(&m, 100).await.unwrap();
+    assert_eq!(ids(&h), [newer[1].id, newer[0].id, all[4].id]);
+    assert_eq!(h[2].state, JobState::Succeeded);
+    assert_eq!(ids(&q.history(&WorkerId::parse("other").unwrap(), 100).await.unwrap()), [other.id]);
+}
+
 #[cfg(test)]
 mod sqlite_conformance {
     use std::any::Any;
@@ -559,8 +637,8 @@ mod sqlite_conformance {
     use async_trait::async_trait;
 
     use super::Backend;
-    use crate::queue::Queue;
     use crate::queue::sqlite::SqliteQueue;
+    use crate::queue::{Queue, QueueOptions};
 
     /// A fresh database file in its own temporary directory.
     struct Sqlite {
@@ -578,8 +656,8 @@ mod sqlite_conformance {
 
     #[async_trait]
     impl Backend for Sqlite {
-        async fn open(&self) -> Box<dyn Queue> {
-            Box::new(SqliteQueue::open(&self.path).expect("open sqlite queue"))
+        async fn open_with(&self, options: QueueOptions) -> Box<dyn Queue> {
+            Box::new(SqliteQueue::open_with(&self.path, options).expect("open sqlite queue"))
         }
 
         async fn block_writes(&self) -> Box<dyn Any + Send> {
