@@ -830,3 +830,404 @@ impl Queue for RedisQueue {
         .await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::any::Any;
+    use std::collections::HashSet;
+    use std::process::{Child, Command, Stdio};
+
+    use super::*;
+    use crate::queue::conformance::{self, Backend, DEADLINE, LONG_LEASE, ping};
+
+    /// A throwaway `redis-server` on a free loopback port, in its own directory,
+    /// without persistence. Killed on drop. Never the machine's shared 6379.
+    pub struct RedisServer {
+        child: Option<Child>,
+        port: u16,
+        dir: tempfile::TempDir,
+        extra: Vec<String>,
+    }
+
+    fn free_port() -> u16 {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port");
+        l.local_addr().expect("local addr").port()
+    }
+
+    /// Run `redis-cli` against a local port and return its output.
+    fn cli(port: u16, args: &[&str]) -> String {
+        let out = Command::new("redis-cli")
+            .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap_or_else(|e| panic!("redis-cli not runnable ({e}); apt-get install redis-server"));
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
+    }
+
+    impl RedisServer {
+        pub fn start() -> Self {
+            Self::start_with(&[])
+        }
+
+        pub fn start_with(extra: &[&str]) -> Self {
+            let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+            // A port picked free can be taken by a parallel test before
+            // redis-server binds it; then try another one.
+            for _ in 0..5 {
+                let mut server = RedisServer {
+                    child: None,
+                    port: free_port(),
+                    dir: tempfile::tempdir().unwrap(),
+                    extra: extra.clone(),
+                };
+                if server.spawn_and_wait() {
+                    return server;
+                }
+            }
+            panic!("redis-server did not come up on any of 5 free ports");
+        }
+
+        /// Start the process on `self.port`; whether it answers PING (bounded).
+        fn spawn_and_wait(&mut self) -> bool {
+            let log = std::fs::File::create(self.dir.path().join("redis.log")).unwrap();
+            let child = Command::new("redis-server")
+                .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+                .arg("--dir")
+                .arg(self.dir.path())
+                .args(&self.extra)
+                .stdin(Stdio::null())
+                .stdout(log.try_clone().unwrap())
+                .stderr(log)
+                .spawn();
+            let child = match child {
+                Ok(c) => c,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    panic!("redis-server is not installed: apt-get install redis-server")
+                }
+                Err(e) => panic!("cannot start redis-server: {e}"),
+            };
+            self.child = Some(child);
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            while std::time::Instant::now() < deadline {
+                // Exited: most likely the port was taken meanwhile.
+                if let Some(c) = self.child.as_mut()
+                    && c.try_wait().ok().flatten().is_some()
+                {
+                    self.child = None;
+                    return false;
+                }
+                // NOAUTH is an answer too (a server started with --requirepass).
+                let answer = cli(self.port, &["ping"]);
+                if answer.contains("PONG") || answer.contains("NOAUTH") {
+                    return true;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let log = std::fs::read_to_string(self.dir.path().join("redis.log")).unwrap_or_default();
+            panic!("redis-server on port {} did not answer PING within 10 s; its log:\n{log}", self.port);
+        }
+
+        pub fn stop(&mut self) {
+            if let Some(mut c) = self.child.take() {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+
+        /// Start again on the same port (after [`RedisServer::stop`]); the data is gone.
+        pub fn restart(&mut self) {
+            self.stop();
+            assert!(self.spawn_and_wait(), "redis-server did not come back on port {}", self.port);
+        }
+
+        pub fn url(&self) -> String {
+            format!("redis://127.0.0.1:{}", self.port)
+        }
+
+        pub fn cli(&self, args: &[&str]) -> String {
+            cli(self.port, args)
+        }
+    }
+
+    impl Drop for RedisServer {
+        fn drop(&mut self) {
+            self.stop();
+        }
+    }
+
+    fn settings(url: String, prefix: &str) -> RedisSettings {
+        RedisSettings { prefix: prefix.to_string(), ..RedisSettings::new(url) }
+    }
+
+    async fn connect(server: &RedisServer, prefix: &str) -> RedisQueue {
+        RedisQueue::connect(&settings(server.url(), prefix), QueueOptions::default()).await.expect("connect")
+    }
+
+    fn unavailable<T: std::fmt::Debug>(r: Result<T, QueueError>) -> String {
+        match r {
+            Err(QueueError::Unavailable(msg)) => msg,
+            other => panic!("expected Unavailable, got {other:?}"),
+        }
+    }
+
+    /// One server per test; every handle uses the same prefix, so reopening
+    /// reaches the same data.
+    struct RedisBackend {
+        server: RedisServer,
+    }
+
+    impl RedisBackend {
+        fn new() -> Self {
+            Self { server: RedisServer::start() }
+        }
+    }
+
+    /// Writes are refused (NOREPLICAS) while this lives: the primary demands a
+    /// replica it does not have.
+    struct WritesBlocked(u16);
+
+    impl Drop for WritesBlocked {
+        fn drop(&mut self) {
+            cli(self.0, &["config", "set", "min-replicas-to-write", "0"]);
+        }
+    }
+
+    #[async_trait]
+    impl Backend for RedisBackend {
+        async fn open_with(&self, options: QueueOptions) -> Box<dyn Queue> {
+            let s = settings(self.server.url(), "conformance");
+            Box::new(RedisQueue::connect(&s, options).await.expect("connect to the test redis"))
+        }
+
+        async fn block_writes(&self) -> Box<dyn Any + Send> {
+            let out = self.server.cli(&["config", "set", "min-replicas-to-write", "1"]);
+            assert!(out.contains("OK"), "{out}");
+            Box::new(WritesBlocked(self.server.port))
+        }
+    }
+
+    mod redis_conformance {
+        use super::RedisBackend;
+        crate::queue::conformance::conformance_suite!(RedisBackend::new());
+    }
+
+    #[test]
+    fn urls_and_versions_are_read_without_leaking_credentials() {
+        let s = RedisSettings::new("redis://user:p@ss:w0rd@redis.example:6380/2, rediss://:hunter2@10.0.0.1:7000");
+        assert_eq!(s.redacted_url(), "redis.example:6380/2,10.0.0.1:7000");
+        let dbg = format!("{s:?}");
+        assert!(!dbg.contains("p@ss:w0rd") && !dbg.contains("hunter2"), "{dbg}");
+        assert!(dbg.contains("redis.example:6380"), "{dbg}");
+        let text = redact("failed for redis://user:p@ss:w0rd@redis.example and hunter2", &secret_fragments(&s.url));
+        assert!(!text.contains("p@ss:w0rd") && !text.contains("hunter2"), "{text}");
+
+        assert_eq!(parse_version("# Server\r\nredis_version:7.0.15\r\nredis_mode:standalone\r\n"), Some((7, 0, 15)));
+        assert_eq!(parse_version("redis_version:6.2\r\n"), Some((6, 2, 0)));
+        assert_eq!(parse_version("redis_mode:standalone\r\n"), None);
+        assert!(parse_version("redis_version:6.2.14").unwrap() < MIN_REDIS_VERSION);
+    }
+
+    #[tokio::test]
+    async fn connect_to_a_closed_port_fails_fast_and_clearly() {
+        let port = free_port();
+        let url = format!("redis://roller:s3cret-pw@127.0.0.1:{port}");
+        let r = tokio::time::timeout(
+            Duration::from_secs(10),
+            RedisQueue::connect(&settings(url, "p"), QueueOptions::default()),
+        )
+        .await
+        .expect("connect gave up in bounded time");
+        let msg = unavailable(r);
+        assert!(msg.contains(&format!("127.0.0.1:{port}")), "{msg}");
+        assert!(msg.contains("cannot connect") || msg.contains("no answer"), "{msg}");
+        assert!(!msg.contains("s3cret-pw"), "{msg}");
+    }
+
+    #[tokio::test]
+    async fn a_bad_prefix_and_a_wrong_password_are_refused_without_leaking_it() {
+        let server = RedisServer::start_with(&["--requirepass", "right-pw"]);
+        let good = format!("redis://:right-pw@127.0.0.1:{}", server.port);
+        let q = RedisQueue::connect(&settings(good.clone(), "p"), QueueOptions::default()).await.expect("connect");
+        q.health().await.unwrap();
+        for prefix in ["", "a{b", "c}"] {
+            let msg = unavailable(RedisQueue::connect(&settings(good.clone(), prefix), QueueOptions::default()).await);
+            assert!(msg.contains("prefix"), "{msg}");
+        }
+        let bad = format!("redis://:wrong-pw@127.0.0.1:{}", server.port);
+        let msg = unavailable(RedisQueue::connect(&settings(bad, "p"), QueueOptions::default()).await);
+        assert!(!msg.contains("wrong-pw"), "{msg}");
+    }
+
+    #[tokio::test]
+    async fn a_restarted_redis_is_unavailable_quickly_then_used_again() {
+        let mut server = RedisServer::start();
+        let q = connect(&server, "restart").await;
+        q.enqueue(ping("a", "g")).await.unwrap();
+        server.stop();
+        // Bounded: the API must turn this into a 503, not a hang.
+        let bound = Duration::from_secs(5);
+        for _ in 0..3 {
+            let r = tokio::time::timeout(bound, q.enqueue(ping("b", "g"))).await.expect("enqueue answered");
+            unavailable(r);
+            let r = tokio::time::timeout(bound, q.reserve("r", LONG_LEASE)).await.expect("reserve answered");
+            unavailable(r);
+            let r = tokio::time::timeout(bound, q.health()).await.expect("health answered");
+            unavailable(r);
+        }
+        server.restart();
+        // The same handle recovers by itself (the restarted server has no data
+        // and no cached scripts).
+        let deadline = tokio::time::Instant::now() + DEADLINE;
+        while q.health().await.is_err() {
+            assert!(tokio::time::Instant::now() < deadline, "no recovery within {DEADLINE:?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let j = q.enqueue(ping("c", "g")).await.unwrap();
+        assert!(j.created);
+        assert_eq!(q.reserve("r", LONG_LEASE).await.unwrap().unwrap().id, j.job.id);
+    }
+
+    #[tokio::test]
+    async fn a_hung_redis_is_unavailable_within_the_response_timeout() {
+        let server = RedisServer::start();
+        let q = connect(&server, "hung").await;
+        let j = q.enqueue(ping("a", "g")).await.unwrap().job;
+        // The server stops answering every client for 3 s (it keeps the sockets open).
+        let out = server.cli(&["client", "pause", "3000", "all"]);
+        assert!(out.contains("OK"), "{out}");
+        let r = tokio::time::timeout(Duration::from_secs(2), q.get(j.id))
+            .await
+            .expect("get answered before the pause ended");
+        unavailable(r);
+        let deadline = tokio::time::Instant::now() + DEADLINE;
+        loop {
+            if let Ok(Some(g)) = q.get(j.id).await {
+                assert_eq!(g.id, j.id);
+                break;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "no recovery after the pause");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn every_key_shares_the_hash_tag() {
+        let server = RedisServer::start();
+        let q = connect(&server, "tagged").await;
+        let a = q.enqueue(ping("a", "g")).await.unwrap().job;
+        let b = q.enqueue(ping("b", "g")).await.unwrap().job;
+        q.enqueue(ping("a", "g2")).await.unwrap();
+        q.reserve("r", LONG_LEASE).await.unwrap().unwrap();
+        q.append_log(a.id, "x").await.unwrap();
+        q.finish(a.id, "r", Outcome::Succeeded(serde_json::json!(1))).await.unwrap();
+        q.reserve("r", LONG_LEASE).await.unwrap().unwrap();
+        q.release(b.id, "r").await.unwrap();
+        q.history(&WorkerId::parse("a").unwrap(), 10).await.unwrap();
+        q.health().await.unwrap();
+        let keys: Vec<String> = server.cli(&["--scan"]).lines().map(str::to_string).collect();
+        assert!(keys.len() >= 8, "{keys:?}");
+        for k in &keys {
+            assert!(k.starts_with("{tagged}:"), "key {k} outside the hash tag");
+        }
+        // Final jobs carry the retention TTL; active ones none.
+        let ttl = |k: String| server.cli(&["pttl", &k]).trim().parse::<i64>().unwrap();
+        assert!(ttl(format!("{{tagged}}:job:{}", a.id)) > 0);
+        assert!(ttl(format!("{{tagged}}:log:{}", a.id)) > 0);
+        assert_eq!(ttl(format!("{{tagged}}:job:{}", b.id)), -1);
+    }
+
+    /// Three masters on loopback, slots spread by `redis-cli --cluster create`.
+    struct Cluster {
+        nodes: Vec<RedisServer>,
+    }
+
+    impl Cluster {
+        fn start() -> Self {
+            let nodes: Vec<RedisServer> = (0..3)
+                .map(|_| {
+                    RedisServer::start_with(&[
+                        "--cluster-enabled",
+                        "yes",
+                        "--cluster-config-file",
+                        "nodes.conf",
+                        "--cluster-node-timeout",
+                        "5000",
+                    ])
+                })
+                .collect();
+            let addrs: Vec<String> = nodes.iter().map(|n| format!("127.0.0.1:{}", n.port)).collect();
+            let out = Command::new("redis-cli")
+                .arg("--cluster")
+                .arg("create")
+                .args(&addrs)
+                .args(["--cluster-replicas", "0", "--cluster-yes"])
+                .stdin(Stdio::null())
+                .output()
+                .expect("redis-cli --cluster create");
+            assert!(out.status.success(), "cluster create failed: {}", String::from_utf8_lossy(&out.stdout));
+            let deadline = std::time::Instant::now() + Duration::from_secs(30);
+            for n in &nodes {
+                while !n.cli(&["cluster", "info"]).contains("cluster_state:ok") {
+                    assert!(std::time::Instant::now() < deadline, "cluster never reached cluster_state:ok");
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+            }
+            Cluster { nodes }
+        }
+
+        fn url(&self) -> String {
+            self.nodes.iter().map(RedisServer::url).collect::<Vec<_>>().join(",")
+        }
+
+        async fn queue(&self, prefix: &str) -> RedisQueue {
+            let s = RedisSettings { cluster: true, ..settings(self.url(), prefix) };
+            RedisQueue::connect(&s, QueueOptions::default()).await.expect("connect to the cluster")
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_queue_runs_on_a_three_master_cluster() {
+        let cluster = Cluster::start();
+        // Each check on its own prefix, so their keys land on different slots
+        // and (with these names) on more than one node.
+        let mut n = 0;
+        let mut next = || {
+            n += 1;
+            format!("cluster-{n}")
+        };
+        conformance::enqueue_then_get_round_trips_every_field(&cluster.queue(&next()).await).await;
+        conformance::reserve_hands_out_oldest_first_and_marks_running(&cluster.queue(&next()).await).await;
+        conformance::finish_records_each_outcome(&cluster.queue(&next()).await).await;
+        conformance::coalescing_returns_the_active_job(&cluster.queue(&next()).await).await;
+        conformance::per_machine_lock_holds_until_finish(&cluster.queue(&next()).await).await;
+        conformance::busy_machine_does_not_starve_others(&cluster.queue(&next()).await).await;
+        conformance::expired_lease_is_taken_over(&cluster.queue(&next()).await).await;
+        conformance::release_requeues_at_once_keeping_attempts(&cluster.queue(&next()).await).await;
+        conformance::log_lines_keep_their_order(&cluster.queue(&next()).await).await;
+        conformance::history_is_newest_first_and_limited(&cluster.queue(&next()).await).await;
+        conformance::concurrent_reserves_hand_each_job_out_once(&cluster.queue(&next()).await).await;
+        cluster.queue(&next()).await.health().await.expect("cluster health");
+
+        // The checks' keys are spread over the masters, so routing by hash tag
+        // was exercised, and every key of one queue sits in one slot.
+        let mut holding = 0;
+        let mut slots_by_prefix: HashMap<String, HashSet<String>> = HashMap::new();
+        for node in &cluster.nodes {
+            let keys: Vec<String> = node.cli(&["--scan"]).lines().map(str::to_string).collect();
+            if !keys.is_empty() {
+                holding += 1;
+            }
+            for k in keys {
+                let tag = k.split(':').next().unwrap_or_default().to_string();
+                let slot = node.cli(&["cluster", "keyslot", &k]).trim().to_string();
+                slots_by_prefix.entry(tag).or_default().insert(slot);
+            }
+        }
+        assert!(holding >= 2, "all keys on one node; routing not exercised");
+        assert!(slots_by_prefix.len() >= 10, "{slots_by_prefix:?}");
+        for (tag, slots) in &slots_by_prefix {
+            assert_eq!(slots.len(), 1, "keys of {tag} span slots {slots:?}");
+        }
+    }
+}
