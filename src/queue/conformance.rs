@@ -361,6 +361,8 @@ pub async fn expired_lease_is_taken_over(q: &dyn Queue) {
     let log = lines(&taken);
     assert_eq!(log.len(), 2, "{log:?}");
     assert!(log[1].starts_with("attempt 2 of 3 started by new") && log[1].contains("takeover"), "{log:?}");
+    let expired_at = first.lease_until.unwrap().to_rfc3339();
+    assert!(log[1].contains(&format!("the lease of old expired at {expired_at}")), "{log:?} vs {expired_at}");
     // The runner that lost the lease can no longer finish or hand back the job.
     assert_lost_lease(q.finish(j.id, "old", Outcome::Succeeded(serde_json::json!(1))).await, j.id);
     assert_lost_lease(q.release(j.id, "old").await, j.id);

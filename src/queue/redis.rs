@@ -438,8 +438,9 @@ local function sweep()
       if attempts >= max then
         local reason = 'runner lost the job (lease expired) after ' .. S(attempts) .. ' attempt(s); not retried'
         finalize(id, 'failed', {'error', reason}, reason .. ' (last held by ' .. (f[4] or 'unknown runner') .. ')')
-      elseif f[5] then
-        redis.call('ZADD', P .. 'queued', f[5], id)
+      else
+        -- Without its seq (a damaged hash) it goes first rather than nowhere.
+        redis.call('ZADD', P .. 'queued', f[5] or 0, id)
       end
     end
   end
@@ -1132,9 +1133,46 @@ mod tests {
         }
         // Final jobs carry the retention TTL; active ones none.
         let ttl = |k: String| server.cli(&["pttl", &k]).trim().parse::<i64>().unwrap();
-        assert!(ttl(format!("{{tagged}}:job:{}", a.id)) > 0);
+        let week_ms = 7 * 24 * 3600 * 1000;
+        let job_ttl = ttl(format!("{{tagged}}:job:{}", a.id));
+        assert!(job_ttl > week_ms - 60_000 && job_ttl <= week_ms, "default retention is 7 days, TTL {job_ttl}");
         assert!(ttl(format!("{{tagged}}:log:{}", a.id)) > 0);
         assert_eq!(ttl(format!("{{tagged}}:job:{}", b.id)), -1);
+    }
+
+    #[tokio::test]
+    async fn damaged_records_are_reported_as_corrupt_not_panicked_on() {
+        let server = RedisServer::start();
+        let q = connect(&server, "bad").await;
+        let id = q.enqueue(ping("m", "g")).await.unwrap().job.id;
+        let key = format!("{{bad}}:job:{id}");
+        let corrupt = |r: Result<Option<Job>, QueueError>, what: &str| match r {
+            Err(QueueError::Corrupt(got, msg)) => {
+                assert_eq!(got, id.to_string());
+                assert!(msg.contains(what), "{msg}");
+            }
+            other => panic!("expected Corrupt, got {other:?}"),
+        };
+        let set = |field: &str, value: &str| assert!(!server.cli(&["hset", &key, field, value]).contains("ERR"));
+        set("task", "reboot-via-magic");
+        corrupt(q.get(id).await, "unknown task");
+        let h = q.history(&WorkerId::parse("m").unwrap(), 10).await;
+        assert!(matches!(h, Err(QueueError::Corrupt(..))), "{h:?}");
+        set("task", "ping");
+        set("worker_id", "not a worker");
+        corrupt(q.get(id).await, "worker_id");
+        set("worker_id", "m");
+        set("result", "{not json");
+        corrupt(q.get(id).await, "not JSON");
+        server.cli(&["hdel", &key, "result"]);
+        set("state", "exploded");
+        corrupt(q.get(id).await, "unknown state");
+        set("state", "queued");
+        set("attempts", "-1");
+        corrupt(q.get(id).await, "attempts");
+        set("attempts", "0");
+        server.cli(&["rpush", &format!("{{bad}}:log:{id}"), "plain text"]);
+        corrupt(q.get(id).await, "log line");
     }
 
     /// Three masters on loopback, slots spread by `redis-cli --cluster create`.
