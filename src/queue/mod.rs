@@ -190,7 +190,11 @@ pub enum QueueError {
     Corrupt(String, String),
 }
 
-/// The queue contract shared by every backend.
+/// The queue contract shared by every backend (semantics in the module docs).
+///
+/// Storage is bounded by [`QueueOptions`], given when a backend is opened: final
+/// jobs and their logs disappear after `retention`, and `history` keeps at most
+/// `history_cap` newest jobs per machine. Queued and running jobs never expire.
 #[async_trait]
 pub trait Queue: Send + Sync + 'static {
     /// Store a new job, or return the queued/running one for the same

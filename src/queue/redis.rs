@@ -1074,7 +1074,8 @@ mod tests {
             let r = tokio::time::timeout(bound, q.reserve("r", LONG_LEASE)).await.expect("reserve answered");
             unavailable(r);
             let r = tokio::time::timeout(bound, q.health()).await.expect("health answered");
-            unavailable(r);
+            let msg = unavailable(r);
+            assert!(msg.contains(&format!("127.0.0.1:{}", server.port)) && !msg.contains("redis://"), "{msg}");
         }
         server.restart();
         // The same handle recovers by itself (the restarted server has no data
