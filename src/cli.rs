@@ -14,7 +14,7 @@ use crate::client::Client;
 use crate::config::{ProcessEnv, Settings};
 use crate::domain::{JobId, WorkerGroup, WorkerId};
 use crate::runner::{Ended, Limits, run_with_limits};
-use crate::startup::{ADMIN_CREDENTIALS_FILE, Application};
+use crate::startup::{ADMIN_CREDENTIALS_FILE, Application, Mode};
 
 /// `println!` that ignores a closed stdout (`roller check-config | head`) instead of panicking.
 macro_rules! say {
@@ -42,9 +42,9 @@ pub struct Cli {
 enum Command {
     /// Run the API and the job runner in one process on the embedded queue (the default setup).
     Serve,
-    /// Run the API only (distributed mode; needs REDIS_URL).
+    /// Run the API only, on the Redis queue (distributed mode; needs REDIS_URL).
     Api,
-    /// Run the job runner only (distributed mode; needs REDIS_URL).
+    /// Run a job runner only, on the Redis queue (distributed mode; needs REDIS_URL).
     Worker,
     /// Run one task on one machine now, in this process, without a queue.
     Run {
@@ -121,18 +121,14 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Api | Command::Worker => {
-            eprintln!(
-                "roller: needs REDIS_URL (see issue: distributed mode); use `roller serve` for the embedded queue"
-            );
-            Ok(ExitCode::from(2))
-        }
+        Command::Api => serve(load(&cli)?, Mode::Api).await,
+        Command::Worker => serve(load(&cli)?, Mode::Worker).await,
         Command::CheckConfig => {
             let s = load(&cli)?;
             say!("{s:#?}");
             Ok(ExitCode::SUCCESS)
         }
-        Command::Serve => serve(load(&cli)?).await,
+        Command::Serve => serve(load(&cli)?, Mode::Serve).await,
         Command::Run { task, worker_id, group } => run_once(load(&cli)?, task, worker_id, group).await,
         Command::Jobs { url, credentials, command } => {
             let s = load(&cli)?;
@@ -149,16 +145,23 @@ fn default_url(s: &Settings) -> String {
     format!("http://{ip}:{}", s.bind.port())
 }
 
-async fn serve(settings: Settings) -> anyhow::Result<ExitCode> {
+async fn serve(settings: Settings, mode: Mode) -> anyhow::Result<ExitCode> {
     crate::telemetry::init();
-    let app = Application::build(settings).await?;
+    let app = Application::build_mode(settings, mode).await?;
     let s = app.settings();
-    let url = format!("http://{}", app.local_addr());
-    let exe = std::env::current_exe().map(|p| p.display().to_string()).unwrap_or_else(|_| "roller".into());
-    say!("roller {} is listening on {url}", env!("CARGO_PKG_VERSION"));
+    let queue = match &s.redis {
+        Some(r) => format!("Redis, keys {{{}}}:* (REDIS_URL)", r.prefix),
+        None => s.sqlite_path.display().to_string(),
+    };
+    match app.local_addr() {
+        Some(addr) => say!("roller {} is listening on http://{addr}", env!("CARGO_PKG_VERSION")),
+        None => say!("roller {} worker {} is running", env!("CARGO_PKG_VERSION"), app.consumer().unwrap_or("-")),
+    }
     say!("  data directory:    {}", s.data_dir.display());
-    say!("  job queue:         {}", s.sqlite_path.display());
-    if let Some(creds) = &app.admin_credentials {
+    say!("  job queue:         {queue}");
+    if let (Some(creds), Some(addr)) = (&app.admin_credentials, app.local_addr()) {
+        let url = format!("http://{addr}");
+        let exe = std::env::current_exe().map(|p| p.display().to_string()).unwrap_or_else(|_| "roller".into());
         say!("  admin credentials: {} (mode 0600)", creds.display());
         let c = format!("--url {url} --credentials {}", creds.display());
         say!();

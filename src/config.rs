@@ -35,6 +35,7 @@ pub struct FileConfig {
     pub runner: RunnerFile,
     pub tasks: TasksFile,
     pub ping: PingFile,
+    pub redis: RedisFile,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -79,6 +80,31 @@ pub struct ClientFile {
 pub struct QueueFile {
     pub sqlite_path: Option<PathBuf>,
     pub history_limit: Option<usize>,
+    pub retention_secs: Option<u64>,
+    pub history_cap: Option<usize>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RedisFile {
+    pub prefix: Option<String>,
+    pub cluster: Option<bool>,
+    pub response_timeout_ms: Option<u64>,
+    pub connect_timeout_ms: Option<u64>,
+}
+
+/// Where the distributed queue lives (`REDIS_URL`).
+#[derive(Debug, Clone)]
+pub struct RedisConfig {
+    /// May carry a password: secret.
+    pub url: SecretString,
+    /// `url` is a comma-separated list of cluster nodes.
+    pub cluster: bool,
+    /// Every key is `{<prefix>}:…`: one hash tag, so Redis Cluster keeps a queue on one slot.
+    pub prefix: String,
+    /// Bounds every Redis call, so the API answers 503 within a second when Redis is gone.
+    pub response_timeout: Duration,
+    pub connect_timeout: Duration,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -138,9 +164,14 @@ pub struct Settings {
     pub auth: AuthSettings,
     pub scope_prefix: String,
     pub read_scope: String,
-    pub redis_url: Option<SecretString>,
+    /// Set: the queue is Redis (distributed mode). Unset: SQLite (embedded).
+    pub redis: Option<RedisConfig>,
     pub sqlite_path: PathBuf,
     pub history_limit: usize,
+    /// Finished jobs are kept this long.
+    pub retention: Duration,
+    /// At most this many jobs per machine are kept in its history.
+    pub history_cap: usize,
     pub runner: RunnerSettings,
     pub enabled_tasks: Vec<Task>,
     pub actions: ActionSettings,
@@ -288,9 +319,29 @@ impl Settings {
             }
         }
 
-        let redis_url = env.get("REDIS_URL").map(SecretString::from);
+        let r = file.redis;
+        let prefix = env.get("ROLLER_REDIS_PREFIX").or(r.prefix).unwrap_or_else(|| "roller".to_string());
+        if prefix.is_empty() || !prefix.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':'))
+        {
+            return Err(err(format!(
+                "{} {prefix:?} may only contain letters, digits, '-', '_', '.' and ':'",
+                where_("redis.prefix")
+            )));
+        }
+        let redis = env.get("REDIS_URL").map(|url| RedisConfig {
+            url: SecretString::from(url),
+            cluster: r.cluster.unwrap_or(false),
+            prefix,
+            response_timeout: Duration::from_millis(r.response_timeout_ms.unwrap_or(800).clamp(50, 60_000)),
+            connect_timeout: Duration::from_millis(r.connect_timeout_ms.unwrap_or(2000).clamp(50, 60_000)),
+        });
         let sqlite_path = file.queue.sqlite_path.unwrap_or_else(|| data_dir.join("roller.sqlite3"));
-        let history_limit = file.queue.history_limit.unwrap_or(50).clamp(1, 1000);
+        let history_cap = file.queue.history_cap.unwrap_or(100).clamp(1, 10_000);
+        let history_limit = file.queue.history_limit.unwrap_or(50).clamp(1, history_cap);
+        let retention = Duration::from_secs(file.queue.retention_secs.unwrap_or(7 * 86_400));
+        if retention.is_zero() || retention > Duration::from_secs(366 * 86_400) {
+            return Err(err(format!("{} must be between 1 and 31622400 (a year)", where_("queue.retention_secs"))));
+        }
 
         let secs = |env_key: &str, v: Option<u64>, default: u64| -> Result<Duration, ConfigError> {
             let n = match env.get(env_key) {
@@ -370,9 +421,11 @@ impl Settings {
             auth,
             scope_prefix,
             read_scope,
-            redis_url,
+            redis,
             sqlite_path,
             history_limit,
+            retention,
+            history_cap,
             runner,
             enabled_tasks,
             actions: ActionSettings { ping },

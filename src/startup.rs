@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Context;
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -16,8 +16,9 @@ use crate::auth::Authenticator;
 use crate::auth::local::LocalAuth;
 use crate::auth::taskcluster::TaskclusterAuth;
 use crate::config::{AuthSettings, LocalClient, Settings};
-use crate::queue::Queue;
+use crate::queue::redis::{RedisQueue, RedisSettings};
 use crate::queue::sqlite::SqliteQueue;
+use crate::queue::{Queue, QueueOptions};
 use crate::runner::Runner;
 
 /// Name of the generated admin credentials file in the data directory.
@@ -31,10 +32,20 @@ pub struct CredentialsFile {
     pub scopes: Vec<String>,
 }
 
-/// A built roller: API listener bound, queue open, runner ready.
+/// Which parts of roller this process runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// `roller serve`: the API and a runner (SQLite, or Redis when `REDIS_URL` is set).
+    Serve,
+    /// `roller api`: the API only (needs Redis).
+    Api,
+    /// `roller worker`: a runner only (needs Redis).
+    Worker,
+}
+
+/// A built roller: queue open, API listener bound and/or runner ready.
 pub struct Application {
-    listener: tokio::net::TcpListener,
-    addr: SocketAddr,
+    http: Option<(tokio::net::TcpListener, SocketAddr)>,
     state: AppState,
     runner: Option<Runner>,
     /// Where the admin credentials are, when this run uses them.
@@ -42,56 +53,97 @@ pub struct Application {
 }
 
 impl Application {
-    /// `roller serve`: API and runner in one process on the embedded queue.
+    /// `roller serve` on whatever queue the settings name.
     pub async fn build(settings: Settings) -> anyhow::Result<Application> {
-        if settings.redis_url.is_some() {
+        Self::build_mode(settings, Mode::Serve).await
+    }
+
+    pub async fn build_mode(settings: Settings, mode: Mode) -> anyhow::Result<Application> {
+        if mode != Mode::Serve && settings.redis.is_none() {
             anyhow::bail!(
-                "REDIS_URL is set, but the Redis queue backend is not built yet (see issue: distributed mode); \
-                 unset REDIS_URL to use the embedded SQLite queue"
+                "needs REDIS_URL: `roller api` and `roller worker` share a Redis queue (distributed mode); \
+                 use `roller serve` for the embedded queue"
             );
         }
         create_private_dir(&settings.data_dir)?;
-        let queue: Arc<dyn Queue> = Arc::new(
-            SqliteQueue::open(&settings.sqlite_path)
-                .with_context(|| format!("cannot open the job queue at {}", settings.sqlite_path.display()))?,
-        );
-        let (auth, admin_credentials) = build_auth(&settings)?;
-        let listener = tokio::net::TcpListener::bind(settings.bind)
-            .await
-            .with_context(|| format!("cannot listen on {}", settings.bind))?;
-        let addr = listener.local_addr()?;
+        let queue = open_queue(&settings).await?;
+        // A worker serves no HTTP: it needs no clients (and must not generate an admin).
+        let (auth, admin_credentials) = match mode {
+            Mode::Worker => (Authenticator::Local(LocalAuth::new(Vec::new())), None),
+            Mode::Serve | Mode::Api => build_auth(&settings)?,
+        };
+        let http = if mode == Mode::Worker {
+            None
+        } else {
+            let listener = tokio::net::TcpListener::bind(settings.bind)
+                .await
+                .with_context(|| format!("cannot listen on {}", settings.bind))?;
+            let addr = listener.local_addr()?;
+            Some((listener, addr))
+        };
         let wake = Arc::new(Notify::new());
         let settings = Arc::new(settings);
-        let runner =
-            Runner::new(queue.clone(), settings.runner.clone(), Arc::new(settings.actions.clone()), wake.clone());
-        let state = AppState { queue, auth: Arc::new(auth), settings, listen_port: addr.port(), wake };
-        Ok(Application { listener, addr, state, runner: Some(runner), admin_credentials })
+        let runner = (mode != Mode::Api).then(|| {
+            Runner::new(queue.clone(), settings.runner.clone(), Arc::new(settings.actions.clone()), wake.clone())
+        });
+        let listen_port = http.as_ref().map(|(_, a)| a.port()).unwrap_or(0);
+        let state = AppState { queue, auth: Arc::new(auth), settings, listen_port, wake };
+        Ok(Application { http, state, runner, admin_credentials })
     }
 
-    pub fn local_addr(&self) -> SocketAddr {
-        self.addr
+    /// The API's address; `None` for a worker.
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.http.as_ref().map(|(_, a)| *a)
+    }
+
+    /// The runner's identity in job records; `None` for an API-only process.
+    pub fn consumer(&self) -> Option<&str> {
+        self.runner.as_ref().map(|r| r.consumer())
     }
 
     pub fn settings(&self) -> &Settings {
         &self.state.settings
     }
 
-    /// Serve until `shutdown` fires: the API stops taking requests, then the
+    /// Run until `shutdown` fires: the API stops taking requests, and the
     /// runner winds down (see `Runner::run_until_stopped`).
     pub async fn run_until_stopped(mut self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let runner = self.runner.take().map(|r| tokio::spawn(r.run_until_stopped(shutdown.clone())));
-        let app = api::router(self.state.clone());
-        tracing::info!(addr = %self.addr, "listening");
-        let s = shutdown.clone();
-        axum::serve(self.listener, app)
-            .with_graceful_shutdown(async move { s.cancelled().await })
-            .await
-            .context("HTTP server failed")?;
+        if let Some((listener, addr)) = self.http.take() {
+            let app = api::router(self.state.clone());
+            tracing::info!(addr = %addr, "listening");
+            let s = shutdown.clone();
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async move { s.cancelled().await })
+                .await
+                .context("HTTP server failed")?;
+        }
         if let Some(r) = runner {
             r.await.context("runner task failed")?;
         }
         Ok(())
     }
+}
+
+/// Redis when `REDIS_URL` is set, else the SQLite file in the data directory.
+async fn open_queue(settings: &Settings) -> anyhow::Result<Arc<dyn Queue>> {
+    let options = QueueOptions { retention: settings.retention, history_cap: settings.history_cap };
+    Ok(match &settings.redis {
+        Some(r) => {
+            let rs = RedisSettings {
+                url: r.url.expose_secret().to_string(),
+                cluster: r.cluster,
+                prefix: r.prefix.clone(),
+                response_timeout: r.response_timeout,
+                connect_timeout: r.connect_timeout,
+            };
+            Arc::new(RedisQueue::connect(&rs, options).await.context("cannot use the Redis queue (REDIS_URL)")?)
+        }
+        None => Arc::new(
+            SqliteQueue::open_with(&settings.sqlite_path, options)
+                .with_context(|| format!("cannot open the job queue at {}", settings.sqlite_path.display()))?,
+        ),
+    })
 }
 
 fn build_auth(settings: &Settings) -> anyhow::Result<(Authenticator, Option<PathBuf>)> {

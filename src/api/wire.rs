@@ -43,6 +43,8 @@ pub struct JobView {
     pub worker_type: Option<String>,
     pub attempts: u32,
     pub max_attempts: u32,
+    /// The runner (host:pid:random) that holds or last held the job.
+    pub runner: Option<String>,
     pub created_at: String,
     pub started_at: Option<String>,
     pub finished_at: Option<String>,
@@ -65,6 +67,7 @@ impl From<&Job> for JobView {
             worker_type: j.worker_type.as_ref().map(|p| p.to_string()),
             attempts: j.attempts,
             max_attempts: j.max_attempts,
+            runner: j.consumer.clone(),
             created_at: ts(&j.created_at),
             started_at: j.started_at.as_ref().map(ts),
             finished_at: j.finished_at.as_ref().map(ts),

@@ -95,7 +95,7 @@ pub async fn spawn_app_from(data_dir: tempfile::TempDir, cfg: &std::path::Path, 
     };
     let settings = Settings::load(Some(cfg), &lookup).expect("test settings load");
     let app = Application::build(settings.clone()).await.expect("app builds");
-    let addr = app.local_addr();
+    let addr = app.local_addr().expect("serve has an API");
     let shutdown = CancellationToken::new();
     let handle = tokio::spawn(app.run_until_stopped(shutdown.clone()));
     TestApp {

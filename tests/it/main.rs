@@ -5,7 +5,9 @@
 mod api;
 mod auth;
 mod cli;
+mod distributed;
 mod helpers;
 mod jobs;
 mod process;
+mod procs;
 mod taskcluster;

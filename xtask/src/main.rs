@@ -15,6 +15,9 @@ const TOOLS: &[(&str, &str)] = &[
     ("/usr/sbin/ip", "iproute2"),
     // Running roller as an unprivileged user in a test.
     ("/usr/bin/setpriv", "util-linux"),
+    // Distributed-mode tests start their own Redis (and Redis Cluster) on free ports.
+    ("/usr/bin/redis-server", "redis-server"),
+    ("/usr/bin/redis-cli", "redis-tools"),
 ];
 
 fn main() -> ExitCode {

@@ -1,0 +1,185 @@
+//! Real `roller` processes (`serve`, `api`, `worker`) and a real `redis-server`,
+//! each started on free loopback ports with its files in a temp dir, killed on drop.
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use reqwest::Method;
+use serde_json::Value;
+
+use crate::helpers::*;
+
+pub struct Roller {
+    pub child: Child,
+    /// The API's base URL (`serve`, `api`); `None` for a worker.
+    pub url: Option<String>,
+    /// What it printed on stdout at start.
+    pub banner: Vec<String>,
+    /// Its stderr (the JSON log).
+    pub log: PathBuf,
+}
+
+impl Drop for Roller {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Roller {
+    pub fn url(&self) -> &str {
+        self.url.as_deref().expect("this process serves the API")
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Send a signal by name (`TERM`, `KILL`) without reaping the process.
+    pub fn signal(&self, name: &str) {
+        let ok = Command::new("kill").args([&format!("-{name}"), &self.pid().to_string()]).status().unwrap().success();
+        assert!(ok, "kill -{name} {}", self.pid());
+    }
+}
+
+/// Start `roller <sub>` with `HOME` and the data in `dir`, plus `env`; return
+/// once its banner is printed. `admin` says whether the banner will carry the
+/// generated admin's commands (zero-config `serve`).
+pub fn start_roller(sub: &str, dir: &Path, env: &[(&str, &str)], log_name: &str, admin: bool) -> Roller {
+    let log = dir.join(log_name);
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_roller"));
+    cmd.arg(sub)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("HOME", dir)
+        .env("ROLLER_BIND", "127.0.0.1:0")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(&log).unwrap());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().expect("roller binary starts");
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut banner = Vec::new();
+    let mut url = None;
+    let mut done = false;
+    for _ in 0..20 {
+        let mut line = String::new();
+        if out.read_line(&mut line).unwrap() == 0 {
+            break;
+        }
+        let line = line.trim_end().to_string();
+        if let Some(rest) = line.split("listening on ").nth(1) {
+            url = Some(rest.trim().to_string());
+        }
+        banner.push(line.clone());
+        if (!admin && line.contains("job queue:")) || line.contains(" list ") {
+            done = true;
+            break;
+        }
+    }
+    assert!(done, "no complete banner in {banner:?}; log: {}", std::fs::read_to_string(&log).unwrap_or_default());
+    // Keep draining stdout so the process never blocks on a full pipe.
+    std::thread::spawn(move || for _ in out.lines() {});
+    Roller { child, url, banner, log }
+}
+
+/// A Hawk-signed request to a roller process.
+pub async fn signed(url: &str, method: Method, path: &str, client: (&str, &str, &[&str])) -> (u16, Value) {
+    let full = format!("{url}{path}");
+    let h = hawk_header(&method, &full, client.0, client.1, None, now());
+    let r = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap()
+        .request(method, &full)
+        .header("Authorization", h)
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+}
+
+/// Poll a job through `url`, as `client`, until its state is one of `want` (bounded).
+pub async fn wait_state(
+    url: &str,
+    client: (&str, &str, &[&str]),
+    task_id: &str,
+    want: &[&str],
+    limit: Duration,
+) -> Value {
+    wait_for(limit, || async {
+        let (s, v) = signed(url, Method::GET, &format!("/api/v1/jobs/{task_id}"), client).await;
+        (s == 200 && want.contains(&v["state"].as_str().unwrap_or(""))).then_some(v)
+    })
+    .await
+    .unwrap_or_else(|| panic!("job {task_id} never reached {want:?}"))
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A throwaway `redis-server` on a free loopback port, never the machine's 6379.
+pub struct RedisServer {
+    pub port: u16,
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+impl RedisServer {
+    pub fn start() -> RedisServer {
+        let mut r = RedisServer { port: free_port(), dir: tempfile::tempdir().unwrap(), child: None };
+        r.restart();
+        r
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    /// Kill it (like a crash).
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Start it again on the same port.
+    pub fn restart(&mut self) {
+        self.kill();
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(self.dir.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server runs (apt-get install redis-server)");
+        self.child = Some(child);
+        let port = self.port;
+        let up = (0..200).any(|_| {
+            let ok = Command::new("redis-cli")
+                .args(["-p", &port.to_string(), "ping"])
+                .output()
+                .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "PONG");
+            if !ok {
+                std::thread::sleep(Duration::from_millis(25));
+            }
+            ok
+        });
+        assert!(up, "redis-server did not answer on port {port}");
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
