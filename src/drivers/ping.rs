@@ -838,6 +838,46 @@ round-trip min/avg/max = 0.050/0.070/0.090 ms
         assert_cancel_is_prompt(PingMethod::Command).await;
     }
 
+    /// Children of this process running `ping -c 97` (a count no other test uses).
+    fn ping_children() -> Vec<u32> {
+        let me = std::process::id().to_string();
+        let Ok(dir) = std::fs::read_dir("/proc") else { return Vec::new() };
+        dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+            .filter(|pid| {
+                let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+                // "<pid> (<comm>) <state> <ppid> …"
+                let Some((comm, rest)) = stat.split_once(") ") else { return false };
+                let argv = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+                comm.ends_with("(ping")
+                    && rest.split_whitespace().nth(1) == Some(me.as_str())
+                    && argv.windows(6).any(|w| w == b"-c\x0097\x00")
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn dropping_a_command_ping_kills_the_child() {
+        // The runner's hard time limit drops the action's future: the `ping`
+        // child must not outlive it.
+        let task = tokio::spawn(async {
+            let cancel = CancellationToken::new();
+            ping(LOCALHOST, &quick(PingMethod::Command, 97), &cancel).await
+        });
+        let poll = |want_running: bool| async move {
+            for _ in 0..200 {
+                if ping_children().is_empty() != want_running {
+                    return true;
+                }
+                tokio::time::sleep(Duration::from_millis(25)).await;
+            }
+            false
+        };
+        assert!(poll(true).await, "the ping child was never seen running");
+        task.abort();
+        assert!(task.await.unwrap_err().is_cancelled());
+        assert!(poll(false).await, "ping children left behind: {:?}", ping_children());
+    }
+
     /// Clears CAP_NET_RAW from this thread's effective set until dropped, so a
     /// root test run sees what an unprivileged service sees: raw sockets give
     /// EPERM. Capabilities are per thread, and `#[tokio::test]` runs the whole
