@@ -1,4 +1,8 @@
 //! Drivers own protocols: timeouts, retries, and keeping secrets out of argv and logs.
 //! They know nothing about jobs, HTTP or the queue.
 
+pub mod ipmi;
 pub mod ping;
+pub mod redfish;
+pub mod snmp;
+pub mod ssh;

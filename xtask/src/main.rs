@@ -1,13 +1,16 @@
 //! `cargo xtask`: the developer interface for chores that are not `cargo build`.
 //!
-//! - `cargo xtask test`: install what the tests need (Debian packages), then run every test.
+//! - `cargo xtask test`: install what the tests need (Debian packages, and a venv with
+//!   sushy-tools under target/), then run every test.
 //! - `cargo xtask ci`: `test`, plus `cargo fmt --check` and clippy with warnings denied.
+//! - `cargo xtask deps`: only the installing.
 //!
 //! No dependencies, so it builds in seconds.
 
+use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 
-/// Tools the integration tests start or call, and the Debian package of each.
+/// Tools the tests start or call, and the Debian package of each.
 const TOOLS: &[(&str, &str)] = &[
     // The ping driver's fallback for unprivileged service users (cap_net_raw on the binary).
     ("/usr/bin/ping", "iputils-ping"),
@@ -18,14 +21,25 @@ const TOOLS: &[(&str, &str)] = &[
     // Distributed-mode tests start their own Redis (and Redis Cluster) on free ports.
     ("/usr/bin/redis-server", "redis-server"),
     ("/usr/bin/redis-cli", "redis-tools"),
+    // Hardware peers: an IPMI BMC, a Sentry3 PDU over SNMP, an ssh target.
+    ("/usr/bin/ipmi_sim", "openipmi"),
+    ("/usr/bin/ipmitool", "ipmitool"),
+    ("/usr/sbin/snmpd", "snmpd"),
+    ("/usr/bin/snmpget", "snmp"),
+    ("/usr/sbin/sshd", "openssh-server"),
 ];
+
+/// The Redfish peer (sushy-tools' emulator) lives in a venv under target/; tests find it
+/// through this variable.
+const SUSHY_ENV: &str = "ROLLER_TEST_SUSHY_EMULATOR";
+const SUSHY_TOOLS: &str = "sushy-tools==2.2.0";
 
 fn main() -> ExitCode {
     let task = std::env::args().nth(1).unwrap_or_default();
     let result = match task.as_str() {
-        "test" => install_test_deps().and_then(|_| test()),
-        "ci" => install_test_deps().and_then(|_| lint()).and_then(|_| test()),
-        "deps" => install_test_deps(),
+        "test" => install_test_deps().and_then(test),
+        "ci" => install_test_deps().and_then(|emulator| lint().and_then(|_| test(emulator))),
+        "deps" => install_test_deps().map(|_| ()),
         _ => {
             eprintln!("usage: cargo xtask <test|ci|deps>");
             return ExitCode::from(2);
@@ -46,9 +60,14 @@ fn run(cmd: &mut Command) -> Result<(), String> {
     if status.success() { Ok(()) } else { Err(format!("{cmd:?} failed: {status}")) }
 }
 
-fn install_test_deps() -> Result<(), String> {
-    let missing: Vec<&str> =
-        TOOLS.iter().filter(|(path, _)| !std::path::Path::new(path).exists()).map(|(_, pkg)| *pkg).collect();
+/// Debian packages, then the sushy-tools venv; returns the emulator's path.
+fn install_test_deps() -> Result<PathBuf, String> {
+    install_debian_packages()?;
+    sushy_venv()
+}
+
+fn install_debian_packages() -> Result<(), String> {
+    let missing: Vec<&str> = TOOLS.iter().filter(|(path, _)| !Path::new(path).exists()).map(|(_, pkg)| *pkg).collect();
     if missing.is_empty() {
         return Ok(());
     }
@@ -60,10 +79,36 @@ fn install_test_deps() -> Result<(), String> {
         ));
     }
     run(Command::new("apt-get").arg("update").arg("-q"))?;
-    run(Command::new("apt-get")
+    // Installing snmpd or openssh-server must not start them on the machine's standard
+    // ports (the tests run their own): policy-rc.d is Debian's switch for that.
+    let policy = Path::new("/usr/sbin/policy-rc.d");
+    let ours = !policy.exists();
+    if ours {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::write(policy, "#!/bin/sh\nexit 101\n").map_err(|e| format!("cannot write {policy:?}: {e}"))?;
+        std::fs::set_permissions(policy, std::fs::Permissions::from_mode(0o755))
+            .map_err(|e| format!("cannot chmod {policy:?}: {e}"))?;
+    }
+    let result = run(Command::new("apt-get")
         .args(["install", "-y", "-q", "--no-install-recommends"])
         .args(&missing)
-        .env("DEBIAN_FRONTEND", "noninteractive"))
+        .env("DEBIAN_FRONTEND", "noninteractive"));
+    if ours {
+        let _ = std::fs::remove_file(policy);
+    }
+    result
+}
+
+/// A venv with sushy-tools under target/, made once.
+fn sushy_venv() -> Result<PathBuf, String> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().ok_or("xtask is not inside the workspace")?;
+    let venv = root.join("target/test-peers-venv");
+    let emulator = venv.join("bin/sushy-emulator");
+    if !emulator.exists() {
+        run(Command::new("python3").args(["-m", "venv"]).arg(&venv))?;
+        run(Command::new(venv.join("bin/pip")).args(["install", "-q", "--disable-pip-version-check", SUSHY_TOOLS]))?;
+    }
+    Ok(emulator)
 }
 
 fn cargo() -> Command {
@@ -75,6 +120,6 @@ fn lint() -> Result<(), String> {
     run(cargo().args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]))
 }
 
-fn test() -> Result<(), String> {
-    run(cargo().args(["test", "--workspace", "--all-targets"]))
+fn test(sushy_emulator: PathBuf) -> Result<(), String> {
+    run(cargo().args(["test", "--workspace", "--all-targets"]).env(SUSHY_ENV, sushy_emulator))
 }

@@ -1,0 +1,1 @@
+//! (Being written: ipmi driver tests against the real peer.)

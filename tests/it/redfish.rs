@@ -1,0 +1,1 @@
+//! (Being written: redfish driver tests against the real peer.)

@@ -1,0 +1,1 @@
+//! (Being written: snmp driver tests against the real peer.)

@@ -1,0 +1,1 @@
+//! (Being written: ssh driver tests against the real peer.)
