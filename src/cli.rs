@@ -60,6 +60,11 @@ enum Command {
     Tasks,
     /// Load and validate the configuration, then print it (secrets redacted).
     CheckConfig,
+    /// Work with an inventory file (machines, hardware classes, reboot chains).
+    Inventory {
+        #[command(subcommand)]
+        command: InventoryCommand,
+    },
     /// Talk to a running roller: enqueue jobs and read them.
     Jobs {
         /// The roller to talk to [default: http://<server.bind>].
@@ -72,6 +77,13 @@ enum Command {
         #[command(subcommand)]
         command: JobsCommand,
     },
+}
+
+#[derive(Subcommand)]
+enum InventoryCommand {
+    /// Validate an inventory, resolve every secret it refers to, and show each machine's
+    /// reboot chain with the steps that would be skipped (touches no hardware).
+    Check { file: PathBuf },
 }
 
 #[derive(Subcommand)]
@@ -123,6 +135,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Api => serve(load(&cli)?, Mode::Api).await,
         Command::Worker => serve(load(&cli)?, Mode::Worker).await,
+        Command::Inventory { command: InventoryCommand::Check { file } } => inventory_check(file),
         Command::CheckConfig => {
             let s = load(&cli)?;
             say!("{s:#?}");
@@ -187,6 +200,33 @@ async fn wait_for_signal(shutdown: CancellationToken) {
         _ = int.recv() => tracing::info!("SIGINT: shutting down"),
     }
     shutdown.cancel();
+}
+
+fn inventory_check(file: &std::path::Path) -> anyhow::Result<ExitCode> {
+    let inv = crate::inventory::Inventory::load(file)?;
+    let mut problems = 0;
+    say!("{}: {} machines, {} classes", file.display(), inv.machines.len(), inv.classes.len());
+    for m in inv.machines.values() {
+        let group = m.group.as_ref().map(|g| g.to_string()).unwrap_or_else(|| "-".into());
+        say!("{} (group {group}, class {}, address {})", m.id, m.class.name, m.address);
+        for step in &m.class.reboot {
+            match m.can_run(*step) {
+                Ok(()) => say!("  reboot step {:<18} runs", step.name()),
+                Err(why) => say!("  reboot step {:<18} skipped: {why}", step.name()),
+            }
+        }
+        for (field, secret) in m.secrets() {
+            if let Err(e) = secret.resolve() {
+                problems += 1;
+                say!("  PROBLEM {field}: {e}");
+            }
+        }
+    }
+    if problems > 0 {
+        say!("{problems} problem(s)");
+        return Ok(ExitCode::from(1));
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 struct StderrLog;

@@ -9,6 +9,7 @@ pub mod client;
 pub mod config;
 pub mod domain;
 pub mod drivers;
+pub mod inventory;
 pub mod queue;
 pub mod runner;
 pub mod startup;

@@ -134,3 +134,26 @@ fn run_ping_works_for_an_unprivileged_user() {
     let expected = if ping_group_allows(65534) { "socket" } else { "command" };
     assert_eq!(v["result"]["method"], expected, "{v}");
 }
+
+#[test]
+fn inventory_check_explains_chains_and_reports_unresolvable_secrets() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("inventory.toml");
+    std::fs::write(&f, "[machines.mac1.pdu]\nhost = \"pdu1\"\noutlet = \"AB12\"\ncommunity_env = \"PDU_COMMUNITY\"\n")
+        .unwrap();
+    let path = f.to_str().unwrap();
+    let (code, out, err) = roller(&["inventory", "check", path], &[("PDU_COMMUNITY", "very-secret-community")]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("snmp_reboot") && out.contains("runs"), "{out}");
+    assert!(out.contains("ssh_reboot") && out.contains("skipped: no [ssh]"), "{out}");
+    assert!(!out.contains("very-secret-community"));
+
+    let (code, out, _) = roller(&["inventory", "check", path], &[]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("PROBLEM pdu.community") && out.contains("PDU_COMMUNITY"), "{out}");
+
+    std::fs::write(&f, "[machines.mac1.pdu]\nhost = \"pdu1\"\noutlet = \"12\"\ncommunity_env = \"C\"\n").unwrap();
+    let (code, _, err) = roller(&["inventory", "check", path], &[]);
+    assert_eq!(code, 2);
+    assert!(err.contains("machines.mac1.pdu.outlet") && err.contains("inventory.toml"), "{err}");
+}

@@ -1,0 +1,718 @@
+//! The inventory: which machines roller manages, how to reach each one's
+//! BMC, PDU outlet and ssh, and which reboot chain its hardware class uses.
+//!
+//! One TOML file (schema and a full example: `docs/inventory.example.toml`).
+//! Everything is validated on load, and every error names the file, the
+//! machine or class, and the field. Secrets are references (`*_env` names an
+//! environment variable, `*_file` a file) resolved when a job needs them, so a
+//! rotated password needs no reload; `roller inventory check` resolves them all
+//! up front.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use secrecy::SecretString;
+use serde::Deserialize;
+
+use crate::domain::{WorkerGroup, WorkerId};
+
+/// The original's `REBOOT_METHODS` default: gentlest first, a human last.
+pub const DEFAULT_REBOOT_CHAIN: &[RebootStep] = &[
+    RebootStep::SshReboot,
+    RebootStep::IpmiReset,
+    RebootStep::IpmiCycle,
+    RebootStep::SnmpReboot,
+    RebootStep::FileBugzillaBug,
+];
+
+/// A problem in the inventory, with where it is.
+#[derive(Debug, thiserror::Error)]
+#[error("inventory {file}: {at}: {message}")]
+pub struct InventoryError {
+    pub file: String,
+    pub at: String,
+    pub message: String,
+}
+
+/// One step of a reboot chain (the original's method names).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RebootStep {
+    SshReboot,
+    IpmiOn,
+    IpmiReset,
+    IpmiCycle,
+    SnmpReboot,
+    SnmpRebootDelay,
+    RedfishRestart,
+    XenapiReboot,
+    IloReboot,
+    FileBugzillaBug,
+}
+
+impl RebootStep {
+    pub const ALL: &'static [RebootStep] = &[
+        RebootStep::SshReboot,
+        RebootStep::IpmiOn,
+        RebootStep::IpmiReset,
+        RebootStep::IpmiCycle,
+        RebootStep::SnmpReboot,
+        RebootStep::SnmpRebootDelay,
+        RebootStep::RedfishRestart,
+        RebootStep::XenapiReboot,
+        RebootStep::IloReboot,
+        RebootStep::FileBugzillaBug,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            RebootStep::SshReboot => "ssh_reboot",
+            RebootStep::IpmiOn => "ipmi_on",
+            RebootStep::IpmiReset => "ipmi_reset",
+            RebootStep::IpmiCycle => "ipmi_cycle",
+            RebootStep::SnmpReboot => "snmp_reboot",
+            RebootStep::SnmpRebootDelay => "snmp_rebootdelay",
+            RebootStep::RedfishRestart => "redfish_restart",
+            RebootStep::XenapiReboot => "xenapi_reboot",
+            RebootStep::IloReboot => "ilo_reboot",
+            RebootStep::FileBugzillaBug => "file_bugzilla_bug",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<RebootStep> {
+        RebootStep::ALL.iter().copied().find(|m| m.name() == s)
+    }
+}
+
+/// How roller decides a machine answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reachability {
+    /// ICMP echo (the default).
+    Icmp,
+    /// A TCP connect to this port, for hosts that drop ICMP.
+    Tcp(u16),
+}
+
+/// Where a secret comes from. Resolved at use, never stored in the inventory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SecretRef {
+    Env(String),
+    File(PathBuf),
+}
+
+impl SecretRef {
+    /// Read the secret now. The error names the source, never the content.
+    pub fn resolve(&self) -> Result<SecretString, String> {
+        let value = match self {
+            SecretRef::Env(var) => std::env::var(var).map_err(|_| format!("environment variable {var} is not set"))?,
+            SecretRef::File(path) => std::fs::read_to_string(path)
+                .map_err(|e| format!("cannot read {}: {e}", path.display()))?
+                .trim_end_matches(['\n', '\r'])
+                .to_string(),
+        };
+        if value.is_empty() {
+            return Err(format!("{} is empty", self.describe()));
+        }
+        Ok(SecretString::from(value))
+    }
+
+    pub fn describe(&self) -> String {
+        match self {
+            SecretRef::Env(var) => format!("${var}"),
+            SecretRef::File(p) => p.display().to_string(),
+        }
+    }
+}
+
+/// IPMI dual bridging (HP Moonshot): transit channel/address, then target channel/address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Bridging {
+    pub transit_channel: Option<u8>,
+    pub transit_address: Option<u8>,
+    pub target_channel: u8,
+    pub target_address: u8,
+}
+
+/// What a hardware class says about every machine in it.
+#[derive(Debug, Clone)]
+pub struct HardwareClass {
+    pub name: String,
+    pub reboot: Vec<RebootStep>,
+    pub reachability: Reachability,
+    pub ipmi_cipher_suite: u8,
+    pub ipmi_privilege: String,
+    pub ipmi_port: u16,
+    pub redfish_verify_tls: bool,
+    /// The off time of `snmp_rebootdelay` (the original's Mac mini fix used 60 s).
+    pub snmp_reboot_delay: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct SshAccess {
+    pub user: String,
+    pub key_file: PathBuf,
+    pub port: u16,
+    /// Known-hosts file; `accept_new` trusts and records a first-seen key.
+    pub known_hosts: PathBuf,
+    pub accept_new: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct IpmiAccess {
+    pub address: String,
+    pub port: u16,
+    pub user: String,
+    pub password: SecretRef,
+    pub bridging: Option<Bridging>,
+}
+
+#[derive(Debug, Clone)]
+pub struct PduAccess {
+    pub host: String,
+    pub port: u16,
+    /// The original's outlet string (`AB12`: tower A, infeed B, outlet 12).
+    pub outlet: String,
+    pub community: SecretRef,
+}
+
+#[derive(Debug, Clone)]
+pub struct RedfishAccess {
+    pub url: String,
+    pub user: String,
+    pub password: SecretRef,
+    pub system: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct IloAccess {
+    pub address: String,
+    pub user: String,
+    pub password: SecretRef,
+}
+
+/// One managed machine.
+#[derive(Debug, Clone)]
+pub struct Machine {
+    pub id: WorkerId,
+    pub group: Option<WorkerGroup>,
+    pub class: Arc<HardwareClass>,
+    /// FQDN or IP address of the machine itself (not its BMC).
+    pub address: String,
+    pub ssh: Option<SshAccess>,
+    pub ipmi: Option<IpmiAccess>,
+    pub pdu: Option<PduAccess>,
+    pub redfish: Option<RedfishAccess>,
+    pub xen_vm_uuid: Option<String>,
+    pub ilo: Option<IloAccess>,
+    pub bug_cc: Vec<String>,
+}
+
+impl Machine {
+    /// Whether this machine has what `step` needs; `Err` says what is missing.
+    /// Steps that need roller-wide settings (Xen, Bugzilla) are checked by their actions.
+    pub fn can_run(&self, step: RebootStep) -> Result<(), &'static str> {
+        let has = |ok: bool, missing: &'static str| if ok { Ok(()) } else { Err(missing) };
+        match step {
+            RebootStep::SshReboot => has(self.ssh.is_some(), "no [ssh] for this machine"),
+            RebootStep::IpmiOn | RebootStep::IpmiReset | RebootStep::IpmiCycle => {
+                has(self.ipmi.is_some(), "no [ipmi] for this machine")
+            }
+            RebootStep::SnmpReboot | RebootStep::SnmpRebootDelay => {
+                has(self.pdu.is_some(), "no [pdu] for this machine")
+            }
+            RebootStep::RedfishRestart => has(self.redfish.is_some(), "no [redfish] for this machine"),
+            RebootStep::XenapiReboot => has(self.xen_vm_uuid.is_some(), "no [xen] for this machine"),
+            RebootStep::IloReboot => has(self.ilo.is_some(), "no [ilo] for this machine"),
+            RebootStep::FileBugzillaBug => Ok(()),
+        }
+    }
+
+    /// Every secret this machine's configuration refers to, with the field it is for.
+    pub fn secrets(&self) -> Vec<(&'static str, &SecretRef)> {
+        let mut v = Vec::new();
+        if let Some(i) = &self.ipmi {
+            v.push(("ipmi.password", &i.password));
+        }
+        if let Some(p) = &self.pdu {
+            v.push(("pdu.community", &p.community));
+        }
+        if let Some(r) = &self.redfish {
+            v.push(("redfish.password", &r.password));
+        }
+        if let Some(i) = &self.ilo {
+            v.push(("ilo.password", &i.password));
+        }
+        v
+    }
+}
+
+/// The loaded, validated inventory.
+#[derive(Debug, Clone, Default)]
+pub struct Inventory {
+    pub path: PathBuf,
+    /// Domains tried, in order, for a worker id that is not in the inventory.
+    pub dns_search: Vec<String>,
+    pub classes: BTreeMap<String, Arc<HardwareClass>>,
+    pub machines: BTreeMap<WorkerId, Machine>,
+}
+
+impl Inventory {
+    pub fn load(path: &Path) -> Result<Inventory, InventoryError> {
+        let text = std::fs::read_to_string(path).map_err(|e| InventoryError {
+            file: path.display().to_string(),
+            at: "(file)".into(),
+            message: e.to_string(),
+        })?;
+        Self::parse(path, &text)
+    }
+
+    pub fn parse(path: &Path, text: &str) -> Result<Inventory, InventoryError> {
+        let file = path.display().to_string();
+        let raw: InventoryFile = toml::from_str(text).map_err(|e| InventoryError {
+            file: file.clone(),
+            at: "(syntax)".into(),
+            message: e.to_string().trim().to_string(),
+        })?;
+        let err = |at: String, message: String| InventoryError { file: file.clone(), at, message };
+
+        let mut dns_search = Vec::new();
+        for (i, d) in raw.dns_search.into_iter().enumerate() {
+            let d = d.trim_end_matches('.').to_ascii_lowercase();
+            if !is_host(&d) {
+                return Err(err(format!("dns_search[{i}]"), format!("{d:?} is not a domain name")));
+            }
+            dns_search.push(d);
+        }
+
+        let mut classes = BTreeMap::new();
+        for (name, c) in raw.classes {
+            let at = |field: &str| format!("classes.{name}.{field}");
+            let reboot = match c.reboot {
+                None => DEFAULT_REBOOT_CHAIN.to_vec(),
+                Some(list) => {
+                    let mut steps = Vec::new();
+                    for s in list {
+                        let step = RebootStep::parse(&s).ok_or_else(|| {
+                            let known: Vec<_> = RebootStep::ALL.iter().map(|m| m.name()).collect();
+                            err(at("reboot"), format!("unknown step {s:?}; known: {}", known.join(", ")))
+                        })?;
+                        steps.push(step);
+                    }
+                    steps
+                }
+            };
+            let reachability = match c.reachability.as_deref() {
+                None | Some("icmp") => Reachability::Icmp,
+                Some(other) => match other.strip_prefix("tcp:").and_then(|p| p.parse::<u16>().ok()) {
+                    Some(port) if port > 0 => Reachability::Tcp(port),
+                    _ => return Err(err(at("reachability"), format!("{other:?} must be \"icmp\" or \"tcp:<port>\""))),
+                },
+            };
+            let cipher = c.ipmi.cipher_suite.unwrap_or(17);
+            if cipher == 0 {
+                return Err(err(
+                    at("ipmi.cipher_suite"),
+                    "cipher suite 0 accepts any password; roller never uses it".into(),
+                ));
+            }
+            let privilege = c.ipmi.privilege.unwrap_or_else(|| "operator".into()).to_ascii_lowercase();
+            if !matches!(privilege.as_str(), "user" | "operator" | "administrator") {
+                return Err(err(
+                    at("ipmi.privilege"),
+                    format!("{privilege:?} must be user, operator or administrator"),
+                ));
+            }
+            classes.insert(
+                name.clone(),
+                Arc::new(HardwareClass {
+                    name: name.clone(),
+                    reboot,
+                    reachability,
+                    ipmi_cipher_suite: cipher,
+                    ipmi_privilege: privilege,
+                    ipmi_port: c.ipmi.port.unwrap_or(623),
+                    redfish_verify_tls: c.redfish.verify_tls.unwrap_or(true),
+                    snmp_reboot_delay: Duration::from_secs(c.snmp_reboot_delay_secs.unwrap_or(60)),
+                }),
+            );
+        }
+        let default_class = Arc::new(HardwareClass {
+            name: "default".into(),
+            reboot: DEFAULT_REBOOT_CHAIN.to_vec(),
+            reachability: Reachability::Icmp,
+            ipmi_cipher_suite: 17,
+            ipmi_privilege: "operator".into(),
+            ipmi_port: 623,
+            redfish_verify_tls: true,
+            snmp_reboot_delay: Duration::from_secs(60),
+        });
+
+        let mut machines = BTreeMap::new();
+        for (key, m) in raw.machines {
+            let at = |field: &str| format!("machines.{key}.{field}");
+            let id = WorkerId::parse(&key).map_err(|e| err(format!("machines.{key}"), e.to_string()))?;
+            if machines.contains_key(&id) {
+                return Err(err(format!("machines.{key}"), "listed twice (worker ids are case-insensitive)".into()));
+            }
+            let group =
+                m.group.map(|g| WorkerGroup::parse(&g)).transpose().map_err(|e| err(at("group"), e.to_string()))?;
+            let class = match m.class {
+                None => default_class.clone(),
+                Some(c) => classes.get(&c).cloned().ok_or_else(|| {
+                    err(
+                        at("class"),
+                        format!("no class {c:?} (known: {})", classes.keys().cloned().collect::<Vec<_>>().join(", ")),
+                    )
+                })?,
+            };
+            let address = m.address.unwrap_or_else(|| id.to_string());
+            if !is_host(&address) {
+                return Err(err(at("address"), format!("{address:?} is not a host name or IP address")));
+            }
+            let ssh = m
+                .ssh
+                .map(|s| -> Result<SshAccess, InventoryError> {
+                    let accept_new = match s.host_keys.as_deref() {
+                        None | Some("known-hosts") => false,
+                        Some("accept-new") => true,
+                        Some(o) => {
+                            return Err(err(at("ssh.host_keys"), format!("{o:?} must be known-hosts or accept-new")));
+                        }
+                    };
+                    Ok(SshAccess {
+                        user: name_field(&s.user).map_err(|e| err(at("ssh.user"), e))?,
+                        key_file: s.key_file,
+                        port: s.port.unwrap_or(22),
+                        known_hosts: s
+                            .known_hosts
+                            .ok_or_else(|| err(at("ssh.known_hosts"), "required: roller verifies host keys".into()))?,
+                        accept_new,
+                    })
+                })
+                .transpose()?;
+            let ipmi = m
+                .ipmi
+                .map(|i| -> Result<IpmiAccess, InventoryError> {
+                    host_field(&i.address).map_err(|e| err(at("ipmi.address"), e))?;
+                    Ok(IpmiAccess {
+                        address: i.address,
+                        port: i.port.unwrap_or(class.ipmi_port),
+                        user: name_field(&i.user).map_err(|e| err(at("ipmi.user"), e))?,
+                        password: secret_ref(i.password_env, i.password_file)
+                            .map_err(|e| err(at("ipmi.password_*"), e))?,
+                        bridging: i.bridging,
+                    })
+                })
+                .transpose()?;
+            let pdu = m
+                .pdu
+                .map(|p| -> Result<PduAccess, InventoryError> {
+                    host_field(&p.host).map_err(|e| err(at("pdu.host"), e))?;
+                    outlet_field(&p.outlet).map_err(|e| err(at("pdu.outlet"), e))?;
+                    Ok(PduAccess {
+                        host: p.host,
+                        port: p.port.unwrap_or(161),
+                        outlet: p.outlet,
+                        community: secret_ref(p.community_env, p.community_file)
+                            .map_err(|e| err(at("pdu.community_*"), e))?,
+                    })
+                })
+                .transpose()?;
+            let redfish = m
+                .redfish
+                .map(|r| -> Result<RedfishAccess, InventoryError> {
+                    if !(r.url.starts_with("https://") || r.url.starts_with("http://")) || r.url.contains('@') {
+                        return Err(err(at("redfish.url"), "must be http(s)://host[:port] without credentials".into()));
+                    }
+                    Ok(RedfishAccess {
+                        url: r.url.trim_end_matches('/').to_string(),
+                        user: name_field(&r.user).map_err(|e| err(at("redfish.user"), e))?,
+                        password: secret_ref(r.password_env, r.password_file)
+                            .map_err(|e| err(at("redfish.password_*"), e))?,
+                        system: r.system,
+                    })
+                })
+                .transpose()?;
+            let xen_vm_uuid = m
+                .xen
+                .map(|x| {
+                    uuid::Uuid::parse_str(&x.vm_uuid)
+                        .map(|u| u.hyphenated().to_string())
+                        .map_err(|_| err(at("xen.vm_uuid"), format!("{:?} is not a UUID", x.vm_uuid)))
+                })
+                .transpose()?;
+            let ilo = m
+                .ilo
+                .map(|i| -> Result<IloAccess, InventoryError> {
+                    host_field(&i.address).map_err(|e| err(at("ilo.address"), e))?;
+                    Ok(IloAccess {
+                        address: i.address,
+                        user: name_field(&i.user).map_err(|e| err(at("ilo.user"), e))?,
+                        password: secret_ref(i.password_env, i.password_file)
+                            .map_err(|e| err(at("ilo.password_*"), e))?,
+                    })
+                })
+                .transpose()?;
+            for (n, cc) in m.bug_cc.iter().enumerate() {
+                if !cc.contains('@') || cc.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                    return Err(err(at(&format!("bug_cc[{n}]")), format!("{cc:?} is not an email address")));
+                }
+            }
+            machines.insert(
+                id.clone(),
+                Machine { id, group, class, address, ssh, ipmi, pdu, redfish, xen_vm_uuid, ilo, bug_cc: m.bug_cc },
+            );
+        }
+        Ok(Inventory { path: path.to_path_buf(), dns_search, classes, machines })
+    }
+
+    /// The machine for a worker id: exact, else by the id's first DNS label
+    /// (the original looked up short names first).
+    pub fn machine(&self, id: &WorkerId) -> Option<&Machine> {
+        self.machines.get(id).or_else(|| {
+            let short = id.as_str().split('.').next()?;
+            self.machines.get(&WorkerId::parse(short).ok()?)
+        })
+    }
+}
+
+fn is_host(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 253
+        && (s.parse::<std::net::IpAddr>().is_ok()
+            || s.split('.').all(|l| {
+                !l.is_empty() && l.len() <= 63 && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            }))
+}
+
+fn host_field(s: &str) -> Result<(), String> {
+    if is_host(s) { Ok(()) } else { Err(format!("{s:?} is not a host name or IP address")) }
+}
+
+fn name_field(s: &str) -> Result<String, String> {
+    if s.is_empty() || s.len() > 64 || s.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(format!("{s:?} is not a user name"));
+    }
+    Ok(s.to_string())
+}
+
+/// The outlet string's shape (the SNMP driver maps it to an OID).
+fn outlet_field(s: &str) -> Result<(), String> {
+    let ok = s.len() >= 3
+        && s.len() <= 6
+        && s.is_ascii()
+        && s[..2].chars().all(|c| c.is_ascii_alphanumeric())
+        && s[2..].chars().all(|c| c.is_ascii_digit());
+    if ok { Ok(()) } else { Err(format!("{s:?} is not an outlet string like AB12 (tower, infeed, outlet number)")) }
+}
+
+fn secret_ref(env: Option<String>, file: Option<PathBuf>) -> Result<SecretRef, String> {
+    match (env, file) {
+        (Some(v), None) if !v.is_empty() => Ok(SecretRef::Env(v)),
+        (None, Some(f)) => Ok(SecretRef::File(f)),
+        (Some(_), Some(_)) => Err("give one of *_env and *_file, not both".into()),
+        _ => Err("missing: give *_env (an environment variable) or *_file (a file)".into()),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct InventoryFile {
+    #[serde(default)]
+    dns_search: Vec<String>,
+    #[serde(default)]
+    classes: BTreeMap<String, ClassFile>,
+    #[serde(default)]
+    machines: BTreeMap<String, MachineFile>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+struct ClassFile {
+    reboot: Option<Vec<String>>,
+    reachability: Option<String>,
+    ipmi: IpmiClassFile,
+    redfish: RedfishClassFile,
+    snmp_reboot_delay_secs: Option<u64>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+struct IpmiClassFile {
+    cipher_suite: Option<u8>,
+    privilege: Option<String>,
+    port: Option<u16>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+struct RedfishClassFile {
+    verify_tls: Option<bool>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MachineFile {
+    group: Option<String>,
+    class: Option<String>,
+    address: Option<String>,
+    ssh: Option<SshFile>,
+    ipmi: Option<IpmiFile>,
+    pdu: Option<PduFile>,
+    redfish: Option<RedfishFile>,
+    xen: Option<XenFile>,
+    ilo: Option<IloFile>,
+    #[serde(default)]
+    bug_cc: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SshFile {
+    user: String,
+    key_file: PathBuf,
+    port: Option<u16>,
+    known_hosts: Option<PathBuf>,
+    host_keys: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct IpmiFile {
+    address: String,
+    port: Option<u16>,
+    user: String,
+    password_env: Option<String>,
+    password_file: Option<PathBuf>,
+    bridging: Option<Bridging>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PduFile {
+    host: String,
+    port: Option<u16>,
+    outlet: String,
+    community_env: Option<String>,
+    community_file: Option<PathBuf>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RedfishFile {
+    url: String,
+    user: String,
+    password_env: Option<String>,
+    password_file: Option<PathBuf>,
+    system: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct XenFile {
+    vm_uuid: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct IloFile {
+    address: String,
+    user: String,
+    password_env: Option<String>,
+    password_file: Option<PathBuf>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Inventory, InventoryError> {
+        Inventory::parse(Path::new("/etc/roller/inventory.toml"), text)
+    }
+
+    fn error(text: &str) -> String {
+        parse(text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn the_documented_example_loads() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/inventory.example.toml");
+        let inv = Inventory::load(&path).expect("docs/inventory.example.toml is valid");
+        let ms = inv.machine(&WorkerId::parse("t-linux64-ms-001").unwrap()).expect("the Moonshot node");
+        assert_eq!(ms.class.name, "moonshot");
+        let ipmi = ms.ipmi.as_ref().unwrap();
+        assert_eq!(ipmi.bridging.unwrap().target_address, 0x72);
+        assert_eq!(ipmi.password, SecretRef::Env("MOONSHOT_IPMI_PASSWORD".into()));
+        let mac = inv.machine(&WorkerId::parse("macmini-r8-1.test.releng.mdc1.mozilla.com").unwrap()).unwrap();
+        assert_eq!(mac.id.as_str(), "macmini-r8-1", "found by the first DNS label");
+        assert_eq!(
+            mac.class.reboot,
+            vec![RebootStep::SshReboot, RebootStep::SnmpRebootDelay, RebootStep::FileBugzillaBug]
+        );
+        assert_eq!(mac.pdu.as_ref().unwrap().outlet, "AB12");
+        assert!(!inv.dns_search.is_empty());
+    }
+
+    #[test]
+    fn steps_without_configuration_are_not_runnable() {
+        let inv = parse("[machines.w1.pdu]\nhost = \"pdu1\"\noutlet = \"AA1\"\ncommunity_env = \"C\"\n").unwrap();
+        let m = inv.machine(&WorkerId::parse("w1").unwrap()).unwrap();
+        assert_eq!(m.can_run(RebootStep::SnmpReboot), Ok(()));
+        assert_eq!(m.can_run(RebootStep::SshReboot), Err("no [ssh] for this machine"));
+        assert_eq!(m.can_run(RebootStep::IpmiCycle), Err("no [ipmi] for this machine"));
+        assert_eq!(m.secrets().len(), 1);
+    }
+
+    #[test]
+    fn defaults_follow_the_original() {
+        let inv = parse("[machines.w1]\n").unwrap();
+        let m = inv.machine(&WorkerId::parse("W1").unwrap()).unwrap();
+        assert_eq!(m.class.reboot, DEFAULT_REBOOT_CHAIN);
+        assert_eq!(m.address, "w1");
+        assert_eq!(m.class.reachability, Reachability::Icmp);
+        assert!(m.ssh.is_none() && m.ipmi.is_none() && m.pdu.is_none());
+    }
+
+    #[test]
+    fn errors_name_the_file_the_machine_and_the_field() {
+        for (text, at) in [
+            ("[machines.w1]\nclas = \"x\"\n", "(syntax)"),
+            ("[machines.\"a b\"]\n", "machines.a b"),
+            ("[machines.w1]\nclass = \"nope\"\n", "machines.w1.class"),
+            ("[machines.w1]\naddress = \"a;b\"\n", "machines.w1.address"),
+            ("[machines.w1.ipmi]\naddress = \"bmc\"\nuser = \"admin\"\n", "machines.w1.ipmi.password_*"),
+            (
+                "[machines.w1.ipmi]\naddress = \"bmc\"\nuser = \"admin\"\npassword_env = \"A\"\npassword_file = \"/x\"\n",
+                "machines.w1.ipmi.password_*",
+            ),
+            ("[machines.w1.pdu]\nhost = \"pdu1\"\noutlet = \"12\"\ncommunity_env = \"C\"\n", "machines.w1.pdu.outlet"),
+            ("[machines.w1.ssh]\nuser = \"roller\"\nkey_file = \"/k\"\n", "machines.w1.ssh.known_hosts"),
+            ("[machines.w1.xen]\nvm_uuid = \"nope\"\n", "machines.w1.xen.vm_uuid"),
+            ("[machines.w1]\nbug_cc = [\"not-an-address\"]\n", "machines.w1.bug_cc[0]"),
+            ("[classes.c]\nreboot = [\"ssh_reboot\", \"pray\"]\n", "classes.c.reboot"),
+            ("[classes.c.ipmi]\ncipher_suite = 0\n", "classes.c.ipmi.cipher_suite"),
+            ("[classes.c]\nreachability = \"udp:1\"\n", "classes.c.reachability"),
+            ("[machines.W1]\n[machines.w1]\n", "listed twice"),
+        ] {
+            let e = error(text);
+            assert!(e.starts_with("inventory /etc/roller/inventory.toml: "), "{e}");
+            assert!(e.contains(at), "want {at:?} in {e:?}");
+        }
+    }
+
+    #[test]
+    fn secrets_resolve_at_use_and_errors_never_show_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("pw");
+        std::fs::write(&f, "s3cret\n").unwrap();
+        let r = SecretRef::File(f.clone());
+        use secrecy::ExposeSecret;
+        assert_eq!(r.resolve().unwrap().expose_secret(), "s3cret");
+        let missing = SecretRef::Env("ROLLER_TEST_SURELY_UNSET_VARIABLE".into());
+        assert!(missing.resolve().unwrap_err().contains("ROLLER_TEST_SURELY_UNSET_VARIABLE"));
+        std::fs::write(&f, "").unwrap();
+        assert!(r.resolve().unwrap_err().contains("empty"));
+    }
+}
