@@ -17,6 +17,8 @@ use secrecy::SecretString;
 use serde::Deserialize;
 
 use crate::domain::{WorkerGroup, WorkerId};
+/// How roller decides a machine answers: ICMP (default) or `tcp:<port>`.
+pub use crate::drivers::reachability::Probe as Reachability;
 
 /// The original's `REBOOT_METHODS` default: gentlest first, a human last.
 pub const DEFAULT_REBOOT_CHAIN: &[RebootStep] = &[
@@ -83,15 +85,6 @@ impl RebootStep {
     pub fn parse(s: &str) -> Option<RebootStep> {
         RebootStep::ALL.iter().copied().find(|m| m.name() == s)
     }
-}
-
-/// How roller decides a machine answers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Reachability {
-    /// ICMP echo (the default).
-    Icmp,
-    /// A TCP connect to this port, for hosts that drop ICMP.
-    Tcp(u16),
 }
 
 /// Where a secret comes from. Resolved at use, never stored in the inventory.

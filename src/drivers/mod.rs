@@ -3,6 +3,7 @@
 
 pub mod ipmi;
 pub mod ping;
+pub mod reachability;
 pub mod redfish;
 pub mod snmp;
 pub mod ssh;

@@ -562,6 +562,15 @@ pub(crate) mod test_host {
             );
             host
         }
+
+        /// Bring the host's own link up (it answers) or down (it goes silent),
+        /// as a machine does when it reboots.
+        pub(crate) fn set_link_up(&self, up: bool) {
+            let state = if up { "up" } else { "down" };
+            if let Err(e) = ip(&["-n", &self.ns, "link", "set", "eth0", state]) {
+                panic!("setting the test host's link {state}: {e}");
+            }
+        }
     }
 
     impl Drop for SilentHost {

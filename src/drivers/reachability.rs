@@ -1,0 +1,225 @@
+//! Does a machine answer? ICMP echo, or a TCP connect for hosts that drop
+//! ICMP, and the waits that prove a reboot: down within one bound, up again
+//! within another.
+//!
+//! A TCP probe counts only an accepted connection as "answers": a refusal
+//! proves the network stack is up but not that the machine came back to
+//! service, and for a reboot proof the stronger signal is the right one.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use tokio_util::sync::CancellationToken;
+
+use super::ping::{PingError, PingSettings, ping};
+
+/// How to ask whether a machine answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Probe {
+    Icmp,
+    Tcp(u16),
+}
+
+/// Bounds for one probe and for the waits.
+#[derive(Debug, Clone)]
+pub struct ProbeSettings {
+    /// One echo, waiting this long (also the TCP connect timeout).
+    pub timeout: Duration,
+    /// Pause between probes while waiting.
+    pub interval: Duration,
+    /// Consecutive failed probes that count as "down": one lost echo is not a reboot.
+    pub down_after: u32,
+    pub icmp: PingSettings,
+}
+
+impl Default for ProbeSettings {
+    fn default() -> Self {
+        let timeout = Duration::from_secs(2);
+        Self {
+            timeout,
+            interval: Duration::from_secs(1),
+            down_after: 2,
+            icmp: PingSettings { count: 1, timeout, ..PingSettings::default() },
+        }
+    }
+}
+
+/// Why a probe could not be made at all (as opposed to "no answer").
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeError {
+    #[error("{0}")]
+    Ping(PingError),
+    #[error("cancelled")]
+    Cancelled,
+}
+
+/// One probe: `Ok(true)` when the machine answered.
+pub async fn answers(
+    addr: IpAddr,
+    probe: Probe,
+    s: &ProbeSettings,
+    cancel: &CancellationToken,
+) -> Result<bool, ProbeError> {
+    if cancel.is_cancelled() {
+        return Err(ProbeError::Cancelled);
+    }
+    match probe {
+        Probe::Icmp => {
+            let icmp = PingSettings { count: 1, timeout: s.timeout, ..s.icmp.clone() };
+            match ping(addr, &icmp, cancel).await {
+                Ok(report) => Ok(report.received > 0),
+                Err(PingError::Cancelled) => Err(ProbeError::Cancelled),
+                // "Network unreachable" and friends are answers too: nothing answered.
+                Err(PingError::CommandFailed { .. }) | Err(PingError::Io { .. }) => Ok(false),
+                Err(e) => Err(ProbeError::Ping(e)),
+            }
+        }
+        Probe::Tcp(port) => {
+            let connect = tokio::net::TcpStream::connect(SocketAddr::new(addr, port));
+            tokio::select! {
+                r = tokio::time::timeout(s.timeout, connect) => Ok(matches!(r, Ok(Ok(_)))),
+                _ = cancel.cancelled() => Err(ProbeError::Cancelled),
+            }
+        }
+    }
+}
+
+/// Probe until the machine has not answered `down_after` times in a row, for at
+/// most `limit`. `Some(elapsed)` when it went down, `None` when it never did.
+pub async fn wait_down(
+    addr: IpAddr,
+    probe: Probe,
+    s: &ProbeSettings,
+    limit: Duration,
+    cancel: &CancellationToken,
+) -> Result<Option<Duration>, ProbeError> {
+    let start = Instant::now();
+    let mut silent = 0;
+    loop {
+        if answers(addr, probe, s, cancel).await? {
+            silent = 0;
+        } else {
+            silent += 1;
+            if silent >= s.down_after.max(1) {
+                return Ok(Some(start.elapsed()));
+            }
+        }
+        if !pause(start, limit, s.interval, cancel).await? {
+            return Ok(None);
+        }
+    }
+}
+
+/// Probe until the machine answers, for at most `limit`.
+pub async fn wait_up(
+    addr: IpAddr,
+    probe: Probe,
+    s: &ProbeSettings,
+    limit: Duration,
+    cancel: &CancellationToken,
+) -> Result<Option<Duration>, ProbeError> {
+    let start = Instant::now();
+    loop {
+        if answers(addr, probe, s, cancel).await? {
+            return Ok(Some(start.elapsed()));
+        }
+        if !pause(start, limit, s.interval, cancel).await? {
+            return Ok(None);
+        }
+    }
+}
+
+/// Sleep `interval` unless that would pass `limit`; `false` when time is up.
+async fn pause(
+    start: Instant,
+    limit: Duration,
+    interval: Duration,
+    cancel: &CancellationToken,
+) -> Result<bool, ProbeError> {
+    if start.elapsed() + interval > limit {
+        return Ok(false);
+    }
+    tokio::select! {
+        _ = tokio::time::sleep(interval) => Ok(true),
+        _ = cancel.cancelled() => Err(ProbeError::Cancelled),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::Ipv4Addr;
+
+    use super::*;
+    use crate::drivers::ping::test_host::SilentHost;
+
+    const LOCALHOST: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+
+    fn quick() -> ProbeSettings {
+        let timeout = Duration::from_millis(300);
+        ProbeSettings {
+            timeout,
+            interval: Duration::from_millis(100),
+            down_after: 2,
+            icmp: PingSettings { count: 1, timeout, ..PingSettings::default() },
+        }
+    }
+
+    #[tokio::test]
+    async fn tcp_counts_only_an_accepted_connection() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let c = CancellationToken::new();
+        assert!(answers(LOCALHOST, Probe::Tcp(port), &quick(), &c).await.unwrap());
+        drop(listener);
+        assert!(!answers(LOCALHOST, Probe::Tcp(port), &quick(), &c).await.unwrap(), "refused is not up");
+    }
+
+    #[tokio::test]
+    async fn wait_up_sees_a_service_come_back_and_gives_up_at_its_limit() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let c = CancellationToken::new();
+        let none = wait_up(LOCALHOST, Probe::Tcp(port), &quick(), Duration::from_millis(500), &c).await.unwrap();
+        assert_eq!(none, None);
+        let back = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(400)).await;
+            let l = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.unwrap();
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            drop(l);
+        });
+        let up = wait_up(LOCALHOST, Probe::Tcp(port), &quick(), Duration::from_secs(20), &c).await.unwrap();
+        assert!(up.is_some_and(|d| d >= Duration::from_millis(300)), "{up:?}");
+        back.abort();
+    }
+
+    #[tokio::test]
+    async fn icmp_proves_a_host_going_down_and_coming_back() {
+        let host = SilentHost::new(41);
+        let addr = IpAddr::V4(host.addr);
+        let c = CancellationToken::new();
+        host.set_link_up(true);
+        let up = wait_up(addr, Probe::Icmp, &quick(), Duration::from_secs(20), &c).await.unwrap();
+        assert!(up.is_some(), "the host answers once its link is up");
+        assert_eq!(
+            wait_down(addr, Probe::Icmp, &quick(), Duration::from_millis(800), &c).await.unwrap(),
+            None,
+            "an answering host does not go down"
+        );
+        host.set_link_up(false);
+        let down = wait_down(addr, Probe::Icmp, &quick(), Duration::from_secs(20), &c).await.unwrap();
+        assert!(down.is_some(), "silence is seen as down");
+        assert_eq!(wait_up(addr, Probe::Icmp, &quick(), Duration::from_millis(800), &c).await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn waits_stop_when_cancelled() {
+        let host = SilentHost::new(42);
+        let c = CancellationToken::new();
+        let c2 = c.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            c2.cancel();
+        });
+        let r = wait_up(IpAddr::V4(host.addr), Probe::Icmp, &quick(), Duration::from_secs(60), &c).await;
+        assert!(matches!(r, Err(ProbeError::Cancelled)), "{r:?}");
+    }
+}
