@@ -183,6 +183,7 @@ async fn serve(settings: Settings, mode: Mode) -> anyhow::Result<ExitCode> {
         say!("Read its result (the machine's recent jobs, newest first):");
         say!("  {exe} jobs {c} list 127.0.0.1");
     }
+    crate::startup::reload_inventory_on_sighup(app.settings());
     let shutdown = CancellationToken::new();
     tokio::spawn(wait_for_signal(shutdown.clone()));
     app.run_until_stopped(shutdown).await?;
@@ -242,6 +243,7 @@ async fn run_once(settings: Settings, task: &str, worker_id: &str, group: &str) 
     let task =
         Task::parse(task).with_context(|| format!("unknown task {task:?}; one of: {}", Task::list(Task::ALL)))?;
     let target = Target { worker_id: WorkerId::parse(worker_id)?, worker_group: WorkerGroup::parse(group)? };
+    crate::startup::load_inventory(&settings)?;
     let soft = CancellationToken::new();
     let interrupted = CancellationToken::new();
     let cx = ActionContext::new(Arc::new(settings.actions.clone()), soft.clone(), Arc::new(StderrLog));

@@ -29,6 +29,7 @@ fn err(msg: impl Into<String>) -> ConfigError {
 #[serde(deny_unknown_fields, default)]
 pub struct FileConfig {
     pub data_dir: Option<PathBuf>,
+    pub inventory: Option<PathBuf>,
     pub server: ServerFile,
     pub auth: AuthFile,
     pub queue: QueueFile,
@@ -158,6 +159,8 @@ pub enum AuthSettings {
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub data_dir: PathBuf,
+    /// The inventory file (`ROLLER_INVENTORY`); loaded at start, reloaded on SIGHUP.
+    pub inventory_path: Option<PathBuf>,
     pub bind: SocketAddr,
     pub cors_origin: String,
     pub trusted_proxy: bool,
@@ -413,8 +416,10 @@ impl Settings {
             return Err(err(format!("{}: count must be 1..=100 and timeout_ms above 0", where_("[ping]"))));
         }
 
+        let inventory_path = env.get("ROLLER_INVENTORY").map(PathBuf::from).or(file.inventory);
         Ok(Settings {
             data_dir,
+            inventory_path,
             bind,
             cors_origin,
             trusted_proxy,
@@ -428,7 +433,7 @@ impl Settings {
             history_cap,
             runner,
             enabled_tasks,
-            actions: ActionSettings { ping },
+            actions: ActionSettings { ping, inventory: Default::default() },
         })
     }
 

@@ -241,6 +241,33 @@ impl Machine {
     }
 }
 
+/// The inventory in force, swappable at run time (SIGHUP): a job takes a
+/// snapshot when it starts and keeps it, so a reload never changes a running job.
+#[derive(Clone, Default)]
+pub struct InventoryHandle(Arc<std::sync::RwLock<Arc<Inventory>>>);
+
+impl InventoryHandle {
+    pub fn new(inventory: Inventory) -> Self {
+        Self(Arc::new(std::sync::RwLock::new(Arc::new(inventory))))
+    }
+
+    pub fn current(&self) -> Arc<Inventory> {
+        // A poisoned lock only means a writer panicked mid-swap of an Arc; the value is whole.
+        self.0.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub fn replace(&self, inventory: Inventory) {
+        *self.0.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(inventory);
+    }
+}
+
+impl std::fmt::Debug for InventoryHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let inv = self.current();
+        write!(f, "Inventory({}: {} machines)", inv.path.display(), inv.machines.len())
+    }
+}
+
 /// The loaded, validated inventory.
 #[derive(Debug, Clone, Default)]
 pub struct Inventory {

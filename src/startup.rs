@@ -66,6 +66,7 @@ impl Application {
             );
         }
         create_private_dir(&settings.data_dir)?;
+        load_inventory(&settings)?;
         let queue = open_queue(&settings).await?;
         // A worker serves no HTTP: it needs no clients (and must not generate an admin).
         let (auth, admin_credentials) = match mode {
@@ -123,6 +124,38 @@ impl Application {
         }
         Ok(())
     }
+}
+
+/// Load the configured inventory into the actions' handle (an error stops the start).
+pub fn load_inventory(settings: &Settings) -> anyhow::Result<()> {
+    if let Some(path) = &settings.inventory_path {
+        settings.actions.inventory.replace(crate::inventory::Inventory::load(path)?);
+    }
+    Ok(())
+}
+
+/// Reload the inventory on SIGHUP. A bad file is logged and the old one kept;
+/// running jobs keep the snapshot they started with.
+pub fn reload_inventory_on_sighup(settings: &Settings) {
+    let (Some(path), handle) = (settings.inventory_path.clone(), settings.actions.inventory.clone()) else {
+        return;
+    };
+    tokio::spawn(async move {
+        use tokio::signal::unix::{SignalKind, signal};
+        let Ok(mut hup) = signal(SignalKind::hangup()) else {
+            tracing::error!("cannot install the SIGHUP handler; the inventory will not reload");
+            return;
+        };
+        while hup.recv().await.is_some() {
+            match crate::inventory::Inventory::load(&path) {
+                Ok(inv) => {
+                    tracing::info!(path = %path.display(), machines = inv.machines.len(), "inventory reloaded");
+                    handle.replace(inv);
+                }
+                Err(e) => tracing::error!(error = %e, "inventory reload failed; keeping the previous one"),
+            }
+        }
+    });
 }
 
 /// Redis when `REDIS_URL` is set, else the SQLite file in the data directory.

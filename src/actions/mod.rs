@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::domain::{WorkerGroup, WorkerId};
 use crate::drivers::ping::PingSettings;
+use crate::inventory::InventoryHandle;
 
 /// Every task roller knows. Adding one means a new variant, a module, and a row
 /// in [`Task::ALL`]; the compiler finds the rest.
@@ -72,6 +73,8 @@ pub struct Target {
 #[derive(Debug, Clone, Default)]
 pub struct ActionSettings {
     pub ping: PingSettings,
+    /// The machines and their hardware; empty when no inventory is configured.
+    pub inventory: InventoryHandle,
 }
 
 /// Where an action writes its progress. The runner stores lines in the job
