@@ -125,6 +125,7 @@ mod tests {
                 timeout: Duration::from_millis(400),
                 method,
             },
+            ..ActionSettings::default()
         };
         let lines = Arc::new(Lines::default());
         let cx = ActionContext::new(Arc::new(settings), CancellationToken::new(), lines.clone());
