@@ -110,6 +110,30 @@ async fn ssh_connection_dropped_after_exec_counts_as_success() {
 }
 
 #[tokio::test]
+async fn ssh_command_killed_by_shutdown_signal_counts_as_success() {
+    let peer = SshHost::start();
+    peer.set_signal("reboot", "TERM");
+    let (_d, t) = pinned(&peer);
+    let r = go(&t).await.unwrap_or_else(|e| panic!("{e}\n{}", peer.log()));
+    assert_eq!((r.command, r.exit_status), ("reboot", None), "{r:?}");
+    assert_eq!(peer.requests(), ["reboot"]);
+}
+
+#[tokio::test]
+async fn ssh_command_crashing_is_a_failure_and_falls_back() {
+    let peer = SshHost::start();
+    peer.set_signal("reboot", "SEGV");
+    peer.set_exit(SHUTDOWN, 1);
+    let (_d, t) = pinned(&peer);
+    let e = go(&t).await.unwrap_err();
+    let SshError::CommandsFailed { failures, .. } = &e else { panic!("{e:?}") };
+    assert_eq!((failures[0].command, failures[0].exit_status), ("reboot", None));
+    assert!(failures[0].output.contains("SEGV"), "{failures:?}");
+    assert_eq!((failures[1].command, failures[1].exit_status), (SHUTDOWN, Some(1)));
+    assert_eq!(peer.requests(), ["reboot", SHUTDOWN]);
+}
+
+#[tokio::test]
 async fn ssh_wrong_client_key_is_auth_failed() {
     let peer = SshHost::start();
     let other = tempfile::tempdir().unwrap();
@@ -220,6 +244,30 @@ async fn ssh_nothing_listening_is_connect_error() {
     let e = go(&t).await.unwrap_err();
     assert!(matches!(e, SshError::Connect { .. } | SshError::Timeout { phase: "connect", .. }), "{e:?}");
     assert!(started.elapsed() < Duration::from_secs(15));
+}
+
+#[tokio::test]
+async fn ssh_silent_server_is_connect_timeout() {
+    // Accepts TCP but never sends a banner: only the connect timeout ends it.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let holder = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = listener.accept().await {
+            held.push(s);
+        }
+    });
+    let peer = SshHost::start();
+    let (_d, mut t) = pinned(&peer);
+    t.port = port;
+    t.connect_timeout = Duration::from_secs(1);
+    let started = Instant::now();
+    let e = go(&t).await.unwrap_err();
+    assert!(matches!(e, SshError::Timeout { phase: "connect", .. }), "{e:?}");
+    let took = started.elapsed();
+    assert!(took >= Duration::from_secs(1) && took < Duration::from_secs(10), "{took:?}");
+    holder.abort();
+    assert!(peer.requests().is_empty());
 }
 
 #[tokio::test]

@@ -7,7 +7,8 @@
 //! `<UTC time>\t<command>` to `requests.log`, and exits with the status in
 //! `exit.<command>` (0 without one). `hang` makes it wait (until the file or the
 //! whole state dir is gone, bounded); `drop` makes it kill its sshd session
-//! process, so the connection ends without an exit status, as a rebooting host's would.
+//! process, so the connection ends without an exit status, as a rebooting host's
+//! would; `signal.<command>` makes it kill itself with that signal.
 
 use std::io::Read;
 use std::net::TcpStream;
@@ -151,6 +152,11 @@ impl SshHost {
         std::fs::write(self.dir.path().join(format!("exit.{}", command_key(command))), status.to_string()).unwrap();
     }
 
+    /// Make `command` die of `signal` (`TERM`, `SEGV`, …): sshd reports an exit signal, no status.
+    pub fn set_signal(&self, command: &str, signal: &str) {
+        std::fs::write(self.dir.path().join(format!("signal.{}", command_key(command))), signal).unwrap();
+    }
+
     /// Make every command wait instead of answering.
     pub fn set_hang(&self, hang: bool) {
         self.flag("hang", hang);
@@ -221,6 +227,7 @@ i=0
 while [ -e "$dir/hang" ] && [ $i -lt 1200 ]; do sleep 0.1; i=$((i+1)); done
 echo "$key requested"
 if [ -e "$dir/drop" ]; then kill -KILL $PPID; sleep 5; fi
+if [ -e "$dir/signal.$key" ]; then kill -s "$(cat "$dir/signal.$key")" $$; sleep 5; fi
 status=$(cat "$dir/exit.$key" 2>/dev/null || echo 0)
 exit "$status"
 "#
