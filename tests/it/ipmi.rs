@@ -234,12 +234,27 @@ async fn the_password_never_reaches_argv() {
     })
     .await
     .expect("the ipmitool child was never seen running");
+    let mut environs_checked = 0;
     for (pid, argv) in &seen {
         let shown = String::from_utf8_lossy(argv).replace('\0', " ");
         assert!(!argv_has(argv, password.as_bytes()), "pid {pid} argv holds the password: {shown}");
         assert!(!argv_has(argv, b"\0-P\0"), "pid {pid} uses -P: {shown}");
         assert!(argv_has(argv, b"\0-E\0"), "pid {pid} should read the password from its environment: {shown}");
+        // Where it does go: a cleared environment holding only what the driver sets.
+        if let Ok(environ) = std::fs::read(format!("/proc/{pid}/environ")) {
+            let mut names: Vec<String> = String::from_utf8_lossy(&environ)
+                .split('\0')
+                .filter(|v| !v.is_empty())
+                .map(|v| v.split('=').next().unwrap_or_default().to_string())
+                .collect();
+            names.sort();
+            assert_eq!(names, ["IPMITOOL_PASSWORD", "LANG", "LC_ALL", "PATH"], "pid {pid}");
+            assert!(argv_has(&environ, format!("IPMITOOL_PASSWORD={password}\0").as_bytes()), "pid {pid}");
+            environs_checked += 1;
+        }
     }
+    // The call runs for seconds against a silent port, so its environment was readable.
+    assert!(environs_checked > 0, "no ipmitool environment could be read");
     // And no child of ours, for any test, ever carries it.
     for (pid, argv) in ipmitool_children() {
         assert!(!argv_has(&argv, password.as_bytes()), "pid {pid}");
