@@ -162,8 +162,7 @@ impl PduTarget {
     /// Port 161, 5 s per request, 2 retries: a LAN PDU answers in milliseconds, and
     /// a wrong community costs 15 s rather than the original's 60 s.
     pub fn new(host: impl Into<String>, community: SecretString) -> Result<PduTarget, SnmpError> {
-        let target =
-            PduTarget { host: host.into(), port: 161, community, timeout: Duration::from_secs(5), retries: 2 };
+        let target = PduTarget { host: host.into(), port: 161, community, timeout: Duration::from_secs(5), retries: 2 };
         validate_host(&target.host)?;
         Ok(target)
     }
@@ -226,9 +225,7 @@ impl OutletAction {
 /// Errors never contain the community: nothing here is built from it.
 #[derive(Debug, thiserror::Error)]
 pub enum SnmpError {
-    #[error(
-        "no answer from PDU {addr} after {attempts} attempt(s) of {timeout:?} (wrong community or unreachable)"
-    )]
+    #[error("no answer from PDU {addr} after {attempts} attempt(s) of {timeout:?} (wrong community or unreachable)")]
     Timeout { addr: SocketAddr, attempts: u32, timeout: Duration },
     /// The agent answered with a non-zero error-status.
     #[error("PDU refused {op} of outlet {outlet} ({oid}): {status_name} (error-status {status}, error-index {index})")]
@@ -361,9 +358,10 @@ async fn attempt(
 ) -> Result<Reply, AttemptError> {
     // Positive request ids only; some agents mishandle negative ones.
     let req_id = (rand::random::<u32>() >> 1) as i32;
-    let mut session = AsyncSession::new_v2c(addr, community.expose_secret().as_bytes(), req_id)
-        .await
-        .map_err(|source| AttemptError::Fatal(SnmpError::Io { op: format!("opening a UDP socket to {addr}"), source }))?;
+    let mut session =
+        AsyncSession::new_v2c(addr, community.expose_secret().as_bytes(), req_id).await.map_err(|source| {
+            AttemptError::Fatal(SnmpError::Io { op: format!("opening a UDP socket to {addr}"), source })
+        })?;
     let result = match req {
         Request::Get => session.get(oid).await,
         Request::Set(v) => session.set(&[(oid, Value::Integer(v))]).await,
@@ -537,7 +535,10 @@ mod tests {
         assert_eq!(Outlet::parse("CC999"), Ok(o(3, 3, 999)));
         assert_eq!(Outlet::parse("BA3"), Ok(o(2, 1, 3)));
         // Digits pass through, as in the original.
-        assert_eq!(Outlet::parse("12" /* tower 1, infeed 2, no outlet */), Err(OutletParseError::TooShort("12".into())));
+        assert_eq!(
+            Outlet::parse("12" /* tower 1, infeed 2, no outlet */),
+            Err(OutletParseError::TooShort("12".into()))
+        );
         assert_eq!(Outlet::parse("128"), Ok(o(1, 2, 8)));
         assert_eq!(Outlet::parse("9916"), Ok(o(9, 9, 16)));
         assert_eq!(Outlet::parse("A3007"), Ok(o(1, 3, 7)));
@@ -553,7 +554,8 @@ mod tests {
         assert!(matches!(Outlet::parse("0A1"), Err(OutletParseError::Tower { found: '0', .. })));
         assert!(matches!(Outlet::parse("AZ1"), Err(OutletParseError::Infeed { found: 'Z', .. })));
         assert!(matches!(Outlet::parse("A 1"), Err(OutletParseError::Infeed { found: ' ', .. })));
-        for bad in ["AA0", "AA000", "AA1000", "AA12a", "AA+1", "AA-1", "AA 1", "AA1 ", "AA١", "AA12345678901234567890"] {
+        for bad in ["AA0", "AA000", "AA1000", "AA12a", "AA+1", "AA-1", "AA 1", "AA1 ", "AA١", "AA12345678901234567890"]
+        {
             assert!(
                 matches!(Outlet::parse(bad), Err(OutletParseError::OutletNumber { .. })),
                 "{bad:?} -> {:?}",
@@ -568,7 +570,8 @@ mod tests {
 
     #[test]
     fn unicode_and_overlong_input_never_panics_and_is_cut_in_errors() {
-        for s in ["é", "éé", "ééé", "AÉ1", "Aé1", "日本語", "A日1", "AA日", "🔌🔌1", "\u{0}\u{0}\u{0}", "Ａ Ｂ12"] {
+        for s in ["é", "éé", "ééé", "AÉ1", "Aé1", "日本語", "A日1", "AA日", "🔌🔌1", "\u{0}\u{0}\u{0}", "Ａ Ｂ12"]
+        {
             assert!(Outlet::parse(s).is_err(), "{s:?}");
         }
         let long = "Z".repeat(10_000);
@@ -585,7 +588,10 @@ mod tests {
         assert_eq!(out.control_oid().to_id_string(), "1.3.6.1.4.1.1718.3.2.3.1.11.1.2.12");
         assert_eq!(out.status_oid().to_id_string(), "1.3.6.1.4.1.1718.3.2.3.1.5.1.2.12");
         assert_eq!(out.to_string(), "1.2.12");
-        assert_eq!("CA999".parse::<Outlet>().unwrap().control_oid().to_id_string(), "1.3.6.1.4.1.1718.3.2.3.1.11.3.1.999");
+        assert_eq!(
+            "CA999".parse::<Outlet>().unwrap().control_oid().to_id_string(),
+            "1.3.6.1.4.1.1718.3.2.3.1.11.3.1.999"
+        );
     }
 
     #[test]
