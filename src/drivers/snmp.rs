@@ -242,7 +242,8 @@ pub enum SnmpError {
         #[source]
         source: std::io::Error,
     },
-    #[error("cancelled")]
+    /// A request already on the wire may still have reached the PDU.
+    #[error("cancelled (a request already sent may still have reached the PDU)")]
     Cancelled,
     /// The conservative outcome of cancelling [`reboot_with_delay`] after its `off`.
     #[error("cancelled during a delayed reboot: outlet {0} was left OFF; turn it on explicitly if wanted")]
@@ -450,6 +451,18 @@ async fn read_status(
     }
 }
 
+async fn send_set(
+    target: &PduTarget,
+    addr: SocketAddr,
+    outlet: Outlet,
+    action: OutletAction,
+    cancel: &CancellationToken,
+) -> Result<(), SnmpError> {
+    let oid = outlet.control_oid();
+    let reply = request(target, addr, &oid, Request::Set(action.value()), outlet, cancel).await?;
+    check_agent("SET", outlet, &oid, &reply)
+}
+
 async fn set_resolved(
     target: &PduTarget,
     addr: SocketAddr,
@@ -457,9 +470,7 @@ async fn set_resolved(
     action: OutletAction,
     cancel: &CancellationToken,
 ) -> Result<OutletStatus, SnmpError> {
-    let oid = outlet.control_oid();
-    let reply = request(target, addr, &oid, Request::Set(action.value()), outlet, cancel).await?;
-    check_agent("SET", outlet, &oid, &reply)?;
+    send_set(target, addr, outlet, action, cancel).await?;
     // The SET's own answer only echoes the value; the status read proves the
     // outlet exists and records what the PDU did (real units may sit in
     // onWait/offWait for their sequencing delay, so no state is demanded).
@@ -493,7 +504,8 @@ pub async fn set_outlet(
 /// The original's `--delay`: off, wait `delay`, on. Use
 /// `set_outlet(.., OutletAction::Reboot, ..)` for the PDU's own reboot cycle.
 ///
-/// Cancelled during the wait (or the `on`), the outlet is left off and
+/// Cancelled once the `off` is answered (during its read-back, the wait or the
+/// `on`), the outlet is left off and
 /// [`SnmpError::CancelledLeftOff`] says so: cancellation means "stop touching
 /// this hardware now", and an outlet that is off is a known state; turning it
 /// back on would be one more unbounded request after being told to stop.
@@ -504,7 +516,15 @@ pub async fn reboot_with_delay(
     cancel: &CancellationToken,
 ) -> Result<(), SnmpError> {
     let addr = resolve(target, cancel).await?;
-    set_resolved(target, addr, outlet, OutletAction::Off, cancel).await?;
+    // Cancelled while the off is in flight: plain `Cancelled`, the PDU may or
+    // may not have seen it. Once it is answered, any cancel leaves it off.
+    send_set(target, addr, outlet, OutletAction::Off, cancel).await?;
+    let left_off = |e| match e {
+        SnmpError::Cancelled => SnmpError::CancelledLeftOff(outlet),
+        e => e,
+    };
+    let status = read_status(target, addr, outlet, cancel).await.map_err(left_off)?;
+    tracing::info!(host = %target.host, %outlet, action = ?OutletAction::Off, ?status, "PDU outlet SET");
     tokio::select! {
         _ = cancel.cancelled() => {
             tracing::warn!(host = %target.host, %outlet, "delayed reboot cancelled; outlet left off");
@@ -512,10 +532,12 @@ pub async fn reboot_with_delay(
         }
         _ = tokio::time::sleep(delay) => {}
     }
-    match set_resolved(target, addr, outlet, OutletAction::On, cancel).await {
-        Err(SnmpError::Cancelled) => Err(SnmpError::CancelledLeftOff(outlet)),
-        other => other.map(|_| ()),
-    }
+    // Cancelled while the on is in flight it most likely stays off; once the on
+    // is answered a cancelled read-back is plain `Cancelled`: it is on.
+    send_set(target, addr, outlet, OutletAction::On, cancel).await.map_err(left_off)?;
+    let status = read_status(target, addr, outlet, cancel).await?;
+    tracing::info!(host = %target.host, %outlet, action = ?OutletAction::On, ?status, "PDU outlet SET");
+    Ok(())
 }
 
 #[cfg(test)]
