@@ -336,7 +336,7 @@ impl Settings {
             cluster: r.cluster.unwrap_or(false),
             prefix,
             response_timeout: Duration::from_millis(r.response_timeout_ms.unwrap_or(800).clamp(50, 60_000)),
-            connect_timeout: Duration::from_millis(r.connect_timeout_ms.unwrap_or(2000).clamp(50, 60_000)),
+            connect_timeout: Duration::from_millis(r.connect_timeout_ms.unwrap_or(800).clamp(50, 60_000)),
         });
         let sqlite_path = file.queue.sqlite_path.unwrap_or_else(|| data_dir.join("roller.sqlite3"));
         let history_cap = file.queue.history_cap.unwrap_or(100).clamp(1, 10_000);

@@ -21,8 +21,11 @@ use crate::config::RunnerSettings;
 use crate::domain::JobId;
 use crate::queue::{Job, Outcome, Queue, QueueError};
 
-/// Tries to record an outcome before giving up (250 ms, doubling: under 4 s in all).
-const RECORD_ATTEMPTS: u32 = 5;
+/// Outcome recording stops retrying this long before the lease ends.
+const RECORD_MARGIN: Duration = Duration::from_secs(5);
+
+/// How long a finished job's remaining log lines may take to reach the backend.
+const LOG_DRAIN: Duration = Duration::from_secs(5);
 
 /// Log lines buffered per job before new ones are dropped (and counted).
 const LOG_BUFFER: usize = 1024;
@@ -32,6 +35,8 @@ pub struct Runner {
     settings: RunnerSettings,
     actions: Arc<ActionSettings>,
     consumer: String,
+    /// Numbers each reservation, so every hold on a job has its own holder id.
+    reservations: std::sync::atomic::AtomicU64,
     wake: Arc<Notify>,
 }
 
@@ -42,7 +47,7 @@ impl Runner {
         actions: Arc<ActionSettings>,
         wake: Arc<Notify>,
     ) -> Self {
-        Self { queue, settings, actions, consumer: consumer_id(), wake }
+        Self { queue, settings, actions, consumer: consumer_id(), reservations: Default::default(), wake }
     }
 
     /// This runner's identity in job records: host:pid:random.
@@ -63,13 +68,19 @@ impl Runner {
                 p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
                 _ = shutdown.cancelled() => break,
             };
-            match this.queue.reserve(&this.consumer, this.settings.lease()).await {
+            // The holder id is per reservation, not per process: if this process's
+            // lease on a job expires and it takes the same job over, the first run's
+            // late outcome is refused (fencing), as another runner's would be.
+            let n = this.reservations.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let holder = format!("{}#{n}", this.consumer);
+            let reserved_at = tokio::time::Instant::now();
+            match this.queue.reserve(&holder, this.settings.lease()).await {
                 Ok(Some(job)) => {
                     backoff = this.settings.poll_interval;
                     let this = this.clone();
                     let hand_back = hand_back.clone();
                     tracker.spawn(async move {
-                        this.run_job(job, hand_back).await;
+                        this.run_job(job, holder, reserved_at, hand_back).await;
                         drop(permit);
                     });
                 }
@@ -108,7 +119,7 @@ impl Runner {
         tracing::info!("runner stopped");
     }
 
-    async fn run_job(&self, job: Job, hand_back: CancellationToken) {
+    async fn run_job(&self, job: Job, holder: String, reserved_at: tokio::time::Instant, hand_back: CancellationToken) {
         let id = job.id;
         let span = tracing::info_span!("job", task_id = %id, task = %job.task, worker_id = %job.worker_id, attempt = job.attempts);
         let _enter = span.enter();
@@ -142,17 +153,19 @@ impl Runner {
         }
         drop(cx);
         drop(log);
-        // Log lines are written before the outcome, so a finished job's log is complete.
-        let _ = writer.await;
+        // Log lines are written before the outcome, so a finished job's log is complete;
+        // but a hung backend must not hold the outcome back for long.
+        let _ = tokio::time::timeout(LOG_DRAIN, writer).await;
 
         // A busy or briefly unavailable backend must not lose an outcome: retry
-        // a few times (well inside the lease margin) before giving up, after
-        // which the lease expiry decides the job's fate.
+        // while this runner still holds the lease (less a margin for the call
+        // itself); after that the lease expiry decides the job's fate.
+        let deadline = reserved_at + self.settings.lease().saturating_sub(RECORD_MARGIN);
         let mut delay = Duration::from_millis(250);
-        for attempt in 1..=RECORD_ATTEMPTS {
+        for attempt in 1.. {
             let result = match &outcome {
-                Some(o) => self.queue.finish(id, &self.consumer, o.clone()).await,
-                None => self.queue.release(id, &self.consumer).await,
+                Some(o) => self.queue.finish(id, &holder, o.clone()).await,
+                None => self.queue.release(id, &holder).await,
             };
             match result {
                 Ok(()) => {
@@ -164,13 +177,14 @@ impl Runner {
                     tracing::error!(parent: &span, error = %e, "job outcome discarded: another runner holds the job");
                     return;
                 }
-                Err(e) if attempt < RECORD_ATTEMPTS => {
+                Err(e) if tokio::time::Instant::now() + delay < deadline => {
                     tracing::warn!(parent: &span, error = %e, attempt, "cannot record job outcome yet; retrying");
                     tokio::time::sleep(delay).await;
-                    delay *= 2;
+                    delay = (delay * 2).min(Duration::from_secs(5));
                 }
                 Err(e) => {
-                    tracing::error!(parent: &span, error = %e, "cannot record job outcome; the lease will decide")
+                    tracing::error!(parent: &span, error = %e, "cannot record job outcome; the lease will decide");
+                    return;
                 }
             }
         }
@@ -240,9 +254,18 @@ impl QueueLog {
         let dropped = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let d = dropped.clone();
         let writer = tokio::spawn(async move {
+            let mut broken = false;
             while let Some(line) = rx.recv().await {
+                // After one failure the rest is counted, not tried: each try could
+                // wait out the backend's timeout and delay the outcome.
+                if broken {
+                    d.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    continue;
+                }
                 if let Err(e) = queue.append_log(id, &line).await {
-                    tracing::warn!(task_id = %id, error = %e, "cannot append to job log");
+                    tracing::warn!(task_id = %id, error = %e, "cannot append to job log; dropping its further lines");
+                    d.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    broken = true;
                 }
             }
             let n = d.load(std::sync::atomic::Ordering::Relaxed);

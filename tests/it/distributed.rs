@@ -176,8 +176,10 @@ async fn a_redis_outage_answers_503_and_everything_recovers_by_itself() {
     let took = start.elapsed();
     assert_eq!(status, 503, "{v}");
     assert!(v["detail"].as_str().is_some_and(|d| !d.is_empty()));
-    // The bound is generous; the measured time is in docs/BENCHMARKS.md's sense, not a speed test.
-    assert!(took < Duration::from_secs(5), "answered after {took:?}");
+    // The requirement is "within 1 s"; the Redis call timeout is 800 ms. The bound leaves
+    // slack for a loaded CI machine without hiding a hang.
+    eprintln!("503 during the Redis outage after {took:?}");
+    assert!(took < Duration::from_secs(2), "answered after {took:?}");
     let hb = reqwest::get(format!("{}/__heartbeat__", roller.url())).await.unwrap();
     assert_eq!(hb.status(), 500);
     let lb = reqwest::get(format!("{}/__lbheartbeat__", roller.url())).await.unwrap();
