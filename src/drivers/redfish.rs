@@ -252,11 +252,18 @@ pub async fn power_state(target: &RedfishTarget, cancel: &CancellationToken) -> 
 ///
 /// Success means the BMC accepted the request, not that the power changed: BMCs apply
 /// actions asynchronously, so callers confirm with [`power_state`].
-pub async fn reset(target: &RedfishTarget, intent: ResetIntent, cancel: &CancellationToken) -> Result<String, RedfishError> {
+pub async fn reset(
+    target: &RedfishTarget,
+    intent: ResetIntent,
+    cancel: &CancellationToken,
+) -> Result<String, RedfishError> {
     with_session(target, cancel, async |s: &Session<'_>| {
         let (system_path, system) = s.system().await?;
         let action = system.pointer("/Actions/#ComputerSystem.Reset").filter(|a| a.is_object()).ok_or_else(|| {
-            RedfishError::Unsupported { intent, allowed: vec!["(the system has no ComputerSystem.Reset action)".into()] }
+            RedfishError::Unsupported {
+                intent,
+                allowed: vec!["(the system has no ComputerSystem.Reset action)".into()],
+            }
         })?;
         let action_path = match action.get("target").and_then(Value::as_str) {
             Some(t) => t.to_string(),
@@ -455,7 +462,11 @@ impl Session<'_> {
         let resp = self.client.post(url.clone()).json(&body).send().await.map_err(|e| self.transport(e))?;
         let status = resp.status();
         if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
-            return Err(RedfishError::Auth { host: self.host.clone(), status: status.as_u16(), path: url.path().into() });
+            return Err(RedfishError::Auth {
+                host: self.host.clone(),
+                status: status.as_u16(),
+                path: url.path().into(),
+            });
         }
         if !status.is_success() {
             // Session table full, sessions disabled, …: basic auth still works on most BMCs.
@@ -465,9 +476,8 @@ impl Session<'_> {
         let token = resp.headers().get("X-Auth-Token").cloned();
         let location = resp.headers().get(reqwest::header::LOCATION).and_then(|v| v.to_str().ok()).map(String::from);
         let body = read_json(resp).await.ok();
-        let location = location.or_else(|| {
-            body.as_ref().and_then(|b| b.get("@odata.id")).and_then(Value::as_str).map(String::from)
-        });
+        let location = location
+            .or_else(|| body.as_ref().and_then(|b| b.get("@odata.id")).and_then(Value::as_str).map(String::from));
         match (token, location) {
             (Some(mut token), Some(location)) => {
                 token.set_sensitive(true);
@@ -489,7 +499,10 @@ impl Session<'_> {
     /// `path` (an `@odata.id` or action target) as a URL on the BMC. Absolute URLs
     /// are accepted only on the BMC's own origin.
     fn resolve(&self, path: &str) -> Result<Url, RedfishError> {
-        let url = self.base.join(path).map_err(|_| self.protocol(format!("unusable resource path {:?}", bounded(path, 100))))?;
+        let url = self
+            .base
+            .join(path)
+            .map_err(|_| self.protocol(format!("unusable resource path {:?}", bounded(path, 100))))?;
         if url.origin() != self.base.origin() {
             return Err(self.protocol(format!("resource {} points to another host", bounded(path, 100))));
         }
@@ -583,7 +596,10 @@ impl Session<'_> {
                         p.to_string()
                     }
                     None => {
-                        return Err(RedfishError::NoSystem { host: self.host.clone(), detail: format!("{collection} is empty") });
+                        return Err(RedfishError::NoSystem {
+                            host: self.host.clone(),
+                            detail: format!("{collection} is empty"),
+                        });
                     }
                 }
             }

@@ -48,7 +48,10 @@ fn emulator() -> PathBuf {
 fn htpasswd_line(emulator: &Path, user: &str, password: &str) -> String {
     let python = emulator.with_file_name("python3");
     let out = Command::new(&python)
-        .args(["-c", "import bcrypt,os;print(bcrypt.hashpw(os.environ['PW'].encode(),bcrypt.gensalt(rounds=4)).decode())"])
+        .args([
+            "-c",
+            "import bcrypt,os;print(bcrypt.hashpw(os.environ['PW'].encode(),bcrypt.gensalt(rounds=4)).decode())",
+        ])
         .env("PW", password)
         .output()
         .unwrap_or_else(|e| panic!("{} runs: {e}", python.display()));
@@ -79,6 +82,11 @@ impl SushyBmc {
 
     /// An emulator whose one system starts in `power` (`On` or `Off`).
     pub async fn start_powered(tls: bool, power: &str) -> SushyBmc {
+        Self::start_with(tls, power, "").await
+    }
+
+    /// As [`SushyBmc::start_powered`], with `extra` (Python) appended to the emulator's config.
+    pub async fn start_with(tls: bool, power: &str, extra: &str) -> SushyBmc {
         let emulator = emulator();
         let dir = tempfile::tempdir().unwrap();
         let auth = dir.path().join("htpasswd");
@@ -105,6 +113,7 @@ impl SushyBmc {
                 key.display().to_string()
             ));
         }
+        conf.push_str(extra);
         let conf_path = dir.path().join("emulator.conf");
         std::fs::write(&conf_path, conf).unwrap();
         let log = std::fs::File::create(dir.path().join("emulator.log")).unwrap();
@@ -127,15 +136,21 @@ impl SushyBmc {
             .unwrap();
         let mut bmc = SushyBmc { port, tls, dir, child, http };
         let root = format!("{}/redfish/v1/", bmc.url());
-        let up = wait_for(Duration::from_secs(30), || async {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
             if let Ok(Some(status)) = bmc.child.try_wait() {
                 panic!("sushy-emulator exited ({status}); log:\n{}", bmc.log());
             }
-            let ok = bmc.http.get(&root).send().await.is_ok_and(|r| r.status().is_success());
-            ok.then_some(())
-        })
-        .await;
-        assert!(up.is_some(), "sushy-emulator did not answer {root} within 30 s; log:\n{}", bmc.log());
+            if bmc.http.get(&root).send().await.is_ok_and(|r| r.status().is_success()) {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "sushy-emulator did not answer {root} within 30 s; log:\n{}",
+                bmc.log()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
         bmc
     }
 
@@ -183,7 +198,11 @@ impl SushyBmc {
     pub async fn wait_power(&self, want: &str, limit: Duration) {
         let got = wait_for(limit, || async { (self.power_state().await == want).then_some(()) }).await;
         if got.is_none() {
-            panic!("PowerState never became {want} within {limit:?} (is {}); log:\n{}", self.power_state().await, self.log());
+            panic!(
+                "PowerState never became {want} within {limit:?} (is {}); log:\n{}",
+                self.power_state().await,
+                self.log()
+            );
         }
     }
 }
