@@ -129,24 +129,25 @@ async fn graceful_shutdown_turns_the_system_off() {
     bmc.wait_power("Off", SETTLE).await;
 }
 
-/// Restarts: the fake driver shows Off at once and On when the change lands.
-async fn restart_goes_off_then_on(intent: ResetIntent, want_sent: &str) {
-    let bmc = SushyBmc::start(false).await;
+/// Restarts. The fake driver shows Off at once and On 1-11 s later, but that Off can be
+/// milliseconds short, so the system starts Off: coming On with no On sent is the restart.
+async fn restart_brings_the_system_up(intent: ResetIntent, want_sent: &str) {
+    let bmc = SushyBmc::start_powered(false, "Off").await;
     let cancel = CancellationToken::new();
-    assert_eq!(bmc.power_state().await, "On");
     assert_eq!(reset(&target(&bmc), intent, &cancel).await.unwrap(), want_sent);
-    bmc.wait_power("Off", SETTLE).await;
+    assert_eq!(bmc.reset_posts(), [204], "the emulator accepted exactly one reset");
     bmc.wait_power("On", SETTLE).await;
+    assert_eq!(power_state(&target(&bmc), &cancel).await.unwrap(), PowerState::On);
 }
 
 #[tokio::test]
 async fn graceful_restart_is_sent_as_such_and_the_system_comes_back() {
-    restart_goes_off_then_on(ResetIntent::GracefulRestart, "GracefulRestart").await;
+    restart_brings_the_system_up(ResetIntent::GracefulRestart, "GracefulRestart").await;
 }
 
 #[tokio::test]
 async fn force_restart_is_sent_as_such_and_the_system_comes_back() {
-    restart_goes_off_then_on(ResetIntent::ForceRestart, "ForceRestart").await;
+    restart_brings_the_system_up(ResetIntent::ForceRestart, "ForceRestart").await;
 }
 
 /// The emulator lists no PowerCycle (and answers 501 to it), so the chooser falls to ForceRestart.
@@ -156,7 +157,7 @@ async fn power_cycle_falls_back_to_an_allowed_force_restart() {
     let allowed = bmc.system().await["Actions"]["#ComputerSystem.Reset"]["ResetType@Redfish.AllowableValues"].clone();
     assert!(!allowed.as_array().unwrap().iter().any(|v| v == "PowerCycle"), "{allowed}");
     drop(bmc);
-    restart_goes_off_then_on(ResetIntent::PowerCycle, "ForceRestart").await;
+    restart_brings_the_system_up(ResetIntent::PowerCycle, "ForceRestart").await;
 }
 
 #[tokio::test]
@@ -164,6 +165,7 @@ async fn on_when_already_on_is_accepted_and_stays_on() {
     let bmc = SushyBmc::start(false).await;
     let cancel = CancellationToken::new();
     assert_eq!(reset(&target(&bmc), ResetIntent::On, &cancel).await.unwrap(), "On");
+    assert_eq!(bmc.reset_posts(), [204]);
     // The fake driver schedules nothing when the state already matches.
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(bmc.power_state().await, "On");
@@ -183,7 +185,7 @@ async fn wrong_password_is_an_auth_error_and_changes_nothing() {
         other => panic!("expected Auth, got {other:?}"),
     }
     assert!(matches!(power_state(&t, &cancel).await, Err(RedfishError::Auth { status: 401, .. })));
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(bmc.reset_posts(), Vec::<u16>::new(), "no reset was even attempted");
     assert_eq!(bmc.power_state().await, "On");
 }
 
@@ -320,5 +322,218 @@ async fn a_refused_reset_reports_the_status_and_the_bmcs_message() {
         }
         other => panic!("expected Http 400, got {other:?}"),
     }
+    assert_eq!(bmc.reset_posts(), [400], "one attempt, no retry on 400");
     assert_eq!(bmc.power_state().await, "On");
+}
+
+/// sushy-emulator has no SessionService, so the session path (and the 409 retry of
+/// `On`) is exercised against this small stand-in: a root that offers sessions,
+/// token-only resources (basic auth is refused and counted), a session table that
+/// can be listed, and a Reset action that answers 409 a set number of times.
+mod session_bmc {
+    use std::collections::HashMap;
+    use std::sync::{Arc, Mutex};
+
+    use axum::Json;
+    use axum::extract::{Path, State};
+    use axum::http::{HeaderMap, StatusCode};
+    use axum::response::{IntoResponse, Response};
+    use axum::routing::{get, post};
+    use serde_json::{Value, json};
+
+    pub const PASSWORD: &str = "pw-session-bmc";
+
+    #[derive(Default)]
+    pub struct Bmc {
+        /// id → token
+        pub sessions: HashMap<String, String>,
+        pub created: u32,
+        pub basic_requests: u32,
+        pub reset_bodies: Vec<String>,
+        /// 409s still to give to Reset before accepting.
+        pub conflicts: u32,
+    }
+
+    type Shared = Arc<Mutex<Bmc>>;
+
+    fn authorized(s: &Shared, h: &HeaderMap) -> bool {
+        let mut b = s.lock().unwrap();
+        if h.contains_key("authorization") {
+            b.basic_requests += 1;
+        }
+        h.get("x-auth-token").and_then(|t| t.to_str().ok()).is_some_and(|t| b.sessions.values().any(|v| v == t))
+    }
+
+    fn unauthorized() -> Response {
+        (StatusCode::UNAUTHORIZED, Json(json!({"error": {"message": "no valid session"}}))).into_response()
+    }
+
+    pub async fn start(conflicts: u32) -> (String, Shared) {
+        let state: Shared = Arc::new(Mutex::new(Bmc { conflicts, ..Default::default() }));
+        let app = axum::Router::new()
+            .route(
+                "/redfish/v1/",
+                get(|| async {
+                    Json(json!({
+                        "SessionService": {"@odata.id": "/redfish/v1/SessionService"},
+                        "Links": {"Sessions": {"@odata.id": "/redfish/v1/SessionService/Sessions"}},
+                        "Systems": {"@odata.id": "/redfish/v1/Systems"}
+                    }))
+                }),
+            )
+            .route(
+                "/redfish/v1/SessionService/Sessions",
+                post(|State(s): State<Shared>, Json(body): Json<Value>| async move {
+                    if body["UserName"] != "admin" || body["Password"] != PASSWORD {
+                        return unauthorized();
+                    }
+                    let mut b = s.lock().unwrap();
+                    b.created += 1;
+                    let id = b.created.to_string();
+                    let token = format!("token-{id}-{}", crate::helpers::random_nonce());
+                    b.sessions.insert(id.clone(), token.clone());
+                    let location = format!("/redfish/v1/SessionService/Sessions/{id}");
+                    (StatusCode::CREATED, [("X-Auth-Token", token), ("Location", location)], Json(json!({"Id": id})))
+                        .into_response()
+                })
+                .get(|State(s): State<Shared>, h: HeaderMap| async move {
+                    if !authorized(&s, &h) {
+                        return unauthorized();
+                    }
+                    let ids: Vec<Value> =
+                        s.lock().unwrap().sessions.keys().map(|id| json!({"@odata.id": id})).collect();
+                    Json(json!({"Members": ids})).into_response()
+                }),
+            )
+            .route(
+                "/redfish/v1/SessionService/Sessions/{id}",
+                axum::routing::delete(|State(s): State<Shared>, Path(id): Path<String>, h: HeaderMap| async move {
+                    if !authorized(&s, &h) {
+                        return unauthorized();
+                    }
+                    s.lock().unwrap().sessions.remove(&id);
+                    StatusCode::NO_CONTENT.into_response()
+                }),
+            )
+            .route(
+                "/redfish/v1/Systems",
+                get(|State(s): State<Shared>, h: HeaderMap| async move {
+                    if !authorized(&s, &h) {
+                        return unauthorized();
+                    }
+                    Json(json!({"Members": [{"@odata.id": "/redfish/v1/Systems/1"}]})).into_response()
+                }),
+            )
+            .route(
+                "/redfish/v1/Systems/1",
+                get(|State(s): State<Shared>, h: HeaderMap| async move {
+                    if !authorized(&s, &h) {
+                        return unauthorized();
+                    }
+                    Json(json!({
+                        "@odata.id": "/redfish/v1/Systems/1",
+                        "PowerState": "Off",
+                        "Actions": {"#ComputerSystem.Reset": {
+                            "target": "/redfish/v1/Systems/1/Actions/ComputerSystem.Reset",
+                            "ResetType@Redfish.AllowableValues": ["On", "ForceOff", "ForceRestart"]
+                        }}
+                    }))
+                    .into_response()
+                }),
+            )
+            .route(
+                "/redfish/v1/Systems/1/Actions/ComputerSystem.Reset",
+                post(|State(s): State<Shared>, h: HeaderMap, body: String| async move {
+                    if !authorized(&s, &h) {
+                        return unauthorized();
+                    }
+                    let mut b = s.lock().unwrap();
+                    b.reset_bodies.push(body);
+                    if b.conflicts > 0 {
+                        b.conflicts -= 1;
+                        let err = json!({"error": {"code": "Base.1.0.GeneralError", "message": "see ExtendedInfo",
+                            "@Message.ExtendedInfo": [{"MessageId": "Base.1.8.ActionParameterValueConflict",
+                                "Message": "The system is still powering off."}]}});
+                        return (StatusCode::CONFLICT, Json(err)).into_response();
+                    }
+                    StatusCode::NO_CONTENT.into_response()
+                }),
+            )
+            .with_state(state.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        (url, state)
+    }
+}
+
+fn session_target(url: &str) -> RedfishTarget {
+    let mut t = RedfishTarget::new(url, "admin", SecretString::from(session_bmc::PASSWORD));
+    t.timeout = Duration::from_secs(10);
+    t
+}
+
+#[tokio::test]
+async fn a_session_is_used_when_offered_and_deleted_afterwards() {
+    let (url, bmc) = session_bmc::start(0).await;
+    let cancel = CancellationToken::new();
+    // GracefulRestart is not allowed there: it falls to ForceRestart.
+    assert_eq!(reset(&session_target(&url), ResetIntent::GracefulRestart, &cancel).await.unwrap(), "ForceRestart");
+    assert_eq!(power_state(&session_target(&url), &cancel).await.unwrap(), PowerState::Off);
+    let b = bmc.lock().unwrap();
+    assert_eq!(b.created, 2, "one session per call");
+    assert!(b.sessions.is_empty(), "every session was deleted: {:?}", b.sessions.keys());
+    assert_eq!(b.basic_requests, 0, "only the token was sent once a session existed");
+    assert_eq!(b.reset_bodies.len(), 1);
+    assert!(b.reset_bodies[0].contains("\"ForceRestart\""), "{}", b.reset_bodies[0]);
+}
+
+#[tokio::test]
+async fn the_session_is_deleted_even_when_the_operation_fails() {
+    let (url, bmc) = session_bmc::start(0).await;
+    let mut t = session_target(&url);
+    t.system = Some("missing".into());
+    let r = reset(&t, ResetIntent::ForceOff, &CancellationToken::new()).await;
+    assert!(matches!(r, Err(RedfishError::NoSystem { .. })), "{r:?}");
+    // GracefulShutdown is not allowed and has no fallback.
+    let r = reset(&session_target(&url), ResetIntent::GracefulShutdown, &CancellationToken::new()).await;
+    assert!(matches!(r, Err(RedfishError::Unsupported { intent: ResetIntent::GracefulShutdown, .. })), "{r:?}");
+    let b = bmc.lock().unwrap();
+    assert_eq!(b.created, 2);
+    assert!(b.sessions.is_empty(), "{:?}", b.sessions.keys());
+    assert!(b.reset_bodies.is_empty());
+}
+
+#[tokio::test]
+async fn a_refused_session_login_is_an_auth_error() {
+    let (url, bmc) = session_bmc::start(0).await;
+    let mut t = session_target(&url);
+    t.password = SecretString::from("wrong-session-pw");
+    match power_state(&t, &CancellationToken::new()).await {
+        Err(e @ RedfishError::Auth { status: 401, .. }) => assert!(!format!("{e:?}").contains("wrong-session-pw")),
+        other => panic!("expected Auth, got {other:?}"),
+    }
+    assert_eq!(bmc.lock().unwrap().created, 0);
+}
+
+#[tokio::test]
+async fn on_is_retried_on_409_and_other_intents_are_not() {
+    let (url, bmc) = session_bmc::start(2).await;
+    let cancel = CancellationToken::new();
+    assert_eq!(reset(&session_target(&url), ResetIntent::On, &cancel).await.unwrap(), "On");
+    assert_eq!(bmc.lock().unwrap().reset_bodies.len(), 3, "two 409s, then accepted");
+
+    bmc.lock().unwrap().conflicts = 1;
+    match reset(&session_target(&url), ResetIntent::ForceOff, &cancel).await {
+        Err(RedfishError::Http { status: 409, message, .. }) => {
+            assert!(
+                message.contains("still powering off") && message.contains("ActionParameterValueConflict"),
+                "{message}"
+            )
+        }
+        other => panic!("expected Http 409, got {other:?}"),
+    }
+    let b = bmc.lock().unwrap();
+    assert_eq!(b.reset_bodies.len(), 4, "ForceOff was sent once");
+    assert!(b.sessions.is_empty());
 }

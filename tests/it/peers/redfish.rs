@@ -8,6 +8,9 @@
 //! (`On`, `ForceOn`) → `On`; `ForceOff`/`GracefulShutdown` → `Off`; other values
 //! (`PowerCycle`, `Nmi`, `PushPowerButton`) → 501. State persists in the state dir.
 //! `/Systems/<name>` answers 307 to `/Systems/<uuid>`. There is no SessionService.
+//! Because of the random delay a restart's `Off` can last only milliseconds, so
+//! tests observe restarts from a system that starts `Off` (`Off` → `On` with no `On`
+//! sent proves the restart), plus [`SushyBmc::reset_posts`].
 //! `PATCH Boot` sets the boot device and ignores `BootSourceOverrideEnabled`.
 
 use std::os::unix::process::CommandExt;
@@ -204,6 +207,19 @@ impl SushyBmc {
                 self.log()
             );
         }
+    }
+}
+
+impl SushyBmc {
+    /// Statuses the emulator answered to Reset POSTs, in order, from its access log
+    /// (it logs no ResetType, but answers 501 to any it cannot do, so 204 means done).
+    pub fn reset_posts(&self) -> Vec<u16> {
+        let needle = format!("POST /redfish/v1/Systems/{SYSTEM_UUID}/Actions/ComputerSystem.Reset HTTP/1.1");
+        self.log()
+            .lines()
+            .filter(|l| l.contains(&needle))
+            .filter_map(|l| l.rsplit('"').next()?.split_whitespace().next()?.parse().ok())
+            .collect()
     }
 }
 
