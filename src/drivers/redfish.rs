@@ -35,7 +35,7 @@ use std::fmt;
 use std::future::Future;
 use std::time::Duration;
 
-use reqwest::header::{HeaderMap, HeaderValue};
+use reqwest::header::HeaderValue;
 use reqwest::{Method, StatusCode, Url};
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Value, json};
@@ -301,9 +301,9 @@ pub async fn reset(
 }
 
 /// Boot from the network on the next boot only (for reimaging): PATCH the system's
-/// `Boot` override to `Pxe`, `Once`. Refused as [`RedfishError::Unsupported`]-free
-/// [`RedfishError::Http`] by BMCs that cannot; checked against
-/// `BootSourceOverrideTarget@Redfish.AllowableValues` when the BMC lists them.
+/// `Boot` override to `Pxe`, `Once`. When the BMC lists
+/// `BootSourceOverrideTarget@Redfish.AllowableValues` without `Pxe`, nothing is sent
+/// ([`RedfishError::Protocol`]); a BMC that refuses the PATCH gives [`RedfishError::Http`].
 pub async fn boot_pxe_once(target: &RedfishTarget, cancel: &CancellationToken) -> Result<(), RedfishError> {
     with_session(target, cancel, async |s: &Session<'_>| {
         let (system_path, system) = s.system().await?;
@@ -333,7 +333,7 @@ async fn with_session<T>(
         None => base.host_str().unwrap_or_default().to_string(),
     };
     let client = build_client(target, &base)?;
-    let mut session = Session { target, client, base, host, auth: Auth::Basic, root: Value::Null };
+    let mut session = Session { target, client, base, host, auth: Auth::Anonymous, root: Value::Null };
     cancellable(cancel, session.login()).await?;
     let guard = LogoutGuard::arm(&session);
     let result = cancellable(cancel, op(&session)).await;
@@ -383,7 +383,7 @@ struct LogoutGuard {
 impl LogoutGuard {
     fn arm(s: &Session<'_>) -> Self {
         let session = match &s.auth {
-            Auth::Basic => None,
+            Auth::Anonymous | Auth::Basic => None,
             Auth::Session { token, location } => Some((s.client.clone(), location.clone(), token.clone())),
         };
         Self { session }
@@ -420,8 +420,13 @@ async fn delete_session(client: reqwest::Client, url: Url, token: HeaderValue) {
 
 /// How requests authenticate.
 enum Auth {
+    /// Only for the service root, which Redfish serves without credentials.
+    Anonymous,
     Basic,
-    Session { token: HeaderValue, location: Url },
+    Session {
+        token: HeaderValue,
+        location: Url,
+    },
 }
 
 /// One conversation with one BMC: client, origin, credentials, service root.
@@ -438,9 +443,17 @@ struct Session<'a> {
 impl Session<'_> {
     /// Read the service root, then open a session if the service offers one.
     async fn login(&mut self) -> Result<(), RedfishError> {
-        // The root is unauthenticated per the spec, but some BMCs want credentials
-        // anyway; basic auth (the default `auth`) is sent along, harmlessly.
-        self.root = match self.send_json(Method::GET, "/redfish/v1/", None).await {
+        // The root is unauthenticated per the spec, so credentials go out only if a
+        // BMC insists on them there.
+        let root = match self.send_json(Method::GET, "/redfish/v1/", None).await {
+            Err(RedfishError::Auth { .. }) => {
+                self.auth = Auth::Basic;
+                self.send_json(Method::GET, "/redfish/v1/", None).await
+            }
+            r => r,
+        };
+        self.auth = Auth::Basic;
+        self.root = match root {
             Ok(v) => v,
             Err(RedfishError::Http { status: 404, .. }) => {
                 return Err(self.protocol("no Redfish service root at /redfish/v1/".into()));
@@ -535,6 +548,7 @@ impl Session<'_> {
         let url = self.resolve(path)?;
         let mut req = self.client.request(method.clone(), url.clone());
         req = match &self.auth {
+            Auth::Anonymous => req,
             Auth::Basic => req.basic_auth(&self.target.user, Some(self.target.password.expose_secret())),
             Auth::Session { token, .. } => req.header("X-Auth-Token", token.clone()),
         };
@@ -552,9 +566,8 @@ impl Session<'_> {
             return Err(self.protocol(format!("{path} redirects off the BMC (to {})", bounded(to, 100))));
         }
         if !status.is_success() {
-            let headers = resp.headers().clone();
             let body = read_bounded(resp).await.unwrap_or_default();
-            let message = scrub(&error_message(&headers, &body), self.target);
+            let message = scrub(&error_message(&body), self.target);
             return Err(RedfishError::Http {
                 host: self.host.clone(),
                 method: method.to_string(),
@@ -658,7 +671,7 @@ fn string_list(v: &Value) -> Option<Vec<String>> {
     v.as_array().map(|a| a.iter().filter_map(Value::as_str).map(String::from).collect())
 }
 
-/// Read at most [`MAX_BODY`] bytes of a body; more is an error, not a truncation.
+/// Read at most [`MAX_BODY`] bytes of a body (a truncated JSON body then fails to parse).
 async fn read_bounded(mut resp: reqwest::Response) -> Result<Vec<u8>, reqwest::Error> {
     let mut out = Vec::new();
     while let Some(chunk) = resp.chunk().await? {
@@ -678,7 +691,7 @@ async fn read_json(resp: reqwest::Response) -> Result<Value, ()> {
 
 /// The BMC's explanation of an error: the `@Message.ExtendedInfo` messages, else
 /// `error.message`, else the start of the body; bounded.
-fn error_message(_headers: &HeaderMap, body: &[u8]) -> String {
+fn error_message(body: &[u8]) -> String {
     let Ok(v) = serde_json::from_slice::<Value>(body) else {
         let text = String::from_utf8_lossy(body);
         let text = text.split_whitespace().collect::<Vec<_>>().join(" ");

@@ -373,7 +373,9 @@ mod session_bmc {
         let app = axum::Router::new()
             .route(
                 "/redfish/v1/",
-                get(|| async {
+                get(|State(s): State<Shared>, h: HeaderMap| async move {
+                    // Served without credentials, like a real BMC; any sent are counted.
+                    authorized(&s, &h);
                     Json(json!({
                         "SessionService": {"@odata.id": "/redfish/v1/SessionService"},
                         "Links": {"Sessions": {"@odata.id": "/redfish/v1/SessionService/Sessions"}},
