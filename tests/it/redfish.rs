@@ -539,3 +539,34 @@ async fn on_is_retried_on_409_and_other_intents_are_not() {
     assert_eq!(b.reset_bodies.len(), 4, "ForceOff was sent once");
     assert!(b.sessions.is_empty());
 }
+
+#[tokio::test]
+async fn a_cancelled_or_dropped_call_still_deletes_its_session() {
+    // The stand-in keeps answering 409, so `On` sits in its retry pauses.
+    let (url, bmc) = session_bmc::start(1000).await;
+    let cancel = CancellationToken::new();
+    let c = cancel.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        c.cancel();
+    });
+    let started = Instant::now();
+    let r = reset(&session_target(&url), ResetIntent::On, &cancel).await;
+    assert!(matches!(r, Err(RedfishError::Cancelled)), "{r:?}");
+    assert!(started.elapsed() < Duration::from_secs(5), "took {:?}", started.elapsed());
+    assert!(bmc.lock().unwrap().sessions.is_empty(), "deleted before returning");
+
+    // A caller's hard timeout drops the future instead: the session is deleted in a task.
+    let dropped = tokio::time::timeout(
+        Duration::from_millis(500),
+        reset(&session_target(&url), ResetIntent::On, &CancellationToken::new()),
+    )
+    .await;
+    assert!(dropped.is_err(), "the call was still retrying");
+    assert_eq!(bmc.lock().unwrap().created, 2);
+    let gone = crate::helpers::wait_for(Duration::from_secs(10), || async {
+        bmc.lock().unwrap().sessions.is_empty().then_some(())
+    })
+    .await;
+    assert!(gone.is_some(), "session left behind: {:?}", bmc.lock().unwrap().sessions.keys());
+}
