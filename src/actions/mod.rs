@@ -4,30 +4,57 @@
 //! drivers; they never see HTTP, the queue or config files. The runner, and
 //! `roller run` on the command line, both call [`execute`]: one code path.
 
+pub mod ipmi;
 pub mod ping;
+pub mod status;
 
 use std::fmt;
+use std::net::IpAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
 use crate::domain::{WorkerGroup, WorkerId};
 use crate::drivers::ping::PingSettings;
-use crate::inventory::InventoryHandle;
+use crate::inventory::{InventoryHandle, Machine};
 
 /// Every task roller knows. Adding one means a new variant, a module, and a row
 /// in [`Task::ALL`]; the compiler finds the rest.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Task {
     Ping,
+    Status,
+    IpmiStatus,
+    IpmiOn,
+    IpmiOff,
+    IpmiCycle,
+    IpmiReset,
+    IpmiList,
 }
 
 impl Task {
-    pub const ALL: &'static [Task] = &[Task::Ping];
+    pub const ALL: &'static [Task] = &[
+        Task::Ping,
+        Task::Status,
+        Task::IpmiStatus,
+        Task::IpmiOn,
+        Task::IpmiOff,
+        Task::IpmiCycle,
+        Task::IpmiReset,
+        Task::IpmiList,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
             Task::Ping => "ping",
+            Task::Status => "status",
+            Task::IpmiStatus => "ipmi_status",
+            Task::IpmiOn => "ipmi_on",
+            Task::IpmiOff => "ipmi_off",
+            Task::IpmiCycle => "ipmi_cycle",
+            Task::IpmiReset => "ipmi_reset",
+            Task::IpmiList => "ipmi_list",
         }
     }
 
@@ -35,6 +62,13 @@ impl Task {
     pub fn help(self) -> &'static str {
         match self {
             Task::Ping => "ICMP echo the machine and report packets sent/received and round-trip times",
+            Task::Status => "the machine's power state from its BMC (when it has one) and whether it answers",
+            Task::IpmiStatus => "the chassis power state, from the BMC over IPMI",
+            Task::IpmiOn => "power the machine on over IPMI and confirm the BMC reports it on",
+            Task::IpmiOff => "power the machine off over IPMI and confirm the BMC reports it off",
+            Task::IpmiCycle => "power-cycle over IPMI (a machine that is off is powered on instead)",
+            Task::IpmiReset => "hard-reset over IPMI (a machine that is off is powered on instead)",
+            Task::IpmiList => "the BMC's 15 most recent system event log (SEL) entries",
         }
     }
 
@@ -42,7 +76,9 @@ impl Task {
     /// retried after a lost runner; tasks that change hardware must not be re-run blindly.
     pub fn max_attempts(self) -> u32 {
         match self {
-            Task::Ping => 3,
+            Task::Ping | Task::Status | Task::IpmiStatus | Task::IpmiList => 3,
+            // They change the hardware: never re-run after a runner died mid-way.
+            Task::IpmiOn | Task::IpmiOff | Task::IpmiCycle | Task::IpmiReset => 1,
         }
     }
 
@@ -120,5 +156,50 @@ pub enum ActionError {
 pub async fn execute(task: Task, target: &Target, cx: &ActionContext) -> Result<serde_json::Value, ActionError> {
     match task {
         Task::Ping => ping::run(target, cx).await,
+        Task::Status => status::run(target, cx).await,
+        Task::IpmiStatus | Task::IpmiOn | Task::IpmiOff | Task::IpmiCycle | Task::IpmiReset | Task::IpmiList => {
+            ipmi::run(task, target, cx).await
+        }
     }
+}
+
+/// The inventory's record of the target; hardware tasks need one.
+pub(crate) fn machine(target: &Target, cx: &ActionContext) -> Result<Machine, ActionError> {
+    let inventory = cx.settings.inventory.current();
+    inventory.machine(&target.worker_id).cloned().ok_or_else(|| {
+        let source = if inventory.path.as_os_str().is_empty() {
+            "no inventory is configured (ROLLER_INVENTORY)".to_string()
+        } else {
+            format!("it is not in the inventory {}", inventory.path.display())
+        };
+        ActionError::Config(format!(
+            "{} has no hardware description: {source}; only ping runs on machines outside the inventory",
+            target.worker_id
+        ))
+    })
+}
+
+/// The resolver has no timeout of its own that we control; a job must not hang on DNS.
+const RESOLVE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// An address for `host`: an IP literal as is; otherwise the system resolver,
+/// preferring IPv4 because data-centre management networks are IPv4 and a
+/// dual-stacked name should not fail over an unrouted IPv6 address.
+pub(crate) async fn resolve(host: &str) -> Result<IpAddr, ActionError> {
+    if let Ok(ip) = host.parse::<IpAddr>() {
+        return Ok(ip);
+    }
+    let addrs: Vec<IpAddr> = match tokio::time::timeout(RESOLVE_TIMEOUT, tokio::net::lookup_host((host, 0))).await {
+        Ok(Ok(it)) => it.map(|sa| sa.ip()).collect(),
+        Ok(Err(e)) => return Err(ActionError::Failed(format!("cannot resolve {host}: {e}"))),
+        Err(_) => {
+            return Err(ActionError::Failed(format!("cannot resolve {host}: no answer within {RESOLVE_TIMEOUT:?}")));
+        }
+    };
+    addrs
+        .iter()
+        .find(|a| a.is_ipv4())
+        .or_else(|| addrs.first())
+        .copied()
+        .ok_or_else(|| ActionError::Failed(format!("cannot resolve {host}: no addresses")))
 }

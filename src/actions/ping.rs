@@ -1,22 +1,19 @@
 //! `ping`: is the machine answering ICMP echo?
 //!
-//! The worker id is taken as the machine's address: an IPv4 literal or a host
-//! name the system resolver knows. The action succeeds iff at least one echo
+//! The machine's address comes from the inventory; a worker id outside it is
+//! taken as an IPv4 literal or a host name the system resolver knows. The action succeeds iff at least one echo
 //! request was answered; partial loss is reported in the result, not as a failure,
 //! because a machine that answers at all is up. Total silence is
 //! [`ActionError::Failed`]; an ICMP permission problem is [`ActionError::Config`].
 
-use std::net::IpAddr;
-use std::time::Duration;
-
-use super::{ActionContext, ActionError, Target};
+use super::{ActionContext, ActionError, Target, resolve};
 use crate::drivers::ping::{self as driver, PingError, PingReport};
 
-/// The resolver has no timeout of its own that we control; a job must not hang on DNS.
-const RESOLVE_TIMEOUT: Duration = Duration::from_secs(5);
-
 pub async fn run(target: &Target, cx: &ActionContext) -> Result<serde_json::Value, ActionError> {
-    let host = target.worker_id.as_str();
+    // A machine in the inventory is pinged at its address; any other worker id
+    // is taken as a host name or IP address.
+    let inventory = cx.settings.inventory.current();
+    let host = inventory.machine(&target.worker_id).map(|m| m.address.as_str()).unwrap_or(target.worker_id.as_str());
     let addr = tokio::select! {
         biased;
         _ = cx.cancel.cancelled() => return Err(ActionError::Cancelled),
@@ -73,32 +70,11 @@ fn summary_line(r: &PingReport) -> String {
     line
 }
 
-/// An IP literal as is; otherwise the system resolver, preferring IPv4 because
-/// data-centre management networks are IPv4 and a dual-stacked name should not
-/// fail over an unrouted IPv6 address.
-async fn resolve(host: &str) -> Result<IpAddr, ActionError> {
-    if let Ok(ip) = host.parse::<IpAddr>() {
-        return Ok(ip);
-    }
-    let addrs: Vec<IpAddr> = match tokio::time::timeout(RESOLVE_TIMEOUT, tokio::net::lookup_host((host, 0))).await {
-        Ok(Ok(it)) => it.map(|sa| sa.ip()).collect(),
-        Ok(Err(e)) => return Err(ActionError::Failed(format!("cannot resolve {host}: {e}"))),
-        Err(_) => {
-            return Err(ActionError::Failed(format!("cannot resolve {host}: no answer within {RESOLVE_TIMEOUT:?}")));
-        }
-    };
-    addrs
-        .iter()
-        .find(|a| a.is_ipv4())
-        .or_else(|| addrs.first())
-        .copied()
-        .ok_or_else(|| ActionError::Failed(format!("cannot resolve {host}: no addresses")))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::sync::{Arc, Mutex};
+    use std::time::Duration;
 
     use tokio_util::sync::CancellationToken;
 

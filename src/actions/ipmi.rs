@@ -1,0 +1,152 @@
+//! The `ipmi_*` tasks: power state, on, off, cycle, reset and the event log,
+//! over the machine's BMC as the inventory describes it.
+//!
+//! Power changes are confirmed by reading the state back from the BMC. Cycle
+//! and reset are state-aware: on a machine that is off they do nothing on many
+//! BMCs (the peers' most reported complaint), so roller powers it on instead
+//! and says so.
+
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use super::{ActionContext, ActionError, Target, Task, machine};
+use crate::drivers::ipmi::{self as driver, Bridging, IpmiError, IpmiTarget, PowerAction, PowerState, Privilege};
+use crate::inventory::Machine;
+
+/// How long a BMC may take to report the power state it was asked for.
+const CONFIRM_WITHIN: Duration = Duration::from_secs(30);
+const CONFIRM_EVERY: Duration = Duration::from_secs(1);
+/// `ipmi_list` shows this many of the newest SEL entries (the original's `sel list last 15`).
+const SEL_ENTRIES: u32 = 15;
+
+pub async fn run(task: Task, target: &Target, cx: &ActionContext) -> Result<serde_json::Value, ActionError> {
+    let m = machine(target, cx)?;
+    let bmc = ipmi_target(&m)?;
+    let step = task.name();
+    let fail = |e: IpmiError| map_error(step, e);
+    match task {
+        Task::IpmiStatus => {
+            let state = driver::power_status(&bmc, &cx.cancel).await.map_err(fail)?;
+            cx.log(format!("BMC {} reports power {}", bmc.host, name(state)));
+            Ok(json!({ "bmc": bmc.host, "power": name(state) }))
+        }
+        Task::IpmiList => {
+            let entries = driver::sel_list(&bmc, SEL_ENTRIES, &cx.cancel).await.map_err(fail)?;
+            cx.log(format!("{} SEL entries from {}", entries.len(), bmc.host));
+            Ok(json!({ "bmc": bmc.host, "sel": entries }))
+        }
+        Task::IpmiOn => change(cx, &bmc, step, PowerAction::On, PowerState::On).await,
+        Task::IpmiOff => change(cx, &bmc, step, PowerAction::Off, PowerState::Off).await,
+        Task::IpmiCycle | Task::IpmiReset => {
+            let before = driver::power_status(&bmc, &cx.cancel).await.map_err(fail)?;
+            if before == PowerState::Off {
+                cx.log(format!("BMC {} reports power off: powering on instead of {step}", bmc.host));
+                let mut v = change(cx, &bmc, step, PowerAction::On, PowerState::On).await?;
+                v["power_before"] = json!("off");
+                return Ok(v);
+            }
+            let action = if task == Task::IpmiCycle { PowerAction::Cycle } else { PowerAction::Reset };
+            cx.log(format!("sending chassis power {} to {}", action_name(action), bmc.host));
+            driver::power(&bmc, action, &cx.cancel).await.map_err(fail)?;
+            // A cycle passes through off; both end on, which is what we can confirm.
+            let after = confirm(cx, &bmc, step, PowerState::On).await?;
+            Ok(json!({ "bmc": bmc.host, "sent": action_name(action), "power_before": "on", "power": name(after) }))
+        }
+        _ => Err(ActionError::Config(format!("{step} is not an IPMI task"))),
+    }
+}
+
+/// Send `action`, then wait until the BMC reports `want`.
+async fn change(
+    cx: &ActionContext,
+    bmc: &IpmiTarget,
+    step: &str,
+    action: PowerAction,
+    want: PowerState,
+) -> Result<serde_json::Value, ActionError> {
+    cx.log(format!("sending chassis power {} to {}", action_name(action), bmc.host));
+    driver::power(bmc, action, &cx.cancel).await.map_err(|e| map_error(step, e))?;
+    let after = confirm(cx, bmc, step, want).await?;
+    Ok(json!({ "bmc": bmc.host, "sent": action_name(action), "power": name(after) }))
+}
+
+async fn confirm(
+    cx: &ActionContext,
+    bmc: &IpmiTarget,
+    step: &str,
+    want: PowerState,
+) -> Result<PowerState, ActionError> {
+    let start = Instant::now();
+    loop {
+        let now = driver::power_status(bmc, &cx.cancel).await.map_err(|e| map_error(step, e))?;
+        if now == want {
+            cx.log(format!(
+                "BMC {} confirms power {} after {:.1}s",
+                bmc.host,
+                name(now),
+                start.elapsed().as_secs_f64()
+            ));
+            return Ok(now);
+        }
+        if start.elapsed() + CONFIRM_EVERY > CONFIRM_WITHIN {
+            return Err(ActionError::Failed(format!(
+                "{step}: BMC {} still reports power {} after {}s",
+                bmc.host,
+                name(now),
+                CONFIRM_WITHIN.as_secs()
+            )));
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(CONFIRM_EVERY) => {}
+            _ = cx.cancel.cancelled() => return Err(ActionError::Cancelled),
+        }
+    }
+}
+
+/// The driver's view of the machine's BMC, from the inventory (secret resolved now).
+pub(crate) fn ipmi_target(m: &Machine) -> Result<IpmiTarget, ActionError> {
+    let access = m.ipmi.as_ref().ok_or_else(|| ActionError::Config(format!("{}: no [ipmi] in the inventory", m.id)))?;
+    let password = access
+        .password
+        .resolve()
+        .map_err(|e| ActionError::Config(format!("{}: ipmi password ({}): {e}", m.id, access.password.describe())))?;
+    let mut t = IpmiTarget::new(&access.address, &access.user, password);
+    t.port = access.port;
+    t.cipher_suite = m.class.ipmi_cipher_suite;
+    t.privilege = match m.class.ipmi_privilege.as_str() {
+        "user" => Privilege::User,
+        "administrator" => Privilege::Administrator,
+        _ => Privilege::Operator,
+    };
+    t.bridging = access.bridging.map(|b| match (b.transit_channel, b.transit_address) {
+        (Some(ch), Some(addr)) => Bridging::dual(ch, addr, b.target_channel, b.target_address),
+        _ => Bridging::single(b.target_channel, b.target_address),
+    });
+    Ok(t)
+}
+
+pub(crate) fn map_error(step: &str, e: IpmiError) -> ActionError {
+    match e {
+        IpmiError::Cancelled => ActionError::Cancelled,
+        IpmiError::ToolMissing | IpmiError::InvalidTarget(_) => ActionError::Config(format!("{step}: {e}")),
+        other => ActionError::Failed(format!("{step}: {other}")),
+    }
+}
+
+pub(crate) fn name(s: PowerState) -> &'static str {
+    match s {
+        PowerState::On => "on",
+        PowerState::Off => "off",
+    }
+}
+
+fn action_name(a: PowerAction) -> &'static str {
+    match a {
+        PowerAction::On => "on",
+        PowerAction::Off => "off",
+        PowerAction::Cycle => "cycle",
+        PowerAction::Reset => "reset",
+        PowerAction::Soft => "soft",
+    }
+}

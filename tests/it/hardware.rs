@@ -1,0 +1,119 @@
+//! Hardware tasks end to end: the inventory names a machine and its BMC, the
+//! API queues `ipmi_*` and `status` jobs, the runner drives a real `ipmi_sim`.
+
+use std::path::Path;
+
+use reqwest::Method;
+use serde_json::Value;
+
+use crate::helpers::*;
+use crate::peers::ipmi::IpmiSim;
+
+/// An inventory with one machine on loopback whose BMC is `sim`, with the
+/// password read from a file (never inline).
+fn inventory(dir: &Path, sim: &IpmiSim, password: &str) -> String {
+    let pw = dir.join("ipmi-password");
+    std::fs::write(&pw, format!("{password}\n")).unwrap();
+    let path = dir.join("inventory.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[classes.sim.ipmi]\ncipher_suite = 3\n\n\
+             [machines.bmc-host]\ngroup = \"lab\"\nclass = \"sim\"\naddress = \"127.0.0.1\"\n\
+             [machines.bmc-host.ipmi]\naddress = \"127.0.0.1\"\nport = {}\nuser = \"admin\"\npassword_file = {:?}\n",
+            sim.port(),
+            pw.display().to_string()
+        ),
+    )
+    .unwrap();
+    path.display().to_string()
+}
+
+async fn run_job(app: &TestApp, task: &str) -> Value {
+    let r = app.post_job("bmc-host", "lab", task).await;
+    assert_eq!(r.status(), 201, "{task}");
+    let v: Value = r.json().await.unwrap();
+    app.wait_final(v["task_id"].as_str().unwrap()).await
+}
+
+#[tokio::test]
+async fn ipmi_tasks_change_and_confirm_the_power_state() {
+    let sim = IpmiSim::start();
+    let dir = tempfile::tempdir().unwrap();
+    let inv = inventory(dir.path(), &sim, sim.password());
+    let app = spawn_app_with("", &[("ROLLER_INVENTORY", &inv)]).await;
+
+    let job = run_job(&app, "ipmi_off").await;
+    assert_eq!(job["state"], "succeeded", "{job:#}");
+    assert_eq!(job["result"]["power"], "off");
+    assert!(!sim.power(), "the BMC's hook saw the power go off");
+
+    let job = run_job(&app, "ipmi_status").await;
+    assert_eq!((job["state"].as_str(), job["result"]["power"].as_str()), (Some("succeeded"), Some("off")));
+
+    // A cycle of a machine that is off powers it on instead.
+    let job = run_job(&app, "ipmi_cycle").await;
+    assert_eq!(job["state"], "succeeded", "{job:#}");
+    assert_eq!(job["result"]["power_before"], "off");
+    assert!(sim.power());
+    let log: Vec<&str> = job["log"].as_array().unwrap().iter().map(|l| l["line"].as_str().unwrap()).collect();
+    assert!(log.iter().any(|l| l.contains("powering on instead of ipmi_cycle")), "{log:#?}");
+
+    let before = sim.actions().len();
+    let job = run_job(&app, "ipmi_reset").await;
+    assert_eq!(job["state"], "succeeded", "{job:#}");
+    assert_eq!(job["result"]["sent"], "reset");
+    assert!(sim.actions()[before..].iter().any(|a| a.contains("set reset 1")), "{:?}", sim.actions());
+
+    let job = run_job(&app, "ipmi_list").await;
+    assert_eq!(job["state"], "succeeded", "{job:#}");
+    assert!(!job["result"]["sel"].as_array().unwrap().is_empty());
+
+    let job = run_job(&app, "status").await;
+    assert_eq!(job["state"], "succeeded", "{job:#}");
+    assert_eq!(job["result"]["power"]["state"], "on");
+    assert_eq!(job["result"]["answers"], true);
+
+    // The password is nowhere in what roller recorded.
+    let all = serde_json::to_string(
+        &app.signed(Method::GET, "/api/v1/workers/bmc-host/jobs", ADMIN).await.json::<Value>().await.unwrap(),
+    )
+    .unwrap();
+    assert!(!all.contains(sim.password()));
+}
+
+#[tokio::test]
+async fn a_wrong_bmc_password_fails_the_job_naming_the_step() {
+    let sim = IpmiSim::start();
+    let dir = tempfile::tempdir().unwrap();
+    let inv = inventory(dir.path(), &sim, "not-the-password");
+    let app = spawn_app_with("", &[("ROLLER_INVENTORY", &inv)]).await;
+    let job = run_job(&app, "ipmi_off").await;
+    assert_eq!(job["state"], "failed", "{job:#}");
+    let e = job["error"].as_str().unwrap();
+    assert!(e.starts_with("ipmi_off: ") && e.contains("wrong user name or password"), "{e}");
+    assert!(sim.power(), "nothing was changed");
+    assert_eq!(job["attempts"], 1);
+    // status reports the BMC problem instead of failing.
+    let job = run_job(&app, "status").await;
+    assert_eq!(job["state"], "succeeded", "{job:#}");
+    assert!(job["result"]["power"]["error"].as_str().is_some_and(|e| e.contains("password")));
+}
+
+#[tokio::test]
+async fn hardware_tasks_refuse_machines_outside_the_inventory() {
+    let sim = IpmiSim::start();
+    let dir = tempfile::tempdir().unwrap();
+    let inv = inventory(dir.path(), &sim, sim.password());
+    let app = spawn_app_with("", &[("ROLLER_INVENTORY", &inv)]).await;
+    let r = app.post_job("127.0.0.1", "lab", "ipmi_off").await;
+    let v: Value = r.json().await.unwrap();
+    let job = app.wait_final(v["task_id"].as_str().unwrap()).await;
+    assert_eq!(job["state"], "failed");
+    assert!(job["error"].as_str().unwrap().contains("not in the inventory"), "{job:#}");
+    assert!(sim.power());
+    // ping still runs on any resolvable host.
+    let r = app.post_job("127.0.0.1", "lab", "ping").await;
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(app.wait_final(v["task_id"].as_str().unwrap()).await["state"], "succeeded");
+}
