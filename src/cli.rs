@@ -161,6 +161,8 @@ fn default_url(s: &Settings) -> String {
 async fn serve(settings: Settings, mode: Mode) -> anyhow::Result<ExitCode> {
     crate::telemetry::init();
     let app = Application::build_mode(settings, mode).await?;
+    // Before the banner: whoever reads it may send SIGHUP right away.
+    crate::startup::reload_inventory_on_sighup(app.settings());
     let s = app.settings();
     let queue = match &s.redis {
         Some(r) => format!("Redis, keys {{{}}}:* (REDIS_URL)", r.prefix),
@@ -183,7 +185,6 @@ async fn serve(settings: Settings, mode: Mode) -> anyhow::Result<ExitCode> {
         say!("Read its result (the machine's recent jobs, newest first):");
         say!("  {exe} jobs {c} list 127.0.0.1");
     }
-    crate::startup::reload_inventory_on_sighup(app.settings());
     let shutdown = CancellationToken::new();
     tokio::spawn(wait_for_signal(shutdown.clone()));
     app.run_until_stopped(shutdown).await?;

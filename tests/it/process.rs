@@ -112,3 +112,60 @@ async fn a_job_running_when_roller_is_killed_is_taken_over_after_its_lease() {
     assert_eq!(jb["state"], "succeeded", "{jb:#}");
     assert_eq!(jb["attempts"], 1);
 }
+
+#[tokio::test]
+async fn sighup_reloads_the_inventory_and_a_bad_file_keeps_the_old_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("roller.toml");
+    std::fs::write(&cfg, base_config("")).unwrap();
+    let inv = dir.path().join("inventory.toml");
+    std::fs::write(&inv, "[machines.early-host]\naddress = \"127.0.0.1\"\n").unwrap();
+    let (c, d, i) = (cfg.display().to_string(), dir.path().display().to_string(), inv.display().to_string());
+    let roller = start_roller(
+        "serve",
+        dir.path(),
+        &[("ROLLER_CONFIG", &c), ("ROLLER_DATA_DIR", &d), ("ROLLER_INVENTORY", &i)],
+        "hup.log",
+        false,
+    );
+    let minute = Duration::from_secs(60);
+    let status_of = |host: &'static str, group: &'static str| {
+        let url = roller.url().to_string();
+        async move {
+            let path = format!("/api/v1/workers/{host}/group/{group}/jobs?task_name=status");
+            let (s, v) = signed(&url, Method::POST, &path, ADMIN).await;
+            assert_eq!(s, 201, "{v}");
+            let id = v["task_id"].as_str().unwrap().to_string();
+            wait_state(&url, ADMIN, &id, &["succeeded", "failed"], minute).await
+        }
+    };
+    let job = status_of("late-host", "g1").await;
+    assert_eq!(job["state"], "failed");
+    assert!(job["error"].as_str().unwrap().contains("not in the inventory"), "{job:#}");
+
+    std::fs::write(
+        &inv,
+        "[machines.early-host]\naddress = \"127.0.0.1\"\n[machines.late-host]\naddress = \"127.0.0.1\"\n",
+    )
+    .unwrap();
+    roller.signal("HUP");
+    let reloaded = wait_for(minute, || async {
+        std::fs::read_to_string(&roller.log).unwrap_or_default().contains("inventory reloaded").then_some(())
+    })
+    .await;
+    assert!(reloaded.is_some(), "no reload logged");
+    let job = status_of("late-host", "g2").await;
+    assert_eq!(job["state"], "succeeded", "{job:#}");
+    assert_eq!(job["result"]["answers"], true);
+
+    // A file that does not validate is refused; the previous inventory stays in force.
+    std::fs::write(&inv, "[machines.late-host]\naddress = \"not a host\"\n").unwrap();
+    roller.signal("HUP");
+    let refused = wait_for(minute, || async {
+        std::fs::read_to_string(&roller.log).unwrap_or_default().contains("inventory reload failed").then_some(())
+    })
+    .await;
+    assert!(refused.is_some(), "no refusal logged");
+    let job = status_of("late-host", "g3").await;
+    assert_eq!(job["state"], "succeeded", "{job:#}");
+}
