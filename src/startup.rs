@@ -140,12 +140,13 @@ pub fn reload_inventory_on_sighup(settings: &Settings) {
     let (Some(path), handle) = (settings.inventory_path.clone(), settings.actions.inventory.clone()) else {
         return;
     };
+    // Registered here, not in the task, so SIGHUP is handled from the moment this returns.
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        tracing::error!("cannot install the SIGHUP handler; the inventory will not reload");
+        return;
+    };
     tokio::spawn(async move {
-        use tokio::signal::unix::{SignalKind, signal};
-        let Ok(mut hup) = signal(SignalKind::hangup()) else {
-            tracing::error!("cannot install the SIGHUP handler; the inventory will not reload");
-            return;
-        };
         while hup.recv().await.is_some() {
             match crate::inventory::Inventory::load(&path) {
                 Ok(inv) => {
