@@ -2,14 +2,14 @@
 //! machine's history.
 
 use axum::Json;
-use axum::extract::{OriginalUri, Path, Query, State, rejection::PathRejection, rejection::QueryRejection};
-use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::extract::{Path, Query, State, rejection::PathRejection, rejection::QueryRejection};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
 use super::error::ApiError;
 use super::wire::{Created, History, JobView};
-use super::{AppState, LogFields};
+use super::{AppState, Authenticated, LogFields};
 use crate::actions::Task;
 use crate::domain::{ClientId, JobId, TaskclusterName, WorkerGroup, WorkerId};
 use crate::queue::NewJob;
@@ -30,13 +30,11 @@ pub struct EnqueueQuery {
 /// `POST /api/v1/workers/{worker_id}/group/{worker_group}/jobs?task_name=…` (the seed README's form).
 pub async fn enqueue_group_form(
     State(state): State<AppState>,
-    method: Method,
-    OriginalUri(uri): OriginalUri,
+    Authenticated(caller): Authenticated,
     headers: HeaderMap,
     path: Result<Path<(String, String)>, PathRejection>,
     query: Result<Query<EnqueueQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
-    let caller = state.caller(&method, &uri, &headers).await?;
     let Path((worker_id, worker_group)) = path.map_err(|e| ApiError::BadRequest(format!("invalid path: {e}")))?;
     let Query(q) = query.map_err(bad_query)?;
     enqueue(&state, caller, &headers, worker_id, Some(worker_group), q).await
@@ -45,13 +43,11 @@ pub async fn enqueue_group_form(
 /// `POST /api/v1/workers/{worker_id}/jobs?task_name=…&worker_group=…` (the original's later form).
 pub async fn enqueue_query_form(
     State(state): State<AppState>,
-    method: Method,
-    OriginalUri(uri): OriginalUri,
+    Authenticated(caller): Authenticated,
     headers: HeaderMap,
     path: Result<Path<String>, PathRejection>,
     query: Result<Query<EnqueueQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
-    let caller = state.caller(&method, &uri, &headers).await?;
     let Path(worker_id) = path.map_err(|e| ApiError::BadRequest(format!("invalid path: {e}")))?;
     let Query(mut q) = query.map_err(bad_query)?;
     let group = q.worker_group.take();
@@ -142,12 +138,9 @@ fn log_fields(client: &ClientId, job: Option<JobId>) -> LogFields {
 /// `GET /api/v1/jobs/{task_id}`: one job with its log. Needs the read scope.
 pub async fn get_job(
     State(state): State<AppState>,
-    method: Method,
-    OriginalUri(uri): OriginalUri,
-    headers: HeaderMap,
+    Authenticated(caller): Authenticated,
     path: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
-    let caller = state.caller(&method, &uri, &headers).await?;
     require(&caller, &state.settings.read_scope)?;
     let Path(raw) = path.map_err(|e| ApiError::BadRequest(format!("invalid path: {e}")))?;
     let id = JobId::parse(&raw).map_err(|e| ApiError::BadRequest(e.to_string()))?;
@@ -165,13 +158,10 @@ pub struct HistoryQuery {
 /// `GET /api/v1/workers/{worker_id}/jobs`: the machine's most recent jobs, newest first.
 pub async fn history(
     State(state): State<AppState>,
-    method: Method,
-    OriginalUri(uri): OriginalUri,
-    headers: HeaderMap,
+    Authenticated(caller): Authenticated,
     path: Result<Path<String>, PathRejection>,
     query: Result<Query<HistoryQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
-    let caller = state.caller(&method, &uri, &headers).await?;
     require(&caller, &state.settings.read_scope)?;
     let Path(raw) = path.map_err(|e| ApiError::BadRequest(format!("invalid path: {e}")))?;
     let worker_id = WorkerId::parse(&raw).map_err(|e| ApiError::BadRequest(e.to_string()))?;

@@ -85,6 +85,23 @@ impl AppState {
     }
 }
 
+/// An authenticated caller, as a handler argument. Put it before the
+/// arguments that parse input, so authentication comes first.
+pub struct Authenticated(pub Caller);
+
+impl axum::extract::FromRequestParts<AppState> for Authenticated {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, state: &AppState) -> Result<Self, ApiError> {
+        // The signature covers the target as the client sent it, before any nesting rewrote it.
+        let uri = match parts.extensions.get::<axum::extract::OriginalUri>() {
+            Some(original) => original.0.clone(),
+            None => parts.uri.clone(),
+        };
+        Ok(Authenticated(state.caller(&parts.method, &uri, &parts.headers).await?))
+    }
+}
+
 /// `X-Forwarded-Port`, else 443 for `X-Forwarded-Proto: https` (Taskcluster's own rule).
 fn forwarded_port(headers: &HeaderMap) -> Option<u16> {
     // A chain of proxies appends ("443, 8080"): the first value is what the client used.
