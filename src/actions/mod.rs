@@ -6,6 +6,7 @@
 
 pub mod ipmi;
 pub mod ping;
+pub mod redfish;
 pub mod status;
 
 use std::fmt;
@@ -31,6 +32,11 @@ pub enum Task {
     IpmiCycle,
     IpmiReset,
     IpmiList,
+    RedfishStatus,
+    RedfishOn,
+    RedfishOff,
+    RedfishRestart,
+    RedfishReset,
 }
 
 impl Task {
@@ -43,6 +49,11 @@ impl Task {
         Task::IpmiCycle,
         Task::IpmiReset,
         Task::IpmiList,
+        Task::RedfishStatus,
+        Task::RedfishOn,
+        Task::RedfishOff,
+        Task::RedfishRestart,
+        Task::RedfishReset,
     ];
 
     pub fn name(self) -> &'static str {
@@ -55,6 +66,11 @@ impl Task {
             Task::IpmiCycle => "ipmi_cycle",
             Task::IpmiReset => "ipmi_reset",
             Task::IpmiList => "ipmi_list",
+            Task::RedfishStatus => "redfish_status",
+            Task::RedfishOn => "redfish_on",
+            Task::RedfishOff => "redfish_off",
+            Task::RedfishRestart => "redfish_restart",
+            Task::RedfishReset => "redfish_reset",
         }
     }
 
@@ -69,6 +85,11 @@ impl Task {
             Task::IpmiCycle => "power-cycle over IPMI (a machine that is off is powered on instead)",
             Task::IpmiReset => "hard-reset over IPMI (a machine that is off is powered on instead)",
             Task::IpmiList => "the BMC's 15 most recent system event log (SEL) entries",
+            Task::RedfishStatus => "the system's power state, from its Redfish service",
+            Task::RedfishOn => "power on through Redfish and confirm the service reports it on",
+            Task::RedfishOff => "force off through Redfish and confirm the service reports it off",
+            Task::RedfishRestart => "graceful restart through Redfish (a machine that is off is powered on instead)",
+            Task::RedfishReset => "forced restart through Redfish (a machine that is off is powered on instead)",
         }
     }
 
@@ -76,9 +97,16 @@ impl Task {
     /// retried after a lost runner; tasks that change hardware must not be re-run blindly.
     pub fn max_attempts(self) -> u32 {
         match self {
-            Task::Ping | Task::Status | Task::IpmiStatus | Task::IpmiList => 3,
+            Task::Ping | Task::Status | Task::IpmiStatus | Task::IpmiList | Task::RedfishStatus => 3,
             // They change the hardware: never re-run after a runner died mid-way.
-            Task::IpmiOn | Task::IpmiOff | Task::IpmiCycle | Task::IpmiReset => 1,
+            Task::IpmiOn
+            | Task::IpmiOff
+            | Task::IpmiCycle
+            | Task::IpmiReset
+            | Task::RedfishOn
+            | Task::RedfishOff
+            | Task::RedfishRestart
+            | Task::RedfishReset => 1,
         }
     }
 
@@ -159,6 +187,9 @@ pub async fn execute(task: Task, target: &Target, cx: &ActionContext) -> Result<
         Task::Status => status::run(target, cx).await,
         Task::IpmiStatus | Task::IpmiOn | Task::IpmiOff | Task::IpmiCycle | Task::IpmiReset | Task::IpmiList => {
             ipmi::run(task, target, cx).await
+        }
+        Task::RedfishStatus | Task::RedfishOn | Task::RedfishOff | Task::RedfishRestart | Task::RedfishReset => {
+            redfish::run(task, target, cx).await
         }
     }
 }

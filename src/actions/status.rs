@@ -1,19 +1,34 @@
 //! `status`: what state is the machine in? The power state from its BMC
-//! (IPMI) when the inventory has one, and whether the machine answers, by the
+//! (IPMI, else Redfish) when the inventory has one, and whether the machine answers, by the
 //! probe its hardware class uses. It reports; it changes nothing, and a BMC
 //! that cannot be asked is part of the report, not a failure.
 
 use serde_json::json;
 
-use super::{ActionContext, ActionError, Target, ipmi, machine, resolve};
+use super::{ActionContext, ActionError, Target, ipmi, machine, redfish, resolve};
 use crate::drivers::ipmi as ipmi_driver;
 use crate::drivers::reachability::{self, Probe, ProbeError, ProbeSettings};
+use crate::drivers::redfish as redfish_driver;
 
 pub async fn run(target: &Target, cx: &ActionContext) -> Result<serde_json::Value, ActionError> {
     let m = machine(target, cx)?;
-    let power = match &m.ipmi {
-        None => json!(null),
-        Some(_) => {
+    let power = match (&m.ipmi, &m.redfish) {
+        (None, None) => json!(null),
+        (None, Some(_)) => {
+            let bmc = redfish::redfish_target(&m)?;
+            match redfish_driver::power_state(&bmc, &cx.cancel).await {
+                Ok(state) => {
+                    cx.log(format!("Redfish service {} reports power {}", bmc.base_url, redfish::name(&state)));
+                    json!({ "source": "redfish", "state": redfish::name(&state) })
+                }
+                Err(redfish_driver::RedfishError::Cancelled) => return Err(ActionError::Cancelled),
+                Err(e) => {
+                    cx.log(format!("cannot read the power state: {e}"));
+                    json!({ "source": "redfish", "error": e.to_string() })
+                }
+            }
+        }
+        (Some(_), _) => {
             let bmc = ipmi::ipmi_target(&m)?;
             match ipmi_driver::power_status(&bmc, &cx.cancel).await {
                 Ok(state) => {

@@ -117,3 +117,46 @@ async fn hardware_tasks_refuse_machines_outside_the_inventory() {
     let v: Value = r.json().await.unwrap();
     assert_eq!(app.wait_final(v["task_id"].as_str().unwrap()).await["state"], "succeeded");
 }
+
+#[tokio::test]
+async fn redfish_tasks_change_and_confirm_the_power_state() {
+    let bmc = crate::peers::redfish::SushyBmc::start(false).await;
+    let dir = tempfile::tempdir().unwrap();
+    let pw = dir.path().join("redfish-password");
+    std::fs::write(&pw, bmc.password()).unwrap();
+    let inv = dir.path().join("inventory.toml");
+    std::fs::write(
+        &inv,
+        format!(
+            "[machines.bmc-host]\ngroup = \"lab\"\naddress = \"127.0.0.1\"\n\
+             [machines.bmc-host.redfish]\nurl = {:?}\nuser = {:?}\npassword_file = {:?}\n",
+            bmc.url(),
+            bmc.user(),
+            pw.display().to_string()
+        ),
+    )
+    .unwrap();
+    let inv = inv.display().to_string();
+    let app = spawn_app_with("", &[("ROLLER_INVENTORY", &inv)]).await;
+
+    let job = run_job(&app, "redfish_off").await;
+    assert_eq!(job["state"], "succeeded", "{job:#}");
+    assert_eq!((job["result"]["sent"].as_str(), job["result"]["power"].as_str()), (Some("ForceOff"), Some("off")));
+    assert_eq!(bmc.power_state().await, "Off");
+
+    let job = run_job(&app, "redfish_status").await;
+    assert_eq!(job["result"]["power"], "off", "{job:#}");
+    let job = run_job(&app, "status").await;
+    assert_eq!(job["result"]["power"], serde_json::json!({"source": "redfish", "state": "off"}), "{job:#}");
+
+    // A restart of a machine that is off powers it on instead.
+    let job = run_job(&app, "redfish_restart").await;
+    assert_eq!(job["state"], "succeeded", "{job:#}");
+    assert_eq!((job["result"]["sent"].as_str(), job["result"]["power"].as_str()), (Some("On"), Some("on")));
+    assert_eq!(bmc.power_state().await, "On");
+
+    let job = run_job(&app, "redfish_reset").await;
+    assert_eq!(job["state"], "succeeded", "{job:#}");
+    assert_eq!(job["result"]["sent"], "ForceRestart");
+    assert!(!serde_json::to_string(&job).unwrap().contains(bmc.password()));
+}
