@@ -65,6 +65,15 @@ enum Command {
         #[command(subcommand)]
         command: InventoryCommand,
     },
+    /// Explain, without touching hardware, what `reboot` would do for a machine: which
+    /// steps of its chain run, which are skipped for missing configuration, and the proof.
+    Explain {
+        /// The machine's worker id.
+        worker_id: String,
+        /// Inventory file [default: the configured one (ROLLER_INVENTORY / inventory)].
+        #[arg(long)]
+        inventory: Option<PathBuf>,
+    },
     /// Talk to a running roller: enqueue jobs and read them.
     Jobs {
         /// The roller to talk to [default: http://<server.bind>].
@@ -136,6 +145,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Api => serve(load(&cli)?, Mode::Api).await,
         Command::Worker => serve(load(&cli)?, Mode::Worker).await,
         Command::Inventory { command: InventoryCommand::Check { file } } => inventory_check(file),
+        Command::Explain { worker_id, inventory } => explain(load(&cli)?, worker_id, inventory.as_deref()),
         Command::CheckConfig => {
             let s = load(&cli)?;
             say!("{s:#?}");
@@ -211,10 +221,10 @@ fn inventory_check(file: &std::path::Path) -> anyhow::Result<ExitCode> {
     for m in inv.machines.values() {
         let group = m.group.as_ref().map(|g| g.to_string()).unwrap_or_else(|| "-".into());
         say!("{} (group {group}, class {}, address {})", m.id, m.class.name, m.address);
-        for step in &m.class.reboot {
-            match m.can_run(*step) {
-                Ok(()) => say!("  reboot step {:<18} runs", step.name()),
-                Err(why) => say!("  reboot step {:<18} skipped: {why}", step.name()),
+        for p in crate::actions::reboot::plan(m) {
+            match p.skip {
+                None => say!("  reboot step {:<18} runs", p.step.name()),
+                Some(why) => say!("  reboot step {:<18} skipped: {why}", p.step.name()),
             }
         }
         for (field, secret) in m.secrets() {
@@ -227,6 +237,46 @@ fn inventory_check(file: &std::path::Path) -> anyhow::Result<ExitCode> {
     if problems > 0 {
         say!("{problems} problem(s)");
         return Ok(ExitCode::from(1));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `roller explain`: the reboot chain as it would run, from the inventory alone.
+fn explain(settings: Settings, worker_id: &str, file: Option<&std::path::Path>) -> anyhow::Result<ExitCode> {
+    let id = WorkerId::parse(worker_id)?;
+    let path = match file.or(settings.inventory_path.as_deref()) {
+        Some(p) => p.to_path_buf(),
+        None => anyhow::bail!("no inventory: pass --inventory FILE or set ROLLER_INVENTORY"),
+    };
+    let inv = crate::inventory::Inventory::load(&path)?;
+    let Some(m) = inv.machine(&id) else {
+        say!("{id} is not in the inventory {}: only `ping` runs on it.", path.display());
+        if !inv.dns_search.is_empty() {
+            say!("ping looks it up in DNS as {id}, then under {}.", inv.dns_search.join(", "));
+        }
+        return Ok(ExitCode::from(1));
+    };
+    let r = &settings.actions.reboot;
+    let group = m.group.as_ref().map(|g| g.to_string()).unwrap_or_else(|| "-".into());
+    say!("{} (group {group}, class {})", m.id, m.class.name);
+    say!("  address  {}, probed by {}", m.address, m.class.reachability);
+    say!(
+        "  proof    stops answering within {}s (DOWN_TIMEOUT) and answers again within {}s (UP_TIMEOUT);",
+        r.down_timeout.as_secs(),
+        r.up_timeout.as_secs()
+    );
+    say!("           after a power cycle the BMC or PDU saw, or if it was not answering, only coming back counts");
+    say!("  reboot chain, in order:");
+    let plan = crate::actions::reboot::plan(m);
+    for (n, p) in plan.iter().enumerate() {
+        let what = crate::actions::reboot::describe(m, p.step);
+        match &p.skip {
+            None => say!("    {}. {:<18} runs: {what}", n + 1, p.step.name()),
+            Some(why) => say!("    {}. {:<18} skipped: {why}", n + 1, p.step.name()),
+        }
+    }
+    if plan.iter().all(|p| p.skip.is_some()) {
+        say!("  nothing in this chain can run: `reboot` will fail at once");
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -247,7 +297,8 @@ async fn run_once(settings: Settings, task: &str, worker_id: &str, group: &str) 
     crate::startup::load_inventory(&settings)?;
     let soft = CancellationToken::new();
     let interrupted = CancellationToken::new();
-    let cx = ActionContext::new(Arc::new(settings.actions.clone()), soft.clone(), Arc::new(StderrLog));
+    let cx = ActionContext::new(Arc::new(settings.actions.clone()), soft.clone(), Arc::new(StderrLog))
+        .with_soft_deadline(std::time::Instant::now() + settings.runner.soft_time_limit);
     let i = interrupted.clone();
     tokio::spawn(async move {
         if tokio::signal::ctrl_c().await.is_ok() {

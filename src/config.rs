@@ -12,7 +12,7 @@ use std::time::Duration;
 use secrecy::SecretString;
 use serde::Deserialize;
 
-use crate::actions::{ActionSettings, Task};
+use crate::actions::{ActionSettings, RebootSettings, Task};
 use crate::drivers::ping::{PingMethod, PingSettings};
 
 /// A configuration problem, with enough context to fix it.
@@ -36,7 +36,16 @@ pub struct FileConfig {
     pub runner: RunnerFile,
     pub tasks: TasksFile,
     pub ping: PingFile,
+    pub reboot: RebootFile,
     pub redis: RedisFile,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RebootFile {
+    pub down_timeout_secs: Option<u64>,
+    pub up_timeout_secs: Option<u64>,
+    pub probe_interval_ms: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -416,6 +425,25 @@ impl Settings {
             return Err(err(format!("{}: count must be 1..=100 and timeout_ms above 0", where_("[ping]"))));
         }
 
+        let rf = file.reboot;
+        let mut reboot = RebootSettings {
+            down_timeout: secs("DOWN_TIMEOUT", rf.down_timeout_secs, 60)?,
+            up_timeout: secs("UP_TIMEOUT", rf.up_timeout_secs, 300)?,
+            ..RebootSettings::default()
+        };
+        if let Some(ms) = rf.probe_interval_ms {
+            reboot.probe.interval = Duration::from_millis(ms.clamp(100, 60_000));
+        }
+        reboot.probe.icmp = PingSettings { count: 1, timeout: reboot.probe.timeout, ..ping.clone() };
+        if reboot.down_timeout.is_zero() || reboot.up_timeout.is_zero() {
+            return Err(err(
+                "DOWN_TIMEOUT and UP_TIMEOUT (reboot.down_timeout_secs, reboot.up_timeout_secs) must be at least 1s",
+            ));
+        }
+        if reboot.down_timeout > MAX_TIME_LIMIT || reboot.up_timeout > MAX_TIME_LIMIT {
+            return Err(err(format!("DOWN_TIMEOUT and UP_TIMEOUT may be at most {}s", MAX_TIME_LIMIT.as_secs())));
+        }
+
         let inventory_path = env.get("ROLLER_INVENTORY").map(PathBuf::from).or(file.inventory);
         Ok(Settings {
             data_dir,
@@ -433,7 +461,7 @@ impl Settings {
             history_cap,
             runner,
             enabled_tasks,
-            actions: ActionSettings { ping, inventory: Default::default() },
+            actions: ActionSettings { ping, inventory: Default::default(), reboot },
         })
     }
 
@@ -582,7 +610,9 @@ mod tests {
         for (toml_text, env, want) in [
             ("", vec![("CORS_ORIGIN", "tools.taskcluster.net")], "CORS_ORIGIN"),
             ("", vec![("CORS_ORIGIN", "https://a\u{7}b")], "CORS_ORIGIN"),
-            ("", vec![("TASK_NAMES", "ping,reboot")], "reboot"),
+            ("", vec![("TASK_NAMES", "ping,rebot")], "rebot"),
+            ("", vec![("DOWN_TIMEOUT", "0")], "DOWN_TIMEOUT"),
+            ("", vec![("UP_TIMEOUT", "5m")], "UP_TIMEOUT"),
             ("", vec![("TASK_NAMES", ",")], "no tasks"),
             ("", vec![("ROLLER_AUTH_BACKEND", "taskcluster")], "TASKCLUSTER_ROOT_URL"),
             ("", vec![("CELERY_TASK_TIME_LIMIT", "ten")], "CELERY_TASK_TIME_LIMIT"),

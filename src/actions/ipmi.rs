@@ -21,8 +21,12 @@ const CONFIRM_EVERY: Duration = Duration::from_secs(1);
 const SEL_ENTRIES: u32 = 15;
 
 pub async fn run(task: Task, target: &Target, cx: &ActionContext) -> Result<serde_json::Value, ActionError> {
-    let m = machine(target, cx)?;
-    let bmc = ipmi_target(&m)?;
+    run_on(task, &machine(target, cx)?, cx).await
+}
+
+/// `task` on the machine `m` (the reboot chain's entry: it holds its own inventory snapshot).
+pub(crate) async fn run_on(task: Task, m: &Machine, cx: &ActionContext) -> Result<serde_json::Value, ActionError> {
+    let bmc = ipmi_target(m)?;
     let step = task.name();
     let fail = |e: IpmiError| map_error(step, e);
     match task {
@@ -36,7 +40,13 @@ pub async fn run(task: Task, target: &Target, cx: &ActionContext) -> Result<serd
             cx.log(format!("{} SEL entries from {}", entries.len(), bmc.host));
             Ok(json!({ "bmc": bmc.host, "sel": entries }))
         }
-        Task::IpmiOn => change(cx, &bmc, step, PowerAction::On, PowerState::On).await,
+        Task::IpmiOn => {
+            // Read first: "was off, now on" is the proof the reboot chain wants from this step.
+            let before = driver::power_status(&bmc, &cx.cancel).await.map_err(fail)?;
+            let mut v = change(cx, &bmc, step, PowerAction::On, PowerState::On).await?;
+            v["power_before"] = json!(name(before));
+            Ok(v)
+        }
         Task::IpmiOff => change(cx, &bmc, step, PowerAction::Off, PowerState::Off).await,
         Task::IpmiCycle | Task::IpmiReset => {
             let before = driver::power_status(&bmc, &cx.cancel).await.map_err(fail)?;

@@ -6,18 +6,22 @@
 
 pub mod ipmi;
 pub mod ping;
+pub mod reboot;
 pub mod redfish;
+pub mod snmp;
+pub mod ssh;
 pub mod status;
 
 use std::fmt;
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
 use crate::domain::{WorkerGroup, WorkerId};
 use crate::drivers::ping::PingSettings;
+use crate::drivers::reachability::ProbeSettings;
 use crate::inventory::{InventoryHandle, Machine};
 
 /// Every task roller knows. Adding one means a new variant, a module, and a row
@@ -37,6 +41,10 @@ pub enum Task {
     RedfishOff,
     RedfishRestart,
     RedfishReset,
+    SshReboot,
+    SnmpReboot,
+    SnmpRebootDelay,
+    Reboot,
 }
 
 impl Task {
@@ -54,6 +62,10 @@ impl Task {
         Task::RedfishOff,
         Task::RedfishRestart,
         Task::RedfishReset,
+        Task::SshReboot,
+        Task::SnmpReboot,
+        Task::SnmpRebootDelay,
+        Task::Reboot,
     ];
 
     pub fn name(self) -> &'static str {
@@ -71,6 +83,10 @@ impl Task {
             Task::RedfishOff => "redfish_off",
             Task::RedfishRestart => "redfish_restart",
             Task::RedfishReset => "redfish_reset",
+            Task::SshReboot => "ssh_reboot",
+            Task::SnmpReboot => "snmp_reboot",
+            Task::SnmpRebootDelay => "snmp_rebootdelay",
+            Task::Reboot => "reboot",
         }
     }
 
@@ -90,6 +106,12 @@ impl Task {
             Task::RedfishOff => "force off through Redfish and confirm the service reports it off",
             Task::RedfishRestart => "graceful restart through Redfish (a machine that is off is powered on instead)",
             Task::RedfishReset => "forced restart through Redfish (a machine that is off is powered on instead)",
+            Task::SshReboot => "ask the machine to reboot itself over ssh (`reboot`, then `shutdown -f -t 3 -r`)",
+            Task::SnmpReboot => "power-cycle the machine's PDU outlet (the PDU's own reboot) and watch it come back on",
+            Task::SnmpRebootDelay => "switch the PDU outlet off, wait the class's delay, switch it on",
+            Task::Reboot => {
+                "the class's reboot chain, gentlest first, each step proven by the machine going down and coming back"
+            }
         }
     }
 
@@ -106,7 +128,11 @@ impl Task {
             | Task::RedfishOn
             | Task::RedfishOff
             | Task::RedfishRestart
-            | Task::RedfishReset => 1,
+            | Task::RedfishReset
+            | Task::SshReboot
+            | Task::SnmpReboot
+            | Task::SnmpRebootDelay
+            | Task::Reboot => 1,
         }
     }
 
@@ -139,6 +165,28 @@ pub struct ActionSettings {
     pub ping: PingSettings,
     /// The machines and their hardware; empty when no inventory is configured.
     pub inventory: InventoryHandle,
+    pub reboot: RebootSettings,
+}
+
+/// How the reboot chain proves a step worked.
+#[derive(Debug, Clone)]
+pub struct RebootSettings {
+    /// The machine must stop answering within this (the original's `DOWN_TIMEOUT`).
+    pub down_timeout: Duration,
+    /// …and answer again within this (`UP_TIMEOUT`).
+    pub up_timeout: Duration,
+    /// How often, and how patiently, the machine is probed while waiting.
+    pub probe: ProbeSettings,
+}
+
+impl Default for RebootSettings {
+    fn default() -> Self {
+        Self {
+            down_timeout: Duration::from_secs(60),
+            up_timeout: Duration::from_secs(300),
+            probe: ProbeSettings::default(),
+        }
+    }
 }
 
 /// Where an action writes its progress. The runner stores lines in the job
@@ -154,12 +202,25 @@ pub struct ActionContext {
     /// Cancelled at the soft time limit or on shutdown. Actions check it between
     /// hardware operations, never inside one.
     pub cancel: CancellationToken,
+    /// When the soft time limit falls, so a long action (the reboot chain) can
+    /// plan to finish, and report, before it is cancelled.
+    pub soft_deadline: Option<Instant>,
     log: Arc<dyn LogSink>,
 }
 
 impl ActionContext {
     pub fn new(settings: Arc<ActionSettings>, cancel: CancellationToken, log: Arc<dyn LogSink>) -> Self {
-        Self { settings, cancel, log }
+        Self { settings, cancel, soft_deadline: None, log }
+    }
+
+    pub fn with_soft_deadline(mut self, at: Instant) -> Self {
+        self.soft_deadline = Some(at);
+        self
+    }
+
+    /// Time left before the soft time limit; `None` when there is none.
+    pub fn time_left(&self) -> Option<Duration> {
+        self.soft_deadline.map(|d| d.saturating_duration_since(Instant::now()))
     }
 
     pub fn log(&self, line: impl Into<String>) {
@@ -191,6 +252,9 @@ pub async fn execute(task: Task, target: &Target, cx: &ActionContext) -> Result<
         Task::RedfishStatus | Task::RedfishOn | Task::RedfishOff | Task::RedfishRestart | Task::RedfishReset => {
             redfish::run(task, target, cx).await
         }
+        Task::SshReboot => ssh::run(target, cx).await,
+        Task::SnmpReboot | Task::SnmpRebootDelay => snmp::run(task, target, cx).await,
+        Task::Reboot => reboot::run(target, cx).await,
     }
 }
 

@@ -20,8 +20,12 @@ const CONFIRM_WITHIN: Duration = Duration::from_secs(60);
 const CONFIRM_EVERY: Duration = Duration::from_secs(1);
 
 pub async fn run(task: Task, target: &Target, cx: &ActionContext) -> Result<serde_json::Value, ActionError> {
-    let m = machine(target, cx)?;
-    let bmc = redfish_target(&m)?;
+    run_on(task, &machine(target, cx)?, cx).await
+}
+
+/// `task` on the machine `m` (the reboot chain's entry: it holds its own inventory snapshot).
+pub(crate) async fn run_on(task: Task, m: &Machine, cx: &ActionContext) -> Result<serde_json::Value, ActionError> {
+    let bmc = redfish_target(m)?;
     let step = task.name();
     let fail = |e: RedfishError| map_error(step, e);
     let state = driver::power_state(&bmc, &cx.cancel).await.map_err(fail)?;

@@ -7,7 +7,7 @@ use serde_json::json;
 
 use super::{ActionContext, ActionError, Target, ipmi, machine, redfish, resolve};
 use crate::drivers::ipmi as ipmi_driver;
-use crate::drivers::reachability::{self, Probe, ProbeError, ProbeSettings};
+use crate::drivers::reachability::{self, ProbeError, ProbeSettings};
 use crate::drivers::redfish as redfish_driver;
 
 pub async fn run(target: &Target, cx: &ActionContext) -> Result<serde_json::Value, ActionError> {
@@ -44,10 +44,7 @@ pub async fn run(target: &Target, cx: &ActionContext) -> Result<serde_json::Valu
         }
     };
     let probe = m.class.reachability;
-    let probe_name = match probe {
-        Probe::Icmp => "icmp".to_string(),
-        Probe::Tcp(port) => format!("tcp:{port}"),
-    };
+    let probe_name = probe.to_string();
     let addr = resolve(&m.address).await?;
     let settings = ProbeSettings { icmp: cx.settings.ping.clone(), ..ProbeSettings::default() };
     let answers = match reachability::answers(addr, probe, &settings, &cx.cancel).await {

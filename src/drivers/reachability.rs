@@ -20,6 +20,16 @@ pub enum Probe {
     Tcp(u16),
 }
 
+/// As the inventory spells it: `icmp` or `tcp:<port>`.
+impl std::fmt::Display for Probe {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Probe::Icmp => f.write_str("icmp"),
+            Probe::Tcp(port) => write!(f, "tcp:{port}"),
+        }
+    }
+}
+
 /// Bounds for one probe and for the waits.
 #[derive(Debug, Clone)]
 pub struct ProbeSettings {

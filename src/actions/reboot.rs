@@ -1,0 +1,311 @@
+//! `reboot`: the machine's reboot chain. The hardware class lists the methods,
+//! gentlest first (the original's `REBOOT_METHODS`); each is tried in turn until
+//! one is *proven* to have rebooted the machine.
+//!
+//! * A step the machine has no configuration for is skipped, and the log says why.
+//! * Steps are the state-aware tasks themselves (`ipmi_reset` on a machine that
+//!   is off powers it on), run on one inventory snapshot.
+//! * Proof: a machine that answered before the step must stop answering within
+//!   `DOWN_TIMEOUT` and answer again within `UP_TIMEOUT`. When the BMC or PDU saw
+//!   the power go off and on, or the machine was not answering to begin with,
+//!   going down proves nothing new and only coming back is required. The log
+//!   says which proof held.
+//! * A step that fails outright (wrong password, unreachable BMC) is not
+//!   verified: nothing was done, so the chain moves on at once. The original
+//!   waited out the full proof after steps like that, and its chain could not
+//!   finish inside the soft time limit.
+//! * The chain plans around the soft time limit: waits are cut to the time that
+//!   is left, and a step that cannot fit is not started. The result names the
+//!   step that worked; the failure lists every attempt.
+
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use super::{ActionContext, ActionError, Target, Task, ipmi, machine, redfish, resolve, snmp, ssh};
+use crate::drivers::reachability::{self, Probe, ProbeError};
+use crate::inventory::{Machine, RebootStep};
+
+/// Kept free before the soft time limit so the chain reports instead of being cancelled.
+const MARGIN: Duration = Duration::from_secs(5);
+/// A step with less time than this left is not started: it could not be proven.
+const MIN_STEP: Duration = Duration::from_secs(15);
+/// Kept for the bug-filing step when it comes later in the chain.
+const BUG_STEP_RESERVE: Duration = Duration::from_secs(60);
+
+/// One step of a machine's chain as it would run now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlannedStep {
+    pub step: RebootStep,
+    /// Why the step will be skipped; `None` when it runs.
+    pub skip: Option<String>,
+}
+
+/// The machine's chain with the steps that will be skipped and why. Touches no
+/// hardware; `roller explain` prints it and [`run`] follows it.
+pub fn plan(m: &Machine) -> Vec<PlannedStep> {
+    m.class.reboot.iter().map(|&step| PlannedStep { step, skip: why_skipped(m, step) }).collect()
+}
+
+/// What `step` would talk to on `m`, for `roller explain` (secret references, never secrets).
+pub fn describe(m: &Machine, step: RebootStep) -> String {
+    match step {
+        RebootStep::SshReboot => m.ssh.as_ref().map(|s| {
+            format!(
+                "ssh {}@{}:{} with key {}, host keys {} ({})",
+                s.user,
+                m.address,
+                s.port,
+                s.key_file.display(),
+                s.known_hosts.display(),
+                if s.accept_new { "accept-new" } else { "known only" }
+            )
+        }),
+        RebootStep::IpmiOn | RebootStep::IpmiReset | RebootStep::IpmiCycle => m.ipmi.as_ref().map(|i| {
+            let bridging = match i.bridging {
+                Some(b) if b.transit_address.is_some() => ", dual bridging",
+                Some(_) => ", bridged",
+                None => "",
+            };
+            format!(
+                "IPMI lanplus {}:{} as {} (password {}), cipher suite {}, privilege {}{bridging}",
+                i.address,
+                i.port,
+                i.user,
+                i.password.describe(),
+                m.class.ipmi_cipher_suite,
+                m.class.ipmi_privilege
+            )
+        }),
+        RebootStep::SnmpReboot | RebootStep::SnmpRebootDelay => m.pdu.as_ref().map(|p| {
+            let delay = if step == RebootStep::SnmpRebootDelay {
+                format!(", off for {}s", m.class.snmp_reboot_delay.as_secs())
+            } else {
+                String::new()
+            };
+            format!("PDU {}:{} outlet {} (community {}){delay}", p.host, p.port, p.outlet, p.community.describe())
+        }),
+        RebootStep::RedfishRestart => m.redfish.as_ref().map(|r| {
+            format!(
+                "Redfish {} as {} (password {}), TLS verification {}",
+                r.url,
+                r.user,
+                r.password.describe(),
+                if m.class.redfish_verify_tls { "on" } else { "OFF" }
+            )
+        }),
+        RebootStep::XenapiReboot => m.xen_vm_uuid.as_ref().map(|u| format!("Xen VM {u}")),
+        RebootStep::IloReboot => m.ilo.as_ref().map(|i| format!("iLO {} as {}", i.address, i.user)),
+        RebootStep::FileBugzillaBug => {
+            Some(format!("CC {}", if m.bug_cc.is_empty() { "nobody".into() } else { m.bug_cc.join(", ") }))
+        }
+    }
+    .unwrap_or_default()
+}
+
+fn why_skipped(m: &Machine, step: RebootStep) -> Option<String> {
+    if let Err(missing) = m.can_run(step) {
+        return Some(missing.to_string());
+    }
+    match step {
+        // TODO(feature): XenAPI, iLO and Bugzilla arrive with the integrations issue (5).
+        RebootStep::XenapiReboot | RebootStep::IloReboot => {
+            Some("this version of roller cannot drive it yet (XenAPI/iLO integration)".into())
+        }
+        RebootStep::FileBugzillaBug => Some("no Bugzilla is configured (bug filing is not built yet)".into()),
+        _ => None,
+    }
+}
+
+/// The task that carries out `step`, for the steps roller can drive.
+fn task_of(step: RebootStep) -> Option<Task> {
+    Some(match step {
+        RebootStep::SshReboot => Task::SshReboot,
+        RebootStep::IpmiOn => Task::IpmiOn,
+        RebootStep::IpmiReset => Task::IpmiReset,
+        RebootStep::IpmiCycle => Task::IpmiCycle,
+        RebootStep::SnmpReboot => Task::SnmpReboot,
+        RebootStep::SnmpRebootDelay => Task::SnmpRebootDelay,
+        RebootStep::RedfishRestart => Task::RedfishRestart,
+        RebootStep::XenapiReboot | RebootStep::IloReboot | RebootStep::FileBugzillaBug => return None,
+    })
+}
+
+pub async fn run(target: &Target, cx: &ActionContext) -> Result<Value, ActionError> {
+    // One snapshot for the whole chain: a reload mid-way changes nothing here.
+    let m = machine(target, cx)?;
+    let steps = plan(&m);
+    let addr = resolve(&m.address).await?;
+    let probe = m.class.reachability;
+    let rs = &cx.settings.reboot;
+    cx.log(format!(
+        "reboot chain for {} (class {}): {}; proof: {} ({addr}, {}) stops answering within {}s and answers again \
+         within {}s",
+        m.id,
+        m.class.name,
+        steps.iter().map(|p| p.step.name()).collect::<Vec<_>>().join(", "),
+        m.address,
+        probe,
+        rs.down_timeout.as_secs(),
+        rs.up_timeout.as_secs(),
+    ));
+    let chain_start = Instant::now();
+    let mut attempts = Vec::new();
+    for (i, planned) in steps.iter().enumerate() {
+        let name = planned.step.name();
+        if let Some(why) = &planned.skip {
+            cx.log(format!("{name}: skipped: {why}"));
+            attempts.push(json!({ "step": name, "outcome": "skipped", "reason": why }));
+            continue;
+        }
+        let Some(task) = task_of(planned.step) else { continue };
+        let budget = budget(cx, &steps[i + 1..]);
+        if let Some(left) = budget
+            && left < MIN_STEP
+        {
+            let why = format!("only {}s left before the soft time limit", left.as_secs());
+            cx.log(format!("{name}: not tried: {why}"));
+            attempts.push(json!({ "step": name, "outcome": "not tried", "reason": why }));
+            continue;
+        }
+        let step_start = Instant::now();
+        let answered_before = reachability::answers(addr, probe, &rs.probe, &cx.cancel).await.map_err(probe_error)?;
+        cx.log(format!(
+            "{name}: trying; {} {} before it",
+            m.address,
+            if answered_before { "answers" } else { "does not answer" }
+        ));
+        let detail = match run_step(task, &m, cx).await {
+            Ok(v) => v,
+            Err(ActionError::Cancelled) => return Err(ActionError::Cancelled),
+            Err(e) => {
+                let why = reason(name, &e);
+                cx.log(format!("{name}: failed: {why}"));
+                attempts.push(json!({ "step": name, "outcome": "failed", "reason": why }));
+                continue;
+            }
+        };
+        let cycled = power_cycled(&detail);
+        let left = budget.map(|b| b.saturating_sub(step_start.elapsed()));
+        match prove(addr, probe, answered_before, cycled, left, cx).await? {
+            Ok(proof) => {
+                let secs = round(step_start.elapsed());
+                cx.log(format!("{name}: worked: {proof}"));
+                attempts.push(json!({ "step": name, "outcome": "worked", "proof": proof, "detail": detail }));
+                return Ok(json!({
+                    "worked": name,
+                    "proof": proof,
+                    "seconds": secs,
+                    "chain_seconds": round(chain_start.elapsed()),
+                    "attempts": attempts,
+                }));
+            }
+            Err(why) => {
+                cx.log(format!("{name}: not proven: {why}"));
+                attempts.push(json!({ "step": name, "outcome": "not proven", "reason": why, "detail": detail }));
+            }
+        }
+    }
+    let summary: Vec<String> = attempts
+        .iter()
+        .map(|a| {
+            format!(
+                "{} {}: {}",
+                a["step"].as_str().unwrap_or("?"),
+                a["outcome"].as_str().unwrap_or("?"),
+                a["reason"].as_str().unwrap_or("")
+            )
+        })
+        .collect();
+    Err(ActionError::Failed(format!(
+        "no reboot step worked for {} after {:.0}s: {}",
+        m.id,
+        chain_start.elapsed().as_secs_f64(),
+        if summary.is_empty() { "its class has no reboot steps".to_string() } else { summary.join("; ") }
+    )))
+}
+
+async fn run_step(task: Task, m: &Machine, cx: &ActionContext) -> Result<Value, ActionError> {
+    match task {
+        Task::SshReboot => ssh::run_on(m, cx).await,
+        Task::IpmiOn | Task::IpmiReset | Task::IpmiCycle => ipmi::run_on(task, m, cx).await,
+        Task::SnmpReboot | Task::SnmpRebootDelay => snmp::run_on(task, m, cx).await,
+        Task::RedfishRestart => redfish::run_on(task, m, cx).await,
+        other => Err(ActionError::Config(format!("{other} is not a reboot step"))),
+    }
+}
+
+/// Did the step's own read-back see the power go from off to on?
+fn power_cycled(detail: &Value) -> bool {
+    detail["cycle_observed"] == true || (detail["power_before"] == "off" && detail["power"] == "on")
+}
+
+/// Time this step may use: what is left before the soft limit, less what later
+/// steps are owed. `None` without a soft limit.
+fn budget(cx: &ActionContext, later: &[PlannedStep]) -> Option<Duration> {
+    let reserve = if later.iter().any(|p| p.step == RebootStep::FileBugzillaBug && p.skip.is_none()) {
+        BUG_STEP_RESERVE
+    } else {
+        Duration::ZERO
+    };
+    cx.time_left().map(|t| t.saturating_sub(MARGIN + reserve))
+}
+
+/// `Ok(Ok(proof))` when the reboot is proven, `Ok(Err(why))` when it is not.
+async fn prove(
+    addr: IpAddr,
+    probe: Probe,
+    answered_before: bool,
+    cycled: bool,
+    budget: Option<Duration>,
+    cx: &ActionContext,
+) -> Result<Result<String, String>, ActionError> {
+    let rs = &cx.settings.reboot;
+    let start = Instant::now();
+    let cap = |limit: Duration| budget.map_or(limit, |b| limit.min(b.saturating_sub(start.elapsed())));
+    let mut proof = Vec::new();
+    if cycled {
+        proof.push("the power was seen going off and on".to_string());
+    } else if !answered_before {
+        proof.push("it was not answering before the step".to_string());
+    } else {
+        let limit = cap(rs.down_timeout);
+        match reachability::wait_down(addr, probe, &rs.probe, limit, &cx.cancel).await.map_err(probe_error)? {
+            Some(t) => {
+                cx.log(format!("stopped answering after {:.1}s", t.as_secs_f64()));
+                proof.push(format!("it stopped answering after {:.1}s", t.as_secs_f64()));
+            }
+            None => return Ok(Err(format!("still answering {}s later: it did not go down", limit.as_secs()))),
+        }
+    }
+    let limit = cap(rs.up_timeout);
+    match reachability::wait_up(addr, probe, &rs.probe, limit, &cx.cancel).await.map_err(probe_error)? {
+        Some(t) => {
+            proof.push(format!("it answered again after {:.1}s", t.as_secs_f64()));
+            Ok(Ok(proof.join(", ")))
+        }
+        None => Ok(Err(format!("{}; it did not answer again within {}s", proof.join(", "), limit.as_secs()))),
+    }
+}
+
+fn probe_error(e: ProbeError) -> ActionError {
+    match e {
+        ProbeError::Cancelled => ActionError::Cancelled,
+        ProbeError::Ping(e) => ActionError::Config(e.to_string()),
+    }
+}
+
+/// The error without the step name the task put in front of it.
+fn reason(step: &str, e: &ActionError) -> String {
+    let (prefix, msg) = match e {
+        ActionError::Failed(m) => ("", m.as_str()),
+        ActionError::Config(m) => ("configuration error: ", m.as_str()),
+        ActionError::Cancelled => ("", "cancelled"),
+    };
+    format!("{prefix}{}", msg.strip_prefix(&format!("{step}: ")).unwrap_or(msg))
+}
+
+fn round(d: Duration) -> f64 {
+    (d.as_secs_f64() * 10.0).round() / 10.0
+}

@@ -1,0 +1,119 @@
+//! `snmp_reboot` and `snmp_rebootdelay`: power-cycle the machine at its PDU
+//! outlet (ServerTech Sentry3), as the inventory describes it.
+//!
+//! `snmp_reboot` asks the PDU for its own off-wait-on cycle and then watches the
+//! outlet until it reports on again; `snmp_rebootdelay` switches the outlet off,
+//! waits the class's delay (Mac minis need the long off time) and switches it on.
+//! Both report whether the outlet was seen off and then on: the power cycle the
+//! reboot chain accepts as proof that power really went away.
+
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use super::{ActionContext, ActionError, Target, Task, machine};
+use crate::drivers::snmp::{self as driver, OutletAction, OutletStatus, PduTarget, SnmpError};
+use crate::inventory::Machine;
+
+/// How long a PDU's own reboot cycle may take to bring the outlet back on.
+const CYCLE_WITHIN: Duration = Duration::from_secs(60);
+const WATCH_EVERY: Duration = Duration::from_millis(250);
+
+pub async fn run(task: Task, target: &Target, cx: &ActionContext) -> Result<serde_json::Value, ActionError> {
+    run_on(task, &machine(target, cx)?, cx).await
+}
+
+/// `task` on the machine `m` (the reboot chain's entry).
+pub(crate) async fn run_on(task: Task, m: &Machine, cx: &ActionContext) -> Result<serde_json::Value, ActionError> {
+    let access = m.pdu.as_ref().ok_or_else(|| ActionError::Config(format!("{}: no [pdu] in the inventory", m.id)))?;
+    let step = task.name();
+    let community = access
+        .community
+        .resolve()
+        .map_err(|e| ActionError::Config(format!("{}: pdu community ({}): {e}", m.id, access.community.describe())))?;
+    let mut pdu = PduTarget::new(&access.host, community).map_err(|e| ActionError::Config(format!("{step}: {e}")))?;
+    pdu.port = access.port;
+    let outlet = driver::Outlet::parse(&access.outlet)
+        .map_err(|e| ActionError::Config(format!("{}: pdu outlet {:?}: {e}", m.id, access.outlet)))?;
+    let fail = |e: SnmpError| match e {
+        SnmpError::Cancelled => ActionError::Cancelled,
+        e @ SnmpError::InvalidTarget(_) => ActionError::Config(format!("{step}: {e}")),
+        e => ActionError::Failed(format!("{step}: {e}")),
+    };
+    let before = driver::outlet_status(&pdu, outlet, &cx.cancel).await.map_err(fail)?;
+    cx.log(format!("PDU {} outlet {} ({outlet}) reports {}", pdu.host, access.outlet, status_name(before)));
+    match task {
+        Task::SnmpRebootDelay => {
+            let delay = m.class.snmp_reboot_delay;
+            cx.log(format!("switching outlet {} off, on again after {}s", access.outlet, delay.as_secs()));
+            driver::reboot_with_delay(&pdu, outlet, delay, &cx.cancel).await.map_err(fail)?;
+            let after = driver::outlet_status(&pdu, outlet, &cx.cancel).await.map_err(fail)?;
+            cx.log(format!("PDU {} outlet {} reports {}", pdu.host, access.outlet, status_name(after)));
+            if after != OutletStatus::On {
+                return Err(ActionError::Failed(format!(
+                    "{step}: outlet {} reports {} after being switched on",
+                    access.outlet,
+                    status_name(after)
+                )));
+            }
+            // The driver read the outlet back as off before it switched it on.
+            Ok(json!({ "pdu": pdu.host, "outlet": access.outlet, "sent": "off, on", "delay_secs": delay.as_secs(),
+                       "power_before": status_name(before), "power": "on", "cycle_observed": true }))
+        }
+        Task::SnmpReboot => {
+            cx.log(format!("asking PDU {} to reboot outlet {}", pdu.host, access.outlet));
+            driver::set_outlet(&pdu, outlet, OutletAction::Reboot, &cx.cancel).await.map_err(fail)?;
+            let (seen_off, after) = watch_cycle(cx, &pdu, outlet, step).await?;
+            cx.log(format!(
+                "PDU {} outlet {} is on again{}",
+                pdu.host,
+                access.outlet,
+                if seen_off { " after being seen off" } else { " (its off phase was not observed)" }
+            ));
+            Ok(json!({ "pdu": pdu.host, "outlet": access.outlet, "sent": "reboot",
+                       "power_before": status_name(before), "power": status_name(after), "cycle_observed": seen_off }))
+        }
+        _ => Err(ActionError::Config(format!("{step} is not an SNMP task"))),
+    }
+}
+
+/// Poll the outlet until it reports on; whether an off state was seen on the way.
+async fn watch_cycle(
+    cx: &ActionContext,
+    pdu: &PduTarget,
+    outlet: driver::Outlet,
+    step: &str,
+) -> Result<(bool, OutletStatus), ActionError> {
+    let start = Instant::now();
+    let mut seen_off = false;
+    loop {
+        let now = driver::outlet_status(pdu, outlet, &cx.cancel)
+            .await
+            .map_err(|e| ActionError::Failed(format!("{step}: {e}")))?;
+        seen_off |= matches!(now, OutletStatus::Off | OutletStatus::OnWait);
+        if now == OutletStatus::On && (seen_off || start.elapsed() > Duration::from_secs(2)) {
+            return Ok((seen_off, now));
+        }
+        if start.elapsed() > CYCLE_WITHIN {
+            return Err(ActionError::Failed(format!(
+                "{step}: outlet still reports {} {}s after the reboot request",
+                status_name(now),
+                CYCLE_WITHIN.as_secs()
+            )));
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(WATCH_EVERY) => {}
+            _ = cx.cancel.cancelled() => return Err(ActionError::Cancelled),
+        }
+    }
+}
+
+fn status_name(s: OutletStatus) -> String {
+    match s {
+        OutletStatus::Off => "off".into(),
+        OutletStatus::On => "on".into(),
+        OutletStatus::OffWait => "offWait".into(),
+        OutletStatus::OnWait => "onWait".into(),
+        OutletStatus::Other(n) => format!("unknown status {n}"),
+    }
+}
