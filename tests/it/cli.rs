@@ -157,3 +157,31 @@ fn inventory_check_explains_chains_and_reports_unresolvable_secrets() {
     assert_eq!(code, 2);
     assert!(err.contains("machines.mac1.pdu.outlet") && err.contains("inventory.toml"), "{err}");
 }
+
+#[test]
+fn explain_shows_the_reboot_chain_without_touching_hardware() {
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/inventory.example.toml");
+    let (code, out, err) = roller(&["explain", "T-LINUX64-MS-001", "--inventory", example], &[("DOWN_TIMEOUT", "30")]);
+    assert_eq!(code, 0, "{out}{err}");
+    let line = |step: &str| out.lines().find(|l| l.contains(step)).unwrap_or_else(|| panic!("{step} in {out}"));
+    assert!(line("1. ssh_reboot").contains("runs: ssh roller@t-linux64-ms-001"), "{out}");
+    assert!(
+        line("2. ipmi_reset").contains("dual bridging") && line("2. ipmi_reset").contains("$MOONSHOT_IPMI_PASSWORD")
+    );
+    assert!(line("4. file_bugzilla_bug").contains("skipped"), "{out}");
+    assert!(out.contains("within 30s (DOWN_TIMEOUT)") && out.contains("within 300s (UP_TIMEOUT)"), "{out}");
+
+    // The inventory from the environment, a machine whose chain is missing configuration.
+    let (code, out, _) = roller(&["explain", "t-linux-xen-05"], &[("ROLLER_INVENTORY", example)]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("ssh_reboot         skipped: no [ssh] for this machine"), "{out}");
+    assert!(out.contains("nothing in this chain can run"), "{out}");
+
+    let (code, out, _) = roller(&["explain", "somewhere-else", "--inventory", example], &[]);
+    assert_eq!(code, 1);
+    assert!(out.contains("not in the inventory") && out.contains("only `ping` runs"), "{out}");
+
+    let (code, _, err) = roller(&["explain", "box"], &[]);
+    assert_eq!(code, 2);
+    assert!(err.contains("no inventory"), "{err}");
+}

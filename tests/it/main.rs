@@ -13,6 +13,7 @@ mod jobs;
 mod peers;
 mod process;
 mod procs;
+mod reboot;
 mod redfish;
 mod snmp;
 mod ssh;

@@ -1,0 +1,426 @@
+//! The reboot chain end to end: the API queues `reboot`, the runner walks the
+//! machine's chain against real peers (sshd, ipmi_sim, snmpd), and the proof is
+//! a fake host (peers::host) that really stops answering and comes back when,
+//! and only when, a peer carried out what roller asked.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::helpers::*;
+use crate::peers::host::{FakeHost, Power};
+use crate::peers::ipmi::{IpmiSim, free_udp_port};
+use crate::peers::snmp::SentryPdu;
+use crate::peers::ssh::SshHost;
+
+/// Quick proofs: the fake host reboots in seconds.
+const CONFIG: &str = "[reboot]\ndown_timeout_secs = 5\nup_timeout_secs = 15\nprobe_interval_ms = 200\n";
+const OUTLET: &str = "AA3";
+const OUTLET_KEY: &str = "1.1.3";
+
+/// What the machine "box" has, for the inventory.
+#[derive(Default)]
+struct Gear<'a> {
+    chain: &'a [&'a str],
+    ssh: Option<&'a SshHost>,
+    /// (BMC port, password roller is given).
+    ipmi: Option<(u16, &'a str)>,
+    /// (PDU, community roller is given).
+    pdu: Option<(&'a SentryPdu, &'a str)>,
+    /// Use this key instead of the one sshd accepts.
+    ssh_key: Option<&'a Path>,
+}
+
+/// Writes the inventory (secrets in files beside it) and returns its path.
+fn inventory(dir: &Path, host: &FakeHost, b: &Gear) -> String {
+    let secret = |name: &str, value: &str| {
+        let p = dir.join(name);
+        std::fs::write(&p, format!("{value}\n")).unwrap();
+        p.display().to_string()
+    };
+    let chain: Vec<String> = b.chain.iter().map(|s| format!("{s:?}")).collect();
+    let mut t = format!(
+        "[classes.lab]\nreboot = [{}]\nreachability = \"tcp:{}\"\nsnmp_reboot_delay_secs = 1\n\
+         [classes.lab.ipmi]\ncipher_suite = 3\n\n\
+         [machines.box]\ngroup = \"lab\"\nclass = \"lab\"\naddress = \"127.0.0.1\"\n",
+        chain.join(", "),
+        host.port()
+    );
+    if let Some(ssh) = b.ssh {
+        let kh = secret("known_hosts", &ssh.known_hosts_line());
+        let key = b.ssh_key.map(|k| k.to_path_buf()).unwrap_or_else(|| ssh.client_key());
+        t += &format!(
+            "[machines.box.ssh]\nuser = {:?}\nport = {}\nkey_file = {:?}\nknown_hosts = {kh:?}\n",
+            ssh.user(),
+            ssh.port(),
+            key.display().to_string()
+        );
+    }
+    if let Some((port, password)) = b.ipmi {
+        let pw = secret("ipmi-password", password);
+        t += &format!(
+            "[machines.box.ipmi]\naddress = \"127.0.0.1\"\nport = {port}\nuser = \"admin\"\npassword_file = {pw:?}\n"
+        );
+    }
+    if let Some((pdu, community)) = b.pdu {
+        let c = secret("pdu-community", community);
+        t += &format!(
+            "[machines.box.pdu]\nhost = \"127.0.0.1\"\nport = {}\noutlet = {OUTLET:?}\ncommunity_file = {c:?}\n",
+            pdu.port()
+        );
+    }
+    let path = dir.join("inventory.toml");
+    std::fs::write(&path, t).unwrap();
+    path.display().to_string()
+}
+
+/// Which peers the fake host's power follows. A peer left out is ignored: what
+/// it is asked to do does not reach the machine (a broken method).
+#[derive(Default, Clone)]
+struct Wiring {
+    ssh: Option<Arc<SshHost>>,
+    ipmi: Option<Arc<IpmiSim>>,
+    pdu: Option<Arc<SentryPdu>>,
+}
+
+fn machine(w: Wiring) -> FakeHost {
+    let mut power = Power::new();
+    let (mut seen_ssh, mut seen_ipmi, mut seen_pdu) = (0, 0, 0);
+    if let Some(sim) = &w.ipmi {
+        seen_ipmi = sim.actions().len();
+        if !sim.power() {
+            power.power_off();
+        }
+    }
+    FakeHost::start(move || {
+        if let Some(ssh) = &w.ssh {
+            let n = ssh.requests().len();
+            if n > seen_ssh {
+                power.reboot();
+            }
+            seen_ssh = n;
+        }
+        if let Some(sim) = &w.ipmi {
+            let actions = sim.actions();
+            for a in &actions[seen_ipmi.min(actions.len())..] {
+                match a.as_str() {
+                    "set reset 1" => power.reboot(),
+                    "set power 0" => power.power_off(),
+                    _ => {}
+                }
+            }
+            seen_ipmi = actions.len();
+            if sim.power() { power.power_on() } else { power.power_off() }
+        }
+        if let Some(pdu) = &w.pdu {
+            let actions = pdu.actions();
+            if actions[seen_pdu.min(actions.len())..].iter().any(|a| a.outlet == OUTLET_KEY && a.value != 1) {
+                power.power_off();
+            }
+            seen_pdu = actions.len();
+            if pdu.status(OUTLET_KEY) == Some(1) { power.power_on() } else { power.power_off() }
+        }
+        power.answering()
+    })
+}
+
+async fn reboot(app: &TestApp) -> Value {
+    let r = app.post_job("box", "lab", "reboot").await;
+    assert_eq!(r.status(), 201);
+    let v: Value = r.json().await.unwrap();
+    let id = v["task_id"].as_str().unwrap().to_string();
+    wait_for(Duration::from_secs(180), || async {
+        let j = app.get_job(&id).await;
+        (j["state"] != "queued" && j["state"] != "running").then_some(j)
+    })
+    .await
+    .expect("the reboot job finished")
+}
+
+fn log(job: &Value) -> Vec<String> {
+    job["log"].as_array().unwrap().iter().map(|l| l["line"].as_str().unwrap().to_string()).collect()
+}
+
+fn has(lines: &[String], needle: &str) -> bool {
+    lines.iter().any(|l| l.contains(needle))
+}
+
+fn outcomes(job: &Value) -> Vec<(String, String)> {
+    job["result"]["attempts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| (a["step"].as_str().unwrap().to_string(), a["outcome"].as_str().unwrap().to_string()))
+        .collect()
+}
+
+fn pair(a: &str, b: &str) -> (String, String) {
+    (a.to_string(), b.to_string())
+}
+
+#[tokio::test]
+async fn ssh_reboot_proven_by_the_machine_going_down_and_coming_back() {
+    let ssh = Arc::new(SshHost::start());
+    let sim = Arc::new(IpmiSim::start());
+    let host = machine(Wiring { ssh: Some(ssh.clone()), ipmi: Some(sim.clone()), ..Default::default() });
+    host.wait_answering();
+    let dir = tempfile::tempdir().unwrap();
+    let b = Gear {
+        chain: &["ssh_reboot", "ipmi_reset"],
+        ssh: Some(&ssh),
+        ipmi: Some((sim.port(), sim.password())),
+        ..Default::default()
+    };
+    let inv = inventory(dir.path(), &host, &b);
+    let app = spawn_app_with(CONFIG, &[("ROLLER_INVENTORY", &inv)]).await;
+
+    let job = reboot(&app).await;
+    assert_eq!(job["state"], "succeeded", "{job:#}");
+    assert_eq!(job["result"]["worked"], "ssh_reboot");
+    let proof = job["result"]["proof"].as_str().unwrap();
+    assert!(proof.contains("stopped answering") && proof.contains("answered again"), "{proof}");
+    assert_eq!(outcomes(&job), [pair("ssh_reboot", "worked")]);
+    assert_eq!(ssh.requests(), ["reboot"]);
+    assert!(sim.actions().is_empty(), "the chain stopped at the first proven step: {:?}", sim.actions());
+    let lines = log(&job);
+    assert!(has(&lines, "ssh_reboot: trying") && has(&lines, "ssh_reboot: worked"), "{lines:#?}");
+    assert!(host.answering());
+}
+
+#[tokio::test]
+async fn a_step_without_proof_falls_through_to_the_next() {
+    let ssh = Arc::new(SshHost::start());
+    let sim = Arc::new(IpmiSim::start());
+    // sshd accepts `reboot`, but the machine ignores it (a hung init, say).
+    let host = machine(Wiring { ipmi: Some(sim.clone()), ..Default::default() });
+    host.wait_answering();
+    let dir = tempfile::tempdir().unwrap();
+    let b = Gear {
+        chain: &["ssh_reboot", "ipmi_reset"],
+        ssh: Some(&ssh),
+        ipmi: Some((sim.port(), sim.password())),
+        ..Default::default()
+    };
+    let inv = inventory(dir.path(), &host, &b);
+    let app = spawn_app_with(CONFIG, &[("ROLLER_INVENTORY", &inv)]).await;
+
+    let job = reboot(&app).await;
+    assert_eq!(job["state"], "succeeded", "{job:#}");
+    assert_eq!(job["result"]["worked"], "ipmi_reset");
+    assert_eq!(outcomes(&job), [pair("ssh_reboot", "not proven"), pair("ipmi_reset", "worked")]);
+    let why = job["result"]["attempts"][0]["reason"].as_str().unwrap();
+    assert!(why.contains("did not go down"), "{why}");
+    assert_eq!(ssh.requests(), ["reboot"]);
+    assert_eq!(sim.actions(), ["set reset 1"]);
+}
+
+#[tokio::test]
+async fn steps_without_configuration_are_skipped_and_ipmi_cycle_works() {
+    let sim = Arc::new(IpmiSim::start());
+    let host = machine(Wiring { ipmi: Some(sim.clone()), ..Default::default() });
+    host.wait_answering();
+    let dir = tempfile::tempdir().unwrap();
+    let b = Gear {
+        chain: &["ssh_reboot", "snmp_reboot", "ipmi_cycle", "file_bugzilla_bug"],
+        ipmi: Some((sim.port(), sim.password())),
+        ..Default::default()
+    };
+    let inv = inventory(dir.path(), &host, &b);
+    let app = spawn_app_with(CONFIG, &[("ROLLER_INVENTORY", &inv)]).await;
+
+    let job = reboot(&app).await;
+    assert_eq!(job["state"], "succeeded", "{job:#}");
+    assert_eq!(
+        outcomes(&job),
+        [pair("ssh_reboot", "skipped"), pair("snmp_reboot", "skipped"), pair("ipmi_cycle", "worked")]
+    );
+    assert_eq!(job["result"]["attempts"][0]["reason"], "no [ssh] for this machine");
+    let lines = log(&job);
+    assert!(has(&lines, "ssh_reboot: skipped: no [ssh] for this machine"), "{lines:#?}");
+    assert!(has(&lines, "snmp_reboot: skipped: no [pdu] for this machine"), "{lines:#?}");
+    assert_eq!(sim.actions(), ["set power 0", "set power 1"]);
+}
+
+#[tokio::test]
+async fn a_powered_off_machine_is_powered_on_and_that_is_the_proof() {
+    let sim = Arc::new(IpmiSim::start());
+    sim.set_power(false);
+    let host = machine(Wiring { ipmi: Some(sim.clone()), ..Default::default() });
+    assert!(!host.answering());
+    let dir = tempfile::tempdir().unwrap();
+    let b = Gear { chain: &["ipmi_reset"], ipmi: Some((sim.port(), sim.password())), ..Default::default() };
+    let inv = inventory(dir.path(), &host, &b);
+    let app = spawn_app_with(CONFIG, &[("ROLLER_INVENTORY", &inv)]).await;
+
+    let job = reboot(&app).await;
+    assert_eq!(job["state"], "succeeded", "{job:#}");
+    assert_eq!(job["result"]["worked"], "ipmi_reset");
+    let proof = job["result"]["proof"].as_str().unwrap();
+    assert!(proof.contains("power was seen going off and on") && proof.contains("answered again"), "{proof}");
+    // State-aware: on, not a reset of a machine that is off.
+    assert_eq!(sim.actions(), ["set power 1"]);
+    assert!(has(&log(&job), "powering on instead of ipmi_reset"));
+    assert!(host.answering());
+}
+
+#[tokio::test]
+async fn snmp_steps_cycle_the_outlet_and_are_proven() {
+    let pdu = Arc::new(SentryPdu::start());
+    let host = machine(Wiring { pdu: Some(pdu.clone()), ..Default::default() });
+    host.wait_answering();
+    let dir = tempfile::tempdir().unwrap();
+    for step in ["snmp_reboot", "snmp_rebootdelay"] {
+        let b = Gear { chain: &[step], pdu: Some((&pdu, pdu.community())), ..Default::default() };
+        let inv = inventory(dir.path(), &host, &b);
+        let app = spawn_app_with(CONFIG, &[("ROLLER_INVENTORY", &inv)]).await;
+        let before = pdu.actions().len();
+        let job = reboot(&app).await;
+        assert_eq!(job["state"], "succeeded", "{step}: {job:#}");
+        assert_eq!(job["result"]["worked"], step);
+        let proof = job["result"]["proof"].as_str().unwrap();
+        assert!(proof.contains("power was seen going off and on"), "{proof}");
+        let values: Vec<i64> = pdu.actions()[before..].iter().map(|a| a.value).collect();
+        assert_eq!(values, if step == "snmp_reboot" { vec![3] } else { vec![2, 1] }, "{step}");
+        assert_eq!(pdu.status(OUTLET_KEY), Some(1));
+        host.wait_answering();
+    }
+}
+
+#[tokio::test]
+async fn wrong_credentials_fail_each_step_by_name_and_leak_nothing() {
+    let ssh = Arc::new(SshHost::start());
+    let sim = Arc::new(IpmiSim::start());
+    let pdu = Arc::new(SentryPdu::start());
+    let host = machine(Wiring { ssh: Some(ssh.clone()), ipmi: Some(sim.clone()), pdu: Some(pdu.clone()) });
+    host.wait_answering();
+    let dir = tempfile::tempdir().unwrap();
+    let stranger = dir.path().join("stranger_key");
+    let ok = std::process::Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(&stranger)
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok);
+    let (bad_password, bad_community) = ("wrong-ipmi-password-93", "wrong-community-77");
+    let b = Gear {
+        chain: &["ssh_reboot", "ipmi_reset", "snmp_reboot"],
+        ssh: Some(&ssh),
+        ssh_key: Some(&stranger),
+        ipmi: Some((sim.port(), bad_password)),
+        pdu: Some((&pdu, bad_community)),
+    };
+    let inv = inventory(dir.path(), &host, &b);
+    let app = spawn_app_with(CONFIG, &[("ROLLER_INVENTORY", &inv)]).await;
+
+    let job = reboot(&app).await;
+    assert_eq!(job["state"], "failed", "{job:#}");
+    let e = job["error"].as_str().unwrap();
+    assert!(e.starts_with("no reboot step worked for box"), "{e}");
+    assert!(e.contains("ssh_reboot failed: ") && e.contains("refused the key"), "{e}");
+    assert!(e.contains("ipmi_reset failed: ") && e.contains("password"), "{e}");
+    assert!(e.contains("snmp_reboot failed: ") && e.contains("wrong community"), "{e}");
+    // Nothing was done to the machine.
+    assert!(ssh.requests().is_empty() && sim.actions().is_empty() && pdu.actions().is_empty());
+    let everything = serde_json::to_string(&job).unwrap();
+    for secret in [bad_password, bad_community, sim.password(), pdu.community()] {
+        assert!(!everything.contains(secret), "{secret} leaked into the job");
+    }
+}
+
+#[tokio::test]
+async fn a_silent_bmc_costs_a_bounded_time_and_the_chain_goes_on() {
+    let ssh = Arc::new(SshHost::start());
+    let host = machine(Wiring { ssh: Some(ssh.clone()), ..Default::default() });
+    host.wait_answering();
+    let dir = tempfile::tempdir().unwrap();
+    // A BMC address where nothing answers: every ipmitool packet is lost.
+    let b = Gear {
+        chain: &["ipmi_reset", "ssh_reboot"],
+        ssh: Some(&ssh),
+        ipmi: Some((free_udp_port(), "pw")),
+        ..Default::default()
+    };
+    let inv = inventory(dir.path(), &host, &b);
+    let app = spawn_app_with(CONFIG, &[("ROLLER_INVENTORY", &inv)]).await;
+
+    let start = Instant::now();
+    let job = reboot(&app).await;
+    assert_eq!(job["state"], "succeeded", "{job:#}");
+    assert_eq!(outcomes(&job), [pair("ipmi_reset", "failed"), pair("ssh_reboot", "worked")]);
+    let why = job["result"]["attempts"][0]["reason"].as_str().unwrap();
+    assert!(why.contains("127.0.0.1"), "{why}");
+    // The driver's bound is 20 s per ipmitool call; the proof after ssh adds seconds.
+    assert!(start.elapsed() < Duration::from_secs(60), "took {:?}", start.elapsed());
+}
+
+#[tokio::test]
+async fn the_chain_stops_before_the_soft_time_limit_with_its_attempt_log() {
+    let ssh = Arc::new(SshHost::start());
+    let sim = Arc::new(IpmiSim::start());
+    // Nothing reaches the machine: every step would wait out its proof.
+    let host = machine(Wiring::default());
+    host.wait_answering();
+    let dir = tempfile::tempdir().unwrap();
+    let b = Gear {
+        chain: &["ssh_reboot", "ipmi_reset"],
+        ssh: Some(&ssh),
+        ipmi: Some((sim.port(), sim.password())),
+        ..Default::default()
+    };
+    let inv = inventory(dir.path(), &host, &b);
+    // DOWN_TIMEOUT alone would outlast the soft limit.
+    let config = "[runner]\npoll_interval_ms = 50\nshutdown_grace_secs = 1\nsoft_time_limit_secs = 25\n\
+                  hard_time_limit_secs = 60\n[reboot]\ndown_timeout_secs = 60\nprobe_interval_ms = 200\n";
+    let app = spawn_app_with(config, &[("ROLLER_INVENTORY", &inv)]).await;
+
+    let start = Instant::now();
+    let job = reboot(&app).await;
+    assert!(start.elapsed() < Duration::from_secs(25), "reported before the soft limit: {:?}", start.elapsed());
+    assert_eq!(job["state"], "failed", "{job:#}");
+    let e = job["error"].as_str().unwrap();
+    assert!(e.contains("ssh_reboot not proven") && e.contains("ipmi_reset not tried"), "{e}");
+    assert!(e.contains("left before the soft time limit"), "{e}");
+    assert!(sim.actions().is_empty(), "ipmi_reset was not started");
+}
+
+#[tokio::test]
+async fn ssh_and_snmp_tasks_run_on_their_own() {
+    let ssh = Arc::new(SshHost::start());
+    let pdu = Arc::new(SentryPdu::start());
+    let host = machine(Wiring::default());
+    let dir = tempfile::tempdir().unwrap();
+    let b = Gear { chain: &[], ssh: Some(&ssh), pdu: Some((&pdu, pdu.community())), ..Default::default() };
+    let inv = inventory(dir.path(), &host, &b);
+    let app = spawn_app_with(CONFIG, &[("ROLLER_INVENTORY", &inv)]).await;
+    let run = |task: &'static str| {
+        let app = &app;
+        async move {
+            let r = app.post_job("box", "lab", task).await;
+            assert_eq!(r.status(), 201);
+            let v: Value = r.json().await.unwrap();
+            app.wait_final(v["task_id"].as_str().unwrap()).await
+        }
+    };
+
+    let job = run("ssh_reboot").await;
+    assert_eq!(job["state"], "succeeded", "{job:#}");
+    assert_eq!((job["result"]["command"].as_str(), job["result"]["exit_status"].as_u64()), (Some("reboot"), Some(0)));
+    assert_eq!(ssh.requests(), ["reboot"]);
+
+    let job = run("snmp_reboot").await;
+    assert_eq!(job["state"], "succeeded", "{job:#}");
+    assert_eq!(job["result"]["cycle_observed"], true, "{job:#}");
+    let job = run("snmp_rebootdelay").await;
+    assert_eq!(job["state"], "succeeded", "{job:#}");
+    assert_eq!(job["result"]["delay_secs"], 1);
+    let values: Vec<i64> = pdu.actions().iter().map(|a| a.value).collect();
+    assert_eq!(values, [3, 2, 1]);
+
+    // An empty chain fails at once, saying so.
+    let job = reboot(&app).await;
+    assert_eq!(job["state"], "failed");
+    assert!(job["error"].as_str().unwrap().contains("its class has no reboot steps"), "{job:#}");
+}
