@@ -199,7 +199,12 @@ async fn an_unresolvable_bmc_is_unreachable() {
 
 /// ipmitool children of this test process, as (pid, argv).
 fn ipmitool_children() -> Vec<(u32, Vec<u8>)> {
-    let me = std::process::id().to_string();
+    ipmitool_children_of(std::process::id())
+}
+
+/// ipmitool children of process `parent`, as (pid, argv).
+pub fn ipmitool_children_of(parent: u32) -> Vec<(u32, Vec<u8>)> {
+    let me = parent.to_string();
     let Ok(dir) = std::fs::read_dir("/proc") else { return Vec::new() };
     dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
         .filter_map(|pid| {
@@ -215,7 +220,7 @@ fn ipmitool_children() -> Vec<(u32, Vec<u8>)> {
         .collect()
 }
 
-fn argv_has(argv: &[u8], needle: &[u8]) -> bool {
+pub fn argv_has(argv: &[u8], needle: &[u8]) -> bool {
     argv.windows(needle.len()).any(|w| w == needle)
 }
 

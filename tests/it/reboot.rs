@@ -424,3 +424,69 @@ async fn ssh_and_snmp_tasks_run_on_their_own() {
     assert_eq!(job["state"], "failed");
     assert!(job["error"].as_str().unwrap().contains("its class has no reboot steps"), "{job:#}");
 }
+
+/// The rule, checked on a real `roller serve`: while the chain drives an
+/// ipmitool child and a PDU, no secret is in the child's argv, the process's
+/// log (at debug level) or the job.
+#[tokio::test]
+async fn a_real_roller_keeps_secrets_out_of_argv_logs_and_jobs() {
+    let pdu = Arc::new(SentryPdu::start());
+    let host = machine(Wiring { pdu: Some(pdu.clone()), ..Default::default() });
+    host.wait_answering();
+    let dir = tempfile::tempdir().unwrap();
+    let ipmi_password = "canary-5Tq-argv";
+    // The first step's BMC is silent, so its ipmitool child lives long enough to inspect.
+    let b = Gear {
+        chain: &["ipmi_reset", "snmp_reboot"],
+        ipmi: Some((free_udp_port(), ipmi_password)),
+        pdu: Some((&pdu, pdu.community())),
+        ..Default::default()
+    };
+    let inv = inventory(dir.path(), &host, &b);
+    let cfg = dir.path().join("roller.toml");
+    std::fs::write(&cfg, base_config(CONFIG)).unwrap();
+    let (c, d) = (cfg.display().to_string(), dir.path().display().to_string());
+    let env = [
+        ("ROLLER_CONFIG", c.as_str()),
+        ("ROLLER_DATA_DIR", d.as_str()),
+        ("ROLLER_INVENTORY", inv.as_str()),
+        ("ROLLER_LOG", "debug"),
+    ];
+    let roller = crate::procs::start_roller("serve", dir.path(), &env, "roller.log", false);
+    let (status, v) = crate::procs::signed(
+        roller.url(),
+        reqwest::Method::POST,
+        "/api/v1/workers/box/group/lab/jobs?task_name=reboot",
+        ADMIN,
+    )
+    .await;
+    assert_eq!(status, 201, "{v}");
+    let id = v["task_id"].as_str().unwrap().to_string();
+
+    let seen = wait_for(Duration::from_secs(30), || async {
+        let kids = crate::ipmi::ipmitool_children_of(roller.pid());
+        (!kids.is_empty()).then_some(kids)
+    })
+    .await;
+    let Some(seen) = seen else {
+        let (_, job) = crate::procs::signed(roller.url(), reqwest::Method::GET, &format!("/api/v1/jobs/{id}"), ADMIN).await;
+        panic!("roller ran no ipmitool; job: {job:#}; log: {}", std::fs::read_to_string(&roller.log).unwrap());
+    };
+    for (pid, argv) in &seen {
+        let shown = String::from_utf8_lossy(argv).replace('\0', " ");
+        assert!(!crate::ipmi::argv_has(argv, ipmi_password.as_bytes()), "pid {pid}: {shown}");
+        assert!(crate::ipmi::argv_has(argv, b"\0-E\0"), "pid {pid}: {shown}");
+    }
+
+    let job =
+        crate::procs::wait_state(roller.url(), ADMIN, &id, &["succeeded", "failed"], Duration::from_secs(120)).await;
+    assert_eq!(job["state"], "succeeded", "{job:#}");
+    assert_eq!(job["result"]["worked"], "snmp_reboot");
+    let log = std::fs::read_to_string(&roller.log).unwrap();
+    assert!(log.contains("\"level\":\"DEBUG\"") || log.contains("DEBUG"), "the log is at debug level");
+    let job_text = serde_json::to_string(&job).unwrap();
+    for secret in [ipmi_password, pdu.community()] {
+        assert!(!log.contains(secret), "{secret} is in roller's log");
+        assert!(!job_text.contains(secret), "{secret} is in the job");
+    }
+}
