@@ -58,7 +58,7 @@ fn run_ping_of_an_unresolvable_host_exits_non_zero() {
 
 #[test]
 fn run_refuses_bad_input_with_a_message() {
-    let (code, _, err) = roller(&["run", "reboot", "127.0.0.1"], &[]);
+    let (code, _, err) = roller(&["run", "reimage", "127.0.0.1"], &[]);
     assert_eq!(code, 2);
     assert!(err.contains("unknown task") && err.contains("ping"), "{err}");
     let (code, _, err) = roller(&["run", "ping", "a;id"], &[]);
@@ -74,9 +74,9 @@ fn config_errors_name_the_key_and_the_file() {
     let (code, _, err) = roller(&["--config", f.to_str().unwrap(), "check-config"], &[]);
     assert_eq!(code, 2);
     assert!(err.contains("binding") && err.contains("bad.toml"), "{err}");
-    let (code, _, err) = roller(&["check-config"], &[("TASK_NAMES", "ping,reboot")]);
+    let (code, _, err) = roller(&["check-config"], &[("TASK_NAMES", "ping,reimage")]);
     assert_eq!(code, 2);
-    assert!(err.contains("reboot"), "{err}");
+    assert!(err.contains("reimage"), "{err}");
     let (code, _, err) = roller(&["check-config"], &[("CORS_ORIGIN", "tools.taskcluster.net")]);
     assert_eq!(code, 2);
     assert!(err.contains("CORS_ORIGIN"), "{err}");
