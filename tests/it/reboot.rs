@@ -12,6 +12,7 @@ use serde_json::Value;
 use crate::helpers::*;
 use crate::peers::host::{FakeHost, Power};
 use crate::peers::ipmi::{IpmiSim, free_udp_port};
+use crate::peers::redfish::SushyBmc;
 use crate::peers::snmp::SentryPdu;
 use crate::peers::ssh::SshHost;
 
@@ -31,6 +32,7 @@ struct Gear<'a> {
     pdu: Option<(&'a SentryPdu, &'a str)>,
     /// Use this key instead of the one sshd accepts.
     ssh_key: Option<&'a Path>,
+    redfish: Option<&'a SushyBmc>,
 }
 
 /// Writes the inventory (secrets in files beside it) and returns its path.
@@ -71,6 +73,14 @@ fn inventory(dir: &Path, host: &FakeHost, b: &Gear) -> String {
             pdu.port()
         );
     }
+    if let Some(bmc) = b.redfish {
+        let pw = secret("redfish-password", bmc.password());
+        t += &format!(
+            "[machines.box.redfish]\nurl = {:?}\nuser = {:?}\npassword_file = {pw:?}\n",
+            bmc.url(),
+            bmc.user()
+        );
+    }
     let path = dir.join("inventory.toml");
     std::fs::write(&path, t).unwrap();
     path.display().to_string()
@@ -83,11 +93,12 @@ struct Wiring {
     ssh: Option<Arc<SshHost>>,
     ipmi: Option<Arc<IpmiSim>>,
     pdu: Option<Arc<SentryPdu>>,
+    redfish: Option<Arc<SushyBmc>>,
 }
 
 fn machine(w: Wiring) -> FakeHost {
     let mut power = Power::new();
-    let (mut seen_ssh, mut seen_ipmi, mut seen_pdu) = (0, 0, 0);
+    let (mut seen_ssh, mut seen_ipmi, mut seen_pdu, mut seen_redfish) = (0, 0, 0, 0);
     if let Some(sim) = &w.ipmi {
         seen_ipmi = sim.actions().len();
         if !sim.power() {
@@ -121,6 +132,15 @@ fn machine(w: Wiring) -> FakeHost {
             }
             seen_pdu = actions.len();
             if pdu.status(OUTLET_KEY) == Some(1) { power.power_on() } else { power.power_off() }
+        }
+        if let Some(bmc) = &w.redfish {
+            // The emulator's fake driver keeps PowerState On through a restart; a
+            // Reset it carried out (204) is the machine rebooting.
+            let done = bmc.reset_posts().iter().filter(|s| **s == 204).count();
+            if done > seen_redfish {
+                power.reboot();
+            }
+            seen_redfish = done;
         }
         power.answering()
     })
@@ -266,6 +286,35 @@ async fn a_powered_off_machine_is_powered_on_and_that_is_the_proof() {
 }
 
 #[tokio::test]
+async fn redfish_restart_and_ipmi_on_steps_are_proven() {
+    let bmc = Arc::new(SushyBmc::start(false).await);
+    let host = machine(Wiring { redfish: Some(bmc.clone()), ..Default::default() });
+    host.wait_answering();
+    let dir = tempfile::tempdir().unwrap();
+    let b = Gear { chain: &["redfish_restart"], redfish: Some(&bmc), ..Default::default() };
+    let inv = inventory(dir.path(), &host, &b);
+    let app = spawn_app_with(CONFIG, &[("ROLLER_INVENTORY", &inv)]).await;
+    let job = reboot(&app).await;
+    assert_eq!(job["state"], "succeeded", "{job:#}");
+    assert_eq!(job["result"]["worked"], "redfish_restart");
+    assert!(job["result"]["proof"].as_str().unwrap().contains("stopped answering"), "{job:#}");
+    assert_eq!(bmc.reset_posts(), [204]);
+    drop(app);
+
+    let sim = Arc::new(IpmiSim::start());
+    sim.set_power(false);
+    let host = machine(Wiring { ipmi: Some(sim.clone()), ..Default::default() });
+    let b = Gear { chain: &["ipmi_on"], ipmi: Some((sim.port(), sim.password())), ..Default::default() };
+    let inv = inventory(dir.path(), &host, &b);
+    let app = spawn_app_with(CONFIG, &[("ROLLER_INVENTORY", &inv)]).await;
+    let job = reboot(&app).await;
+    assert_eq!(job["state"], "succeeded", "{job:#}");
+    assert_eq!(job["result"]["worked"], "ipmi_on");
+    assert_eq!(sim.actions(), ["set power 1"]);
+    assert!(host.answering());
+}
+
+#[tokio::test]
 async fn snmp_steps_cycle_the_outlet_and_are_proven() {
     let pdu = Arc::new(SentryPdu::start());
     let host = machine(Wiring { pdu: Some(pdu.clone()), ..Default::default() });
@@ -293,7 +342,12 @@ async fn wrong_credentials_fail_each_step_by_name_and_leak_nothing() {
     let ssh = Arc::new(SshHost::start());
     let sim = Arc::new(IpmiSim::start());
     let pdu = Arc::new(SentryPdu::start());
-    let host = machine(Wiring { ssh: Some(ssh.clone()), ipmi: Some(sim.clone()), pdu: Some(pdu.clone()) });
+    let host = machine(Wiring {
+        ssh: Some(ssh.clone()),
+        ipmi: Some(sim.clone()),
+        pdu: Some(pdu.clone()),
+        ..Default::default()
+    });
     host.wait_answering();
     let dir = tempfile::tempdir().unwrap();
     let stranger = dir.path().join("stranger_key");
@@ -311,6 +365,7 @@ async fn wrong_credentials_fail_each_step_by_name_and_leak_nothing() {
         ssh_key: Some(&stranger),
         ipmi: Some((sim.port(), bad_password)),
         pdu: Some((&pdu, bad_community)),
+        ..Default::default()
     };
     let inv = inventory(dir.path(), &host, &b);
     let app = spawn_app_with(CONFIG, &[("ROLLER_INVENTORY", &inv)]).await;
@@ -469,7 +524,8 @@ async fn a_real_roller_keeps_secrets_out_of_argv_logs_and_jobs() {
     })
     .await;
     let Some(seen) = seen else {
-        let (_, job) = crate::procs::signed(roller.url(), reqwest::Method::GET, &format!("/api/v1/jobs/{id}"), ADMIN).await;
+        let (_, job) =
+            crate::procs::signed(roller.url(), reqwest::Method::GET, &format!("/api/v1/jobs/{id}"), ADMIN).await;
         panic!("roller ran no ipmitool; job: {job:#}; log: {}", std::fs::read_to_string(&roller.log).unwrap());
     };
     for (pid, argv) in &seen {
