@@ -144,7 +144,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Api => serve(load(&cli)?, Mode::Api).await,
         Command::Worker => serve(load(&cli)?, Mode::Worker).await,
-        Command::Inventory { command: InventoryCommand::Check { file } } => inventory_check(file),
+        Command::Inventory { command: InventoryCommand::Check { file } } => inventory_check(&load(&cli)?, file),
         Command::Explain { worker_id, inventory } => explain(load(&cli)?, worker_id, inventory.as_deref()),
         Command::CheckConfig => {
             let s = load(&cli)?;
@@ -214,14 +214,14 @@ async fn wait_for_signal(shutdown: CancellationToken) {
     shutdown.cancel();
 }
 
-fn inventory_check(file: &std::path::Path) -> anyhow::Result<ExitCode> {
+fn inventory_check(settings: &Settings, file: &std::path::Path) -> anyhow::Result<ExitCode> {
     let inv = crate::inventory::Inventory::load(file)?;
     let mut problems = 0;
     say!("{}: {} machines, {} classes", file.display(), inv.machines.len(), inv.classes.len());
     for m in inv.machines.values() {
         let group = m.group.as_ref().map(|g| g.to_string()).unwrap_or_else(|| "-".into());
         say!("{} (group {group}, class {}, address {})", m.id, m.class.name, m.address);
-        for p in crate::actions::reboot::plan(m) {
+        for p in crate::actions::reboot::plan(m, &settings.actions) {
             match p.skip {
                 None => say!("  reboot step {:<18} runs", p.step.name()),
                 Some(why) => say!("  reboot step {:<18} skipped: {why}", p.step.name()),
@@ -267,7 +267,7 @@ fn explain(settings: Settings, worker_id: &str, file: Option<&std::path::Path>) 
     );
     say!("           after a power cycle the BMC or PDU saw, or if it was not answering, only coming back counts");
     say!("  reboot chain, in order:");
-    let plan = crate::actions::reboot::plan(m);
+    let plan = crate::actions::reboot::plan(m, &settings.actions);
     for (n, p) in plan.iter().enumerate() {
         let what = crate::actions::reboot::describe(m, p.step);
         match &p.skip {

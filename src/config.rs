@@ -12,7 +12,7 @@ use std::time::Duration;
 use secrecy::SecretString;
 use serde::Deserialize;
 
-use crate::actions::{ActionSettings, RebootSettings, Task};
+use crate::actions::{ActionSettings, BugTemplate, BugzillaSettings, RebootSettings, Task};
 use crate::drivers::ping::{PingMethod, PingSettings};
 
 /// A configuration problem, with enough context to fix it.
@@ -37,7 +37,28 @@ pub struct FileConfig {
     pub tasks: TasksFile,
     pub ping: PingFile,
     pub reboot: RebootFile,
+    pub bugzilla: BugzillaFile,
     pub redis: RedisFile,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BugzillaFile {
+    pub url: Option<String>,
+    pub api_key_env: Option<String>,
+    pub api_key_file: Option<PathBuf>,
+    pub reopen_state: Option<String>,
+    pub timeout_secs: Option<u64>,
+    pub tracker: BugTemplateFile,
+    pub reboot: BugTemplateFile,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BugTemplateFile {
+    pub product: Option<String>,
+    pub component: Option<String>,
+    pub summary: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -444,6 +465,8 @@ impl Settings {
             return Err(err(format!("DOWN_TIMEOUT and UP_TIMEOUT may be at most {}s", MAX_TIME_LIMIT.as_secs())));
         }
 
+        let bugzilla = bugzilla_settings(file.bugzilla, env)?;
+
         let inventory_path = env.get("ROLLER_INVENTORY").map(PathBuf::from).or(file.inventory);
         Ok(Settings {
             data_dir,
@@ -461,7 +484,7 @@ impl Settings {
             history_cap,
             runner,
             enabled_tasks,
-            actions: ActionSettings { ping, inventory: Default::default(), reboot },
+            actions: ActionSettings { ping, inventory: Default::default(), reboot, bugzilla },
         })
     }
 
@@ -477,6 +500,58 @@ fn parse_bool(key: &str, v: &str) -> Result<bool, ConfigError> {
         "0" | "false" | "no" | "off" => Ok(false),
         _ => Err(err(format!("{key} {v:?} must be true or false"))),
     }
+}
+
+/// `[bugzilla]` plus `BUGZILLA_URL`, `BUGZILLA_API_KEY`, `BUGZILLA_REOPEN_STATE`. Bug
+/// filing is on when a URL is set; then a key is required.
+fn bugzilla_settings(b: BugzillaFile, env: &dyn Env) -> Result<Option<BugzillaSettings>, ConfigError> {
+    let Some(url) = env.get("BUGZILLA_URL").or(b.url) else {
+        return Ok(None);
+    };
+    let key = match (env.get("BUGZILLA_API_KEY"), &b.api_key_env, &b.api_key_file) {
+        (Some(k), _, _) => k,
+        (None, Some(var), None) => {
+            env.get(var).ok_or_else(|| err(format!("bugzilla.api_key_env: environment variable {var} is not set")))?
+        }
+        (None, None, Some(f)) => std::fs::read_to_string(f)
+            .map_err(|e| err(format!("bugzilla.api_key_file: cannot read {}: {e}", f.display())))?
+            .trim()
+            .to_string(),
+        (None, Some(_), Some(_)) => return Err(err("bugzilla: give api_key_env or api_key_file, not both")),
+        (None, None, None) => {
+            return Err(err(
+                "BUGZILLA_URL is set but no API key is: set BUGZILLA_API_KEY, bugzilla.api_key_env or bugzilla.api_key_file",
+            ));
+        }
+    };
+    if key.trim().is_empty() {
+        return Err(err("the Bugzilla API key is empty"));
+    }
+    let timeout = Duration::from_secs(b.timeout_secs.unwrap_or(30).clamp(1, 300));
+    let client = crate::drivers::bugzilla::Bugzilla::new(&url, SecretString::from(key), timeout)
+        .map_err(|e| err(format!("BUGZILLA_URL / bugzilla.url: {e}")))?;
+    let template = |t: BugTemplateFile, d: BugTemplate, at: &str| -> Result<BugTemplate, ConfigError> {
+        let t = BugTemplate {
+            product: t.product.unwrap_or(d.product),
+            component: t.component.unwrap_or(d.component),
+            summary: t.summary.unwrap_or(d.summary),
+        };
+        if let Some(bad) = BugTemplate::unknown_placeholder(&t.summary) {
+            return Err(err(format!(
+                "bugzilla.{at}.summary: unknown placeholder {{{bad}}}; known: {{host}}, {{alias}}, {{dc}}"
+            )));
+        }
+        if t.product.trim().is_empty() || t.component.trim().is_empty() || t.summary.trim().is_empty() {
+            return Err(err(format!("bugzilla.{at}: product, component and summary may not be empty")));
+        }
+        Ok(t)
+    };
+    Ok(Some(BugzillaSettings {
+        client,
+        reopen_state: env.get("BUGZILLA_REOPEN_STATE").or(b.reopen_state).unwrap_or_else(|| "REOPENED".into()),
+        tracker: template(b.tracker, BugTemplate::default_tracker(), "tracker")?,
+        reboot: template(b.reboot, BugTemplate::default_reboot(), "reboot")?,
+    }))
 }
 
 fn resolve_client(c: ClientFile, i: usize, path: Option<&Path>, env: &dyn Env) -> Result<LocalClient, ConfigError> {
@@ -612,6 +687,14 @@ mod tests {
             ("", vec![("CORS_ORIGIN", "https://a\u{7}b")], "CORS_ORIGIN"),
             ("", vec![("TASK_NAMES", "ping,rebot")], "rebot"),
             ("", vec![("DOWN_TIMEOUT", "0")], "DOWN_TIMEOUT"),
+            ("", vec![("BUGZILLA_URL", "https://bz.example")], "BUGZILLA_API_KEY"),
+            ("", vec![("BUGZILLA_URL", "https://u:p@bz.example"), ("BUGZILLA_API_KEY", "k")], "BUGZILLA_URL"),
+            ("[bugzilla]\nurl = \"https://bz.example\"\napi_key_env = \"UNSET_KEY\"\n", vec![], "UNSET_KEY"),
+            (
+                "[bugzilla.reboot]\nsummary = \"{hots} is down\"\n",
+                vec![("BUGZILLA_URL", "https://bz.example"), ("BUGZILLA_API_KEY", "k")],
+                "{hots}",
+            ),
             ("", vec![("UP_TIMEOUT", "5m")], "UP_TIMEOUT"),
             ("", vec![("TASK_NAMES", ",")], "no tasks"),
             ("", vec![("ROLLER_AUTH_BACKEND", "taskcluster")], "TASKCLUSTER_ROOT_URL"),

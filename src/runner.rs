@@ -129,7 +129,8 @@ impl Runner {
         let (log, writer) = QueueLog::start(self.queue.clone(), id);
         let soft = CancellationToken::new();
         let cx = ActionContext::new(self.actions.clone(), soft.clone(), log.clone())
-            .with_soft_deadline(std::time::Instant::now() + self.settings.soft_time_limit);
+            .with_soft_deadline(std::time::Instant::now() + self.settings.soft_time_limit)
+            .with_job(id.to_string(), job.requester.to_string());
         let target = Target { worker_id: job.worker_id.clone(), worker_group: job.worker_group.clone() };
         let limits = Limits { soft: self.settings.soft_time_limit, hard: self.settings.hard_time_limit };
         let ended = run_with_limits(actions::execute(job.task, &target, &cx), limits, &soft, &hand_back).await;

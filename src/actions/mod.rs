@@ -4,6 +4,7 @@
 //! drivers; they never see HTTP, the queue or config files. The runner, and
 //! `roller run` on the command line, both call [`execute`]: one code path.
 
+pub mod bugzilla;
 pub mod ipmi;
 pub mod ping;
 pub mod reboot;
@@ -45,6 +46,7 @@ pub enum Task {
     SnmpReboot,
     SnmpRebootDelay,
     Reboot,
+    FileBugzillaBug,
 }
 
 impl Task {
@@ -66,6 +68,7 @@ impl Task {
         Task::SnmpReboot,
         Task::SnmpRebootDelay,
         Task::Reboot,
+        Task::FileBugzillaBug,
     ];
 
     pub fn name(self) -> &'static str {
@@ -87,6 +90,7 @@ impl Task {
             Task::SnmpReboot => "snmp_reboot",
             Task::SnmpRebootDelay => "snmp_rebootdelay",
             Task::Reboot => "reboot",
+            Task::FileBugzillaBug => "file_bugzilla_bug",
         }
     }
 
@@ -112,6 +116,9 @@ impl Task {
             Task::Reboot => {
                 "the class's reboot chain, gentlest first, each step proven by the machine going down and coming back"
             }
+            Task::FileBugzillaBug => {
+                "file (or comment on) the machine's \"is unreachable\" bug, blocking its problem-tracking bug"
+            }
         }
     }
 
@@ -119,7 +126,13 @@ impl Task {
     /// retried after a lost runner; tasks that change hardware must not be re-run blindly.
     pub fn max_attempts(self) -> u32 {
         match self {
-            Task::Ping | Task::Status | Task::IpmiStatus | Task::IpmiList | Task::RedfishStatus => 3,
+            // Filing is deduplicated (a retry comments on the bug the lost attempt filed).
+            Task::Ping
+            | Task::Status
+            | Task::IpmiStatus
+            | Task::IpmiList
+            | Task::RedfishStatus
+            | Task::FileBugzillaBug => 3,
             // They change the hardware: never re-run after a runner died mid-way.
             Task::IpmiOn
             | Task::IpmiOff
@@ -166,6 +179,71 @@ pub struct ActionSettings {
     /// The machines and their hardware; empty when no inventory is configured.
     pub inventory: InventoryHandle,
     pub reboot: RebootSettings,
+    /// Where `file_bugzilla_bug` files; `None` skips that step.
+    pub bugzilla: Option<BugzillaSettings>,
+}
+
+/// The Bugzilla roller files unreachable-machine bugs in, and its templates.
+#[derive(Debug, Clone)]
+pub struct BugzillaSettings {
+    pub client: crate::drivers::bugzilla::Bugzilla,
+    /// The status a closed tracker bug is reopened to.
+    pub reopen_state: String,
+    /// The machine's long-lived problem-tracking bug (alias: the host's first label).
+    pub tracker: BugTemplate,
+    /// The "is unreachable" bug that blocks the tracker.
+    pub reboot: BugTemplate,
+}
+
+/// Where a bug goes and its summary; `{host}`, `{alias}` and `{dc}` are filled in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BugTemplate {
+    pub product: String,
+    pub component: String,
+    pub summary: String,
+}
+
+impl BugTemplate {
+    const PLACEHOLDERS: [&'static str; 3] = ["host", "alias", "dc"];
+
+    /// The original's tracker template.
+    pub fn default_tracker() -> Self {
+        Self {
+            product: "Infrastructure & Operations".into(),
+            component: "CIDuty".into(),
+            summary: "[{dc}] {alias} problem tracking".into(),
+        }
+    }
+
+    /// The original's reboot-bug template.
+    pub fn default_reboot() -> Self {
+        Self {
+            product: "Infrastructure & Operations".into(),
+            component: "DCOps".into(),
+            summary: "{host} is unreachable".into(),
+        }
+    }
+
+    /// The summary with the placeholders filled. Values are plain text in JSON
+    /// built by serde, so no value can break the request (the original's could).
+    pub fn summary_for(&self, host: &str, alias: &str, dc: &str) -> String {
+        self.summary.replace("{host}", host).replace("{alias}", alias).replace("{dc}", dc)
+    }
+
+    /// The first `{name}` in `s` that is not a known placeholder.
+    pub fn unknown_placeholder(s: &str) -> Option<String> {
+        let mut rest = s;
+        while let Some(open) = rest.find('{') {
+            let after = &rest[open + 1..];
+            let close = after.find('}')?;
+            let name = &after[..close];
+            if !Self::PLACEHOLDERS.contains(&name) {
+                return Some(name.to_string());
+            }
+            rest = &after[close + 1..];
+        }
+        None
+    }
 }
 
 /// How the reboot chain proves a step worked.
@@ -205,12 +283,26 @@ pub struct ActionContext {
     /// When the soft time limit falls, so a long action (the reboot chain) can
     /// plan to finish, and report, before it is cancelled.
     pub soft_deadline: Option<Instant>,
+    /// The job being run, for actions that tell people about it (bugs, notifications).
+    pub job: Option<JobRef>,
     log: Arc<dyn LogSink>,
+}
+
+/// Who asked, and which job this is.
+#[derive(Debug, Clone)]
+pub struct JobRef {
+    pub id: String,
+    pub requester: String,
 }
 
 impl ActionContext {
     pub fn new(settings: Arc<ActionSettings>, cancel: CancellationToken, log: Arc<dyn LogSink>) -> Self {
-        Self { settings, cancel, soft_deadline: None, log }
+        Self { settings, cancel, soft_deadline: None, job: None, log }
+    }
+
+    pub fn with_job(mut self, id: impl Into<String>, requester: impl Into<String>) -> Self {
+        self.job = Some(JobRef { id: id.into(), requester: requester.into() });
+        self
     }
 
     pub fn with_soft_deadline(mut self, at: Instant) -> Self {
@@ -255,6 +347,7 @@ pub async fn execute(task: Task, target: &Target, cx: &ActionContext) -> Result<
         Task::SshReboot => ssh::run(target, cx).await,
         Task::SnmpReboot | Task::SnmpRebootDelay => snmp::run(task, target, cx).await,
         Task::Reboot => reboot::run(target, cx).await,
+        Task::FileBugzillaBug => bugzilla::run(target, cx).await,
     }
 }
 

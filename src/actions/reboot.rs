@@ -23,7 +23,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use super::{ActionContext, ActionError, Target, Task, ipmi, machine, redfish, resolve, snmp, ssh};
+use super::{
+    ActionContext, ActionError, ActionSettings, Target, Task, bugzilla, ipmi, machine, redfish, resolve, snmp, ssh,
+};
 use crate::drivers::reachability::{self, Probe, ProbeError};
 use crate::inventory::{Machine, RebootStep};
 
@@ -44,8 +46,8 @@ pub struct PlannedStep {
 
 /// The machine's chain with the steps that will be skipped and why. Touches no
 /// hardware; `roller explain` prints it and [`run`] follows it.
-pub fn plan(m: &Machine) -> Vec<PlannedStep> {
-    m.class.reboot.iter().map(|&step| PlannedStep { step, skip: why_skipped(m, step) }).collect()
+pub fn plan(m: &Machine, settings: &ActionSettings) -> Vec<PlannedStep> {
+    m.class.reboot.iter().map(|&step| PlannedStep { step, skip: why_skipped(m, step, settings) }).collect()
 }
 
 /// What `step` would talk to on `m`, for `roller explain` (secret references, never secrets).
@@ -104,16 +106,18 @@ pub fn describe(m: &Machine, step: RebootStep) -> String {
     .unwrap_or_default()
 }
 
-fn why_skipped(m: &Machine, step: RebootStep) -> Option<String> {
+fn why_skipped(m: &Machine, step: RebootStep, settings: &ActionSettings) -> Option<String> {
     if let Err(missing) = m.can_run(step) {
         return Some(missing.to_string());
     }
     match step {
-        // TODO(feature): XenAPI, iLO and Bugzilla arrive with the integrations issue (5).
+        // TODO(feature): XenAPI and iLO arrive with the integrations issue (5).
         RebootStep::XenapiReboot | RebootStep::IloReboot => {
             Some("this version of roller cannot drive it yet (XenAPI/iLO integration)".into())
         }
-        RebootStep::FileBugzillaBug => Some("no Bugzilla is configured (bug filing is not built yet)".into()),
+        RebootStep::FileBugzillaBug if settings.bugzilla.is_none() => {
+            Some("no Bugzilla is configured (BUGZILLA_URL, BUGZILLA_API_KEY)".into())
+        }
         _ => None,
     }
 }
@@ -128,30 +132,43 @@ fn task_of(step: RebootStep) -> Option<Task> {
         RebootStep::SnmpReboot => Task::SnmpReboot,
         RebootStep::SnmpRebootDelay => Task::SnmpRebootDelay,
         RebootStep::RedfishRestart => Task::RedfishRestart,
-        RebootStep::XenapiReboot | RebootStep::IloReboot | RebootStep::FileBugzillaBug => return None,
+        RebootStep::FileBugzillaBug => Task::FileBugzillaBug,
+        RebootStep::XenapiReboot | RebootStep::IloReboot => return None,
     })
 }
 
 pub async fn run(target: &Target, cx: &ActionContext) -> Result<Value, ActionError> {
     // One snapshot for the whole chain: a reload mid-way changes nothing here.
     let m = machine(target, cx)?;
-    let steps = plan(&m);
-    let addr = resolve(&m.address).await?;
+    let steps = plan(&m, &cx.settings);
+    // A name that does not resolve must not stop the chain: the BMC and PDU steps
+    // and the bug do not need it. It is retried before each step; until it
+    // resolves, no step can be proven.
+    let mut addr = match resolve(&m.address).await {
+        Ok(a) => Some(a),
+        Err(ActionError::Cancelled) => return Err(ActionError::Cancelled),
+        Err(e) => {
+            cx.log(format!("{e}; steps cannot be proven until it resolves"));
+            None
+        }
+    };
     let probe = m.class.reachability;
     let rs = &cx.settings.reboot;
     cx.log(format!(
-        "reboot chain for {} (class {}): {}; proof: {} ({addr}, {}) stops answering within {}s and answers again \
+        "reboot chain for {} (class {}): {}; proof: {} ({}, {}) stops answering within {}s and answers again \
          within {}s",
         m.id,
         m.class.name,
         steps.iter().map(|p| p.step.name()).collect::<Vec<_>>().join(", "),
         m.address,
+        addr.map(|a| a.to_string()).unwrap_or_else(|| "unresolved".into()),
         probe,
         rs.down_timeout.as_secs(),
         rs.up_timeout.as_secs(),
     ));
     let chain_start = Instant::now();
     let mut attempts = Vec::new();
+    let mut bug_url = None;
     for (i, planned) in steps.iter().enumerate() {
         let name = planned.step.name();
         if let Some(why) = &planned.skip {
@@ -169,8 +186,33 @@ pub async fn run(target: &Target, cx: &ActionContext) -> Result<Value, ActionErr
             attempts.push(json!({ "step": name, "outcome": "not tried", "reason": why }));
             continue;
         }
+        if task == Task::FileBugzillaBug {
+            // Not a reboot: it tells people, with everything tried so far.
+            cx.log(format!("{name}: filing, as nothing before it worked"));
+            match bugzilla::file(&m, target, cx, &summary(&attempts).join("\n")).await {
+                Ok(v) => {
+                    let url = v["url"].as_str().unwrap_or_default().to_string();
+                    cx.log(format!("{name}: {url}"));
+                    attempts.push(json!({ "step": name, "outcome": "filed", "reason": url, "detail": v }));
+                    bug_url = Some(url);
+                }
+                Err(ActionError::Cancelled) => return Err(ActionError::Cancelled),
+                Err(e) => {
+                    let why = reason(name, &e);
+                    cx.log(format!("{name}: failed: {why}"));
+                    attempts.push(json!({ "step": name, "outcome": "failed", "reason": why }));
+                }
+            }
+            continue;
+        }
         let step_start = Instant::now();
-        let answered_before = reachability::answers(addr, probe, &rs.probe, &cx.cancel).await.map_err(probe_error)?;
+        if addr.is_none() {
+            addr = resolve(&m.address).await.ok();
+        }
+        let answered_before = match addr {
+            Some(a) => reachability::answers(a, probe, &rs.probe, &cx.cancel).await.map_err(probe_error)?,
+            None => false,
+        };
         cx.log(format!(
             "{name}: trying; {} {} before it",
             m.address,
@@ -188,7 +230,11 @@ pub async fn run(target: &Target, cx: &ActionContext) -> Result<Value, ActionErr
         };
         let cycled = power_cycled(&detail);
         let left = budget.map(|b| b.saturating_sub(step_start.elapsed()));
-        match prove(addr, probe, answered_before, cycled, left, cx).await? {
+        let proven = match addr {
+            Some(a) => prove(a, probe, answered_before, cycled, left, cx).await?,
+            None => Err(format!("{} does not resolve, so it cannot be seen coming back", m.address)),
+        };
+        match proven {
             Ok(proof) => {
                 let secs = round(step_start.elapsed());
                 cx.log(format!("{name}: worked: {proof}"));
@@ -207,23 +253,25 @@ pub async fn run(target: &Target, cx: &ActionContext) -> Result<Value, ActionErr
             }
         }
     }
-    let summary: Vec<String> = attempts
-        .iter()
-        .map(|a| {
-            format!(
-                "{} {}: {}",
-                a["step"].as_str().unwrap_or("?"),
-                a["outcome"].as_str().unwrap_or("?"),
-                a["reason"].as_str().unwrap_or("")
-            )
-        })
-        .collect();
+    let tried = summary(&attempts);
+    let bug = bug_url.map(|u| format!(" Filed {u}.")).unwrap_or_default();
     Err(ActionError::Failed(format!(
-        "no reboot step worked for {} after {:.0}s: {}",
+        "no reboot step worked for {} after {:.0}s: {}.{bug}",
         m.id,
         chain_start.elapsed().as_secs_f64(),
-        if summary.is_empty() { "its class has no reboot steps".to_string() } else { summary.join("; ") }
+        if tried.is_empty() { "its class has no reboot steps".to_string() } else { tried.join("; ") }
     )))
+}
+
+/// One line per attempt: `<step> <outcome>: <reason>`.
+fn summary(attempts: &[Value]) -> Vec<String> {
+    attempts
+        .iter()
+        .map(|a| {
+            let (step, outcome) = (a["step"].as_str().unwrap_or("?"), a["outcome"].as_str().unwrap_or("?"));
+            format!("{step} {outcome}: {}", a["reason"].as_str().unwrap_or(""))
+        })
+        .collect()
 }
 
 async fn run_step(task: Task, m: &Machine, cx: &ActionContext) -> Result<Value, ActionError> {

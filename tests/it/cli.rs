@@ -91,11 +91,17 @@ fn check_config_never_prints_a_secret() {
         "[[auth.clients]]\nclient_id = \"ops\"\naccess_token = \"very-secret-token-1234\"\nscopes = [\"project:releng:roller:*\"]\n",
     )
     .unwrap();
-    let (code, out, err) =
-        roller(&["--config", f.to_str().unwrap(), "check-config"], &[("REDIS_URL", "redis://:pw-5678@localhost")]);
+    let env = [
+        ("REDIS_URL", "redis://:pw-5678@localhost"),
+        ("BUGZILLA_URL", "https://bugzilla.example.com"),
+        ("BUGZILLA_API_KEY", "bz-key-9012"),
+    ];
+    let (code, out, err) = roller(&["--config", f.to_str().unwrap(), "check-config"], &env);
     assert_eq!(code, 0, "{err}");
-    assert!(out.contains("ops"));
-    assert!(!out.contains("very-secret-token-1234") && !out.contains("pw-5678"), "{out}");
+    assert!(out.contains("ops") && out.contains("bugzilla.example.com"), "{out}");
+    for secret in ["very-secret-token-1234", "pw-5678", "bz-key-9012"] {
+        assert!(!out.contains(secret), "{secret} in {out}");
+    }
 }
 
 /// Whether `net.ipv4.ping_group_range` lets group `gid` open ICMP datagram sockets.

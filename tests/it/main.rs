@@ -4,6 +4,7 @@
 
 mod api;
 mod auth;
+mod bugzilla;
 mod cli;
 mod distributed;
 mod hardware;

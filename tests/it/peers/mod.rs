@@ -3,6 +3,7 @@
 //! ForceCommand, sushy-tools' Redfish emulator. Each is killed on drop; a
 //! missing binary fails the test with an install hint.
 
+pub mod bugzilla;
 pub mod host;
 pub mod ipmi;
 pub mod redfish;

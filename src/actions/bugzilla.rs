@@ -1,0 +1,121 @@
+//! `file_bugzilla_bug`: tell the people at the data centre that a machine needs
+//! hands. The last step of the reboot chain, and a task of its own.
+//!
+//! Like the original: the machine has a long-lived problem-tracking bug whose
+//! alias is its first host-name label (created if missing, reopened if closed),
+//! and an open "<host> is unreachable" bug that blocks it. Unlike the original,
+//! a second failure comments on the open bug instead of filing another, the
+//! bugs are built as JSON by serde (a quote in a log line cannot break the
+//! request), and the API key only ever travels in its header.
+
+use serde_json::{Value, json};
+
+use super::{ActionContext, ActionError, BugzillaSettings, Target, machine};
+use crate::drivers::bugzilla::BugzillaError;
+use crate::inventory::Machine;
+
+pub async fn run(target: &Target, cx: &ActionContext) -> Result<Value, ActionError> {
+    let m = machine(target, cx)?;
+    file(&m, target, cx, "filed on request; roller attempted no reboot in this job").await
+}
+
+/// Find or file the machine's bugs, with `attempt_log` (what was tried) in the
+/// new bug or in a comment on the open one.
+pub(crate) async fn file(
+    m: &Machine,
+    target: &Target,
+    cx: &ActionContext,
+    attempt_log: &str,
+) -> Result<Value, ActionError> {
+    let bz = settings(cx)?;
+    let client = &bz.client;
+    let fail = |e: BugzillaError| match e {
+        BugzillaError::Cancelled => ActionError::Cancelled,
+        e @ BugzillaError::InvalidUrl(_) => ActionError::Config(format!("file_bugzilla_bug: {e}")),
+        e => ActionError::Failed(format!("file_bugzilla_bug: {e}")),
+    };
+    // An inventory address that is a name is the host people know; an IP is not.
+    let host = if m.address.parse::<std::net::IpAddr>().is_ok() { m.id.as_str() } else { m.address.as_str() };
+    let alias = m.id.as_str().split('.').next().unwrap_or(m.id.as_str()).to_ascii_lowercase();
+    let dc = m.group.as_ref().unwrap_or(&target.worker_group).as_str().to_ascii_uppercase();
+    let (requester, job) = match &cx.job {
+        Some(j) => (j.requester.as_str(), j.id.as_str()),
+        None => ("roller run (command line)", "-"),
+    };
+    let description = format!(
+        "Reboot {host} {}\nRequested by {requester} (roller job {job})\nRelops controller action failed:\n{attempt_log}",
+        m.address
+    );
+
+    let mut tracker_reopened = false;
+    let tracker = match client.get(&alias, &cx.cancel).await.map_err(fail)? {
+        Some(bug) if bug.is_open => {
+            cx.log(format!("tracker bug {} ({alias}) is open", bug.id));
+            bug.id
+        }
+        Some(bug) => {
+            cx.log(format!("tracker bug {} ({alias}) is {} {}: reopening it", bug.id, bug.status, bug.resolution));
+            let reopen = json!({
+                "status": bz.reopen_state,
+                "comment": { "body": format!("Reopened by roller: {host} needs attention again (roller job {job}).") },
+            });
+            client.update(bug.id, &reopen, &cx.cancel).await.map_err(fail)?;
+            tracker_reopened = true;
+            bug.id
+        }
+        None => {
+            let t = &bz.tracker;
+            let fields = json!({
+                "product": t.product,
+                "component": t.component,
+                "summary": t.summary_for(host, &alias, &dc),
+                "version": "unspecified",
+                "alias": [alias],
+                "description": format!("Problem tracking for {host}. Filed by roller."),
+            });
+            let id = client.create(&fields, &cx.cancel).await.map_err(fail)?;
+            cx.log(format!("filed tracker bug {id} ({alias})"));
+            id
+        }
+    };
+
+    let r = &bz.reboot;
+    let summary = r.summary_for(host, &alias, &dc);
+    let open = client.find_open(&summary, &r.product, &r.component, &cx.cancel).await.map_err(fail)?;
+    let (bug, filed) = match open.first() {
+        Some(existing) => {
+            let change = json!({ "comment": { "body": description }, "blocks": { "add": [tracker] } });
+            client.update(existing.id, &change, &cx.cancel).await.map_err(fail)?;
+            cx.log(format!("bug {} \"{summary}\" is already open: added the attempt log as a comment", existing.id));
+            (existing.id, false)
+        }
+        None => {
+            let fields = json!({
+                "product": r.product,
+                "component": r.component,
+                "summary": summary,
+                "version": "unspecified",
+                "description": description,
+                "cc": m.bug_cc,
+                "blocks": [tracker],
+            });
+            let id = client.create(&fields, &cx.cancel).await.map_err(fail)?;
+            cx.log(format!("filed bug {id} \"{summary}\" blocking {tracker}"));
+            (id, true)
+        }
+    };
+    Ok(json!({
+        "bug": bug,
+        "url": client.show_url(bug),
+        "filed": filed,
+        "tracker": tracker,
+        "tracker_reopened": tracker_reopened,
+    }))
+}
+
+fn settings(cx: &ActionContext) -> Result<&BugzillaSettings, ActionError> {
+    cx.settings
+        .bugzilla
+        .as_ref()
+        .ok_or_else(|| ActionError::Config("no Bugzilla is configured (set BUGZILLA_URL and BUGZILLA_API_KEY)".into()))
+}
