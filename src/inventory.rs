@@ -140,6 +140,16 @@ pub struct HardwareClass {
     pub redfish_verify_tls: bool,
     /// The off time of `snmp_rebootdelay` (the original's Mac mini fix used 60 s).
     pub snmp_reboot_delay: Duration,
+    /// How `reimage` sets the next boot to the network; `None`: IPMI when the
+    /// machine has it, else Redfish.
+    pub network_boot: Option<NetworkBoot>,
+}
+
+/// The BMC interface that sets a one-time network (PXE) boot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NetworkBoot {
+    Ipmi,
+    Redfish,
 }
 
 #[derive(Debug, Clone)]
@@ -344,6 +354,14 @@ impl Inventory {
                     format!("{privilege:?} must be user, operator or administrator"),
                 ));
             }
+            let network_boot = match c.network_boot.as_deref() {
+                None => None,
+                Some("ipmi") => Some(NetworkBoot::Ipmi),
+                Some("redfish") => Some(NetworkBoot::Redfish),
+                Some(other) => {
+                    return Err(err(at("network_boot"), format!("{other:?} must be \"ipmi\" or \"redfish\"")));
+                }
+            };
             classes.insert(
                 name.clone(),
                 Arc::new(HardwareClass {
@@ -355,6 +373,7 @@ impl Inventory {
                     ipmi_port: c.ipmi.port.unwrap_or(623),
                     redfish_verify_tls: c.redfish.verify_tls.unwrap_or(true),
                     snmp_reboot_delay: Duration::from_secs(c.snmp_reboot_delay_secs.unwrap_or(60)),
+                    network_boot,
                 }),
             );
         }
@@ -367,6 +386,7 @@ impl Inventory {
             ipmi_port: 623,
             redfish_verify_tls: true,
             snmp_reboot_delay: Duration::from_secs(60),
+            network_boot: None,
         });
 
         let mut machines = BTreeMap::new();
@@ -556,6 +576,7 @@ struct ClassFile {
     ipmi: IpmiClassFile,
     redfish: RedfishClassFile,
     snmp_reboot_delay_secs: Option<u64>,
+    network_boot: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -714,6 +735,7 @@ mod tests {
             ("[classes.c]\nreboot = [\"ssh_reboot\", \"pray\"]\n", "classes.c.reboot"),
             ("[classes.c.ipmi]\ncipher_suite = 0\n", "classes.c.ipmi.cipher_suite"),
             ("[classes.c]\nreachability = \"udp:1\"\n", "classes.c.reachability"),
+            ("[classes.c]\nnetwork_boot = \"usb\"\n", "classes.c.network_boot"),
             ("[machines.W1]\n[machines.w1]\n", "listed twice"),
         ] {
             let e = error(text);

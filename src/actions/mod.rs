@@ -9,6 +9,7 @@ pub mod ipmi;
 pub mod ping;
 pub mod reboot;
 pub mod redfish;
+pub mod reimage;
 pub mod snmp;
 pub mod ssh;
 pub mod status;
@@ -47,6 +48,7 @@ pub enum Task {
     SnmpRebootDelay,
     Reboot,
     FileBugzillaBug,
+    Reimage,
 }
 
 impl Task {
@@ -69,6 +71,7 @@ impl Task {
         Task::SnmpRebootDelay,
         Task::Reboot,
         Task::FileBugzillaBug,
+        Task::Reimage,
     ];
 
     pub fn name(self) -> &'static str {
@@ -91,6 +94,7 @@ impl Task {
             Task::SnmpRebootDelay => "snmp_rebootdelay",
             Task::Reboot => "reboot",
             Task::FileBugzillaBug => "file_bugzilla_bug",
+            Task::Reimage => "reimage",
         }
     }
 
@@ -116,6 +120,7 @@ impl Task {
             Task::Reboot => {
                 "the class's reboot chain, gentlest first, each step proven by the machine going down and coming back"
             }
+            Task::Reimage => "set the next boot to the network (PXE) through the BMC, then run the reboot chain",
             Task::FileBugzillaBug => {
                 "file (or comment on) the machine's \"is unreachable\" bug, blocking its problem-tracking bug"
             }
@@ -145,7 +150,8 @@ impl Task {
             | Task::SshReboot
             | Task::SnmpReboot
             | Task::SnmpRebootDelay
-            | Task::Reboot => 1,
+            | Task::Reboot
+            | Task::Reimage => 1,
         }
     }
 
@@ -348,6 +354,7 @@ pub async fn execute(task: Task, target: &Target, cx: &ActionContext) -> Result<
         Task::SnmpReboot | Task::SnmpRebootDelay => snmp::run(task, target, cx).await,
         Task::Reboot => reboot::run(target, cx).await,
         Task::FileBugzillaBug => bugzilla::run(target, cx).await,
+        Task::Reimage => reimage::run(target, cx).await,
     }
 }
 

@@ -139,8 +139,12 @@ fn task_of(step: RebootStep) -> Option<Task> {
 
 pub async fn run(target: &Target, cx: &ActionContext) -> Result<Value, ActionError> {
     // One snapshot for the whole chain: a reload mid-way changes nothing here.
-    let m = machine(target, cx)?;
-    let steps = plan(&m, &cx.settings);
+    run_on(&machine(target, cx)?, target, cx).await
+}
+
+/// The chain on the machine `m` (`reimage` runs it after setting a network boot).
+pub(crate) async fn run_on(m: &Machine, target: &Target, cx: &ActionContext) -> Result<Value, ActionError> {
+    let steps = plan(m, &cx.settings);
     // A name that does not resolve must not stop the chain: the BMC and PDU steps
     // and the bug do not need it. It is retried before each step; until it
     // resolves, no step can be proven.
@@ -189,7 +193,7 @@ pub async fn run(target: &Target, cx: &ActionContext) -> Result<Value, ActionErr
         if task == Task::FileBugzillaBug {
             // Not a reboot: it tells people, with everything tried so far.
             cx.log(format!("{name}: filing, as nothing before it worked"));
-            match bugzilla::file(&m, target, cx, &summary(&attempts).join("\n")).await {
+            match bugzilla::file(m, target, cx, &summary(&attempts).join("\n")).await {
                 Ok(v) => {
                     let url = v["url"].as_str().unwrap_or_default().to_string();
                     cx.log(format!("{name}: {url}"));
@@ -218,7 +222,7 @@ pub async fn run(target: &Target, cx: &ActionContext) -> Result<Value, ActionErr
             m.address,
             if answered_before { "answers" } else { "does not answer" }
         ));
-        let detail = match run_step(task, &m, cx).await {
+        let detail = match run_step(task, m, cx).await {
             Ok(v) => v,
             Err(ActionError::Cancelled) => return Err(ActionError::Cancelled),
             Err(e) => {

@@ -97,7 +97,7 @@ pub(crate) fn redfish_target(m: &Machine) -> Result<RedfishTarget, ActionError> 
     Ok(t)
 }
 
-fn map_error(step: &str, e: RedfishError) -> ActionError {
+pub(crate) fn map_error(step: &str, e: RedfishError) -> ActionError {
     match e {
         RedfishError::Cancelled => ActionError::Cancelled,
         RedfishError::InvalidTarget(_) => ActionError::Config(format!("{step}: {e}")),

@@ -33,6 +33,8 @@ struct Gear<'a> {
     /// Use this key instead of the one sshd accepts.
     ssh_key: Option<&'a Path>,
     redfish: Option<&'a SushyBmc>,
+    /// The class's `network_boot`.
+    network_boot: Option<&'a str>,
 }
 
 /// Writes the inventory (secrets in files beside it) and returns its path.
@@ -50,6 +52,9 @@ fn inventory(dir: &Path, host: &FakeHost, b: &Gear) -> String {
         chain.join(", "),
         host.port()
     );
+    if let Some(nb) = b.network_boot {
+        t = t.replacen("[classes.lab.ipmi]", &format!("network_boot = {nb:?}\n[classes.lab.ipmi]"), 1);
+    }
     if let Some(ssh) = b.ssh {
         let kh = secret("known_hosts", &ssh.known_hosts_line());
         let key = b.ssh_key.map(|k| k.to_path_buf()).unwrap_or_else(|| ssh.client_key());
@@ -147,7 +152,12 @@ fn machine(w: Wiring) -> FakeHost {
 }
 
 async fn reboot(app: &TestApp) -> Value {
-    let r = app.post_job("box", "lab", "reboot").await;
+    run_long(app, "reboot").await
+}
+
+/// Queue `task` for "box" and wait (long enough for a chain) until it ends.
+async fn run_long(app: &TestApp, task: &str) -> Value {
+    let r = app.post_job("box", "lab", task).await;
     assert_eq!(r.status(), 201);
     let v: Value = r.json().await.unwrap();
     let id = v["task_id"].as_str().unwrap().to_string();
@@ -545,4 +555,52 @@ async fn a_real_roller_keeps_secrets_out_of_argv_logs_and_jobs() {
         assert!(!log.contains(secret), "{secret} is in roller's log");
         assert!(!job_text.contains(secret), "{secret} is in the job");
     }
+}
+
+#[tokio::test]
+async fn reimage_sets_a_network_boot_then_runs_the_chain() {
+    let sim = Arc::new(IpmiSim::start());
+    let host = machine(Wiring { ipmi: Some(sim.clone()), ..Default::default() });
+    host.wait_answering();
+    let dir = tempfile::tempdir().unwrap();
+    let b = Gear { chain: &["ipmi_reset"], ipmi: Some((sim.port(), sim.password())), ..Default::default() };
+    let inv = inventory(dir.path(), &host, &b);
+    let app = spawn_app_with(CONFIG, &[("ROLLER_INVENTORY", &inv)]).await;
+    let job = run_long(&app, "reimage").await;
+    assert_eq!(job["state"], "succeeded", "{job:#}");
+    assert!(job["result"]["network_boot"].as_str().unwrap().contains("bootdev pxe"), "{job:#}");
+    assert_eq!(job["result"]["reboot"]["worked"], "ipmi_reset");
+    // The boot device first, then the reboot.
+    assert_eq!(sim.actions(), ["set boot pxe", "set reset 1"]);
+    drop(app);
+
+    // The class says Redfish; the machine has both.
+    let bmc = Arc::new(SushyBmc::start(false).await);
+    let b = Gear {
+        chain: &["redfish_restart"],
+        ipmi: Some((sim.port(), sim.password())),
+        redfish: Some(&bmc),
+        network_boot: Some("redfish"),
+        ..Default::default()
+    };
+    let host = machine(Wiring { redfish: Some(bmc.clone()), ..Default::default() });
+    host.wait_answering();
+    let inv = inventory(dir.path(), &host, &b);
+    let app = spawn_app_with(CONFIG, &[("ROLLER_INVENTORY", &inv)]).await;
+    let before = sim.actions().len();
+    let job = run_long(&app, "reimage").await;
+    assert_eq!(job["state"], "succeeded", "{job:#}");
+    assert_eq!(bmc.system().await["Boot"]["BootSourceOverrideTarget"], "Pxe");
+    assert_eq!(sim.actions().len(), before, "IPMI was not used");
+    drop(app);
+
+    // Nothing to set a network boot with: a clear refusal, nothing rebooted.
+    let ssh = Arc::new(SshHost::start());
+    let b = Gear { chain: &["ssh_reboot"], ssh: Some(&ssh), ..Default::default() };
+    let inv = inventory(dir.path(), &host, &b);
+    let app = spawn_app_with(CONFIG, &[("ROLLER_INVENTORY", &inv)]).await;
+    let job = run_long(&app, "reimage").await;
+    assert_eq!(job["state"], "failed", "{job:#}");
+    assert!(job["error"].as_str().unwrap().contains("neither [ipmi] nor [redfish]"), "{job:#}");
+    assert!(ssh.requests().is_empty());
 }

@@ -1,0 +1,59 @@
+//! `reimage`: set the machine's next boot to the network (PXE), then reboot it
+//! through its reboot chain, so it comes back into the installer.
+//!
+//! The boot device is set through the BMC the class names (`network_boot`), or
+//! IPMI when the machine has it, else Redfish. Roller proves the reboot; what
+//! the installer then does is the deployment system's business, and the result
+//! says so rather than claiming a finished install.
+
+use serde_json::{Value, json};
+
+use super::{ActionContext, ActionError, Target, ipmi, machine, reboot, redfish};
+use crate::drivers::ipmi as ipmi_driver;
+use crate::drivers::redfish as redfish_driver;
+use crate::inventory::{Machine, NetworkBoot};
+
+pub async fn run(target: &Target, cx: &ActionContext) -> Result<Value, ActionError> {
+    let m = machine(target, cx)?;
+    let via = match (m.class.network_boot, &m.ipmi, &m.redfish) {
+        (Some(v), _, _) => v,
+        (None, Some(_), _) => NetworkBoot::Ipmi,
+        (None, None, Some(_)) => NetworkBoot::Redfish,
+        (None, None, None) => {
+            return Err(ActionError::Config(format!(
+                "reimage: {} has neither [ipmi] nor [redfish] to set a network boot with",
+                m.id
+            )));
+        }
+    };
+    let network_boot = set_network_boot(&m, via, cx).await?;
+    cx.log(format!("next boot: network ({network_boot}); rebooting"));
+    match reboot::run_on(&m, target, cx).await {
+        Ok(chain) => Ok(json!({
+            "network_boot": network_boot,
+            "reboot": chain,
+            "note": "the machine rebooted into its network boot; the install itself is not watched by roller",
+        })),
+        Err(ActionError::Failed(why)) => {
+            Err(ActionError::Failed(format!("reimage: network boot set ({network_boot}), but {why}")))
+        }
+        Err(e) => Err(e),
+    }
+}
+
+async fn set_network_boot(m: &Machine, via: NetworkBoot, cx: &ActionContext) -> Result<String, ActionError> {
+    match via {
+        NetworkBoot::Ipmi => {
+            let bmc = ipmi::ipmi_target(m)?;
+            cx.log(format!("sending chassis bootdev pxe to {}", bmc.host));
+            ipmi_driver::boot_pxe(&bmc, &cx.cancel).await.map_err(|e| ipmi::map_error("reimage", e))?;
+            Ok(format!("IPMI chassis bootdev pxe on {}", bmc.host))
+        }
+        NetworkBoot::Redfish => {
+            let bmc = redfish::redfish_target(m)?;
+            cx.log(format!("setting a one-time Pxe boot override on {}", bmc.base_url));
+            redfish_driver::boot_pxe_once(&bmc, &cx.cancel).await.map_err(|e| redfish::map_error("reimage", e))?;
+            Ok(format!("Redfish BootSourceOverrideTarget Pxe (once) on {}", bmc.base_url))
+        }
+    }
+}
