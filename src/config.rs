@@ -12,7 +12,7 @@ use std::time::Duration;
 use secrecy::SecretString;
 use serde::Deserialize;
 
-use crate::actions::{ActionSettings, BugTemplate, BugzillaSettings, RebootSettings, Task};
+use crate::actions::{ActionSettings, BugTemplate, BugzillaSettings, RebootSettings, Task, XenSettings};
 use crate::drivers::ping::{PingMethod, PingSettings};
 
 /// A configuration problem, with enough context to fix it.
@@ -38,7 +38,20 @@ pub struct FileConfig {
     pub ping: PingFile,
     pub reboot: RebootFile,
     pub bugzilla: BugzillaFile,
+    pub xen: XenFile,
     pub redis: RedisFile,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct XenFile {
+    pub url: Option<String>,
+    pub username: Option<String>,
+    pub password_env: Option<String>,
+    pub password_file: Option<PathBuf>,
+    pub verify_tls: Option<bool>,
+    pub delay_secs: Option<u64>,
+    pub timeout_secs: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -466,6 +479,7 @@ impl Settings {
         }
 
         let bugzilla = bugzilla_settings(file.bugzilla, env)?;
+        let xen = xen_settings(file.xen, env)?;
 
         let inventory_path = env.get("ROLLER_INVENTORY").map(PathBuf::from).or(file.inventory);
         Ok(Settings {
@@ -484,7 +498,7 @@ impl Settings {
             history_cap,
             runner,
             enabled_tasks,
-            actions: ActionSettings { ping, inventory: Default::default(), reboot, bugzilla },
+            actions: ActionSettings { ping, inventory: Default::default(), reboot, bugzilla, xen },
         })
     }
 
@@ -551,6 +565,49 @@ fn bugzilla_settings(b: BugzillaFile, env: &dyn Env) -> Result<Option<BugzillaSe
         reopen_state: env.get("BUGZILLA_REOPEN_STATE").or(b.reopen_state).unwrap_or_else(|| "REOPENED".into()),
         tracker: template(b.tracker, BugTemplate::default_tracker(), "tracker")?,
         reboot: template(b.reboot, BugTemplate::default_reboot(), "reboot")?,
+    }))
+}
+
+/// `[xen]` plus `XEN_URL`, `XEN_USERNAME`, `XEN_PASSWORD` (the original's names). On
+/// when a URL is set; then a user and a password are required.
+fn xen_settings(x: XenFile, env: &dyn Env) -> Result<Option<XenSettings>, ConfigError> {
+    let Some(url) = env.get("XEN_URL").or(x.url).filter(|u| !u.is_empty()) else {
+        return Ok(None);
+    };
+    let parsed = reqwest::Url::parse(&url).map_err(|_| err(format!("XEN_URL / xen.url {url:?} is not a URL")))?;
+    if !matches!(parsed.scheme(), "http" | "https") || !parsed.username().is_empty() || parsed.password().is_some() {
+        return Err(err(format!("XEN_URL / xen.url {url:?}: an http(s) URL without credentials")));
+    }
+    let user = env
+        .get("XEN_USERNAME")
+        .or(x.username)
+        .ok_or_else(|| err("XEN_URL is set but XEN_USERNAME / xen.username is not"))?;
+    let password = match (env.get("XEN_PASSWORD"), &x.password_env, &x.password_file) {
+        (Some(p), _, _) => p,
+        (None, Some(var), None) => {
+            env.get(var).ok_or_else(|| err(format!("xen.password_env: environment variable {var} is not set")))?
+        }
+        (None, None, Some(f)) => std::fs::read_to_string(f)
+            .map_err(|e| err(format!("xen.password_file: cannot read {}: {e}", f.display())))?
+            .trim_end_matches(['\n', '\r'])
+            .to_string(),
+        (None, Some(_), Some(_)) => return Err(err("xen: give password_env or password_file, not both")),
+        (None, None, None) => {
+            return Err(err(
+                "XEN_URL is set but no password is: set XEN_PASSWORD, xen.password_env or xen.password_file",
+            ));
+        }
+    };
+    if password.is_empty() {
+        return Err(err("the XenAPI password is empty"));
+    }
+    Ok(Some(XenSettings {
+        url,
+        user,
+        password: SecretString::from(password),
+        verify_tls: x.verify_tls.unwrap_or(true),
+        delay: Duration::from_secs(x.delay_secs.unwrap_or(5).min(600)),
+        timeout: Duration::from_secs(x.timeout_secs.unwrap_or(30).clamp(1, 300)),
     }))
 }
 
@@ -687,6 +744,9 @@ mod tests {
             ("", vec![("CORS_ORIGIN", "https://a\u{7}b")], "CORS_ORIGIN"),
             ("", vec![("TASK_NAMES", "ping,rebot")], "rebot"),
             ("", vec![("DOWN_TIMEOUT", "0")], "DOWN_TIMEOUT"),
+            ("", vec![("XEN_URL", "https://xen.example")], "XEN_USERNAME"),
+            ("", vec![("XEN_URL", "https://xen.example"), ("XEN_USERNAME", "root")], "XEN_PASSWORD"),
+            ("", vec![("XEN_URL", "xen.example"), ("XEN_USERNAME", "root"), ("XEN_PASSWORD", "p")], "XEN_URL"),
             ("", vec![("BUGZILLA_URL", "https://bz.example")], "BUGZILLA_API_KEY"),
             ("", vec![("BUGZILLA_URL", "https://u:p@bz.example"), ("BUGZILLA_API_KEY", "k")], "BUGZILLA_URL"),
             ("[bugzilla]\nurl = \"https://bz.example\"\napi_key_env = \"UNSET_KEY\"\n", vec![], "UNSET_KEY"),

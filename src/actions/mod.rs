@@ -13,6 +13,7 @@ pub mod reimage;
 pub mod snmp;
 pub mod ssh;
 pub mod status;
+pub mod xenapi;
 
 use std::fmt;
 use std::net::IpAddr;
@@ -49,6 +50,7 @@ pub enum Task {
     Reboot,
     FileBugzillaBug,
     Reimage,
+    XenapiReboot,
 }
 
 impl Task {
@@ -72,6 +74,7 @@ impl Task {
         Task::Reboot,
         Task::FileBugzillaBug,
         Task::Reimage,
+        Task::XenapiReboot,
     ];
 
     pub fn name(self) -> &'static str {
@@ -95,6 +98,7 @@ impl Task {
             Task::Reboot => "reboot",
             Task::FileBugzillaBug => "file_bugzilla_bug",
             Task::Reimage => "reimage",
+            Task::XenapiReboot => "xenapi_reboot",
         }
     }
 
@@ -120,6 +124,7 @@ impl Task {
             Task::Reboot => {
                 "the class's reboot chain, gentlest first, each step proven by the machine going down and coming back"
             }
+            Task::XenapiReboot => "shut the Xen VM down (clean, else hard) and start it again, through XenAPI",
             Task::Reimage => "set the next boot to the network (PXE) through the BMC, then run the reboot chain",
             Task::FileBugzillaBug => {
                 "file (or comment on) the machine's \"is unreachable\" bug, blocking its problem-tracking bug"
@@ -151,7 +156,8 @@ impl Task {
             | Task::SnmpReboot
             | Task::SnmpRebootDelay
             | Task::Reboot
-            | Task::Reimage => 1,
+            | Task::Reimage
+            | Task::XenapiReboot => 1,
         }
     }
 
@@ -187,6 +193,33 @@ pub struct ActionSettings {
     pub reboot: RebootSettings,
     /// Where `file_bugzilla_bug` files; `None` skips that step.
     pub bugzilla: Option<BugzillaSettings>,
+    /// The Xen pool master `xenapi_reboot` talks to; `None` skips that step.
+    pub xen: Option<XenSettings>,
+}
+
+/// The Xen pool master and roller's account on it (one for the fleet, as in the original).
+#[derive(Clone)]
+pub struct XenSettings {
+    pub url: String,
+    pub user: String,
+    pub password: secrecy::SecretString,
+    pub verify_tls: bool,
+    /// Pause between shutdown and start.
+    pub delay: Duration,
+    pub timeout: Duration,
+}
+
+impl fmt::Debug for XenSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("XenSettings")
+            .field("url", &self.url)
+            .field("user", &self.user)
+            .field("password", &"[redacted]")
+            .field("verify_tls", &self.verify_tls)
+            .field("delay", &self.delay)
+            .field("timeout", &self.timeout)
+            .finish()
+    }
 }
 
 /// The Bugzilla roller files unreachable-machine bugs in, and its templates.
@@ -355,6 +388,7 @@ pub async fn execute(task: Task, target: &Target, cx: &ActionContext) -> Result<
         Task::Reboot => reboot::run(target, cx).await,
         Task::FileBugzillaBug => bugzilla::run(target, cx).await,
         Task::Reimage => reimage::run(target, cx).await,
+        Task::XenapiReboot => xenapi::run(target, cx).await,
     }
 }
 

@@ -25,6 +25,7 @@ use serde_json::{Value, json};
 
 use super::{
     ActionContext, ActionError, ActionSettings, Target, Task, bugzilla, ipmi, machine, redfish, resolve, snmp, ssh,
+    xenapi,
 };
 use crate::drivers::reachability::{self, Probe, ProbeError};
 use crate::inventory::{Machine, RebootStep};
@@ -111,9 +112,10 @@ fn why_skipped(m: &Machine, step: RebootStep, settings: &ActionSettings) -> Opti
         return Some(missing.to_string());
     }
     match step {
-        // TODO(feature): XenAPI and iLO arrive with the integrations issue (5).
-        RebootStep::XenapiReboot | RebootStep::IloReboot => {
-            Some("this version of roller cannot drive it yet (XenAPI/iLO integration)".into())
+        // TODO(feature): iLO arrives with the integrations issue (5).
+        RebootStep::IloReboot => Some("this version of roller cannot drive iLO yet".into()),
+        RebootStep::XenapiReboot if settings.xen.is_none() => {
+            Some("no XenAPI is configured (XEN_URL, XEN_USERNAME, XEN_PASSWORD)".into())
         }
         RebootStep::FileBugzillaBug if settings.bugzilla.is_none() => {
             Some("no Bugzilla is configured (BUGZILLA_URL, BUGZILLA_API_KEY)".into())
@@ -133,7 +135,8 @@ fn task_of(step: RebootStep) -> Option<Task> {
         RebootStep::SnmpRebootDelay => Task::SnmpRebootDelay,
         RebootStep::RedfishRestart => Task::RedfishRestart,
         RebootStep::FileBugzillaBug => Task::FileBugzillaBug,
-        RebootStep::XenapiReboot | RebootStep::IloReboot => return None,
+        RebootStep::XenapiReboot => Task::XenapiReboot,
+        RebootStep::IloReboot => return None,
     })
 }
 
@@ -284,6 +287,7 @@ async fn run_step(task: Task, m: &Machine, cx: &ActionContext) -> Result<Value, 
         Task::IpmiOn | Task::IpmiReset | Task::IpmiCycle => ipmi::run_on(task, m, cx).await,
         Task::SnmpReboot | Task::SnmpRebootDelay => snmp::run_on(task, m, cx).await,
         Task::RedfishRestart => redfish::run_on(task, m, cx).await,
+        Task::XenapiReboot => xenapi::run_on(m, cx).await,
         other => Err(ActionError::Config(format!("{other} is not a reboot step"))),
     }
 }

@@ -8,3 +8,4 @@ pub mod reachability;
 pub mod redfish;
 pub mod snmp;
 pub mod ssh;
+pub mod xenapi;

@@ -1,0 +1,208 @@
+//! XenAPI over XML-RPC: reboot one VM the way the original did, made safe.
+//!
+//! `session.login_with_password`, `VM.get_by_uuid`, `VM.clean_shutdown` (falling
+//! back to `VM.hard_shutdown` when the guest cannot shut itself down), a pause,
+//! `VM.start(vm, false, false)`, and `session.logout` always, also after an
+//! error or a cancel: pool masters limit sessions per user.
+//!
+//! XML-RPC framing is `dxr` (values) and `dxr_client::utils` (bodies) over our
+//! own reqwest client, which owns the timeout and TLS settings. XenAPI wraps
+//! every answer as `{Status: "Success", Value}` or `{Status: "Failure",
+//! ErrorDescription: [code, …]}`; failures keep XenAPI's code and parameters.
+//!
+//! The password travels only in the login call's body. No error includes a
+//! request body, and text from the server is scrubbed of the password in case
+//! a server echoes it.
+
+use std::time::Duration;
+
+use dxr::{MethodCall, Value};
+use secrecy::{ExposeSecret, SecretString};
+use tokio_util::sync::CancellationToken;
+
+/// A Xen pool master and the account roller uses on it.
+#[derive(Clone)]
+pub struct XenTarget {
+    /// `https://xen-pool-master.example` (the XML-RPC endpoint is its root).
+    pub url: String,
+    pub user: String,
+    pub password: SecretString,
+    pub verify_tls: bool,
+    /// Per XML-RPC call.
+    pub timeout: Duration,
+}
+
+impl std::fmt::Debug for XenTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("XenTarget")
+            .field("url", &self.url)
+            .field("user", &self.user)
+            .field("password", &"[redacted]")
+            .field("verify_tls", &self.verify_tls)
+            .finish()
+    }
+}
+
+/// What the reboot did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct XenReboot {
+    /// `clean` or `hard`.
+    pub shutdown: &'static str,
+    /// Why the clean shutdown was not used, when it was not.
+    pub clean_failure: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum XenError {
+    #[error("invalid XenAPI URL {0:?}: an http(s) URL without credentials")]
+    InvalidUrl(String),
+    #[error("XenAPI {method}: {detail}")]
+    Transport { method: String, detail: String },
+    /// XenAPI's own failure: its code (`SESSION_AUTHENTICATION_FAILED`, `UUID_INVALID` …) and parameters.
+    #[error("XenAPI {method} failed: {}", description.join(" "))]
+    Failure { method: String, description: Vec<String> },
+    #[error("XenAPI {method}: unexpected answer: {detail}")]
+    Protocol { method: String, detail: String },
+    #[error("cancelled")]
+    Cancelled,
+}
+
+/// Reboot the VM with `vm_uuid`: shut it down (clean, else hard), wait `delay`, start it.
+pub async fn reboot_vm(
+    t: &XenTarget,
+    vm_uuid: &str,
+    delay: Duration,
+    cancel: &CancellationToken,
+) -> Result<XenReboot, XenError> {
+    let client = Client::new(t)?;
+    let session = client.call("session.login_with_password", login_params(t), cancel).await?;
+    let session = as_string("session.login_with_password", &session)?;
+    let result = async {
+        let vm = client.call("VM.get_by_uuid", vec![s(&session), s(vm_uuid)], cancel).await?;
+        let vm = as_string("VM.get_by_uuid", &vm)?;
+        let mut done = XenReboot { shutdown: "clean", clean_failure: None };
+        match client.call("VM.clean_shutdown", vec![s(&session), s(&vm)], cancel).await {
+            Ok(_) => {}
+            Err(XenError::Cancelled) => return Err(XenError::Cancelled),
+            Err(e) => {
+                tracing::info!(%vm_uuid, error = %e, "clean shutdown failed; hard shutdown");
+                client.call("VM.hard_shutdown", vec![s(&session), s(&vm)], cancel).await?;
+                done = XenReboot { shutdown: "hard", clean_failure: Some(e.to_string()) };
+            }
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => return Err(XenError::Cancelled),
+            _ = tokio::time::sleep(delay) => {}
+        }
+        client
+            .call("VM.start", vec![s(&session), s(&vm), Value::Boolean(false), Value::Boolean(false)], cancel)
+            .await?;
+        Ok(done)
+    }
+    .await;
+    // Always, and not cancellable: a leaked session costs the next caller. Bounded by the timeout.
+    if let Err(e) = client.call("session.logout", vec![s(&session)], &CancellationToken::new()).await {
+        tracing::warn!(error = %e, "XenAPI logout failed");
+    }
+    result
+}
+
+fn login_params(t: &XenTarget) -> Vec<Value> {
+    vec![s(&t.user), s(t.password.expose_secret()), s("2.0"), s(concat!("roller/", env!("CARGO_PKG_VERSION")))]
+}
+
+fn s(v: &str) -> Value {
+    Value::String(v.to_string())
+}
+
+fn as_string(method: &str, v: &Value) -> Result<String, XenError> {
+    match v {
+        Value::String(s) => Ok(s.clone()),
+        other => Err(XenError::Protocol { method: method.into(), detail: format!("expected a string, got {other:?}") }),
+    }
+}
+
+struct Client<'a> {
+    t: &'a XenTarget,
+    http: reqwest::Client,
+    url: reqwest::Url,
+}
+
+impl<'a> Client<'a> {
+    fn new(t: &'a XenTarget) -> Result<Self, XenError> {
+        let invalid = || XenError::InvalidUrl(t.url.clone());
+        let url = reqwest::Url::parse(&t.url).map_err(|_| invalid())?;
+        if !matches!(url.scheme(), "http" | "https") || !url.username().is_empty() || url.password().is_some() {
+            return Err(invalid());
+        }
+        let http = reqwest::Client::builder()
+            .timeout(t.timeout)
+            .connect_timeout(t.timeout)
+            .danger_accept_invalid_certs(!t.verify_tls)
+            .build()
+            .map_err(|_| invalid())?;
+        Ok(Client { t, http, url })
+    }
+
+    /// One call; `Value` of a `Success`.
+    async fn call(&self, method: &str, params: Vec<Value>, cancel: &CancellationToken) -> Result<Value, XenError> {
+        let transport = |detail: String| XenError::Transport { method: method.into(), detail: self.scrub(&detail) };
+        let call = MethodCall { name: method.into(), params };
+        let body = dxr_client::utils::request_to_body(&call).map_err(|e| transport(e.to_string()))?;
+        let send = async {
+            let resp = self
+                .http
+                .post(self.url.clone())
+                .header("Content-Type", "text/xml")
+                .body(body)
+                .send()
+                .await
+                .map_err(|e| transport(e.without_url().to_string()))?;
+            let status = resp.status();
+            let text = resp.text().await.map_err(|e| transport(e.without_url().to_string()))?;
+            if !status.is_success() {
+                return Err(transport(format!("HTTP {}", status.as_u16())));
+            }
+            Ok(text)
+        };
+        let text = tokio::select! {
+            biased;
+            _ = cancel.cancelled() => return Err(XenError::Cancelled),
+            r = send => r?,
+        };
+        let protocol = |detail: String| XenError::Protocol { method: method.into(), detail: self.scrub(&detail) };
+        let response = match dxr_client::utils::response_to_result(&text) {
+            Ok(Ok(r)) => r,
+            Ok(Err(fault)) => return Err(protocol(format!("XML-RPC fault {fault:?}"))),
+            Err(_) => return Err(protocol("not an XML-RPC response".into())),
+        };
+        let Value::Struct(fields) = response.value else {
+            return Err(protocol("the answer is not a {Status, Value} struct".into()));
+        };
+        match fields.get("Status") {
+            Some(Value::String(st)) if st == "Success" => {
+                fields.get("Value").cloned().ok_or_else(|| protocol("Success without a Value".into()))
+            }
+            Some(Value::String(st)) if st == "Failure" => {
+                let description = match fields.get("ErrorDescription") {
+                    Some(Value::Array(items)) => items
+                        .iter()
+                        .map(|v| match v {
+                            Value::String(s) => self.scrub(s),
+                            other => self.scrub(&format!("{other:?}")),
+                        })
+                        .collect(),
+                    _ => vec!["(no ErrorDescription)".into()],
+                };
+                Err(XenError::Failure { method: method.into(), description })
+            }
+            _ => Err(protocol("no Status".into())),
+        }
+    }
+
+    fn scrub(&self, text: &str) -> String {
+        let pw = self.t.password.expose_secret();
+        let text: String = text.chars().take(300).collect();
+        if pw.is_empty() { text } else { text.replace(pw, "[redacted]") }
+    }
+}
