@@ -136,7 +136,7 @@ pub async fn run(target: &Target, cx: &ActionContext) -> Result<Value, ActionErr
     // One snapshot for the whole chain: a reload mid-way changes nothing here.
     let m = machine(target, cx)?;
     let steps = plan(&m);
-    let addr = resolve(&m.address).await?;
+    let addr = resolve(&m.address, cx).await?.addr;
     let probe = m.class.reachability;
     let rs = &cx.settings.reboot;
     cx.log(format!(

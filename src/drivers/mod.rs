@@ -1,6 +1,7 @@
 //! Drivers own protocols: timeouts, retries, and keeping secrets out of argv and logs.
 //! They know nothing about jobs, HTTP or the queue.
 
+pub mod dns;
 pub mod ipmi;
 pub mod ping;
 pub mod reachability;

@@ -157,3 +157,16 @@ fn inventory_check_explains_chains_and_reports_unresolvable_secrets() {
     assert_eq!(code, 2);
     assert!(err.contains("machines.mac1.pdu.outlet") && err.contains("inventory.toml"), "{err}");
 }
+
+#[test]
+fn explain_lists_the_dns_names_ping_would_try_for_a_machine_outside_the_inventory() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("inventory.toml");
+    std::fs::write(&f, "dns_search = [\"a.example\", \"b.example\"]\n[machines.known]\naddress = \"127.0.0.1\"\n")
+        .unwrap();
+    let path = f.to_str().unwrap();
+    let (code, out, err) = roller(&["explain", "box2", "--inventory", path], &[]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(out.contains("only `ping` runs on it"), "{out}");
+    assert!(out.contains("ping looks it up in DNS as box2.a.example, box2.b.example, box2:"), "{out}");
+}

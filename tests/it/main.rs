@@ -6,6 +6,7 @@ mod api;
 mod auth;
 mod cli;
 mod distributed;
+mod dns;
 mod hardware;
 mod helpers;
 mod ipmi;
