@@ -251,8 +251,9 @@ fn explain(settings: Settings, worker_id: &str, file: Option<&std::path::Path>) 
     let inv = crate::inventory::Inventory::load(&path)?;
     let Some(m) = inv.machine(&id) else {
         say!("{id} is not in the inventory {}: only `ping` runs on it.", path.display());
-        if !inv.dns_search.is_empty() {
-            say!("ping looks it up in DNS as {id}, then under {}.", inv.dns_search.join(", "));
+        if id.as_str().parse::<std::net::IpAddr>().is_err() {
+            let names = crate::drivers::dns::candidates(id.as_str(), &inv.dns_search);
+            say!("ping looks it up in DNS as {}: the first name with an address wins.", names.join(", "));
         }
         return Ok(ExitCode::from(1));
     };

@@ -13,6 +13,7 @@ use secrecy::SecretString;
 use serde::Deserialize;
 
 use crate::actions::{ActionSettings, BugTemplate, BugzillaSettings, RebootSettings, Task, XenSettings};
+use crate::drivers::dns::{DnsResolver, DnsSettings};
 use crate::drivers::ping::{PingMethod, PingSettings};
 
 /// A configuration problem, with enough context to fix it.
@@ -40,6 +41,14 @@ pub struct FileConfig {
     pub bugzilla: BugzillaFile,
     pub xen: XenFile,
     pub redis: RedisFile,
+    pub dns: DnsFile,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DnsFile {
+    /// `ip[:port]` strings, as in `ROLLER_DNS_SERVERS`; empty: the system's resolv.conf.
+    pub nameservers: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -480,6 +489,17 @@ impl Settings {
 
         let bugzilla = bugzilla_settings(file.bugzilla, env)?;
         let xen = xen_settings(file.xen, env)?;
+        let nameservers = match env.get("ROLLER_DNS_SERVERS") {
+            Some(list) => {
+                let entries: Vec<&str> = list.split(',').map(str::trim).collect();
+                parse_nameservers("ROLLER_DNS_SERVERS", &entries)?
+            }
+            None => {
+                let entries = file.dns.nameservers.unwrap_or_default();
+                parse_nameservers(&where_("dns.nameservers"), &entries.iter().map(|e| e.trim()).collect::<Vec<_>>())?
+            }
+        };
+        let dns = DnsResolver::new(DnsSettings { nameservers, ..DnsSettings::default() });
 
         let inventory_path = env.get("ROLLER_INVENTORY").map(PathBuf::from).or(file.inventory);
         Ok(Settings {
@@ -498,7 +518,7 @@ impl Settings {
             history_cap,
             runner,
             enabled_tasks,
-            actions: ActionSettings { ping, inventory: Default::default(), reboot, bugzilla, xen },
+            actions: ActionSettings { ping, inventory: Default::default(), reboot, dns, bugzilla, xen },
         })
     }
 
@@ -506,6 +526,32 @@ impl Settings {
     pub fn task_scope(&self, task: Task) -> String {
         format!("{}{}", self.scope_prefix, task.name())
     }
+}
+
+/// Nameserver addresses, `ip` or `ip:port` (`[v6]:port`), port 53 by default.
+fn parse_nameservers(key: &str, entries: &[&str]) -> Result<Vec<SocketAddr>, ConfigError> {
+    let mut servers: Vec<SocketAddr> = Vec::new();
+    for e in entries {
+        let bare = e.strip_prefix('[').and_then(|v| v.strip_suffix(']')).unwrap_or(e);
+        let addr = match bare.parse::<std::net::IpAddr>() {
+            Ok(ip) => SocketAddr::new(ip, 53),
+            Err(_) => e.parse::<SocketAddr>().map_err(|_| {
+                err(format!(
+                    "{key}: {e:?} is not a nameserver address: give an IP address with an optional port, \
+                     e.g. 10.0.0.2, 10.0.0.2:5353 or [2001:db8::2]:53 (comma-separated in the environment variable)"
+                ))
+            })?,
+        };
+        if addr.port() == 0 || addr.ip().is_unspecified() || addr.ip().is_multicast() {
+            return Err(err(format!(
+                "{key}: {e:?} cannot be a nameserver (port 0, or an unspecified or multicast address)"
+            )));
+        }
+        if !servers.contains(&addr) {
+            servers.push(addr);
+        }
+    }
+    Ok(servers)
 }
 
 fn parse_bool(key: &str, v: &str) -> Result<bool, ConfigError> {
@@ -738,6 +784,22 @@ mod tests {
     }
 
     #[test]
+    fn nameservers_default_to_the_system_and_the_environment_wins() {
+        let system = load("", &[]).unwrap();
+        assert!(system.actions.dns.settings().nameservers.is_empty(), "resolv.conf by default");
+        let s = load("[dns]\nnameservers = [\"10.0.0.2\", \"[2001:db8::2]:5353\"]\n", &[]).unwrap();
+        let want: Vec<SocketAddr> = vec!["10.0.0.2:53".parse().unwrap(), "[2001:db8::2]:5353".parse().unwrap()];
+        assert_eq!(s.actions.dns.settings().nameservers, want);
+        let s = load(
+            "[dns]\nnameservers = [\"10.0.0.2\"]\n",
+            &[("ROLLER_DNS_SERVERS", " 127.0.0.1:5353, [::1] ,127.0.0.1:5353")],
+        )
+        .unwrap();
+        let want: Vec<SocketAddr> = vec!["127.0.0.1:5353".parse().unwrap(), "[::1]:53".parse().unwrap()];
+        assert_eq!(s.actions.dns.settings().nameservers, want, "port 53 by default, duplicates once");
+    }
+
+    #[test]
     fn bad_values_are_refused_with_the_reason() {
         for (toml_text, env, want) in [
             ("", vec![("CORS_ORIGIN", "tools.taskcluster.net")], "CORS_ORIGIN"),
@@ -764,6 +826,15 @@ mod tests {
             ("[runner]\nlease_margin_secs = 0\n", vec![], "lease_margin_secs"),
             ("[ping]\ncount = 0\n", vec![], "[ping]"),
             ("", vec![("ROLLER_BIND", "localhost")], "ROLLER_BIND"),
+            ("", vec![("ROLLER_DNS_SERVERS", "ns1.example")], "\"ns1.example\" is not a nameserver address"),
+            ("", vec![("ROLLER_DNS_SERVERS", "127.0.0.1,")], "ROLLER_DNS_SERVERS: \"\" is not a nameserver"),
+            ("", vec![("ROLLER_DNS_SERVERS", "127.0.0.1:99999")], "\"127.0.0.1:99999\" is not a nameserver"),
+            ("", vec![("ROLLER_DNS_SERVERS", "127.0.0.1:53:53")], "ROLLER_DNS_SERVERS"),
+            ("", vec![("ROLLER_DNS_SERVERS", "127.0.0.1:0")], "cannot be a nameserver"),
+            ("", vec![("ROLLER_DNS_SERVERS", "0.0.0.0")], "cannot be a nameserver"),
+            ("[dns]\nnameservers = [\"10.0.0.2:dns\"]\n", vec![], "dns.nameservers (config file"),
+            ("[dns]\nnameservers = \"10.0.0.2\"\n", vec![], "nameservers"),
+            ("[dns]\nservers = [\"10.0.0.2\"]\n", vec![], "servers"),
         ] {
             let e = error(toml_text, &env);
             assert!(e.contains(want), "want {want:?} in {e:?}");

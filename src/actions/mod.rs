@@ -16,13 +16,13 @@ pub mod status;
 pub mod xenapi;
 
 use std::fmt;
-use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
 use crate::domain::{WorkerGroup, WorkerId};
+use crate::drivers::dns::{DnsError, DnsResolver, Resolved};
 use crate::drivers::ping::PingSettings;
 use crate::drivers::reachability::ProbeSettings;
 use crate::inventory::{InventoryHandle, Machine};
@@ -191,6 +191,8 @@ pub struct ActionSettings {
     /// The machines and their hardware; empty when no inventory is configured.
     pub inventory: InventoryHandle,
     pub reboot: RebootSettings,
+    /// The process's one DNS resolver; clones share it (and its cache).
+    pub dns: DnsResolver,
     /// Where `file_bugzilla_bug` files; `None` skips that step.
     pub bugzilla: Option<BugzillaSettings>,
     /// The Xen pool master `xenapi_reboot` talks to; `None` skips that step.
@@ -408,27 +410,15 @@ pub(crate) fn machine(target: &Target, cx: &ActionContext) -> Result<Machine, Ac
     })
 }
 
-/// The resolver has no timeout of its own that we control; a job must not hang on DNS.
-const RESOLVE_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// An address for `host`: an IP literal as is; otherwise the system resolver,
-/// preferring IPv4 because data-centre management networks are IPv4 and a
-/// dual-stacked name should not fail over an unrouted IPv6 address.
-pub(crate) async fn resolve(host: &str) -> Result<IpAddr, ActionError> {
-    if let Ok(ip) = host.parse::<IpAddr>() {
-        return Ok(ip);
-    }
-    let addrs: Vec<IpAddr> = match tokio::time::timeout(RESOLVE_TIMEOUT, tokio::net::lookup_host((host, 0))).await {
-        Ok(Ok(it)) => it.map(|sa| sa.ip()).collect(),
-        Ok(Err(e)) => return Err(ActionError::Failed(format!("cannot resolve {host}: {e}"))),
-        Err(_) => {
-            return Err(ActionError::Failed(format!("cannot resolve {host}: no answer within {RESOLVE_TIMEOUT:?}")));
-        }
-    };
-    addrs
-        .iter()
-        .find(|a| a.is_ipv4())
-        .or_else(|| addrs.first())
-        .copied()
-        .ok_or_else(|| ActionError::Failed(format!("cannot resolve {host}: no addresses")))
+/// An address for `host` (an inventory address or a worker id): an IP literal
+/// as is, else through DNS under the inventory's search domains as they are now
+/// (a SIGHUP reload changes them for the next lookup). Bounded by the
+/// resolver's timeout and by the job's cancellation.
+pub(crate) async fn resolve(host: &str, cx: &ActionContext) -> Result<Resolved, ActionError> {
+    let search = cx.settings.inventory.current().dns_search.clone();
+    cx.settings.dns.resolve(host, &search, &cx.cancel).await.map_err(|e| match e {
+        DnsError::Cancelled => ActionError::Cancelled,
+        e @ DnsError::NotFound { .. } => ActionError::Failed(e.to_string()),
+        e @ DnsError::Config(_) => ActionError::Config(e.to_string()),
+    })
 }

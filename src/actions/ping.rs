@@ -1,24 +1,24 @@
 //! `ping`: is the machine answering ICMP echo?
 //!
 //! The machine's address comes from the inventory; a worker id outside it is
-//! taken as an IPv4 literal or a host name the system resolver knows. The action succeeds iff at least one echo
+//! taken as an IP literal or a name looked up in DNS under the inventory's
+//! `dns_search` domains (see [`crate::drivers::dns`]). The action succeeds iff at least one echo
 //! request was answered; partial loss is reported in the result, not as a failure,
 //! because a machine that answers at all is up. Total silence is
 //! [`ActionError::Failed`]; an ICMP permission problem is [`ActionError::Config`].
 
 use super::{ActionContext, ActionError, Target, resolve};
+use crate::drivers::dns::Resolved;
 use crate::drivers::ping::{self as driver, PingError, PingReport};
 
 pub async fn run(target: &Target, cx: &ActionContext) -> Result<serde_json::Value, ActionError> {
     // A machine in the inventory is pinged at its address; any other worker id
     // is taken as a host name or IP address.
     let inventory = cx.settings.inventory.current();
-    let host = inventory.machine(&target.worker_id).map(|m| m.address.as_str()).unwrap_or(target.worker_id.as_str());
-    let addr = tokio::select! {
-        biased;
-        _ = cx.cancel.cancelled() => return Err(ActionError::Cancelled),
-        r = resolve(host) => r?,
-    };
+    let requested =
+        inventory.machine(&target.worker_id).map(|m| m.address.as_str()).unwrap_or(target.worker_id.as_str());
+    // From here on the host is the name that answered, so log and result say what was pinged.
+    let Resolved { name: host, addr } = resolve(requested, cx).await?;
     let settings = &cx.settings.ping;
     cx.log(format!(
         "pinging {host} ({addr}) with {} echo request{}, method {}",
@@ -80,6 +80,7 @@ mod tests {
 
     use crate::actions::{ActionSettings, LogSink};
     use crate::domain::{WorkerGroup, WorkerId};
+    use crate::drivers::dns::{DnsResolver, DnsSettings};
     use crate::drivers::ping::{PingMethod, PingSettings, test_host::SilentHost};
 
     #[derive(Default)]
@@ -148,9 +149,18 @@ mod tests {
     #[tokio::test]
     async fn unresolvable_name_fails() {
         let (target, cx, lines) = setup("no-such-host.invalid", PingMethod::Socket);
+        // hickory answers `.invalid` itself (RFC 6761); a nameserver on loopback that never
+        // answers makes sure that, if it ever did not, no query would leave the machine.
+        let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let mut settings = (*cx.settings).clone();
+        settings.dns = DnsResolver::new(DnsSettings {
+            nameservers: vec![silent.local_addr().unwrap()],
+            timeout: Duration::from_millis(500),
+        });
+        let cx = ActionContext::new(Arc::new(settings), CancellationToken::new(), lines.clone());
         match run(&target, &cx).await {
             Err(ActionError::Failed(msg)) => {
-                assert!(msg.starts_with("cannot resolve no-such-host.invalid: "), "{msg}")
+                assert_eq!(msg, "cannot resolve no-such-host.invalid: tried no-such-host.invalid (no such host)")
             }
             other => panic!("expected Failed, got {other:?}"),
         }

@@ -151,7 +151,7 @@ pub(crate) async fn run_on(m: &Machine, target: &Target, cx: &ActionContext) -> 
     // A name that does not resolve must not stop the chain: the BMC and PDU steps
     // and the bug do not need it. It is retried before each step; until it
     // resolves, no step can be proven.
-    let mut addr = match resolve(&m.address).await {
+    let mut addr = match resolve(&m.address, cx).await.map(|r| r.addr) {
         Ok(a) => Some(a),
         Err(ActionError::Cancelled) => return Err(ActionError::Cancelled),
         Err(e) => {
@@ -214,7 +214,7 @@ pub(crate) async fn run_on(m: &Machine, target: &Target, cx: &ActionContext) -> 
         }
         let step_start = Instant::now();
         if addr.is_none() {
-            addr = resolve(&m.address).await.ok();
+            addr = resolve(&m.address, cx).await.ok().map(|r| r.addr);
         }
         let answered_before = match addr {
             Some(a) => reachability::answers(a, probe, &rs.probe, &cx.cancel).await.map_err(probe_error)?,

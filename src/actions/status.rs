@@ -45,7 +45,7 @@ pub async fn run(target: &Target, cx: &ActionContext) -> Result<serde_json::Valu
     };
     let probe = m.class.reachability;
     let probe_name = probe.to_string();
-    let addr = resolve(&m.address).await?;
+    let addr = resolve(&m.address, cx).await?.addr;
     let settings = ProbeSettings { icmp: cx.settings.ping.clone(), ..ProbeSettings::default() };
     let answers = match reachability::answers(addr, probe, &settings, &cx.cancel).await {
         Ok(a) => a,

@@ -2,6 +2,7 @@
 //! They know nothing about jobs, HTTP or the queue.
 
 pub mod bugzilla;
+pub mod dns;
 pub mod ipmi;
 pub mod ping;
 pub mod reachability;

@@ -136,8 +136,8 @@ async fn bad_worker_ids_and_groups_are_400_naming_the_field() {
 async fn unknown_or_missing_task_names_are_400_naming_the_allowed_ones() {
     let app = spawn_app().await;
     for p in [
-        "/api/v1/workers/w1/group/g/jobs?task_name=reimage",
-        "/api/v1/workers/w1/group/g/jobs?task_name=ping%7Creimage",
+        "/api/v1/workers/w1/group/g/jobs?task_name=frobnicate",
+        "/api/v1/workers/w1/group/g/jobs?task_name=ping%7Cfrobnicate",
         "/api/v1/workers/w1/group/g/jobs?task_name=",
         "/api/v1/workers/w1/group/g/jobs",
     ] {

@@ -58,7 +58,7 @@ fn run_ping_of_an_unresolvable_host_exits_non_zero() {
 
 #[test]
 fn run_refuses_bad_input_with_a_message() {
-    let (code, _, err) = roller(&["run", "reimage", "127.0.0.1"], &[]);
+    let (code, _, err) = roller(&["run", "frobnicate", "127.0.0.1"], &[]);
     assert_eq!(code, 2);
     assert!(err.contains("unknown task") && err.contains("ping"), "{err}");
     let (code, _, err) = roller(&["run", "ping", "a;id"], &[]);
@@ -74,9 +74,9 @@ fn config_errors_name_the_key_and_the_file() {
     let (code, _, err) = roller(&["--config", f.to_str().unwrap(), "check-config"], &[]);
     assert_eq!(code, 2);
     assert!(err.contains("binding") && err.contains("bad.toml"), "{err}");
-    let (code, _, err) = roller(&["check-config"], &[("TASK_NAMES", "ping,reimage")]);
+    let (code, _, err) = roller(&["check-config"], &[("TASK_NAMES", "ping,frobnicate")]);
     assert_eq!(code, 2);
-    assert!(err.contains("reimage"), "{err}");
+    assert!(err.contains("frobnicate"), "{err}");
     let (code, _, err) = roller(&["check-config"], &[("CORS_ORIGIN", "tools.taskcluster.net")]);
     assert_eq!(code, 2);
     assert!(err.contains("CORS_ORIGIN"), "{err}");
@@ -190,4 +190,17 @@ fn explain_shows_the_reboot_chain_without_touching_hardware() {
     let (code, _, err) = roller(&["explain", "box"], &[]);
     assert_eq!(code, 2);
     assert!(err.contains("no inventory"), "{err}");
+}
+
+#[test]
+fn explain_lists_the_dns_names_ping_would_try_for_a_machine_outside_the_inventory() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("inventory.toml");
+    std::fs::write(&f, "dns_search = [\"a.example\", \"b.example\"]\n[machines.known]\naddress = \"127.0.0.1\"\n")
+        .unwrap();
+    let path = f.to_str().unwrap();
+    let (code, out, err) = roller(&["explain", "box2", "--inventory", path], &[]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(out.contains("only `ping` runs on it"), "{out}");
+    assert!(out.contains("ping looks it up in DNS as box2.a.example, box2.b.example, box2:"), "{out}");
 }

@@ -7,6 +7,7 @@ mod auth;
 mod bugzilla;
 mod cli;
 mod distributed;
+mod dns;
 mod hardware;
 mod helpers;
 mod ipmi;

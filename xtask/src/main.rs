@@ -27,6 +27,8 @@ const TOOLS: &[(&str, &str)] = &[
     ("/usr/sbin/snmpd", "snmpd"),
     ("/usr/bin/snmpget", "snmp"),
     ("/usr/sbin/sshd", "openssh-server"),
+    // A DNS server for the search-domain tests; -base is the binary without the service.
+    ("/usr/sbin/dnsmasq", "dnsmasq-base"),
 ];
 
 /// The Redfish peer (sushy-tools' emulator) lives in a venv under target/; tests find it

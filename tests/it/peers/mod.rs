@@ -1,9 +1,10 @@
 //! Real protocol peers started on loopback in temp dirs: OpenIPMI `ipmi_sim`,
 //! net-snmp `snmpd` with a Sentry3 outlet table, OpenSSH `sshd` with a
-//! ForceCommand, sushy-tools' Redfish emulator. Each is killed on drop; a
-//! missing binary fails the test with an install hint.
+//! ForceCommand, sushy-tools' Redfish emulator, `dnsmasq` as a DNS server.
+//! Each is killed on drop; a missing binary fails the test with an install hint.
 
 pub mod bugzilla;
+pub mod dns;
 pub mod host;
 pub mod ipmi;
 pub mod redfish;
