@@ -20,3 +20,4 @@ mod redfish;
 mod snmp;
 mod ssh;
 mod taskcluster;
+mod xen;

@@ -15,6 +15,7 @@ use crate::peers::ipmi::{IpmiSim, free_udp_port};
 use crate::peers::redfish::SushyBmc;
 use crate::peers::snmp::SentryPdu;
 use crate::peers::ssh::SshHost;
+use crate::peers::xen::FakeXen;
 
 /// Quick proofs: the fake host reboots in seconds.
 const CONFIG: &str = "[reboot]\ndown_timeout_secs = 5\nup_timeout_secs = 15\nprobe_interval_ms = 200\n";
@@ -35,6 +36,8 @@ struct Gear<'a> {
     redfish: Option<&'a SushyBmc>,
     /// The class's `network_boot`.
     network_boot: Option<&'a str>,
+    /// A `[xen]` vm_uuid (the stand-in's VM).
+    xen: bool,
 }
 
 /// Writes the inventory (secrets in files beside it) and returns its path.
@@ -78,6 +81,9 @@ fn inventory(dir: &Path, host: &FakeHost, b: &Gear) -> String {
             pdu.port()
         );
     }
+    if b.xen {
+        t += &format!("[machines.box.xen]\nvm_uuid = {:?}\n", crate::peers::xen::VM_UUID);
+    }
     if let Some(bmc) = b.redfish {
         let pw = secret("redfish-password", bmc.password());
         t += &format!(
@@ -99,6 +105,7 @@ struct Wiring {
     ipmi: Option<Arc<IpmiSim>>,
     pdu: Option<Arc<SentryPdu>>,
     redfish: Option<Arc<SushyBmc>>,
+    xen: Option<FakeXen>,
 }
 
 fn machine(w: Wiring) -> FakeHost {
@@ -137,6 +144,9 @@ fn machine(w: Wiring) -> FakeHost {
             }
             seen_pdu = actions.len();
             if pdu.status(OUTLET_KEY) == Some(1) { power.power_on() } else { power.power_off() }
+        }
+        if let Some(x) = &w.xen {
+            if x.running() { power.power_on() } else { power.power_off() }
         }
         if let Some(bmc) = &w.redfish {
             // The emulator's fake driver keeps PowerState On through a restart; a
@@ -603,4 +613,28 @@ async fn reimage_sets_a_network_boot_then_runs_the_chain() {
     assert_eq!(job["state"], "failed", "{job:#}");
     assert!(job["error"].as_str().unwrap().contains("neither [ipmi] nor [redfish]"), "{job:#}");
     assert!(ssh.requests().is_empty());
+}
+
+#[tokio::test]
+async fn xenapi_reboot_step_is_proven_by_the_vm_stopping_and_starting() {
+    let x = FakeXen::start().await;
+    let host = machine(Wiring { xen: Some(x.clone()), ..Default::default() });
+    host.wait_answering();
+    let dir = tempfile::tempdir().unwrap();
+    let b = Gear { chain: &["ssh_reboot", "xenapi_reboot"], xen: true, ..Default::default() };
+    let inv = inventory(dir.path(), &host, &b);
+    let config = format!("{CONFIG}[xen]\ndelay_secs = 1\n");
+    let env = [
+        ("ROLLER_INVENTORY", inv.as_str()),
+        ("XEN_URL", x.url.as_str()),
+        ("XEN_USERNAME", crate::peers::xen::USER),
+        ("XEN_PASSWORD", crate::peers::xen::PASSWORD),
+    ];
+    let app = spawn_app_with(&config, &env).await;
+    let job = reboot(&app).await;
+    assert_eq!(job["state"], "succeeded", "{job:#}");
+    assert_eq!(outcomes(&job), [pair("ssh_reboot", "skipped"), pair("xenapi_reboot", "worked")]);
+    let proof = job["result"]["proof"].as_str().unwrap();
+    assert!(proof.contains("power was seen going off and on") && proof.contains("answered again"), "{proof}");
+    assert!(x.calls().contains(&"VM.start".to_string()));
 }

@@ -10,3 +10,4 @@ pub mod ipmi;
 pub mod redfish;
 pub mod snmp;
 pub mod ssh;
+pub mod xen;
