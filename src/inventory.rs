@@ -191,6 +191,9 @@ pub struct RedfishAccess {
 #[derive(Debug, Clone)]
 pub struct IloAccess {
     pub address: String,
+    pub port: u16,
+    /// iLOs ship self-signed certificates; turning this off is the deployment's explicit choice.
+    pub verify_tls: bool,
     pub user: String,
     pub password: SecretRef,
 }
@@ -489,6 +492,8 @@ impl Inventory {
                     host_field(&i.address).map_err(|e| err(at("ilo.address"), e))?;
                     Ok(IloAccess {
                         address: i.address,
+                        port: i.port.unwrap_or(443),
+                        verify_tls: i.verify_tls.unwrap_or(true),
                         user: name_field(&i.user).map_err(|e| err(at("ilo.user"), e))?,
                         password: secret_ref(i.password_env, i.password_file)
                             .map_err(|e| err(at("ilo.password_*"), e))?,
@@ -660,6 +665,8 @@ struct XenFile {
 #[serde(deny_unknown_fields)]
 struct IloFile {
     address: String,
+    port: Option<u16>,
+    verify_tls: Option<bool>,
     user: String,
     password_env: Option<String>,
     password_file: Option<PathBuf>,

@@ -5,6 +5,7 @@
 //! `roller run` on the command line, both call [`execute`]: one code path.
 
 pub mod bugzilla;
+pub mod ilo;
 pub mod ipmi;
 pub mod ping;
 pub mod reboot;
@@ -51,6 +52,7 @@ pub enum Task {
     FileBugzillaBug,
     Reimage,
     XenapiReboot,
+    IloReboot,
 }
 
 impl Task {
@@ -75,6 +77,7 @@ impl Task {
         Task::FileBugzillaBug,
         Task::Reimage,
         Task::XenapiReboot,
+        Task::IloReboot,
     ];
 
     pub fn name(self) -> &'static str {
@@ -99,6 +102,7 @@ impl Task {
             Task::FileBugzillaBug => "file_bugzilla_bug",
             Task::Reimage => "reimage",
             Task::XenapiReboot => "xenapi_reboot",
+            Task::IloReboot => "ilo_reboot",
         }
     }
 
@@ -125,6 +129,9 @@ impl Task {
                 "the class's reboot chain, gentlest first, each step proven by the machine going down and coming back"
             }
             Task::XenapiReboot => "shut the Xen VM down (clean, else hard) and start it again, through XenAPI",
+            Task::IloReboot => {
+                "reset the server through its HP iLO (RIBCL); power off and on when the reset is refused"
+            }
             Task::Reimage => "set the next boot to the network (PXE) through the BMC, then run the reboot chain",
             Task::FileBugzillaBug => {
                 "file (or comment on) the machine's \"is unreachable\" bug, blocking its problem-tracking bug"
@@ -157,7 +164,8 @@ impl Task {
             | Task::SnmpRebootDelay
             | Task::Reboot
             | Task::Reimage
-            | Task::XenapiReboot => 1,
+            | Task::XenapiReboot
+            | Task::IloReboot => 1,
         }
     }
 
@@ -391,6 +399,7 @@ pub async fn execute(task: Task, target: &Target, cx: &ActionContext) -> Result<
         Task::FileBugzillaBug => bugzilla::run(target, cx).await,
         Task::Reimage => reimage::run(target, cx).await,
         Task::XenapiReboot => xenapi::run(target, cx).await,
+        Task::IloReboot => ilo::run(target, cx).await,
     }
 }
 

@@ -24,8 +24,8 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use super::{
-    ActionContext, ActionError, ActionSettings, Target, Task, bugzilla, ipmi, machine, redfish, resolve, snmp, ssh,
-    xenapi,
+    ActionContext, ActionError, ActionSettings, Target, Task, bugzilla, ilo, ipmi, machine, redfish, resolve, snmp,
+    ssh, xenapi,
 };
 use crate::drivers::reachability::{self, Probe, ProbeError};
 use crate::inventory::{Machine, RebootStep};
@@ -112,8 +112,6 @@ fn why_skipped(m: &Machine, step: RebootStep, settings: &ActionSettings) -> Opti
         return Some(missing.to_string());
     }
     match step {
-        // TODO(feature): iLO arrives with the integrations issue (5).
-        RebootStep::IloReboot => Some("this version of roller cannot drive iLO yet".into()),
         RebootStep::XenapiReboot if settings.xen.is_none() => {
             Some("no XenAPI is configured (XEN_URL, XEN_USERNAME, XEN_PASSWORD)".into())
         }
@@ -124,9 +122,9 @@ fn why_skipped(m: &Machine, step: RebootStep, settings: &ActionSettings) -> Opti
     }
 }
 
-/// The task that carries out `step`, for the steps roller can drive.
-fn task_of(step: RebootStep) -> Option<Task> {
-    Some(match step {
+/// The task that carries out `step`.
+fn task_of(step: RebootStep) -> Task {
+    match step {
         RebootStep::SshReboot => Task::SshReboot,
         RebootStep::IpmiOn => Task::IpmiOn,
         RebootStep::IpmiReset => Task::IpmiReset,
@@ -136,8 +134,8 @@ fn task_of(step: RebootStep) -> Option<Task> {
         RebootStep::RedfishRestart => Task::RedfishRestart,
         RebootStep::FileBugzillaBug => Task::FileBugzillaBug,
         RebootStep::XenapiReboot => Task::XenapiReboot,
-        RebootStep::IloReboot => return None,
-    })
+        RebootStep::IloReboot => Task::IloReboot,
+    }
 }
 
 pub async fn run(target: &Target, cx: &ActionContext) -> Result<Value, ActionError> {
@@ -183,7 +181,7 @@ pub(crate) async fn run_on(m: &Machine, target: &Target, cx: &ActionContext) -> 
             attempts.push(json!({ "step": name, "outcome": "skipped", "reason": why }));
             continue;
         }
-        let Some(task) = task_of(planned.step) else { continue };
+        let task = task_of(planned.step);
         let budget = budget(cx, &steps[i + 1..]);
         if let Some(left) = budget
             && left < MIN_STEP
@@ -288,6 +286,7 @@ async fn run_step(task: Task, m: &Machine, cx: &ActionContext) -> Result<Value, 
         Task::SnmpReboot | Task::SnmpRebootDelay => snmp::run_on(task, m, cx).await,
         Task::RedfishRestart => redfish::run_on(task, m, cx).await,
         Task::XenapiReboot => xenapi::run_on(m, cx).await,
+        Task::IloReboot => ilo::run_on(m, cx).await,
         other => Err(ActionError::Config(format!("{other} is not a reboot step"))),
     }
 }

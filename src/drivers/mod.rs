@@ -3,6 +3,7 @@
 
 pub mod bugzilla;
 pub mod dns;
+pub mod ilo;
 pub mod ipmi;
 pub mod ping;
 pub mod reachability;

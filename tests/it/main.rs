@@ -10,6 +10,7 @@ mod distributed;
 mod dns;
 mod hardware;
 mod helpers;
+mod ilo;
 mod ipmi;
 mod jobs;
 mod peers;

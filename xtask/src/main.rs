@@ -29,6 +29,8 @@ const TOOLS: &[(&str, &str)] = &[
     ("/usr/sbin/sshd", "openssh-server"),
     // A DNS server for the search-domain tests; -base is the binary without the service.
     ("/usr/sbin/dnsmasq", "dnsmasq-base"),
+    // Self-signed certificates for the TLS peers (Redfish, iLO).
+    ("/usr/bin/openssl", "openssl"),
 ];
 
 /// The Redfish peer (sushy-tools' emulator) lives in a venv under target/; tests find it

@@ -6,6 +6,7 @@
 pub mod bugzilla;
 pub mod dns;
 pub mod host;
+pub mod ilo;
 pub mod ipmi;
 pub mod redfish;
 pub mod snmp;

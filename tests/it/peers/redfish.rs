@@ -62,7 +62,7 @@ fn htpasswd_line(emulator: &Path, user: &str, password: &str) -> String {
     format!("{user}:{}\n", String::from_utf8(out.stdout).unwrap().trim())
 }
 
-fn self_signed(dir: &Path) -> (PathBuf, PathBuf) {
+pub fn self_signed(dir: &Path) -> (PathBuf, PathBuf) {
     let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
     let out = Command::new("openssl")
         .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "2"])
