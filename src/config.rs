@@ -12,7 +12,9 @@ use std::time::Duration;
 use secrecy::SecretString;
 use serde::Deserialize;
 
-use crate::actions::{ActionSettings, BugTemplate, BugzillaSettings, RebootSettings, Task, XenSettings};
+use crate::actions::{
+    ActionSettings, BugTemplate, BugzillaSettings, RebootSettings, Task, TaskclusterSettings, XenSettings,
+};
 use crate::drivers::dns::{DnsResolver, DnsSettings};
 use crate::drivers::ping::{PingMethod, PingSettings};
 
@@ -40,6 +42,7 @@ pub struct FileConfig {
     pub reboot: RebootFile,
     pub bugzilla: BugzillaFile,
     pub xen: XenFile,
+    pub taskcluster: TaskclusterFile,
     pub redis: RedisFile,
     pub dns: DnsFile,
 }
@@ -49,6 +52,18 @@ pub struct FileConfig {
 pub struct DnsFile {
     /// `ip[:port]` strings, as in `ROLLER_DNS_SERVERS`; empty: the system's resolv.conf.
     pub nameservers: Option<Vec<String>>,
+}
+
+/// Roller's own Taskcluster credentials (for `loan` / `return_loan`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TaskclusterFile {
+    pub root_url: Option<String>,
+    pub client_id: Option<String>,
+    pub access_token_env: Option<String>,
+    pub access_token_file: Option<PathBuf>,
+    pub loan_days: Option<u32>,
+    pub timeout_secs: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -489,6 +504,7 @@ impl Settings {
 
         let bugzilla = bugzilla_settings(file.bugzilla, env)?;
         let xen = xen_settings(file.xen, env)?;
+        let taskcluster = taskcluster_settings(file.taskcluster, env)?;
         let nameservers = match env.get("ROLLER_DNS_SERVERS") {
             Some(list) => {
                 let entries: Vec<&str> = list.split(',').map(str::trim).collect();
@@ -518,7 +534,7 @@ impl Settings {
             history_cap,
             runner,
             enabled_tasks,
-            actions: ActionSettings { ping, inventory: Default::default(), reboot, dns, bugzilla, xen },
+            actions: ActionSettings { ping, inventory: Default::default(), reboot, dns, bugzilla, xen, taskcluster },
         })
     }
 
@@ -612,6 +628,46 @@ fn bugzilla_settings(b: BugzillaFile, env: &dyn Env) -> Result<Option<BugzillaSe
         tracker: template(b.tracker, BugTemplate::default_tracker(), "tracker")?,
         reboot: template(b.reboot, BugTemplate::default_reboot(), "reboot")?,
     }))
+}
+
+/// `[taskcluster]` plus `TASKCLUSTER_ROOT_URL`, `TASKCLUSTER_CLIENT_ID`,
+/// `TASKCLUSTER_ACCESS_TOKEN`: on when a client id is set.
+fn taskcluster_settings(t: TaskclusterFile, env: &dyn Env) -> Result<Option<TaskclusterSettings>, ConfigError> {
+    let Some(client_id) = env.get("TASKCLUSTER_CLIENT_ID").or(t.client_id) else {
+        return Ok(None);
+    };
+    let root_url = env
+        .get("TASKCLUSTER_ROOT_URL")
+        .or(t.root_url)
+        .ok_or_else(|| err("TASKCLUSTER_CLIENT_ID is set but TASKCLUSTER_ROOT_URL / taskcluster.root_url is not"))?;
+    let token = match (env.get("TASKCLUSTER_ACCESS_TOKEN"), &t.access_token_env, &t.access_token_file) {
+        (Some(k), _, _) => k,
+        (None, Some(var), None) => env
+            .get(var)
+            .ok_or_else(|| err(format!("taskcluster.access_token_env: environment variable {var} is not set")))?,
+        (None, None, Some(f)) => std::fs::read_to_string(f)
+            .map_err(|e| err(format!("taskcluster.access_token_file: cannot read {}: {e}", f.display())))?
+            .trim()
+            .to_string(),
+        (None, Some(_), Some(_)) => {
+            return Err(err("taskcluster: give access_token_env or access_token_file, not both"));
+        }
+        (None, None, None) => {
+            return Err(err("TASKCLUSTER_CLIENT_ID is set but no access token is (TASKCLUSTER_ACCESS_TOKEN)"));
+        }
+    };
+    if token.trim().is_empty() {
+        return Err(err("the Taskcluster access token is empty"));
+    }
+    let timeout = Duration::from_secs(t.timeout_secs.unwrap_or(30).clamp(1, 300));
+    let client =
+        crate::drivers::taskcluster::TaskclusterClient::new(&root_url, &client_id, SecretString::from(token), timeout)
+            .map_err(|e| err(e.to_string()))?;
+    let loan_days = t.loan_days.unwrap_or(30);
+    if loan_days == 0 || loan_days > 365 {
+        return Err(err("taskcluster.loan_days must be 1..=365"));
+    }
+    Ok(Some(TaskclusterSettings { client, loan: Duration::from_secs(u64::from(loan_days) * 86_400) }))
 }
 
 /// `[xen]` plus `XEN_URL`, `XEN_USERNAME`, `XEN_PASSWORD` (the original's names). On
@@ -807,6 +863,21 @@ mod tests {
             ("", vec![("TASK_NAMES", "ping,rebot")], "rebot"),
             ("", vec![("DOWN_TIMEOUT", "0")], "DOWN_TIMEOUT"),
             ("", vec![("XEN_URL", "https://xen.example")], "XEN_USERNAME"),
+            ("", vec![("TASKCLUSTER_CLIENT_ID", "roller")], "TASKCLUSTER_ROOT_URL"),
+            (
+                "",
+                vec![("TASKCLUSTER_CLIENT_ID", "roller"), ("TASKCLUSTER_ROOT_URL", "https://tc.example")],
+                "TASKCLUSTER_ACCESS_TOKEN",
+            ),
+            (
+                "[taskcluster]\nloan_days = 0\n",
+                vec![
+                    ("TASKCLUSTER_CLIENT_ID", "r"),
+                    ("TASKCLUSTER_ROOT_URL", "https://tc.example"),
+                    ("TASKCLUSTER_ACCESS_TOKEN", "t"),
+                ],
+                "loan_days",
+            ),
             ("", vec![("XEN_URL", "https://xen.example"), ("XEN_USERNAME", "root")], "XEN_PASSWORD"),
             ("", vec![("XEN_URL", "xen.example"), ("XEN_USERNAME", "root"), ("XEN_PASSWORD", "p")], "XEN_URL"),
             ("", vec![("BUGZILLA_URL", "https://bz.example")], "BUGZILLA_API_KEY"),

@@ -16,7 +16,7 @@ use std::time::Duration;
 use secrecy::SecretString;
 use serde::Deserialize;
 
-use crate::domain::{WorkerGroup, WorkerId};
+use crate::domain::{TaskclusterName, WorkerGroup, WorkerId};
 /// How roller decides a machine answers: ICMP (default) or `tcp:<port>`.
 pub use crate::drivers::reachability::Probe as Reachability;
 
@@ -213,6 +213,10 @@ pub struct Machine {
     pub xen_vm_uuid: Option<String>,
     pub ilo: Option<IloAccess>,
     pub bug_cc: Vec<String>,
+    /// The worker's Taskcluster provisioner and worker type (for `loan`), when the
+    /// request does not name them.
+    pub provisioner_id: Option<TaskclusterName>,
+    pub worker_type: Option<TaskclusterName>,
 }
 
 impl Machine {
@@ -500,6 +504,11 @@ impl Inventory {
                     })
                 })
                 .transpose()?;
+            let tc_name = |field: &str, v: Option<String>| -> Result<Option<TaskclusterName>, InventoryError> {
+                v.map(|v| TaskclusterName::parse(field, &v).map_err(|e| err(at(field), e.to_string()))).transpose()
+            };
+            let provisioner_id = tc_name("provisioner_id", m.provisioner_id)?;
+            let worker_type = tc_name("worker_type", m.worker_type)?;
             for (n, cc) in m.bug_cc.iter().enumerate() {
                 if !cc.contains('@') || cc.chars().any(|c| c.is_whitespace() || c.is_control()) {
                     return Err(err(at(&format!("bug_cc[{n}]")), format!("{cc:?} is not an email address")));
@@ -507,7 +516,21 @@ impl Inventory {
             }
             machines.insert(
                 id.clone(),
-                Machine { id, group, class, address, ssh, ipmi, pdu, redfish, xen_vm_uuid, ilo, bug_cc: m.bug_cc },
+                Machine {
+                    id,
+                    group,
+                    class,
+                    address,
+                    ssh,
+                    ipmi,
+                    pdu,
+                    redfish,
+                    xen_vm_uuid,
+                    ilo,
+                    bug_cc: m.bug_cc,
+                    provisioner_id,
+                    worker_type,
+                },
             );
         }
         Ok(Inventory { path: path.to_path_buf(), dns_search, classes, machines })
@@ -612,6 +635,8 @@ struct MachineFile {
     ilo: Option<IloFile>,
     #[serde(default)]
     bug_cc: Vec<String>,
+    provisioner_id: Option<String>,
+    worker_type: Option<String>,
 }
 
 #[derive(Deserialize)]

@@ -130,7 +130,11 @@ impl Runner {
         let soft = CancellationToken::new();
         let cx = ActionContext::new(self.actions.clone(), soft.clone(), log.clone())
             .with_soft_deadline(std::time::Instant::now() + self.settings.soft_time_limit)
-            .with_job(id.to_string(), job.requester.to_string());
+            .with_job(id.to_string(), job.requester.to_string())
+            .with_worker_pool(
+                job.provisioner_id.as_ref().map(|p| p.to_string()),
+                job.worker_type.as_ref().map(|w| w.to_string()),
+            );
         let target = Target { worker_id: job.worker_id.clone(), worker_group: job.worker_group.clone() };
         let limits = Limits { soft: self.settings.soft_time_limit, hard: self.settings.hard_time_limit };
         let ended = run_with_limits(actions::execute(job.task, &target, &cx), limits, &soft, &hand_back).await;

@@ -7,6 +7,7 @@
 pub mod bugzilla;
 pub mod ilo;
 pub mod ipmi;
+pub mod loan;
 pub mod ping;
 pub mod reboot;
 pub mod redfish;
@@ -53,6 +54,8 @@ pub enum Task {
     Reimage,
     XenapiReboot,
     IloReboot,
+    Loan,
+    ReturnLoan,
 }
 
 impl Task {
@@ -78,6 +81,8 @@ impl Task {
         Task::Reimage,
         Task::XenapiReboot,
         Task::IloReboot,
+        Task::Loan,
+        Task::ReturnLoan,
     ];
 
     pub fn name(self) -> &'static str {
@@ -103,6 +108,8 @@ impl Task {
             Task::Reimage => "reimage",
             Task::XenapiReboot => "xenapi_reboot",
             Task::IloReboot => "ilo_reboot",
+            Task::Loan => "loan",
+            Task::ReturnLoan => "return_loan",
         }
     }
 
@@ -132,6 +139,8 @@ impl Task {
             Task::IloReboot => {
                 "reset the server through its HP iLO (RIBCL); power off and on when the reset is refused"
             }
+            Task::Loan => "quarantine the worker in Taskcluster for the loan period, recording who has it until when",
+            Task::ReturnLoan => "lift the worker's Taskcluster quarantine, then reimage it",
             Task::Reimage => "set the next boot to the network (PXE) through the BMC, then run the reboot chain",
             Task::FileBugzillaBug => {
                 "file (or comment on) the machine's \"is unreachable\" bug, blocking its problem-tracking bug"
@@ -165,7 +174,9 @@ impl Task {
             | Task::Reboot
             | Task::Reimage
             | Task::XenapiReboot
-            | Task::IloReboot => 1,
+            | Task::IloReboot
+            | Task::Loan
+            | Task::ReturnLoan => 1,
         }
     }
 
@@ -205,6 +216,15 @@ pub struct ActionSettings {
     pub bugzilla: Option<BugzillaSettings>,
     /// The Xen pool master `xenapi_reboot` talks to; `None` skips that step.
     pub xen: Option<XenSettings>,
+    /// Roller's own Taskcluster client, for `loan` / `return_loan`.
+    pub taskcluster: Option<TaskclusterSettings>,
+}
+
+#[derive(Debug, Clone)]
+pub struct TaskclusterSettings {
+    pub client: crate::drivers::taskcluster::TaskclusterClient,
+    /// How long a loan quarantines the worker.
+    pub loan: Duration,
 }
 
 /// The Xen pool master and roller's account on it (one for the fleet, as in the original).
@@ -342,6 +362,9 @@ pub struct ActionContext {
 pub struct JobRef {
     pub id: String,
     pub requester: String,
+    /// From the request (`provisioner_id`, `worker_type`), when it named them.
+    pub provisioner_id: Option<String>,
+    pub worker_type: Option<String>,
 }
 
 impl ActionContext {
@@ -349,8 +372,17 @@ impl ActionContext {
         Self { settings, cancel, soft_deadline: None, job: None, log }
     }
 
+    /// The Taskcluster names the request gave (after [`ActionContext::with_job`]).
+    pub fn with_worker_pool(mut self, provisioner_id: Option<String>, worker_type: Option<String>) -> Self {
+        if let Some(j) = &mut self.job {
+            j.provisioner_id = provisioner_id;
+            j.worker_type = worker_type;
+        }
+        self
+    }
+
     pub fn with_job(mut self, id: impl Into<String>, requester: impl Into<String>) -> Self {
-        self.job = Some(JobRef { id: id.into(), requester: requester.into() });
+        self.job = Some(JobRef { id: id.into(), requester: requester.into(), provisioner_id: None, worker_type: None });
         self
     }
 
@@ -400,6 +432,8 @@ pub async fn execute(task: Task, target: &Target, cx: &ActionContext) -> Result<
         Task::Reimage => reimage::run(target, cx).await,
         Task::XenapiReboot => xenapi::run(target, cx).await,
         Task::IloReboot => ilo::run(target, cx).await,
+        Task::Loan => loan::loan(target, cx).await,
+        Task::ReturnLoan => loan::return_loan(target, cx).await,
     }
 }
 

@@ -10,4 +10,5 @@ pub mod reachability;
 pub mod redfish;
 pub mod snmp;
 pub mod ssh;
+pub mod taskcluster;
 pub mod xenapi;

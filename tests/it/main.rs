@@ -13,6 +13,7 @@ mod helpers;
 mod ilo;
 mod ipmi;
 mod jobs;
+mod loan;
 mod peers;
 mod process;
 mod procs;

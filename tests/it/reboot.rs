@@ -638,3 +638,38 @@ async fn xenapi_reboot_step_is_proven_by_the_vm_stopping_and_starting() {
     assert!(proof.contains("power was seen going off and on") && proof.contains("answered again"), "{proof}");
     assert!(x.calls().contains(&"VM.start".to_string()));
 }
+
+#[tokio::test]
+async fn return_loan_lifts_the_quarantine_then_reimages() {
+    use crate::peers::tcqueue::{ACCESS_TOKEN, CLIENT_ID, FakeQueue};
+    let q = FakeQueue::start(&["queue:quarantine-worker:*"]).await;
+    let sim = Arc::new(IpmiSim::start());
+    let host = machine(Wiring { ipmi: Some(sim.clone()), ..Default::default() });
+    host.wait_answering();
+    let dir = tempfile::tempdir().unwrap();
+    let b = Gear { chain: &["ipmi_reset"], ipmi: Some((sim.port(), sim.password())), ..Default::default() };
+    let inv = inventory(dir.path(), &host, &b);
+    let env = [
+        ("ROLLER_INVENTORY", inv.as_str()),
+        ("TASKCLUSTER_ROOT_URL", q.root_url.as_str()),
+        ("TASKCLUSTER_CLIENT_ID", CLIENT_ID),
+        ("TASKCLUSTER_ACCESS_TOKEN", ACCESS_TOKEN),
+    ];
+    let app = spawn_app_with(CONFIG, &env).await;
+    let path = "/api/v1/workers/box/jobs?task_name=return_loan&worker_group=lab&provisioner_id=releng-hardware&worker_type=t-linux";
+    let r = app.signed(reqwest::Method::POST, path, ADMIN).await;
+    assert_eq!(r.status(), 201);
+    let id = r.json::<Value>().await.unwrap()["task_id"].as_str().unwrap().to_string();
+    let job = wait_for(Duration::from_secs(120), || async {
+        let j = app.get_job(&id).await;
+        (j["state"] != "queued" && j["state"] != "running").then_some(j)
+    })
+    .await
+    .expect("return_loan finished");
+    assert_eq!(job["state"], "succeeded", "{job:#}");
+    assert_eq!(job["result"]["quarantine_lifted"], true);
+    let qs = q.quarantines();
+    assert_eq!(qs.len(), 1);
+    assert!(qs[0].until <= chrono::Utc::now() && qs[0].info.contains("Loan returned by admin"), "{qs:?}");
+    assert_eq!(sim.actions(), ["set boot pxe", "set reset 1"], "then the reimage");
+}

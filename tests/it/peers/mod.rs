@@ -11,4 +11,5 @@ pub mod ipmi;
 pub mod redfish;
 pub mod snmp;
 pub mod ssh;
+pub mod tcqueue;
 pub mod xen;

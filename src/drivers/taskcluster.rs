@@ -1,0 +1,130 @@
+//! Taskcluster calls roller makes with its own credentials: quarantining a
+//! worker (`queue.quarantineWorker`). Requests are Hawk-signed with the `hawk`
+//! crate over the full path and query (the `taskcluster` crate signs the path
+//! only: reference/taskcluster.md §8.1). The access token is used to sign and
+//! never sent, logged or put in an error.
+
+use std::time::Duration;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use secrecy::SecretString;
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+
+#[derive(Clone)]
+pub struct TaskclusterClient {
+    root_url: reqwest::Url,
+    client_id: String,
+    access_token: SecretString,
+    http: reqwest::Client,
+}
+
+impl std::fmt::Debug for TaskclusterClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TaskclusterClient")
+            .field("root_url", &self.root_url.as_str())
+            .field("client_id", &self.client_id)
+            .field("access_token", &"[redacted]")
+            .finish()
+    }
+}
+
+/// Which worker, as Taskcluster names it.
+#[derive(Debug, Clone)]
+pub struct WorkerRef<'a> {
+    pub provisioner_id: &'a str,
+    pub worker_type: &'a str,
+    pub worker_group: &'a str,
+    pub worker_id: &'a str,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TaskclusterError {
+    #[error("invalid TASKCLUSTER_ROOT_URL {0:?}")]
+    InvalidUrl(String),
+    #[error("Taskcluster {call}: {detail}")]
+    Transport { call: &'static str, detail: String },
+    /// Taskcluster answered with an error: its status and message (an `InsufficientScopes` names the scope).
+    #[error("Taskcluster {call}: HTTP {status}: {message}")]
+    Refused { call: &'static str, status: u16, message: String },
+    #[error("cancelled")]
+    Cancelled,
+}
+
+impl TaskclusterClient {
+    pub fn new(
+        root_url: &str,
+        client_id: &str,
+        access_token: SecretString,
+        timeout: Duration,
+    ) -> Result<Self, TaskclusterError> {
+        let invalid = || TaskclusterError::InvalidUrl(root_url.to_string());
+        let url = reqwest::Url::parse(root_url.trim_end_matches('/')).map_err(|_| invalid())?;
+        if !matches!(url.scheme(), "http" | "https") || !url.username().is_empty() || url.password().is_some() {
+            return Err(invalid());
+        }
+        let http = reqwest::Client::builder().timeout(timeout).build().map_err(|_| invalid())?;
+        Ok(Self { root_url: url, client_id: client_id.to_string(), access_token, http })
+    }
+
+    /// `queue.quarantineWorker`: no tasks for the worker until `until` (a time in
+    /// the past lifts a quarantine). The answer is the worker record.
+    pub async fn quarantine_worker(
+        &self,
+        w: &WorkerRef<'_>,
+        until: DateTime<Utc>,
+        info: &str,
+        cancel: &CancellationToken,
+    ) -> Result<Value, TaskclusterError> {
+        const CALL: &str = "queue.quarantineWorker";
+        let seg = |s: &str| {
+            s.bytes()
+                .map(|b| match b {
+                    b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => (b as char).to_string(),
+                    _ => format!("%{b:02X}"),
+                })
+                .collect::<String>()
+        };
+        let path = format!(
+            "{}/api/queue/v1/provisioners/{}/worker-types/{}/workers/{}/{}",
+            self.root_url.path().trim_end_matches('/'),
+            seg(w.provisioner_id),
+            seg(w.worker_type),
+            seg(w.worker_group),
+            seg(w.worker_id)
+        );
+        let mut url = self.root_url.clone();
+        url.set_path(&path);
+        // The schema caps quarantineInfo at 4000 characters.
+        let info: String = info.chars().take(4000).collect();
+        let body =
+            json!({ "quarantineUntil": until.to_rfc3339_opts(SecondsFormat::Millis, true), "quarantineInfo": info });
+        let transport = |detail: String| TaskclusterError::Transport { call: CALL, detail };
+        let auth = crate::client::sign(&reqwest::Method::PUT, &url, &self.client_id, &self.access_token)
+            .map_err(|e| transport(e.to_string()))?;
+        let send = async {
+            let resp = self
+                .http
+                .put(url.clone())
+                .header("Authorization", auth)
+                .json(&body)
+                .send()
+                .await
+                .map_err(|e| transport(e.without_url().to_string()))?;
+            let status = resp.status();
+            let v: Value = resp.json().await.unwrap_or(Value::Null);
+            if !status.is_success() {
+                let message = v.get("message").and_then(Value::as_str).unwrap_or("(no message)");
+                // Taskcluster messages can be long (they list scopes); keep the first lines.
+                let message: String = message.lines().take(6).collect::<Vec<_>>().join(" ").chars().take(600).collect();
+                return Err(TaskclusterError::Refused { call: CALL, status: status.as_u16(), message });
+            }
+            Ok(v)
+        };
+        tokio::select! {
+            biased;
+            _ = cancel.cancelled() => Err(TaskclusterError::Cancelled),
+            r = send => r,
+        }
+    }
+}
