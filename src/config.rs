@@ -43,6 +43,7 @@ pub struct FileConfig {
     pub bugzilla: BugzillaFile,
     pub xen: XenFile,
     pub taskcluster: TaskclusterFile,
+    pub notify: NotifyFile,
     pub redis: RedisFile,
     pub dns: DnsFile,
 }
@@ -52,6 +53,20 @@ pub struct FileConfig {
 pub struct DnsFile {
     /// `ip[:port]` strings, as in `ROLLER_DNS_SERVERS`; empty: the system's resolv.conf.
     pub nameservers: Option<Vec<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NotifyFile {
+    pub email: Option<Vec<String>>,
+    pub requester_email_domain: Option<String>,
+    pub matrix_room: Option<String>,
+    pub slack_channel: Option<String>,
+    pub webhook_url: Option<String>,
+    pub webhook_secret_env: Option<String>,
+    pub webhook_secret_file: Option<PathBuf>,
+    pub public_url: Option<String>,
+    pub timeout_secs: Option<u64>,
 }
 
 /// Roller's own Taskcluster credentials (for `loan` / `return_loan`).
@@ -262,6 +277,8 @@ pub struct RunnerSettings {
     pub poll_interval: Duration,
     /// On shutdown, how long running jobs may go on before they are handed back.
     pub shutdown_grace: Duration,
+    /// Who hears about jobs starting and ending.
+    pub notify: crate::notify::Notifier,
 }
 
 impl RunnerSettings {
@@ -430,6 +447,7 @@ impl Settings {
             lease_margin: Duration::from_secs(r.lease_margin_secs.unwrap_or(60)),
             poll_interval: Duration::from_millis(r.poll_interval_ms.unwrap_or(1000).max(10)),
             shutdown_grace: Duration::from_secs(r.shutdown_grace_secs.unwrap_or(30)),
+            notify: Default::default(),
         };
         if runner.hard_time_limit > MAX_TIME_LIMIT || runner.lease_margin > MAX_TIME_LIMIT {
             return Err(err(format!(
@@ -505,6 +523,8 @@ impl Settings {
         let bugzilla = bugzilla_settings(file.bugzilla, env)?;
         let xen = xen_settings(file.xen, env)?;
         let taskcluster = taskcluster_settings(file.taskcluster, env)?;
+        let mut runner = runner;
+        runner.notify = notify_settings(file.notify, env, taskcluster.as_ref().map(|t| t.client.clone()))?;
         let nameservers = match env.get("ROLLER_DNS_SERVERS") {
             Some(list) => {
                 let entries: Vec<&str> = list.split(',').map(str::trim).collect();
@@ -628,6 +648,59 @@ fn bugzilla_settings(b: BugzillaFile, env: &dyn Env) -> Result<Option<BugzillaSe
         tracker: template(b.tracker, BugTemplate::default_tracker(), "tracker")?,
         reboot: template(b.reboot, BugTemplate::default_reboot(), "reboot")?,
     }))
+}
+
+/// `[notify]` plus `NOTIFY_EMAIL` (comma-separated), `ROLLER_WEBHOOK_URL`, `ROLLER_WEBHOOK_SECRET`.
+fn notify_settings(
+    n: NotifyFile,
+    env: &dyn Env,
+    tc: Option<crate::drivers::taskcluster::TaskclusterClient>,
+) -> Result<crate::notify::Notifier, ConfigError> {
+    let emails: Vec<String> = match env.get("NOTIFY_EMAIL") {
+        Some(list) => list.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect(),
+        None => n.email.unwrap_or_default(),
+    };
+    if let Some(bad) = emails.iter().find(|e| !e.contains('@') || e.chars().any(char::is_whitespace)) {
+        return Err(err(format!("NOTIFY_EMAIL / notify.email: {bad:?} is not an email address")));
+    }
+    let webhook_url = env.get("ROLLER_WEBHOOK_URL").or(n.webhook_url);
+    if let Some(u) = &webhook_url {
+        let ok =
+            reqwest::Url::parse(u).is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.username().is_empty());
+        if !ok {
+            return Err(err(format!(
+                "ROLLER_WEBHOOK_URL / notify.webhook_url {u:?}: an http(s) URL without credentials"
+            )));
+        }
+    }
+    let webhook_secret = match (env.get("ROLLER_WEBHOOK_SECRET"), &n.webhook_secret_env, &n.webhook_secret_file) {
+        (Some(s), _, _) => Some(s),
+        (None, Some(var), _) => Some(
+            env.get(var)
+                .ok_or_else(|| err(format!("notify.webhook_secret_env: environment variable {var} is not set")))?,
+        ),
+        (None, None, Some(f)) => Some(
+            std::fs::read_to_string(f)
+                .map_err(|e| err(format!("notify.webhook_secret_file: cannot read {}: {e}", f.display())))?
+                .trim()
+                .to_string(),
+        ),
+        (None, None, None) => None,
+    };
+    if webhook_secret.as_deref().is_some_and(|s| s.len() < 16) {
+        return Err(err("the webhook secret must be at least 16 characters"));
+    }
+    let settings = crate::notify::NotifySettings {
+        emails,
+        requester_domain: n.requester_email_domain,
+        matrix_room: n.matrix_room,
+        slack_channel: n.slack_channel,
+        webhook_url,
+        webhook_secret: webhook_secret.map(SecretString::from),
+        public_url: env.get("ROLLER_PUBLIC_URL").or(n.public_url),
+        timeout: Duration::from_secs(n.timeout_secs.unwrap_or(10).clamp(1, 120)),
+    };
+    crate::notify::Notifier::new(settings, tc).map_err(err)
 }
 
 /// `[taskcluster]` plus `TASKCLUSTER_ROOT_URL`, `TASKCLUSTER_CLIENT_ID`,
@@ -864,6 +937,14 @@ mod tests {
             ("", vec![("DOWN_TIMEOUT", "0")], "DOWN_TIMEOUT"),
             ("", vec![("XEN_URL", "https://xen.example")], "XEN_USERNAME"),
             ("", vec![("TASKCLUSTER_CLIENT_ID", "roller")], "TASKCLUSTER_ROOT_URL"),
+            ("", vec![("NOTIFY_EMAIL", "relops@example.com")], "Taskcluster credentials"),
+            ("", vec![("NOTIFY_EMAIL", "relops")], "not an email address"),
+            ("", vec![("ROLLER_WEBHOOK_URL", "https://hooks.example/x")], "both a URL and a secret"),
+            (
+                "",
+                vec![("ROLLER_WEBHOOK_URL", "https://h.example"), ("ROLLER_WEBHOOK_SECRET", "short")],
+                "16 characters",
+            ),
             (
                 "",
                 vec![("TASKCLUSTER_CLIENT_ID", "roller"), ("TASKCLUSTER_ROOT_URL", "https://tc.example")],

@@ -10,6 +10,7 @@ pub mod config;
 pub mod domain;
 pub mod drivers;
 pub mod inventory;
+pub mod notify;
 pub mod queue;
 pub mod runner;
 pub mod startup;

@@ -125,6 +125,7 @@ impl Runner {
         let _enter = span.enter();
         tracing::info!("job started");
         drop(_enter);
+        self.settings.notify.job_started(&job);
 
         let (log, writer) = QueueLog::start(self.queue.clone(), id);
         let soft = CancellationToken::new();
@@ -177,6 +178,11 @@ impl Runner {
                 Ok(()) => {
                     let state = outcome.as_ref().map(|o| o.state().as_str()).unwrap_or("queued");
                     tracing::info!(parent: &span, state, "job finished");
+                    // Only once the outcome is recorded, and beside it: a slow
+                    // notifier never holds a job's outcome back.
+                    if let Some(o) = &outcome {
+                        self.settings.notify.job_finished(&job, o);
+                    }
                     return;
                 }
                 Err(e @ QueueError::LostLease(_)) => {

@@ -67,6 +67,14 @@ impl TaskclusterClient {
         Ok(Self { root_url: url, client_id: client_id.to_string(), access_token, http })
     }
 
+    /// `POST <root>/api/<service>/v1/<path>` with a JSON body (notify's email,
+    /// matrix and slack calls); the answer's JSON, or the refusal.
+    pub async fn post(&self, call: &'static str, path: &str, body: &Value) -> Result<Value, TaskclusterError> {
+        let mut url = self.root_url.clone();
+        url.set_path(&format!("{}/{}", self.root_url.path().trim_end_matches('/'), path.trim_start_matches('/')));
+        self.send(call, reqwest::Method::POST, url, body, &CancellationToken::new()).await
+    }
+
     /// `queue.quarantineWorker`: no tasks for the worker until `until` (a time in
     /// the past lifts a quarantine). The answer is the worker record.
     pub async fn quarantine_worker(
@@ -99,15 +107,26 @@ impl TaskclusterClient {
         let info: String = info.chars().take(4000).collect();
         let body =
             json!({ "quarantineUntil": until.to_rfc3339_opts(SecondsFormat::Millis, true), "quarantineInfo": info });
-        let transport = |detail: String| TaskclusterError::Transport { call: CALL, detail };
-        let auth = crate::client::sign(&reqwest::Method::PUT, &url, &self.client_id, &self.access_token)
+        self.send(CALL, reqwest::Method::PUT, url, &body, cancel).await
+    }
+
+    async fn send(
+        &self,
+        call: &'static str,
+        method: reqwest::Method,
+        url: reqwest::Url,
+        body: &Value,
+        cancel: &CancellationToken,
+    ) -> Result<Value, TaskclusterError> {
+        let transport = |detail: String| TaskclusterError::Transport { call, detail };
+        let auth = crate::client::sign(&method, &url, &self.client_id, &self.access_token)
             .map_err(|e| transport(e.to_string()))?;
         let send = async {
             let resp = self
                 .http
-                .put(url.clone())
+                .request(method.clone(), url.clone())
                 .header("Authorization", auth)
-                .json(&body)
+                .json(body)
                 .send()
                 .await
                 .map_err(|e| transport(e.without_url().to_string()))?;
@@ -117,7 +136,7 @@ impl TaskclusterClient {
                 let message = v.get("message").and_then(Value::as_str).unwrap_or("(no message)");
                 // Taskcluster messages can be long (they list scopes); keep the first lines.
                 let message: String = message.lines().take(6).collect::<Vec<_>>().join(" ").chars().take(600).collect();
-                return Err(TaskclusterError::Refused { call: CALL, status: status.as_u16(), message });
+                return Err(TaskclusterError::Refused { call, status: status.as_u16(), message });
             }
             Ok(v)
         };

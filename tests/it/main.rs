@@ -14,6 +14,7 @@ mod ilo;
 mod ipmi;
 mod jobs;
 mod loan;
+mod notify;
 mod peers;
 mod process;
 mod procs;

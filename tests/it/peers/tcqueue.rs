@@ -1,9 +1,11 @@
-//! A Taskcluster queue stand-in for `queue.quarantineWorker` (Taskcluster
-//! services are not installable here). It verifies what it receives the way
-//! the real queue does: the Hawk MAC over method, host, port and the full
+//! A Taskcluster stand-in for the calls roller makes with its own credentials
+//! (Taskcluster services are not installable here): `queue.quarantineWorker`
+//! and notify's `email`, `matrix` and `slack`. It verifies what it receives the
+//! way the real services do: the Hawk MAC over method, host, port and the full
 //! resource (with the `hawk` crate, ±15 min), the client's scope for the exact
-//! worker, and the request body against the schema (`quarantineUntil` a
-//! date-time, `quarantineInfo` at most 4000 characters, nothing else).
+//! worker, address, room or channel, and each body against its schema (no
+//! additional properties; quarantineUntil a date-time, quarantineInfo at most
+//! 4000 characters; email subject 1–255, link text 1–40).
 
 use std::sync::{Arc, Mutex};
 
@@ -30,12 +32,46 @@ pub struct FakeQueue {
     /// The scopes CLIENT_ID holds.
     scopes: Arc<Vec<String>>,
     log: Arc<Mutex<Vec<Quarantine>>>,
+    /// (call, body) of every accepted notify request.
+    notes: Arc<Mutex<Vec<(String, Value)>>>,
+    /// Notify requests still to answer with a 500 (an unwell service).
+    failing: Arc<Mutex<u32>>,
 }
 
 type Answer = (StatusCode, Json<Value>);
 
 fn refuse(status: StatusCode, code: &str, message: &str) -> Answer {
     (status, Json(json!({ "code": code, "message": message, "requestInfo": {} })))
+}
+
+/// The Hawk check and the scope check every call goes through.
+fn authorize(q: &FakeQueue, method: &str, uri: &Uri, headers: &HeaderMap, needed: &str) -> Result<(), Answer> {
+    let unauthorized = |m: &str| Err(refuse(StatusCode::UNAUTHORIZED, "AuthenticationFailed", m));
+    let Some(auth) = headers.get("authorization").and_then(|v| v.to_str().ok()) else {
+        return unauthorized("no Authorization header");
+    };
+    let Some(rest) = auth.strip_prefix("Hawk ") else { return unauthorized("not Hawk") };
+    let Ok(header) = rest.parse::<hawk::Header>() else { return unauthorized("malformed Hawk header") };
+    if header.id.as_deref() != Some(CLIENT_ID) {
+        return unauthorized("unknown client");
+    }
+    let key = hawk::Key::new(ACCESS_TOKEN.as_bytes(), hawk::SHA256).unwrap();
+    let resource = uri.path_and_query().map(|p| p.as_str()).unwrap_or(uri.path());
+    let request = hawk::RequestBuilder::new(method, "127.0.0.1", q.port, resource).request();
+    if !request.validate_header(&header, &key, std::time::Duration::from_secs(15 * 60)) {
+        return unauthorized("Bad mac");
+    }
+    let held = q.scopes.iter().any(|s| s == needed || s.strip_suffix('*').is_some_and(|pre| needed.starts_with(pre)));
+    if !held {
+        return Err(refuse(
+            StatusCode::FORBIDDEN,
+            "InsufficientScopes",
+            &format!(
+                "Client ID {CLIENT_ID} does not have sufficient scopes and is missing the following scopes:\n\n```\n{needed}\n```"
+            ),
+        ));
+    }
+    Ok(())
 }
 
 async fn quarantine(
@@ -45,34 +81,8 @@ async fn quarantine(
     headers: HeaderMap,
     Json(body): Json<Value>,
 ) -> Answer {
-    let Some(auth) = headers.get("authorization").and_then(|v| v.to_str().ok()) else {
-        return refuse(StatusCode::UNAUTHORIZED, "AuthenticationFailed", "no Authorization header");
-    };
-    let Some(rest) = auth.strip_prefix("Hawk ") else {
-        return refuse(StatusCode::UNAUTHORIZED, "AuthenticationFailed", "not Hawk");
-    };
-    let Ok(header) = rest.parse::<hawk::Header>() else {
-        return refuse(StatusCode::UNAUTHORIZED, "AuthenticationFailed", "malformed Hawk header");
-    };
-    if header.id.as_deref() != Some(CLIENT_ID) {
-        return refuse(StatusCode::UNAUTHORIZED, "AuthenticationFailed", "unknown client");
-    }
-    let key = hawk::Key::new(ACCESS_TOKEN.as_bytes(), hawk::SHA256).unwrap();
-    let resource = uri.path_and_query().map(|p| p.as_str()).unwrap_or(uri.path());
-    let request = hawk::RequestBuilder::new("PUT", "127.0.0.1", q.port, resource).request();
-    if !request.validate_header(&header, &key, std::time::Duration::from_secs(15 * 60)) {
-        return refuse(StatusCode::UNAUTHORIZED, "AuthenticationFailed", "Bad mac");
-    }
-    let needed = format!("queue:quarantine-worker:{p}/{t}/{g}/{w}");
-    let held = q.scopes.iter().any(|s| *s == needed || s.strip_suffix('*').is_some_and(|pre| needed.starts_with(pre)));
-    if !held {
-        return refuse(
-            StatusCode::FORBIDDEN,
-            "InsufficientScopes",
-            &format!(
-                "Client ID {CLIENT_ID} does not have sufficient scopes and is missing the following scopes:\n\n```\n{needed}\n```"
-            ),
-        );
+    if let Err(e) = authorize(&q, "PUT", &uri, &headers, &format!("queue:quarantine-worker:{p}/{t}/{g}/{w}")) {
+        return e;
     }
     let Some(obj) = body.as_object() else { return refuse(StatusCode::BAD_REQUEST, "InputValidationError", "object") };
     if let Some(k) = obj.keys().find(|k| *k != "quarantineUntil" && *k != "quarantineInfo") {
@@ -100,6 +110,60 @@ async fn quarantine(
     )
 }
 
+async fn notify(
+    State(q): State<FakeQueue>,
+    Path(call): Path<String>,
+    uri: Uri,
+    headers: HeaderMap,
+    Json(body): Json<Value>,
+) -> Answer {
+    let text = |k: &str| body.get(k).and_then(Value::as_str).unwrap_or("").to_string();
+    let (scope, allowed, required): (String, &[&str], &[&str]) = match call.as_str() {
+        "email" => (
+            format!("notify:email:{}", text("address")),
+            &["address", "subject", "content", "link", "replyTo", "template"],
+            &["address", "subject", "content"],
+        ),
+        "matrix" => (
+            format!("notify:matrix-room:{}", text("roomId")),
+            &["roomId", "body", "format", "formattedBody", "msgtype"],
+            &["roomId", "body"],
+        ),
+        "slack" => (
+            format!("notify:slack-channel:{}", text("channelId")),
+            &["channelId", "text", "blocks", "attachments", "unfurlLinks", "unfurlMedia"],
+            &["channelId", "text"],
+        ),
+        _ => return refuse(StatusCode::NOT_FOUND, "ResourceNotFound", "no such notify call"),
+    };
+    if let Err(e) = authorize(&q, "POST", &uri, &headers, &scope) {
+        return e;
+    }
+    let Some(obj) = body.as_object() else { return refuse(StatusCode::BAD_REQUEST, "InputValidationError", "object") };
+    if let Some(k) = obj.keys().find(|k| !allowed.contains(&k.as_str())) {
+        return refuse(StatusCode::BAD_REQUEST, "InputValidationError", &format!("additional property {k}"));
+    }
+    if let Some(k) = required.iter().find(|k| text(k).is_empty()) {
+        return refuse(StatusCode::BAD_REQUEST, "InputValidationError", &format!("{k} is required"));
+    }
+    if call == "email" {
+        let subject = text("subject").chars().count();
+        let link_text = body["link"]["text"].as_str().map(|t| t.chars().count());
+        if !(1..=255).contains(&subject) || link_text.is_some_and(|n| !(1..=40).contains(&n)) {
+            return refuse(StatusCode::BAD_REQUEST, "InputValidationError", "subject or link text out of bounds");
+        }
+    }
+    {
+        let mut failing = q.failing.lock().unwrap();
+        if *failing > 0 {
+            *failing -= 1;
+            return refuse(StatusCode::INTERNAL_SERVER_ERROR, "InternalServerError", "try again");
+        }
+    }
+    q.notes.lock().unwrap().push((call, body));
+    (StatusCode::OK, Json(json!({})))
+}
+
 impl FakeQueue {
     pub async fn start(scopes: &[&str]) -> FakeQueue {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -109,12 +173,25 @@ impl FakeQueue {
             port,
             scopes: Arc::new(scopes.iter().map(|s| s.to_string()).collect()),
             log: Arc::default(),
+            notes: Arc::default(),
+            failing: Arc::default(),
         };
         let app = axum::Router::new()
             .route("/api/queue/v1/provisioners/{p}/worker-types/{t}/workers/{g}/{w}", put(quarantine))
+            .route("/api/notify/v1/{call}", axum::routing::post(notify))
             .with_state(q.clone());
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
         q
+    }
+
+    /// (call, body) of every notify request accepted, oldest first.
+    pub fn notes(&self) -> Vec<(String, Value)> {
+        self.notes.lock().unwrap().clone()
+    }
+
+    /// Answer the next `n` notify requests with a 500.
+    pub fn fail_next(&self, n: u32) {
+        *self.failing.lock().unwrap() = n;
     }
 
     /// Every quarantine the queue accepted, oldest first.
