@@ -74,6 +74,17 @@ enum Command {
         #[arg(long)]
         inventory: Option<PathBuf>,
     },
+    /// Print the Taskcluster worker-context action definitions for the enabled tasks, and with
+    /// --declare send them with queue.declareProvisioner. Taskcluster v39 and later accept that
+    /// call and store nothing: no Taskcluster UI shows these actions today.
+    TcActions {
+        /// roller's public base URL, e.g. https://roller.example (the actions' URLs start with it).
+        base_url: String,
+        /// Send them to Taskcluster for this provisioner (needs roller's Taskcluster credentials
+        /// and queue:declare-provisioner:<id>#actions).
+        #[arg(long, value_name = "PROVISIONER_ID")]
+        declare: Option<String>,
+    },
     /// Talk to a running roller: enqueue jobs and read them.
     Jobs {
         /// The roller to talk to [default: http://<server.bind>].
@@ -145,6 +156,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Api => serve(load(&cli)?, Mode::Api).await,
         Command::Worker => serve(load(&cli)?, Mode::Worker).await,
         Command::Inventory { command: InventoryCommand::Check { file } } => inventory_check(&load(&cli)?, file),
+        Command::TcActions { base_url, declare } => tc_actions(load(&cli)?, base_url, declare.as_deref()).await,
         Command::Explain { worker_id, inventory } => explain(load(&cli)?, worker_id, inventory.as_deref()),
         Command::CheckConfig => {
             let s = load(&cli)?;
@@ -238,6 +250,59 @@ fn inventory_check(settings: &Settings, file: &std::path::Path) -> anyhow::Resul
         say!("{problems} problem(s)");
         return Ok(ExitCode::from(1));
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `{name, title, context, url, method, description}` per enabled task: the
+/// action contract while Taskcluster had one (reference/taskcluster.md §5.2).
+pub fn tc_action_definitions(base_url: &str, tasks: &[Task]) -> anyhow::Result<serde_json::Value> {
+    let base = base_url.trim_end_matches('/');
+    let url = reqwest::Url::parse(base).with_context(|| format!("{base_url:?} is not a URL"))?;
+    if !matches!(url.scheme(), "http" | "https") || url.query().is_some() || !url.username().is_empty() {
+        anyhow::bail!("{base_url:?}: give roller's public base URL, http(s), without credentials or query");
+    }
+    if base.contains("workerId") || base.contains("workerGroup") {
+        anyhow::bail!("{base_url:?} may not contain workerId or workerGroup: roller adds them");
+    }
+    let actions: Vec<serde_json::Value> = tasks
+        .iter()
+        .map(|t| {
+            serde_json::json!({
+                "name": t.name(),
+                "title": format!("{} (roller)", t.name().replace('_', " ")),
+                "context": "worker",
+                "url": format!("{base}/api/v1/workers/<workerId>/group/<workerGroup>/jobs?task_name={}", t.name()),
+                "method": "POST",
+                "description": t.help(),
+            })
+        })
+        .collect();
+    Ok(serde_json::Value::Array(actions))
+}
+
+async fn tc_actions(settings: Settings, base_url: &str, declare: Option<&str>) -> anyhow::Result<ExitCode> {
+    let actions = tc_action_definitions(base_url, &settings.enabled_tasks)?;
+    if base_url.starts_with("http://") {
+        eprintln!("roller: warning: an http:// base URL is blocked as mixed content by https dashboards");
+    }
+    let Some(provisioner) = declare else {
+        say!("{}", serde_json::to_string_pretty(&serde_json::json!({ "actions": actions }))?);
+        return Ok(ExitCode::SUCCESS);
+    };
+    crate::domain::TaskclusterName::parse("provisioner_id", provisioner)?;
+    let Some(tc) = &settings.actions.taskcluster else {
+        anyhow::bail!(
+            "--declare needs roller's Taskcluster credentials (TASKCLUSTER_ROOT_URL, TASKCLUSTER_CLIENT_ID, \
+             TASKCLUSTER_ACCESS_TOKEN)"
+        );
+    };
+    let answer = tc.client.declare_provisioner(provisioner, &actions).await?;
+    eprintln!(
+        "roller: declared {} actions for provisioner {provisioner}. Taskcluster v39 and later accept this and store \
+         nothing: no Taskcluster UI will offer them.",
+        actions.as_array().map(Vec::len).unwrap_or(0)
+    );
+    say!("{}", serde_json::to_string_pretty(&answer)?);
     Ok(ExitCode::SUCCESS)
 }
 

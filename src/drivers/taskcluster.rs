@@ -75,6 +75,20 @@ impl TaskclusterClient {
         self.send(call, reqwest::Method::POST, url, body, &CancellationToken::new()).await
     }
 
+    /// `queue.declareProvisioner` with `actions` (needs
+    /// `queue:declare-provisioner:<id>#actions`). Taskcluster v39+ accepts the call
+    /// and stores nothing; the answer says what the queue made of it.
+    pub async fn declare_provisioner(&self, provisioner_id: &str, actions: &Value) -> Result<Value, TaskclusterError> {
+        let mut url = self.root_url.clone();
+        url.set_path(&format!(
+            "{}/api/queue/v1/provisioners/{}",
+            self.root_url.path().trim_end_matches('/'),
+            segment(provisioner_id)
+        ));
+        let body = json!({ "actions": actions });
+        self.send("queue.declareProvisioner", reqwest::Method::PUT, url, &body, &CancellationToken::new()).await
+    }
+
     /// `queue.quarantineWorker`: no tasks for the worker until `until` (a time in
     /// the past lifts a quarantine). The answer is the worker record.
     pub async fn quarantine_worker(
@@ -85,14 +99,7 @@ impl TaskclusterClient {
         cancel: &CancellationToken,
     ) -> Result<Value, TaskclusterError> {
         const CALL: &str = "queue.quarantineWorker";
-        let seg = |s: &str| {
-            s.bytes()
-                .map(|b| match b {
-                    b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => (b as char).to_string(),
-                    _ => format!("%{b:02X}"),
-                })
-                .collect::<String>()
-        };
+        let seg = segment;
         let path = format!(
             "{}/api/queue/v1/provisioners/{}/worker-types/{}/workers/{}/{}",
             self.root_url.path().trim_end_matches('/'),
@@ -146,4 +153,14 @@ impl TaskclusterClient {
             r = send => r,
         }
     }
+}
+
+/// One URL path segment: RFC 3986 unreserved bytes as they are, the rest escaped.
+fn segment(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }

@@ -95,11 +95,22 @@ fn check_config_never_prints_a_secret() {
         ("REDIS_URL", "redis://:pw-5678@localhost"),
         ("BUGZILLA_URL", "https://bugzilla.example.com"),
         ("BUGZILLA_API_KEY", "bz-key-9012"),
+        ("XEN_URL", "https://xen.example"),
+        ("XEN_USERNAME", "root"),
+        ("XEN_PASSWORD", "xen-pw-3456"),
+        ("TASKCLUSTER_ROOT_URL", "https://tc.example"),
+        ("TASKCLUSTER_CLIENT_ID", "project/releng/roller"),
+        ("TASKCLUSTER_ACCESS_TOKEN", "tc-token-7890"),
+        ("ROLLER_WEBHOOK_URL", "https://hooks.example/roller"),
+        ("ROLLER_WEBHOOK_SECRET", "webhook-secret-1122"),
     ];
     let (code, out, err) = roller(&["--config", f.to_str().unwrap(), "check-config"], &env);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("ops") && out.contains("bugzilla.example.com"), "{out}");
-    for secret in ["very-secret-token-1234", "pw-5678", "bz-key-9012"] {
+    assert!(out.contains("project/releng/roller") && out.contains("hooks.example"), "{out}");
+    for secret in
+        ["very-secret-token-1234", "pw-5678", "bz-key-9012", "xen-pw-3456", "tc-token-7890", "webhook-secret-1122"]
+    {
         assert!(!out.contains(secret), "{secret} in {out}");
     }
 }

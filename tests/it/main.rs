@@ -23,4 +23,5 @@ mod redfish;
 mod snmp;
 mod ssh;
 mod taskcluster;
+mod tc_actions;
 mod xen;

@@ -521,11 +521,28 @@ async fn a_real_roller_keeps_secrets_out_of_argv_logs_and_jobs() {
     let cfg = dir.path().join("roller.toml");
     std::fs::write(&cfg, base_config(CONFIG)).unwrap();
     let (c, d) = (cfg.display().to_string(), dir.path().display().to_string());
+    // Every other secret roller holds is configured too, and its services used where
+    // the job allows: Taskcluster notify (roller's token), a webhook (its key; the
+    // receiver is down, so the failures are logged), Bugzilla and Xen (keys loaded).
+    let q = crate::peers::tcqueue::FakeQueue::start(&["notify:*"]).await;
+    let bz = crate::peers::bugzilla::FakeBugzilla::start("bz-key-canary-77").await;
+    let dead_hook = format!("http://127.0.0.1:{}/hook", crate::procs::free_port());
     let env = [
         ("ROLLER_CONFIG", c.as_str()),
         ("ROLLER_DATA_DIR", d.as_str()),
         ("ROLLER_INVENTORY", inv.as_str()),
         ("ROLLER_LOG", "debug"),
+        ("TASKCLUSTER_ROOT_URL", q.root_url.as_str()),
+        ("TASKCLUSTER_CLIENT_ID", crate::peers::tcqueue::CLIENT_ID),
+        ("TASKCLUSTER_ACCESS_TOKEN", crate::peers::tcqueue::ACCESS_TOKEN),
+        ("NOTIFY_EMAIL", "relops@example.com"),
+        ("ROLLER_WEBHOOK_URL", dead_hook.as_str()),
+        ("ROLLER_WEBHOOK_SECRET", "webhook-key-canary-0099"),
+        ("BUGZILLA_URL", bz.url.as_str()),
+        ("BUGZILLA_API_KEY", "bz-key-canary-77"),
+        ("XEN_URL", "https://xen.example"),
+        ("XEN_USERNAME", "root"),
+        ("XEN_PASSWORD", "xen-pw-canary-31"),
     ];
     let roller = crate::procs::start_roller("serve", dir.path(), &env, "roller.log", false);
     let (status, v) = crate::procs::signed(
@@ -561,7 +578,24 @@ async fn a_real_roller_keeps_secrets_out_of_argv_logs_and_jobs() {
     let log = std::fs::read_to_string(&roller.log).unwrap();
     assert!(log.contains("\"level\":\"DEBUG\"") || log.contains("DEBUG"), "the log is at debug level");
     let job_text = serde_json::to_string(&job).unwrap();
-    for secret in [ipmi_password, pdu.community()] {
+    // The notifications went out (and the webhook failed and was logged) before we read the log.
+    wait_for(Duration::from_secs(30), || async {
+        let log = std::fs::read_to_string(&roller.log).unwrap_or_default();
+        (q.notes().len() >= 2 && log.contains("notification not delivered")).then_some(())
+    })
+    .await
+    .expect("notifications sent and the webhook failure logged");
+    let log = std::fs::read_to_string(&roller.log).unwrap();
+    let notes = serde_json::to_string(&q.notes()).unwrap();
+    for secret in [
+        ipmi_password,
+        pdu.community(),
+        crate::peers::tcqueue::ACCESS_TOKEN,
+        "webhook-key-canary-0099",
+        "bz-key-canary-77",
+        "xen-pw-canary-31",
+    ] {
+        assert!(!notes.contains(secret), "{secret} was sent in a notification");
         assert!(!log.contains(secret), "{secret} is in roller's log");
         assert!(!job_text.contains(secret), "{secret} is in the job");
     }

@@ -110,6 +110,35 @@ async fn quarantine(
     )
 }
 
+async fn declare_provisioner(
+    State(q): State<FakeQueue>,
+    Path(p): Path<String>,
+    uri: Uri,
+    headers: HeaderMap,
+    Json(body): Json<Value>,
+) -> Answer {
+    if let Err(e) = authorize(&q, "PUT", &uri, &headers, &format!("queue:declare-provisioner:{p}#actions")) {
+        return e;
+    }
+    let Some(actions) = body.get("actions").and_then(Value::as_array) else {
+        return refuse(StatusCode::BAD_REQUEST, "InputValidationError", "actions must be an array");
+    };
+    const FIELDS: [&str; 6] = ["name", "title", "context", "url", "method", "description"];
+    for a in actions {
+        let Some(obj) = a.as_object() else { return refuse(StatusCode::BAD_REQUEST, "InputValidationError", "action") };
+        let ok = obj.len() == FIELDS.len()
+            && FIELDS.iter().all(|f| obj.get(*f).and_then(Value::as_str).is_some_and(|v| !v.is_empty()))
+            && ["provisioner", "worker-type", "worker"].contains(&obj["context"].as_str().unwrap_or(""))
+            && ["POST", "PUT", "DELETE", "PATCH"].contains(&obj["method"].as_str().unwrap_or(""));
+        if !ok {
+            return refuse(StatusCode::BAD_REQUEST, "InputValidationError", &format!("invalid action {a}"));
+        }
+    }
+    q.notes.lock().unwrap().push(("declareProvisioner".into(), body.clone()));
+    // v39 and later: accepted, nothing stored.
+    (StatusCode::OK, Json(json!({ "provisionerId": p, "actions": [], "stability": "experimental" })))
+}
+
 async fn notify(
     State(q): State<FakeQueue>,
     Path(call): Path<String>,
@@ -179,6 +208,7 @@ impl FakeQueue {
         let app = axum::Router::new()
             .route("/api/queue/v1/provisioners/{p}/worker-types/{t}/workers/{g}/{w}", put(quarantine))
             .route("/api/notify/v1/{call}", axum::routing::post(notify))
+            .route("/api/queue/v1/provisioners/{p}", put(declare_provisioner))
             .with_state(q.clone());
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
         q
