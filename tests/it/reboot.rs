@@ -11,6 +11,7 @@ use serde_json::Value;
 
 use crate::helpers::*;
 use crate::peers::host::{FakeHost, Power};
+use crate::peers::ilo::FakeIlo;
 use crate::peers::ipmi::{IpmiSim, free_udp_port};
 use crate::peers::redfish::SushyBmc;
 use crate::peers::snmp::SentryPdu;
@@ -38,6 +39,8 @@ struct Gear<'a> {
     network_boot: Option<&'a str>,
     /// A `[xen]` vm_uuid (the stand-in's VM).
     xen: bool,
+    /// An `[ilo]` pointing at the stand-in (its password, certificate unchecked).
+    ilo: Option<&'a FakeIlo>,
 }
 
 /// Writes the inventory (secrets in files beside it) and returns its path.
@@ -81,6 +84,14 @@ fn inventory(dir: &Path, host: &FakeHost, b: &Gear) -> String {
             pdu.port()
         );
     }
+    if let Some(ilo) = b.ilo {
+        let pw = secret("ilo-password", crate::peers::ilo::PASSWORD);
+        t += &format!(
+            "[machines.box.ilo]\naddress = \"127.0.0.1\"\nport = {}\nverify_tls = false\nuser = {:?}\npassword_file = {pw:?}\n",
+            ilo.port,
+            crate::peers::ilo::USER
+        );
+    }
     if b.xen {
         t += &format!("[machines.box.xen]\nvm_uuid = {:?}\n", crate::peers::xen::VM_UUID);
     }
@@ -106,11 +117,12 @@ struct Wiring {
     pdu: Option<Arc<SentryPdu>>,
     redfish: Option<Arc<SushyBmc>>,
     xen: Option<FakeXen>,
+    ilo: Option<Arc<FakeIlo>>,
 }
 
 fn machine(w: Wiring) -> FakeHost {
     let mut power = Power::new();
-    let (mut seen_ssh, mut seen_ipmi, mut seen_pdu, mut seen_redfish) = (0, 0, 0, 0);
+    let (mut seen_ssh, mut seen_ipmi, mut seen_pdu, mut seen_redfish, mut seen_ilo) = (0, 0, 0, 0, 0);
     if let Some(sim) = &w.ipmi {
         seen_ipmi = sim.actions().len();
         if !sim.power() {
@@ -144,6 +156,14 @@ fn machine(w: Wiring) -> FakeHost {
             }
             seen_pdu = actions.len();
             if pdu.status(OUTLET_KEY) == Some(1) { power.power_on() } else { power.power_off() }
+        }
+        if let Some(ilo) = &w.ilo {
+            let resets = ilo.commands().iter().filter(|c| *c == "RESET_SERVER").count();
+            if resets > seen_ilo && ilo.power_on() {
+                power.reboot();
+            }
+            seen_ilo = resets;
+            if ilo.power_on() { power.power_on() } else { power.power_off() }
         }
         if let Some(x) = &w.xen {
             if x.running() { power.power_on() } else { power.power_off() }
@@ -706,4 +726,24 @@ async fn return_loan_lifts_the_quarantine_then_reimages() {
     assert_eq!(qs.len(), 1);
     assert!(qs[0].until <= chrono::Utc::now() && qs[0].info.contains("Loan returned by admin"), "{qs:?}");
     assert_eq!(sim.actions(), ["set boot pxe", "set reset 1"], "then the reimage");
+}
+
+/// The proof watches the machine, not its iLO: the iLO keeps answering
+/// throughout, the machine (a different address) goes down and comes back.
+#[tokio::test]
+async fn ilo_reboot_step_is_proven_on_the_machine_not_the_ilo() {
+    let ilo = Arc::new(FakeIlo::start().await);
+    let host = machine(Wiring { ilo: Some(ilo.clone()), ..Default::default() });
+    host.wait_answering();
+    let dir = tempfile::tempdir().unwrap();
+    let b = Gear { chain: &["ilo_reboot"], ilo: Some(&ilo), ..Default::default() };
+    let inv = inventory(dir.path(), &host, &b);
+    let app = spawn_app_with(CONFIG, &[("ROLLER_INVENTORY", &inv)]).await;
+    let job = reboot(&app).await;
+    assert_eq!(job["state"], "succeeded", "{job:#}");
+    assert_eq!(job["result"]["worked"], "ilo_reboot");
+    let proof = job["result"]["proof"].as_str().unwrap();
+    assert!(proof.contains("stopped answering") && proof.contains("answered again"), "{proof}");
+    assert!(job["log"].to_string().contains(&format!("tcp:{}", host.port())), "probed the machine's port");
+    assert_eq!(ilo.commands(), ["GET_HOST_POWER_STATUS", "RESET_SERVER"]);
 }
