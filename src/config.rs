@@ -598,31 +598,43 @@ fn parse_bool(key: &str, v: &str) -> Result<bool, ConfigError> {
     }
 }
 
+/// A secret from its environment variable (`direct`, which wins), or the file
+/// table's `<field>_env` (names a variable) or `<field>_file`. `None` when none is given.
+fn secret_source(
+    env: &dyn Env,
+    direct: &str,
+    field: &str,
+    var: &Option<String>,
+    file: &Option<PathBuf>,
+) -> Result<Option<String>, ConfigError> {
+    let value = match (env.get(direct), var, file) {
+        (Some(v), _, _) => v,
+        (None, Some(_), Some(_)) => return Err(err(format!("{field}: give {field}_env or {field}_file, not both"))),
+        (None, Some(name), None) => {
+            env.get(name).ok_or_else(|| err(format!("{field}_env: environment variable {name} is not set")))?
+        }
+        (None, None, Some(f)) => std::fs::read_to_string(f)
+            .map_err(|e| err(format!("{field}_file: cannot read {}: {e}", f.display())))?
+            .trim_end_matches(['\n', '\r'])
+            .to_string(),
+        (None, None, None) => return Ok(None),
+    };
+    if value.trim().is_empty() {
+        return Err(err(format!("{field} ({direct}) is empty")));
+    }
+    Ok(Some(value))
+}
+
 /// `[bugzilla]` plus `BUGZILLA_URL`, `BUGZILLA_API_KEY`, `BUGZILLA_REOPEN_STATE`. Bug
 /// filing is on when a URL is set; then a key is required.
 fn bugzilla_settings(b: BugzillaFile, env: &dyn Env) -> Result<Option<BugzillaSettings>, ConfigError> {
     let Some(url) = env.get("BUGZILLA_URL").or(b.url) else {
         return Ok(None);
     };
-    let key = match (env.get("BUGZILLA_API_KEY"), &b.api_key_env, &b.api_key_file) {
-        (Some(k), _, _) => k,
-        (None, Some(var), None) => {
-            env.get(var).ok_or_else(|| err(format!("bugzilla.api_key_env: environment variable {var} is not set")))?
-        }
-        (None, None, Some(f)) => std::fs::read_to_string(f)
-            .map_err(|e| err(format!("bugzilla.api_key_file: cannot read {}: {e}", f.display())))?
-            .trim()
-            .to_string(),
-        (None, Some(_), Some(_)) => return Err(err("bugzilla: give api_key_env or api_key_file, not both")),
-        (None, None, None) => {
-            return Err(err(
-                "BUGZILLA_URL is set but no API key is: set BUGZILLA_API_KEY, bugzilla.api_key_env or bugzilla.api_key_file",
-            ));
-        }
-    };
-    if key.trim().is_empty() {
-        return Err(err("the Bugzilla API key is empty"));
-    }
+    let key = secret_source(env, "BUGZILLA_API_KEY", "bugzilla.api_key", &b.api_key_env, &b.api_key_file)?
+        .ok_or_else(|| {
+            err("BUGZILLA_URL is set but no API key is: set BUGZILLA_API_KEY, bugzilla.api_key_env or bugzilla.api_key_file")
+        })?;
     let timeout = Duration::from_secs(b.timeout_secs.unwrap_or(30).clamp(1, 300));
     let client = crate::drivers::bugzilla::Bugzilla::new(&url, SecretString::from(key), timeout)
         .map_err(|e| err(format!("BUGZILLA_URL / bugzilla.url: {e}")))?;
@@ -673,20 +685,13 @@ fn notify_settings(
             )));
         }
     }
-    let webhook_secret = match (env.get("ROLLER_WEBHOOK_SECRET"), &n.webhook_secret_env, &n.webhook_secret_file) {
-        (Some(s), _, _) => Some(s),
-        (None, Some(var), _) => Some(
-            env.get(var)
-                .ok_or_else(|| err(format!("notify.webhook_secret_env: environment variable {var} is not set")))?,
-        ),
-        (None, None, Some(f)) => Some(
-            std::fs::read_to_string(f)
-                .map_err(|e| err(format!("notify.webhook_secret_file: cannot read {}: {e}", f.display())))?
-                .trim()
-                .to_string(),
-        ),
-        (None, None, None) => None,
-    };
+    let webhook_secret = secret_source(
+        env,
+        "ROLLER_WEBHOOK_SECRET",
+        "notify.webhook_secret",
+        &n.webhook_secret_env,
+        &n.webhook_secret_file,
+    )?;
     if webhook_secret.as_deref().is_some_and(|s| s.len() < 16) {
         return Err(err("the webhook secret must be at least 16 characters"));
     }
@@ -713,25 +718,14 @@ fn taskcluster_settings(t: TaskclusterFile, env: &dyn Env) -> Result<Option<Task
         .get("TASKCLUSTER_ROOT_URL")
         .or(t.root_url)
         .ok_or_else(|| err("TASKCLUSTER_CLIENT_ID is set but TASKCLUSTER_ROOT_URL / taskcluster.root_url is not"))?;
-    let token = match (env.get("TASKCLUSTER_ACCESS_TOKEN"), &t.access_token_env, &t.access_token_file) {
-        (Some(k), _, _) => k,
-        (None, Some(var), None) => env
-            .get(var)
-            .ok_or_else(|| err(format!("taskcluster.access_token_env: environment variable {var} is not set")))?,
-        (None, None, Some(f)) => std::fs::read_to_string(f)
-            .map_err(|e| err(format!("taskcluster.access_token_file: cannot read {}: {e}", f.display())))?
-            .trim()
-            .to_string(),
-        (None, Some(_), Some(_)) => {
-            return Err(err("taskcluster: give access_token_env or access_token_file, not both"));
-        }
-        (None, None, None) => {
-            return Err(err("TASKCLUSTER_CLIENT_ID is set but no access token is (TASKCLUSTER_ACCESS_TOKEN)"));
-        }
-    };
-    if token.trim().is_empty() {
-        return Err(err("the Taskcluster access token is empty"));
-    }
+    let token = secret_source(
+        env,
+        "TASKCLUSTER_ACCESS_TOKEN",
+        "taskcluster.access_token",
+        &t.access_token_env,
+        &t.access_token_file,
+    )?
+    .ok_or_else(|| err("TASKCLUSTER_CLIENT_ID is set but no access token is (TASKCLUSTER_ACCESS_TOKEN)"))?;
     let timeout = Duration::from_secs(t.timeout_secs.unwrap_or(30).clamp(1, 300));
     let client =
         crate::drivers::taskcluster::TaskclusterClient::new(&root_url, &client_id, SecretString::from(token), timeout)
@@ -757,25 +751,10 @@ fn xen_settings(x: XenFile, env: &dyn Env) -> Result<Option<XenSettings>, Config
         .get("XEN_USERNAME")
         .or(x.username)
         .ok_or_else(|| err("XEN_URL is set but XEN_USERNAME / xen.username is not"))?;
-    let password = match (env.get("XEN_PASSWORD"), &x.password_env, &x.password_file) {
-        (Some(p), _, _) => p,
-        (None, Some(var), None) => {
-            env.get(var).ok_or_else(|| err(format!("xen.password_env: environment variable {var} is not set")))?
-        }
-        (None, None, Some(f)) => std::fs::read_to_string(f)
-            .map_err(|e| err(format!("xen.password_file: cannot read {}: {e}", f.display())))?
-            .trim_end_matches(['\n', '\r'])
-            .to_string(),
-        (None, Some(_), Some(_)) => return Err(err("xen: give password_env or password_file, not both")),
-        (None, None, None) => {
-            return Err(err(
-                "XEN_URL is set but no password is: set XEN_PASSWORD, xen.password_env or xen.password_file",
-            ));
-        }
-    };
-    if password.is_empty() {
-        return Err(err("the XenAPI password is empty"));
-    }
+    let password =
+        secret_source(env, "XEN_PASSWORD", "xen.password", &x.password_env, &x.password_file)?.ok_or_else(|| {
+            err("XEN_URL is set but no password is: set XEN_PASSWORD, xen.password_env or xen.password_file")
+        })?;
     Ok(Some(XenSettings {
         url,
         user,

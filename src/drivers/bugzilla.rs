@@ -108,7 +108,7 @@ impl Bugzilla {
 
     /// A bug by id or alias; `None` when Bugzilla has no such bug.
     pub async fn get(&self, id_or_alias: &str, cancel: &CancellationToken) -> Result<Option<Bug>, BugzillaError> {
-        let path = format!("rest/bug/{}", encode(id_or_alias));
+        let path = format!("rest/bug/{}", super::path_segment(id_or_alias));
         match self.call(Method::GET, &path, &[], None, cancel).await {
             Ok(v) => Ok(first_bug(&Method::GET, &path, v)?),
             Err(BugzillaError::Refused { code: Some(CODE_NO_SUCH_BUG), .. }) => Ok(None),
@@ -241,16 +241,6 @@ fn bounded(s: &str) -> String {
     format!("{}…", &s[..end])
 }
 
-/// An alias or id as one path segment: RFC 3986 unreserved bytes as they are, the rest escaped.
-fn encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -280,7 +270,7 @@ mod tests {
 
     #[test]
     fn aliases_are_one_path_segment() {
-        assert_eq!(encode("t-linux64-ms-001"), "t-linux64-ms-001");
-        assert_eq!(encode("a/b c"), "a%2Fb%20c");
+        assert_eq!(crate::drivers::path_segment("t-linux64-ms-001"), "t-linux64-ms-001");
+        assert_eq!(crate::drivers::path_segment("a/b c?"), "a%2Fb%20c%3F");
     }
 }

@@ -83,7 +83,7 @@ impl TaskclusterClient {
         url.set_path(&format!(
             "{}/api/queue/v1/provisioners/{}",
             self.root_url.path().trim_end_matches('/'),
-            segment(provisioner_id)
+            super::path_segment(provisioner_id)
         ));
         let body = json!({ "actions": actions });
         self.send("queue.declareProvisioner", reqwest::Method::PUT, url, &body, &CancellationToken::new()).await
@@ -99,7 +99,7 @@ impl TaskclusterClient {
         cancel: &CancellationToken,
     ) -> Result<Value, TaskclusterError> {
         const CALL: &str = "queue.quarantineWorker";
-        let seg = segment;
+        let seg = super::path_segment;
         let path = format!(
             "{}/api/queue/v1/provisioners/{}/worker-types/{}/workers/{}/{}",
             self.root_url.path().trim_end_matches('/'),
@@ -153,14 +153,4 @@ impl TaskclusterClient {
             r = send => r,
         }
     }
-}
-
-/// One URL path segment: RFC 3986 unreserved bytes as they are, the rest escaped.
-fn segment(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
