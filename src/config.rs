@@ -111,6 +111,7 @@ pub struct BugTemplateFile {
     pub product: Option<String>,
     pub component: Option<String>,
     pub summary: Option<String>,
+    pub description: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -643,11 +644,15 @@ fn bugzilla_settings(b: BugzillaFile, env: &dyn Env) -> Result<Option<BugzillaSe
             product: t.product.unwrap_or(d.product),
             component: t.component.unwrap_or(d.component),
             summary: t.summary.unwrap_or(d.summary),
+            description: t.description.unwrap_or(d.description),
         };
-        if let Some(bad) = BugTemplate::unknown_placeholder(&t.summary) {
-            return Err(err(format!(
-                "bugzilla.{at}.summary: unknown placeholder {{{bad}}}; known: {{host}}, {{alias}}, {{dc}}"
-            )));
+        for (field, text) in [("summary", &t.summary), ("description", &t.description)] {
+            if let Some(bad) = BugTemplate::unknown_placeholder(text) {
+                return Err(err(format!(
+                    "bugzilla.{at}.{field}: unknown placeholder {{{bad}}}; known: {}",
+                    BugTemplate::PLACEHOLDERS.map(|p| format!("{{{p}}}")).join(", ")
+                )));
+            }
         }
         if t.product.trim().is_empty() || t.component.trim().is_empty() || t.summary.trim().is_empty() {
             return Err(err(format!("bugzilla.{at}: product, component and summary may not be empty")));

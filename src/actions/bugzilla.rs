@@ -10,7 +10,7 @@
 
 use serde_json::{Value, json};
 
-use super::{ActionContext, ActionError, BugzillaSettings, Target, machine};
+use super::{ActionContext, ActionError, BugFields, BugzillaSettings, Target, machine};
 use crate::drivers::bugzilla::BugzillaError;
 use crate::inventory::Machine;
 
@@ -42,10 +42,8 @@ pub(crate) async fn file(
         Some(j) => (j.requester.as_str(), j.id.as_str()),
         None => ("roller run (command line)", "-"),
     };
-    let description = format!(
-        "Reboot {host} {}\nRequested by {requester} (roller job {job})\nRelops controller action failed:\n{attempt_log}",
-        m.address
-    );
+    let fields = BugFields { host, alias: &alias, dc: &dc, ip: &m.address, requester, job, log: attempt_log };
+    let description = bz.reboot.description_for(&fields);
 
     let mut tracker_reopened = false;
     let tracker = match client.get(&alias, &cx.cancel).await.map_err(fail)? {
@@ -68,10 +66,10 @@ pub(crate) async fn file(
             let fields = json!({
                 "product": t.product,
                 "component": t.component,
-                "summary": t.summary_for(host, &alias, &dc),
+                "summary": t.summary_for(&fields),
                 "version": "unspecified",
                 "alias": [alias],
-                "description": format!("Problem tracking for {host}. Filed by roller."),
+                "description": t.description_for(&fields),
             });
             let id = client.create(&fields, &cx.cancel).await.map_err(fail)?;
             cx.log(format!("filed tracker bug {id} ({alias})"));
@@ -80,7 +78,7 @@ pub(crate) async fn file(
     };
 
     let r = &bz.reboot;
-    let summary = r.summary_for(host, &alias, &dc);
+    let summary = r.summary_for(&fields);
     let open = client.find_open(&summary, &r.product, &r.component, &cx.cancel).await.map_err(fail)?;
     let (bug, filed) = match open.first() {
         Some(existing) => {

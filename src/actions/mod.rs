@@ -264,16 +264,29 @@ pub struct BugzillaSettings {
     pub reboot: BugTemplate,
 }
 
-/// Where a bug goes and its summary; `{host}`, `{alias}` and `{dc}` are filled in.
+/// Where a bug goes, its summary and its first comment. Placeholders
+/// ([`BugTemplate::PLACEHOLDERS`]) are filled from [`BugFields`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BugTemplate {
     pub product: String,
     pub component: String,
     pub summary: String,
+    pub description: String,
+}
+
+/// What a bug template can say about the machine and the job.
+pub struct BugFields<'a> {
+    pub host: &'a str,
+    pub alias: &'a str,
+    pub dc: &'a str,
+    pub ip: &'a str,
+    pub requester: &'a str,
+    pub job: &'a str,
+    pub log: &'a str,
 }
 
 impl BugTemplate {
-    const PLACEHOLDERS: [&'static str; 3] = ["host", "alias", "dc"];
+    pub const PLACEHOLDERS: [&'static str; 7] = ["host", "alias", "dc", "ip", "requester", "job", "log"];
 
     /// The original's tracker template.
     pub fn default_tracker() -> Self {
@@ -281,6 +294,7 @@ impl BugTemplate {
             product: "Infrastructure & Operations".into(),
             component: "CIDuty".into(),
             summary: "[{dc}] {alias} problem tracking".into(),
+            description: "Problem tracking for {host}. Filed by roller.".into(),
         }
     }
 
@@ -290,13 +304,18 @@ impl BugTemplate {
             product: "Infrastructure & Operations".into(),
             component: "DCOps".into(),
             summary: "{host} is unreachable".into(),
+            description: "Reboot {host} {ip}\nRequested by {requester} (roller job {job})\n\
+                          Relops controller action failed:\n{log}"
+                .into(),
         }
     }
 
-    /// The summary with the placeholders filled. Values are plain text in JSON
-    /// built by serde, so no value can break the request (the original's could).
-    pub fn summary_for(&self, host: &str, alias: &str, dc: &str) -> String {
-        self.summary.replace("{host}", host).replace("{alias}", alias).replace("{dc}", dc)
+    pub fn summary_for(&self, f: &BugFields) -> String {
+        fill(&self.summary, f)
+    }
+
+    pub fn description_for(&self, f: &BugFields) -> String {
+        fill(&self.description, f)
     }
 
     /// The first `{name}` in `s` that is not a known placeholder.
@@ -313,6 +332,43 @@ impl BugTemplate {
         }
         None
     }
+}
+
+/// One pass over the template, so a value that itself contains `{log}` is not
+/// expanded again. The bug bodies are JSON built by serde: no value can break
+/// the request (the original's string-built JSON could).
+fn fill(template: &str, f: &BugFields) -> String {
+    let mut out = String::with_capacity(template.len() + f.log.len());
+    let mut rest = template;
+    while let Some(open) = rest.find('{') {
+        out.push_str(&rest[..open]);
+        let after = &rest[open + 1..];
+        let value = after.find('}').and_then(|close| {
+            let v = match &after[..close] {
+                "host" => f.host,
+                "alias" => f.alias,
+                "dc" => f.dc,
+                "ip" => f.ip,
+                "requester" => f.requester,
+                "job" => f.job,
+                "log" => f.log,
+                _ => return None,
+            };
+            Some((v, close))
+        });
+        match value {
+            Some((v, close)) => {
+                out.push_str(v);
+                rest = &after[close + 1..];
+            }
+            None => {
+                out.push('{');
+                rest = after;
+            }
+        }
+    }
+    out.push_str(rest);
+    out
 }
 
 /// How the reboot chain proves a step worked.
@@ -464,4 +520,32 @@ pub(crate) async fn resolve(host: &str, cx: &ActionContext) -> Result<Resolved, 
         e @ DnsError::NotFound { .. } => ActionError::Failed(e.to_string()),
         e @ DnsError::Config(_) => ActionError::Config(e.to_string()),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bug_templates_fill_each_placeholder_once() {
+        let f = BugFields {
+            host: "ms1.example",
+            alias: "ms1",
+            dc: "MDC1",
+            ip: "10.0.0.1",
+            requester: "jdoe",
+            job: "j-1",
+            log: "ssh_reboot failed: {host} \"quoted\"",
+        };
+        assert_eq!(BugTemplate::default_tracker().summary_for(&f), "[MDC1] ms1 problem tracking");
+        let d = BugTemplate::default_reboot().description_for(&f);
+        assert_eq!(
+            d,
+            "Reboot ms1.example 10.0.0.1\nRequested by jdoe (roller job j-1)\nRelops controller action failed:\n\
+             ssh_reboot failed: {host} \"quoted\""
+        );
+        assert_eq!(fill("{nope} {host", &f), "{nope} {host");
+        assert_eq!(BugTemplate::unknown_placeholder("{host} {hots}").as_deref(), Some("hots"));
+        assert_eq!(BugTemplate::unknown_placeholder("{log} {ip} {requester}"), None);
+    }
 }
