@@ -70,6 +70,7 @@ macro_rules! conformance_suite {
             log_lines_keep_their_order,
             history_is_newest_first_and_limited,
             concurrent_reserves_hand_each_job_out_once,
+            stats_count_waiting_and_running_jobs,
         );
         $crate::queue::conformance::conformance_suite!(@backend $backend;
             jobs_survive_reopen,
@@ -212,6 +213,23 @@ pub async fn reserve_hands_out_oldest_first_and_marks_running(q: &dyn Queue) {
         assert_eq!(g.lease_until, r.lease_until);
         assert_eq!(g.consumer, r.consumer);
     }
+}
+
+pub async fn stats_count_waiting_and_running_jobs(q: &dyn Queue) {
+    assert_eq!(q.stats().await.unwrap(), super::QueueStats::default());
+    let a = enqueue(q, "a", "g").await;
+    let _b = enqueue(q, "b", "g").await;
+    let s = q.stats().await.unwrap();
+    assert_eq!((s.queued, s.running), (2, 0));
+    assert_eq!(s.oldest_queued, Some(a.created_at), "the first enqueued waits longest");
+    let r = q.reserve("r", LONG_LEASE).await.unwrap().unwrap();
+    assert_eq!(r.id, a.id);
+    let s = q.stats().await.unwrap();
+    assert_eq!((s.queued, s.running), (1, 1));
+    q.finish(r.id, "r", Outcome::Succeeded(serde_json::json!({}))).await.unwrap();
+    let s = q.stats().await.unwrap();
+    assert_eq!((s.queued, s.running), (1, 0));
+    assert!(s.oldest_queued.is_some_and(|t| t >= a.created_at));
 }
 
 pub async fn reserve_with_nothing_runnable_is_none(q: &dyn Queue) {

@@ -157,6 +157,17 @@ pub struct Enqueued {
     pub created: bool,
 }
 
+/// The queue's load at one moment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct QueueStats {
+    /// Jobs waiting for a runner (including ones whose runner died and that await takeover).
+    pub queued: u64,
+    /// Jobs a runner holds a live lease on.
+    pub running: u64,
+    /// When the longest-waiting queued job was enqueued.
+    pub oldest_queued: Option<DateTime<Utc>>,
+}
+
 /// How a reserved job ended.
 #[derive(Debug, Clone)]
 pub enum Outcome {
@@ -228,4 +239,7 @@ pub trait Queue: Send + Sync + 'static {
 
     /// Whether the backend can take writes now (for `/__heartbeat__`).
     async fn health(&self) -> Result<(), QueueError>;
+
+    /// What is waiting and running now (for `/metrics`).
+    async fn stats(&self) -> Result<QueueStats, QueueError>;
 }

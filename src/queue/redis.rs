@@ -54,7 +54,7 @@ use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
 use redis::{Cmd, Pipeline, RedisFuture, Script, Value};
 
-use super::{Enqueued, Job, JobState, LogLine, NewJob, Outcome, Queue, QueueError, QueueOptions};
+use super::{Enqueued, Job, JobState, LogLine, NewJob, Outcome, Queue, QueueError, QueueOptions, QueueStats};
 use crate::actions::Task;
 use crate::domain::{ClientId, JobId, TaskclusterName, WorkerGroup, WorkerId};
 
@@ -175,6 +175,7 @@ struct Scripts {
     append_log: Script,
     get: Script,
     history: Script,
+    stats: Script,
 }
 
 /// The Redis queue backend. Cheap to clone; clones share the connection.
@@ -610,6 +611,14 @@ end
 return out
 "#;
 
+/// Waiting jobs, live leases, and the oldest waiting job's enqueue time (unix ms).
+const STATS: &str = r#"
+local first = redis.call('ZRANGE', P .. 'queued', 0, 0)
+local oldest = false
+if first[1] then oldest = redis.call('HGET', jk(first[1]), 'created_at') end
+return {redis.call('ZCARD', P .. 'queued'), redis.call('ZCOUNT', P .. 'running', NOW, '+inf'), oldest}
+"#;
+
 impl Scripts {
     fn new() -> Self {
         let prelude = PRELUDE
@@ -626,6 +635,7 @@ impl Scripts {
             append_log: script(APPEND_LOG),
             get: script(GET),
             history: script(HISTORY),
+            stats: script(STATS),
         }
     }
 }
@@ -815,6 +825,28 @@ impl Queue for RedisQueue {
             jobs.push(decode_job(fields, log)?);
         }
         Ok(jobs)
+    }
+
+    async fn stats(&self) -> Result<QueueStats, QueueError> {
+        let reply = self.run(&self.scripts.stats, &[]).await?;
+        let items = into_items(reply)?;
+        let int = |v: Option<&Value>| match v {
+            Some(Value::Int(n)) => Ok(*n),
+            Some(Value::BulkString(b)) => std::str::from_utf8(b)
+                .ok()
+                .and_then(|s| s.parse::<i64>().ok())
+                .ok_or_else(|| QueueError::Corrupt("stats".into(), "not a number".into())),
+            _ => Err(QueueError::Corrupt("stats".into(), "a field is missing".into())),
+        };
+        let oldest = match items.get(2) {
+            Some(Value::Nil) | None => None,
+            other => Some(int(other)?),
+        };
+        Ok(QueueStats {
+            queued: int(items.first())?.max(0) as u64,
+            running: int(items.get(1))?.max(0) as u64,
+            oldest_queued: oldest.and_then(chrono::DateTime::from_timestamp_millis),
+        })
     }
 
     async fn health(&self) -> Result<(), QueueError> {

@@ -27,7 +27,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, Transaction, TransactionBehavior};
 
-use super::{Enqueued, Job, JobState, LogLine, NewJob, Outcome, Queue, QueueError, QueueOptions};
+use super::{Enqueued, Job, JobState, LogLine, NewJob, Outcome, Queue, QueueError, QueueOptions, QueueStats};
 use crate::actions::Task;
 use crate::domain::{ClientId, JobId, TaskclusterName, WorkerGroup, WorkerId};
 
@@ -765,6 +765,25 @@ impl Queue for SqliteQueue {
         let limit = i64::try_from(limit.min(self.options.effective_history_cap())).unwrap_or(i64::MAX);
         let options = self.options;
         self.with_conn(move |c| history_tx(c, &worker_id, limit, retention_cutoff(now_ms(), &options))).await
+    }
+
+    async fn stats(&self) -> Result<QueueStats, QueueError> {
+        self.with_conn(|c| {
+            let (queued, running, oldest): (i64, i64, Option<i64>) = c
+                .query_row(
+                    "SELECT count(*) FILTER (WHERE state = 'queued'), count(*) FILTER (WHERE state = 'running'), \
+                     min(created_at) FILTER (WHERE state = 'queued') FROM jobs",
+                    [],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                )
+                .db()?;
+            Ok(QueueStats {
+                queued: queued.max(0) as u64,
+                running: running.max(0) as u64,
+                oldest_queued: oldest.map(|ms| ms_to_dt("-", "created_at", ms)).transpose()?,
+            })
+        })
+        .await
     }
 
     async fn health(&self) -> Result<(), QueueError> {
