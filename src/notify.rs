@@ -204,7 +204,10 @@ where
                 tracing::warn!(channel, attempt, error = %e, "notification failed; retrying");
                 tokio::time::sleep(PAUSE * attempt).await;
             }
-            Err(e) => tracing::error!(channel, attempts = ATTEMPTS, error = %e, "notification not delivered"),
+            Err(e) => {
+                metrics::counter!("roller_notify_failures_total", "channel" => channel.to_string()).increment(1);
+                tracing::error!(channel, attempts = ATTEMPTS, error = %e, "notification not delivered");
+            }
         }
     }
 }

@@ -126,6 +126,9 @@ impl Runner {
         tracing::info!("job started");
         drop(_enter);
         self.settings.notify.job_started(&job);
+        let running = metrics::gauge!("roller_jobs_running");
+        running.increment(1.0);
+        let started = std::time::Instant::now();
 
         let (log, writer) = QueueLog::start(self.queue.clone(), id);
         let soft = CancellationToken::new();
@@ -140,6 +143,7 @@ impl Runner {
         let limits = Limits { soft: self.settings.soft_time_limit, hard: self.settings.hard_time_limit };
         let ended = run_with_limits(actions::execute(job.task, &target, &cx), limits, &soft, &hand_back).await;
 
+        running.decrement(1.0);
         let outcome = match ended {
             Ended::Finished(Ok(v)) => Some(Outcome::Succeeded(v)),
             Ended::Finished(Err(e)) => Some(Outcome::Failed(e.to_string())),
@@ -181,6 +185,11 @@ impl Runner {
                     // Only once the outcome is recorded, and beside it: a slow
                     // notifier never holds a job's outcome back.
                     if let Some(o) = &outcome {
+                        let task = job.task.name();
+                        metrics::counter!("roller_jobs_finished_total", "task" => task, "state" => o.state().as_str())
+                            .increment(1);
+                        metrics::histogram!("roller_job_duration_seconds", "task" => task)
+                            .record(started.elapsed().as_secs_f64());
                         self.settings.notify.job_finished(&job, o);
                     }
                     return;

@@ -65,6 +65,8 @@ impl Application {
                  use `roller serve` for the embedded queue"
             );
         }
+        // Before anything records a metric.
+        crate::telemetry::prometheus();
         create_private_dir(&settings.data_dir)?;
         load_inventory(&settings)?;
         let queue = open_queue(&settings).await?;

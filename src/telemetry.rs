@@ -19,3 +19,41 @@ pub fn init() {
         let _ = builder.json().flatten_event(true).with_current_span(true).with_span_list(false).try_init();
     }
 }
+
+/// The process's Prometheus recorder, installed on first use. Metric names and
+/// labels are low-cardinality by design: task names, job states, reasons,
+/// channels and steps, never worker ids or clients.
+pub fn prometheus() -> &'static metrics_exporter_prometheus::PrometheusHandle {
+    static HANDLE: std::sync::OnceLock<metrics_exporter_prometheus::PrometheusHandle> = std::sync::OnceLock::new();
+    HANDLE.get_or_init(|| {
+        use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
+        // A reboot takes minutes; a ping milliseconds.
+        let buckets = [0.05, 0.25, 1.0, 5.0, 15.0, 60.0, 180.0, 600.0, 1200.0];
+        let recorder = PrometheusBuilder::new()
+            .set_buckets_for_metric(Matcher::Full("roller_job_duration_seconds".into()), &buckets)
+            .expect("buckets are not empty")
+            .build_recorder();
+        let handle = recorder.handle();
+        // Another recorder already installed (only possible in an embedding program)
+        // leaves this one unused: /metrics then shows only the queue gauges.
+        if metrics::set_global_recorder(recorder).is_err() {
+            tracing::warn!("a metrics recorder was already installed; /metrics will be incomplete");
+        }
+        describe();
+        handle
+    })
+}
+
+fn describe() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram};
+    describe_counter!("roller_jobs_enqueued_total", "Jobs created through the API, by task");
+    describe_counter!("roller_jobs_finished_total", "Jobs that ended, by task and final state");
+    describe_histogram!("roller_job_duration_seconds", metrics::Unit::Seconds, "Job run time, by task");
+    describe_gauge!("roller_jobs_running", "Jobs this process is running now");
+    describe_gauge!("roller_queue_jobs", "Jobs in the queue now, by state (queued, running), all processes");
+    describe_gauge!("roller_queue_oldest_job_age_seconds", "How long the oldest queued job has waited");
+    describe_gauge!("roller_queue_up", "1 when the queue backend answered the last scrape");
+    describe_counter!("roller_auth_failures_total", "Refused requests, by reason");
+    describe_counter!("roller_notify_failures_total", "Notifications not delivered after retries, by channel");
+    describe_counter!("roller_reboot_steps_total", "Reboot chain steps, by step and outcome");
+}

@@ -244,6 +244,7 @@ pub(crate) async fn run_on(m: &Machine, target: &Target, cx: &ActionContext) -> 
                 let secs = round(step_start.elapsed());
                 cx.log(format!("{name}: worked: {proof}"));
                 attempts.push(json!({ "step": name, "outcome": "worked", "proof": proof, "detail": detail }));
+                count(&attempts);
                 return Ok(json!({
                     "worked": name,
                     "proof": proof,
@@ -258,6 +259,7 @@ pub(crate) async fn run_on(m: &Machine, target: &Target, cx: &ActionContext) -> 
             }
         }
     }
+    count(&attempts);
     let tried = summary(&attempts);
     let bug = bug_url.map(|u| format!(" Filed {u}.")).unwrap_or_default();
     Err(ActionError::Failed(format!(
@@ -266,6 +268,15 @@ pub(crate) async fn run_on(m: &Machine, target: &Target, cx: &ActionContext) -> 
         chain_start.elapsed().as_secs_f64(),
         if tried.is_empty() { "its class has no reboot steps".to_string() } else { tried.join("; ") }
     )))
+}
+
+/// Counts each step's outcome for `/metrics` (`roller_reboot_steps_total`).
+fn count(attempts: &[Value]) {
+    for a in attempts {
+        let (step, outcome) = (a["step"].as_str().unwrap_or("?"), a["outcome"].as_str().unwrap_or("?"));
+        metrics::counter!("roller_reboot_steps_total", "step" => step.to_string(), "outcome" => outcome.to_string())
+            .increment(1);
+    }
 }
 
 /// One line per attempt: `<step> <outcome>: <reason>`.

@@ -37,3 +37,25 @@ pub async fn heartbeat(State(state): State<AppState>) -> (StatusCode, Json<Value
 pub async fn version() -> Json<Value> {
     Json(crate::version_info())
 }
+
+/// Prometheus text format. Unauthenticated like the heartbeats: no label
+/// carries a machine, client or secret. The queue gauges are read at scrape
+/// time, so every API process reports the same fleet-wide numbers.
+pub async fn metrics(State(state): State<AppState>) -> impl axum::response::IntoResponse {
+    let handle = crate::telemetry::prometheus();
+    match state.queue.stats().await {
+        Ok(s) => {
+            metrics::gauge!("roller_queue_up").set(1.0);
+            metrics::gauge!("roller_queue_jobs", "state" => "queued").set(s.queued as f64);
+            metrics::gauge!("roller_queue_jobs", "state" => "running").set(s.running as f64);
+            let age = s.oldest_queued.map(|t| (chrono::Utc::now() - t).num_milliseconds().max(0) as f64 / 1000.0);
+            metrics::gauge!("roller_queue_oldest_job_age_seconds").set(age.unwrap_or(0.0));
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "metrics: queue stats unavailable");
+            metrics::gauge!("roller_queue_up").set(0.0);
+        }
+    }
+    handle.run_upkeep();
+    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], handle.render())
+}

@@ -24,6 +24,7 @@ pub enum ApiError {
 
 impl ApiError {
     pub fn permission_denied() -> Self {
+        metrics::counter!("roller_auth_failures_total", "reason" => "scope").increment(1);
         ApiError::Forbidden(PERMISSION_DENIED.to_string())
     }
 }
@@ -31,8 +32,12 @@ impl ApiError {
 impl From<AuthError> for ApiError {
     fn from(e: AuthError) -> Self {
         match e {
-            AuthError::Refused(m) => ApiError::Forbidden(m),
+            AuthError::Refused(m) => {
+                metrics::counter!("roller_auth_failures_total", "reason" => "credentials").increment(1);
+                ApiError::Forbidden(m)
+            }
             AuthError::Unavailable(m) => {
+                metrics::counter!("roller_auth_failures_total", "reason" => "auth_service_unavailable").increment(1);
                 tracing::warn!(error = %m, "authentication service unavailable");
                 ApiError::Unavailable("authentication service unavailable, try again later".into())
             }

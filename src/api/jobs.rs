@@ -108,6 +108,7 @@ async fn enqueue(
         .await?;
     if enq.created {
         state.wake.notify_one();
+        metrics::counter!("roller_jobs_enqueued_total", "task" => enq.job.task.name()).increment(1);
     }
     let job = enq.job;
     let url = format!("/api/v1/jobs/{}", job.id);

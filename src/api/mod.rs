@@ -155,6 +155,7 @@ pub fn router(state: AppState) -> Router {
         .route("/__lbheartbeat__", get(dockerflow::lbheartbeat).fallback(method_not_allowed))
         .route("/__heartbeat__", get(dockerflow::heartbeat).fallback(method_not_allowed))
         .route("/__version__", get(dockerflow::version).fallback(method_not_allowed))
+        .route("/metrics", get(dockerflow::metrics).fallback(method_not_allowed))
         .fallback(not_found)
         // Innermost first: a panic or a timeout still gets CORS headers and a log line.
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(|_| ApiError::Internal.into_response()))

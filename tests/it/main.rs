@@ -14,6 +14,7 @@ mod ilo;
 mod ipmi;
 mod jobs;
 mod loan;
+mod metrics;
 mod notify;
 mod peers;
 mod process;
