@@ -6,14 +6,21 @@ use axum::http::StatusCode;
 use serde_json::{Value, json};
 
 use super::AppState;
+use super::wire::ErrorBody;
 use crate::queue::QueueError;
 
 /// Always 200: the process is up and serving.
+#[utoipa::path(get, path = "/__lbheartbeat__", tag = "dockerflow", responses(
+    (status = 200, body = Object), (status = 405, description = "Method not allowed", body = ErrorBody)))]
 pub async fn lbheartbeat() -> Json<Value> {
     Json(json!({}))
 }
 
 /// 200 when the queue backend takes writes, else 500 with the reason.
+#[utoipa::path(get, path = "/__heartbeat__", tag = "dockerflow", responses(
+    (status = 200, description = "The queue takes writes", body = Object),
+    (status = 500, description = "The queue does not: `details.queue` says why", body = Object),
+    (status = 405, description = "Method not allowed", body = ErrorBody)))]
 pub async fn heartbeat(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
     match state.queue.health().await {
         Ok(()) => (StatusCode::OK, Json(json!({"status": "ok", "checks": {"queue": "ok"}, "details": {}}))),
@@ -34,11 +41,18 @@ pub async fn heartbeat(State(state): State<AppState>) -> (StatusCode, Json<Value
 }
 
 /// Build information, in Dockerflow's `version.json` shape.
+#[utoipa::path(get, path = "/__version__", tag = "dockerflow", responses(
+    (status = 200, body = Object), (status = 405, description = "Method not allowed", body = ErrorBody)))]
 pub async fn version() -> Json<Value> {
     Json(crate::version_info())
 }
 
-/// Prometheus text format. Unauthenticated like the heartbeats: no label
+/// Prometheus text format.
+#[utoipa::path(get, path = "/metrics", tag = "dockerflow",
+    responses(
+        (status = 200, description = "Prometheus text exposition format", content_type = "text/plain"),
+        (status = 405, description = "Method not allowed", body = ErrorBody)))]
+/// Unauthenticated like the heartbeats: no label
 /// carries a machine, client or secret. The queue gauges are read at scrape
 /// time, so every API process reports the same fleet-wide numbers.
 pub async fn metrics(State(state): State<AppState>) -> impl axum::response::IntoResponse {

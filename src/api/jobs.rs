@@ -8,15 +8,26 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
 use super::error::ApiError;
-use super::wire::{Created, History, JobView};
+use super::wire::{Created, ErrorBody, History, JobView};
 use super::{AppState, Authenticated, LogFields};
 use crate::actions::Task;
 use crate::domain::{ClientId, JobId, TaskclusterName, WorkerGroup, WorkerId};
 use crate::queue::NewJob;
 
 /// CORS preflight: no authentication, empty JSON object like the seed.
+#[utoipa::path(options, path = "/api/v1/workers/{worker_id}/group/{worker_group}/jobs", tag = "jobs",
+    params(("worker_id" = String, Path), ("worker_group" = String, Path)),
+    responses((status = 200, description = "CORS preflight answer (headers carry the policy)", body = Object)))]
 pub async fn preflight() -> Json<serde_json::Value> {
     Json(serde_json::json!({}))
+}
+
+/// CORS preflight of the query form.
+#[utoipa::path(options, path = "/api/v1/workers/{worker_id}/jobs", tag = "jobs",
+    params(("worker_id" = String, Path)),
+    responses((status = 200, description = "CORS preflight answer (headers carry the policy)", body = Object)))]
+pub async fn preflight_query_form() -> Json<serde_json::Value> {
+    preflight().await
 }
 
 #[derive(Deserialize)]
@@ -28,6 +39,22 @@ pub struct EnqueueQuery {
 }
 
 /// `POST /api/v1/workers/{worker_id}/group/{worker_group}/jobs?task_name=…` (the seed README's form).
+#[utoipa::path(post, path = "/api/v1/workers/{worker_id}/group/{worker_group}/jobs", tag = "jobs",
+    params(
+        ("worker_id" = String, Path, description = "1–128 of [-_.0-9a-zA-Z]"),
+        ("worker_group" = String, Path, description = "1–128 of [-_.0-9a-zA-Z]"),
+        ("task_name" = String, Query, description = "one of the enabled tasks"),
+        ("provisioner_id" = Option<String>, Query), ("worker_type" = Option<String>, Query),
+    ),
+    security(("hawk" = [])),
+    responses(
+        (status = 201, description = "Job queued", body = Created),
+        (status = 200, description = "An identical job is already queued or running: that one", body = Created),
+        (status = 400, description = "Bad task name, worker id, group or query", body = ErrorBody),
+        (status = 403, description = "Not authenticated, or no scope for this task", body = ErrorBody),
+        (status = 405, description = "Method not allowed", body = ErrorBody),
+        (status = 503, description = "Queue or authentication service unavailable", body = ErrorBody),
+    ))]
 pub async fn enqueue_group_form(
     State(state): State<AppState>,
     Authenticated(caller): Authenticated,
@@ -41,6 +68,22 @@ pub async fn enqueue_group_form(
 }
 
 /// `POST /api/v1/workers/{worker_id}/jobs?task_name=…&worker_group=…` (the original's later form).
+#[utoipa::path(post, path = "/api/v1/workers/{worker_id}/jobs", tag = "jobs",
+    params(
+        ("worker_id" = String, Path, description = "1–128 of [-_.0-9a-zA-Z]"),
+        ("task_name" = String, Query, description = "one of the enabled tasks"),
+        ("worker_group" = Option<String>, Query, description = "default `none`"),
+        ("provisioner_id" = Option<String>, Query), ("worker_type" = Option<String>, Query),
+    ),
+    security(("hawk" = [])),
+    responses(
+        (status = 201, description = "Job queued", body = Created),
+        (status = 200, description = "An identical job is already queued or running: that one", body = Created),
+        (status = 400, description = "Bad task name, worker id, group or query", body = ErrorBody),
+        (status = 403, description = "Not authenticated, or no scope for this task", body = ErrorBody),
+        (status = 405, description = "Method not allowed", body = ErrorBody),
+        (status = 503, description = "Queue or authentication service unavailable", body = ErrorBody),
+    ))]
 pub async fn enqueue_query_form(
     State(state): State<AppState>,
     Authenticated(caller): Authenticated,
@@ -137,6 +180,17 @@ fn log_fields(client: &ClientId, job: Option<JobId>) -> LogFields {
 }
 
 /// `GET /api/v1/jobs/{task_id}`: one job with its log. Needs the read scope.
+#[utoipa::path(get, path = "/api/v1/jobs/{task_id}", tag = "jobs",
+    params(("task_id" = String, Path, description = "the job's UUID")),
+    security(("hawk" = [])),
+    responses(
+        (status = 200, description = "The job, with its log", body = JobView),
+        (status = 400, description = "Not a job id", body = ErrorBody),
+        (status = 403, description = "Not authenticated, or no read scope", body = ErrorBody),
+        (status = 404, description = "No such job (or expired)", body = ErrorBody),
+        (status = 405, description = "Method not allowed", body = ErrorBody),
+        (status = 503, description = "Queue or authentication service unavailable", body = ErrorBody),
+    ))]
 pub async fn get_job(
     State(state): State<AppState>,
     Authenticated(caller): Authenticated,
@@ -157,6 +211,16 @@ pub struct HistoryQuery {
 }
 
 /// `GET /api/v1/workers/{worker_id}/jobs`: the machine's most recent jobs, newest first.
+#[utoipa::path(get, path = "/api/v1/workers/{worker_id}/jobs", tag = "jobs",
+    params(("worker_id" = String, Path), ("limit" = Option<usize>, Query, description = "1..=history_limit")),
+    security(("hawk" = [])),
+    responses(
+        (status = 200, description = "The machine's jobs, newest first", body = History),
+        (status = 400, description = "Bad worker id or limit", body = ErrorBody),
+        (status = 403, description = "Not authenticated, or no read scope", body = ErrorBody),
+        (status = 405, description = "Method not allowed", body = ErrorBody),
+        (status = 503, description = "Queue or authentication service unavailable", body = ErrorBody),
+    ))]
 pub async fn history(
     State(state): State<AppState>,
     Authenticated(caller): Authenticated,

@@ -6,6 +6,7 @@
 mod dockerflow;
 pub mod error;
 mod jobs;
+pub mod openapi;
 pub mod wire;
 
 use std::sync::Arc;
@@ -146,7 +147,7 @@ pub fn router(state: AppState) -> Router {
     let worker_jobs: MethodRouter<AppState> = MethodRouter::new()
         .post(jobs::enqueue_query_form)
         .get(jobs::history)
-        .options(jobs::preflight)
+        .options(jobs::preflight_query_form)
         .fallback(method_not_allowed);
     Router::new()
         .route("/api/v1/workers/{worker_id}/group/{worker_group}/jobs", group_jobs)
@@ -156,6 +157,7 @@ pub fn router(state: AppState) -> Router {
         .route("/__heartbeat__", get(dockerflow::heartbeat).fallback(method_not_allowed))
         .route("/__version__", get(dockerflow::version).fallback(method_not_allowed))
         .route("/metrics", get(dockerflow::metrics).fallback(method_not_allowed))
+        .route("/api/v1/openapi.json", get(openapi::openapi_json).fallback(method_not_allowed))
         .fallback(not_found)
         // Innermost first: a panic or a timeout still gets CORS headers and a log line.
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(|_| ApiError::Internal.into_response()))

@@ -3,6 +3,7 @@
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
+use utoipa::ToSchema;
 
 use crate::queue::Job;
 
@@ -11,7 +12,7 @@ fn ts(t: &DateTime<Utc>) -> String {
 }
 
 /// The 201/200 answer to an enqueue. The first four fields are the seed's contract.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct Created {
     pub task_name: String,
     pub worker_id: String,
@@ -23,14 +24,14 @@ pub struct Created {
     pub url: String,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct LogLineView {
     pub at: String,
     pub line: String,
 }
 
 /// A job record as `GET /api/v1/jobs/{task_id}` shows it.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct JobView {
     pub task_id: String,
     pub task_name: &'static str,
@@ -48,6 +49,8 @@ pub struct JobView {
     pub created_at: String,
     pub started_at: Option<String>,
     pub finished_at: Option<String>,
+    /// The task's result (its shape depends on the task).
+    #[schema(value_type = Option<Object>)]
     pub result: Option<serde_json::Value>,
     pub error: Option<String>,
     pub log: Vec<LogLineView>,
@@ -78,8 +81,14 @@ impl From<&Job> for JobView {
     }
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct History {
     pub worker_id: String,
     pub jobs: Vec<JobView>,
+}
+
+/// Every error answer: what is wrong, for a person.
+#[derive(Serialize, ToSchema)]
+pub struct ErrorBody {
+    pub detail: String,
 }

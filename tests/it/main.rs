@@ -16,6 +16,7 @@ mod jobs;
 mod loan;
 mod metrics;
 mod notify;
+mod openapi;
 mod peers;
 mod process;
 mod procs;
