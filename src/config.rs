@@ -44,6 +44,7 @@ pub struct FileConfig {
     pub xen: XenFile,
     pub taskcluster: TaskclusterFile,
     pub notify: NotifyFile,
+    pub safety: SafetyFile,
     pub redis: RedisFile,
     pub dns: DnsFile,
 }
@@ -67,6 +68,22 @@ pub struct NotifyFile {
     pub webhook_secret_file: Option<PathBuf>,
     pub public_url: Option<String>,
     pub timeout_secs: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SafetyFile {
+    pub max_restarts: Option<u32>,
+    pub restart_window_hours: Option<u64>,
+}
+
+/// The reboot-loop breaker: a machine restarted `max_restarts` times within
+/// `window` gets no more restarts until the oldest of them leaves the window.
+#[derive(Debug, Clone, Copy)]
+pub struct SafetySettings {
+    /// 0 turns the breaker off.
+    pub max_restarts: u32,
+    pub window: Duration,
 }
 
 /// Roller's own Taskcluster credentials (for `loan` / `return_loan`).
@@ -254,6 +271,7 @@ pub struct Settings {
     pub redis: Option<RedisConfig>,
     pub sqlite_path: PathBuf,
     pub history_limit: usize,
+    pub safety: SafetySettings,
     /// Finished jobs are kept this long.
     pub retention: Duration,
     /// At most this many jobs per machine are kept in its history.
@@ -521,6 +539,19 @@ impl Settings {
             return Err(err(format!("DOWN_TIMEOUT and UP_TIMEOUT may be at most {}s", MAX_TIME_LIMIT.as_secs())));
         }
 
+        let safety = SafetySettings {
+            max_restarts: match env.get("ROLLER_MAX_RESTARTS") {
+                Some(v) => v.parse().map_err(|_| err(format!("ROLLER_MAX_RESTARTS {v:?} is not a whole number")))?,
+                None => file.safety.max_restarts.unwrap_or(3),
+            },
+            window: Duration::from_secs(file.safety.restart_window_hours.unwrap_or(6).clamp(1, 24 * 31) * 3600),
+        };
+        if usize::try_from(safety.max_restarts).unwrap_or(usize::MAX) > history_cap {
+            return Err(err(format!(
+                "safety.max_restarts ({}) cannot exceed queue.history_cap ({history_cap}): roller only sees that much history",
+                safety.max_restarts
+            )));
+        }
         let bugzilla = bugzilla_settings(file.bugzilla, env)?;
         let xen = xen_settings(file.xen, env)?;
         let taskcluster = taskcluster_settings(file.taskcluster, env)?;
@@ -551,6 +582,7 @@ impl Settings {
             redis,
             sqlite_path,
             history_limit,
+            safety,
             retention,
             history_cap,
             runner,

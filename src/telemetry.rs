@@ -56,4 +56,5 @@ fn describe() {
     describe_counter!("roller_auth_failures_total", "Refused requests, by reason");
     describe_counter!("roller_notify_failures_total", "Notifications not delivered after retries, by channel");
     describe_counter!("roller_reboot_steps_total", "Reboot chain steps, by step and outcome");
+    describe_counter!("roller_restart_refusals_total", "Restarts refused by the reboot-loop breaker, by task");
 }

@@ -180,6 +180,25 @@ impl Task {
         }
     }
 
+    /// Tasks that restart the machine (or may): what the reboot-loop breaker counts.
+    pub fn restarts_machine(self) -> bool {
+        matches!(
+            self,
+            Task::Reboot
+                | Task::Reimage
+                | Task::ReturnLoan
+                | Task::SshReboot
+                | Task::IpmiCycle
+                | Task::IpmiReset
+                | Task::SnmpReboot
+                | Task::SnmpRebootDelay
+                | Task::RedfishRestart
+                | Task::RedfishReset
+                | Task::XenapiReboot
+                | Task::IloReboot
+        )
+    }
+
     /// "a, b, c": task names for messages that list what is allowed.
     pub fn list(tasks: &[Task]) -> String {
         tasks.iter().map(|t| t.name()).collect::<Vec<_>>().join(", ")

@@ -18,6 +18,8 @@ pub enum ApiError {
     Forbidden(String),
     NotFound(String),
     MethodNotAllowed(String),
+    /// The request is well-formed and allowed, but a safety rail refuses it now.
+    Conflict(String),
     Unavailable(String),
     Internal,
 }
@@ -59,6 +61,7 @@ impl IntoResponse for ApiError {
             ApiError::Forbidden(d) => (StatusCode::FORBIDDEN, d),
             ApiError::NotFound(d) => (StatusCode::NOT_FOUND, d),
             ApiError::MethodNotAllowed(m) => (StatusCode::METHOD_NOT_ALLOWED, format!("Method \"{m}\" not allowed.")),
+            ApiError::Conflict(d) => (StatusCode::CONFLICT, d),
             ApiError::Unavailable(d) => (StatusCode::SERVICE_UNAVAILABLE, d),
             ApiError::Internal => (StatusCode::INTERNAL_SERVER_ERROR, "internal server error".to_string()),
         };

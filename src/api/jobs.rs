@@ -12,7 +12,7 @@ use super::wire::{Created, ErrorBody, History, JobView};
 use super::{AppState, Authenticated, LogFields};
 use crate::actions::Task;
 use crate::domain::{ClientId, JobId, TaskclusterName, WorkerGroup, WorkerId};
-use crate::queue::NewJob;
+use crate::queue::{JobState, NewJob};
 
 /// CORS preflight: no authentication, empty JSON object like the seed.
 #[utoipa::path(options, path = "/api/v1/workers/{worker_id}/group/{worker_group}/jobs", tag = "jobs",
@@ -53,6 +53,7 @@ pub struct EnqueueQuery {
         (status = 400, description = "Bad task name, worker id, group or query", body = ErrorBody),
         (status = 403, description = "Not authenticated, or no scope for this task", body = ErrorBody),
         (status = 405, description = "Method not allowed", body = ErrorBody),
+        (status = 409, description = "Refused by a safety rail (the reboot-loop breaker)", body = ErrorBody),
         (status = 503, description = "Queue or authentication service unavailable", body = ErrorBody),
     ))]
 pub async fn enqueue_group_form(
@@ -82,6 +83,7 @@ pub async fn enqueue_group_form(
         (status = 400, description = "Bad task name, worker id, group or query", body = ErrorBody),
         (status = 403, description = "Not authenticated, or no scope for this task", body = ErrorBody),
         (status = 405, description = "Method not allowed", body = ErrorBody),
+        (status = 409, description = "Refused by a safety rail (the reboot-loop breaker)", body = ErrorBody),
         (status = 503, description = "Queue or authentication service unavailable", body = ErrorBody),
     ))]
 pub async fn enqueue_query_form(
@@ -126,6 +128,9 @@ async fn enqueue(
     let tc_name = |kind: &str, v: Option<String>| v.map(|s| TaskclusterName::parse(kind, &s)).transpose().map_err(bad);
     let provisioner_id = tc_name("provisioner_id", q.provisioner_id)?;
     let worker_type = tc_name("worker_type", q.worker_type)?;
+    if task.restarts_machine() {
+        restart_breaker(state, &worker_id, &worker_group, task).await?;
+    }
     let origin = match headers.get(header::ORIGIN) {
         Some(v) => Some(
             v.to_str()
@@ -169,6 +174,48 @@ async fn enqueue(
     let mut res = (status, [(header::LOCATION, url)], Json(body)).into_response();
     res.extensions_mut().insert(log_fields(&caller.client_id, Some(job.id)));
     Ok(res)
+}
+
+/// The reboot-loop breaker: a machine restarted `max_restarts` times within the
+/// window is not restarted again (a machine in a reboot loop needs a person, and
+/// each restart wears it). A repeat of a request for a job that is already
+/// queued or running passes: it gets that job back (coalescing).
+async fn restart_breaker(state: &AppState, worker: &WorkerId, group: &WorkerGroup, task: Task) -> Result<(), ApiError> {
+    let safety = state.settings.safety;
+    if safety.max_restarts == 0 {
+        return Ok(());
+    }
+    let jobs = state.queue.history(worker, usize::MAX).await?;
+    let same_active = jobs.iter().any(|j| !j.state.is_final() && j.task == task && &j.worker_group == group);
+    if same_active {
+        return Ok(());
+    }
+    let since = chrono::Utc::now() - chrono::Duration::from_std(safety.window).unwrap_or(chrono::Duration::hours(6));
+    let mut recent: Vec<_> = jobs
+        .iter()
+        // A restart that failed outright (wrong password, no configuration) restarted nothing.
+        .filter(|j| j.task.restarts_machine() && matches!(j.state, JobState::Succeeded | JobState::Running))
+        .filter_map(|j| j.started_at.filter(|t| *t >= since).map(|t| (t, j.task)))
+        .collect();
+    if recent.len() < safety.max_restarts as usize {
+        return Ok(());
+    }
+    recent.sort();
+    let hours = safety.window.as_secs() / 3600;
+    // The breaker opens again when the oldest counted restart leaves the window.
+    let oldest = recent[recent.len() - safety.max_restarts as usize].0;
+    let until = oldest + chrono::Duration::from_std(safety.window).unwrap_or(chrono::Duration::hours(6));
+    let tasks: Vec<&str> = recent.iter().map(|(_, t)| t.name()).collect();
+    metrics::counter!("roller_restart_refusals_total", "task" => task.name()).increment(1);
+    tracing::warn!(worker_id = %worker, task = %task, restarts = recent.len(), "reboot-loop breaker refused a restart");
+    Err(ApiError::Conflict(format!(
+        "{worker} was restarted {} times in the last {hours} h ({}); the reboot-loop breaker refuses {task} until {} \
+         (safety.max_restarts = {}): the machine needs a person",
+        recent.len(),
+        tasks.join(", "),
+        until.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        safety.max_restarts
+    )))
 }
 
 fn require(caller: &crate::auth::Caller, scope: &str) -> Result<(), ApiError> {

@@ -160,3 +160,31 @@ async fn redfish_tasks_change_and_confirm_the_power_state() {
     assert_eq!(job["result"]["sent"], "ForceRestart");
     assert!(!serde_json::to_string(&job).unwrap().contains(bmc.password()));
 }
+
+#[tokio::test]
+async fn the_reboot_loop_breaker_refuses_a_third_restart_within_the_window() {
+    let sim = IpmiSim::start();
+    let dir = tempfile::tempdir().unwrap();
+    let inv = inventory(dir.path(), &sim, sim.password());
+    let app =
+        spawn_app_with("[safety]\nmax_restarts = 2\nrestart_window_hours = 6\n", &[("ROLLER_INVENTORY", &inv)]).await;
+    for _ in 0..2 {
+        let job = run_job(&app, "ipmi_reset").await;
+        assert_eq!(job["state"], "succeeded", "{job:#}");
+    }
+    let before = sim.actions().len();
+    let r = app.post_job("bmc-host", "lab", "ipmi_cycle").await;
+    assert_eq!(r.status(), 409);
+    let detail = r.json::<Value>().await.unwrap()["detail"].as_str().unwrap().to_string();
+    assert!(detail.contains("bmc-host was restarted 2 times in the last 6 h (ipmi_reset, ipmi_reset)"), "{detail}");
+    assert!(detail.contains("refuses ipmi_cycle until") && detail.contains("needs a person"), "{detail}");
+    assert_eq!(sim.actions().len(), before, "nothing was sent to the BMC");
+    // Tasks that do not restart the machine still run.
+    assert_eq!(run_job(&app, "ipmi_status").await["state"], "succeeded");
+
+    // Turned off (ROLLER_MAX_RESTARTS=0), the same history allows it.
+    let data = app.stop().await;
+    let cfg = data.path().join("roller.toml");
+    let app = spawn_app_from(data, &cfg, &[("ROLLER_INVENTORY", &inv), ("ROLLER_MAX_RESTARTS", "0")]).await;
+    assert_eq!(app.post_job("bmc-host", "lab", "ipmi_cycle").await.status(), 201);
+}

@@ -489,7 +489,9 @@ async fn ssh_and_snmp_tasks_run_on_their_own() {
     let dir = tempfile::tempdir().unwrap();
     let b = Gear { chain: &[], ssh: Some(&ssh), pdu: Some((&pdu, pdu.community())), ..Default::default() };
     let inv = inventory(dir.path(), &host, &b);
-    let app = spawn_app_with(CONFIG, &[("ROLLER_INVENTORY", &inv)]).await;
+    // Four restarts of one machine in a row: above the breaker's default.
+    let config = format!("{CONFIG}[safety]\nmax_restarts = 10\n");
+    let app = spawn_app_with(&config, &[("ROLLER_INVENTORY", &inv)]).await;
     let run = |task: &'static str| {
         let app = &app;
         async move {
