@@ -361,6 +361,7 @@ async fn run_once(settings: Settings, task: &str, worker_id: &str, group: &str) 
         Task::parse(task).with_context(|| format!("unknown task {task:?}; one of: {}", Task::list(Task::ALL)))?;
     let target = Target { worker_id: WorkerId::parse(worker_id)?, worker_group: WorkerGroup::parse(group)? };
     crate::startup::load_inventory(&settings)?;
+    crate::drivers::gate::configure(settings.safety.gate);
     let soft = CancellationToken::new();
     let interrupted = CancellationToken::new();
     let cx = ActionContext::new(Arc::new(settings.actions.clone()), soft.clone(), Arc::new(StderrLog))

@@ -75,6 +75,8 @@ pub struct NotifyFile {
 pub struct SafetyFile {
     pub max_restarts: Option<u32>,
     pub restart_window_hours: Option<u64>,
+    pub device_concurrency: Option<usize>,
+    pub power_on_stagger_ms: Option<u64>,
 }
 
 /// The reboot-loop breaker: a machine restarted `max_restarts` times within
@@ -84,6 +86,8 @@ pub struct SafetySettings {
     /// 0 turns the breaker off.
     pub max_restarts: u32,
     pub window: Duration,
+    /// Per-BMC / per-PDU limits (drivers::gate).
+    pub gate: crate::drivers::gate::GateSettings,
 }
 
 /// Roller's own Taskcluster credentials (for `loan` / `return_loan`).
@@ -545,6 +549,10 @@ impl Settings {
                 None => file.safety.max_restarts.unwrap_or(3),
             },
             window: Duration::from_secs(file.safety.restart_window_hours.unwrap_or(6).clamp(1, 24 * 31) * 3600),
+            gate: crate::drivers::gate::GateSettings {
+                concurrency: file.safety.device_concurrency.unwrap_or(4).clamp(1, 64),
+                stagger: Duration::from_millis(file.safety.power_on_stagger_ms.unwrap_or(2000).min(60_000)),
+            },
         };
         if usize::try_from(safety.max_restarts).unwrap_or(usize::MAX) > history_cap {
             return Err(err(format!(

@@ -65,8 +65,9 @@ impl Application {
                  use `roller serve` for the embedded queue"
             );
         }
-        // Before anything records a metric.
+        // Before anything records a metric or talks to a device.
         crate::telemetry::prometheus();
+        crate::drivers::gate::configure(settings.safety.gate);
         create_private_dir(&settings.data_dir)?;
         load_inventory(&settings)?;
         let queue = open_queue(&settings).await?;

@@ -310,7 +310,18 @@ pub async fn power_status(target: &IpmiTarget, cancel: &CancellationToken) -> Re
 /// `chassis power on|off|cycle|reset|soft`. `Ok` means the BMC accepted the
 /// request, not that the machine has reached the new state.
 pub async fn power(target: &IpmiTarget, action: PowerAction, cancel: &CancellationToken) -> Result<(), IpmiError> {
+    // A cycle ends in a power-on too.
+    if matches!(action, PowerAction::On | PowerAction::Cycle)
+        && !super::gate::power_on_turn(&gate_key(target), cancel).await
+    {
+        return Err(IpmiError::Cancelled);
+    }
     run(target, &["chassis", "power", action.as_arg()], true, cancel).await.map(|_| ())
+}
+
+/// The BMC as the per-device limits know it (all nodes behind one chassis BMC share it).
+fn gate_key(target: &IpmiTarget) -> String {
+    format!("ipmi:{}:{}", target.host, target.port)
 }
 
 /// The last `last` SEL entries, one line each, as ipmitool prints them (`sel list last N`).
@@ -350,6 +361,8 @@ async fn run(
         return Err(IpmiError::Cancelled);
     }
     let program = find_ipmitool().ok_or(IpmiError::ToolMissing)?;
+    // Held for the whole call: BMCs have few session slots.
+    let _slot = super::gate::enter(&gate_key(target), cancel).await.ok_or(IpmiError::Cancelled)?;
     let args = build_args(target, verbose, words);
     tracing::debug!(program = %program.display(), ?args, "running ipmitool");
     let mut cmd = tokio::process::Command::new(&program);

@@ -3,6 +3,7 @@
 
 pub mod bugzilla;
 pub mod dns;
+pub mod gate;
 pub mod ilo;
 pub mod ipmi;
 pub mod ping;

@@ -459,6 +459,12 @@ async fn send_set(
     cancel: &CancellationToken,
 ) -> Result<(), SnmpError> {
     let oid = outlet.control_oid();
+    // Outlets of one PDU are switched on one at a time, `stagger` apart (inrush current).
+    if matches!(action, OutletAction::On | OutletAction::Reboot)
+        && !super::gate::power_on_turn(&format!("pdu:{}:{}", target.host, target.port), cancel).await
+    {
+        return Err(SnmpError::Cancelled);
+    }
     let reply = request(target, addr, &oid, Request::Set(action.value()), outlet, cancel).await?;
     check_agent("SET", outlet, &oid, &reply)
 }

@@ -188,3 +188,56 @@ async fn the_reboot_loop_breaker_refuses_a_third_restart_within_the_window() {
     let app = spawn_app_from(data, &cfg, &[("ROLLER_INVENTORY", &inv), ("ROLLER_MAX_RESTARTS", "0")]).await;
     assert_eq!(app.post_job("bmc-host", "lab", "ipmi_cycle").await.status(), 201);
 }
+
+/// Power-ons to one device are staggered (default 2 s apart), whichever
+/// machines they are for: two nodes behind one BMC, two outlets on one PDU.
+#[tokio::test]
+async fn power_ons_to_one_bmc_or_pdu_are_staggered() {
+    let sim = IpmiSim::start();
+    sim.set_power(false);
+    let pdu = crate::peers::snmp::SentryPdu::start();
+    let dir = tempfile::tempdir().unwrap();
+    let pw = dir.path().join("pw");
+    std::fs::write(&pw, sim.password()).unwrap();
+    let community = dir.path().join("community");
+    std::fs::write(&community, pdu.community()).unwrap();
+    let mut inv = String::from("[classes.sim.ipmi]\ncipher_suite = 3\n");
+    for (n, outlet) in [(1, "AA1"), (2, "AA2")] {
+        inv += &format!(
+            "[machines.node{n}]\ngroup = \"lab\"\nclass = \"sim\"\naddress = \"127.0.0.1\"\n\
+             [machines.node{n}.ipmi]\naddress = \"127.0.0.1\"\nport = {}\nuser = \"admin\"\npassword_file = {:?}\n\
+             [machines.node{n}.pdu]\nhost = \"127.0.0.1\"\nport = {}\noutlet = {outlet:?}\ncommunity_file = {:?}\n",
+            sim.port(),
+            pw.display().to_string(),
+            pdu.port(),
+            community.display().to_string()
+        );
+    }
+    let path = dir.path().join("inventory.toml");
+    std::fs::write(&path, inv).unwrap();
+    let app = spawn_app_with("", &[("ROLLER_INVENTORY", path.to_str().unwrap())]).await;
+
+    for task in ["ipmi_on", "snmp_reboot"] {
+        let mut ids = Vec::new();
+        for node in ["node1", "node2"] {
+            let r = app.post_job(node, "lab", task).await;
+            assert_eq!(r.status(), 201);
+            ids.push(r.json::<Value>().await.unwrap()["task_id"].as_str().unwrap().to_string());
+        }
+        for id in ids {
+            let job = app.wait_final(&id).await;
+            assert_eq!(job["state"], "succeeded", "{job:#}");
+        }
+    }
+    let ons: Vec<f64> = sim
+        .action_log()
+        .lines()
+        .filter(|l| l.ends_with("set power 1"))
+        .map(|l| l.split_whitespace().next().unwrap().parse().unwrap())
+        .collect();
+    assert_eq!(ons.len(), 2, "{}", sim.action_log());
+    assert!(ons[1] - ons[0] >= 1.9, "IPMI power-ons {:.2}s apart", ons[1] - ons[0]);
+    let reboots: Vec<f64> = pdu.actions().iter().filter(|a| a.value == 3).map(|a| a.at).collect();
+    assert_eq!(reboots.len(), 2);
+    assert!((reboots[1] - reboots[0]).abs() >= 1.9, "PDU reboots {:.2}s apart", reboots[1] - reboots[0]);
+}
