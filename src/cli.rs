@@ -24,6 +24,11 @@ macro_rules! say {
     }};
 }
 
+/// One line to stdout, ignoring a closed pipe (for modules that print tables).
+pub fn print(line: &str) {
+    say!("{line}");
+}
+
 #[derive(Parser)]
 #[command(
     name = "roller",
@@ -108,15 +113,32 @@ enum InventoryCommand {
 
 #[derive(Subcommand)]
 enum JobsCommand {
-    /// Queue a task for a machine and print the job.
+    /// Queue a task for one machine or many (names, --file, --select) and print the job(s).
     Enqueue {
         task: String,
-        worker_id: String,
+        /// Machines (worker ids). --file and --select add more.
+        worker_ids: Vec<String>,
+        /// Worker group for machines the inventory does not know.
         #[arg(long, default_value = "none")]
         group: String,
-        /// Wait for the job to finish and exit non-zero unless it succeeded.
+        /// Worker ids, one per line (`#` starts a comment); `-` reads standard input.
+        #[arg(long)]
+        file: Option<PathBuf>,
+        /// Machines from the inventory: group=<group> or class=<class> (repeat to narrow).
+        #[arg(long)]
+        select: Vec<String>,
+        /// Inventory for --select and worker groups [default: the configured one].
+        #[arg(long)]
+        inventory: Option<PathBuf>,
+        /// Wait for the job(s) to finish; exit non-zero unless every one succeeded.
         #[arg(long)]
         wait: bool,
+        /// Go ahead without asking when more than safety.confirm_above machines are named.
+        #[arg(long)]
+        yes: bool,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
     },
     /// Show one job with its log.
     Get {
@@ -125,8 +147,18 @@ enum JobsCommand {
         #[arg(long)]
         wait: bool,
     },
+    /// Print a job's log as it is written, until the job ends; exit non-zero unless it succeeded.
+    Follow { task_id: String },
     /// Show a machine's most recent jobs.
-    List { worker_id: String },
+    List {
+        worker_id: String,
+        /// Only jobs in this state (queued, running, succeeded, failed, timed_out, cancelled).
+        #[arg(long)]
+        state: Option<String>,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 pub async fn main() -> ExitCode {
@@ -169,7 +201,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let s = load(&cli)?;
             let url = url.clone().unwrap_or_else(|| default_url(&s));
             let creds = credentials.clone().unwrap_or_else(|| s.data_dir.join(ADMIN_CREDENTIALS_FILE));
-            jobs(Client::new(&url, &creds)?, command).await
+            jobs(&s, Client::new(&url, &creds)?, command).await
         }
     }
 }
@@ -388,22 +420,66 @@ async fn run_once(settings: Settings, task: &str, worker_id: &str, group: &str) 
     Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
 
-async fn jobs(client: Client, cmd: &JobsCommand) -> anyhow::Result<ExitCode> {
+async fn jobs(settings: &Settings, client: Client, cmd: &JobsCommand) -> anyhow::Result<ExitCode> {
     let (answer, wait) = match cmd {
-        JobsCommand::Enqueue { task, worker_id, group, wait } => {
-            let q = format!(
-                "/api/v1/workers/{}/group/{}/jobs?task_name={}",
-                WorkerId::parse(worker_id)?,
-                WorkerGroup::parse(group)?,
-                Task::parse(task).map(|t| t.name()).with_context(|| format!("unknown task {task:?}"))?
-            );
+        JobsCommand::Enqueue { task, worker_ids, group, file, select, inventory, wait, yes, json } => {
+            let task = Task::parse(task)
+                .with_context(|| format!("unknown task {task:?}; one of: {}", Task::list(Task::ALL)))?;
+            let inventory = inventory.as_deref().or(settings.inventory_path.as_deref());
+            let sel = crate::fleet::Selection {
+                names: worker_ids,
+                file: file.as_deref(),
+                select,
+                // Only needed for --select and worker groups; a missing default inventory is no error.
+                inventory: inventory.filter(|p| !select.is_empty() || p.exists()),
+                default_group: group,
+            };
+            let targets = crate::fleet::targets(&sel)?;
+            if targets.len() > 1 || *json {
+                crate::fleet::confirm(task, targets.len(), settings.safety.confirm_above, *yes)?;
+                let ok = crate::fleet::enqueue(std::sync::Arc::new(client), task, targets, *wait, *json).await?;
+                return Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(1) });
+            }
+            let (worker, group) = &targets[0];
+            let q = format!("/api/v1/workers/{worker}/group/{group}/jobs?task_name={}", task.name());
             (client.post(&q).await?, *wait)
         }
         JobsCommand::Get { task_id, wait } => {
             (client.get(&format!("/api/v1/jobs/{}", JobId::parse(task_id)?)).await?, *wait)
         }
-        JobsCommand::List { worker_id } => {
-            (client.get(&format!("/api/v1/workers/{}/jobs", WorkerId::parse(worker_id)?)).await?, false)
+        JobsCommand::Follow { task_id } => return follow(&client, &JobId::parse(task_id)?.to_string()).await,
+        JobsCommand::List { worker_id, state, json } => {
+            let a = client.get(&format!("/api/v1/workers/{}/jobs", WorkerId::parse(worker_id)?)).await?;
+            if !(200..300).contains(&a.status) {
+                eprintln!("roller: HTTP {}", a.status);
+                say!("{}", serde_json::to_string_pretty(&a.body)?);
+                return Ok(ExitCode::from(1));
+            }
+            if let Some(s) = state
+                && crate::queue::JobState::parse(s).is_none()
+            {
+                anyhow::bail!("unknown state {s:?}: queued, running, succeeded, failed, timed_out or cancelled");
+            }
+            let jobs: Vec<&serde_json::Value> = a.body["jobs"]
+                .as_array()
+                .map(|v| v.iter().filter(|j| state.as_deref().is_none_or(|s| j["state"] == s)).collect())
+                .unwrap_or_default();
+            if *json {
+                say!("{}", serde_json::to_string_pretty(&jobs)?);
+            } else {
+                say!("{:24}  {:18}  {:10}  {:36}  DETAIL", "CREATED", "TASK", "STATE", "TASK_ID");
+                for j in &jobs {
+                    say!(
+                        "{:24}  {:18}  {:10}  {:36}  {}",
+                        j["created_at"].as_str().unwrap_or(""),
+                        j["task_name"].as_str().unwrap_or(""),
+                        j["state"].as_str().unwrap_or(""),
+                        j["task_id"].as_str().unwrap_or(""),
+                        crate::fleet::summary(j)
+                    );
+                }
+            }
+            return Ok(ExitCode::SUCCESS);
         }
     };
     if !(200..300).contains(&answer.status) {
@@ -421,6 +497,30 @@ async fn jobs(client: Client, cmd: &JobsCommand) -> anyhow::Result<ExitCode> {
         let state = job.body["state"].as_str().unwrap_or("").to_string();
         if job.status != 200 || !matches!(state.as_str(), "queued" | "running") {
             say!("{}", serde_json::to_string_pretty(&job.body)?);
+            return Ok(if state == "succeeded" { ExitCode::SUCCESS } else { ExitCode::from(1) });
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// `roller jobs follow`: new log lines as they arrive, then the outcome.
+async fn follow(client: &Client, id: &str) -> anyhow::Result<ExitCode> {
+    let mut shown = 0;
+    loop {
+        let a = client.get(&format!("/api/v1/jobs/{id}")).await?;
+        if a.status != 200 {
+            eprintln!("roller: HTTP {}", a.status);
+            say!("{}", serde_json::to_string_pretty(&a.body)?);
+            return Ok(ExitCode::from(1));
+        }
+        let lines = a.body["log"].as_array().cloned().unwrap_or_default();
+        for l in lines.iter().skip(shown) {
+            say!("{}  {}", l["at"].as_str().unwrap_or(""), l["line"].as_str().unwrap_or(""));
+        }
+        shown = shown.max(lines.len());
+        let state = a.body["state"].as_str().unwrap_or("").to_string();
+        if !matches!(state.as_str(), "queued" | "running") {
+            say!("{state}: {}", crate::fleet::summary(&a.body));
             return Ok(if state == "succeeded" { ExitCode::SUCCESS } else { ExitCode::from(1) });
         }
         tokio::time::sleep(Duration::from_millis(500)).await;

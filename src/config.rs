@@ -77,6 +77,7 @@ pub struct SafetyFile {
     pub restart_window_hours: Option<u64>,
     pub device_concurrency: Option<usize>,
     pub power_on_stagger_ms: Option<u64>,
+    pub confirm_above: Option<usize>,
 }
 
 /// The reboot-loop breaker: a machine restarted `max_restarts` times within
@@ -88,6 +89,8 @@ pub struct SafetySettings {
     pub window: Duration,
     /// Per-BMC / per-PDU limits (drivers::gate).
     pub gate: crate::drivers::gate::GateSettings,
+    /// Fleet commands touching more machines than this ask first (or need --yes).
+    pub confirm_above: usize,
 }
 
 /// Roller's own Taskcluster credentials (for `loan` / `return_loan`).
@@ -553,6 +556,7 @@ impl Settings {
                 concurrency: file.safety.device_concurrency.unwrap_or(4).clamp(1, 64),
                 stagger: Duration::from_millis(file.safety.power_on_stagger_ms.unwrap_or(2000).min(60_000)),
             },
+            confirm_above: file.safety.confirm_above.unwrap_or(10),
         };
         if usize::try_from(safety.max_restarts).unwrap_or(usize::MAX) > history_cap {
             return Err(err(format!(
@@ -754,15 +758,15 @@ fn notify_settings(
 }
 
 /// `[taskcluster]` plus `TASKCLUSTER_ROOT_URL`, `TASKCLUSTER_CLIENT_ID`,
-/// `TASKCLUSTER_ACCESS_TOKEN`: on when a client id is set.
+/// `TASKCLUSTER_ACCESS_TOKEN`: on when a root URL and a client id are set.
 fn taskcluster_settings(t: TaskclusterFile, env: &dyn Env) -> Result<Option<TaskclusterSettings>, ConfigError> {
-    let Some(client_id) = env.get("TASKCLUSTER_CLIENT_ID").or(t.client_id) else {
+    // Both or nothing: a client id alone is how `roller jobs` users carry their own
+    // credentials, and must not break a command that never calls Taskcluster.
+    let (Some(client_id), Some(root_url)) =
+        (env.get("TASKCLUSTER_CLIENT_ID").or(t.client_id), env.get("TASKCLUSTER_ROOT_URL").or(t.root_url))
+    else {
         return Ok(None);
     };
-    let root_url = env
-        .get("TASKCLUSTER_ROOT_URL")
-        .or(t.root_url)
-        .ok_or_else(|| err("TASKCLUSTER_CLIENT_ID is set but TASKCLUSTER_ROOT_URL / taskcluster.root_url is not"))?;
     let token = secret_source(
         env,
         "TASKCLUSTER_ACCESS_TOKEN",
@@ -960,7 +964,6 @@ mod tests {
             ("", vec![("TASK_NAMES", "ping,rebot")], "rebot"),
             ("", vec![("DOWN_TIMEOUT", "0")], "DOWN_TIMEOUT"),
             ("", vec![("XEN_URL", "https://xen.example")], "XEN_USERNAME"),
-            ("", vec![("TASKCLUSTER_CLIENT_ID", "roller")], "TASKCLUSTER_ROOT_URL"),
             ("", vec![("NOTIFY_EMAIL", "relops@example.com")], "Taskcluster credentials"),
             ("", vec![("NOTIFY_EMAIL", "relops")], "not an email address"),
             ("", vec![("ROLLER_WEBHOOK_URL", "https://hooks.example/x")], "both a URL and a secret"),

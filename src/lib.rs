@@ -9,6 +9,7 @@ pub mod client;
 pub mod config;
 pub mod domain;
 pub mod drivers;
+pub mod fleet;
 pub mod inventory;
 pub mod notify;
 pub mod queue;

@@ -8,6 +8,7 @@ mod bugzilla;
 mod cli;
 mod distributed;
 mod dns;
+mod fleet;
 mod hardware;
 mod helpers;
 mod ilo;
