@@ -55,11 +55,23 @@ enum Command {
     Run {
         /// Task name (see `roller tasks`).
         task: String,
-        /// The machine: a worker id (host name) or an IP address.
-        worker_id: String,
-        /// The machine's worker group.
+        /// The machine(s): worker ids (host names) or IP addresses. --file and --select add more.
+        worker_ids: Vec<String>,
+        /// The worker group of machines the inventory does not know.
         #[arg(long, default_value = "none")]
         group: String,
+        /// Worker ids, one per line (`#` starts a comment); `-` reads standard input.
+        #[arg(long)]
+        file: Option<PathBuf>,
+        /// Machines from the inventory: group=<group> or class=<class> (repeat to narrow).
+        #[arg(long)]
+        select: Vec<String>,
+        /// Go ahead without asking when more than safety.confirm_above machines are named.
+        #[arg(long)]
+        yes: bool,
+        /// Machine-readable output (always a list).
+        #[arg(long)]
+        json: bool,
     },
     /// List the tasks roller can run, with one line of help each.
     Tasks,
@@ -196,7 +208,23 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Serve => serve(load(&cli)?, Mode::Serve).await,
-        Command::Run { task, worker_id, group } => run_once(load(&cli)?, task, worker_id, group).await,
+        Command::Run { task, worker_ids, group, file, select, yes, json } => {
+            let settings = load(&cli)?;
+            let inventory = settings.inventory_path.clone();
+            let sel = crate::fleet::Selection {
+                names: worker_ids,
+                file: file.as_deref(),
+                select,
+                inventory: inventory.as_deref().filter(|p| !select.is_empty() || p.exists()),
+                default_group: group,
+            };
+            let targets = crate::fleet::targets(&sel)?;
+            if targets.len() == 1 && !*json {
+                let (w, g) = &targets[0];
+                return run_once(settings, task, w.as_str(), g.as_str()).await;
+            }
+            run_many(settings, task, targets, *yes, *json).await
+        }
         Command::Jobs { url, credentials, command } => {
             let s = load(&cli)?;
             let url = url.clone().unwrap_or_else(|| default_url(&s));
@@ -418,6 +446,81 @@ async fn run_once(settings: Settings, task: &str, worker_id: &str, group: &str) 
     };
     say!("{}", serde_json::to_string_pretty(&out)?);
     Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+/// A log sink that prefixes each line with the machine, for runs on many at once.
+struct PrefixedLog(String);
+
+impl LogSink for PrefixedLog {
+    fn line(&self, line: String) {
+        eprintln!("{} [{}] {line}", chrono::Utc::now().format("%H:%M:%S%.3f"), self.0);
+    }
+}
+
+/// `roller run` on many machines: the same actions and limits in this process,
+/// 16 at a time, then the summary table (or JSON).
+async fn run_many(
+    settings: Settings,
+    task: &str,
+    targets: Vec<(WorkerId, WorkerGroup)>,
+    yes: bool,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let task =
+        Task::parse(task).with_context(|| format!("unknown task {task:?}; one of: {}", Task::list(Task::ALL)))?;
+    crate::fleet::confirm(task, targets.len(), settings.safety.confirm_above, yes)?;
+    crate::startup::load_inventory(&settings)?;
+    crate::drivers::gate::configure(settings.safety.gate);
+    let actions = Arc::new(settings.actions.clone());
+    let limits = Limits { soft: settings.runner.soft_time_limit, hard: settings.runner.hard_time_limit };
+    let interrupted = CancellationToken::new();
+    let i = interrupted.clone();
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            i.cancel();
+        }
+    });
+    let slots = Arc::new(tokio::sync::Semaphore::new(16));
+    let mut set = tokio::task::JoinSet::new();
+    for (n, (worker, group)) in targets.into_iter().enumerate() {
+        let (actions, slots, interrupted) = (actions.clone(), slots.clone(), interrupted.clone());
+        set.spawn(async move {
+            let _slot = slots.acquire().await;
+            let soft = CancellationToken::new();
+            let cx = ActionContext::new(actions, soft.clone(), Arc::new(PrefixedLog(worker.to_string())))
+                .with_soft_deadline(std::time::Instant::now() + limits.soft);
+            let target = Target { worker_id: worker.clone(), worker_group: group.clone() };
+            let ended = run_with_limits(actions::execute(task, &target, &cx), limits, &soft, &interrupted).await;
+            let (state, job) = match ended {
+                Ended::Finished(Ok(v)) | Ended::AfterSoftLimit(Ok(v)) => {
+                    ("succeeded", serde_json::json!({ "result": v }))
+                }
+                Ended::Finished(Err(e)) => ("failed", serde_json::json!({ "error": e.to_string() })),
+                Ended::AfterSoftLimit(Err(_)) | Ended::HardLimit => {
+                    ("timed_out", serde_json::json!({ "error": "time limit reached" }))
+                }
+                Ended::HandedBack => ("cancelled", serde_json::json!({ "error": "interrupted" })),
+            };
+            let row = crate::fleet::Row {
+                worker: worker.to_string(),
+                group: group.to_string(),
+                http: 200,
+                task_id: None,
+                state: state.into(),
+                detail: crate::fleet::summary(&job),
+                job,
+            };
+            (n, row)
+        });
+    }
+    let mut rows = Vec::new();
+    while let Some(r) = set.join_next().await {
+        rows.push(r.context("a run failed to complete")?);
+    }
+    rows.sort_by_key(|(n, _)| *n);
+    let rows: Vec<crate::fleet::Row> = rows.into_iter().map(|(_, r)| r).collect();
+    crate::fleet::report(task, &rows, json)?;
+    Ok(if rows.iter().all(|r| r.state == "succeeded") { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
 
 async fn jobs(settings: &Settings, client: Client, cmd: &JobsCommand) -> anyhow::Result<ExitCode> {

@@ -119,14 +119,15 @@ pub fn confirm(task: Task, n: usize, limit: usize, yes: bool) -> anyhow::Result<
 
 /// One machine's line in the summary.
 #[derive(Debug, Clone)]
-struct Row {
-    worker: String,
-    group: String,
-    http: u16,
-    task_id: Option<String>,
-    state: String,
-    detail: String,
-    job: Value,
+pub struct Row {
+    pub worker: String,
+    pub group: String,
+    /// The API's answer to the enqueue (200 for `roller run`, which has no API).
+    pub http: u16,
+    pub task_id: Option<String>,
+    pub state: String,
+    pub detail: String,
+    pub job: Value,
 }
 
 /// Queue `task` on every target, optionally wait for every job, print the
@@ -175,7 +176,12 @@ pub async fn enqueue(
     }
     rows.sort_by_key(|(i, _)| *i);
     let rows: Vec<Row> = rows.into_iter().map(|(_, r)| r).collect();
-    let ok = rows.iter().all(|r| (200..300).contains(&r.http) && (!wait || r.state == "succeeded"));
+    report(task, &rows, json_out)?;
+    Ok(rows.iter().all(|r| (200..300).contains(&r.http) && (!wait || r.state == "succeeded")))
+}
+
+/// The summary: a table for people, or JSON for scripts.
+pub fn report(task: Task, rows: &[Row], json_out: bool) -> anyhow::Result<()> {
     if json_out {
         let out: Vec<Value> = rows
             .iter()
@@ -186,9 +192,9 @@ pub async fn enqueue(
             .collect();
         crate::cli::print(&serde_json::to_string_pretty(&out)?);
     } else {
-        print_table(task, &rows);
+        print_table(task, rows);
     }
-    Ok(ok)
+    Ok(())
 }
 
 async fn queue_one(client: &Client, task: Task, worker: &WorkerId, group: &WorkerGroup) -> Row {

@@ -215,3 +215,24 @@ fn explain_lists_the_dns_names_ping_would_try_for_a_machine_outside_the_inventor
     assert!(out.contains("only `ping` runs on it"), "{out}");
     assert!(out.contains("ping looks it up in DNS as box2.a.example, box2.b.example, box2:"), "{out}");
 }
+
+#[test]
+fn run_on_many_machines_runs_them_all_and_summarises() {
+    let (code, out, err) = roller(&["run", "ping", "127.0.0.1", "127.0.0.2", "--json"], &[]);
+    assert_eq!(code, 0, "{out}{err}");
+    let rows: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
+    assert_eq!(rows.len(), 2);
+    assert!(rows.iter().all(|r| r["state"] == "succeeded"), "{out}");
+    assert!(err.contains("[127.0.0.1]") && err.contains("[127.0.0.2]"), "progress per machine: {err}");
+
+    let (code, out, _) = roller(&["run", "ping", "127.0.0.1", "127.0.0.3"], &[]);
+    assert_eq!(code, 0);
+    assert_eq!(out.lines().last().unwrap(), "ping on 2 machines: 2 succeeded", "{out}");
+
+    let many: Vec<String> = (1..=11).map(|n| format!("127.0.0.{n}")).collect();
+    let mut args = vec!["run", "ping"];
+    args.extend(many.iter().map(String::as_str));
+    let (code, _, err) = roller(&args, &[]);
+    assert_eq!(code, 2);
+    assert!(err.contains("ping on 11 machines is more than 10") && err.contains("--yes"), "{err}");
+}
