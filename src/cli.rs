@@ -250,9 +250,15 @@ async fn serve(settings: Settings, mode: Mode) -> anyhow::Result<ExitCode> {
         Some(r) => format!("Redis, keys {{{}}}:* (REDIS_URL)", r.prefix),
         None => s.sqlite_path.display().to_string(),
     };
-    match app.local_addr() {
-        Some(addr) => say!("roller {} is listening on http://{addr}", env!("CARGO_PKG_VERSION")),
-        None => say!("roller {} worker {} is running", env!("CARGO_PKG_VERSION"), app.consumer().unwrap_or("-")),
+    match (mode, app.local_addr()) {
+        (Mode::Worker, addr) => {
+            say!("roller {} worker {} is running", env!("CARGO_PKG_VERSION"), app.consumer().unwrap_or("-"));
+            if let Some(addr) = addr {
+                say!("  metrics:           http://{addr}/metrics");
+            }
+        }
+        (_, Some(addr)) => say!("roller {} is listening on http://{addr}", env!("CARGO_PKG_VERSION")),
+        (_, None) => {}
     }
     say!("  data directory:    {}", s.data_dir.display());
     say!("  job queue:         {queue}");

@@ -150,6 +150,7 @@ pub struct RebootFile {
 #[serde(deny_unknown_fields, default)]
 pub struct ServerFile {
     pub bind: Option<SocketAddr>,
+    pub metrics_bind: Option<SocketAddr>,
     pub cors_origin: Option<String>,
     pub trusted_proxy: Option<bool>,
 }
@@ -269,6 +270,9 @@ pub struct Settings {
     /// The inventory file (`ROLLER_INVENTORY`); loaded at start, reloaded on SIGHUP.
     pub inventory_path: Option<PathBuf>,
     pub bind: SocketAddr,
+    /// `roller worker` serves `/metrics` and the heartbeats here when set (API processes
+    /// serve them on `bind`).
+    pub metrics_bind: Option<SocketAddr>,
     pub cors_origin: String,
     pub trusted_proxy: bool,
     pub auth: AuthSettings,
@@ -368,6 +372,14 @@ impl Settings {
                 b.parse().map_err(|_| err(format!("ROLLER_BIND {b:?} is not an address like 127.0.0.1:8000")))?
             }
             None => file.server.bind.unwrap_or_else(|| DEFAULT_BIND.parse().expect("valid default")),
+        };
+
+        let metrics_bind = match env.get("ROLLER_METRICS_BIND") {
+            Some(b) => Some(
+                b.parse()
+                    .map_err(|_| err(format!("ROLLER_METRICS_BIND {b:?} is not an address like 127.0.0.1:9100")))?,
+            ),
+            None => file.server.metrics_bind,
         };
 
         let cors_origin =
@@ -586,6 +598,7 @@ impl Settings {
             data_dir,
             inventory_path,
             bind,
+            metrics_bind,
             cors_origin,
             trusted_proxy,
             auth,

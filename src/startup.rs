@@ -50,6 +50,8 @@ pub struct Application {
     runner: Option<Runner>,
     /// Where the admin credentials are, when this run uses them.
     pub admin_credentials: Option<PathBuf>,
+    /// A worker's listener serves only `/metrics` and the heartbeats.
+    ops_only: bool,
 }
 
 impl Application {
@@ -76,14 +78,16 @@ impl Application {
             Mode::Worker => (Authenticator::Local(LocalAuth::new(Vec::new())), None),
             Mode::Serve | Mode::Api => build_auth(&settings)?,
         };
-        let http = if mode == Mode::Worker {
-            None
-        } else {
-            let listener = tokio::net::TcpListener::bind(settings.bind)
-                .await
-                .with_context(|| format!("cannot listen on {}", settings.bind))?;
-            let addr = listener.local_addr()?;
-            Some((listener, addr))
+        // A worker serves only the operational endpoints, and only when asked to.
+        let bind = if mode == Mode::Worker { settings.metrics_bind } else { Some(settings.bind) };
+        let http = match bind {
+            None => None,
+            Some(b) => {
+                let listener =
+                    tokio::net::TcpListener::bind(b).await.with_context(|| format!("cannot listen on {b}"))?;
+                let addr = listener.local_addr()?;
+                Some((listener, addr))
+            }
         };
         let wake = Arc::new(Notify::new());
         let settings = Arc::new(settings);
@@ -92,10 +96,10 @@ impl Application {
         });
         let listen_port = http.as_ref().map(|(_, a)| a.port()).unwrap_or(0);
         let state = AppState { queue, auth: Arc::new(auth), settings, listen_port, wake };
-        Ok(Application { http, state, runner, admin_credentials })
+        Ok(Application { http, state, runner, admin_credentials, ops_only: mode == Mode::Worker })
     }
 
-    /// The API's address; `None` for a worker.
+    /// Where this process listens: the API, or a worker's metrics endpoint (`None`: no HTTP).
     pub fn local_addr(&self) -> Option<SocketAddr> {
         self.http.as_ref().map(|(_, a)| *a)
     }
@@ -114,7 +118,7 @@ impl Application {
     pub async fn run_until_stopped(mut self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let runner = self.runner.take().map(|r| tokio::spawn(r.run_until_stopped(shutdown.clone())));
         if let Some((listener, addr)) = self.http.take() {
-            let app = api::router(self.state.clone());
+            let app = if self.ops_only { api::ops_router(self.state.clone()) } else { api::router(self.state.clone()) };
             tracing::info!(addr = %addr, "listening");
             let s = shutdown.clone();
             axum::serve(listener, app)

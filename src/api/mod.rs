@@ -167,6 +167,21 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
+/// What a `roller worker` serves on `metrics_bind`: the operational endpoints only
+/// (it holds no clients, so the job routes would only ever answer 403).
+pub fn ops_router(state: AppState) -> Router {
+    Router::new()
+        .route("/__lbheartbeat__", get(dockerflow::lbheartbeat).fallback(method_not_allowed))
+        .route("/__heartbeat__", get(dockerflow::heartbeat).fallback(method_not_allowed))
+        .route("/__version__", get(dockerflow::version).fallback(method_not_allowed))
+        .route("/metrics", get(dockerflow::metrics).fallback(method_not_allowed))
+        .fallback(not_found)
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(|_| ApiError::Internal.into_response()))
+        .layer(middleware::from_fn(request_timeout))
+        .layer(middleware::from_fn(log_request))
+        .with_state(state)
+}
+
 /// No request may hang: a stalled disk or queue backend answers 503 after this long.
 /// (Work already handed to the queue's blocking pool still completes; a retried
 /// enqueue is coalesced with it.)

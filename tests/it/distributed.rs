@@ -223,3 +223,35 @@ async fn api_and_worker_refuse_to_start_without_a_reachable_redis() {
         assert!(start.elapsed() < Duration::from_secs(30), "{sub} failed fast");
     }
 }
+
+#[tokio::test]
+async fn a_worker_serves_its_metrics_on_metrics_bind_and_nothing_else() {
+    let redis = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(dir.path(), "");
+    let (url, data) = (redis.url(), dir.path().display().to_string());
+    let e = env(&cfg, &url, &data);
+    let api = start_roller("api", dir.path(), &e, "api.log", false);
+    let mut we = e.clone();
+    we.push(("ROLLER_METRICS_BIND", "127.0.0.1:0"));
+    let worker = start_roller("worker", dir.path(), &we, "worker.log", false);
+    let metrics = worker
+        .banner
+        .iter()
+        .find_map(|l| l.trim().strip_prefix("metrics:").map(|u| u.trim().to_string()))
+        .unwrap_or_else(|| panic!("a metrics line in {:?}", worker.banner));
+
+    let id = post(api.url(), "127.0.0.1", "g").await;
+    wait_state(api.url(), ADMIN, &id, &["succeeded"], MINUTE).await;
+    let http = reqwest::Client::new();
+    let text = http.get(&metrics).send().await.unwrap().text().await.unwrap();
+    assert!(text.contains("roller_queue_up 1"), "{text}");
+    assert!(
+        text.lines().any(|l| l.starts_with("roller_jobs_finished_total{") && l.contains("state=\"succeeded\"")),
+        "the worker ran the job and counts it: {text}"
+    );
+    // Only the operational endpoints: no job API on a worker.
+    let base = metrics.trim_end_matches("/metrics");
+    assert_eq!(http.get(format!("{base}/__lbheartbeat__")).send().await.unwrap().status(), 200);
+    assert_eq!(http.get(format!("{base}/api/v1/jobs/{id}")).send().await.unwrap().status(), 404);
+}
