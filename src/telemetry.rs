@@ -53,6 +53,7 @@ fn describe() {
     describe_gauge!("roller_queue_jobs", "Jobs in the queue now, by state (queued, running), all processes");
     describe_gauge!("roller_queue_oldest_job_age_seconds", "How long the oldest queued job has waited");
     describe_gauge!("roller_queue_up", "1 when the queue backend answered the last scrape");
+    describe_gauge!("roller_queue_lock_waits", "Queued jobs waiting for their machine's lock");
     describe_counter!("roller_auth_failures_total", "Refused requests, by reason");
     describe_counter!("roller_notify_failures_total", "Notifications not delivered after retries, by channel");
     describe_counter!("roller_reboot_steps_total", "Reboot chain steps, by step and outcome");

@@ -62,6 +62,7 @@ pub async fn metrics(State(state): State<AppState>) -> impl axum::response::Into
             metrics::gauge!("roller_queue_up").set(1.0);
             metrics::gauge!("roller_queue_jobs", "state" => "queued").set(s.queued as f64);
             metrics::gauge!("roller_queue_jobs", "state" => "running").set(s.running as f64);
+            metrics::gauge!("roller_queue_lock_waits").set(s.waiting_for_lock as f64);
             let age = s.oldest_queued.map(|t| (chrono::Utc::now() - t).num_milliseconds().max(0) as f64 / 1000.0);
             metrics::gauge!("roller_queue_oldest_job_age_seconds").set(age.unwrap_or(0.0));
         }

@@ -225,10 +225,14 @@ pub async fn stats_count_waiting_and_running_jobs(q: &dyn Queue) {
     let r = q.reserve("r", LONG_LEASE).await.unwrap().unwrap();
     assert_eq!(r.id, a.id);
     let s = q.stats().await.unwrap();
-    assert_eq!((s.queued, s.running), (1, 1));
+    assert_eq!((s.queued, s.running, s.waiting_for_lock), (1, 1, 0));
+    // A second job for the busy machine (another group: not coalesced) waits for its lock.
+    let _a2 = enqueue(q, "a", "g2").await;
+    let s = q.stats().await.unwrap();
+    assert_eq!((s.queued, s.running, s.waiting_for_lock), (2, 1, 1));
     q.finish(r.id, "r", Outcome::Succeeded(serde_json::json!({}))).await.unwrap();
     let s = q.stats().await.unwrap();
-    assert_eq!((s.queued, s.running), (1, 0));
+    assert_eq!((s.queued, s.running, s.waiting_for_lock), (2, 0, 0));
     assert!(s.oldest_queued.is_some_and(|t| t >= a.created_at));
 }
 

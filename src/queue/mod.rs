@@ -166,6 +166,8 @@ pub struct QueueStats {
     pub running: u64,
     /// When the longest-waiting queued job was enqueued.
     pub oldest_queued: Option<DateTime<Utc>>,
+    /// Queued jobs waiting for their machine's lock (another job runs on it).
+    pub waiting_for_lock: u64,
 }
 
 /// How a reserved job ended.

@@ -612,11 +612,22 @@ return out
 "#;
 
 /// Waiting jobs, live leases, and the oldest waiting job's enqueue time (unix ms).
+/// Lock waits are counted over the same window reserve looks at.
 const STATS: &str = r#"
-local first = redis.call('ZRANGE', P .. 'queued', 0, 0)
+local ids = redis.call('ZRANGE', P .. 'queued', 0, __RESERVE_SCAN__ - 1)
 local oldest = false
-if first[1] then oldest = redis.call('HGET', jk(first[1]), 'created_at') end
-return {redis.call('ZCARD', P .. 'queued'), redis.call('ZCOUNT', P .. 'running', NOW, '+inf'), oldest}
+if ids[1] then oldest = redis.call('HGET', jk(ids[1]), 'created_at') end
+local locked = 0
+for _, id in ipairs(ids) do
+  local w = redis.call('HGET', jk(id), 'worker_id')
+  local holder = w and redis.call('GET', P .. 'lock:' .. w)
+  if holder and holder ~= id then
+    local h = redis.call('HMGET', jk(holder), 'state', 'lease_until')
+    local until_ = tonumber(h[2])
+    if h[1] == 'running' and until_ and until_ >= NOW then locked = locked + 1 end
+  end
+end
+return {redis.call('ZCARD', P .. 'queued'), redis.call('ZCOUNT', P .. 'running', NOW, '+inf'), oldest, locked}
 "#;
 
 impl Scripts {
@@ -846,6 +857,7 @@ impl Queue for RedisQueue {
             queued: int(items.first())?.max(0) as u64,
             running: int(items.get(1))?.max(0) as u64,
             oldest_queued: oldest.and_then(chrono::DateTime::from_timestamp_millis),
+            waiting_for_lock: int(items.get(3))?.max(0) as u64,
         })
     }
 

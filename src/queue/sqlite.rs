@@ -777,10 +777,20 @@ impl Queue for SqliteQueue {
                     |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
                 )
                 .db()?;
+            let locked: i64 = c
+                .query_row(
+                    "SELECT count(*) FROM jobs q WHERE q.state = 'queued' AND EXISTS \
+                     (SELECT 1 FROM jobs r WHERE r.worker_id = q.worker_id AND r.state = 'running' \
+                      AND r.lease_until >= ?1)",
+                    [now_ms()],
+                    |r| r.get(0),
+                )
+                .db()?;
             Ok(QueueStats {
                 queued: queued.max(0) as u64,
                 running: running.max(0) as u64,
                 oldest_queued: oldest.map(|ms| ms_to_dt("-", "created_at", ms)).transpose()?,
+                waiting_for_lock: locked.max(0) as u64,
             })
         })
         .await
