@@ -37,10 +37,11 @@ get)
 set)
     shift
     while [ "$#" -ge 2 ]; do
-        echo "$(date +%s.%N) set $1 $2" >> "$dir/actions.log"
+        # The state first, then the record: whoever sees the action sees its effect.
         if [ "$1" = power ]; then
             echo "$2" > "$dir/power.tmp" && mv "$dir/power.tmp" "$dir/power"
         fi
+        echo "$(date +%s.%N) set $1 $2" >> "$dir/actions.log"
         shift 2
     done
     ;;
