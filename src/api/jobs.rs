@@ -191,11 +191,14 @@ async fn restart_breaker(state: &AppState, worker: &WorkerId, group: &WorkerGrou
         return Ok(());
     }
     let since = chrono::Utc::now() - chrono::Duration::from_std(safety.window).unwrap_or(chrono::Duration::hours(6));
+    // Every restart asked for in the window counts, whatever became of it: a machine
+    // in a reboot loop mostly fails its proofs, and queued ones are restarts to come.
+    // Only cancelled jobs (never run) are left out.
     let mut recent: Vec<_> = jobs
         .iter()
-        // A restart that failed outright (wrong password, no configuration) restarted nothing.
-        .filter(|j| j.task.restarts_machine() && matches!(j.state, JobState::Succeeded | JobState::Running))
-        .filter_map(|j| j.started_at.filter(|t| *t >= since).map(|t| (t, j.task)))
+        .filter(|j| j.task.restarts_machine() && j.state != JobState::Cancelled)
+        .map(|j| (j.started_at.unwrap_or(j.created_at), j.task))
+        .filter(|(t, _)| *t >= since)
         .collect();
     if recent.len() < safety.max_restarts as usize {
         return Ok(());

@@ -1,7 +1,8 @@
 //! XenAPI over XML-RPC: reboot one VM the way the original did, made safe.
 //!
-//! `session.login_with_password`, `VM.get_by_uuid`, `VM.clean_shutdown` (falling
-//! back to `VM.hard_shutdown` when the guest cannot shut itself down), a pause,
+//! `session.login_with_password`, `VM.get_by_uuid`, `VM.get_power_state` (a halted
+//! VM is only started), `VM.clean_shutdown` (falling back to `VM.hard_shutdown`
+//! when XenAPI refuses it, or when it went unanswered and the VM still runs), a pause,
 //! `VM.start(vm, false, false)`, and `session.logout` always, also after an
 //! error or a cancel: pool masters limit sessions per user.
 //!
@@ -46,7 +47,7 @@ impl std::fmt::Debug for XenTarget {
 /// What the reboot did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct XenReboot {
-    /// `clean` or `hard`.
+    /// `clean`, `hard`, or `none (it was halted)`.
     pub shutdown: &'static str,
     /// Why the clean shutdown was not used, when it was not.
     pub clean_failure: Option<String>,
@@ -80,14 +81,31 @@ pub async fn reboot_vm(
     let result = async {
         let vm = client.call("VM.get_by_uuid", vec![s(&session), s(vm_uuid)], cancel).await?;
         let vm = as_string("VM.get_by_uuid", &vm)?;
+        let power = client.call("VM.get_power_state", vec![s(&session), s(&vm)], cancel).await?;
         let mut done = XenReboot { shutdown: "clean", clean_failure: None };
-        match client.call("VM.clean_shutdown", vec![s(&session), s(&vm)], cancel).await {
-            Ok(_) => {}
-            Err(XenError::Cancelled) => return Err(XenError::Cancelled),
-            Err(e) => {
-                tracing::info!(%vm_uuid, error = %e, "clean shutdown failed; hard shutdown");
-                client.call("VM.hard_shutdown", vec![s(&session), s(&vm)], cancel).await?;
-                done = XenReboot { shutdown: "hard", clean_failure: Some(e.to_string()) };
+        if as_string("VM.get_power_state", &power)? == "Halted" {
+            // Already down: starting it is the whole reboot.
+            done.shutdown = "none (it was halted)";
+        } else {
+            match client.call("VM.clean_shutdown", vec![s(&session), s(&vm)], cancel).await {
+                Ok(_) => {}
+                Err(XenError::Cancelled) => return Err(XenError::Cancelled),
+                // XenAPI said no (no PV tools, a guest that ignores ACPI): force it.
+                Err(e @ XenError::Failure { .. }) => {
+                    tracing::info!(%vm_uuid, error = %e, "clean shutdown refused; hard shutdown");
+                    client.call("VM.hard_shutdown", vec![s(&session), s(&vm)], cancel).await?;
+                    done = XenReboot { shutdown: "hard", clean_failure: Some(e.to_string()) };
+                }
+                // No answer is not a refusal: the clean shutdown may still be under way
+                // (it returns only once the guest halted). Look before forcing anything.
+                Err(e) => {
+                    let now = client.call("VM.get_power_state", vec![s(&session), s(&vm)], cancel).await?;
+                    if as_string("VM.get_power_state", &now)? != "Halted" {
+                        tracing::info!(%vm_uuid, error = %e, "clean shutdown unanswered and the VM still runs; hard shutdown");
+                        client.call("VM.hard_shutdown", vec![s(&session), s(&vm)], cancel).await?;
+                        done = XenReboot { shutdown: "hard", clean_failure: Some(e.to_string()) };
+                    }
+                }
             }
         }
         tokio::select! {

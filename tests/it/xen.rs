@@ -42,7 +42,14 @@ async fn a_clean_shutdown_then_start_and_always_a_logout() {
     assert_eq!(job["result"]["shutdown"], "clean");
     assert_eq!(
         x.calls(),
-        ["session.login_with_password", "VM.get_by_uuid", "VM.clean_shutdown", "VM.start", "session.logout"]
+        [
+            "session.login_with_password",
+            "VM.get_by_uuid",
+            "VM.get_power_state",
+            "VM.clean_shutdown",
+            "VM.start",
+            "session.logout"
+        ]
     );
     assert!(x.running());
     assert_eq!(x.open_sessions(), 0);
@@ -64,6 +71,7 @@ async fn a_guest_that_cannot_shut_down_gets_a_hard_shutdown() {
         [
             "session.login_with_password",
             "VM.get_by_uuid",
+            "VM.get_power_state",
             "VM.clean_shutdown",
             "VM.hard_shutdown",
             "VM.start",
@@ -105,4 +113,20 @@ async fn without_xen_settings_the_task_says_what_is_missing() {
     let job = run(&app).await;
     assert_eq!(job["state"], "failed");
     assert!(job["error"].as_str().unwrap().contains("no XenAPI is configured (XEN_URL"), "{job:#}");
+}
+
+#[tokio::test]
+async fn a_halted_vm_is_only_started() {
+    let x = FakeXen::start().await;
+    x.halt();
+    let dir = tempfile::tempdir().unwrap();
+    let app = app(&x, PASSWORD, VM_UUID, dir.path()).await;
+    let job = run(&app).await;
+    assert_eq!(job["state"], "succeeded", "{job:#}");
+    assert_eq!(job["result"]["shutdown"], "none (it was halted)");
+    assert_eq!(
+        x.calls(),
+        ["session.login_with_password", "VM.get_by_uuid", "VM.get_power_state", "VM.start", "session.logout"]
+    );
+    assert!(x.running());
 }

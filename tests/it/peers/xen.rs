@@ -106,7 +106,12 @@ impl FakeXen {
                 Some(other) => failure(&["UUID_INVALID", "VM", other]),
                 None => failure(&["MESSAGE_PARAMETER_COUNT_MISMATCH", method, "2", "1"]),
             },
-            "VM.clean_shutdown" | "VM.hard_shutdown" if !vm_ok(p) => failure(&["HANDLE_INVALID", "VM"]),
+            "VM.get_power_state" if vm_ok(p) => {
+                success(Value::String(if s.running { "Running" } else { "Halted" }.into()))
+            }
+            "VM.clean_shutdown" | "VM.hard_shutdown" | "VM.get_power_state" if !vm_ok(p) => {
+                failure(&["HANDLE_INVALID", "VM"])
+            }
             "VM.clean_shutdown" if s.clean_fails => failure(&["VM_MISSING_PV_DRIVERS", VM_REF]),
             "VM.clean_shutdown" | "VM.hard_shutdown" if !s.running => {
                 failure(&["VM_BAD_POWER_STATE", VM_REF, "running", "halted"])
@@ -131,6 +136,11 @@ impl FakeXen {
 
     pub fn set_clean_fails(&self, fails: bool) {
         self.inner.lock().unwrap().clean_fails = fails;
+    }
+
+    /// The VM halted behind roller's back.
+    pub fn halt(&self) {
+        self.inner.lock().unwrap().running = false;
     }
 
     pub fn running(&self) -> bool {
