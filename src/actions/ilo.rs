@@ -1,6 +1,7 @@
 //! `ilo_reboot`: reset an HP server through its iLO (RIBCL), as the original did:
 //! read the power state, `RESET_SERVER`, and when the iLO refuses the reset,
-//! power off, wait, power on. Unlike the original it is state-aware (a server
+//! power off, wait, power on (but not after a reset that went unanswered: it may
+//! be under way). Unlike the original it is state-aware (a server
 //! that is off is powered on), confirms power changes by reading them back,
 //! and never mistakes the iLO for the machine: the reboot chain's proof probes
 //! the machine's own address (the original went on pinging the iLO).
@@ -55,8 +56,9 @@ pub(crate) async fn run_on(m: &Machine, cx: &ActionContext) -> Result<Value, Act
             Ok(json!({ "ilo": t.host, "sent": "RESET_SERVER", "power_before": "on" }))
         }
         Err(IloError::Cancelled) => Err(ActionError::Cancelled),
-        Err(e) => {
-            cx.log(format!("RESET_SERVER failed ({e}); powering off and on instead"));
+        // The iLO refused the reset itself (not the login): power off and on instead.
+        Err(e @ IloError::Refused { .. }) if !is_login_failure(&e) => {
+            cx.log(format!("RESET_SERVER refused ({e}); powering off and on instead"));
             driver::set_host_power(&t, false, &cx.cancel).await.map_err(fail)?;
             confirm(cx, &t, HostPower::Off).await?;
             tokio::select! {
@@ -70,7 +72,16 @@ pub(crate) async fn run_on(m: &Machine, cx: &ActionContext) -> Result<Value, Act
                 "power_before": "on", "power": "on", "cycle_observed": true,
             }))
         }
+        // No answer (or a login refused) is not a refused reset: the reset may have
+        // gone through, and cutting the power of a server that is restarting is
+        // worse than reporting. The chain's proof, or the next step, decides.
+        Err(e) => Err(fail(e)),
     }
+}
+
+/// RIBCL status 0x005F: the credentials, not the command, were refused.
+fn is_login_failure(e: &IloError) -> bool {
+    matches!(e, IloError::Refused { status, .. } if status.eq_ignore_ascii_case("0x005F"))
 }
 
 async fn confirm(cx: &ActionContext, t: &IloTarget, want: HostPower) -> Result<(), ActionError> {
