@@ -4,8 +4,8 @@
 use std::path::Path;
 use std::time::Duration;
 
-use anyhow::{Context, bail};
-use secrecy::{ExposeSecret, SecretString};
+use anyhow::Context;
+use secrecy::SecretString;
 
 /// Credentials and address of the roller to talk to.
 pub struct Client {
@@ -66,17 +66,4 @@ impl Client {
     }
 }
 
-/// The `Authorization: Hawk …` value for a request (no payload hash, no ext).
-pub fn sign(method: &reqwest::Method, url: &reqwest::Url, id: &str, token: &SecretString) -> anyhow::Result<String> {
-    let Some(host) = url.host_str() else { bail!("URL {url} has no host") };
-    let port = url.port_or_known_default().unwrap_or(80);
-    let resource = match url.query() {
-        Some(q) => format!("{}?{q}", url.path()),
-        None => url.path().to_string(),
-    };
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    let creds =
-        hawk::Credentials { id: id.to_string(), key: hawk::Key::new(token.expose_secret().as_bytes(), hawk::SHA256)? };
-    let header = hawk::RequestBuilder::new(method.as_str(), host, port, &resource).request().make_header(&creds)?;
-    Ok(format!("Hawk {header}"))
-}
+pub use crate::auth::sign;

@@ -805,9 +805,12 @@ fn xen_settings(x: XenFile, env: &dyn Env) -> Result<Option<XenSettings>, Config
     let Some(url) = env.get("XEN_URL").or(x.url).filter(|u| !u.is_empty()) else {
         return Ok(None);
     };
-    let parsed = reqwest::Url::parse(&url).map_err(|_| err(format!("XEN_URL / xen.url {url:?} is not a URL")))?;
+    let parsed = reqwest::Url::parse(&url).map_err(|_| err("XEN_URL / xen.url is not a URL"))?;
     if !matches!(parsed.scheme(), "http" | "https") || !parsed.username().is_empty() || parsed.password().is_some() {
-        return Err(err(format!("XEN_URL / xen.url {url:?}: an http(s) URL without credentials")));
+        return Err(err(format!(
+            "XEN_URL / xen.url ({}): an http(s) URL without user or password",
+            crate::drivers::url_for_message(&url)
+        )));
     }
     let user = env
         .get("XEN_USERNAME")

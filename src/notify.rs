@@ -60,7 +60,8 @@ impl std::fmt::Debug for Notifier {
                 .field("requester_domain", &i.s.requester_domain)
                 .field("matrix_room", &i.s.matrix_room)
                 .field("slack_channel", &i.s.slack_channel)
-                .field("webhook_url", &i.s.webhook_url)
+                // Only where it goes: hook URLs often carry a token in their path.
+                .field("webhook", &i.s.webhook_url.as_deref().map(crate::drivers::url_for_message))
                 .field("webhook_secret", &i.s.webhook_secret.as_ref().map(|_| "[redacted]"))
                 .finish(),
         }

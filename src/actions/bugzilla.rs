@@ -36,7 +36,12 @@ pub(crate) async fn file(
     };
     // An inventory address that is a name is the host people know; an IP is not.
     let host = if m.address.parse::<std::net::IpAddr>().is_ok() { m.id.as_str() } else { m.address.as_str() };
-    let alias = m.id.as_str().split('.').next().unwrap_or(m.id.as_str()).to_ascii_lowercase();
+    let mut alias = m.id.as_str().split('.').next().unwrap_or(m.id.as_str()).to_ascii_lowercase();
+    // `GET /rest/bug/1234` is bug 1234, not an alias (Bugzilla aliases cannot be
+    // numbers): a numeric host name gets a prefix so roller never touches someone's bug.
+    if alias.bytes().all(|b| b.is_ascii_digit()) {
+        alias = format!("host-{alias}");
+    }
     let dc = m.group.as_ref().unwrap_or(&target.worker_group).as_str().to_ascii_uppercase();
     let (requester, job) = match &cx.job {
         Some(j) => (j.requester.as_str(), j.id.as_str()),

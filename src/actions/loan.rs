@@ -27,7 +27,8 @@ pub async fn loan(target: &Target, cx: &ActionContext) -> Result<Value, ActionEr
     let w = WorkerRef {
         provisioner_id: &provisioner_id,
         worker_type: &worker_type,
-        worker_group: target.worker_group.as_str(),
+        // The inventory knows the machine's group; a request's may be the default `none`.
+        worker_group: m.group.as_ref().unwrap_or(&target.worker_group).as_str(),
         worker_id: m.id.as_str(),
     };
     cx.log(format!("quarantining {provisioner_id}/{worker_type}/{}/{} until {until}", w.worker_group, w.worker_id));
@@ -49,7 +50,8 @@ pub async fn return_loan(target: &Target, cx: &ActionContext) -> Result<Value, A
     let w = WorkerRef {
         provisioner_id: &provisioner_id,
         worker_type: &worker_type,
-        worker_group: target.worker_group.as_str(),
+        // The inventory knows the machine's group; a request's may be the default `none`.
+        worker_group: m.group.as_ref().unwrap_or(&target.worker_group).as_str(),
         worker_id: m.id.as_str(),
     };
     let info = format!("Loan returned by {requester} through roller (job {job}); reimaging.");

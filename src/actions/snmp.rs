@@ -87,9 +87,10 @@ async fn watch_cycle(
     let start = Instant::now();
     let mut seen_off = false;
     loop {
-        let now = driver::outlet_status(pdu, outlet, &cx.cancel)
-            .await
-            .map_err(|e| ActionError::Failed(format!("{step}: {e}")))?;
+        let now = driver::outlet_status(pdu, outlet, &cx.cancel).await.map_err(|e| match e {
+            SnmpError::Cancelled => ActionError::Cancelled,
+            e => ActionError::Failed(format!("{step}: {e}")),
+        })?;
         seen_off |= matches!(now, OutletStatus::Off | OutletStatus::OnWait);
         if now == OutletStatus::On && (seen_off || start.elapsed() > Duration::from_secs(2)) {
             return Ok((seen_off, now));

@@ -78,7 +78,7 @@ pub enum BugzillaError {
 
 impl Bugzilla {
     pub fn new(base_url: &str, api_key: SecretString, timeout: Duration) -> Result<Bugzilla, BugzillaError> {
-        let invalid = || BugzillaError::InvalidUrl(base_url.to_string());
+        let invalid = || BugzillaError::InvalidUrl(super::url_for_message(base_url));
         let mut base = Url::parse(base_url).map_err(|_| invalid())?;
         let plain = matches!(base.scheme(), "http" | "https")
             && base.host_str().is_some()
@@ -173,7 +173,7 @@ impl Bugzilla {
         let send = async {
             let resp = req.send().await?;
             let status = resp.status();
-            let bytes = read_bounded(resp).await?;
+            let bytes = super::read_bounded(resp, MAX_BODY).await?;
             Ok::<_, reqwest::Error>((status, bytes))
         };
         let (status, bytes) = tokio::select! {
@@ -207,17 +207,6 @@ impl Bugzilla {
         }
         Ok(v)
     }
-}
-
-async fn read_bounded(mut resp: reqwest::Response) -> Result<Vec<u8>, reqwest::Error> {
-    let mut out = Vec::new();
-    while let Some(chunk) = resp.chunk().await? {
-        if out.len() + chunk.len() > MAX_BODY {
-            break;
-        }
-        out.extend_from_slice(&chunk);
-    }
-    Ok(out)
 }
 
 fn first_bug(method: &Method, path: &str, v: Value) -> Result<Option<Bug>, BugzillaError> {

@@ -172,10 +172,7 @@ async fn exchange(t: &IloTarget, body: &str) -> Result<String, IloError> {
 }
 
 fn parse(t: &IloTarget, command: &'static str, text: &str) -> Result<Answer, IloError> {
-    let scrub = |s: String| {
-        let pw = t.password.expose_secret();
-        if pw.is_empty() { s } else { s.replace(pw, "[redacted]") }
-    };
+    let scrub = |s: String| super::scrub(&s, t.password.expose_secret(), 200);
     let protocol = |detail: String| IloError::Protocol { host: t.host.clone(), command, detail: scrub(detail) };
     let mut answer = Answer::default();
     let mut responses = 0;
@@ -204,7 +201,7 @@ fn parse(t: &IloTarget, command: &'static str, text: &str) -> Result<Answer, Ilo
                                     host: t.host.clone(),
                                     command,
                                     status,
-                                    message: scrub(message.chars().take(200).collect()),
+                                    message: scrub(message),
                                 });
                             }
                         }

@@ -356,6 +356,18 @@ async fn run(
     verbose: bool,
     cancel: &CancellationToken,
 ) -> Result<String, IpmiError> {
+    run_gated(target, words, verbose, false, cancel).await
+}
+
+/// [`run`], taking the device's power-on turn (after its slot, so the spacing holds
+/// for the commands that actually go out) when the command powers something on.
+async fn run_gated(
+    target: &IpmiTarget,
+    words: &[&str],
+    verbose: bool,
+    power_on: bool,
+    cancel: &CancellationToken,
+) -> Result<String, IpmiError> {
     target.validate()?;
     if cancel.is_cancelled() {
         return Err(IpmiError::Cancelled);
@@ -363,6 +375,9 @@ async fn run(
     let program = find_ipmitool().ok_or(IpmiError::ToolMissing)?;
     // Held for the whole call: BMCs have few session slots.
     let _slot = super::gate::enter(&gate_key(target), cancel).await.ok_or(IpmiError::Cancelled)?;
+    if power_on && !super::gate::power_on_turn(&gate_key(target), cancel).await {
+        return Err(IpmiError::Cancelled);
+    }
     let args = build_args(target, verbose, words);
     tracing::debug!(program = %program.display(), ?args, "running ipmitool");
     let mut cmd = tokio::process::Command::new(&program);

@@ -24,3 +24,66 @@ pub(crate) fn path_segment(s: &str) -> String {
         })
         .collect()
 }
+
+/// A response body, at most `max` bytes: a peer cannot make roller hold more.
+pub(crate) async fn read_bounded(mut resp: reqwest::Response, max: usize) -> Result<Vec<u8>, reqwest::Error> {
+    let mut out = Vec::new();
+    while let Some(chunk) = resp.chunk().await? {
+        if out.len() + chunk.len() > max {
+            break;
+        }
+        out.extend_from_slice(&chunk);
+    }
+    Ok(out)
+}
+
+/// Text from a peer, made safe to quote in an error: every occurrence of `secret`
+/// (as is, and XML-escaped, in case the peer echoes a request body) replaced,
+/// then cut to `max` characters. Replacing first means a cut can never leave a
+/// piece of the secret behind.
+pub(crate) fn scrub(text: &str, secret: &str, max: usize) -> String {
+    let mut out = text.to_string();
+    if !secret.is_empty() {
+        out = out.replace(secret, "[redacted]");
+        let escaped = quick_xml::escape::escape(secret);
+        if escaped != secret {
+            out = out.replace(escaped.as_ref(), "[redacted]");
+        }
+    }
+    if out.chars().count() > max {
+        out = out.chars().take(max).collect::<String>() + "…";
+    }
+    out
+}
+
+/// A URL for an error message: scheme, host and port only, so a user name,
+/// password or token in it never reaches a log.
+pub(crate) fn url_for_message(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(u) => format!(
+            "{}://{}{}",
+            u.scheme(),
+            u.host_str().unwrap_or("?"),
+            u.port().map(|p| format!(":{p}")).unwrap_or_default()
+        ),
+        Err(_) => "(not a URL)".to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scrub_replaces_before_it_cuts_and_knows_xml_escapes() {
+        assert_eq!(scrub("pw=abcdef end", "abcdef", 6), "pw=[re…");
+        assert_eq!(scrub("login a&amp;b failed", "a&b", 100), "login [redacted] failed");
+        assert_eq!(scrub("x", "", 10), "x");
+    }
+
+    #[test]
+    fn urls_in_messages_lose_their_credentials_and_paths() {
+        assert_eq!(url_for_message("https://u:secret@bz.example:8443/rest?k=1"), "https://bz.example:8443");
+        assert_eq!(url_for_message("not a url secret"), "(not a URL)");
+    }
+}

@@ -459,10 +459,11 @@ async fn send_set(
     cancel: &CancellationToken,
 ) -> Result<(), SnmpError> {
     let oid = outlet.control_oid();
-    // Outlets of one PDU are switched on one at a time, `stagger` apart (inrush current).
-    if matches!(action, OutletAction::On | OutletAction::Reboot)
-        && !super::gate::power_on_turn(&format!("pdu:{}:{}", target.host, target.port), cancel).await
-    {
+    // One device slot for the SET (a PDU's agent handles little at once), then,
+    // for a power-on, its turn: outlets of one PDU come on `stagger` apart (inrush current).
+    let key = format!("pdu:{}:{}", target.host, target.port);
+    let _slot = super::gate::enter(&key, cancel).await.ok_or(SnmpError::Cancelled)?;
+    if matches!(action, OutletAction::On | OutletAction::Reboot) && !super::gate::power_on_turn(&key, cancel).await {
         return Err(SnmpError::Cancelled);
     }
     let reply = request(target, addr, &oid, Request::Set(action.value()), outlet, cancel).await?;

@@ -58,7 +58,7 @@ impl TaskclusterClient {
         access_token: SecretString,
         timeout: Duration,
     ) -> Result<Self, TaskclusterError> {
-        let invalid = || TaskclusterError::InvalidUrl(root_url.to_string());
+        let invalid = || TaskclusterError::InvalidUrl(super::url_for_message(root_url));
         let url = reqwest::Url::parse(root_url.trim_end_matches('/')).map_err(|_| invalid())?;
         if !matches!(url.scheme(), "http" | "https") || !url.username().is_empty() || url.password().is_some() {
             return Err(invalid());
@@ -126,7 +126,7 @@ impl TaskclusterClient {
         cancel: &CancellationToken,
     ) -> Result<Value, TaskclusterError> {
         let transport = |detail: String| TaskclusterError::Transport { call, detail };
-        let auth = crate::client::sign(&method, &url, &self.client_id, &self.access_token)
+        let auth = crate::auth::sign(&method, &url, &self.client_id, &self.access_token)
             .map_err(|e| transport(e.to_string()))?;
         let send = async {
             let resp = self
@@ -138,7 +138,9 @@ impl TaskclusterClient {
                 .await
                 .map_err(|e| transport(e.without_url().to_string()))?;
             let status = resp.status();
-            let v: Value = resp.json().await.unwrap_or(Value::Null);
+            let bytes =
+                super::read_bounded(resp, 1024 * 1024).await.map_err(|e| transport(e.without_url().to_string()))?;
+            let v: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
             if !status.is_success() {
                 let message = v.get("message").and_then(Value::as_str).unwrap_or("(no message)");
                 // Taskcluster messages can be long (they list scopes); keep the first lines.

@@ -148,7 +148,7 @@ struct Client<'a> {
 
 impl<'a> Client<'a> {
     fn new(t: &'a XenTarget) -> Result<Self, XenError> {
-        let invalid = || XenError::InvalidUrl(t.url.clone());
+        let invalid = || XenError::InvalidUrl(super::url_for_message(&t.url));
         let url = reqwest::Url::parse(&t.url).map_err(|_| invalid())?;
         if !matches!(url.scheme(), "http" | "https") || !url.username().is_empty() || url.password().is_some() {
             return Err(invalid());
@@ -177,7 +177,10 @@ impl<'a> Client<'a> {
                 .await
                 .map_err(|e| transport(e.without_url().to_string()))?;
             let status = resp.status();
-            let text = resp.text().await.map_err(|e| transport(e.without_url().to_string()))?;
+            // XenAPI answers are small; a VM record is a few KiB.
+            let bytes =
+                super::read_bounded(resp, 1024 * 1024).await.map_err(|e| transport(e.without_url().to_string()))?;
+            let text = String::from_utf8_lossy(&bytes).into_owned();
             if !status.is_success() {
                 return Err(transport(format!("HTTP {}", status.as_u16())));
             }
@@ -219,8 +222,6 @@ impl<'a> Client<'a> {
     }
 
     fn scrub(&self, text: &str) -> String {
-        let pw = self.t.password.expose_secret();
-        let text: String = text.chars().take(300).collect();
-        if pw.is_empty() { text } else { text.replace(pw, "[redacted]") }
+        super::scrub(text, self.t.password.expose_secret(), 300)
     }
 }

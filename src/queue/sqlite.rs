@@ -771,9 +771,11 @@ impl Queue for SqliteQueue {
         self.with_conn(|c| {
             let (queued, running, oldest): (i64, i64, Option<i64>) = c
                 .query_row(
-                    "SELECT count(*) FILTER (WHERE state = 'queued'), count(*) FILTER (WHERE state = 'running'), \
+                    // Running means a live lease, as on Redis: an expired one is a job awaiting takeover.
+                    "SELECT count(*) FILTER (WHERE state = 'queued' OR (state = 'running' AND lease_until < ?1)), \
+                     count(*) FILTER (WHERE state = 'running' AND lease_until >= ?1), \
                      min(created_at) FILTER (WHERE state = 'queued') FROM jobs",
-                    [],
+                    [now_ms()],
                     |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
                 )
                 .db()?;
