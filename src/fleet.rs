@@ -21,6 +21,8 @@ use crate::inventory::Inventory;
 /// hammering the API (the queue runs them at its own pace anyway).
 const IN_FLIGHT: usize = 16;
 const POLL: Duration = Duration::from_millis(500);
+/// Consecutive failed polls (about a minute and a half) after which a job is reported as unknown.
+const LOST_AFTER: u32 = 20;
 
 /// Which machines a fleet command is for.
 pub struct Selection<'a> {
@@ -143,17 +145,24 @@ pub async fn enqueue(
     let total = targets.len();
     let progress = Arc::new((AtomicUsize::new(0), AtomicUsize::new(0)));
     let slots = Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT));
+    // Following is bounded too: at most this many jobs are polled at once.
+    let followers = Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT));
     let show = std::io::stderr().is_terminal() && !json_out;
     let mut set = tokio::task::JoinSet::new();
     for (i, (worker, group)) in targets.into_iter().enumerate() {
-        let (client, slots, progress) = (client.clone(), slots.clone(), progress.clone());
+        let (client, slots, followers, progress) = (client.clone(), slots.clone(), followers.clone(), progress.clone());
         set.spawn(async move {
             let row = {
                 let _slot = slots.acquire().await;
                 queue_one(&client, task, &worker, &group).await
             };
             progress.0.fetch_add(1, Ordering::Relaxed);
-            let row = if wait && row.task_id.is_some() { follow_to_end(&client, row).await } else { row };
+            let row = if wait && row.task_id.is_some() {
+                let _turn = followers.acquire().await;
+                follow_to_end(&client, row).await
+            } else {
+                row
+            };
             progress.1.fetch_add(1, Ordering::Relaxed);
             (i, row)
         });
@@ -226,6 +235,7 @@ async fn queue_one(client: &Client, task: Task, worker: &WorkerId, group: &Worke
 
 async fn follow_to_end(client: &Client, mut row: Row) -> Row {
     let id = row.task_id.clone().unwrap_or_default();
+    let mut errors = 0u32;
     loop {
         match client.get(&format!("/api/v1/jobs/{id}")).await {
             Ok(a) if a.status == 200 => {
@@ -242,9 +252,20 @@ async fn follow_to_end(client: &Client, mut row: Row) -> Row {
                 row.detail = format!("HTTP {} reading the job", a.status);
                 return row;
             }
-            // A blip: try again; the job goes on regardless.
-            Err(_) => {}
+            // A blip: try again, more slowly; the job goes on regardless. A roller
+            // that stays away for long is reported, not waited for forever.
+            Err(e) => {
+                errors += 1;
+                if errors >= LOST_AFTER {
+                    row.state = "unknown".into();
+                    row.detail = format!("lost contact with roller: {e:#}");
+                    return row;
+                }
+                tokio::time::sleep((POLL * errors).min(Duration::from_secs(5))).await;
+                continue;
+            }
         }
+        errors = 0;
         tokio::time::sleep(POLL).await;
     }
 }

@@ -20,6 +20,8 @@ use crate::drivers::taskcluster::TaskclusterClient;
 use crate::queue::{Job, Outcome};
 
 const ATTEMPTS: u32 = 3;
+/// Messages being delivered at once, process-wide.
+static DELIVERIES: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(64);
 const PAUSE: Duration = Duration::from_secs(1);
 /// Notify's limits (reference/taskcluster.md §7).
 const SUBJECT_MAX: usize = 255;
@@ -142,11 +144,18 @@ impl Inner {
         });
         let requester = self.s.requester_domain.as_deref().and_then(|d| requester_email(job.requester.as_str(), d));
         let m = Message { subject: clip(&subject, SUBJECT_MAX), text, link, event };
-        tokio::spawn(async move { self.deliver(&m, requester).await });
+        tokio::spawn(async move {
+            // Bounded: a burst of jobs with a slow notifier queues here instead of
+            // opening connections without end.
+            let _slot = DELIVERIES.acquire().await;
+            self.deliver(&m, requester).await
+        });
     }
 
+    /// Every channel at once, so a hung one delays no other.
     async fn deliver(&self, m: &Message, requester: Option<String>) {
-        if let Some(tc) = &self.tc {
+        let emails = async {
+            let Some(tc) = &self.tc else { return };
             let content = match &m.link {
                 Some(l) => format!("{}\n\n{l}", clip(&m.text, CONTENT_MAX)),
                 None => clip(&m.text, CONTENT_MAX),
@@ -158,21 +167,26 @@ impl Inner {
                 }
                 retry("email", || tc.post("notify.email", "api/notify/v1/email", &body)).await;
             }
-            let chat = clip(&format!("{}\n{}", m.subject, m.text), CHAT_MAX);
-            let chat = match &m.link {
-                Some(l) => format!("{chat}\n{l}"),
-                None => chat,
-            };
-            if let Some(room) = &self.s.matrix_room {
+        };
+        let chat = clip(&format!("{}\n{}", m.subject, m.text), CHAT_MAX);
+        let chat = match &m.link {
+            Some(l) => format!("{chat}\n{l}"),
+            None => chat,
+        };
+        let matrix = async {
+            if let (Some(tc), Some(room)) = (&self.tc, &self.s.matrix_room) {
                 let body = json!({ "roomId": room, "body": chat, "msgtype": "m.notice" });
                 retry("matrix", || tc.post("notify.matrix", "api/notify/v1/matrix", &body)).await;
             }
-            if let Some(channel) = &self.s.slack_channel {
+        };
+        let slack = async {
+            if let (Some(tc), Some(channel)) = (&self.tc, &self.s.slack_channel) {
                 let body = json!({ "channelId": channel, "text": chat });
                 retry("slack", || tc.post("notify.slack", "api/notify/v1/slack", &body)).await;
             }
-        }
-        if let (Some(url), Some(secret)) = (&self.s.webhook_url, &self.s.webhook_secret) {
+        };
+        let webhook = async {
+            let (Some(url), Some(secret)) = (&self.s.webhook_url, &self.s.webhook_secret) else { return };
             let body = m.event.to_string();
             let signature = sign(secret, body.as_bytes());
             retry("webhook", || async {
@@ -188,7 +202,8 @@ impl Inner {
                 if r.status().is_success() { Ok(()) } else { Err(format!("HTTP {}", r.status().as_u16())) }
             })
             .await;
-        }
+        };
+        tokio::join!(emails, matrix, slack, webhook);
     }
 }
 
