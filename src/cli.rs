@@ -51,27 +51,12 @@ enum Command {
     Api,
     /// Run a job runner only, on the Redis queue (distributed mode; needs REDIS_URL).
     Worker,
-    /// Run one task on one machine now, in this process, without a queue.
+    /// Run one task on one machine or many now, in this process, without a queue.
     Run {
         /// Task name (see `roller tasks`).
         task: String,
-        /// The machine(s): worker ids (host names) or IP addresses. --file and --select add more.
-        worker_ids: Vec<String>,
-        /// The worker group of machines the inventory does not know.
-        #[arg(long, default_value = "none")]
-        group: String,
-        /// Worker ids, one per line (`#` starts a comment); `-` reads standard input.
-        #[arg(long)]
-        file: Option<PathBuf>,
-        /// Machines from the inventory: group=<group> or class=<class> (repeat to narrow).
-        #[arg(long)]
-        select: Vec<String>,
-        /// Go ahead without asking when more than safety.confirm_above machines are named.
-        #[arg(long)]
-        yes: bool,
-        /// Machine-readable output (always a list).
-        #[arg(long)]
-        json: bool,
+        #[command(flatten)]
+        machines: Machines,
     },
     /// List the tasks roller can run, with one line of help each.
     Tasks,
@@ -123,34 +108,54 @@ enum InventoryCommand {
     Check { file: PathBuf },
 }
 
+/// Which machines a command is for, and how it answers: shared by `run` and `jobs enqueue`.
+#[derive(clap::Args)]
+struct Machines {
+    /// Machines (worker ids or IP addresses). --file and --select add more.
+    worker_ids: Vec<String>,
+    /// Worker group of machines the inventory does not know.
+    #[arg(long, default_value = "none")]
+    group: String,
+    /// Worker ids, one per line (`#` starts a comment); `-` reads standard input.
+    #[arg(long)]
+    file: Option<PathBuf>,
+    /// Machines from the inventory: group=<group> or class=<class> (repeat to narrow).
+    #[arg(long)]
+    select: Vec<String>,
+    /// Go ahead without asking when more than safety.confirm_above machines are named.
+    #[arg(long)]
+    yes: bool,
+    /// Machine-readable output (always a list).
+    #[arg(long)]
+    json: bool,
+}
+
+impl Machines {
+    fn targets(&self, inventory: Option<&std::path::Path>) -> anyhow::Result<Vec<(WorkerId, WorkerGroup)>> {
+        crate::fleet::targets(&crate::fleet::Selection {
+            names: &self.worker_ids,
+            file: self.file.as_deref(),
+            select: &self.select,
+            // Only needed for --select and worker groups; a missing default inventory is no error.
+            inventory: inventory.filter(|p| !self.select.is_empty() || p.exists()),
+            default_group: &self.group,
+        })
+    }
+}
+
 #[derive(Subcommand)]
 enum JobsCommand {
     /// Queue a task for one machine or many (names, --file, --select) and print the job(s).
     Enqueue {
         task: String,
-        /// Machines (worker ids). --file and --select add more.
-        worker_ids: Vec<String>,
-        /// Worker group for machines the inventory does not know.
-        #[arg(long, default_value = "none")]
-        group: String,
-        /// Worker ids, one per line (`#` starts a comment); `-` reads standard input.
-        #[arg(long)]
-        file: Option<PathBuf>,
-        /// Machines from the inventory: group=<group> or class=<class> (repeat to narrow).
-        #[arg(long)]
-        select: Vec<String>,
+        #[command(flatten)]
+        machines: Machines,
         /// Inventory for --select and worker groups [default: the configured one].
         #[arg(long)]
         inventory: Option<PathBuf>,
         /// Wait for the job(s) to finish; exit non-zero unless every one succeeded.
         #[arg(long)]
         wait: bool,
-        /// Go ahead without asking when more than safety.confirm_above machines are named.
-        #[arg(long)]
-        yes: bool,
-        /// Machine-readable output.
-        #[arg(long)]
-        json: bool,
     },
     /// Show one job with its log.
     Get {
@@ -213,22 +218,14 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Serve => serve(load(&cli)?, Mode::Serve).await,
-        Command::Run { task, worker_ids, group, file, select, yes, json } => {
+        Command::Run { task, machines } => {
             let settings = load(&cli)?;
-            let inventory = settings.inventory_path.clone();
-            let sel = crate::fleet::Selection {
-                names: worker_ids,
-                file: file.as_deref(),
-                select,
-                inventory: inventory.as_deref().filter(|p| !select.is_empty() || p.exists()),
-                default_group: group,
-            };
-            let targets = crate::fleet::targets(&sel)?;
-            if targets.len() == 1 && !*json {
+            let targets = machines.targets(settings.inventory_path.as_deref())?;
+            if targets.len() == 1 && !machines.json {
                 let (w, g) = &targets[0];
                 return run_once(settings, task, w.as_str(), g.as_str()).await;
             }
-            run_many(settings, task, targets, *yes, *json).await
+            run_many(settings, task, targets, machines.yes, machines.json).await
         }
         Command::Jobs { url, credentials, command } => {
             let s = load(&cli)?;
@@ -536,22 +533,14 @@ async fn run_many(
 
 async fn jobs(settings: &Settings, client: Client, cmd: &JobsCommand) -> anyhow::Result<ExitCode> {
     let (answer, wait) = match cmd {
-        JobsCommand::Enqueue { task, worker_ids, group, file, select, inventory, wait, yes, json } => {
+        JobsCommand::Enqueue { task, machines, inventory, wait } => {
             let task = Task::parse(task)
                 .with_context(|| format!("unknown task {task:?}; one of: {}", Task::list(Task::ALL)))?;
-            let inventory = inventory.as_deref().or(settings.inventory_path.as_deref());
-            let sel = crate::fleet::Selection {
-                names: worker_ids,
-                file: file.as_deref(),
-                select,
-                // Only needed for --select and worker groups; a missing default inventory is no error.
-                inventory: inventory.filter(|p| !select.is_empty() || p.exists()),
-                default_group: group,
-            };
-            let targets = crate::fleet::targets(&sel)?;
-            if targets.len() > 1 || *json {
-                crate::fleet::confirm(task, targets.len(), settings.safety.confirm_above, *yes)?;
-                let ok = crate::fleet::enqueue(std::sync::Arc::new(client), task, targets, *wait, *json).await?;
+            let targets = machines.targets(inventory.as_deref().or(settings.inventory_path.as_deref()))?;
+            if targets.len() > 1 || machines.json {
+                crate::fleet::confirm(task, targets.len(), settings.safety.confirm_above, machines.yes)?;
+                let ok =
+                    crate::fleet::enqueue(std::sync::Arc::new(client), task, targets, *wait, machines.json).await?;
                 return Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(1) });
             }
             let (worker, group) = &targets[0];
