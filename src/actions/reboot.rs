@@ -140,11 +140,19 @@ fn task_of(step: RebootStep) -> Task {
 
 pub async fn run(target: &Target, cx: &ActionContext) -> Result<Value, ActionError> {
     // One snapshot for the whole chain: a reload mid-way changes nothing here.
-    run_on(&machine(target, cx)?, target, cx).await
+    run_on(&machine(target, cx)?, target, cx, None).await
 }
 
-/// The chain on the machine `m` (`reimage` runs it after setting a network boot).
-pub(crate) async fn run_on(m: &Machine, target: &Target, cx: &ActionContext) -> Result<Value, ActionError> {
+/// The chain on the machine `m`. `reimage` runs it after setting an IPMI network
+/// boot and passes `renew_ipmi_boot`: BMCs forget that flag about 60 s after it is
+/// set (the IPMI boot-flag timeout), so it is set again before every step after
+/// the first, or a step that comes minutes later would boot from disk.
+pub(crate) async fn run_on(
+    m: &Machine,
+    target: &Target,
+    cx: &ActionContext,
+    renew_ipmi_boot: Option<&crate::drivers::ipmi::IpmiTarget>,
+) -> Result<Value, ActionError> {
     let steps = plan(m, &cx.settings);
     // A name that does not resolve must not stop the chain: the BMC and PDU steps
     // and the bug do not need it. It is retried before each step; until it
@@ -209,6 +217,12 @@ pub(crate) async fn run_on(m: &Machine, target: &Target, cx: &ActionContext) -> 
                 }
             }
             continue;
+        }
+        if let Some(bmc) = renew_ipmi_boot
+            && attempts.iter().any(|a| a["outcome"] != "skipped")
+        {
+            cx.log(format!("{name}: setting the network boot again first (BMCs forget it after 60 s)"));
+            crate::drivers::ipmi::boot_pxe(bmc, &cx.cancel).await.map_err(|e| ipmi::map_error("reimage", e))?;
         }
         let step_start = Instant::now();
         if addr.is_none() {

@@ -28,7 +28,12 @@ pub async fn run(target: &Target, cx: &ActionContext) -> Result<Value, ActionErr
     };
     let network_boot = set_network_boot(&m, via, cx).await?;
     cx.log(format!("next boot: network ({network_boot}); rebooting"));
-    match reboot::run_on(&m, target, cx).await {
+    let renew = match via {
+        NetworkBoot::Ipmi => Some(ipmi::ipmi_target(&m)?),
+        // A Redfish one-time override lasts until the next boot.
+        NetworkBoot::Redfish => None,
+    };
+    match reboot::run_on(&m, target, cx, renew.as_ref()).await {
         Ok(chain) => Ok(json!({
             "network_boot": network_boot,
             "reboot": chain,

@@ -749,3 +749,28 @@ async fn ilo_reboot_step_is_proven_on_the_machine_not_the_ilo() {
     assert!(job["log"].to_string().contains(&format!("tcp:{}", host.port())), "probed the machine's port");
     assert_eq!(ilo.commands(), ["GET_HOST_POWER_STATUS", "RESET_SERVER"]);
 }
+
+/// BMCs forget an IPMI boot device after about 60 s, so a reimage whose first
+/// step did not prove itself sets it again before the next.
+#[tokio::test]
+async fn reimage_renews_the_ipmi_network_boot_before_each_later_step() {
+    let ssh = Arc::new(SshHost::start());
+    let sim = Arc::new(IpmiSim::start());
+    // sshd takes the request, the machine ignores it: ssh_reboot is not proven.
+    let host = machine(Wiring { ipmi: Some(sim.clone()), ..Default::default() });
+    host.wait_answering();
+    let dir = tempfile::tempdir().unwrap();
+    let b = Gear {
+        chain: &["ssh_reboot", "ipmi_reset"],
+        ssh: Some(&ssh),
+        ipmi: Some((sim.port(), sim.password())),
+        ..Default::default()
+    };
+    let inv = inventory(dir.path(), &host, &b);
+    let app = spawn_app_with(CONFIG, &[("ROLLER_INVENTORY", &inv)]).await;
+    let job = run_long(&app, "reimage").await;
+    assert_eq!(job["state"], "succeeded", "{job:#}");
+    assert_eq!(job["result"]["reboot"]["worked"], "ipmi_reset");
+    assert_eq!(sim.actions(), ["set boot pxe", "set boot pxe", "set reset 1"], "set, set again, reset");
+    assert!(has(&log(&job), "ipmi_reset: setting the network boot again first"), "{:#?}", log(&job));
+}
