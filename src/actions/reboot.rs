@@ -185,8 +185,7 @@ pub(crate) async fn run_on(
     for (i, planned) in steps.iter().enumerate() {
         let name = planned.step.name();
         if let Some(why) = &planned.skip {
-            cx.log(format!("{name}: skipped: {why}"));
-            attempts.push(json!({ "step": name, "outcome": "skipped", "reason": why }));
+            record(cx, &mut attempts, name, "skipped", why);
             continue;
         }
         let task = task_of(planned.step);
@@ -195,8 +194,7 @@ pub(crate) async fn run_on(
             && left < MIN_STEP
         {
             let why = format!("only {}s left before the soft time limit", left.as_secs());
-            cx.log(format!("{name}: not tried: {why}"));
-            attempts.push(json!({ "step": name, "outcome": "not tried", "reason": why }));
+            record(cx, &mut attempts, name, "not tried", &why);
             continue;
         }
         if task == Task::FileBugzillaBug {
@@ -210,11 +208,7 @@ pub(crate) async fn run_on(
                     bug_url = Some(url);
                 }
                 Err(ActionError::Cancelled) => return Err(ActionError::Cancelled),
-                Err(e) => {
-                    let why = reason(name, &e);
-                    cx.log(format!("{name}: failed: {why}"));
-                    attempts.push(json!({ "step": name, "outcome": "failed", "reason": why }));
-                }
+                Err(e) => record(cx, &mut attempts, name, "failed", &reason(name, &e)),
             }
             continue;
         }
@@ -241,9 +235,7 @@ pub(crate) async fn run_on(
             Ok(v) => v,
             Err(ActionError::Cancelled) => return Err(ActionError::Cancelled),
             Err(e) => {
-                let why = reason(name, &e);
-                cx.log(format!("{name}: failed: {why}"));
-                attempts.push(json!({ "step": name, "outcome": "failed", "reason": why }));
+                record(cx, &mut attempts, name, "failed", &reason(name, &e));
                 continue;
             }
         };
@@ -282,6 +274,12 @@ pub(crate) async fn run_on(
         chain_start.elapsed().as_secs_f64(),
         if tried.is_empty() { "its class has no reboot steps".to_string() } else { tried.join("; ") }
     )))
+}
+
+/// Log `<step>: <outcome>: <why>` and add the attempt to the chain's record.
+fn record(cx: &ActionContext, attempts: &mut Vec<Value>, step: &str, outcome: &str, why: &str) {
+    cx.log(format!("{step}: {outcome}: {why}"));
+    attempts.push(json!({ "step": step, "outcome": outcome, "reason": why }));
 }
 
 /// Counts each step's outcome for `/metrics` (`roller_reboot_steps_total`).

@@ -181,6 +181,13 @@ fn machine(w: Wiring) -> FakeHost {
     })
 }
 
+/// The app with an inventory (in the temp dir it returns) describing `b` on `host`.
+async fn chain_app(host: &FakeHost, b: &Gear<'_>, config: &str) -> (TestApp, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let inv = inventory(dir.path(), host, b);
+    (spawn_app_with(config, &[("ROLLER_INVENTORY", &inv)]).await, dir)
+}
+
 async fn reboot(app: &TestApp) -> Value {
     run_long(app, "reboot").await
 }
@@ -226,15 +233,13 @@ async fn ssh_reboot_proven_by_the_machine_going_down_and_coming_back() {
     let sim = Arc::new(IpmiSim::start());
     let host = machine(Wiring { ssh: Some(ssh.clone()), ipmi: Some(sim.clone()), ..Default::default() });
     host.wait_answering();
-    let dir = tempfile::tempdir().unwrap();
     let b = Gear {
         chain: &["ssh_reboot", "ipmi_reset"],
         ssh: Some(&ssh),
         ipmi: Some((sim.port(), sim.password())),
         ..Default::default()
     };
-    let inv = inventory(dir.path(), &host, &b);
-    let app = spawn_app_with(CONFIG, &[("ROLLER_INVENTORY", &inv)]).await;
+    let (app, _dir) = chain_app(&host, &b, CONFIG).await;
 
     let job = reboot(&app).await;
     assert_eq!(job["state"], "succeeded", "{job:#}");
@@ -256,15 +261,13 @@ async fn a_step_without_proof_falls_through_to_the_next() {
     // sshd accepts `reboot`, but the machine ignores it (a hung init, say).
     let host = machine(Wiring { ipmi: Some(sim.clone()), ..Default::default() });
     host.wait_answering();
-    let dir = tempfile::tempdir().unwrap();
     let b = Gear {
         chain: &["ssh_reboot", "ipmi_reset"],
         ssh: Some(&ssh),
         ipmi: Some((sim.port(), sim.password())),
         ..Default::default()
     };
-    let inv = inventory(dir.path(), &host, &b);
-    let app = spawn_app_with(CONFIG, &[("ROLLER_INVENTORY", &inv)]).await;
+    let (app, _dir) = chain_app(&host, &b, CONFIG).await;
 
     let job = reboot(&app).await;
     assert_eq!(job["state"], "succeeded", "{job:#}");
@@ -281,14 +284,12 @@ async fn steps_without_configuration_are_skipped_and_ipmi_cycle_works() {
     let sim = Arc::new(IpmiSim::start());
     let host = machine(Wiring { ipmi: Some(sim.clone()), ..Default::default() });
     host.wait_answering();
-    let dir = tempfile::tempdir().unwrap();
     let b = Gear {
         chain: &["ssh_reboot", "snmp_reboot", "ipmi_cycle", "file_bugzilla_bug"],
         ipmi: Some((sim.port(), sim.password())),
         ..Default::default()
     };
-    let inv = inventory(dir.path(), &host, &b);
-    let app = spawn_app_with(CONFIG, &[("ROLLER_INVENTORY", &inv)]).await;
+    let (app, _dir) = chain_app(&host, &b, CONFIG).await;
 
     let job = reboot(&app).await;
     assert_eq!(job["state"], "succeeded", "{job:#}");
@@ -309,10 +310,8 @@ async fn a_powered_off_machine_is_powered_on_and_that_is_the_proof() {
     sim.set_power(false);
     let host = machine(Wiring { ipmi: Some(sim.clone()), ..Default::default() });
     assert!(!host.answering());
-    let dir = tempfile::tempdir().unwrap();
     let b = Gear { chain: &["ipmi_reset"], ipmi: Some((sim.port(), sim.password())), ..Default::default() };
-    let inv = inventory(dir.path(), &host, &b);
-    let app = spawn_app_with(CONFIG, &[("ROLLER_INVENTORY", &inv)]).await;
+    let (app, _dir) = chain_app(&host, &b, CONFIG).await;
 
     let job = reboot(&app).await;
     assert_eq!(job["state"], "succeeded", "{job:#}");
@@ -737,10 +736,8 @@ async fn ilo_reboot_step_is_proven_on_the_machine_not_the_ilo() {
     let ilo = Arc::new(FakeIlo::start().await);
     let host = machine(Wiring { ilo: Some(ilo.clone()), ..Default::default() });
     host.wait_answering();
-    let dir = tempfile::tempdir().unwrap();
     let b = Gear { chain: &["ilo_reboot"], ilo: Some(&ilo), ..Default::default() };
-    let inv = inventory(dir.path(), &host, &b);
-    let app = spawn_app_with(CONFIG, &[("ROLLER_INVENTORY", &inv)]).await;
+    let (app, _dir) = chain_app(&host, &b, CONFIG).await;
     let job = reboot(&app).await;
     assert_eq!(job["state"], "succeeded", "{job:#}");
     assert_eq!(job["result"]["worked"], "ilo_reboot");
@@ -759,15 +756,13 @@ async fn reimage_renews_the_ipmi_network_boot_before_each_later_step() {
     // sshd takes the request, the machine ignores it: ssh_reboot is not proven.
     let host = machine(Wiring { ipmi: Some(sim.clone()), ..Default::default() });
     host.wait_answering();
-    let dir = tempfile::tempdir().unwrap();
     let b = Gear {
         chain: &["ssh_reboot", "ipmi_reset"],
         ssh: Some(&ssh),
         ipmi: Some((sim.port(), sim.password())),
         ..Default::default()
     };
-    let inv = inventory(dir.path(), &host, &b);
-    let app = spawn_app_with(CONFIG, &[("ROLLER_INVENTORY", &inv)]).await;
+    let (app, _dir) = chain_app(&host, &b, CONFIG).await;
     let job = run_long(&app, "reimage").await;
     assert_eq!(job["state"], "succeeded", "{job:#}");
     assert_eq!(job["result"]["reboot"]["worked"], "ipmi_reset");
