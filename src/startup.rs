@@ -95,7 +95,15 @@ impl Application {
             Runner::new(queue.clone(), settings.runner.clone(), Arc::new(settings.actions.clone()), wake.clone())
         });
         let listen_port = http.as_ref().map(|(_, a)| a.port()).unwrap_or(0);
-        let state = AppState { queue, auth: Arc::new(auth), settings, listen_port, wake };
+        let state = AppState {
+            queue,
+            auth: Arc::new(auth),
+            settings,
+            listen_port,
+            wake,
+            streams: Arc::new(tokio::sync::Semaphore::new(api::MAX_STREAMS)),
+            stopping: CancellationToken::new(),
+        };
         Ok(Application { http, state, runner, admin_credentials, ops_only: mode == Mode::Worker })
     }
 
@@ -120,9 +128,13 @@ impl Application {
         if let Some((listener, addr)) = self.http.take() {
             let app = if self.ops_only { api::ops_router(self.state.clone()) } else { api::router(self.state.clone()) };
             tracing::info!(addr = %addr, "listening");
-            let s = shutdown.clone();
+            let (s, streams) = (shutdown.clone(), self.state.stopping.clone());
             axum::serve(listener, app)
-                .with_graceful_shutdown(async move { s.cancelled().await })
+                .with_graceful_shutdown(async move {
+                    s.cancelled().await;
+                    // Graceful shutdown waits for open responses; live job streams would never end.
+                    streams.cancel();
+                })
                 .await
                 .context("HTTP server failed")?;
         }

@@ -12,6 +12,7 @@ use serde_json::{Value, json};
 
 use super::{ActionContext, ActionError, BugFields, BugzillaSettings, Target, machine};
 use crate::drivers::bugzilla::BugzillaError;
+use crate::drivers::counted;
 use crate::inventory::Machine;
 
 pub async fn run(target: &Target, cx: &ActionContext) -> Result<Value, ActionError> {
@@ -29,7 +30,7 @@ pub(crate) async fn file(
 ) -> Result<Value, ActionError> {
     let bz = settings(cx)?;
     let client = &bz.client;
-    let fail = |e: BugzillaError| match e {
+    let fail = |e: BugzillaError| match counted(e) {
         BugzillaError::Cancelled => ActionError::Cancelled,
         e @ BugzillaError::InvalidUrl(_) => ActionError::Config(format!("file_bugzilla_bug: {e}")),
         e => ActionError::Failed(format!("file_bugzilla_bug: {e}")),

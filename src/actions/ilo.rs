@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use super::{ActionContext, ActionError, Target, machine};
+use crate::drivers::counted;
 use crate::drivers::ilo::{self as driver, HostPower, IloError, IloTarget};
 use crate::inventory::Machine;
 
@@ -38,7 +39,7 @@ pub(crate) async fn run_on(m: &Machine, cx: &ActionContext) -> Result<Value, Act
         verify_tls: access.verify_tls,
         timeout: Duration::from_secs(30),
     };
-    let fail = |e: IloError| match e {
+    let fail = |e: IloError| match counted(e) {
         IloError::Cancelled => ActionError::Cancelled,
         e => ActionError::Failed(format!("ilo_reboot: {e}")),
     };
@@ -87,7 +88,7 @@ fn is_login_failure(e: &IloError) -> bool {
 async fn confirm(cx: &ActionContext, t: &IloTarget, want: HostPower) -> Result<(), ActionError> {
     let start = Instant::now();
     loop {
-        let now = driver::host_power(t, &cx.cancel).await.map_err(|e| match e {
+        let now = driver::host_power(t, &cx.cancel).await.map_err(|e| match counted(e) {
             IloError::Cancelled => ActionError::Cancelled,
             e => ActionError::Failed(format!("ilo_reboot: {e}")),
         })?;

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 
 use super::{ActionContext, ActionError, Target, Task, machine};
+use crate::drivers::counted;
 use crate::drivers::ipmi::{self as driver, Bridging, IpmiError, IpmiTarget, PowerAction, PowerState, Privilege};
 use crate::inventory::Machine;
 
@@ -137,9 +138,9 @@ pub(crate) fn ipmi_target(m: &Machine) -> Result<IpmiTarget, ActionError> {
 }
 
 pub(crate) fn map_error(step: &str, e: IpmiError) -> ActionError {
-    match e {
+    match counted(e) {
         IpmiError::Cancelled => ActionError::Cancelled,
-        IpmiError::ToolMissing | IpmiError::InvalidTarget(_) => ActionError::Config(format!("{step}: {e}")),
+        e @ (IpmiError::ToolMissing | IpmiError::InvalidTarget(_)) => ActionError::Config(format!("{step}: {e}")),
         other => ActionError::Failed(format!("{step}: {other}")),
     }
 }

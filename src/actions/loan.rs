@@ -11,6 +11,7 @@ use chrono::{SecondsFormat, Utc};
 use serde_json::{Value, json};
 
 use super::{ActionContext, ActionError, Target, TaskclusterSettings, machine, reimage};
+use crate::drivers::counted;
 use crate::drivers::taskcluster::{TaskclusterError, WorkerRef};
 use crate::inventory::Machine;
 
@@ -98,7 +99,7 @@ fn who(cx: &ActionContext) -> (String, String) {
 }
 
 fn fail(task: &str, e: TaskclusterError) -> ActionError {
-    match e {
+    match counted(e) {
         TaskclusterError::Cancelled => ActionError::Cancelled,
         e @ TaskclusterError::InvalidUrl(_) => ActionError::Config(format!("{task}: {e}")),
         e => ActionError::Failed(format!("{task}: {e}")),

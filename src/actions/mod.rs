@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 use crate::domain::{WorkerGroup, WorkerId};
+use crate::drivers::counted;
 use crate::drivers::dns::{DnsError, DnsResolver, Resolved};
 use crate::drivers::ping::PingSettings;
 use crate::drivers::reachability::ProbeSettings;
@@ -534,7 +535,7 @@ pub(crate) fn machine(target: &Target, cx: &ActionContext) -> Result<Machine, Ac
 /// resolver's timeout and by the job's cancellation.
 pub(crate) async fn resolve(host: &str, cx: &ActionContext) -> Result<Resolved, ActionError> {
     let search = cx.settings.inventory.current().dns_search.clone();
-    cx.settings.dns.resolve(host, &search, &cx.cancel).await.map_err(|e| match e {
+    cx.settings.dns.resolve(host, &search, &cx.cancel).await.map_err(|e| match counted(e) {
         DnsError::Cancelled => ActionError::Cancelled,
         e @ DnsError::NotFound { .. } => ActionError::Failed(e.to_string()),
         e @ DnsError::Config(_) => ActionError::Config(e.to_string()),

@@ -8,6 +8,7 @@
 //! [`ActionError::Failed`]; an ICMP permission problem is [`ActionError::Config`].
 
 use super::{ActionContext, ActionError, Target, resolve};
+use crate::drivers::counted;
 use crate::drivers::dns::Resolved;
 use crate::drivers::ping::{self as driver, PingError, PingReport};
 
@@ -27,7 +28,7 @@ pub async fn run(target: &Target, cx: &ActionContext) -> Result<serde_json::Valu
         method_name(settings.method),
     ));
 
-    let report = driver::ping(addr, settings, &cx.cancel).await.map_err(|e| match e {
+    let report = driver::ping(addr, settings, &cx.cancel).await.map_err(|e| match counted(e) {
         PingError::Cancelled => ActionError::Cancelled,
         e @ (PingError::Permission { .. } | PingError::CommandMissing | PingError::InvalidSettings(_)) => {
             ActionError::Config(e.to_string())

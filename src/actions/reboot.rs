@@ -27,6 +27,7 @@ use super::{
     ActionContext, ActionError, ActionSettings, Target, Task, bugzilla, ilo, ipmi, machine, redfish, resolve, snmp,
     ssh, xenapi,
 };
+use crate::drivers::counted;
 use crate::drivers::reachability::{self, Probe, ProbeError};
 use crate::inventory::{Machine, RebootStep};
 
@@ -368,7 +369,7 @@ async fn prove(
 }
 
 fn probe_error(e: ProbeError) -> ActionError {
-    match e {
+    match counted(e) {
         ProbeError::Cancelled => ActionError::Cancelled,
         ProbeError::Ping(e) => ActionError::Config(e.to_string()),
     }

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 
 use super::{ActionContext, ActionError, Target, Task, machine};
+use crate::drivers::counted;
 use crate::drivers::redfish::{self as driver, PowerState, RedfishError, RedfishTarget, ResetIntent};
 use crate::inventory::Machine;
 
@@ -98,9 +99,9 @@ pub(crate) fn redfish_target(m: &Machine) -> Result<RedfishTarget, ActionError> 
 }
 
 pub(crate) fn map_error(step: &str, e: RedfishError) -> ActionError {
-    match e {
+    match counted(e) {
         RedfishError::Cancelled => ActionError::Cancelled,
-        RedfishError::InvalidTarget(_) => ActionError::Config(format!("{step}: {e}")),
+        e @ RedfishError::InvalidTarget(_) => ActionError::Config(format!("{step}: {e}")),
         other => ActionError::Failed(format!("{step}: {other}")),
     }
 }

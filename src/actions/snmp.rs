@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 
 use super::{ActionContext, ActionError, Target, Task, machine};
+use crate::drivers::counted;
 use crate::drivers::snmp::{self as driver, OutletAction, OutletStatus, PduTarget, SnmpError};
 use crate::inventory::Machine;
 
@@ -35,7 +36,7 @@ pub(crate) async fn run_on(task: Task, m: &Machine, cx: &ActionContext) -> Resul
     pdu.port = access.port;
     let outlet = driver::Outlet::parse(&access.outlet)
         .map_err(|e| ActionError::Config(format!("{}: pdu outlet {:?}: {e}", m.id, access.outlet)))?;
-    let fail = |e: SnmpError| match e {
+    let fail = |e: SnmpError| match counted(e) {
         SnmpError::Cancelled => ActionError::Cancelled,
         e @ SnmpError::InvalidTarget(_) => ActionError::Config(format!("{step}: {e}")),
         e => ActionError::Failed(format!("{step}: {e}")),
@@ -87,7 +88,7 @@ async fn watch_cycle(
     let start = Instant::now();
     let mut seen_off = false;
     loop {
-        let now = driver::outlet_status(pdu, outlet, &cx.cancel).await.map_err(|e| match e {
+        let now = driver::outlet_status(pdu, outlet, &cx.cancel).await.map_err(|e| match counted(e) {
             SnmpError::Cancelled => ActionError::Cancelled,
             e => ActionError::Failed(format!("{step}: {e}")),
         })?;

@@ -7,6 +7,7 @@
 use serde_json::json;
 
 use super::{ActionContext, ActionError, Target, machine};
+use crate::drivers::counted;
 use crate::drivers::ssh::{self as driver, HostKeyPolicy, SshError, SshTarget};
 use crate::inventory::Machine;
 
@@ -18,7 +19,7 @@ pub async fn run(target: &Target, cx: &ActionContext) -> Result<serde_json::Valu
 pub(crate) async fn run_on(m: &Machine, cx: &ActionContext) -> Result<serde_json::Value, ActionError> {
     let t = ssh_target(m)?;
     cx.log(format!("ssh {}@{}:{}: requesting a reboot", t.user, t.host, t.port));
-    let accepted = driver::reboot(&t, &cx.cancel).await.map_err(|e| match e {
+    let accepted = driver::reboot(&t, &cx.cancel).await.map_err(|e| match counted(e) {
         SshError::Cancelled => ActionError::Cancelled,
         e @ (SshError::InvalidHost(_) | SshError::KeyFile { .. } | SshError::KnownHostsFile { .. }) => {
             ActionError::Config(format!("ssh_reboot: {e}"))

@@ -6,6 +6,7 @@
 use serde_json::json;
 
 use super::{ActionContext, ActionError, Target, ipmi, machine, redfish, resolve};
+use crate::drivers::counted;
 use crate::drivers::ipmi as ipmi_driver;
 use crate::drivers::reachability::{self, ProbeError, ProbeSettings};
 use crate::drivers::redfish as redfish_driver;
@@ -30,7 +31,7 @@ pub async fn run(target: &Target, cx: &ActionContext) -> Result<serde_json::Valu
         }
         (Some(_), _) => {
             let bmc = ipmi::ipmi_target(&m)?;
-            match ipmi_driver::power_status(&bmc, &cx.cancel).await {
+            match ipmi_driver::power_status(&bmc, &cx.cancel).await.map_err(counted) {
                 Ok(state) => {
                     cx.log(format!("BMC {} reports power {}", bmc.host, ipmi::name(state)));
                     json!({ "source": "ipmi", "state": ipmi::name(state) })

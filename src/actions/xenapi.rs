@@ -6,6 +6,7 @@
 use serde_json::{Value, json};
 
 use super::{ActionContext, ActionError, Target, machine};
+use crate::drivers::counted;
 use crate::drivers::xenapi::{self as driver, XenError, XenTarget};
 use crate::inventory::Machine;
 
@@ -30,7 +31,7 @@ pub(crate) async fn run_on(m: &Machine, cx: &ActionContext) -> Result<Value, Act
         timeout: x.timeout,
     };
     cx.log(format!("XenAPI {}: restarting VM {uuid} (pause {}s between shutdown and start)", t.url, x.delay.as_secs()));
-    let done = driver::reboot_vm(&t, uuid, x.delay, &cx.cancel).await.map_err(|e| match e {
+    let done = driver::reboot_vm(&t, uuid, x.delay, &cx.cancel).await.map_err(|e| match counted(e) {
         XenError::Cancelled => ActionError::Cancelled,
         e @ XenError::InvalidUrl(_) => ActionError::Config(format!("xenapi_reboot: {e}")),
         e => ActionError::Failed(format!("xenapi_reboot: {e}")),

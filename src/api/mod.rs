@@ -3,9 +3,13 @@
 //! Handlers authenticate, check scopes, parse input into domain types and talk
 //! to the queue. They never drive hardware.
 
+mod dashboard;
 mod dockerflow;
 pub mod error;
+mod events;
+pub use events::MAX_STREAMS;
 mod jobs;
+mod machines;
 pub mod openapi;
 pub mod wire;
 
@@ -18,7 +22,8 @@ use axum::http::{HeaderMap, HeaderValue, Method, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, get};
-use tokio::sync::Notify;
+use tokio::sync::{Notify, Semaphore};
+use tokio_util::sync::CancellationToken;
 
 use crate::auth::{Authenticator, Caller, HawkRequest};
 use crate::config::Settings;
@@ -35,6 +40,10 @@ pub struct AppState {
     pub listen_port: u16,
     /// Wakes an in-process runner as soon as a job is queued (embedded mode).
     pub wake: Arc<Notify>,
+    /// Permits for live job streams (`/api/v1/jobs/{id}/events`).
+    pub streams: Arc<Semaphore>,
+    /// Cancelled when the process stops, so live streams end and shutdown is not held up.
+    pub stopping: CancellationToken,
 }
 
 impl AppState {
@@ -153,6 +162,12 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/workers/{worker_id}/group/{worker_group}/jobs", group_jobs)
         .route("/api/v1/workers/{worker_id}/jobs", worker_jobs)
         .route("/api/v1/jobs/{task_id}", get(jobs::get_job).fallback(method_not_allowed))
+        .route("/api/v1/jobs/{task_id}/events", get(events::job_events).fallback(method_not_allowed))
+        .route("/api/v1/whoami", get(machines::whoami).fallback(method_not_allowed))
+        .route("/api/v1/machines", get(machines::machines).fallback(method_not_allowed))
+        .route("/", get(dashboard::index).fallback(method_not_allowed))
+        .route("/ui/app.js", get(dashboard::script).fallback(method_not_allowed))
+        .route("/ui/app.css", get(dashboard::style).fallback(method_not_allowed))
         .route("/__lbheartbeat__", get(dockerflow::lbheartbeat).fallback(method_not_allowed))
         .route("/__heartbeat__", get(dockerflow::heartbeat).fallback(method_not_allowed))
         .route("/__version__", get(dockerflow::version).fallback(method_not_allowed))

@@ -5,7 +5,7 @@
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{dockerflow, jobs, wire};
+use super::{dockerflow, events, jobs, machines, wire};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -17,13 +17,27 @@ use super::{dockerflow, jobs, wire};
         jobs::preflight_query_form,
         jobs::history,
         jobs::get_job,
+        events::job_events,
+        machines::whoami,
+        machines::machines,
         dockerflow::lbheartbeat,
         dockerflow::heartbeat,
         dockerflow::version,
         dockerflow::metrics,
         openapi_json,
     ),
-    components(schemas(wire::Created, wire::JobView, wire::LogLineView, wire::History, wire::ErrorBody)),
+    components(schemas(
+        wire::Created,
+        wire::JobView,
+        wire::LogLineView,
+        wire::History,
+        wire::ErrorBody,
+        wire::WhoAmI,
+        wire::TaskView,
+        wire::Machines,
+        wire::MachineView,
+        wire::JobSummary
+    )),
     modifiers(&Hawk),
 )]
 pub struct ApiDoc;

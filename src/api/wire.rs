@@ -5,7 +5,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::queue::Job;
+use crate::queue::{Job, LogLine};
 
 fn ts(t: &DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Millis, true)
@@ -28,6 +28,12 @@ pub struct Created {
 pub struct LogLineView {
     pub at: String,
     pub line: String,
+}
+
+impl From<&LogLine> for LogLineView {
+    fn from(l: &LogLine) -> Self {
+        LogLineView { at: ts(&l.at), line: l.line.clone() }
+    }
 }
 
 /// A job record as `GET /api/v1/jobs/{task_id}` shows it.
@@ -76,7 +82,7 @@ impl From<&Job> for JobView {
             finished_at: j.finished_at.as_ref().map(ts),
             result: j.result.clone(),
             error: j.error.clone(),
-            log: j.log.iter().map(|l| LogLineView { at: ts(&l.at), line: l.line.clone() }).collect(),
+            log: j.log.iter().map(LogLineView::from).collect(),
         }
     }
 }
@@ -91,4 +97,73 @@ pub struct History {
 #[derive(Serialize, ToSchema)]
 pub struct ErrorBody {
     pub detail: String,
+}
+
+/// A task as `GET /api/v1/whoami` lists it for the caller.
+#[derive(Serialize, ToSchema)]
+pub struct TaskView {
+    pub name: &'static str,
+    pub help: &'static str,
+    /// The scope a caller needs to run it.
+    pub scope: String,
+    /// Whether this caller holds that scope.
+    pub allowed: bool,
+    /// Whether it restarts the machine (the dashboard asks for confirmation first).
+    pub restarts_machine: bool,
+}
+
+/// `GET /api/v1/whoami`: the caller, as roller authenticated it.
+#[derive(Serialize, ToSchema)]
+pub struct WhoAmI {
+    pub client_id: String,
+    /// The caller's scopes (after temporary credentials and authorizedScopes).
+    pub scopes: Vec<String>,
+    pub read_scope: String,
+    /// Whether the caller may read jobs and machines.
+    pub can_read_jobs: bool,
+    /// Every enabled task, in the order `roller tasks` lists them.
+    pub tasks: Vec<TaskView>,
+}
+
+/// A job in one line: what a machine list shows.
+#[derive(Serialize, ToSchema)]
+pub struct JobSummary {
+    pub task_id: String,
+    pub task_name: &'static str,
+    pub state: &'static str,
+    pub created_at: String,
+    pub finished_at: Option<String>,
+}
+
+impl From<&Job> for JobSummary {
+    fn from(j: &Job) -> Self {
+        JobSummary {
+            task_id: j.id.to_string(),
+            task_name: j.task.name(),
+            state: j.state.as_str(),
+            created_at: ts(&j.created_at),
+            finished_at: j.finished_at.as_ref().map(ts),
+        }
+    }
+}
+
+/// A machine of the inventory with its newest job and the job holding its lock.
+#[derive(Serialize, ToSchema)]
+pub struct MachineView {
+    pub worker_id: String,
+    pub group: Option<String>,
+    pub class: String,
+    pub address: String,
+    pub last_job: Option<JobSummary>,
+    /// The running job that holds the machine (one job at a time per machine).
+    pub lock: Option<JobSummary>,
+}
+
+/// `GET /api/v1/machines`.
+#[derive(Serialize, ToSchema)]
+pub struct Machines {
+    /// False when roller runs without an inventory file (every machine is then
+    /// reached by its DNS name, and none can be listed).
+    pub inventory: bool,
+    pub machines: Vec<MachineView>,
 }

@@ -14,6 +14,45 @@ pub mod ssh;
 pub mod taskcluster;
 pub mod xenapi;
 
+/// A driver's error, as `/metrics` counts it: `roller_driver_errors_total{driver}`.
+pub(crate) trait DriverError {
+    const DRIVER: &'static str;
+    /// Cancellation is the job's own doing (a time limit, a shutdown), not the device's.
+    fn is_cancelled(&self) -> bool;
+}
+
+/// Count `e` (unless it is a cancellation) and hand it on, where an action maps a
+/// driver's error: `match counted(e) { … }`.
+pub(crate) fn counted<E: DriverError>(e: E) -> E {
+    if !e.is_cancelled() {
+        metrics::counter!("roller_driver_errors_total", "driver" => E::DRIVER).increment(1);
+    }
+    e
+}
+
+macro_rules! driver_error {
+    ($ty:ty, $name:literal, $($cancelled:pat),+) => {
+        impl DriverError for $ty {
+            const DRIVER: &'static str = $name;
+            fn is_cancelled(&self) -> bool {
+                matches!(self, $($cancelled)|+)
+            }
+        }
+    };
+}
+
+driver_error!(bugzilla::BugzillaError, "bugzilla", bugzilla::BugzillaError::Cancelled);
+driver_error!(dns::DnsError, "dns", dns::DnsError::Cancelled);
+driver_error!(ilo::IloError, "ilo", ilo::IloError::Cancelled);
+driver_error!(ipmi::IpmiError, "ipmi", ipmi::IpmiError::Cancelled);
+driver_error!(ping::PingError, "ping", ping::PingError::Cancelled);
+driver_error!(reachability::ProbeError, "probe", reachability::ProbeError::Cancelled);
+driver_error!(redfish::RedfishError, "redfish", redfish::RedfishError::Cancelled);
+driver_error!(snmp::SnmpError, "snmp", snmp::SnmpError::Cancelled, snmp::SnmpError::CancelledLeftOff(_));
+driver_error!(ssh::SshError, "ssh", ssh::SshError::Cancelled);
+driver_error!(taskcluster::TaskclusterError, "taskcluster", taskcluster::TaskclusterError::Cancelled);
+driver_error!(xenapi::XenError, "xenapi", xenapi::XenError::Cancelled);
+
 /// One URL path segment: RFC 3986 unreserved bytes as they are, every other byte
 /// percent-encoded, so a name can never add a `/`, `?` or `#` to a URL.
 pub(crate) fn path_segment(s: &str) -> String {

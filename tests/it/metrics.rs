@@ -45,3 +45,18 @@ async fn metrics_count_jobs_queue_and_auth_failures() {
     let r = app.http.post(app.url("/metrics")).send().await.unwrap();
     assert_eq!(r.status(), 405);
 }
+
+#[tokio::test]
+async fn driver_errors_are_counted_per_driver() {
+    // A nameserver that is not there: the DNS driver fails the ping's lookup.
+    let nameserver = format!("127.0.0.1:{}", crate::procs::free_port());
+    let app = spawn_app_with("", &[("ROLLER_DNS_SERVERS", &nameserver)]).await;
+    let r = app.post_job("metrics-nowhere.invalid", "lab", "ping").await;
+    assert_eq!(r.status(), 201);
+    let id = r.json::<Value>().await.unwrap()["task_id"].as_str().unwrap().to_string();
+    let job = app.wait_final(&id).await;
+    assert_eq!(job["state"], "failed", "{job}");
+    let text = app.http.get(app.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(value(&text, "roller_driver_errors_total{driver=\"dns\"}").is_some_and(|v| v >= 1.0), "{text}");
+    assert!(!text.contains("metrics-nowhere"), "no machine names in metrics");
+}

@@ -31,6 +31,9 @@ const TOOLS: &[(&str, &str)] = &[
     ("/usr/sbin/dnsmasq", "dnsmasq-base"),
     // Self-signed certificates for the TLS peers (Redfish, iLO).
     ("/usr/bin/openssl", "openssl"),
+    // The dashboard tests drive a real headless browser over WebDriver.
+    ("/usr/bin/chromium", "chromium"),
+    ("/usr/bin/chromedriver", "chromium-driver"),
 ];
 
 /// The Redfish peer (sushy-tools' emulator) lives in a venv under target/; tests find it

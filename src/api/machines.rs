@@ -1,0 +1,95 @@
+//! What the dashboard (or any client) needs to draw the fleet: who the caller
+//! is and which tasks their scopes allow, and the inventory with each
+//! machine's last job and current lock.
+
+use axum::Json;
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+
+use super::error::ApiError;
+use super::wire::{ErrorBody, JobSummary, MachineView, Machines, TaskView, WhoAmI};
+use super::{AppState, Authenticated, LogFields};
+use crate::queue::JobState;
+
+/// `GET /api/v1/whoami`: the caller's client id and scopes, and every enabled task
+/// with the scope it needs and whether the caller holds it. Any authenticated
+/// client may ask (it only tells them about themselves).
+#[utoipa::path(get, path = "/api/v1/whoami", tag = "clients",
+    security(("hawk" = [])),
+    responses(
+        (status = 200, description = "The caller and what it may do", body = WhoAmI),
+        (status = 403, description = "Not authenticated", body = ErrorBody),
+        (status = 405, description = "Method not allowed", body = ErrorBody),
+        (status = 503, description = "Authentication service unavailable", body = ErrorBody),
+    ))]
+pub async fn whoami(State(state): State<AppState>, Authenticated(caller): Authenticated) -> Response {
+    let s = &state.settings;
+    let tasks = s
+        .enabled_tasks
+        .iter()
+        .map(|&t| {
+            let scope = s.task_scope(t);
+            TaskView {
+                name: t.name(),
+                help: t.help(),
+                allowed: caller.has_scope(&scope),
+                scope,
+                restarts_machine: t.restarts_machine(),
+            }
+        })
+        .collect();
+    let body = WhoAmI {
+        client_id: caller.client_id.to_string(),
+        can_read_jobs: caller.has_scope(&s.read_scope),
+        read_scope: s.read_scope.clone(),
+        scopes: caller.scopes.clone(),
+        tasks,
+    };
+    let mut res = Json(body).into_response();
+    res.extensions_mut().insert(LogFields { client_id: Some(caller.client_id.to_string()), task_id: None });
+    res
+}
+
+/// How many of a machine's newest jobs are read to find its running one. Coalescing
+/// keeps at most one queued-or-running job per (task, group), so a running job
+/// hidden behind more queued ones than this is not a case that happens in practice.
+const LOCK_LOOKBACK: usize = 16;
+
+/// `GET /api/v1/machines`: the inventory, by group then name, with each machine's
+/// newest job and the job holding its lock. Needs the read scope.
+#[utoipa::path(get, path = "/api/v1/machines", tag = "machines",
+    security(("hawk" = [])),
+    responses(
+        (status = 200, description = "Every machine in the inventory", body = Machines),
+        (status = 403, description = "Not authenticated, or no read scope", body = ErrorBody),
+        (status = 405, description = "Method not allowed", body = ErrorBody),
+        (status = 503, description = "Queue or authentication service unavailable", body = ErrorBody),
+    ))]
+pub async fn machines(
+    State(state): State<AppState>,
+    Authenticated(caller): Authenticated,
+) -> Result<Response, ApiError> {
+    if !caller.has_scope(&state.settings.read_scope) {
+        return Err(ApiError::permission_denied());
+    }
+    let inventory = state.settings.actions.inventory.current();
+    let mut machines = Vec::with_capacity(inventory.machines.len());
+    // One query per machine: an inventory is hundreds of machines, not millions,
+    // and both backends answer a machine's history from an index.
+    for m in inventory.machines.values() {
+        let jobs = state.queue.history(&m.id, LOCK_LOOKBACK).await?;
+        machines.push(MachineView {
+            worker_id: m.id.to_string(),
+            group: m.group.as_ref().map(|g| g.to_string()),
+            class: m.class.name.clone(),
+            address: m.address.clone(),
+            last_job: jobs.first().map(JobSummary::from),
+            lock: jobs.iter().find(|j| j.state == JobState::Running).map(JobSummary::from),
+        });
+    }
+    machines.sort_by(|a, b| (&a.group, &a.worker_id).cmp(&(&b.group, &b.worker_id)));
+    let body = Machines { inventory: !inventory.path.as_os_str().is_empty(), machines };
+    let mut res = Json(body).into_response();
+    res.extensions_mut().insert(LogFields { client_id: Some(caller.client_id.to_string()), task_id: None });
+    Ok(res)
+}

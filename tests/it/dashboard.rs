@@ -1,0 +1,377 @@
+//! The web dashboard and the endpoints it reads: `whoami`, `machines`, and the
+//! job event stream, over real HTTP; then the page itself in Debian's headless
+//! Chromium driven through chromedriver (WebDriver), signing its own requests
+//! with WebCrypto: sign in, trigger a ping, watch it finish live, and see the
+//! 403 for a task outside the scopes.
+
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+use fantoccini::key::Key;
+use fantoccini::{Client, ClientBuilder, Locator};
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use crate::helpers::*;
+use crate::procs::free_port;
+
+/// Three machines on loopback in two groups and two classes.
+fn inventory(dir: &Path) -> String {
+    let mut t = String::from("[classes.mini]\n[classes.moonshot]\n");
+    for (name, group, class) in [("dash-1", "mdc1", "mini"), ("dash-2", "mdc1", "moonshot"), ("dash-3", "mdc2", "mini")]
+    {
+        t += &format!("[machines.{name}]\ngroup = \"{group}\"\nclass = \"{class}\"\naddress = \"127.0.0.1\"\n");
+    }
+    let p = dir.join("inventory.toml");
+    std::fs::write(&p, t).unwrap();
+    p.display().to_string()
+}
+
+/// Pings slow enough (6 × 400 ms) that a page can be seen following a running job.
+const SLOW_PING: &str = "[ping]\ncount = 6\ninterval_ms = 400\ntimeout_ms = 1000\n";
+
+async fn app_with_inventory(extra: &str) -> (TestApp, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let inv = inventory(dir.path());
+    (spawn_app_with(extra, &[("ROLLER_INVENTORY", &inv)]).await, dir)
+}
+
+async fn json_of(res: reqwest::Response, status: u16) -> Value {
+    let got = res.status().as_u16();
+    let body = res.text().await.unwrap();
+    assert_eq!(got, status, "{body}");
+    serde_json::from_str(&body).unwrap_or_else(|_| panic!("not JSON: {body}"))
+}
+
+#[tokio::test]
+async fn whoami_tells_a_client_its_scopes_and_which_tasks_they_allow() {
+    let app = spawn_app().await;
+    let me = json_of(app.signed(Method::GET, "/api/v1/whoami", PINGER).await, 200).await;
+    assert_eq!(me["client_id"], "pinger");
+    assert_eq!(me["can_read_jobs"], true);
+    assert_eq!(me["scopes"], json!(PINGER.2));
+    let task = |name: &str| me["tasks"].as_array().unwrap().iter().find(|t| t["name"] == name).cloned().unwrap();
+    assert_eq!(task("ping")["allowed"], true);
+    assert_eq!(task("ping")["scope"], "project:releng:roller:ping");
+    assert_eq!(task("reboot")["allowed"], false);
+    assert_eq!(task("reboot")["restarts_machine"], true);
+    assert_eq!(task("ping")["restarts_machine"], false);
+
+    let me = json_of(app.signed(Method::GET, "/api/v1/whoami", REBOOTER).await, 200).await;
+    assert_eq!(me["can_read_jobs"], false, "rebooter holds no read scope");
+
+    let res = app.http.get(app.url("/api/v1/whoami")).send().await.unwrap();
+    let body = json_of(res, 403).await;
+    assert!(body["detail"].as_str().unwrap().contains("credentials were not provided"), "{body}");
+}
+
+#[tokio::test]
+async fn machines_lists_the_inventory_with_last_job_and_lock_for_readers_only() {
+    let (app, _dir) = app_with_inventory(SLOW_PING).await;
+    let done = app.post_job("dash-1", "mdc1", "ping").await.json::<Value>().await.unwrap();
+    app.wait_final(done["task_id"].as_str().unwrap()).await;
+    let running = app.post_job("dash-3", "mdc2", "ping").await.json::<Value>().await.unwrap();
+    let running_id = running["task_id"].as_str().unwrap().to_string();
+    // The slow ping holds dash-3's lock for a couple of seconds.
+    let list = wait_for(Duration::from_secs(30), || async {
+        let v = json_of(app.signed(Method::GET, "/api/v1/machines", READER).await, 200).await;
+        (v["machines"][2]["lock"]["task_id"] == running_id.as_str()).then_some(v)
+    })
+    .await
+    .expect("dash-3's running ping shows as its lock");
+    assert_eq!(list["inventory"], true);
+    let names: Vec<&str> =
+        list["machines"].as_array().unwrap().iter().map(|m| m["worker_id"].as_str().unwrap()).collect();
+    assert_eq!(names, ["dash-1", "dash-2", "dash-3"], "by group, then name");
+    let m1 = &list["machines"][0];
+    assert_eq!((m1["group"].as_str(), m1["class"].as_str()), (Some("mdc1"), Some("mini")));
+    assert_eq!(m1["last_job"]["task_id"], done["task_id"]);
+    assert_eq!(m1["last_job"]["state"], "succeeded");
+    assert!(m1["lock"].is_null(), "a finished job holds nothing");
+    assert!(list["machines"][1]["last_job"].is_null(), "dash-2 never ran anything");
+    assert_eq!(list["machines"][2]["last_job"]["state"], "running");
+
+    // Without the read scope: the shared scope refusal, not the fleet.
+    let body = json_of(app.signed(Method::GET, "/api/v1/machines", REBOOTER).await, 403).await;
+    assert_eq!(body["detail"], "You do not have permission to perform this action.");
+    app.wait_final(&running_id).await;
+}
+
+#[tokio::test]
+async fn machines_without_an_inventory_says_so() {
+    let app = spawn_app().await;
+    let v = json_of(app.signed(Method::GET, "/api/v1/machines", READER).await, 200).await;
+    assert_eq!(v, json!({"inventory": false, "machines": []}));
+}
+
+/// The events of a `text/event-stream` body: (event, data).
+fn events(body: &str) -> Vec<(String, String)> {
+    body.split("\n\n")
+        .filter_map(|frame| {
+            let mut event = None;
+            let mut data = Vec::new();
+            for line in frame.lines() {
+                if let Some(v) = line.strip_prefix("event:") {
+                    event = Some(v.trim().to_string());
+                } else if let Some(v) = line.strip_prefix("data:") {
+                    data.push(v.strip_prefix(' ').unwrap_or(v).to_string());
+                }
+            }
+            event.map(|e| (e, data.join("\n")))
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_job_stream_sends_the_job_then_its_log_lines_as_written_then_end() {
+    let (app, _dir) = app_with_inventory(SLOW_PING).await;
+    let job = app.post_job("dash-2", "mdc1", "ping").await.json::<Value>().await.unwrap();
+    let id = job["task_id"].as_str().unwrap();
+    let res = app.signed(Method::GET, &format!("/api/v1/jobs/{id}/events"), READER).await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.headers()["content-type"], "text/event-stream");
+    let body =
+        tokio::time::timeout(Duration::from_secs(60), res.text()).await.expect("the stream ends with the job").unwrap();
+    let evs = events(&body);
+    assert_eq!(evs.first().map(|e| e.0.as_str()), Some("job"), "{body}");
+    assert_eq!(evs.last().map(|e| (e.0.as_str(), e.1.as_str())), Some(("end", "succeeded")), "{body}");
+    let last_job: Value = serde_json::from_str(&evs.iter().rev().find(|e| e.0 == "job").unwrap().1).unwrap();
+    assert_eq!(last_job["state"], "succeeded");
+    // Every line of the final log arrived exactly once: in a `job` snapshot or as a `log` event after it.
+    let final_log: Vec<String> =
+        app.get_job(id).await["log"].as_array().unwrap().iter().map(|l| l["line"].as_str().unwrap().into()).collect();
+    let mut seen: Vec<String> = Vec::new();
+    for (event, data) in &evs {
+        let v: Value = serde_json::from_str(data).unwrap_or(Value::Null);
+        match event.as_str() {
+            "job" => seen = v["log"].as_array().unwrap().iter().map(|l| l["line"].as_str().unwrap().into()).collect(),
+            "log" => seen.push(v["line"].as_str().unwrap().into()),
+            _ => {}
+        }
+    }
+    assert_eq!(seen, final_log, "{body}");
+    assert!(evs.len() >= 3, "a running job's stream carries more than its final state: {body}");
+
+    // Refusals come before any stream starts, as the usual JSON errors.
+    let res = app.signed(Method::GET, &format!("/api/v1/jobs/{id}/events"), REBOOTER).await;
+    assert_eq!(json_of(res, 403).await["detail"], "You do not have permission to perform this action.");
+    let res = app.signed(Method::GET, "/api/v1/jobs/3f0c9d1e-8a7b-4c6d-9e0f-1a2b3c4d5e6f/events", READER).await;
+    json_of(res, 404).await;
+    let res = app.signed(Method::GET, "/api/v1/jobs/not-a-job/events", READER).await;
+    assert!(json_of(res, 400).await["detail"].is_string());
+}
+
+#[tokio::test]
+async fn the_dashboard_assets_are_in_the_binary_and_load_nothing_from_elsewhere() {
+    let app = spawn_app().await;
+    for (path, kind) in [("/", "text/html"), ("/ui/app.js", "text/javascript"), ("/ui/app.css", "text/css")] {
+        let res = app.http.get(app.url(path)).send().await.unwrap();
+        assert_eq!(res.status(), 200, "{path}");
+        let h = res.headers().clone();
+        assert!(h["content-type"].to_str().unwrap().starts_with(kind), "{path}: {h:?}");
+        let csp = h["content-security-policy"].to_str().unwrap();
+        assert!(csp.contains("default-src 'none'") && csp.contains("script-src 'self'"), "{csp}");
+        assert_eq!(h["x-content-type-options"], "nosniff");
+        let body = res.text().await.unwrap();
+        for external in ["http://", "https://", "//cdn"] {
+            assert!(!body.contains(external), "{path} refers to {external}");
+        }
+    }
+    let res = app.http.post(app.url("/")).send().await.unwrap();
+    assert_eq!(json_of(res, 405).await["detail"], "Method \"POST\" not allowed.");
+    let res = app.http.get(app.url("/ui/nothing.js")).send().await.unwrap();
+    json_of(res, 404).await;
+}
+
+/// chromedriver on a free loopback port, killed with the test.
+struct Driver {
+    _child: tokio::process::Child,
+    _profile: tempfile::TempDir,
+}
+
+async fn browser() -> (Client, Driver) {
+    let port = free_port();
+    let child = tokio::process::Command::new("/usr/bin/chromedriver")
+        .arg(format!("--port={port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("chromedriver (Debian's chromium-driver; `cargo xtask deps` installs it)");
+    let url = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::new();
+    wait_for(Duration::from_secs(30), || async {
+        let r = http.get(format!("{url}/status")).send().await.ok()?;
+        let v: Value = r.json().await.ok()?;
+        (v["value"]["ready"] == true).then_some(())
+    })
+    .await
+    .expect("chromedriver answers /status");
+    let profile = tempfile::tempdir().unwrap();
+    let caps = json!({
+        "goog:chromeOptions": {
+            "binary": "/usr/bin/chromium",
+            "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                     "--window-size=1280,900", format!("--user-data-dir={}", profile.path().display())],
+        }
+    });
+    let caps = caps.as_object().unwrap().clone().into_iter().collect();
+    let client = ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+        .capabilities(caps)
+        .connect(&url)
+        .await
+        .expect("a headless Chromium session");
+    (client, Driver { _child: child, _profile: profile })
+}
+
+/// Poll `script` (a JS expression) in the page until it is truthy; its value.
+async fn until(page: &Client, what: &str, script: &str) -> Value {
+    let js = format!("return ({script});");
+    let got = wait_for(Duration::from_secs(30), || async {
+        let v = page.execute(&js, vec![]).await.ok()?;
+        let truthy = !(v.is_null() || v == json!(false) || v == json!("") || v == json!(0));
+        truthy.then_some(v)
+    })
+    .await;
+    match got {
+        Some(v) => v,
+        None => {
+            let text = page.execute("return document.body.innerText;", vec![]).await.unwrap_or_default();
+            panic!("the page never showed {what} ({script}); it shows: {text}");
+        }
+    }
+}
+
+/// Every form control has a label and every button a name: what a screen reader announces.
+async fn assert_labelled(page: &Client, view: &str) {
+    let unlabelled = page
+        .execute(
+            "return [...document.querySelectorAll('input, select, textarea, button')]
+               .filter(e => !(e.labels && e.labels.length) && !e.getAttribute('aria-label')
+                            && !(e.tagName === 'BUTTON' && e.textContent.trim()))
+               .map(e => e.outerHTML);",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(unlabelled, json!([]), "{view}: controls without a label");
+}
+
+#[tokio::test]
+async fn an_operator_signs_in_pings_a_machine_watches_it_finish_and_is_refused_a_reboot() {
+    let (app, _dir) = app_with_inventory(SLOW_PING).await;
+    let (page, driver) = browser().await;
+    let base = app.url("/");
+
+    // Wrong token: the server's refusal is shown, nothing is stored.
+    page.goto(&base).await.unwrap();
+    until(&page, "the sign-in form", "document.activeElement && document.activeElement.id === 'client-id'").await;
+    assert_labelled(&page, "sign-in").await;
+    page.find(Locator::Id("client-id")).await.unwrap().send_keys(PINGER.0).await.unwrap();
+    page.find(Locator::Id("access-token")).await.unwrap().send_keys("not-the-token").await.unwrap();
+    page.find(Locator::Css("#signin button[type=submit]")).await.unwrap().click().await.unwrap();
+    until(&page, "a sign-in refusal", "document.getElementById('alert').textContent.includes('Sign-in failed')").await;
+    let stored = page.execute("return sessionStorage.getItem('roller.credentials');", vec![]).await.unwrap();
+    assert_eq!(stored, Value::Null, "refused credentials are not kept");
+
+    // The right token, by keyboard only: the focus starts in the form; Tab, type, Enter.
+    page.goto(&base).await.unwrap();
+    until(&page, "the sign-in form", "document.activeElement && document.activeElement.id === 'client-id'").await;
+    let focused = page.active_element().await.unwrap();
+    focused.send_keys(&format!("{}{}", PINGER.0, Key::Tab)).await.unwrap();
+    let focused = page.active_element().await.unwrap();
+    assert_eq!(focused.attr("id").await.unwrap().as_deref(), Some("access-token"));
+    focused.send_keys(&format!("{}{}", PINGER.1, Key::Enter)).await.unwrap();
+    until(&page, "who is signed in", "document.getElementById('who').textContent === 'Signed in as pinger'").await;
+
+    // The inventory, by group; filters narrow it.
+    until(&page, "three machines", "document.querySelectorAll('tbody tr').length === 3").await;
+    assert_labelled(&page, "machines").await;
+    let groups = page
+        .execute("return [...document.querySelectorAll('tbody tr td:nth-child(2)')].map(td => td.textContent);", vec![])
+        .await
+        .unwrap();
+    assert_eq!(groups, json!(["mdc1", "mdc1", "mdc2"]));
+    page.find(Locator::Id("filter-class")).await.unwrap().select_by_value("moonshot").await.unwrap();
+    until(&page, "only the moonshot", "document.querySelectorAll('tbody tr').length === 1 && document.querySelector('tbody tr th').textContent === 'dash-2'").await;
+
+    // The machine page: a button for ping, none for reboot (not in the scopes).
+    page.find(Locator::LinkText("dash-2")).await.unwrap().click().await.unwrap();
+    until(&page, "dash-2's task buttons", "document.querySelector('button[data-task=ping]')").await;
+    assert_labelled(&page, "machine").await;
+    let buttons = page
+        .execute("return [...document.querySelectorAll('button[data-task]')].map(b => b.dataset.task);", vec![])
+        .await
+        .unwrap();
+    assert_eq!(buttons, json!(["ping"]), "only what pinger's scopes allow");
+    assert_eq!(
+        page.find(Locator::Id("worker-group")).await.unwrap().prop("value").await.unwrap().as_deref(),
+        Some("mdc1")
+    );
+
+    // Ping: the job page follows it live from running to succeeded, without a reload.
+    page.find(Locator::Css("button[data-task=ping]")).await.unwrap().click().await.unwrap();
+    until(&page, "the job page", "location.hash.startsWith('#/job/')").await;
+    page.execute("window.__sameDocument = true;", vec![]).await.unwrap();
+    until(&page, "the job running", "document.querySelector('#job-facts .state-running')").await;
+    until(&page, "the job succeeded", "document.querySelector('#job-facts .state-succeeded')").await;
+    until(&page, "the stream's end", "document.getElementById('job-live').textContent === 'Finished.'").await;
+    let still = page.execute("return window.__sameDocument === true;", vec![]).await.unwrap();
+    assert_eq!(still, json!(true), "the page updated in place");
+    let hash = page.execute("return location.hash;", vec![]).await.unwrap();
+    let job_id = hash.as_str().unwrap().trim_start_matches("#/job/").to_string();
+    let job = app.get_job(&job_id).await;
+    assert_eq!(
+        (job["task_name"].as_str(), job["worker_id"].as_str(), job["requester"].as_str()),
+        (Some("ping"), Some("dash-2"), Some("pinger"))
+    );
+    let shown = page
+        .execute("return [...document.querySelectorAll('#job-log li')].map(li => li.lastChild.textContent);", vec![])
+        .await
+        .unwrap();
+    let logged: Vec<Value> = job["log"].as_array().unwrap().iter().map(|l| l["line"].clone()).collect();
+    assert_eq!(shown, Value::Array(logged), "the page shows the job's whole log");
+    let facts = page.find(Locator::Id("job-facts")).await.unwrap().text().await.unwrap();
+    for want in ["ping", "dash-2", "pinger", "1 of 3", "succeeded"] {
+        assert!(facts.contains(want), "job facts lack {want:?}: {facts}");
+    }
+
+    // A reboot through "Other tasks": confirmed, sent, and refused by roller with its 403.
+    page.goto(&format!("{base}#/machine/dash-2")).await.unwrap();
+    until(&page, "the machine page", "document.getElementById('any-task')").await;
+    page.find(Locator::Css("details summary")).await.unwrap().click().await.unwrap();
+    page.find(Locator::Id("any-task")).await.unwrap().select_by_value("reboot").await.unwrap();
+    page.find(Locator::Css("form[aria-label='Run any task'] button[type=submit]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let confirm =
+        until(&page, "the confirmation", "document.activeElement && document.activeElement.textContent").await;
+    assert_eq!(confirm, json!("Yes, run reboot"), "the confirmation takes the focus");
+    page.active_element().await.unwrap().click().await.unwrap();
+    let alert = until(&page, "the refusal", "document.getElementById('alert').textContent").await;
+    assert_eq!(alert, json!("reboot on dash-2 was refused (403): You do not have permission to perform this action."));
+    let history = app.signed(Method::GET, "/api/v1/workers/dash-2/jobs", ADMIN).await.json::<Value>().await.unwrap();
+    assert_eq!(history["jobs"].as_array().unwrap().len(), 1, "nothing but the ping was queued");
+
+    // A phone's width: nothing wider than the screen.
+    page.set_window_size(390, 844).await.unwrap();
+    for view in ["#/", "#/machine/dash-2", &format!("#/job/{job_id}")] {
+        page.goto(&format!("{base}{view}")).await.unwrap();
+        until(&page, "the view", "document.querySelector('main h1')").await;
+        let fits =
+            page.execute("return document.documentElement.scrollWidth <= window.innerWidth;", vec![]).await.unwrap();
+        assert_eq!(fits, json!(true), "{view} scrolls sideways on a phone");
+    }
+    // Nothing was fetched from anywhere but roller.
+    let foreign = page
+        .execute("return performance.getEntriesByType('resource').map(e => e.name).filter(n => !n.startsWith(location.origin));", vec![])
+        .await
+        .unwrap();
+    assert_eq!(foreign, json!([]));
+    page.close().await.unwrap();
+    drop(driver);
+}
