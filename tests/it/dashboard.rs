@@ -28,8 +28,8 @@ fn inventory(dir: &Path) -> String {
     p.display().to_string()
 }
 
-/// Pings slow enough (6 × 400 ms) that a page can be seen following a running job.
-const SLOW_PING: &str = "[ping]\ncount = 6\ninterval_ms = 400\ntimeout_ms = 1000\n";
+/// Pings slow enough (8 × 500 ms) that a page can be seen following a running job.
+const SLOW_PING: &str = "[ping]\ncount = 8\ninterval_ms = 500\ntimeout_ms = 1000\n";
 
 async fn app_with_inventory(extra: &str) -> (TestApp, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
@@ -336,6 +336,26 @@ async fn an_operator_signs_in_pings_a_machine_watches_it_finish_and_is_refused_a
     for want in ["ping", "dash-2", "pinger", "1 of 3", "succeeded"] {
         assert!(facts.contains(want), "job facts lack {want:?}: {facts}");
     }
+
+    // How the page shows a reboot's outcome: the step that worked, or the bug it filed
+    // (the chain's own results are tested in `reboot`; this is the page's reading of them).
+    let shown = page
+        .execute(
+            "const base = {task_name: 'reboot', worker_id: 'm', worker_group: 'g', requester: 'r', attempts: 1,
+                           max_attempts: 1, created_at: '2026-11-24T10:00:00.000Z', log: []};
+             const worked = jobFacts({...base, state: 'succeeded',
+                 result: {worked: 'ipmi_reset', proof: 'down after 3s, up after 40s'}});
+             const filed = jobFacts({...base, state: 'failed', result: null,
+                 error: 'no reboot step worked for m after 900s: ssh_reboot: failed. Filed https://bugzilla.example/show_bug.cgi?id=7.'});
+             const sneaky = jobFacts({...base, state: 'succeeded', result: {url: 'javascript:alert(1)'}});
+             return [worked.textContent, filed.querySelector('a[href^=\"https:\"]')?.href, sneaky.querySelectorAll('a').length];",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert!(shown[0].as_str().unwrap().contains("Workedipmi_reset (down after 3s, up after 40s)"), "{shown}");
+    assert_eq!(shown[1], "https://bugzilla.example/show_bug.cgi?id=7");
+    assert_eq!(shown[2], 1, "only the machine link: a non-http URL is never a link");
 
     // A reboot through "Other tasks": confirmed, sent, and refused by roller with its 403.
     page.goto(&format!("{base}#/machine/dash-2")).await.unwrap();

@@ -130,13 +130,17 @@ async function api(method, path, creds = loadCreds(), init = {}) {
 
 let cleanup = [];
 let whoami = null;
+// Which view is current: a view that awaited something checks it is still wanted before drawing.
+let generation = 0;
 
 function setView(title, ...children) {
   for (const f of cleanup) f();
   cleanup = [];
+  generation += 1;
   document.title = title ? `${title} · roller` : "roller";
   const view = $("view");
   view.replaceChildren(...children);
+  return generation;
 }
 
 function every(ms, f) {
@@ -262,10 +266,16 @@ async function machinesView() {
 }
 
 async function machineView(id) {
-  const status = el("p", { class: "hint", "aria-live": "polite" });
+  const loading = setView(id, el("h1", {}, id), el("p", { class: "hint" }, "Loading…"));
+  // The group the inventory gives the machine, before any button can send a job without it.
+  const inventory = whoami.can_read_jobs ? await api("GET", "/api/v1/machines").catch(() => null) : null;
+  if (loading !== generation) return;
+  const known = inventory && inventory.machines.find((x) => x.worker_id === id);
+  const status = el("p", { class: "hint", "aria-live": "polite" },
+    inventory && inventory.inventory && !known ? `${id} is not in the inventory; roller will look it up in DNS.` : "");
   const history = el("tbody", {});
-  const groupInput = el("input", { id: "worker-group", value: "", autocomplete: "off", spellcheck: "false",
-    "aria-describedby": "worker-group-hint" });
+  const groupInput = el("input", { id: "worker-group", value: (known && known.group) || "", autocomplete: "off",
+    spellcheck: "false", "aria-describedby": "worker-group-hint" });
   const allowed = whoami.tasks.filter((t) => t.allowed);
   const confirmBox = el("div", { id: "confirm-box" });
   const run = async (task) => {
@@ -322,12 +332,6 @@ async function machineView(id) {
           el("th", { scope: "col" }, "Created"), el("th", { scope: "col", class: "wide" }, "Finished"),
           el("th", { scope: "col", class: "wide" }, "Requester"))),
         history))));
-  // The group the inventory gives the machine, if it has one.
-  api("GET", "/api/v1/machines").then((res) => {
-    const m = res.machines.find((x) => x.worker_id === id);
-    if (m && !groupInput.value) groupInput.value = m.group || "";
-    if (!m && res.inventory) status.textContent = `${id} is not in the inventory; roller will look it up in DNS.`;
-  }).catch(() => {});
   const load = async () => {
     if (!whoami.can_read_jobs) {
       status.textContent = "Your scopes do not include reading jobs, so the history is hidden.";
