@@ -31,7 +31,7 @@ impl Default for GateSettings {
 struct Device {
     permits: Arc<Semaphore>,
     /// When the last power-on to this device was allowed to go out.
-    last_power_on: tokio::sync::Mutex<Option<Instant>>,
+    last_power_on: Arc<tokio::sync::Mutex<Option<Instant>>>,
 }
 
 fn settings_cell() -> &'static OnceLock<GateSettings> {
@@ -55,7 +55,7 @@ fn device(key: &str) -> Arc<Device> {
         .or_insert_with(|| {
             Arc::new(Device {
                 permits: Arc::new(Semaphore::new(settings().concurrency)),
-                last_power_on: tokio::sync::Mutex::new(None),
+                last_power_on: Arc::new(tokio::sync::Mutex::new(None)),
             })
         })
         .clone()
@@ -71,13 +71,25 @@ pub async fn enter(key: &str, cancel: &CancellationToken) -> Option<OwnedSemapho
     }
 }
 
-/// Wait until a power-on to `key` may go out (`stagger` after the previous one);
-/// `false` when cancelled while waiting.
-pub async fn power_on_turn(key: &str, cancel: &CancellationToken) -> bool {
+/// A device's power-on turn, held while the command goes out and is answered.
+/// The next power-on to the device may start `stagger` after this one was
+/// *answered*: a device executes a command before it answers, so the spacing
+/// holds at the device, however long each call takes on the way.
+pub struct PowerOnTurn(tokio::sync::OwnedMutexGuard<Option<Instant>>);
+
+impl Drop for PowerOnTurn {
+    fn drop(&mut self) {
+        *self.0 = Some(Instant::now());
+    }
+}
+
+/// Wait until a power-on to `key` may go out (`stagger` after the previous one was
+/// answered); `None` when cancelled while waiting.
+pub async fn power_on_turn(key: &str, cancel: &CancellationToken) -> Option<PowerOnTurn> {
     let d = device(key);
-    let mut last = tokio::select! {
-        l = d.last_power_on.lock() => l,
-        _ = cancel.cancelled() => return false,
+    let last = tokio::select! {
+        l = d.last_power_on.clone().lock_owned() => l,
+        _ = cancel.cancelled() => return None,
     };
     if let Some(prev) = *last {
         let at = prev + settings().stagger;
@@ -85,12 +97,11 @@ pub async fn power_on_turn(key: &str, cancel: &CancellationToken) -> bool {
             tracing::info!(device = key, wait_ms = (at - Instant::now()).as_millis() as u64, "staggering a power-on");
             tokio::select! {
                 _ = tokio::time::sleep_until(at) => {}
-                _ = cancel.cancelled() => return false,
+                _ = cancel.cancelled() => return None,
             }
         }
     }
-    *last = Some(Instant::now());
-    true
+    Some(PowerOnTurn(last))
 }
 
 #[cfg(test)]
@@ -102,19 +113,23 @@ mod tests {
         configure(GateSettings::default());
         let cancel = CancellationToken::new();
         let start = Instant::now();
-        assert!(power_on_turn("pdu-a:161", &cancel).await);
-        assert!(power_on_turn("pdu-b:161", &cancel).await);
+        let a = power_on_turn("pdu-a:161", &cancel).await.expect("the first turn at once");
+        assert!(power_on_turn("pdu-b:161", &cancel).await.is_some());
         assert!(start.elapsed() < settings().stagger, "another device does not wait");
-        assert!(power_on_turn("pdu-a:161", &cancel).await);
-        assert!(start.elapsed() >= settings().stagger, "the same device waits its turn");
+        // The spacing counts from the answer (the turn's end), not from its start.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        drop(a);
+        let answered = Instant::now();
+        assert!(power_on_turn("pdu-a:161", &cancel).await.is_some());
+        assert!(answered.elapsed() >= settings().stagger, "the same device waits its turn");
     }
 
     #[tokio::test]
     async fn a_cancelled_wait_gives_up() {
         let cancel = CancellationToken::new();
-        assert!(power_on_turn("pdu-c:161", &cancel).await);
+        drop(power_on_turn("pdu-c:161", &cancel).await.expect("the first turn at once"));
         cancel.cancel();
-        assert!(!power_on_turn("pdu-c:161", &cancel).await);
+        assert!(power_on_turn("pdu-c:161", &cancel).await.is_none());
         assert!(enter("pdu-c:161", &cancel).await.is_none());
         // Without a cancel, a slot is there.
         assert!(enter("pdu-c:161", &CancellationToken::new()).await.is_some());

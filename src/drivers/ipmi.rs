@@ -311,12 +311,8 @@ pub async fn power_status(target: &IpmiTarget, cancel: &CancellationToken) -> Re
 /// request, not that the machine has reached the new state.
 pub async fn power(target: &IpmiTarget, action: PowerAction, cancel: &CancellationToken) -> Result<(), IpmiError> {
     // A cycle ends in a power-on too.
-    if matches!(action, PowerAction::On | PowerAction::Cycle)
-        && !super::gate::power_on_turn(&gate_key(target), cancel).await
-    {
-        return Err(IpmiError::Cancelled);
-    }
-    run(target, &["chassis", "power", action.as_arg()], true, cancel).await.map(|_| ())
+    let power_on = matches!(action, PowerAction::On | PowerAction::Cycle);
+    run_gated(target, &["chassis", "power", action.as_arg()], true, power_on, cancel).await.map(|_| ())
 }
 
 /// The BMC as the per-device limits know it (all nodes behind one chassis BMC share it).
@@ -375,9 +371,11 @@ async fn run_gated(
     let program = find_ipmitool().ok_or(IpmiError::ToolMissing)?;
     // Held for the whole call: BMCs have few session slots.
     let _slot = super::gate::enter(&gate_key(target), cancel).await.ok_or(IpmiError::Cancelled)?;
-    if power_on && !super::gate::power_on_turn(&gate_key(target), cancel).await {
-        return Err(IpmiError::Cancelled);
-    }
+    // Held until the BMC has answered (see `gate::PowerOnTurn`).
+    let _turn = match power_on {
+        true => Some(super::gate::power_on_turn(&gate_key(target), cancel).await.ok_or(IpmiError::Cancelled)?),
+        false => None,
+    };
     let args = build_args(target, verbose, words);
     tracing::debug!(program = %program.display(), ?args, "running ipmitool");
     let mut cmd = tokio::process::Command::new(&program);

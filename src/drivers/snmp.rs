@@ -463,9 +463,13 @@ async fn send_set(
     // for a power-on, its turn: outlets of one PDU come on `stagger` apart (inrush current).
     let key = format!("pdu:{}:{}", target.host, target.port);
     let _slot = super::gate::enter(&key, cancel).await.ok_or(SnmpError::Cancelled)?;
-    if matches!(action, OutletAction::On | OutletAction::Reboot) && !super::gate::power_on_turn(&key, cancel).await {
-        return Err(SnmpError::Cancelled);
-    }
+    // Held until the PDU has answered (see `gate::PowerOnTurn`).
+    let _turn = match action {
+        OutletAction::On | OutletAction::Reboot => {
+            Some(super::gate::power_on_turn(&key, cancel).await.ok_or(SnmpError::Cancelled)?)
+        }
+        _ => None,
+    };
     let reply = request(target, addr, &oid, Request::Set(action.value()), outlet, cancel).await?;
     check_agent("SET", outlet, &oid, &reply)
 }

@@ -395,3 +395,34 @@ async fn an_operator_signs_in_pings_a_machine_watches_it_finish_and_is_refused_a
     page.close().await.unwrap();
     drop(driver);
 }
+
+#[tokio::test]
+async fn live_job_streams_are_bounded_and_freed_when_their_job_ends() {
+    // A ping of about 10 s, so every stream below is still open when the next one asks.
+    let (app, _dir) = app_with_inventory("[ping]\ncount = 20\ninterval_ms = 500\ntimeout_ms = 1000\n").await;
+    let job = app.post_job("dash-1", "mdc1", "ping").await.json::<Value>().await.unwrap();
+    let id = job["task_id"].as_str().unwrap().to_string();
+    let path = format!("/api/v1/jobs/{id}/events");
+    let mut open = Vec::new();
+    for _ in 0..roller::api::MAX_STREAMS {
+        let r = app.signed(Method::GET, &path, READER).await;
+        assert_eq!(r.status(), 200);
+        open.push(r);
+    }
+    let refused = json_of(app.signed(Method::GET, &path, READER).await, 503).await;
+    assert_eq!(
+        refused["detail"],
+        format!("{} job streams are open already; try again later", roller::api::MAX_STREAMS)
+    );
+    // The job ends, so does every stream, and their permits come back.
+    let last = open.pop().unwrap().text().await.unwrap();
+    assert!(last.trim_end().ends_with("data: succeeded"), "{last}");
+    drop(open);
+    let again = wait_for(Duration::from_secs(30), || async {
+        let r = app.signed(Method::GET, &path, READER).await;
+        (r.status() == 200).then_some(r)
+    })
+    .await
+    .expect("a stream can be opened again");
+    assert!(again.text().await.unwrap().contains("event: end"));
+}
