@@ -8,6 +8,7 @@ mod bugzilla;
 mod cli;
 mod distributed;
 mod dns;
+mod faults;
 mod fleet;
 mod hardware;
 mod helpers;

@@ -31,6 +31,8 @@ const TOOLS: &[(&str, &str)] = &[
     ("/usr/sbin/dnsmasq", "dnsmasq-base"),
     // Self-signed certificates for the TLS peers (Redfish, iLO).
     ("/usr/bin/openssl", "openssl"),
+    // The fault tests lock the embedded queue's database from another process.
+    ("/usr/bin/sqlite3", "sqlite3"),
 ];
 
 /// The Redfish peer (sushy-tools' emulator) lives in a venv under target/; tests find it
