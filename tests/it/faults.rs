@@ -221,7 +221,8 @@ async fn redis_killed_under_load_answers_503_fast_recovers_alone_and_keeps_every
     let odd: Vec<_> =
         samples.iter().filter(|s| s.status != 201 && s.status != 503).map(|s| (s.status, &s.body)).collect();
     assert!(odd.is_empty(), "only 201 or 503, ever: {odd:?}");
-    let during: Vec<&Sample> = samples.iter().filter(|s| s.sent >= down && s.sent < restarting).collect();
+    // Asked and answered while Redis was down; one sent just before the restart may be served after it.
+    let during: Vec<&Sample> = samples.iter().filter(|s| s.sent >= down && s.sent + s.took < restarting).collect();
     assert!(during.len() >= 10);
     let slowest = during.iter().map(|s| s.took).max().unwrap();
     eprintln!("{} answers during the outage, the slowest after {slowest:?}", during.len());
@@ -381,7 +382,7 @@ async fn a_full_disk_in_embedded_mode_is_a_clear_503_and_corrupts_nothing() {
     std::fs::write(&cfg, base_config("")).unwrap();
     let data = disk.path().display().to_string();
     let app = spawn_app_from(conf, &cfg, &[("ROLLER_DATA_DIR", &data)]).await;
-    let db = app.settings.queue.sqlite_path.clone();
+    let db = app.settings.sqlite_path.clone();
     assert!(db.starts_with(disk.path()), "{}", db.display());
     let mut earlier = Vec::new();
     for n in 0..3 {
@@ -408,6 +409,8 @@ async fn a_full_disk_in_embedded_mode_is_a_clear_503_and_corrupts_nothing() {
     assert!(took < Duration::from_secs(25), "answered after {took:?}, not at the 30 s request limit");
     let lb = app.http.get(app.url("/__lbheartbeat__")).send().await.unwrap();
     assert_eq!(lb.status(), 200, "the service keeps running");
+    let hb = app.http.get(app.url("/__heartbeat__")).send().await.unwrap();
+    assert_eq!(hb.status(), 500, "the queue takes no writes");
     assert_intact(&app.get_job(earlier[0]["task_id"].as_str().unwrap()).await, &earlier[0]);
 
     // The fault clears: everything works again without a restart.
@@ -419,6 +422,8 @@ async fn a_full_disk_in_embedded_mode_is_a_clear_503_and_corrupts_nothing() {
     .await
     .expect("enqueue works again once there is room");
     assert_eq!(app.wait_final(&after).await["state"], "succeeded");
+    let hb = app.http.get(app.url("/__heartbeat__")).send().await.unwrap();
+    assert_eq!(hb.status(), 200);
     for id in &accepted {
         assert_eq!(app.wait_final(id).await["state"], "succeeded", "job {id}, accepted while the disk filled");
     }
@@ -475,7 +480,7 @@ impl Drop for LockHolder {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_sqlite_database_locked_by_another_process_is_a_clear_503_and_corrupts_nothing() {
     let app = spawn_app().await;
-    let db: PathBuf = app.settings.queue.sqlite_path.clone();
+    let db: PathBuf = app.settings.sqlite_path.clone();
     let (s, v, _) = enqueue(&app, "early").await;
     assert_eq!(s, 201, "{v}");
     let earlier = app.wait_final(v["task_id"].as_str().unwrap()).await;
@@ -488,6 +493,11 @@ async fn an_sqlite_database_locked_by_another_process_is_a_clear_503_and_corrupt
     // The busy timeout is 5 s; the runner's own waits may queue ahead of it. Well under
     // the 30 s request limit, which would also answer 503.
     assert!(took < Duration::from_secs(25), "answered after {took:?}");
+    // The heartbeat checks the write lock on its own connection with a short wait.
+    let start = Instant::now();
+    let hb = app.http.get(app.url("/__heartbeat__")).send().await.unwrap();
+    assert_eq!(hb.status(), 500, "the queue takes no writes");
+    assert!(start.elapsed() < Duration::from_secs(10), "the heartbeat answered after {:?}", start.elapsed());
     // WAL: readers are not blocked by a writer, and the other process's change is not visible.
     assert_intact(&app.get_job(earlier["task_id"].as_str().unwrap()).await, &earlier);
 
