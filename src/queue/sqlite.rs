@@ -42,6 +42,11 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// Health must answer quickly: a heartbeat that hangs is worse than one that fails.
 const HEALTH_BUSY_TIMEOUT: Duration = Duration::from_secs(1);
 
+/// Below this much free space the heartbeat fails: a commit needs room for its
+/// WAL frames and a checkpoint for the pages it copies back, and an operator
+/// should hear about a filling disk before enqueues start failing.
+const HEALTH_MIN_FREE_BYTES: u64 = 1 << 20;
+
 // `seq` exists because `created_at` has millisecond resolution and jobs enqueued
 // in the same millisecond still need a stable FIFO order; the implicit rowid is
 // not used for that since VACUUM may renumber it.
@@ -716,7 +721,27 @@ fn health_check(path: &Path) -> Result<(), QueueError> {
     if conn.is_readonly(rusqlite::MAIN_DB).map_err(|e| fail(e.to_string()))? {
         return Err(fail("file is not writable".to_string()));
     }
+    // Taking the lock writes nothing, so on a full disk it succeeds while every enqueue fails.
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let free = free_bytes(dir).map_err(|e| fail(format!("cannot read the free space of {}: {e}", dir.display())))?;
+    if free < HEALTH_MIN_FREE_BYTES {
+        return Err(fail(format!("the disk is full: {free} bytes free, {HEALTH_MIN_FREE_BYTES} needed")));
+    }
     conn.execute_batch("BEGIN IMMEDIATE; ROLLBACK;").map_err(|e| fail(format!("cannot take the write lock: {e}")))
+}
+
+/// Bytes an unprivileged writer may still use on the filesystem holding `dir`.
+fn free_bytes(dir: &Path) -> std::io::Result<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(dir.as_os_str().as_bytes())
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+    // SAFETY: statvfs only writes into `st`, a plain C struct, and reads the NUL-terminated `c`.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    #[allow(clippy::unnecessary_cast)] // the field types differ between platforms
+    Ok(st.f_bavail as u64 * st.f_frsize as u64)
 }
 
 #[async_trait]

@@ -9,6 +9,7 @@ mod cli;
 mod dashboard;
 mod distributed;
 mod dns;
+mod faults;
 mod fleet;
 mod hardware;
 mod helpers;

@@ -129,11 +129,22 @@ pub struct RedisServer {
     pub port: u16,
     dir: tempfile::TempDir,
     child: Option<Child>,
+    /// An append-only file fsynced on every write, so a crash loses nothing it acknowledged.
+    persistent: bool,
 }
 
 impl RedisServer {
     pub fn start() -> RedisServer {
-        let mut r = RedisServer { port: free_port(), dir: tempfile::tempdir().unwrap(), child: None };
+        Self::start_with(false)
+    }
+
+    /// Like `start`, keeping everything in an AOF (`appendfsync always`) in its temp dir across restarts.
+    pub fn start_persistent() -> RedisServer {
+        Self::start_with(true)
+    }
+
+    fn start_with(persistent: bool) -> RedisServer {
+        let mut r = RedisServer { port: free_port(), dir: tempfile::tempdir().unwrap(), child: None, persistent };
         r.restart();
         r
     }
@@ -154,7 +165,12 @@ impl RedisServer {
     pub fn restart(&mut self) {
         self.kill();
         let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", ""])
+            .args(if self.persistent {
+                ["--appendonly", "yes", "--appendfsync", "always"].as_slice()
+            } else {
+                ["--appendonly", "no"].as_slice()
+            })
             .arg("--dir")
             .arg(self.dir.path())
             .stdin(Stdio::null())

@@ -34,6 +34,8 @@ const TOOLS: &[(&str, &str)] = &[
     // The dashboard tests drive a real headless browser over WebDriver.
     ("/usr/bin/chromium", "chromium"),
     ("/usr/bin/chromedriver", "chromium-driver"),
+    // The fault tests lock the embedded queue's database from another process.
+    ("/usr/bin/sqlite3", "sqlite3"),
 ];
 
 /// The Redfish peer (sushy-tools' emulator) lives in a venv under target/; tests find it
