@@ -62,19 +62,36 @@ impl Runner {
         let tracker = TaskTracker::new();
         let hand_back = CancellationToken::new();
         let mut backoff = this.settings.poll_interval;
+        // A reservation whose answer was lost (a timeout, a backend crash): the queue
+        // may have handed its job out, so it is reclaimed before anything else.
+        let mut unanswered: Option<String> = None;
         tracing::info!(consumer = %this.consumer, concurrency = this.settings.concurrency, "runner started");
         loop {
             let permit = tokio::select! {
                 p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
                 _ = shutdown.cancelled() => break,
             };
-            // The holder id is per reservation, not per process: if this process's
-            // lease on a job expires and it takes the same job over, the first run's
-            // late outcome is refused (fencing), as another runner's would be.
-            let n = this.reservations.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let holder = format!("{}#{n}", this.consumer);
             let reserved_at = tokio::time::Instant::now();
-            match this.queue.reserve(&holder, this.settings.lease()).await {
+            let reclaiming = unanswered.is_some();
+            let (holder, got) = match unanswered.take() {
+                Some(holder) => {
+                    let got = this.queue.reclaim(&holder).await;
+                    if let Ok(Some(job)) = &got {
+                        tracing::info!(job = %job.id, holder = %holder, "reclaimed a job whose reservation went unanswered");
+                    }
+                    (holder, got)
+                }
+                None => {
+                    // The holder id is per reservation, not per process: if this process's
+                    // lease on a job expires and it takes the same job over, the first run's
+                    // late outcome is refused (fencing), as another runner's would be.
+                    let n = this.reservations.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let holder = format!("{}#{n}", this.consumer);
+                    let got = this.queue.reserve(&holder, this.settings.lease()).await;
+                    (holder, got)
+                }
+            };
+            match got {
                 Ok(Some(job)) => {
                     backoff = this.settings.poll_interval;
                     let this = this.clone();
@@ -84,6 +101,8 @@ impl Runner {
                         drop(permit);
                     });
                 }
+                // Nothing was handed out after all: look for work at once.
+                Ok(None) if reclaiming => drop(permit),
                 Ok(None) => {
                     drop(permit);
                     tokio::select! {
@@ -94,6 +113,7 @@ impl Runner {
                 }
                 Err(e) => {
                     drop(permit);
+                    unanswered = Some(holder);
                     tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "runner cannot reserve jobs");
                     tokio::select! {
                         _ = tokio::time::sleep(backoff) => {}
@@ -355,6 +375,100 @@ mod tests {
         assert!(s.is_cancelled(), "the soft limit fired first");
         assert!(dropped.load(std::sync::atomic::Ordering::SeqCst), "the action was dropped");
         assert_eq!(start.elapsed(), Duration::from_secs(10));
+    }
+
+    use crate::domain::WorkerId;
+
+    /// A queue whose next reservation is carried out but whose answer is lost.
+    struct LosesOneAnswer {
+        inner: Arc<dyn Queue>,
+        lose: std::sync::atomic::AtomicBool,
+    }
+
+    #[async_trait::async_trait]
+    impl Queue for LosesOneAnswer {
+        async fn enqueue(&self, job: crate::queue::NewJob) -> Result<crate::queue::Enqueued, QueueError> {
+            self.inner.enqueue(job).await
+        }
+        async fn reserve(&self, consumer: &str, lease: Duration) -> Result<Option<Job>, QueueError> {
+            let got = self.inner.reserve(consumer, lease).await?;
+            if got.is_some() && self.lose.swap(false, std::sync::atomic::Ordering::SeqCst) {
+                return Err(QueueError::Unavailable("the answer was lost on the way".into()));
+            }
+            Ok(got)
+        }
+        async fn reclaim(&self, consumer: &str) -> Result<Option<Job>, QueueError> {
+            self.inner.reclaim(consumer).await
+        }
+        async fn append_log(&self, id: JobId, line: &str) -> Result<(), QueueError> {
+            self.inner.append_log(id, line).await
+        }
+        async fn finish(&self, id: JobId, consumer: &str, outcome: Outcome) -> Result<(), QueueError> {
+            self.inner.finish(id, consumer, outcome).await
+        }
+        async fn release(&self, id: JobId, consumer: &str) -> Result<(), QueueError> {
+            self.inner.release(id, consumer).await
+        }
+        async fn get(&self, id: JobId) -> Result<Option<Job>, QueueError> {
+            self.inner.get(id).await
+        }
+        async fn history(&self, worker_id: &WorkerId, limit: usize) -> Result<Vec<Job>, QueueError> {
+            self.inner.history(worker_id, limit).await
+        }
+        async fn health(&self) -> Result<(), QueueError> {
+            self.inner.health().await
+        }
+        async fn stats(&self) -> Result<crate::queue::QueueStats, QueueError> {
+            self.inner.stats().await
+        }
+    }
+
+    #[tokio::test]
+    async fn a_job_whose_reservation_answer_was_lost_runs_at_once_not_after_its_lease() {
+        let dir = tempfile::tempdir().unwrap();
+        let inner: Arc<dyn Queue> =
+            Arc::new(crate::queue::sqlite::SqliteQueue::open(&dir.path().join("q.db")).unwrap());
+        let queue = Arc::new(LosesOneAnswer { inner, lose: true.into() });
+        let job = queue
+            .enqueue(crate::queue::NewJob {
+                task: crate::actions::Task::Ping,
+                worker_id: WorkerId::parse("127.0.0.1").unwrap(),
+                worker_group: crate::domain::WorkerGroup::parse("lab").unwrap(),
+                requester: crate::domain::ClientId::parse("tester").unwrap(),
+                origin: None,
+                provisioner_id: None,
+                worker_type: None,
+            })
+            .await
+            .unwrap()
+            .job;
+        // A lease of an hour: were the job left to it, the wait below would give up long before.
+        let settings = RunnerSettings {
+            concurrency: 4,
+            soft_time_limit: Duration::from_secs(1800),
+            hard_time_limit: Duration::from_secs(3540),
+            lease_margin: Duration::from_secs(60),
+            poll_interval: Duration::from_millis(20),
+            shutdown_grace: Duration::from_secs(1),
+            notify: Default::default(),
+        };
+        let runner = Runner::new(queue.clone(), settings, Arc::new(ActionSettings::default()), Arc::new(Notify::new()));
+        let stop = CancellationToken::new();
+        let running = tokio::spawn(runner.run_until_stopped(stop.clone()));
+        let mut done = None;
+        for _ in 0..600 {
+            let j = queue.get(job.id).await.unwrap().unwrap();
+            if j.state.is_final() {
+                done = Some(j);
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        stop.cancel();
+        running.await.unwrap();
+        let done = done.expect("the job ran within 30 s although its reservation's answer was lost");
+        assert_eq!(done.attempts, 1, "reclaimed, not run again: {:?}", done.log);
+        assert!(done.state.is_final() && done.finished_at.is_some());
     }
 
     #[tokio::test(start_paused = true)]

@@ -71,6 +71,7 @@ macro_rules! conformance_suite {
             history_is_newest_first_and_limited,
             concurrent_reserves_hand_each_job_out_once,
             stats_count_waiting_and_running_jobs,
+            reclaim_returns_the_job_a_lost_reserve_handed_out,
         );
         $crate::queue::conformance::conformance_suite!(@backend $backend;
             jobs_survive_reopen,
@@ -244,6 +245,24 @@ pub async fn reserve_with_nothing_runnable_is_none(q: &dyn Queue) {
     assert!(q.reserve("r2", LONG_LEASE).await.unwrap().is_none());
     q.finish(j.id, "r", Outcome::Succeeded(serde_json::json!({}))).await.unwrap();
     assert!(q.reserve("r2", LONG_LEASE).await.unwrap().is_none());
+}
+
+pub async fn reclaim_returns_the_job_a_lost_reserve_handed_out(q: &dyn Queue) {
+    assert!(q.reclaim("h#1").await.unwrap().is_none(), "nothing handed out yet");
+    let j = enqueue(q, "a", "g").await;
+    let r = q.reserve("h#1", LONG_LEASE).await.unwrap().unwrap();
+    // As if that answer was lost: the same holder asks again and gets the same job, unchanged.
+    let again = q.reclaim("h#1").await.unwrap().expect("the held job");
+    assert_eq!((again.id, again.attempts, again.state), (j.id, 1, JobState::Running));
+    assert_eq!(lines(&again), lines(&r), "reclaiming is not a new attempt");
+    assert!(q.reclaim("h#2").await.unwrap().is_none(), "another holder holds nothing");
+    q.finish(j.id, "h#1", Outcome::Succeeded(serde_json::json!({}))).await.unwrap();
+    assert!(q.reclaim("h#1").await.unwrap().is_none(), "a finished job is held by no one");
+    // Released: no longer held either.
+    let k = enqueue(q, "b", "g").await;
+    assert_eq!(q.reserve("h#3", LONG_LEASE).await.unwrap().unwrap().id, k.id);
+    q.release(k.id, "h#3").await.unwrap();
+    assert!(q.reclaim("h#3").await.unwrap().is_none());
 }
 
 pub async fn finish_records_each_outcome(q: &dyn Queue) {

@@ -221,6 +221,13 @@ pub trait Queue: Send + Sync + 'static {
     /// instead and never handed out.
     async fn reserve(&self, consumer: &str, lease: Duration) -> Result<Option<Job>, QueueError>;
 
+    /// The job `consumer` holds now, if any: how a runner whose `reserve` failed on
+    /// the way back (the backend handed the job out, the answer was lost to a
+    /// timeout or a crash) gets that job at once instead of leaving it stranded
+    /// until its lease expires. `None` when nothing was handed out, or the job is
+    /// no longer held by `consumer` (finished, released, taken over).
+    async fn reclaim(&self, consumer: &str) -> Result<Option<Job>, QueueError>;
+
     /// Append a line to a job's log. An unknown job is `LostLease`, so a runner
     /// never retries it.
     async fn append_log(&self, id: JobId, line: &str) -> Result<(), QueueError>;

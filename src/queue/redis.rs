@@ -41,7 +41,10 @@
 //! neither URL nor password in the text. Each call is bounded by the response
 //! timeout as a whole, so callers (the API's 503, the runner's back-off) never
 //! hang. A call that times out after the server ran its script is at-least-once
-//! like everything else here: a lost reserve is taken over after its lease.
+//! like everything else here, except a reserve: each reservation records
+//! `held:<holder>` (for its lease, deleted on finish/release), so a runner whose
+//! reserve went unanswered reclaims the job at once instead of leaving it to its
+//! lease (found by the fault tests: a job stranded for the whole lease).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -170,6 +173,7 @@ impl ConnectionLike for Conn {
 struct Scripts {
     enqueue: Script,
     reserve: Script,
+    reclaim: Script,
     finish: Script,
     release: Script,
     append_log: Script,
@@ -522,6 +526,8 @@ for _, id in ipairs(redis.call('ZRANGE', P .. 'queued', 0, __RESERVE_SCAN__ - 1)
       redis.call('ZREM', P .. 'queued', id)
       redis.call('ZADD', P .. 'running', new_until, id)
       redis.call('SET', lock, id)
+      -- Lets this reservation be reclaimed if its answer never reaches the runner.
+      redis.call('SET', P .. 'held:' .. consumer, id, 'PX', lease)
       local line = 'attempt ' .. S(attempt) .. ' of ' .. (f[4] or '?') .. ' started by ' .. consumer
       if f[2] == 'running' then
         local when = 'an unknown time'
@@ -544,6 +550,7 @@ const FINISH: &str = r#"
 local id, consumer = ARGV[3], ARGV[4]
 local f = redis.call('HMGET', jk(id), 'state', 'consumer')
 if f[1] ~= 'running' or f[2] ~= consumer then return 0 end
+redis.call('DEL', P .. 'held:' .. consumer)
 -- A runner whose lease expired but was not taken over yet may still finish:
 -- the work was done, and discarding it would only cause a needless re-run.
 finalize(id, ARGV[5], {ARGV[6], ARGV[7]}, nil)
@@ -556,6 +563,7 @@ local id, consumer = ARGV[3], ARGV[4]
 local k = jk(id)
 local f = redis.call('HMGET', k, 'state', 'consumer', 'attempts', 'max_attempts', 'seq', 'worker_id')
 if f[1] ~= 'running' or f[2] ~= consumer then return 0 end
+redis.call('DEL', P .. 'held:' .. consumer)
 local attempts = tonumber(f[3]) or 0
 local max = tonumber(f[4]) or 1
 if attempts >= max then
@@ -587,6 +595,16 @@ return 1
 "#;
 
 /// ARGV[3]: id. Returns {} or {fields, log}.
+/// ARGV[3]: consumer. Returns {} or {fields, log}: the job that consumer holds.
+const RECLAIM: &str = r#"
+local consumer = ARGV[3]
+local id = redis.call('GET', P .. 'held:' .. consumer)
+if not id then return {} end
+local f = redis.call('HMGET', jk(id), 'state', 'consumer')
+if f[1] ~= 'running' or f[2] ~= consumer then return {} end
+return snapshot(id)
+"#;
+
 const GET: &str = r#"
 local id = ARGV[3]
 if redis.call('EXISTS', jk(id)) == 0 then return {} end
@@ -641,6 +659,7 @@ impl Scripts {
         Scripts {
             enqueue: script(ENQUEUE),
             reserve: script(RESERVE),
+            reclaim: script(RECLAIM),
             finish: script(FINISH),
             release: script(RELEASE),
             append_log: script(APPEND_LOG),
@@ -788,6 +807,10 @@ impl Queue for RedisQueue {
     async fn reserve(&self, consumer: &str, lease: Duration) -> Result<Option<Job>, QueueError> {
         let reply = self.run(&self.scripts.reserve, &[consumer, &lease_ms(lease)]).await?;
         decode_snapshot(reply)
+    }
+
+    async fn reclaim(&self, consumer: &str) -> Result<Option<Job>, QueueError> {
+        decode_snapshot(self.run(&self.scripts.reclaim, &[consumer]).await?)
     }
 
     async fn append_log(&self, id: JobId, line: &str) -> Result<(), QueueError> {

@@ -757,6 +757,23 @@ impl Queue for SqliteQueue {
         self.with_conn(move |c| reserve_tx(c, &consumer, lease, &options)).await
     }
 
+    async fn reclaim(&self, consumer: &str) -> Result<Option<Job>, QueueError> {
+        let consumer = consumer.to_string();
+        self.with_conn(move |c| {
+            let tx = c.transaction().db()?;
+            let id: Option<String> = tx
+                .query_row("SELECT id FROM jobs WHERE state = 'running' AND consumer = ?1 LIMIT 1", [&consumer], |r| {
+                    r.get(0)
+                })
+                .optional()
+                .db()?;
+            let job = id.map(|id| reload(&tx, &id)).transpose()?;
+            tx.commit().db()?;
+            Ok(job)
+        })
+        .await
+    }
+
     async fn append_log(&self, id: JobId, line: &str) -> Result<(), QueueError> {
         let line = line.to_string();
         let options = self.options;
