@@ -193,7 +193,8 @@ mod tests {
                 prop_assert_eq!(WorkerId::parse(id.as_str()), Ok(id.clone()));
                 prop_assert_eq!(s.parse::<WorkerId>(), Ok(id));
                 // Groups are case-sensitive (Taskcluster's), ids are not.
-                prop_assert_eq!(WorkerGroup::parse(&s).unwrap().as_str(), s.as_str());
+                let group = WorkerGroup::parse(&s).unwrap();
+                prop_assert_eq!(group.as_str(), s.as_str());
             }
 
             #[test]

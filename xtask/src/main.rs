@@ -190,7 +190,8 @@ fn fuzz(args: FuzzArgs) -> Result<(), String> {
     } else {
         args.targets
     };
-    run(cargo_fuzz(root).args(["build", "--sanitizer", "none"]).args(&targets))?;
+    // All targets at once (`cargo fuzz build` takes one or all): roller is compiled once either way.
+    run(cargo_fuzz(root).args(["build", "--sanitizer", "none"]))?;
     let mut crashed = Vec::new();
     for t in &targets {
         // New inputs go to the first directory; the committed seeds stay as they are.
