@@ -346,16 +346,22 @@ pub const DEFAULT_READ_SCOPE: &str = "project:releng:roller:jobs:read";
 impl Settings {
     /// Load from `path` (if any) and the environment.
     pub fn load(path: Option<&Path>, env: &dyn Env) -> Result<Settings, ConfigError> {
-        let file = match path {
+        match path {
             Some(p) => {
                 let text = std::fs::read_to_string(p)
                     .map_err(|e| err(format!("cannot read config file {}: {e}", p.display())))?;
-                toml::from_str::<FileConfig>(&text)
-                    .map_err(|e| err(format!("config file {}: {}", p.display(), e.to_string().trim())))?
+                Self::parse(p, &text, env)
             }
-            None => FileConfig::default(),
-        };
-        Self::resolve(file, path, env)
+            None => Self::resolve(FileConfig::default(), None, env),
+        }
+    }
+
+    /// [`Settings::load`] on text already read from `path`, which only names the file in
+    /// errors. Public for the fuzz target, which has text and no file.
+    pub fn parse(path: &Path, text: &str, env: &dyn Env) -> Result<Settings, ConfigError> {
+        let file = toml::from_str::<FileConfig>(text)
+            .map_err(|e| err(format!("config file {}: {}", path.display(), e.to_string().trim())))?;
+        Self::resolve(file, Some(path), env)
     }
 
     fn resolve(file: FileConfig, path: Option<&Path>, env: &dyn Env) -> Result<Settings, ConfigError> {

@@ -175,4 +175,54 @@ mod tests {
         assert_eq!(JobId::parse(&id.to_string()).unwrap(), id);
         assert!(JobId::parse("not-a-uuid").is_err());
     }
+
+    mod properties {
+        use super::super::*;
+        use proptest::prelude::*;
+
+        fn allowed(c: char) -> bool {
+            c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')
+        }
+
+        proptest! {
+            #[test]
+            fn valid_ids_round_trip_lower_cased(s in "[-_.0-9a-zA-Z]{1,128}") {
+                let id = WorkerId::parse(&s).unwrap();
+                prop_assert_eq!(id.as_str(), s.to_ascii_lowercase());
+                prop_assert_eq!(id.to_string(), id.as_str());
+                prop_assert_eq!(WorkerId::parse(id.as_str()), Ok(id.clone()));
+                prop_assert_eq!(s.parse::<WorkerId>(), Ok(id));
+                // Groups are case-sensitive (Taskcluster's), ids are not.
+                let group = WorkerGroup::parse(&s).unwrap();
+                prop_assert_eq!(group.as_str(), s.as_str());
+            }
+
+            #[test]
+            fn one_character_outside_the_set_is_refused(
+                before in "[-_.0-9a-zA-Z]{0,60}",
+                bad in any::<char>().prop_filter("outside the set", |c| !allowed(*c)),
+                after in "[-_.0-9a-zA-Z]{0,60}",
+            ) {
+                let s = format!("{before}{bad}{after}");
+                let e = WorkerId::parse(&s).unwrap_err().to_string();
+                prop_assert!(e.starts_with("worker_id "), "{}", e);
+                prop_assert!(WorkerGroup::parse(&s).is_err());
+            }
+
+            #[test]
+            fn over_128_characters_is_refused(s in "[-_.0-9a-zA-Z]{129,400}") {
+                let e = WorkerId::parse(&s).unwrap_err().to_string();
+                prop_assert!(e.contains("1 to 128 characters"), "{}", e);
+            }
+
+            #[test]
+            fn any_unicode_is_judged_without_panicking(s in any::<String>()) {
+                let valid = (1..=128).contains(&s.len()) && s.chars().all(allowed);
+                prop_assert_eq!(WorkerId::parse(&s).is_ok(), valid);
+                if let Ok(id) = WorkerId::parse(&s) {
+                    prop_assert!(id.as_str().len() == s.len() && id.as_str().chars().all(allowed));
+                }
+            }
+        }
+    }
 }

@@ -566,14 +566,10 @@ fn name_field(s: &str) -> Result<String, String> {
     Ok(s.to_string())
 }
 
-/// The outlet string's shape (the SNMP driver maps it to an OID).
+/// The driver's own parser, so an inventory that validates never holds an outlet that
+/// `snmp_*` would refuse mid-chain (`DA1`, `AA0` and `AA1000` used to pass the shape check here).
 fn outlet_field(s: &str) -> Result<(), String> {
-    let ok = s.len() >= 3
-        && s.len() <= 6
-        && s.is_ascii()
-        && s[..2].chars().all(|c| c.is_ascii_alphanumeric())
-        && s[2..].chars().all(|c| c.is_ascii_digit());
-    if ok { Ok(()) } else { Err(format!("{s:?} is not an outlet string like AB12 (tower, infeed, outlet number)")) }
+    crate::drivers::snmp::Outlet::parse(s).map(|_| ()).map_err(|e| e.to_string())
 }
 
 fn secret_ref(env: Option<String>, file: Option<PathBuf>) -> Result<SecretRef, String> {
@@ -773,6 +769,22 @@ mod tests {
             let e = error(text);
             assert!(e.starts_with("inventory /etc/roller/inventory.toml: "), "{e}");
             assert!(e.contains(at), "want {at:?} in {e:?}");
+        }
+    }
+
+    #[test]
+    fn outlets_are_checked_as_the_snmp_driver_reads_them() {
+        let with_outlet =
+            |o: &str| parse(&format!("[machines.w1.pdu]\nhost = \"p\"\noutlet = \"{o}\"\ncommunity_env = \"C\"\n"));
+        for ok in ["AB12", "ab12", "CC999", "128", "A3007", "AA010"] {
+            assert!(with_outlet(ok).is_ok(), "{ok}");
+        }
+        // Shaped like an outlet, but no Sentry3 tower, infeed or outlet has these numbers.
+        for (bad, why) in
+            [("DA1", "tower"), ("0A1", "tower"), ("AZ1", "infeed"), ("AA0", "1 to 999"), ("AA1000", "1 to 999")]
+        {
+            let e = with_outlet(bad).unwrap_err().to_string();
+            assert!(e.contains("machines.w1.pdu.outlet") && e.contains(why), "{bad}: {e}");
         }
     }
 

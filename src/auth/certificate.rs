@@ -571,4 +571,23 @@ mod tests {
         assert!(e.starts_with("Supplied credentials do not satisfy authorizedScopes; "), "{e}");
         assert!(e.contains("project:releng:roller:*") && e.contains("queue:*"), "{e}");
     }
+
+    mod properties {
+        use super::super::*;
+        use crate::auth::scopes::satisfies;
+        use proptest::prelude::*;
+
+        fn scopes() -> impl Strategy<Value = Vec<String>> {
+            prop::collection::vec("[ab:*]{0,5}", 0..4)
+        }
+
+        proptest! {
+            #[test]
+            fn authorized_scopes_never_widen(held in scopes(), authorized in scopes(), required in "[ab:*]{0,6}") {
+                if let Ok(effective) = apply_authorized_scopes(held.clone(), Some(authorized)) {
+                    prop_assert!(!satisfies(&effective, &required) || satisfies(&held, &required));
+                }
+            }
+        }
+    }
 }

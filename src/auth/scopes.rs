@@ -149,4 +149,98 @@ mod tests {
         assert!(!is_valid_scope("caf\u{e9}"));
         assert!(!is_valid_scope("\x7f"));
     }
+
+    /// Properties of the star rule over arbitrary scopes (taskcluster.md §4.1, §4.3).
+    mod properties {
+        use super::super::*;
+        use proptest::prelude::*;
+
+        /// Few letters, colons and stars, so that prefixes and equal scopes are common.
+        fn scope() -> impl Strategy<Value = String> {
+            prop_oneof![3 => "[ab:*]{0,6}", 1 => "[ -~]{0,12}"]
+        }
+
+        fn scopes() -> impl Strategy<Value = Vec<String>> {
+            prop::collection::vec(scope(), 0..5)
+        }
+
+        /// `scopeMatch`'s disjunctive normal form: any one inner set fully satisfied.
+        fn scopeset_match(held: &[String], sets: &[Vec<String>]) -> bool {
+            sets.iter().any(|set| satisfies_all(held, set))
+        }
+
+        proptest! {
+            #[test]
+            fn a_scope_satisfies_itself(s in scope()) {
+                prop_assert!(satisfies(std::slice::from_ref(&s), &s));
+            }
+
+            #[test]
+            fn a_star_satisfies_every_extension(prefix in scope(), ext in scope()) {
+                let (held, required) = (format!("{prefix}*"), format!("{prefix}{ext}"));
+                prop_assert!(satisfies(&[held], &required));
+            }
+
+            #[test]
+            fn a_scope_without_a_trailing_star_satisfies_only_itself(held in scope(), required in scope()) {
+                prop_assume!(!held.ends_with('*'));
+                prop_assert_eq!(satisfies(std::slice::from_ref(&held), &required), held == required);
+            }
+
+            #[test]
+            fn a_star_satisfies_exactly_what_starts_with_its_prefix(prefix in scope(), required in scope()) {
+                let held = format!("{prefix}*");
+                prop_assert_eq!(
+                    satisfies(std::slice::from_ref(&held), &required),
+                    required == held || required.starts_with(&prefix)
+                );
+            }
+
+            #[test]
+            fn the_lone_star_satisfies_everything(required in scopes()) {
+                prop_assert!(satisfies_all(&["*".to_string()], &required));
+            }
+
+            #[test]
+            fn adding_scopes_never_removes_satisfaction(
+                held in scopes(),
+                extra in scopes(),
+                sets in prop::collection::vec(scopes(), 0..4),
+            ) {
+                let more: Vec<String> = held.iter().chain(&extra).cloned().collect();
+                for r in sets.iter().flatten() {
+                    prop_assert!(!satisfies(&held, r) || satisfies(&more, r));
+                }
+                prop_assert!(!scopeset_match(&held, &sets) || scopeset_match(&more, &sets));
+            }
+
+            #[test]
+            fn scopesets_are_an_or_of_ands(held in scopes(), sets in prop::collection::vec(scopes(), 0..4), r in scope()) {
+                // Another alternative can only help; another requirement in every
+                // alternative can only hurt.
+                let mut wider = sets.clone();
+                wider.push(vec![r.clone()]);
+                prop_assert!(!scopeset_match(&held, &sets) || scopeset_match(&held, &wider));
+                let stricter: Vec<Vec<String>> =
+                    sets.iter().map(|s| s.iter().cloned().chain([r.clone()]).collect()).collect();
+                prop_assert!(!scopeset_match(&held, &stricter) || scopeset_match(&held, &sets));
+                prop_assert!(scopeset_match(&held, &[vec![]]));
+                prop_assert!(!scopeset_match(&held, &[]));
+            }
+
+            #[test]
+            fn satisfaction_is_transitive(a in scope(), b in scope(), c in scope()) {
+                // What a granted scope grants in turn, the granting scope already grants:
+                // narrowing (authorizedScopes, certificates) can never widen.
+                if satisfies(std::slice::from_ref(&a), &b) && satisfies(&[b], &c) {
+                    prop_assert!(satisfies(&[a], &c));
+                }
+            }
+
+            #[test]
+            fn validity_is_printable_ascii(s in any::<String>()) {
+                prop_assert_eq!(is_valid_scope(&s), s.chars().all(|c| (' '..='~').contains(&c)));
+            }
+        }
+    }
 }

@@ -4,6 +4,8 @@
 //!   sushy-tools under target/), then run every test.
 //! - `cargo xtask ci`: `test`, plus `cargo fmt --check` and clippy with warnings denied.
 //! - `cargo xtask deps`: only the installing.
+//! - `cargo xtask fuzz [--seconds N] [TARGET…]`: build the cargo-fuzz targets (installing
+//!   cargo-fuzz if needed) and run each for N seconds (default 30); fails on a crash.
 //!
 //! No dependencies, so it builds in seconds.
 
@@ -44,13 +46,21 @@ const SUSHY_ENV: &str = "ROLLER_TEST_SUSHY_EMULATOR";
 const SUSHY_TOOLS: &str = "sushy-tools==2.2.0";
 
 fn main() -> ExitCode {
-    let task = std::env::args().nth(1).unwrap_or_default();
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let task = args.first().cloned().unwrap_or_default();
     let result = match task.as_str() {
         "test" => install_test_deps().and_then(test),
         "ci" => install_test_deps().and_then(|emulator| lint().and_then(|_| test(emulator))),
         "deps" => install_test_deps().map(|_| ()),
+        "fuzz" => match FuzzArgs::parse(&args[1..]) {
+            Ok(a) => fuzz(a),
+            Err(e) => {
+                eprintln!("xtask fuzz: {e}\nusage: cargo xtask fuzz [--seconds N] [TARGET…]");
+                return ExitCode::from(2);
+            }
+        },
         _ => {
-            eprintln!("usage: cargo xtask <test|ci|deps>");
+            eprintln!("usage: cargo xtask <test|ci|deps|fuzz>");
             return ExitCode::from(2);
         }
     };
@@ -131,4 +141,76 @@ fn lint() -> Result<(), String> {
 
 fn test(sushy_emulator: PathBuf) -> Result<(), String> {
     run(cargo().args(["test", "--workspace", "--all-targets"]).env(SUSHY_ENV, sushy_emulator))
+}
+
+struct FuzzArgs {
+    seconds: u64,
+    /// Empty: every target `cargo fuzz list` names.
+    targets: Vec<String>,
+}
+
+impl FuzzArgs {
+    fn parse(args: &[String]) -> Result<FuzzArgs, String> {
+        let mut parsed = FuzzArgs { seconds: 30, targets: Vec::new() };
+        let mut it = args.iter();
+        while let Some(a) = it.next() {
+            let value = match a.as_str() {
+                "--seconds" => it.next().ok_or("--seconds needs a value")?.as_str(),
+                other => match other.strip_prefix("--seconds=") {
+                    Some(v) => v,
+                    None if other.starts_with('-') => return Err(format!("unknown option {other}")),
+                    None => {
+                        parsed.targets.push(other.to_string());
+                        continue;
+                    }
+                },
+            };
+            parsed.seconds = value.parse().ok().filter(|s| *s > 0).ok_or(format!("--seconds {value:?}"))?;
+        }
+        Ok(parsed)
+    }
+}
+
+/// Every call passes `--sanitizer none`: cargo-fuzz's default AddressSanitizer is a `-Z` flag
+/// that stable rustc refuses, the fuzzed code is safe Rust, and without it no `-Z` flag is
+/// passed at all, so stable builds it without RUSTC_BOOTSTRAP (docs/FUZZING.md).
+fn cargo_fuzz(root: &Path) -> Command {
+    let mut cmd = cargo();
+    cmd.current_dir(root).arg("fuzz");
+    cmd
+}
+
+fn fuzz(args: FuzzArgs) -> Result<(), String> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().ok_or("xtask is not inside the workspace")?;
+    let installed = cargo_fuzz(root).arg("--version").output().is_ok_and(|o| o.status.success());
+    if !installed {
+        run(cargo().args(["install", "cargo-fuzz", "--locked"]))?;
+    }
+    let targets = if args.targets.is_empty() {
+        let out = cargo_fuzz(root).arg("list").output().map_err(|e| format!("cargo fuzz list: {e}"))?;
+        if !out.status.success() {
+            return Err(format!("cargo fuzz list failed: {}", String::from_utf8_lossy(&out.stderr)));
+        }
+        String::from_utf8_lossy(&out.stdout).split_whitespace().map(str::to_string).collect()
+    } else {
+        args.targets
+    };
+    // All targets at once (`cargo fuzz build` takes one or all): roller is compiled once either way.
+    run(cargo_fuzz(root).args(["build", "--sanitizer", "none"]))?;
+    let mut crashed = Vec::new();
+    for t in &targets {
+        // New inputs go to the first directory; the committed seeds stay as they are.
+        let scratch = root.join("fuzz/target/corpus").join(t);
+        std::fs::create_dir_all(&scratch).map_err(|e| format!("cannot create {scratch:?}: {e}"))?;
+        let result = run(cargo_fuzz(root)
+            .args(["run", "--sanitizer", "none", t])
+            .arg(&scratch)
+            .arg(root.join("fuzz/corpus").join(t))
+            .args(["--", &format!("-max_total_time={}", args.seconds), "-timeout=10", "-rss_limit_mb=2048"]));
+        if let Err(e) = result {
+            eprintln!("xtask: {t}: {e}; the input is under fuzz/artifacts/{t}/");
+            crashed.push(t.as_str());
+        }
+    }
+    if crashed.is_empty() { Ok(()) } else { Err(format!("fuzz targets failed: {}", crashed.join(", "))) }
 }
