@@ -4,6 +4,8 @@
 //!   sushy-tools under target/), then run every test.
 //! - `cargo xtask ci`: `test`, plus `cargo fmt --check` and clippy with warnings denied.
 //! - `cargo xtask deps`: only the installing.
+//! - `cargo xtask bench [scenario…] [--duration S]`: build roller and the load generator
+//!   (`bench/`) with `--release` and run the benchmarks (docs/BENCHMARKS.md).
 //!
 //! No dependencies, so it builds in seconds.
 
@@ -44,8 +46,9 @@ fn main() -> ExitCode {
         "test" => install_test_deps().and_then(test),
         "ci" => install_test_deps().and_then(|emulator| lint().and_then(|_| test(emulator))),
         "deps" => install_test_deps().map(|_| ()),
+        "bench" => bench(std::env::args().skip(2).collect()),
         _ => {
-            eprintln!("usage: cargo xtask <test|ci|deps>");
+            eprintln!("usage: cargo xtask <test|ci|deps|bench>");
             return ExitCode::from(2);
         }
     };
@@ -126,4 +129,17 @@ fn lint() -> Result<(), String> {
 
 fn test(sushy_emulator: PathBuf) -> Result<(), String> {
     run(cargo().args(["test", "--workspace", "--all-targets"]).env(SUSHY_ENV, sushy_emulator))
+}
+
+/// Release builds of roller and the load generator, then the benchmark itself, which
+/// starts its own redis-server and roller processes.
+fn bench(args: Vec<String>) -> Result<(), String> {
+    if !Path::new("/usr/bin/redis-server").exists() {
+        return Err("the benchmarks need redis-server: run cargo xtask deps, or apt-get install redis-server".into());
+    }
+    run(cargo().args(["build", "--release", "--package", "roller", "--package", "roller-bench"]))?;
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().ok_or("xtask is not inside the workspace")?;
+    let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root.join("target"));
+    let release = target.join("release");
+    run(Command::new(release.join("roller-bench")).args(&args).arg("--roller").arg(release.join("roller")))
 }
