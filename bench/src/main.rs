@@ -96,6 +96,8 @@ struct Row {
     rate: f64,
     latency: Option<[f64; 3]>,
     server_cpu_ms: f64,
+    /// The server CPU per process, when there are several.
+    cpu_split: Option<String>,
     client_cpu_ms: Option<f64>,
     rss: String,
     errors: u64,
@@ -142,8 +144,9 @@ async fn run(o: Options) -> Result<()> {
             None => ("-".into(), "-".into(), "-".into()),
         };
         let client = r.client_cpu_ms.map(|c| format!("{c:.3}")).unwrap_or_else(|| "-".into());
+        let split = r.cpu_split.as_deref().map(|s| format!(" ({s})")).unwrap_or_default();
         println!(
-            "| {} | {} | {} | {:.0} | {p50} | {p90} | {p99} | {:.3} | {client} | {} | {} |",
+            "| {} | {} | {} | {:.0} | {p50} | {p90} | {p99} | {:.3}{split} | {client} | {} | {} |",
             r.scenario, r.conns, r.count, r.rate, r.server_cpu_ms, r.rss, r.errors
         );
     }
@@ -240,6 +243,7 @@ async fn bare_axum(conns: usize, duration: Duration) -> Result<Row> {
         rate: out.rate(),
         latency: Some([out.quantile_ms(0.5), out.quantile_ms(0.9), out.quantile_ms(0.99)]),
         server_cpu_ms: (s1 - s0) / n,
+        cpu_split: None,
         client_cpu_ms: Some((c1 - c0) / n),
         rss: rss_of(&[&server]),
         errors: out.errors(),
@@ -321,7 +325,7 @@ async fn enqueue(o: &Options, conns: usize, duration: Duration) -> Result<Row> {
     let port = api_port(url)?;
     // Every request a new machine: nothing coalesces, every POST queues a job.
     let path = Arc::new(|n: u64| format!("/api/v1/workers/e{n}/group/bench/jobs?task_name=ping"));
-    let (c0, s0) = (self_cpu_ms(), cpu_of(&[&api, &redis]));
+    let (c0, s0, a0) = (self_cpu_ms(), cpu_of(&[&api, &redis]), cpu_ms(api.pid()));
     let out = load::run(Plan {
         port,
         creds: setup.creds(),
@@ -332,7 +336,7 @@ async fn enqueue(o: &Options, conns: usize, duration: Duration) -> Result<Row> {
         keep_bodies: false,
     })
     .await;
-    let (c1, s1) = (self_cpu_ms(), cpu_of(&[&api, &redis]));
+    let (c1, s1, a1) = (self_cpu_ms(), cpu_of(&[&api, &redis]), cpu_ms(api.pid()));
     let n = out.requests().max(1) as f64;
     if out.errors() > 0 {
         eprintln!("roller-bench: enqueue: answers {:?}, {} without answer", out.statuses, out.transport_errors);
@@ -344,6 +348,7 @@ async fn enqueue(o: &Options, conns: usize, duration: Duration) -> Result<Row> {
         rate: out.rate(),
         latency: Some([out.quantile_ms(0.5), out.quantile_ms(0.9), out.quantile_ms(0.99)]),
         server_cpu_ms: (s1 - s0) / n,
+        cpu_split: Some(format!("api {:.3}, redis {:.3}", (a1 - a0) / n, (s1 - s0 - (a1 - a0)) / n)),
         client_cpu_ms: Some((c1 - c0) / n),
         rss: rss_of(&[&api, &redis]),
         errors: out.errors(),
@@ -417,7 +422,8 @@ async fn drain(o: &Options, task: &str, jobs: u64) -> Result<Row> {
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
     let elapsed = t0.map(|t| t.elapsed()).unwrap_or_default();
-    let server = cpu_ms(worker.pid()) + cpu_ms(redis.pid()) - r0;
+    let (w_cpu, r_cpu) = (cpu_ms(worker.pid()), cpu_ms(redis.pid()) - r0);
+    let server = w_cpu + r_cpu;
     let succeeded = metric(
         &metrics(metrics_port)?,
         "roller_jobs_finished_total",
@@ -437,6 +443,7 @@ async fn drain(o: &Options, task: &str, jobs: u64) -> Result<Row> {
         rate: jobs as f64 / elapsed.as_secs_f64(),
         latency: None,
         server_cpu_ms: server / jobs as f64,
+        cpu_split: Some(format!("worker {:.3}, redis {:.3}", w_cpu / jobs as f64, r_cpu / jobs as f64)),
         client_cpu_ms: None,
         rss,
         errors: jobs.saturating_sub(succeeded),
@@ -504,8 +511,9 @@ async fn latency(o: &Options) -> Result<Vec<String>> {
                 chrono::DateTime::parse_from_rfc3339(job[k].as_str().unwrap_or("")).map_err(|e| format!("{k}: {e}"))
             };
             samples.push((t("started_at")? - t("created_at")?).num_milliseconds().max(0) as u32 * 1000);
-            // Uncorrelated with the worker's poll timer.
-            tokio::time::sleep(Duration::from_millis(37 + 13 * (i % 7))).await;
+            // Arrivals spread over a whole poll period: a fixed pause after each job would
+            // land at the same point of the worker's sleep every time.
+            tokio::time::sleep(Duration::from_millis(20 + (i as u64 * 397) % poll_ms.max(1))).await;
         }
         samples.sort_unstable();
         notes.push(format!(

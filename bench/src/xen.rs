@@ -237,6 +237,7 @@ pub async fn long_jobs(roller: PathBuf, jobs: u64) -> Result<(Row, String)> {
         rate: jobs as f64 / elapsed.as_secs_f64(),
         latency: None,
         server_cpu_ms: (w1 - w0) / jobs as f64,
+        cpu_split: None,
         client_cpu_ms: Some((c1 - c0) / jobs as f64),
         rss: format!("worker idle {idle_rss:.0}, peak {hwm:.0}; redis {:.0}", rss_mib(redis.pid()).0),
         errors: jobs - succeeded.min(jobs),
