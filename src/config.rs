@@ -932,6 +932,14 @@ mod tests {
     }
 
     #[test]
+    fn the_benchmark_noop_task_is_enabled_only_by_name() {
+        assert!(!load("", &[]).unwrap().enabled_tasks.contains(&Task::Noop));
+        let s = load("[tasks]\nenabled = [\"noop\", \"ping\"]\n", &[]).unwrap();
+        assert_eq!(s.enabled_tasks, vec![Task::Noop, Task::Ping]);
+        assert_eq!(load("", &[("TASK_NAMES", "noop")]).unwrap().enabled_tasks, vec![Task::Noop]);
+    }
+
+    #[test]
     fn unknown_keys_name_the_key_and_the_file() {
         let e = error("[runner]\nconcurency = 5\n", &[]);
         assert!(e.contains("concurency") && e.contains("roller.toml"), "{e}");

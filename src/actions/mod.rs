@@ -57,6 +57,10 @@ pub enum Task {
     IloReboot,
     Loan,
     ReturnLoan,
+    /// Does nothing and succeeds, so the benchmarks measure roller (API, queue, runner)
+    /// rather than a driver. Outside [`Task::ALL`]: enabled only when `tasks.enabled` /
+    /// `TASK_NAMES` names it, never by default.
+    Noop,
 }
 
 impl Task {
@@ -86,6 +90,9 @@ impl Task {
         Task::ReturnLoan,
     ];
 
+    /// Tasks that exist for benchmarking only: parsed, but never in the default set.
+    pub const BENCHMARK: &'static [Task] = &[Task::Noop];
+
     pub fn name(self) -> &'static str {
         match self {
             Task::Ping => "ping",
@@ -111,6 +118,7 @@ impl Task {
             Task::IloReboot => "ilo_reboot",
             Task::Loan => "loan",
             Task::ReturnLoan => "return_loan",
+            Task::Noop => "noop",
         }
     }
 
@@ -146,6 +154,7 @@ impl Task {
             Task::FileBugzillaBug => {
                 "file (or comment on) the machine's \"is unreachable\" bug, blocking its problem-tracking bug"
             }
+            Task::Noop => "do nothing and succeed (benchmarks; only when tasks.enabled names it)",
         }
     }
 
@@ -159,7 +168,8 @@ impl Task {
             | Task::IpmiStatus
             | Task::IpmiList
             | Task::RedfishStatus
-            | Task::FileBugzillaBug => 3,
+            | Task::FileBugzillaBug
+            | Task::Noop => 3,
             // They change the hardware: never re-run after a runner died mid-way.
             Task::IpmiOn
             | Task::IpmiOff
@@ -206,7 +216,7 @@ impl Task {
     }
 
     pub fn parse(s: &str) -> Option<Task> {
-        Task::ALL.iter().copied().find(|t| t.name() == s)
+        Task::ALL.iter().chain(Task::BENCHMARK).copied().find(|t| t.name() == s)
     }
 }
 
@@ -510,6 +520,7 @@ pub async fn execute(task: Task, target: &Target, cx: &ActionContext) -> Result<
         Task::IloReboot => ilo::run(target, cx).await,
         Task::Loan => loan::loan(target, cx).await,
         Task::ReturnLoan => loan::return_loan(target, cx).await,
+        Task::Noop => Ok(serde_json::json!({})),
     }
 }
 
@@ -545,6 +556,21 @@ pub(crate) async fn resolve(host: &str, cx: &ActionContext) -> Result<Resolved, 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn noop_is_parsed_but_outside_the_default_set_and_does_nothing() {
+        assert_eq!(Task::parse("noop"), Some(Task::Noop));
+        assert!(!Task::ALL.contains(&Task::Noop));
+        assert!(!Task::Noop.restarts_machine());
+        struct Silent;
+        impl LogSink for Silent {
+            fn line(&self, _: String) {}
+        }
+        let target =
+            Target { worker_id: WorkerId::parse("w1").unwrap(), worker_group: WorkerGroup::parse("g").unwrap() };
+        let cx = ActionContext::new(Arc::default(), CancellationToken::new(), Arc::new(Silent));
+        assert_eq!(execute(Task::Noop, &target, &cx).await.unwrap(), serde_json::json!({}));
+    }
 
     #[test]
     fn bug_templates_fill_each_placeholder_once() {

@@ -6,6 +6,8 @@
 //! - `cargo xtask deps`: only the installing.
 //! - `cargo xtask fuzz [--seconds N] [TARGET…]`: build the cargo-fuzz targets (installing
 //!   cargo-fuzz if needed) and run each for N seconds (default 30); fails on a crash.
+//! - `cargo xtask bench [scenario…] [--duration S]`: build roller and the load generator
+//!   (`bench/`) with `--release` and run the benchmarks (docs/BENCHMARKS.md).
 //!
 //! No dependencies, so it builds in seconds.
 
@@ -59,8 +61,9 @@ fn main() -> ExitCode {
                 return ExitCode::from(2);
             }
         },
+        "bench" => bench(std::env::args().skip(2).collect()),
         _ => {
-            eprintln!("usage: cargo xtask <test|ci|deps|fuzz>");
+            eprintln!("usage: cargo xtask <test|ci|deps|fuzz|bench>");
             return ExitCode::from(2);
         }
     };
@@ -213,4 +216,16 @@ fn fuzz(args: FuzzArgs) -> Result<(), String> {
         }
     }
     if crashed.is_empty() { Ok(()) } else { Err(format!("fuzz targets failed: {}", crashed.join(", "))) }
+
+/// Release builds of roller and the load generator, then the benchmark itself, which
+/// starts its own redis-server and roller processes.
+fn bench(args: Vec<String>) -> Result<(), String> {
+    if !Path::new("/usr/bin/redis-server").exists() {
+        return Err("the benchmarks need redis-server: run cargo xtask deps, or apt-get install redis-server".into());
+    }
+    run(cargo().args(["build", "--release", "--package", "roller", "--package", "roller-bench"]))?;
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().ok_or("xtask is not inside the workspace")?;
+    let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root.join("target"));
+    let release = target.join("release");
+    run(Command::new(release.join("roller-bench")).args(&args).arg("--roller").arg(release.join("roller")))
 }
