@@ -216,6 +216,7 @@ fn fuzz(args: FuzzArgs) -> Result<(), String> {
         }
     }
     if crashed.is_empty() { Ok(()) } else { Err(format!("fuzz targets failed: {}", crashed.join(", "))) }
+}
 
 /// Release builds of roller and the load generator, then the benchmark itself, which
 /// starts its own redis-server and roller processes.
