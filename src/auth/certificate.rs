@@ -577,8 +577,10 @@ mod tests {
         use crate::auth::scopes::satisfies;
         use proptest::prelude::*;
 
+        /// Stars only at the end (see `scopes::tests`: Taskcluster's `**` satisfies the scope
+        /// `*` without satisfying what `*` does, so interior stars would "widen" by the rule).
         fn scopes() -> impl Strategy<Value = Vec<String>> {
-            prop::collection::vec("[ab:*]{0,5}", 0..4)
+            prop::collection::vec("[ab:]{0,5}\\*?", 0..4)
         }
 
         proptest! {

@@ -164,6 +164,13 @@ mod tests {
             prop::collection::vec(scope(), 0..5)
         }
 
+        /// A scope whose only star, if any, is its last character. Taskcluster's rule makes
+        /// `**` satisfy the scope `*` (it starts with `*`) but not what `*` satisfies, so
+        /// chains of grants hold only for scopes written this way (as every real one is).
+        fn trailing_star_scope() -> impl Strategy<Value = String> {
+            prop_oneof![3 => "[ab:]{0,5}\\*?", 1 => "[ -)+-~]{0,11}\\*?"]
+        }
+
         /// `scopeMatch`'s disjunctive normal form: any one inner set fully satisfied.
         fn scopeset_match(held: &[String], sets: &[Vec<String>]) -> bool {
             sets.iter().any(|set| satisfies_all(held, set))
@@ -229,7 +236,7 @@ mod tests {
             }
 
             #[test]
-            fn satisfaction_is_transitive(a in scope(), b in scope(), c in scope()) {
+            fn satisfaction_is_transitive(a in trailing_star_scope(), b in trailing_star_scope(), c in scope()) {
                 // What a granted scope grants in turn, the granting scope already grants:
                 // narrowing (authorizedScopes, certificates) can never widen.
                 if satisfies(std::slice::from_ref(&a), &b) && satisfies(&[b], &c) {
