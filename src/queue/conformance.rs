@@ -63,6 +63,7 @@ macro_rules! conformance_suite {
             per_machine_lock_holds_until_finish,
             per_machine_lock_passes_to_the_oldest_job_after_lease_expiry,
             busy_machine_does_not_starve_others,
+            a_runnable_job_behind_many_for_busy_machines_is_found,
             expired_lease_is_taken_over,
             retry_cap_fails_the_job_after_the_last_expired_lease,
             release_requeues_at_once_keeping_attempts,
@@ -386,6 +387,20 @@ pub async fn busy_machine_does_not_starve_others(q: &dyn Queue) {
     // And the busy machine's own jobs stay in order.
     assert_eq!(q.reserve("r", LONG_LEASE).await.unwrap().unwrap().id, a2.id);
     assert_eq!(get(q, a3.id).await.state, JobState::Queued);
+}
+
+/// Far more waiting jobs for busy machines than a first look covers (Redis widens its scan
+/// window past them), and finished jobs still listed as waiting (dropped on the way).
+pub async fn a_runnable_job_behind_many_for_busy_machines_is_found(q: &dyn Queue) {
+    let held = enqueue(q, "busy", "g0").await;
+    assert_eq!(q.reserve("r", LONG_LEASE).await.unwrap().unwrap().id, held.id);
+    for g in 1..=40 {
+        enqueue(q, "busy", &format!("g{g}")).await;
+    }
+    let free = enqueue(q, "free", "g").await;
+    assert_eq!(q.reserve("r2", LONG_LEASE).await.unwrap().unwrap().id, free.id);
+    assert!(q.reserve("r3", LONG_LEASE).await.unwrap().is_none(), "only busy-machine jobs are left");
+    assert_eq!(q.stats().await.unwrap().waiting_for_lock, 40);
 }
 
 pub async fn expired_lease_is_taken_over(q: &dyn Queue) {

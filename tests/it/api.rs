@@ -151,6 +151,21 @@ async fn unknown_or_missing_task_names_are_400_naming_the_allowed_ones() {
 }
 
 #[tokio::test]
+async fn the_benchmark_noop_task_is_refused_unless_enabled_and_then_does_nothing() {
+    let app = spawn_app().await;
+    let r = app.post_job("w1", "g", "noop").await;
+    assert_eq!(r.status(), 400);
+    let d = detail(r).await;
+    assert!(d.starts_with("unknown task_name \"noop\"") && !d.contains("noop,"), "{d}");
+    let app = spawn_app_with("[tasks]\nenabled = [\"noop\"]\n", &[]).await;
+    let r = app.post_job("w1", "g", "noop").await;
+    assert_eq!(r.status(), 201);
+    let id = r.json::<Value>().await.unwrap()["task_id"].as_str().unwrap().to_string();
+    let job = app.wait_final(&id).await;
+    assert_eq!(job["state"], "succeeded", "{job}");
+}
+
+#[tokio::test]
 async fn a_duplicated_query_parameter_is_a_clear_400() {
     let app = spawn_app().await;
     let r = app.signed(Method::POST, "/api/v1/workers/w1/group/g/jobs?task_name=ping&task_name=ping", ADMIN).await;
