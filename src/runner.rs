@@ -75,7 +75,7 @@ impl Runner {
             let reclaiming = unanswered.is_some();
             let (holder, got) = match unanswered.take() {
                 Some(holder) => {
-                    let got = this.queue.reclaim(&holder).await;
+                    let got = this.queue.reclaim(&holder, this.settings.lease()).await;
                     if let Ok(Some(job)) = &got {
                         tracing::info!(job = %job.id, holder = %holder, "reclaimed a job whose reservation went unanswered");
                     }
@@ -113,7 +113,11 @@ impl Runner {
                 }
                 Err(e) => {
                     drop(permit);
-                    unanswered = Some(holder);
+                    // Only an unavailable backend may have done the work without answering;
+                    // a corrupt record would fail the same way again and stall this runner.
+                    if matches!(e, QueueError::Unavailable(_)) {
+                        unanswered = Some(holder);
+                    }
                     tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "runner cannot reserve jobs");
                     tokio::select! {
                         _ = tokio::time::sleep(backoff) => {}
@@ -397,8 +401,8 @@ mod tests {
             }
             Ok(got)
         }
-        async fn reclaim(&self, consumer: &str) -> Result<Option<Job>, QueueError> {
-            self.inner.reclaim(consumer).await
+        async fn reclaim(&self, consumer: &str, lease: Duration) -> Result<Option<Job>, QueueError> {
+            self.inner.reclaim(consumer, lease).await
         }
         async fn append_log(&self, id: JobId, line: &str) -> Result<(), QueueError> {
             self.inner.append_log(id, line).await

@@ -249,21 +249,36 @@ pub async fn reserve_with_nothing_runnable_is_none(q: &dyn Queue) {
 }
 
 pub async fn reclaim_returns_the_job_a_lost_reserve_handed_out(q: &dyn Queue) {
-    assert!(q.reclaim("h#1").await.unwrap().is_none(), "nothing handed out yet");
+    assert!(q.reclaim("h#1", LONG_LEASE).await.unwrap().is_none(), "nothing handed out yet");
     let j = enqueue(q, "a", "g").await;
     let r = q.reserve("h#1", LONG_LEASE).await.unwrap().unwrap();
     // As if that answer was lost: the same holder asks again and gets the same job, unchanged.
-    let again = q.reclaim("h#1").await.unwrap().expect("the held job");
+    let again = q.reclaim("h#1", LONG_LEASE).await.unwrap().expect("the held job");
     assert_eq!((again.id, again.attempts, again.state), (j.id, 1, JobState::Running));
     assert_eq!(lines(&again), lines(&r), "reclaiming is not a new attempt");
-    assert!(q.reclaim("h#2").await.unwrap().is_none(), "another holder holds nothing");
+    assert!(q.reclaim("h#2", LONG_LEASE).await.unwrap().is_none(), "another holder holds nothing");
     q.finish(j.id, "h#1", Outcome::Succeeded(serde_json::json!({}))).await.unwrap();
-    assert!(q.reclaim("h#1").await.unwrap().is_none(), "a finished job is held by no one");
+    assert!(q.reclaim("h#1", LONG_LEASE).await.unwrap().is_none(), "a finished job is held by no one");
     // Released: no longer held either.
     let k = enqueue(q, "b", "g").await;
     assert_eq!(q.reserve("h#3", LONG_LEASE).await.unwrap().unwrap().id, k.id);
     q.release(k.id, "h#3").await.unwrap();
-    assert!(q.reclaim("h#3").await.unwrap().is_none());
+    assert!(q.reclaim("h#3", LONG_LEASE).await.unwrap().is_none());
+    // (The released job is queued again; run it to the end so it is out of the way.)
+    assert_eq!(q.reserve("h#3b", LONG_LEASE).await.unwrap().unwrap().id, k.id);
+    q.finish(k.id, "h#3b", Outcome::Succeeded(serde_json::json!({}))).await.unwrap();
+    // A lease that ran out: the job is anyone's, not reclaimable (it is taken over instead).
+    let m = enqueue(q, "c", "g").await;
+    assert_eq!(q.reserve("h#4", Duration::from_millis(1)).await.unwrap().unwrap().id, m.id);
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert!(q.reclaim("h#4", LONG_LEASE).await.unwrap().is_none(), "an expired lease is not reclaimed");
+    q.finish(m.id, "h#4", Outcome::Succeeded(serde_json::json!({}))).await.unwrap();
+    // A live one is renewed from now: reclaiming restarts the lease the lost answer started.
+    let n = enqueue(q, "d", "g").await;
+    let short = q.reserve("h#5", Duration::from_secs(5)).await.unwrap().unwrap();
+    assert_eq!(short.id, n.id);
+    let renewed = q.reclaim("h#5", LONG_LEASE).await.unwrap().expect("still held");
+    assert!(renewed.lease_until > short.lease_until, "{:?} after {:?}", renewed.lease_until, short.lease_until);
 }
 
 pub async fn finish_records_each_outcome(q: &dyn Queue) {

@@ -225,8 +225,10 @@ pub trait Queue: Send + Sync + 'static {
     /// the way back (the backend handed the job out, the answer was lost to a
     /// timeout or a crash) gets that job at once instead of leaving it stranded
     /// until its lease expires. `None` when nothing was handed out, or the job is
-    /// no longer held by `consumer` (finished, released, taken over).
-    async fn reclaim(&self, consumer: &str) -> Result<Option<Job>, QueueError>;
+    /// no longer held by `consumer` (finished, released, taken over) or its lease
+    /// has run out (it is anyone's then). A reclaimed job's lease starts again from
+    /// now for `lease`, so the runner's clock and the queue's agree.
+    async fn reclaim(&self, consumer: &str, lease: Duration) -> Result<Option<Job>, QueueError>;
 
     /// Append a line to a job's log. An unknown job is `LostLease`, so a runner
     /// never retries it.

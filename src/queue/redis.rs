@@ -23,6 +23,8 @@
 //! - `{p}:lock:<worker_id>` → id of the job that last took the machine; the
 //!   machine is busy only while that job is `running` with a live lease;
 //! - `{p}:history:<worker_id>` — ZSET id → seq, trimmed to the history cap;
+//! - `{p}:held:<holder>` → id of the job a reservation handed out, for its lease
+//!   (deleted on finish/release): what `reclaim` finds after a lost answer;
 //! - `{p}:health` — a short-lived key written by health checks.
 //!
 //! Final jobs get a TTL of `retention` on their job and log keys; a history set
@@ -606,17 +608,25 @@ if ttl > 0 then redis.call('PEXPIRE', lk(id), ttl) end
 return 1
 "#;
 
-/// ARGV[3]: id. Returns {} or {fields, log}.
-/// ARGV[3]: consumer. Returns {} or {fields, log}: the job that consumer holds.
+/// ARGV[3..]: consumer, lease in ms. Returns {} or {fields, log}: the job that
+/// consumer holds with a live lease, its lease started again from now.
 const RECLAIM: &str = r#"
 local consumer = ARGV[3]
-local id = redis.call('GET', P .. 'held:' .. consumer)
+local lease = tonumber(ARGV[4])
+local held = P .. 'held:' .. consumer
+local id = redis.call('GET', held)
 if not id then return {} end
-local f = redis.call('HMGET', jk(id), 'state', 'consumer')
-if f[1] ~= 'running' or f[2] ~= consumer then return {} end
+local f = redis.call('HMGET', jk(id), 'state', 'consumer', 'lease_until')
+local lease_until = tonumber(f[3])
+if f[1] ~= 'running' or f[2] ~= consumer or not lease_until or lease_until < NOW then return {} end
+local new_until = NOW + lease
+redis.call('HSET', jk(id), 'lease_until', S(new_until))
+redis.call('ZADD', P .. 'running', new_until, id)
+redis.call('PEXPIRE', held, lease)
 return snapshot(id)
 "#;
 
+/// ARGV[3]: id. Returns {} or {fields, log}.
 const GET: &str = r#"
 local id = ARGV[3]
 if redis.call('EXISTS', jk(id)) == 0 then return {} end
@@ -821,8 +831,8 @@ impl Queue for RedisQueue {
         decode_snapshot(reply)
     }
 
-    async fn reclaim(&self, consumer: &str) -> Result<Option<Job>, QueueError> {
-        decode_snapshot(self.run(&self.scripts.reclaim, &[consumer]).await?)
+    async fn reclaim(&self, consumer: &str, lease: Duration) -> Result<Option<Job>, QueueError> {
+        decode_snapshot(self.run(&self.scripts.reclaim, &[consumer, &lease_ms(lease)]).await?)
     }
 
     async fn append_log(&self, id: JobId, line: &str) -> Result<(), QueueError> {

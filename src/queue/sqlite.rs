@@ -757,17 +757,30 @@ impl Queue for SqliteQueue {
         self.with_conn(move |c| reserve_tx(c, &consumer, lease, &options)).await
     }
 
-    async fn reclaim(&self, consumer: &str) -> Result<Option<Job>, QueueError> {
+    async fn reclaim(&self, consumer: &str, lease: Duration) -> Result<Option<Job>, QueueError> {
         let consumer = consumer.to_string();
         self.with_conn(move |c| {
-            let tx = c.transaction().db()?;
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate).db()?;
+            let now = now_ms();
             let id: Option<String> = tx
-                .query_row("SELECT id FROM jobs WHERE state = 'running' AND consumer = ?1 LIMIT 1", [&consumer], |r| {
-                    r.get(0)
-                })
+                .query_row(
+                    "SELECT id FROM jobs WHERE state = 'running' AND consumer = ?1 AND lease_until >= ?2 LIMIT 1",
+                    rusqlite::params![consumer, now],
+                    |r| r.get(0),
+                )
                 .optional()
                 .db()?;
-            let job = id.map(|id| reload(&tx, &id)).transpose()?;
+            let job = match id {
+                Some(id) => {
+                    tx.execute(
+                        "UPDATE jobs SET lease_until = ?2 WHERE id = ?1",
+                        rusqlite::params![id, now.saturating_add(duration_ms(lease))],
+                    )
+                    .db()?;
+                    Some(reload(&tx, &id)?)
+                }
+                None => None,
+            };
             tx.commit().db()?;
             Ok(job)
         })

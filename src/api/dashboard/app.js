@@ -220,7 +220,7 @@ async function machinesView() {
       el("th", { scope: "col", class: "wide" }, "Class"), el("th", { scope: "col" }, "Last job"),
       el("th", { scope: "col" }, "Lock"))),
     body));
-  setView("Machines",
+  const drawn = setView("Machines",
     el("h1", {}, "Machines"),
     el("div", { class: "filters" },
       el("div", { class: "field" }, el("label", { for: "filter" }, "Filter by name"), filter),
@@ -262,7 +262,8 @@ async function machinesView() {
   };
   for (const c of [filter, group, klass]) c.addEventListener("input", draw);
   await load();
-  every(10000, load);
+  // Navigated away meanwhile: no timer for a page that is gone.
+  if (drawn === generation) every(10000, load);
 }
 
 async function machineView(id) {
@@ -308,7 +309,7 @@ async function machineView(id) {
     ev.preventDefault();
     ask(whoami.tasks.find((t) => t.name === select.value));
   });
-  setView(id,
+  const drawn = setView(id,
     el("h1", {}, id),
     status,
     el("section", { "aria-labelledby": "run-title" },
@@ -348,7 +349,7 @@ async function machineView(id) {
     }
   };
   await load();
-  every(5000, load);
+  if (drawn === generation) every(5000, load);
 }
 
 // The first http(s) link a job names for its bug: the bug task's result, a
@@ -479,11 +480,17 @@ async function route() {
     }
   }
   signedInChrome();
-  const [, kind, arg] = /^#\/(machine|job)\/(.+)$/.exec(location.hash) || [];
+  const [, kind, raw] = /^#\/(machine|job)\/(.+)$/.exec(location.hash) || [];
+  let arg;
+  try {
+    arg = raw && decodeURIComponent(raw);
+  } catch {
+    showAlert(`Not a machine or job id: ${raw}`);
+    return;
+  }
   // Each view draws itself at once and then keeps loading (a job's stream runs until
   // it ends), so it is not awaited; focus moves to the new content for screen readers.
-  const view = kind === "machine" ? machineView(decodeURIComponent(arg))
-    : kind === "job" ? jobView(decodeURIComponent(arg)) : machinesView();
+  const view = kind === "machine" ? machineView(arg) : kind === "job" ? jobView(arg) : machinesView();
   view.catch((e) => showAlert(e.message));
   $("main").focus({ preventScroll: true });
 }
