@@ -21,8 +21,9 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::error::ApiError;
+use super::jobs::{job_id, log_fields, require};
 use super::wire::{ErrorBody, JobView, LogLineView};
-use super::{AppState, Authenticated, LogFields};
+use super::{AppState, Authenticated};
 use crate::domain::JobId;
 use crate::queue::{Job, JobState, Queue};
 
@@ -53,11 +54,8 @@ pub async fn job_events(
     Authenticated(caller): Authenticated,
     path: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
-    if !caller.has_scope(&state.settings.read_scope) {
-        return Err(ApiError::permission_denied());
-    }
-    let Path(raw) = path.map_err(|e| ApiError::BadRequest(format!("invalid path: {e}")))?;
-    let id = JobId::parse(&raw).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    require(&caller, &state.settings.read_scope)?;
+    let id = job_id(path)?;
     let permit =
         state.streams.clone().try_acquire_owned().map_err(|_| {
             ApiError::Unavailable(format!("{MAX_STREAMS} job streams are open already; try again later"))
@@ -79,7 +77,7 @@ pub async fn job_events(
         Some((Ok::<_, Infallible>(event), f))
     });
     let mut res = Sse::new(stream).keep_alive(KeepAlive::default()).into_response();
-    res.extensions_mut().insert(LogFields { client_id: Some(caller.client_id.to_string()), task_id: Some(raw) });
+    res.extensions_mut().insert(log_fields(&caller.client_id, Some(id)));
     Ok(res)
 }
 

@@ -221,12 +221,18 @@ async fn restart_breaker(state: &AppState, worker: &WorkerId, group: &WorkerGrou
     )))
 }
 
-fn require(caller: &crate::auth::Caller, scope: &str) -> Result<(), ApiError> {
+pub(super) fn require(caller: &crate::auth::Caller, scope: &str) -> Result<(), ApiError> {
     if caller.has_scope(scope) { Ok(()) } else { Err(ApiError::permission_denied()) }
 }
 
-fn log_fields(client: &ClientId, job: Option<JobId>) -> LogFields {
+pub(super) fn log_fields(client: &ClientId, job: Option<JobId>) -> LogFields {
     LogFields { client_id: Some(client.to_string()), task_id: job.map(|j| j.to_string()) }
+}
+
+/// The `{task_id}` of a job route, parsed.
+pub(super) fn job_id(path: Result<Path<String>, PathRejection>) -> Result<JobId, ApiError> {
+    let Path(raw) = path.map_err(|e| ApiError::BadRequest(format!("invalid path: {e}")))?;
+    JobId::parse(&raw).map_err(|e| ApiError::BadRequest(e.to_string()))
 }
 
 /// `GET /api/v1/jobs/{task_id}`: one job with its log. Needs the read scope.
@@ -247,8 +253,7 @@ pub async fn get_job(
     path: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
     require(&caller, &state.settings.read_scope)?;
-    let Path(raw) = path.map_err(|e| ApiError::BadRequest(format!("invalid path: {e}")))?;
-    let id = JobId::parse(&raw).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    let id = job_id(path)?;
     let job = state.queue.get(id).await?.ok_or_else(|| ApiError::NotFound("Not found.".into()))?;
     let mut res = Json(JobView::from(&job)).into_response();
     res.extensions_mut().insert(log_fields(&caller.client_id, Some(id)));

@@ -7,8 +7,9 @@ use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 
 use super::error::ApiError;
+use super::jobs::{log_fields, require};
 use super::wire::{ErrorBody, JobSummary, MachineView, Machines, TaskView, WhoAmI};
-use super::{AppState, Authenticated, LogFields};
+use super::{AppState, Authenticated};
 use crate::queue::JobState;
 
 /// `GET /api/v1/whoami`: the caller's client id and scopes, and every enabled task
@@ -46,7 +47,7 @@ pub async fn whoami(State(state): State<AppState>, Authenticated(caller): Authen
         tasks,
     };
     let mut res = Json(body).into_response();
-    res.extensions_mut().insert(LogFields { client_id: Some(caller.client_id.to_string()), task_id: None });
+    res.extensions_mut().insert(log_fields(&caller.client_id, None));
     res
 }
 
@@ -69,9 +70,7 @@ pub async fn machines(
     State(state): State<AppState>,
     Authenticated(caller): Authenticated,
 ) -> Result<Response, ApiError> {
-    if !caller.has_scope(&state.settings.read_scope) {
-        return Err(ApiError::permission_denied());
-    }
+    require(&caller, &state.settings.read_scope)?;
     let inventory = state.settings.actions.inventory.current();
     let mut machines = Vec::with_capacity(inventory.machines.len());
     // One query per machine: an inventory is hundreds of machines, not millions,
@@ -90,6 +89,6 @@ pub async fn machines(
     machines.sort_by(|a, b| (&a.group, &a.worker_id).cmp(&(&b.group, &b.worker_id)));
     let body = Machines { inventory: !inventory.path.as_os_str().is_empty(), machines };
     let mut res = Json(body).into_response();
-    res.extensions_mut().insert(LogFields { client_id: Some(caller.client_id.to_string()), task_id: None });
+    res.extensions_mut().insert(log_fields(&caller.client_id, None));
     Ok(res)
 }
