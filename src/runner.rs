@@ -12,20 +12,28 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{Notify, Semaphore, mpsc};
+use tokio::sync::{Notify, Semaphore, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::actions::{self, ActionContext, ActionError, ActionSettings, LogSink, Target};
 use crate::config::RunnerSettings;
 use crate::domain::JobId;
-use crate::queue::{Job, Outcome, Queue, QueueError};
+use crate::queue::{Finished, Job, Outcome, Queue, QueueError};
 
 /// Outcome recording stops retrying this long before the lease ends.
 const RECORD_MARGIN: Duration = Duration::from_secs(5);
 
 /// How long a finished job's remaining log lines may take to reach the backend.
 const LOG_DRAIN: Duration = Duration::from_secs(5);
+
+/// The most jobs one reserve call asks for: enough that a drain is not bounded by
+/// one queue round trip per job, few enough that one runner does not take a
+/// whole backlog while other runners sit idle.
+pub const RESERVE_BATCH: usize = 64;
+
+/// The most outcomes recorded in one queue call.
+pub const FINISH_BATCH: usize = 64;
 
 /// Log lines buffered per job before new ones are dropped (and counted).
 const LOG_BUFFER: usize = 1024;
@@ -38,6 +46,15 @@ pub struct Runner {
     /// Numbers each reservation, so every hold on a job has its own holder id.
     reservations: std::sync::atomic::AtomicU64,
     wake: Arc<Notify>,
+    /// Outcomes go to one task that records them in batches (see [`record_in_batches`]).
+    finishes: mpsc::Sender<FinishRequest>,
+    finish_queue: std::sync::Mutex<Option<mpsc::Receiver<FinishRequest>>>,
+}
+
+/// An outcome to record, and where to say whether it was.
+struct FinishRequest {
+    item: Finished,
+    reply: oneshot::Sender<Result<(), QueueError>>,
 }
 
 impl Runner {
@@ -47,7 +64,17 @@ impl Runner {
         actions: Arc<ActionSettings>,
         wake: Arc<Notify>,
     ) -> Self {
-        Self { queue, settings, actions, consumer: consumer_id(), reservations: Default::default(), wake }
+        let (finishes, finish_queue) = mpsc::channel(FINISH_BATCH * 16);
+        Self {
+            queue,
+            settings,
+            actions,
+            consumer: consumer_id(),
+            reservations: Default::default(),
+            wake,
+            finishes,
+            finish_queue: std::sync::Mutex::new(Some(finish_queue)),
+        }
     }
 
     /// This runner's identity in job records: host:pid:random.
@@ -62,49 +89,66 @@ impl Runner {
         let tracker = TaskTracker::new();
         let hand_back = CancellationToken::new();
         let mut backoff = this.settings.poll_interval;
-        // A reservation whose answer was lost (a timeout, a backend crash): the queue
-        // may have handed its job out, so it is reclaimed before anything else.
-        let mut unanswered: Option<String> = None;
+        // Reservations whose answer was lost (a timeout, a backend crash): the queue
+        // may have handed their jobs out, so they are reclaimed before anything else.
+        let mut unanswered: Vec<String> = Vec::new();
         tracing::info!(consumer = %this.consumer, concurrency = this.settings.concurrency, "runner started");
+        let finish_queue = this.finish_queue.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let recorder = finish_queue.map(|rx| tokio::spawn(record_in_batches(this.queue.clone(), rx)));
+        let stop_watching = CancellationToken::new();
+        let watcher = tokio::spawn({
+            let (queue, wake, stop) = (this.queue.clone(), this.wake.clone(), stop_watching.clone());
+            async move { queue.watch_for_work(wake, stop).await }
+        });
         loop {
-            let permit = tokio::select! {
+            let first = tokio::select! {
                 p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
                 _ = shutdown.cancelled() => break,
             };
+            // As many free slots as one call may fill: the queue hands them out together.
+            let mut permits = vec![first];
+            while permits.len() < RESERVE_BATCH {
+                match slots.clone().try_acquire_owned() {
+                    Ok(p) => permits.push(p),
+                    Err(_) => break,
+                }
+            }
             let reserved_at = tokio::time::Instant::now();
-            let reclaiming = unanswered.is_some();
-            let (holder, got) = match unanswered.take() {
-                Some(holder) => {
-                    let got = this.queue.reclaim(&holder, this.settings.lease()).await;
-                    if let Ok(Some(job)) = &got {
-                        tracing::info!(job = %job.id, holder = %holder, "reclaimed a job whose reservation went unanswered");
-                    }
-                    (holder, got)
-                }
-                None => {
-                    // The holder id is per reservation, not per process: if this process's
-                    // lease on a job expires and it takes the same job over, the first run's
-                    // late outcome is refused (fencing), as another runner's would be.
-                    let n = this.reservations.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    let holder = format!("{}#{n}", this.consumer);
-                    let got = this.queue.reserve(&holder, this.settings.lease()).await;
-                    (holder, got)
-                }
+            let reclaiming = !unanswered.is_empty();
+            let (holders, got) = if reclaiming {
+                let holders: Vec<String> = unanswered.drain(..permits.len().min(unanswered.len())).collect();
+                (Vec::new(), this.reclaim_all(holders, &mut unanswered).await)
+            } else {
+                // The holder id is per reservation, not per process: if this process's
+                // lease on a job expires and it takes the same job over, the first run's
+                // late outcome is refused (fencing), as another runner's would be.
+                let holders: Vec<String> = (0..permits.len())
+                    .map(|_| {
+                        let n = this.reservations.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        format!("{}#{n}", this.consumer)
+                    })
+                    .collect();
+                let got = this.queue.reserve_many(&holders, this.settings.lease()).await;
+                let got = got.map(|jobs| holders.iter().cloned().zip(jobs).collect::<Vec<_>>());
+                (holders, got)
             };
             match got {
-                Ok(Some(job)) => {
+                Ok(jobs) if !jobs.is_empty() => {
                     backoff = this.settings.poll_interval;
-                    let this = this.clone();
-                    let hand_back = hand_back.clone();
-                    tracker.spawn(async move {
-                        this.run_job(job, holder, reserved_at, hand_back).await;
-                        drop(permit);
-                    });
+                    // Unused slots go back with the permits left in `permits`.
+                    for ((holder, job), permit) in jobs.into_iter().zip(permits.drain(..)) {
+                        let this = this.clone();
+                        let hand_back = hand_back.clone();
+                        tracker.spawn(async move {
+                            this.run_job(job, holder, reserved_at, hand_back).await;
+                            drop(permit);
+                        });
+                    }
                 }
                 // Nothing was handed out after all: look for work at once.
-                Ok(None) if reclaiming => drop(permit),
-                Ok(None) => {
-                    drop(permit);
+                Ok(_) if reclaiming => {}
+                Ok(_) => {
+                    drop(permits);
                     tokio::select! {
                         _ = this.wake.notified() => {}
                         _ = tokio::time::sleep(this.settings.poll_interval) => {}
@@ -112,11 +156,11 @@ impl Runner {
                     }
                 }
                 Err(e) => {
-                    drop(permit);
+                    drop(permits);
                     // Only an unavailable backend may have done the work without answering;
                     // a corrupt record would fail the same way again and stall this runner.
-                    if matches!(e, QueueError::Unavailable(_)) {
-                        unanswered = Some(holder);
+                    if matches!(e, QueueError::Unavailable(_)) && !reclaiming {
+                        unanswered.extend(holders);
                     }
                     tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "runner cannot reserve jobs");
                     tokio::select! {
@@ -127,6 +171,8 @@ impl Runner {
                 }
             }
         }
+        stop_watching.cancel();
+        let _ = watcher.await;
         tracker.close();
         if !tracker.is_empty() {
             tracing::info!(
@@ -140,7 +186,52 @@ impl Runner {
             hand_back.cancel();
             tracker.wait().await;
         }
+        // Every job has its answer by now: nothing is waiting on the recorder.
+        if let Some(recorder) = recorder {
+            recorder.abort();
+        }
         tracing::info!("runner stopped");
+    }
+
+    /// Ask again for the jobs of reservations whose answer was lost. Holders the
+    /// backend could not answer for go back on `unanswered`; the error is returned
+    /// only when nothing was reclaimed, so reclaimed jobs run at once.
+    async fn reclaim_all(
+        &self,
+        holders: Vec<String>,
+        unanswered: &mut Vec<String>,
+    ) -> Result<Vec<(String, Job)>, QueueError> {
+        let mut jobs = Vec::new();
+        let mut failed = None;
+        for holder in holders {
+            match self.queue.reclaim(&holder, self.settings.lease()).await {
+                Ok(Some(job)) => {
+                    tracing::info!(job = %job.id, holder = %holder, "reclaimed a job whose reservation went unanswered");
+                    jobs.push((holder, job));
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    if matches!(e, QueueError::Unavailable(_)) {
+                        unanswered.push(holder);
+                    }
+                    failed = Some(e);
+                }
+            }
+        }
+        match failed {
+            Some(e) if jobs.is_empty() => Err(e),
+            _ => Ok(jobs),
+        }
+    }
+
+    /// Record an outcome through the batching recorder (directly if it is gone).
+    async fn finish(&self, id: JobId, holder: &str, outcome: Outcome) -> Result<(), QueueError> {
+        let (reply, answer) = oneshot::channel();
+        let item = Finished { id, consumer: holder.to_string(), outcome };
+        if let Err(mpsc::error::SendError(req)) = self.finishes.send(FinishRequest { item, reply }).await {
+            return self.queue.finish(id, holder, req.item.outcome).await;
+        }
+        answer.await.unwrap_or_else(|_| Err(QueueError::Unavailable("the outcome recorder stopped".into())))
     }
 
     async fn run_job(&self, job: Job, holder: String, reserved_at: tokio::time::Instant, hand_back: CancellationToken) {
@@ -199,7 +290,7 @@ impl Runner {
         let mut delay = Duration::from_millis(250);
         for attempt in 1.. {
             let result = match &outcome {
-                Some(o) => self.queue.finish(id, &holder, o.clone()).await,
+                Some(o) => self.finish(id, &holder, o.clone()).await,
                 None => self.queue.release(id, &holder).await,
             };
             match result {
@@ -230,6 +321,28 @@ impl Runner {
                 Err(e) => {
                     tracing::error!(parent: &span, error = %e, "cannot record job outcome; the lease will decide");
                     return;
+                }
+            }
+        }
+    }
+}
+
+/// Record outcomes as they come, each call taking every one waiting (up to
+/// [`FINISH_BATCH`]): one queue call for many jobs when many end together, and
+/// no added wait when one ends alone.
+async fn record_in_batches(queue: Arc<dyn Queue>, mut rx: mpsc::Receiver<FinishRequest>) {
+    let mut batch = Vec::with_capacity(FINISH_BATCH);
+    while rx.recv_many(&mut batch, FINISH_BATCH).await > 0 {
+        let (items, replies): (Vec<Finished>, Vec<_>) = batch.drain(..).map(|r| (r.item, r.reply)).unzip();
+        match queue.finish_many(&items).await {
+            Ok(answers) => {
+                for (reply, answer) in replies.into_iter().zip(answers) {
+                    let _ = reply.send(answer);
+                }
+            }
+            Err(e) => {
+                for reply in replies {
+                    let _ = reply.send(Err(e.clone()));
                 }
             }
         }

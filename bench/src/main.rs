@@ -424,11 +424,26 @@ async fn drain(o: &Options, task: &str, jobs: u64) -> Result<Row> {
     let elapsed = t0.map(|t| t.elapsed()).unwrap_or_default();
     let (w_cpu, r_cpu) = (cpu_ms(worker.pid()), cpu_ms(redis.pid()) - r0);
     let server = w_cpu + r_cpu;
-    let succeeded = metric(
-        &metrics(metrics_port)?,
-        "roller_jobs_finished_total",
-        &[&format!("task=\"{task}\""), "state=\"succeeded\""],
-    ) as u64;
+    // The queue is empty once the last finish script ran; the worker counts the job just
+    // after that answer, so wait (bounded) for the counters to catch up before reading them.
+    let counted = |state: &str| -> Result<u64> {
+        Ok(metric(
+            &metrics(metrics_port)?,
+            "roller_jobs_finished_total",
+            &[&format!("task=\"{task}\""), &format!("state=\"{state}\"")],
+        ) as u64)
+    };
+    let settle = Instant::now() + Duration::from_secs(10);
+    let mut succeeded = counted("succeeded")?;
+    while succeeded < jobs && Instant::now() < settle {
+        let others: u64 = ["failed", "timed_out", "cancelled"].iter().map(|s| counted(s).unwrap_or(0)).sum();
+        if succeeded + others >= jobs {
+            eprintln!("roller-bench: {others} {task} jobs did not succeed");
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        succeeded = counted("succeeded")?;
+    }
     let rss = format!(
         "worker {:.0} (peak {:.0}), redis {:.0}",
         rss_mib(worker.pid()).0,

@@ -201,7 +201,7 @@ pub(crate) async fn run_on(
         if task == Task::FileBugzillaBug {
             // Not a reboot: it tells people, with everything tried so far.
             cx.log(format!("{name}: filing, as nothing before it worked"));
-            match bugzilla::file(m, target, cx, &summary(&attempts).join("\n")).await {
+            match Box::pin(bugzilla::file(m, target, cx, &summary(&attempts).join("\n"))).await {
                 Ok(v) => {
                     let url = v["url"].as_str().unwrap_or_default().to_string();
                     cx.log(format!("{name}: {url}"));
@@ -305,12 +305,12 @@ fn summary(attempts: &[Value]) -> Vec<String> {
 
 async fn run_step(task: Task, m: &Machine, cx: &ActionContext) -> Result<Value, ActionError> {
     match task {
-        Task::SshReboot => ssh::run_on(m, cx).await,
-        Task::IpmiOn | Task::IpmiReset | Task::IpmiCycle => ipmi::run_on(task, m, cx).await,
-        Task::SnmpReboot | Task::SnmpRebootDelay => snmp::run_on(task, m, cx).await,
-        Task::RedfishRestart => redfish::run_on(task, m, cx).await,
-        Task::XenapiReboot => xenapi::run_on(m, cx).await,
-        Task::IloReboot => ilo::run_on(m, cx).await,
+        Task::SshReboot => Box::pin(ssh::run_on(m, cx)).await,
+        Task::IpmiOn | Task::IpmiReset | Task::IpmiCycle => Box::pin(ipmi::run_on(task, m, cx)).await,
+        Task::SnmpReboot | Task::SnmpRebootDelay => Box::pin(snmp::run_on(task, m, cx)).await,
+        Task::RedfishRestart => Box::pin(redfish::run_on(task, m, cx)).await,
+        Task::XenapiReboot => Box::pin(xenapi::run_on(m, cx)).await,
+        Task::IloReboot => Box::pin(ilo::run_on(m, cx)).await,
         other => Err(ActionError::Config(format!("{other} is not a reboot step"))),
     }
 }

@@ -73,6 +73,8 @@ macro_rules! conformance_suite {
             concurrent_reserves_hand_each_job_out_once,
             stats_count_waiting_and_running_jobs,
             reclaim_returns_the_job_a_lost_reserve_handed_out,
+            reserve_many_hands_out_several_each_to_its_holder,
+            finish_many_answers_each_job_on_its_own,
         );
         $crate::queue::conformance::conformance_suite!(@backend $backend;
             jobs_survive_reopen,
@@ -246,6 +248,69 @@ pub async fn reserve_with_nothing_runnable_is_none(q: &dyn Queue) {
     assert!(q.reserve("r2", LONG_LEASE).await.unwrap().is_none());
     q.finish(j.id, "r", Outcome::Succeeded(serde_json::json!({}))).await.unwrap();
     assert!(q.reserve("r2", LONG_LEASE).await.unwrap().is_none());
+}
+
+pub async fn reserve_many_hands_out_several_each_to_its_holder(q: &dyn Queue) {
+    let holders = |n: usize| (0..n).map(|i| format!("batch#{i}")).collect::<Vec<_>>();
+    assert!(q.reserve_many(&holders(4), LONG_LEASE).await.unwrap().is_empty(), "nothing queued");
+    let a = enqueue(q, "a", "g").await;
+    // A second job for machine a (another group, so not coalesced) must wait for a's lock,
+    // also when both would fit in one call.
+    let a2 = enqueue(q, "a", "g2").await;
+    let b = enqueue(q, "b", "g").await;
+    let c = enqueue(q, "c", "g").await;
+    let d = enqueue(q, "d", "g").await;
+    let got = q.reserve_many(&holders(3), LONG_LEASE).await.unwrap();
+    let ids: Vec<JobId> = got.iter().map(|j| j.id).collect();
+    assert_eq!(ids, [a.id, b.id, c.id], "oldest first, one job per machine, no more than asked");
+    for (i, j) in got.iter().enumerate() {
+        let holder = format!("batch#{i}");
+        assert_eq!((j.state, j.attempts), (JobState::Running, 1));
+        assert_eq!(j.consumer.as_deref(), Some(holder.as_str()), "the i-th job is the i-th holder's");
+        assert_eq!(lines(j), [format!("attempt 1 of 3 started by {holder}")]);
+        let stored = get(q, j.id).await;
+        assert_eq!((stored.consumer, stored.lease_until), (j.consumer.clone(), j.lease_until));
+        // Each reservation is its own: reclaimed by its own holder.
+        assert_eq!(q.reclaim(&holder, LONG_LEASE).await.unwrap().map(|r| r.id), Some(j.id));
+    }
+    // Asked for more than is runnable: d only (a2 waits for a).
+    let more: Vec<String> = (0..5).map(|i| format!("more#{i}")).collect();
+    let rest = q.reserve_many(&more, LONG_LEASE).await.unwrap();
+    assert_eq!(rest.iter().map(|j| j.id).collect::<Vec<_>>(), [d.id]);
+    assert_eq!(rest[0].consumer.as_deref(), Some("more#0"));
+    q.finish(a.id, "batch#0", Outcome::Succeeded(serde_json::json!({}))).await.unwrap();
+    let last = q.reserve_many(&more[1..], LONG_LEASE).await.unwrap();
+    assert_eq!(last.iter().map(|j| (j.id, j.consumer.clone())).collect::<Vec<_>>(), [(a2.id, Some("more#1".into()))]);
+    assert!(q.reserve_many(&[], LONG_LEASE).await.unwrap().is_empty());
+}
+
+pub async fn finish_many_answers_each_job_on_its_own(q: &dyn Queue) {
+    use super::Finished;
+    assert!(q.finish_many(&[]).await.unwrap().is_empty());
+    let a = enqueue(q, "a", "g").await;
+    let b = enqueue(q, "b", "g").await;
+    let c = enqueue(q, "c", "g").await;
+    let holders: Vec<String> = (0..3).map(|i| format!("h#{i}")).collect();
+    let got = q.reserve_many(&holders, LONG_LEASE).await.unwrap();
+    assert_eq!(got.len(), 3);
+    let items = [
+        Finished { id: a.id, consumer: "h#0".into(), outcome: Outcome::Succeeded(serde_json::json!({"step": 1})) },
+        // Not b's holder: refused, and the others are recorded all the same.
+        Finished { id: b.id, consumer: "h#0".into(), outcome: Outcome::Failed("wrong holder".into()) },
+        Finished { id: c.id, consumer: "h#2".into(), outcome: Outcome::TimedOut("too slow".into()) },
+    ];
+    let answers = q.finish_many(&items).await.unwrap();
+    assert_eq!(answers.len(), 3);
+    assert!(answers[0].is_ok() && answers[2].is_ok(), "{answers:?}");
+    assert!(matches!(answers[1], Err(QueueError::LostLease(id)) if id == b.id), "{answers:?}");
+    let (a, b, c) = (get(q, a.id).await, get(q, b.id).await, get(q, c.id).await);
+    assert_eq!((a.state, a.result), (JobState::Succeeded, Some(serde_json::json!({"step": 1}))));
+    assert_eq!((b.state, b.consumer.as_deref()), (JobState::Running, Some("h#1")), "b is still h#1's");
+    assert_eq!((c.state, c.error.as_deref()), (JobState::TimedOut, Some("too slow")));
+    assert!(a.finished_at.is_some() && c.finished_at.is_some() && b.finished_at.is_none());
+    // Finishing again is refused: the job is no longer held.
+    let again = q.finish_many(&items[..1]).await.unwrap();
+    assert!(matches!(again[..], [Err(QueueError::LostLease(_))]), "{again:?}");
 }
 
 pub async fn reclaim_returns_the_job_a_lost_reserve_handed_out(q: &dyn Queue) {

@@ -25,10 +25,13 @@ pub mod sqlite;
 #[cfg(test)]
 mod conformance;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
 
 use crate::actions::Task;
 use crate::domain::{ClientId, JobId, TaskclusterName, WorkerGroup, WorkerId};
@@ -170,6 +173,14 @@ pub struct QueueStats {
     pub waiting_for_lock: u64,
 }
 
+/// One item of [`Queue::finish_many`]: the outcome of job `id`, held by `consumer`.
+#[derive(Debug, Clone)]
+pub struct Finished {
+    pub id: JobId,
+    pub consumer: String,
+    pub outcome: Outcome,
+}
+
 /// How a reserved job ended.
 #[derive(Debug, Clone)]
 pub enum Outcome {
@@ -191,7 +202,7 @@ impl Outcome {
 }
 
 /// A queue backend failed. The API maps it to 503; the runner backs off and retries.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum QueueError {
     #[error("queue backend unavailable: {0}")]
     Unavailable(String),
@@ -221,6 +232,25 @@ pub trait Queue: Send + Sync + 'static {
     /// instead and never handed out.
     async fn reserve(&self, consumer: &str, lease: Duration) -> Result<Option<Job>, QueueError>;
 
+    /// Up to `holders.len()` jobs at once, as `reserve` would hand them out one
+    /// after another: the i-th job returned is held by `holders[i]` (each hold
+    /// has its own holder id, so each job is reclaimed, finished and fenced on
+    /// its own). Fewer, or none, when fewer are runnable. On an error any of the
+    /// holders may hold a job: the caller reclaims each.
+    ///
+    /// The default asks `reserve` once per holder; a backend where a call is a
+    /// network round trip does them in one call (a drain is bounded by it).
+    async fn reserve_many(&self, holders: &[String], lease: Duration) -> Result<Vec<Job>, QueueError> {
+        let mut jobs = Vec::new();
+        for holder in holders {
+            match self.reserve(holder, lease).await? {
+                Some(job) => jobs.push(job),
+                None => break,
+            }
+        }
+        Ok(jobs)
+    }
+
     /// The job `consumer` holds now, if any: how a runner whose `reserve` failed on
     /// the way back (the backend handed the job out, the answer was lost to a
     /// timeout or a crash) gets that job at once instead of leaving it stranded
@@ -236,6 +266,20 @@ pub trait Queue: Send + Sync + 'static {
 
     /// Record the outcome of a job held by `consumer`.
     async fn finish(&self, id: JobId, consumer: &str, outcome: Outcome) -> Result<(), QueueError>;
+
+    /// Several `finish`es in one call: one answer per item, in order (a job no
+    /// longer held is `LostLease` without failing the rest). The outer error is
+    /// for the call as a whole, when none of the answers is known.
+    ///
+    /// The default finishes one after another; a backend where a call is a
+    /// network round trip does them together (a drain is bounded by it).
+    async fn finish_many(&self, items: &[Finished]) -> Result<Vec<Result<(), QueueError>>, QueueError> {
+        let mut answers = Vec::with_capacity(items.len());
+        for f in items {
+            answers.push(self.finish(f.id, &f.consumer, f.outcome.clone()).await);
+        }
+        Ok(answers)
+    }
 
     /// Give a held job back unfinished (graceful shutdown): it becomes `queued`
     /// at once, keeping its attempt count; on its last allowed attempt it is
@@ -253,4 +297,13 @@ pub trait Queue: Send + Sync + 'static {
 
     /// What is waiting and running now (for `/metrics`).
     async fn stats(&self) -> Result<QueueStats, QueueError>;
+
+    /// Until `stop`: `wake.notify_one()` whenever another process signals that a
+    /// job may have become runnable (enqueued, handed back, its machine freed), so
+    /// an idle runner starts it at once rather than at its next poll. Backends
+    /// without such a signal just wait for `stop`: the runner's poll finds the work.
+    async fn watch_for_work(&self, wake: Arc<Notify>, stop: CancellationToken) {
+        let _ = wake;
+        stop.cancelled().await
+    }
 }
