@@ -103,8 +103,15 @@ impl TaskclusterAuth {
         let answer: Value = serde_json::from_slice(&bytes)
             .map_err(|_| unavailable("authenticateHawk answered with something other than JSON"))?;
         let caller = interpret(&answer)?;
+        // Taskcluster judged the timestamp by its clock; the replay cache
+        // forgets a header once roller's clock is past ts + skew, so roller
+        // refuses by its own clock what it may no longer remember.
+        let now = SystemTime::now();
+        if !parsed.is_fresh(now, TIMESTAMP_SKEW) {
+            return Err(refused("Stale timestamp"));
+        }
         // Only a verified header is recorded, so strangers cannot burn nonces.
-        if !self.nonces.check_and_insert(&parsed.id, parsed.ts, &parsed.nonce, SystemTime::now()) {
+        if !self.nonces.check_and_insert(&parsed.id, parsed.ts, &parsed.nonce, now) {
             return Err(refused("Replayed nonce"));
         }
         Ok(caller)
@@ -256,6 +263,25 @@ mod tests {
         // A garbled header never reaches Taskcluster.
         assert!(refusal(tc.authenticate(&r, "Hawk id=\"alice\"").await).starts_with("Missing attributes"));
         assert_eq!(seen.lock().unwrap().len(), 3);
+    }
+
+    #[tokio::test]
+    async fn a_header_stale_by_rollers_clock_is_refused_although_taskcluster_accepts_it() {
+        // As if Taskcluster's clock lagged roller's: it accepts what roller's
+        // replay cache would already have forgotten.
+        let (root, _) = stand_in(
+            StatusCode::OK,
+            json!({"status": "auth-success", "clientId": "alice", "scopes": []}),
+            Duration::ZERO,
+        )
+        .await;
+        let tc = TaskclusterAuth::new(&root, Duration::from_secs(5)).unwrap();
+        let now = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap().as_secs();
+        for ts in [now - TIMESTAMP_SKEW.as_secs() - 60, now + TIMESTAMP_SKEW.as_secs() + 60] {
+            let h = format!("Hawk id=\"alice\", ts=\"{ts}\", nonce=\"n\", mac=\"bWFj\"");
+            assert_eq!(refusal(tc.authenticate(&req(), &h).await), "Stale timestamp");
+        }
+        assert!(tc.authenticate(&req(), &hdr("alice")).await.is_ok());
     }
 
     #[tokio::test]
