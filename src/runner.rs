@@ -1,5 +1,11 @@
-//! The runner: reserve a job, run its action within the time limits, record
-//! the outcome.
+//! The runner: reserve jobs, run each action within the time limits, record
+//! the outcomes.
+//!
+//! Jobs are reserved as many at once as there are free slots (at most
+//! [`RESERVE_BATCH`] per queue call) and outcomes recorded by one task in
+//! batches ([`FINISH_BATCH`]); each job keeps its own holder id all the same.
+//! While idle the runner waits for the queue's wake-up (`Queue::watch_for_work`)
+//! or its poll interval, whichever comes first.
 //!
 //! Concurrency is bounded by a semaphore (a reboot mostly waits, so the limit
 //! is in the thousands). Each job gets a soft limit (the action's cancellation
@@ -48,7 +54,7 @@ pub struct Runner {
     wake: Arc<Notify>,
     /// Outcomes go to one task that records them in batches (see [`record_in_batches`]).
     finishes: mpsc::Sender<FinishRequest>,
-    finish_queue: std::sync::Mutex<Option<mpsc::Receiver<FinishRequest>>>,
+    finish_queue: Option<mpsc::Receiver<FinishRequest>>,
 }
 
 /// An outcome to record, and where to say whether it was.
@@ -73,7 +79,7 @@ impl Runner {
             reservations: Default::default(),
             wake,
             finishes,
-            finish_queue: std::sync::Mutex::new(Some(finish_queue)),
+            finish_queue: Some(finish_queue),
         }
     }
 
@@ -83,7 +89,8 @@ impl Runner {
     }
 
     /// Run jobs until `shutdown` fires, then wind down gracefully.
-    pub async fn run_until_stopped(self, shutdown: CancellationToken) {
+    pub async fn run_until_stopped(mut self, shutdown: CancellationToken) {
+        let finish_queue = self.finish_queue.take();
         let this = Arc::new(self);
         let slots = Arc::new(Semaphore::new(this.settings.concurrency));
         let tracker = TaskTracker::new();
@@ -93,7 +100,6 @@ impl Runner {
         // may have handed their jobs out, so they are reclaimed before anything else.
         let mut unanswered: Vec<String> = Vec::new();
         tracing::info!(consumer = %this.consumer, concurrency = this.settings.concurrency, "runner started");
-        let finish_queue = this.finish_queue.lock().unwrap_or_else(|e| e.into_inner()).take();
         let recorder = finish_queue.map(|rx| tokio::spawn(record_in_batches(this.queue.clone(), rx)));
         let stop_watching = CancellationToken::new();
         let watcher = tokio::spawn({
@@ -101,9 +107,11 @@ impl Runner {
             async move { queue.watch_for_work(wake, stop).await }
         });
         loop {
+            // Shutdown first: once it fired, no new job is taken, even with a slot free.
             let first = tokio::select! {
-                p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+                biased;
                 _ = shutdown.cancelled() => break,
+                p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
             };
             // As many free slots as one call may fill: the queue hands them out together.
             let mut permits = vec![first];
@@ -129,7 +137,9 @@ impl Runner {
                     })
                     .collect();
                 let got = this.queue.reserve_many(&holders, this.settings.lease()).await;
-                let got = got.map(|jobs| holders.iter().cloned().zip(jobs).collect::<Vec<_>>());
+                let got = got.map(|jobs| {
+                    jobs.into_iter().filter_map(|j| j.consumer.clone().map(|holder| (holder, j))).collect::<Vec<_>>()
+                });
                 (holders, got)
             };
             match got {
@@ -150,9 +160,10 @@ impl Runner {
                 Ok(_) => {
                     drop(permits);
                     tokio::select! {
+                        biased;
+                        _ = shutdown.cancelled() => break,
                         _ = this.wake.notified() => {}
                         _ = tokio::time::sleep(this.settings.poll_interval) => {}
-                        _ = shutdown.cancelled() => break,
                     }
                 }
                 Err(e) => {
@@ -164,8 +175,9 @@ impl Runner {
                     }
                     tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "runner cannot reserve jobs");
                     tokio::select! {
-                        _ = tokio::time::sleep(backoff) => {}
+                        biased;
                         _ = shutdown.cancelled() => break,
+                        _ = tokio::time::sleep(backoff) => {}
                     }
                     backoff = (backoff * 2).min(Duration::from_secs(10));
                 }
@@ -173,6 +185,26 @@ impl Runner {
         }
         stop_watching.cancel();
         let _ = watcher.await;
+        // One grace period for everything below, as the README promises.
+        let grace_ends = tokio::time::Instant::now() + this.settings.shutdown_grace;
+        // A reservation still unanswered may hold a job: give it back now rather than
+        // leave it to its lease. Reclaimed with a short lease, so that if the hand-back
+        // fails the job is soon anyone's again (best effort: the backend may be down).
+        let hand_back_unanswered = async {
+            for holder in unanswered {
+                match this.queue.reclaim(&holder, RECORD_MARGIN).await {
+                    Ok(Some(job)) => match this.queue.release(job.id, &holder).await {
+                        Ok(()) => tracing::info!(job = %job.id, "handed back a job whose reservation went unanswered"),
+                        Err(e) => {
+                            tracing::warn!(job = %job.id, error = %e, "cannot hand back a job; its lease will decide")
+                        }
+                    },
+                    Ok(None) => {}
+                    Err(_) => break,
+                }
+            }
+        };
+        let _ = tokio::time::timeout_at(grace_ends, hand_back_unanswered).await;
         tracker.close();
         if !tracker.is_empty() {
             tracing::info!(
@@ -181,7 +213,7 @@ impl Runner {
                 "runner stopping; waiting for running jobs"
             );
         }
-        if tokio::time::timeout(this.settings.shutdown_grace, tracker.wait()).await.is_err() {
+        if tokio::time::timeout_at(grace_ends, tracker.wait()).await.is_err() {
             tracing::warn!(running = tracker.len(), "grace period over; handing running jobs back to the queue");
             hand_back.cancel();
             tracker.wait().await;
@@ -193,34 +225,59 @@ impl Runner {
         tracing::info!("runner stopped");
     }
 
-    /// Ask again for the jobs of reservations whose answer was lost. Holders the
-    /// backend could not answer for go back on `unanswered`; the error is returned
-    /// only when nothing was reclaimed, so reclaimed jobs run at once.
+    /// Ask again for the jobs of reservations whose answer was lost. At the first
+    /// unavailable answer the rest go back on `unanswered` untried (each try could
+    /// wait out the backend's timeout); the error is returned only when nothing was
+    /// reclaimed, so reclaimed jobs run at once.
     async fn reclaim_all(
         &self,
         holders: Vec<String>,
         unanswered: &mut Vec<String>,
     ) -> Result<Vec<(String, Job)>, QueueError> {
         let mut jobs = Vec::new();
+        let mut holders = holders.into_iter();
         let mut failed = None;
-        for holder in holders {
+        while let Some(holder) = holders.next() {
             match self.queue.reclaim(&holder, self.settings.lease()).await {
                 Ok(Some(job)) => {
                     tracing::info!(job = %job.id, holder = %holder, "reclaimed a job whose reservation went unanswered");
                     jobs.push((holder, job));
                 }
                 Ok(None) => {}
-                Err(e) => {
-                    if matches!(e, QueueError::Unavailable(_)) {
-                        unanswered.push(holder);
-                    }
+                Err(e @ QueueError::Unavailable(_)) => {
+                    unanswered.push(holder);
+                    unanswered.extend(holders);
                     failed = Some(e);
+                    break;
                 }
+                // Another answer would be the same next time: that holder is given up.
+                Err(e) => failed = Some(e),
             }
         }
         match failed {
             Some(e) if jobs.is_empty() => Err(e),
             _ => Ok(jobs),
+        }
+    }
+
+    /// Only once the outcome is recorded, and beside it: a slow notifier never
+    /// holds a job's outcome back.
+    fn count_and_notify(&self, job: &Job, o: &Outcome, started: std::time::Instant) {
+        let task = job.task.name();
+        metrics::counter!("roller_jobs_finished_total", "task" => task, "state" => o.state().as_str()).increment(1);
+        metrics::histogram!("roller_job_duration_seconds", "task" => task).record(started.elapsed().as_secs_f64());
+        self.settings.notify.job_finished(job, o);
+    }
+
+    /// Whether the queue holds `outcome` for job `id` as recorded by `holder` (or, for
+    /// a hand-back, the job waiting again): what a lost answer to a finish left behind.
+    async fn recorded(&self, id: JobId, holder: &str, outcome: Option<&Outcome>) -> bool {
+        match self.queue.get(id).await {
+            Ok(Some(j)) => match outcome {
+                Some(o) => j.state == o.state() && j.consumer.as_deref() == Some(holder),
+                None => j.state == crate::queue::JobState::Queued,
+            },
+            _ => false,
         }
     }
 
@@ -288,6 +345,8 @@ impl Runner {
         // itself); after that the lease expiry decides the job's fate.
         let deadline = reserved_at + self.settings.lease().saturating_sub(RECORD_MARGIN);
         let mut delay = Duration::from_millis(250);
+        // Whether an earlier try may have been recorded although its answer was lost.
+        let mut uncertain = false;
         for attempt in 1.. {
             let result = match &outcome {
                 Some(o) => self.finish(id, &holder, o.clone()).await,
@@ -297,15 +356,16 @@ impl Runner {
                 Ok(()) => {
                     let state = outcome.as_ref().map(|o| o.state().as_str()).unwrap_or("queued");
                     tracing::info!(parent: &span, state, "job finished");
-                    // Only once the outcome is recorded, and beside it: a slow
-                    // notifier never holds a job's outcome back.
                     if let Some(o) = &outcome {
-                        let task = job.task.name();
-                        metrics::counter!("roller_jobs_finished_total", "task" => task, "state" => o.state().as_str())
-                            .increment(1);
-                        metrics::histogram!("roller_job_duration_seconds", "task" => task)
-                            .record(started.elapsed().as_secs_f64());
-                        self.settings.notify.job_finished(&job, o);
+                        self.count_and_notify(&job, o, started);
+                    }
+                    return;
+                }
+                Err(QueueError::LostLease(_)) if uncertain && self.recorded(id, &holder, outcome.as_ref()).await => {
+                    // The earlier try went through; only its answer was lost.
+                    tracing::info!(parent: &span, "job outcome was recorded by an earlier try");
+                    if let Some(o) = &outcome {
+                        self.count_and_notify(&job, o, started);
                     }
                     return;
                 }
@@ -314,6 +374,7 @@ impl Runner {
                     return;
                 }
                 Err(e) if tokio::time::Instant::now() + delay < deadline => {
+                    uncertain |= matches!(e, QueueError::Unavailable(_));
                     tracing::warn!(parent: &span, error = %e, attempt, "cannot record job outcome yet; retrying");
                     tokio::time::sleep(delay).await;
                     delay = (delay * 2).min(Duration::from_secs(5));
@@ -496,10 +557,18 @@ mod tests {
 
     use crate::domain::WorkerId;
 
-    /// A queue whose next reservation is carried out but whose answer is lost.
+    /// A queue whose next reservation is carried out but whose answer is lost; with
+    /// `down_until`, every answer to reserve and reclaim is lost until that token fires.
     struct LosesOneAnswer {
         inner: Arc<dyn Queue>,
         lose: std::sync::atomic::AtomicBool,
+        down_until: Option<CancellationToken>,
+    }
+
+    impl LosesOneAnswer {
+        fn down(&self) -> bool {
+            self.down_until.as_ref().is_some_and(|t| !t.is_cancelled())
+        }
     }
 
     #[async_trait::async_trait]
@@ -509,12 +578,18 @@ mod tests {
         }
         async fn reserve(&self, consumer: &str, lease: Duration) -> Result<Option<Job>, QueueError> {
             let got = self.inner.reserve(consumer, lease).await?;
+            if got.is_some() && self.down() {
+                return Err(QueueError::Unavailable("the answer was lost on the way".into()));
+            }
             if got.is_some() && self.lose.swap(false, std::sync::atomic::Ordering::SeqCst) {
                 return Err(QueueError::Unavailable("the answer was lost on the way".into()));
             }
             Ok(got)
         }
         async fn reclaim(&self, consumer: &str, lease: Duration) -> Result<Option<Job>, QueueError> {
+            if self.down() {
+                return Err(QueueError::Unavailable("no answer".into()));
+            }
             self.inner.reclaim(consumer, lease).await
         }
         async fn append_log(&self, id: JobId, line: &str) -> Result<(), QueueError> {
@@ -540,27 +615,21 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn a_job_whose_reservation_answer_was_lost_runs_at_once_not_after_its_lease() {
-        let dir = tempfile::tempdir().unwrap();
-        let inner: Arc<dyn Queue> =
-            Arc::new(crate::queue::sqlite::SqliteQueue::open(&dir.path().join("q.db")).unwrap());
-        let queue = Arc::new(LosesOneAnswer { inner, lose: true.into() });
-        let job = queue
-            .enqueue(crate::queue::NewJob {
-                task: crate::actions::Task::Ping,
-                worker_id: WorkerId::parse("127.0.0.1").unwrap(),
-                worker_group: crate::domain::WorkerGroup::parse("lab").unwrap(),
-                requester: crate::domain::ClientId::parse("tester").unwrap(),
-                origin: None,
-                provisioner_id: None,
-                worker_type: None,
-            })
-            .await
-            .unwrap()
-            .job;
-        // A lease of an hour: were the job left to it, the wait below would give up long before.
-        let settings = RunnerSettings {
+    fn a_ping() -> crate::queue::NewJob {
+        crate::queue::NewJob {
+            task: crate::actions::Task::Ping,
+            worker_id: WorkerId::parse("127.0.0.1").unwrap(),
+            worker_group: crate::domain::WorkerGroup::parse("lab").unwrap(),
+            requester: crate::domain::ClientId::parse("tester").unwrap(),
+            origin: None,
+            provisioner_id: None,
+            worker_type: None,
+        }
+    }
+
+    /// A lease of an hour: a job left to it would outlast any of these tests.
+    fn hour_lease_settings() -> RunnerSettings {
+        RunnerSettings {
             concurrency: 4,
             soft_time_limit: Duration::from_secs(1800),
             hard_time_limit: Duration::from_secs(3540),
@@ -568,7 +637,51 @@ mod tests {
             poll_interval: Duration::from_millis(20),
             shutdown_grace: Duration::from_secs(1),
             notify: Default::default(),
-        };
+        }
+    }
+
+    #[tokio::test]
+    async fn a_reservation_unanswered_at_shutdown_is_handed_back_not_left_to_its_lease() {
+        let dir = tempfile::tempdir().unwrap();
+        let inner: Arc<dyn Queue> =
+            Arc::new(crate::queue::sqlite::SqliteQueue::open(&dir.path().join("q.db")).unwrap());
+        let stop = CancellationToken::new();
+        let queue =
+            Arc::new(LosesOneAnswer { inner: inner.clone(), lose: false.into(), down_until: Some(stop.clone()) });
+        let job = queue.enqueue(a_ping()).await.unwrap().job;
+        let runner = Runner::new(
+            queue.clone(),
+            hour_lease_settings(),
+            Arc::new(ActionSettings::default()),
+            Arc::new(Notify::new()),
+        );
+        let running = tokio::spawn(runner.run_until_stopped(stop.clone()));
+        // The backend took the job for the runner, which never heard of it.
+        let mut held = false;
+        for _ in 0..600 {
+            if inner.get(job.id).await.unwrap().unwrap().state == crate::queue::JobState::Running {
+                held = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(held, "the reservation was carried out");
+        // Shutdown; the backend answers again from now on.
+        stop.cancel();
+        tokio::time::timeout(Duration::from_secs(30), running).await.expect("the runner stops").unwrap();
+        let j = inner.get(job.id).await.unwrap().unwrap();
+        assert_ne!(j.state, crate::queue::JobState::Running, "stranded until its lease: {:?}", j.log);
+        assert_eq!(j.attempts, 1, "{:?}", j.log);
+    }
+
+    #[tokio::test]
+    async fn a_job_whose_reservation_answer_was_lost_runs_at_once_not_after_its_lease() {
+        let dir = tempfile::tempdir().unwrap();
+        let inner: Arc<dyn Queue> =
+            Arc::new(crate::queue::sqlite::SqliteQueue::open(&dir.path().join("q.db")).unwrap());
+        let queue = Arc::new(LosesOneAnswer { inner, lose: true.into(), down_until: None });
+        let job = queue.enqueue(a_ping()).await.unwrap().job;
+        let settings = hour_lease_settings();
         let runner = Runner::new(queue.clone(), settings, Arc::new(ActionSettings::default()), Arc::new(Notify::new()));
         let stop = CancellationToken::new();
         let running = tokio::spawn(runner.run_until_stopped(stop.clone()));

@@ -34,6 +34,20 @@ pub fn prometheus() -> &'static metrics_exporter_prometheus::PrometheusHandle {
             .expect("buckets are not empty")
             .build_recorder();
         let handle = recorder.handle();
+        // The exporter keeps every histogram sample until its upkeep folds them into
+        // the buckets, and only its own HTTP listener (not used: /metrics is ours)
+        // runs upkeep. Without a scraper a worker grew by every job's duration sample
+        // (the soak: ~20 bytes a job, without end), so upkeep runs here.
+        let upkeep = handle.clone();
+        let spawned = std::thread::Builder::new().name("metrics-upkeep".into()).spawn(move || {
+            loop {
+                std::thread::sleep(std::time::Duration::from_secs(5));
+                upkeep.run_upkeep();
+            }
+        });
+        if let Err(e) = spawned {
+            tracing::warn!(error = %e, "cannot start the metrics upkeep thread; histograms grow until scraped");
+        }
         // Another recorder already installed (only possible in an embedding program)
         // leaves this one unused: /metrics then shows only the queue gauges.
         if metrics::set_global_recorder(recorder).is_err() {

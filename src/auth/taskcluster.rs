@@ -74,6 +74,13 @@ impl TaskclusterAuth {
             "port": req.port,
             "authorization": header,
         });
+        // Taskcluster judges the timestamp by its clock; the replay cache forgets
+        // a header once roller's clock is past ts + skew, so roller refuses by its
+        // own clock what it may no longer remember (before the round trip: a stale
+        // header gets no further whatever Taskcluster would say).
+        if !parsed.is_fresh(SystemTime::now(), TIMESTAMP_SKEW) {
+            return Err(refused("Stale timestamp"));
+        }
         let mut resp = self
             .http
             .post(&self.url)
@@ -103,15 +110,8 @@ impl TaskclusterAuth {
         let answer: Value = serde_json::from_slice(&bytes)
             .map_err(|_| unavailable("authenticateHawk answered with something other than JSON"))?;
         let caller = interpret(&answer)?;
-        // Taskcluster judged the timestamp by its clock; the replay cache
-        // forgets a header once roller's clock is past ts + skew, so roller
-        // refuses by its own clock what it may no longer remember.
-        let now = SystemTime::now();
-        if !parsed.is_fresh(now, TIMESTAMP_SKEW) {
-            return Err(refused("Stale timestamp"));
-        }
         // Only a verified header is recorded, so strangers cannot burn nonces.
-        if !self.nonces.check_and_insert(&parsed.id, parsed.ts, &parsed.nonce, now) {
+        if !self.nonces.check_and_insert(&parsed.id, parsed.ts, &parsed.nonce, SystemTime::now()) {
             return Err(refused("Replayed nonce"));
         }
         Ok(caller)
@@ -269,7 +269,7 @@ mod tests {
     async fn a_header_stale_by_rollers_clock_is_refused_although_taskcluster_accepts_it() {
         // As if Taskcluster's clock lagged roller's: it accepts what roller's
         // replay cache would already have forgotten.
-        let (root, _) = stand_in(
+        let (root, seen) = stand_in(
             StatusCode::OK,
             json!({"status": "auth-success", "clientId": "alice", "scopes": []}),
             Duration::ZERO,
@@ -281,6 +281,7 @@ mod tests {
             let h = format!("Hawk id=\"alice\", ts=\"{ts}\", nonce=\"n\", mac=\"bWFj\"");
             assert_eq!(refusal(tc.authenticate(&req(), &h).await), "Stale timestamp");
         }
+        assert_eq!(seen.lock().unwrap().len(), 0, "a stale header is refused before the round trip");
         assert!(tc.authenticate(&req(), &hdr("alice")).await.is_ok());
     }
 

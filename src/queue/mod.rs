@@ -233,19 +233,23 @@ pub trait Queue: Send + Sync + 'static {
     async fn reserve(&self, consumer: &str, lease: Duration) -> Result<Option<Job>, QueueError>;
 
     /// Up to `holders.len()` jobs at once, as `reserve` would hand them out one
-    /// after another: the i-th job returned is held by `holders[i]` (each hold
-    /// has its own holder id, so each job is reclaimed, finished and fenced on
-    /// its own). Fewer, or none, when fewer are runnable. On an error any of the
-    /// holders may hold a job: the caller reclaims each.
+    /// after another, each held by one of `holders` (its `consumer`; each hold has
+    /// its own holder id, so each job is reclaimed, finished and fenced on its
+    /// own), in the order of `holders`. Fewer, or none, when fewer are runnable.
+    /// On an error any of the holders may hold a job: the caller reclaims each.
     ///
-    /// The default asks `reserve` once per holder; a backend where a call is a
-    /// network round trip does them in one call (a drain is bounded by it).
+    /// The default asks `reserve` once per holder and returns what it got before
+    /// an error (a local backend's error means that reservation did not happen);
+    /// a backend where a call is a network round trip does them in one call (a
+    /// drain is bounded by it).
     async fn reserve_many(&self, holders: &[String], lease: Duration) -> Result<Vec<Job>, QueueError> {
         let mut jobs = Vec::new();
         for holder in holders {
-            match self.reserve(holder, lease).await? {
-                Some(job) => jobs.push(job),
-                None => break,
+            match self.reserve(holder, lease).await {
+                Ok(Some(job)) => jobs.push(job),
+                Ok(None) => break,
+                Err(e) if jobs.is_empty() => return Err(e),
+                Err(_) => break,
             }
         }
         Ok(jobs)

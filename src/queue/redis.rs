@@ -25,7 +25,9 @@
 //! - `{p}:history:<worker_id>` — ZSET id → seq, trimmed to the history cap;
 //! - `{p}:held:<holder>` → id of the job a reservation handed out, for its lease
 //!   (deleted on finish/release): what `reclaim` finds after a lost answer;
-//! - `{p}:health` — a short-lived key written by health checks.
+//! - `{p}:health` — a short-lived key written by health checks;
+//! - `{p}:wake` — a pub/sub channel (not a key): enqueue, release and a finish that
+//!   frees a machine with a job waiting publish on it; idle runners subscribe.
 //!
 //! Final jobs get a TTL of `retention` on their job and log keys; a history set
 //! gets the same TTL once none of its jobs is queued or running. Queued and
@@ -492,11 +494,10 @@ if existing then
 end
 local seq = redis.call('INCR', P .. 'seq')
 local k = jk(id)
-redis.call('HSET', k, 'id', id, 'seq', S(seq), 'task', task, 'worker_id', wid, 'worker_group', grp,
-  'requester', ARGV[7], 'state', 'queued', 'attempts', '0', 'max_attempts', ARGV[8], 'created_at', S(NOW))
-for i = 10, #ARGV, 2 do
-  redis.call('HSET', k, ARGV[i], ARGV[i + 1])
-end
+local fields = {'id', id, 'seq', S(seq), 'task', task, 'worker_id', wid, 'worker_group', grp,
+  'requester', ARGV[7], 'state', 'queued', 'attempts', '0', 'max_attempts', ARGV[8], 'created_at', S(NOW)}
+for i = 10, #ARGV do fields[#fields + 1] = ARGV[i] end
+redis.call('HSET', k, unpack(fields))
 redis.call('ZADD', P .. 'queued', seq, id)
 redis.call('SET', ak, id)
 local hk = P .. 'history:' .. wid
@@ -914,7 +915,12 @@ impl Queue for RedisQueue {
         let mut jobs = Vec::new();
         while let Some(fields) = items.next() {
             let log = items.next().ok_or_else(|| corrupt("(script reply)", "a job without its log"))?;
-            jobs.push(decode_job(fields, log)?);
+            // One unreadable record (say, a task this older roller does not know)
+            // must not cost the others in the batch: they are handed out already.
+            match decode_job(fields, log) {
+                Ok(job) => jobs.push(job),
+                Err(e) => tracing::error!(error = %e, "a reserved job cannot be read; its lease will decide"),
+            }
         }
         Ok(jobs)
     }
@@ -1013,7 +1019,7 @@ impl Queue for RedisQueue {
             };
             match subscribed {
                 Ok(Ok(pubsub)) => {
-                    backoff = Duration::from_millis(100);
+                    let since = tokio::time::Instant::now();
                     tracing::debug!(redis = %self.target, "listening for wake-ups");
                     // Whatever was published while unsubscribed is found by one look now.
                     wake.notify_one();
@@ -1028,6 +1034,11 @@ impl Queue for RedisQueue {
                         }
                     }
                     tracing::warn!(redis = %self.target, "wake-up subscription lost; subscribing again");
+                    // Only a subscription that lasted earns a quick retry: a node that
+                    // accepts and drops at once must not be hammered.
+                    if since.elapsed() >= Duration::from_secs(30) {
+                        backoff = Duration::from_millis(100);
+                    }
                 }
                 Ok(Err(e)) => {
                     let why = redact(&e.to_string(), &self.secrets);
@@ -1476,6 +1487,16 @@ mod tests {
         set("attempts", "0");
         server.cli(&["rpush", &format!("{{bad}}:log:{id}"), "plain text"]);
         corrupt(q.get(id).await, "log line");
+
+        // In a batch, an unreadable job (a task this roller does not know) does not
+        // cost the others their reservation: they are handed out, it is left to its lease.
+        let q = connect(&server, "batch").await;
+        let bad = q.enqueue(ping("b1", "g")).await.unwrap().job.id;
+        let good = q.enqueue(ping("b2", "g")).await.unwrap().job.id;
+        server.cli(&["hset", &format!("{{batch}}:job:{bad}"), "task", "reboot-via-magic"]);
+        let holders = vec!["h#0".to_string(), "h#1".to_string()];
+        let got = q.reserve_many(&holders, LONG_LEASE).await.expect("the readable job is handed out");
+        assert_eq!(got.iter().map(|j| (j.id, j.consumer.clone())).collect::<Vec<_>>(), [(good, Some("h#1".into()))]);
     }
 
     /// Three masters on loopback, slots spread by `redis-cli --cluster create`.
