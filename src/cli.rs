@@ -13,7 +13,8 @@ use crate::actions::{self, ActionContext, LogSink, Target, Task};
 use crate::client::Client;
 use crate::config::{ProcessEnv, Settings};
 use crate::domain::{JobId, WorkerGroup, WorkerId};
-use crate::runner::{Ended, Limits, run_with_limits};
+use crate::queue::Outcome;
+use crate::runner::{Limits, run_with_limits};
 use crate::startup::{ADMIN_CREDENTIALS_FILE, Application, Mode};
 
 /// `println!` that ignores a closed stdout (`roller check-config | head`) instead of panicking.
@@ -207,7 +208,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         // Only the Bugzilla/Xen settings matter here (do those steps run?); a config
         // problem elsewhere must not stop the check of an inventory file.
         Command::Inventory { command: InventoryCommand::Check { file } } => {
-            let actions = load(&cli).map(|s| s.actions).unwrap_or_default();
+            let actions = load(&cli).ok().and_then(|s| crate::startup::action_settings(&s).ok()).unwrap_or_default();
             inventory_check(&actions, file)
         }
         Command::TcActions { base_url, declare } => tc_actions(load(&cli)?, base_url, declare.as_deref()).await,
@@ -246,7 +247,7 @@ async fn serve(settings: Settings, mode: Mode) -> anyhow::Result<ExitCode> {
     crate::telemetry::init();
     let app = Application::build_mode(settings, mode).await?;
     // Before the banner: whoever reads it may send SIGHUP right away.
-    crate::startup::reload_inventory_on_sighup(app.settings());
+    crate::startup::reload_inventory_on_sighup(app.settings().inventory_path.clone(), app.inventory().clone());
     let s = app.settings();
     let queue = match &s.redis {
         Some(r) => format!("Redis, keys {{{}}}:* (REDIS_URL)", r.prefix),
@@ -358,13 +359,13 @@ async fn tc_actions(settings: Settings, base_url: &str, declare: Option<&str>) -
         return Ok(ExitCode::SUCCESS);
     };
     crate::domain::TaskclusterName::parse("provisioner_id", provisioner)?;
-    let Some(tc) = &settings.actions.taskcluster else {
+    let Some(tc) = crate::startup::taskcluster_client(&settings)? else {
         anyhow::bail!(
             "--declare needs roller's Taskcluster credentials (TASKCLUSTER_ROOT_URL, TASKCLUSTER_CLIENT_ID, \
              TASKCLUSTER_ACCESS_TOKEN)"
         );
     };
-    let answer = tc.client.declare_provisioner(provisioner, &actions).await?;
+    let answer = tc.declare_provisioner(provisioner, &actions).await?;
     eprintln!(
         "roller: declared {} actions for provisioner {provisioner}. Taskcluster v39 and later accept this and store \
          nothing: no Taskcluster UI will offer them.",
@@ -390,7 +391,7 @@ fn explain(settings: Settings, worker_id: &str, file: Option<&std::path::Path>) 
         }
         return Ok(ExitCode::from(1));
     };
-    let r = &settings.actions.reboot;
+    let r = &settings.reboot;
     let group = m.group.as_ref().map(|g| g.to_string()).unwrap_or_else(|| "-".into());
     say!("{} (group {group}, class {})", m.id, m.class.name);
     say!("  address  {}, probed by {}", m.address, m.class.reachability);
@@ -401,7 +402,7 @@ fn explain(settings: Settings, worker_id: &str, file: Option<&std::path::Path>) 
     );
     say!("           after a power cycle the BMC or PDU saw, or if it was not answering, only coming back counts");
     say!("  reboot chain, in order:");
-    let plan = crate::actions::reboot::plan(m, &settings.actions);
+    let plan = crate::actions::reboot::plan(m, &crate::startup::action_settings(&settings)?);
     for (n, p) in plan.iter().enumerate() {
         let what = crate::actions::reboot::describe(m, p.step);
         match &p.skip {
@@ -428,11 +429,11 @@ async fn run_once(settings: Settings, task: &str, worker_id: &str, group: &str) 
     let task =
         Task::parse(task).with_context(|| format!("unknown task {task:?}; one of: {}", Task::list(Task::ALL)))?;
     let target = Target { worker_id: WorkerId::parse(worker_id)?, worker_group: WorkerGroup::parse(group)? };
-    crate::startup::load_inventory(&settings)?;
-    crate::drivers::gate::configure(settings.safety.gate);
+    let actions = crate::startup::action_settings(&settings)?;
+    crate::startup::load_inventory(&settings, &actions.inventory)?;
     let soft = CancellationToken::new();
     let interrupted = CancellationToken::new();
-    let cx = ActionContext::new(Arc::new(settings.actions.clone()), soft.clone(), Arc::new(StderrLog))
+    let cx = ActionContext::new(Arc::new(actions), soft.clone(), Arc::new(StderrLog))
         .with_soft_deadline(std::time::Instant::now() + settings.runner.soft_time_limit);
     let i = interrupted.clone();
     tokio::spawn(async move {
@@ -442,18 +443,22 @@ async fn run_once(settings: Settings, task: &str, worker_id: &str, group: &str) 
     });
     let limits = Limits { soft: settings.runner.soft_time_limit, hard: settings.runner.hard_time_limit };
     let ended = run_with_limits(actions::execute(task, &target, &cx), limits, &soft, &interrupted).await;
-    let (ok, out) = match ended {
-        Ended::Finished(Ok(v)) | Ended::AfterSoftLimit(Ok(v)) => {
-            (true, serde_json::json!({"state": "succeeded", "result": v}))
-        }
-        Ended::Finished(Err(e)) => (false, serde_json::json!({"state": "failed", "error": e.to_string()})),
-        Ended::AfterSoftLimit(Err(_)) | Ended::HardLimit => {
-            (false, serde_json::json!({"state": "timed_out", "error": "time limit reached"}))
-        }
-        Ended::HandedBack => (false, serde_json::json!({"state": "cancelled", "error": "interrupted"})),
-    };
+    let (ok, out) = outcome_json(crate::runner::outcome(ended, limits));
     say!("{}", serde_json::to_string_pretty(&out)?);
     Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+/// A `roller run` outcome as it prints: `{"state", "result"}` or `{"state", "error"}`;
+/// whether it succeeded. Ctrl-C before the end is `cancelled`, "interrupted".
+fn outcome_json(outcome: Option<Outcome>) -> (bool, serde_json::Value) {
+    let outcome = outcome.unwrap_or_else(|| Outcome::Cancelled("interrupted".into()));
+    let state = outcome.state().as_str();
+    match outcome {
+        Outcome::Succeeded(v) => (true, serde_json::json!({ "state": state, "result": v })),
+        Outcome::Failed(e) | Outcome::TimedOut(e) | Outcome::Cancelled(e) => {
+            (false, serde_json::json!({ "state": state, "error": e }))
+        }
+    }
 }
 
 /// A log sink that prefixes each line with the machine, for runs on many at once.
@@ -477,9 +482,9 @@ async fn run_many(
     let task =
         Task::parse(task).with_context(|| format!("unknown task {task:?}; one of: {}", Task::list(Task::ALL)))?;
     crate::fleet::confirm(task, targets.len(), settings.safety.confirm_above, yes)?;
-    crate::startup::load_inventory(&settings)?;
-    crate::drivers::gate::configure(settings.safety.gate);
-    let actions = Arc::new(settings.actions.clone());
+    let actions = crate::startup::action_settings(&settings)?;
+    crate::startup::load_inventory(&settings, &actions.inventory)?;
+    let actions = Arc::new(actions);
     let limits = Limits { soft: settings.runner.soft_time_limit, hard: settings.runner.hard_time_limit };
     let interrupted = CancellationToken::new();
     let i = interrupted.clone();
@@ -499,22 +504,15 @@ async fn run_many(
                 .with_soft_deadline(std::time::Instant::now() + limits.soft);
             let target = Target { worker_id: worker.clone(), worker_group: group.clone() };
             let ended = run_with_limits(actions::execute(task, &target, &cx), limits, &soft, &interrupted).await;
-            let (state, job) = match ended {
-                Ended::Finished(Ok(v)) | Ended::AfterSoftLimit(Ok(v)) => {
-                    ("succeeded", serde_json::json!({ "result": v }))
-                }
-                Ended::Finished(Err(e)) => ("failed", serde_json::json!({ "error": e.to_string() })),
-                Ended::AfterSoftLimit(Err(_)) | Ended::HardLimit => {
-                    ("timed_out", serde_json::json!({ "error": "time limit reached" }))
-                }
-                Ended::HandedBack => ("cancelled", serde_json::json!({ "error": "interrupted" })),
-            };
+            let (_, mut job) = outcome_json(crate::runner::outcome(ended, limits));
+            let state = job.as_object_mut().and_then(|o| o.remove("state"));
+            let state = state.and_then(|s| s.as_str().map(str::to_string)).unwrap_or_default();
             let row = crate::fleet::Row {
                 worker: worker.to_string(),
                 group: group.to_string(),
                 http: 200,
                 task_id: None,
-                state: state.into(),
+                state,
                 detail: crate::fleet::summary(&job),
                 job,
             };

@@ -66,4 +66,4 @@ impl Client {
     }
 }
 
-pub use crate::auth::sign;
+pub use crate::drivers::hawk::sign;

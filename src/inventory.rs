@@ -19,15 +19,11 @@ use serde::Deserialize;
 use crate::domain::{TaskclusterName, WorkerGroup, WorkerId};
 /// How roller decides a machine answers: ICMP (default) or `tcp:<port>`.
 pub use crate::drivers::reachability::Probe as Reachability;
+use crate::task::{Needs, Task};
 
 /// The original's `REBOOT_METHODS` default: gentlest first, a human last.
-pub const DEFAULT_REBOOT_CHAIN: &[RebootStep] = &[
-    RebootStep::SshReboot,
-    RebootStep::IpmiReset,
-    RebootStep::IpmiCycle,
-    RebootStep::SnmpReboot,
-    RebootStep::FileBugzillaBug,
-];
+pub const DEFAULT_REBOOT_CHAIN: &[Task] =
+    &[Task::SshReboot, Task::IpmiReset, Task::IpmiCycle, Task::SnmpReboot, Task::FileBugzillaBug];
 
 /// A problem in the inventory, with where it is.
 #[derive(Debug, thiserror::Error)]
@@ -36,55 +32,6 @@ pub struct InventoryError {
     pub file: String,
     pub at: String,
     pub message: String,
-}
-
-/// One step of a reboot chain (the original's method names).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum RebootStep {
-    SshReboot,
-    IpmiOn,
-    IpmiReset,
-    IpmiCycle,
-    SnmpReboot,
-    SnmpRebootDelay,
-    RedfishRestart,
-    XenapiReboot,
-    IloReboot,
-    FileBugzillaBug,
-}
-
-impl RebootStep {
-    pub const ALL: &'static [RebootStep] = &[
-        RebootStep::SshReboot,
-        RebootStep::IpmiOn,
-        RebootStep::IpmiReset,
-        RebootStep::IpmiCycle,
-        RebootStep::SnmpReboot,
-        RebootStep::SnmpRebootDelay,
-        RebootStep::RedfishRestart,
-        RebootStep::XenapiReboot,
-        RebootStep::IloReboot,
-        RebootStep::FileBugzillaBug,
-    ];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            RebootStep::SshReboot => "ssh_reboot",
-            RebootStep::IpmiOn => "ipmi_on",
-            RebootStep::IpmiReset => "ipmi_reset",
-            RebootStep::IpmiCycle => "ipmi_cycle",
-            RebootStep::SnmpReboot => "snmp_reboot",
-            RebootStep::SnmpRebootDelay => "snmp_rebootdelay",
-            RebootStep::RedfishRestart => "redfish_restart",
-            RebootStep::XenapiReboot => "xenapi_reboot",
-            RebootStep::IloReboot => "ilo_reboot",
-            RebootStep::FileBugzillaBug => "file_bugzilla_bug",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<RebootStep> {
-        RebootStep::ALL.iter().copied().find(|m| m.name() == s)
-    }
 }
 
 /// Where a secret comes from. Resolved at use, never stored in the inventory.
@@ -132,7 +79,7 @@ pub struct Bridging {
 #[derive(Debug, Clone)]
 pub struct HardwareClass {
     pub name: String,
-    pub reboot: Vec<RebootStep>,
+    pub reboot: Vec<Task>,
     pub reachability: Reachability,
     pub ipmi_cipher_suite: u8,
     pub ipmi_privilege: String,
@@ -220,22 +167,21 @@ pub struct Machine {
 }
 
 impl Machine {
-    /// Whether this machine has what `step` needs; `Err` says what is missing.
+    /// Whether this machine has what `task` needs; `Err` says what is missing.
     /// Steps that need roller-wide settings (Xen, Bugzilla) are checked by their actions.
-    pub fn can_run(&self, step: RebootStep) -> Result<(), &'static str> {
+    pub fn can_run(&self, task: Task) -> Result<(), &'static str> {
         let has = |ok: bool, missing: &'static str| if ok { Ok(()) } else { Err(missing) };
-        match step {
-            RebootStep::SshReboot => has(self.ssh.is_some(), "no [ssh] for this machine"),
-            RebootStep::IpmiOn | RebootStep::IpmiReset | RebootStep::IpmiCycle => {
-                has(self.ipmi.is_some(), "no [ipmi] for this machine")
+        match task.spec().needs {
+            Needs::Nothing | Needs::Inventory => Ok(()),
+            Needs::Ssh => has(self.ssh.is_some(), "no [ssh] for this machine"),
+            Needs::Ipmi => has(self.ipmi.is_some(), "no [ipmi] for this machine"),
+            Needs::Pdu => has(self.pdu.is_some(), "no [pdu] for this machine"),
+            Needs::Redfish => has(self.redfish.is_some(), "no [redfish] for this machine"),
+            Needs::BootControl => {
+                has(self.ipmi.is_some() || self.redfish.is_some(), "neither [ipmi] nor [redfish] for this machine")
             }
-            RebootStep::SnmpReboot | RebootStep::SnmpRebootDelay => {
-                has(self.pdu.is_some(), "no [pdu] for this machine")
-            }
-            RebootStep::RedfishRestart => has(self.redfish.is_some(), "no [redfish] for this machine"),
-            RebootStep::XenapiReboot => has(self.xen_vm_uuid.is_some(), "no [xen] for this machine"),
-            RebootStep::IloReboot => has(self.ilo.is_some(), "no [ilo] for this machine"),
-            RebootStep::FileBugzillaBug => Ok(()),
+            Needs::Xen => has(self.xen_vm_uuid.is_some(), "no [xen] for this machine"),
+            Needs::Ilo => has(self.ilo.is_some(), "no [ilo] for this machine"),
         }
     }
 
@@ -331,8 +277,8 @@ impl Inventory {
                 Some(list) => {
                     let mut steps = Vec::new();
                     for s in list {
-                        let step = RebootStep::parse(&s).ok_or_else(|| {
-                            let known: Vec<_> = RebootStep::ALL.iter().map(|m| m.name()).collect();
+                        let step = Task::parse(&s).filter(|t| t.is_reboot_step()).ok_or_else(|| {
+                            let known: Vec<_> = Task::reboot_steps().map(Task::name).collect();
                             err(at("reboot"), format!("unknown step {s:?}; known: {}", known.join(", ")))
                         })?;
                         steps.push(step);
@@ -716,10 +662,7 @@ mod tests {
         assert_eq!(ipmi.password, SecretRef::Env("MOONSHOT_IPMI_PASSWORD".into()));
         let mac = inv.machine(&WorkerId::parse("macmini-r8-1.test.releng.mdc1.mozilla.com").unwrap()).unwrap();
         assert_eq!(mac.id.as_str(), "macmini-r8-1", "found by the first DNS label");
-        assert_eq!(
-            mac.class.reboot,
-            vec![RebootStep::SshReboot, RebootStep::SnmpRebootDelay, RebootStep::FileBugzillaBug]
-        );
+        assert_eq!(mac.class.reboot, vec![Task::SshReboot, Task::SnmpRebootDelay, Task::FileBugzillaBug]);
         assert_eq!(mac.pdu.as_ref().unwrap().outlet, "AB12");
         assert!(!inv.dns_search.is_empty());
     }
@@ -728,9 +671,9 @@ mod tests {
     fn steps_without_configuration_are_not_runnable() {
         let inv = parse("[machines.w1.pdu]\nhost = \"pdu1\"\noutlet = \"AA1\"\ncommunity_env = \"C\"\n").unwrap();
         let m = inv.machine(&WorkerId::parse("w1").unwrap()).unwrap();
-        assert_eq!(m.can_run(RebootStep::SnmpReboot), Ok(()));
-        assert_eq!(m.can_run(RebootStep::SshReboot), Err("no [ssh] for this machine"));
-        assert_eq!(m.can_run(RebootStep::IpmiCycle), Err("no [ipmi] for this machine"));
+        assert_eq!(m.can_run(Task::SnmpReboot), Ok(()));
+        assert_eq!(m.can_run(Task::SshReboot), Err("no [ssh] for this machine"));
+        assert_eq!(m.can_run(Task::IpmiCycle), Err("no [ipmi] for this machine"));
         assert_eq!(m.secrets().len(), 1);
     }
 

@@ -15,6 +15,7 @@ pub mod notify;
 pub mod queue;
 pub mod runner;
 pub mod startup;
+pub mod task;
 pub mod telemetry;
 
 /// Build information for `/__version__` and `roller --version`.

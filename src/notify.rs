@@ -15,9 +15,9 @@ use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Value, json};
 use sha2::Sha256;
 
-use crate::actions::Task;
 use crate::drivers::taskcluster::TaskclusterClient;
 use crate::queue::{Job, Outcome};
+use crate::task::Task;
 
 const ATTEMPTS: u32 = 3;
 /// Messages being delivered at once, process-wide.
@@ -32,6 +32,7 @@ const CHAT_MAX: usize = 3_000;
 #[derive(Clone, Default)]
 pub struct Notifier(Option<Arc<Inner>>);
 
+#[derive(Clone, Default)]
 pub struct NotifySettings {
     pub emails: Vec<String>,
     /// `Some(domain)`: also email the requester, when their clientId names an
@@ -52,20 +53,51 @@ struct Inner {
     http: reqwest::Client,
 }
 
+impl std::fmt::Debug for NotifySettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NotifySettings")
+            .field("emails", &self.emails)
+            .field("requester_domain", &self.requester_domain)
+            .field("matrix_room", &self.matrix_room)
+            .field("slack_channel", &self.slack_channel)
+            // Only where it goes: hook URLs often carry a token in their path.
+            .field("webhook", &self.webhook_url.as_deref().map(crate::drivers::url_for_message))
+            .field("webhook_secret", &self.webhook_secret.as_ref().map(|_| "[redacted]"))
+            .field("public_url", &self.public_url)
+            .field("timeout", &self.timeout)
+            .finish()
+    }
+}
+
+impl NotifySettings {
+    /// Email, Matrix and Slack go through Taskcluster notify; anything asking for them
+    /// needs roller's Taskcluster credentials.
+    fn wants_taskcluster(&self) -> bool {
+        !self.emails.is_empty()
+            || self.requester_domain.is_some()
+            || self.matrix_room.is_some()
+            || self.slack_channel.is_some()
+    }
+
+    /// Whether these settings can work: what is asked for has what it needs.
+    pub fn check(&self, has_taskcluster: bool) -> Result<(), String> {
+        if self.wants_taskcluster() && !has_taskcluster {
+            return Err("notify: email, Matrix and Slack go through Taskcluster notify, which needs roller's \
+                        Taskcluster credentials (TASKCLUSTER_ROOT_URL, TASKCLUSTER_CLIENT_ID, TASKCLUSTER_ACCESS_TOKEN)"
+                .into());
+        }
+        if self.webhook_url.is_some() != self.webhook_secret.is_some() {
+            return Err("notify: a webhook needs both a URL and a secret".into());
+        }
+        Ok(())
+    }
+}
+
 impl std::fmt::Debug for Notifier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match &self.0 {
             None => f.write_str("Notifier(off)"),
-            Some(i) => f
-                .debug_struct("Notifier")
-                .field("emails", &i.s.emails)
-                .field("requester_domain", &i.s.requester_domain)
-                .field("matrix_room", &i.s.matrix_room)
-                .field("slack_channel", &i.s.slack_channel)
-                // Only where it goes: hook URLs often carry a token in their path.
-                .field("webhook", &i.s.webhook_url.as_deref().map(crate::drivers::url_for_message))
-                .field("webhook_secret", &i.s.webhook_secret.as_ref().map(|_| "[redacted]"))
-                .finish(),
+            Some(i) => i.s.fmt(f),
         }
     }
 }
@@ -81,19 +113,8 @@ struct Message {
 impl Notifier {
     /// `tc` is roller's Taskcluster client (needed for email, Matrix and Slack).
     pub fn new(s: NotifySettings, tc: Option<TaskclusterClient>) -> Result<Notifier, String> {
-        let wants_tc = !s.emails.is_empty()
-            || s.requester_domain.is_some()
-            || s.matrix_room.is_some()
-            || s.slack_channel.is_some();
-        if wants_tc && tc.is_none() {
-            return Err("notify: email, Matrix and Slack go through Taskcluster notify, which needs roller's \
-                        Taskcluster credentials (TASKCLUSTER_ROOT_URL, TASKCLUSTER_CLIENT_ID, TASKCLUSTER_ACCESS_TOKEN)"
-                .into());
-        }
-        if s.webhook_url.is_some() != s.webhook_secret.is_some() {
-            return Err("notify: a webhook needs both a URL and a secret".into());
-        }
-        if !wants_tc && s.webhook_url.is_none() {
+        s.check(tc.is_some())?;
+        if !s.wants_taskcluster() && s.webhook_url.is_none() {
             return Ok(Notifier(None));
         }
         let http = reqwest::Client::builder().timeout(s.timeout).build().map_err(|e| e.to_string())?;

@@ -22,9 +22,12 @@ use tokio::sync::{Notify, Semaphore, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::actions::{self, ActionContext, ActionError, ActionSettings, LogSink, Target};
+use tracing::Instrument;
+
+use crate::actions::{self, ActionContext, ActionError, ActionSettings, LogSink, Report, Target};
 use crate::config::RunnerSettings;
 use crate::domain::JobId;
+use crate::notify::Notifier;
 use crate::queue::{Finished, Job, Outcome, Queue, QueueError};
 
 /// Outcome recording stops retrying this long before the lease ends.
@@ -52,6 +55,8 @@ pub struct Runner {
     /// Numbers each reservation, so every hold on a job has its own holder id.
     reservations: std::sync::atomic::AtomicU64,
     wake: Arc<Notify>,
+    /// Who hears about jobs starting and ending (no one by default).
+    notify: Notifier,
     /// Outcomes go to one task that records them in batches (see [`record_in_batches`]).
     finishes: mpsc::Sender<FinishRequest>,
     finish_queue: Option<mpsc::Receiver<FinishRequest>>,
@@ -78,9 +83,16 @@ impl Runner {
             consumer: consumer_id(),
             reservations: Default::default(),
             wake,
+            notify: Notifier::default(),
             finishes,
             finish_queue: Some(finish_queue),
         }
+    }
+
+    /// Tell people about the jobs this runner starts and ends.
+    pub fn with_notifier(mut self, notify: Notifier) -> Self {
+        self.notify = notify;
+        self
     }
 
     /// This runner's identity in job records: host:pid:random.
@@ -266,7 +278,7 @@ impl Runner {
         let task = job.task.name();
         metrics::counter!("roller_jobs_finished_total", "task" => task, "state" => o.state().as_str()).increment(1);
         metrics::histogram!("roller_job_duration_seconds", "task" => task).record(started.elapsed().as_secs_f64());
-        self.settings.notify.job_finished(job, o);
+        self.notify.job_finished(job, o);
     }
 
     /// Whether the queue holds `outcome` for job `id` as recorded by `holder` (or, for
@@ -297,7 +309,7 @@ impl Runner {
         let _enter = span.enter();
         tracing::info!("job started");
         drop(_enter);
-        self.settings.notify.job_started(&job);
+        self.notify.job_started(&job);
         let running = metrics::gauge!("roller_jobs_running");
         running.increment(1.0);
         let started = std::time::Instant::now();
@@ -313,22 +325,15 @@ impl Runner {
             );
         let target = Target { worker_id: job.worker_id.clone(), worker_group: job.worker_group.clone() };
         let limits = Limits { soft: self.settings.soft_time_limit, hard: self.settings.hard_time_limit };
-        let ended = run_with_limits(actions::execute(job.task, &target, &cx), limits, &soft, &hand_back).await;
+        // The job's span goes into the action, so every driver line names the job.
+        let action = actions::execute(job.task, &target, &cx).instrument(span.clone());
+        let ended = run_with_limits(action, limits, &soft, &hand_back).await;
 
         running.decrement(1.0);
-        let outcome = match ended {
-            Ended::Finished(Ok(v)) => Some(Outcome::Succeeded(v)),
-            Ended::Finished(Err(e)) => Some(Outcome::Failed(e.to_string())),
-            Ended::AfterSoftLimit(Ok(v)) => Some(Outcome::Succeeded(v)),
-            Ended::AfterSoftLimit(Err(ActionError::Cancelled)) | Ended::AfterSoftLimit(Err(_)) => Some(
-                Outcome::TimedOut(format!("soft time limit of {}s reached; the action stopped", limits.soft.as_secs())),
-            ),
-            Ended::HardLimit => Some(Outcome::TimedOut(format!(
-                "hard time limit of {}s reached; the action was aborted",
-                limits.hard.as_secs()
-            ))),
-            Ended::HandedBack => None,
-        };
+        if let Ended::Finished(Err(e)) | Ended::AfterSoftLimit(Err(e)) = &ended {
+            metrics::counter!("roller_job_errors_total", "task" => job.task.name(), "kind" => e.kind()).increment(1);
+        }
+        let outcome = outcome(ended, limits);
         match &outcome {
             Some(Outcome::TimedOut(why)) => log.line(why.clone()),
             None => log.line("runner shutting down; job handed back to the queue".into()),
@@ -435,6 +440,23 @@ pub enum Ended<T> {
     HardLimit,
     /// Shutdown took it away before it finished.
     HandedBack,
+}
+
+/// How an action's run becomes a job outcome: the one mapping, for the runner and
+/// `roller run`. `None` when shutdown (or Ctrl-C) took the action away before it
+/// finished: the runner hands the job back, `roller run` reports it interrupted.
+pub fn outcome(ended: Ended<Result<Report, ActionError>>, limits: Limits) -> Option<Outcome> {
+    Some(match ended {
+        Ended::Finished(Ok(r)) | Ended::AfterSoftLimit(Ok(r)) => Outcome::Succeeded(r.to_json()),
+        Ended::Finished(Err(e)) => Outcome::Failed(e.to_string()),
+        Ended::AfterSoftLimit(Err(_)) => {
+            Outcome::TimedOut(format!("soft time limit of {}s reached; the action stopped", limits.soft.as_secs()))
+        }
+        Ended::HardLimit => {
+            Outcome::TimedOut(format!("hard time limit of {}s reached; the action was aborted", limits.hard.as_secs()))
+        }
+        Ended::HandedBack => return None,
+    })
 }
 
 /// Drive `fut` under the soft and hard limits. At the soft limit `soft` is
@@ -617,7 +639,8 @@ mod tests {
 
     fn a_ping() -> crate::queue::NewJob {
         crate::queue::NewJob {
-            task: crate::actions::Task::Ping,
+            task: crate::task::Task::Ping,
+            max_attempts: crate::task::Task::Ping.max_attempts(),
             worker_id: WorkerId::parse("127.0.0.1").unwrap(),
             worker_group: crate::domain::WorkerGroup::parse("lab").unwrap(),
             requester: crate::domain::ClientId::parse("tester").unwrap(),
@@ -636,7 +659,6 @@ mod tests {
             lease_margin: Duration::from_secs(60),
             poll_interval: Duration::from_millis(20),
             shutdown_grace: Duration::from_secs(1),
-            notify: Default::default(),
         }
     }
 

@@ -1,5 +1,6 @@
-//! Wiring: build the queue, authenticator, API and runner from settings, and
-//! the first-run data directory with its generated admin credentials.
+//! Wiring: build the queue, authenticator, API and runner from settings (which
+//! are data), the clients and limits the actions use, the notifier, and the
+//! first-run data directory with its generated admin credentials.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -11,11 +12,18 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+use crate::actions::{ActionSettings, BugzillaSettings, TaskclusterSettings};
 use crate::api::{self, AppState};
 use crate::auth::Authenticator;
-use crate::auth::local::LocalAuth;
+use crate::auth::local::{LocalAuth, LocalClient};
 use crate::auth::taskcluster::TaskclusterAuth;
-use crate::config::{AuthSettings, LocalClient, Settings};
+use crate::config::{AuthSettings, Settings};
+use crate::drivers::bugzilla::Bugzilla;
+use crate::drivers::dns::DnsResolver;
+use crate::drivers::gate::Gates;
+use crate::drivers::taskcluster::TaskclusterClient;
+use crate::inventory::{Inventory, InventoryHandle};
+use crate::notify::Notifier;
 use crate::queue::redis::{RedisQueue, RedisSettings};
 use crate::queue::sqlite::SqliteQueue;
 use crate::queue::{Queue, QueueOptions};
@@ -48,6 +56,8 @@ pub struct Application {
     http: Option<(tokio::net::TcpListener, SocketAddr)>,
     state: AppState,
     runner: Option<Runner>,
+    /// What the actions of this process use (clients, limits, the inventory).
+    actions: Arc<ActionSettings>,
     /// Where the admin credentials are, when this run uses them.
     pub admin_credentials: Option<PathBuf>,
     /// A worker's listener serves only `/metrics` and the heartbeats.
@@ -69,9 +79,11 @@ impl Application {
         }
         // Before anything records a metric or talks to a device.
         crate::telemetry::prometheus();
-        crate::drivers::gate::configure(settings.safety.gate);
         create_private_dir(&settings.data_dir)?;
-        load_inventory(&settings)?;
+        let actions = action_settings(&settings)?;
+        load_inventory(&settings, &actions.inventory)?;
+        let actions = Arc::new(actions);
+        let notifier = notifier(&settings)?;
         let queue = open_queue(&settings).await?;
         // A worker serves no HTTP: it needs no clients (and must not generate an admin).
         let (auth, admin_credentials) = match mode {
@@ -92,19 +104,20 @@ impl Application {
         let wake = Arc::new(Notify::new());
         let settings = Arc::new(settings);
         let runner = (mode != Mode::Api).then(|| {
-            Runner::new(queue.clone(), settings.runner.clone(), Arc::new(settings.actions.clone()), wake.clone())
+            Runner::new(queue.clone(), settings.runner.clone(), actions.clone(), wake.clone()).with_notifier(notifier)
         });
         let listen_port = http.as_ref().map(|(_, a)| a.port()).unwrap_or(0);
         let state = AppState {
             queue,
             auth: Arc::new(auth),
             settings,
+            inventory: actions.inventory.clone(),
             listen_port,
             wake,
             streams: Arc::new(tokio::sync::Semaphore::new(api::MAX_STREAMS)),
             stopping: CancellationToken::new(),
         };
-        Ok(Application { http, state, runner, admin_credentials, ops_only: mode == Mode::Worker })
+        Ok(Application { http, state, runner, actions, admin_credentials, ops_only: mode == Mode::Worker })
     }
 
     /// Where this process listens: the API, or a worker's metrics endpoint (`None`: no HTTP).
@@ -119,6 +132,11 @@ impl Application {
 
     pub fn settings(&self) -> &Settings {
         &self.state.settings
+    }
+
+    /// The inventory in force (what SIGHUP reloads).
+    pub fn inventory(&self) -> &InventoryHandle {
+        &self.actions.inventory
     }
 
     /// Run until `shutdown` fires: the API stops taking requests, and the
@@ -148,18 +166,59 @@ impl Application {
     }
 }
 
-/// Load the configured inventory into the actions' handle (an error stops the start).
-pub fn load_inventory(settings: &Settings) -> anyhow::Result<()> {
+/// What the actions use, built from the settings: an empty inventory handle (see
+/// [`load_inventory`]), one DNS resolver, the per-device gates, and the clients for
+/// Bugzilla, XenAPI and Taskcluster when configured.
+pub fn action_settings(settings: &Settings) -> anyhow::Result<ActionSettings> {
+    let bugzilla = match &settings.bugzilla {
+        None => None,
+        Some(b) => Some(BugzillaSettings {
+            client: Bugzilla::new(&b.url, b.api_key.clone(), b.timeout)
+                .map_err(|e| anyhow::anyhow!("BUGZILLA_URL / bugzilla.url: {e}"))?,
+            reopen_state: b.reopen_state.clone(),
+            tracker: b.tracker.clone(),
+            reboot: b.reboot.clone(),
+        }),
+    };
+    let loan = settings.taskcluster.as_ref().map(|t| t.loan).unwrap_or_default();
+    let taskcluster = taskcluster_client(settings)?.map(|client| TaskclusterSettings { client, loan });
+    Ok(ActionSettings {
+        ping: settings.ping.clone(),
+        inventory: InventoryHandle::default(),
+        reboot: settings.reboot.clone(),
+        dns: DnsResolver::new(settings.dns.clone()),
+        gates: Gates::new(settings.safety.gate),
+        bugzilla,
+        xen: settings.xen.clone(),
+        taskcluster,
+    })
+}
+
+/// Load the configured inventory into `handle` (an error stops the start).
+pub fn load_inventory(settings: &Settings, handle: &InventoryHandle) -> anyhow::Result<()> {
     if let Some(path) = &settings.inventory_path {
-        settings.actions.inventory.replace(crate::inventory::Inventory::load(path)?);
+        handle.replace(Inventory::load(path)?);
     }
     Ok(())
 }
 
-/// Reload the inventory on SIGHUP. A bad file is logged and the old one kept;
-/// running jobs keep the snapshot they started with.
-pub fn reload_inventory_on_sighup(settings: &Settings) {
-    let (Some(path), handle) = (settings.inventory_path.clone(), settings.actions.inventory.clone()) else {
+/// Roller's own Taskcluster client, when its credentials are configured.
+pub fn taskcluster_client(settings: &Settings) -> anyhow::Result<Option<TaskclusterClient>> {
+    let Some(t) = &settings.taskcluster else { return Ok(None) };
+    let client = TaskclusterClient::new(&t.root_url, &t.client_id, t.access_token.clone(), t.timeout)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(Some(client))
+}
+
+/// Who hears about jobs starting and ending.
+pub fn notifier(settings: &Settings) -> anyhow::Result<Notifier> {
+    Notifier::new(settings.notify.clone(), taskcluster_client(settings)?).map_err(|e| anyhow::anyhow!(e))
+}
+
+/// Reload the inventory from `path` into `handle` on SIGHUP. A bad file is logged and
+/// the old one kept; running jobs keep the snapshot they started with.
+pub fn reload_inventory_on_sighup(path: Option<PathBuf>, handle: InventoryHandle) {
+    let Some(path) = path else {
         return;
     };
     // Registered here, not in the task, so SIGHUP is handled from the moment this returns.
@@ -170,7 +229,7 @@ pub fn reload_inventory_on_sighup(settings: &Settings) {
     };
     tokio::spawn(async move {
         while hup.recv().await.is_some() {
-            match crate::inventory::Inventory::load(&path) {
+            match Inventory::load(&path) {
                 Ok(inv) => {
                     tracing::info!(path = %path.display(), machines = inv.machines.len(), "inventory reloaded");
                     handle.replace(inv);

@@ -8,33 +8,30 @@
 //! bugs are built as JSON by serde (a quote in a log line cannot break the
 //! request), and the API key only ever travels in its header.
 
-use serde_json::{Value, json};
+mod template;
 
-use super::{ActionContext, ActionError, BugFields, BugzillaSettings, Target, machine};
+use serde_json::json;
+
+use super::report::{BugReport, Report};
+use super::{ActionContext, ActionError, BugzillaSettings, Subject, Target};
 use crate::drivers::bugzilla::BugzillaError;
-use crate::drivers::counted;
 use crate::inventory::Machine;
+pub use template::{BugFields, BugTemplate};
 
-pub async fn run(target: &Target, cx: &ActionContext) -> Result<Value, ActionError> {
-    let m = machine(target, cx)?;
-    file(&m, target, cx, "filed on request; roller attempted no reboot in this job").await
+pub async fn run(on: &Subject, cx: &ActionContext) -> Result<Report, ActionError> {
+    let m = on.machine()?;
+    Ok(file(m, &on.target, cx, "filed on request; roller attempted no reboot in this job").await?.into())
 }
 
-/// Find or file the machine's bugs, with `attempt_log` (what was tried) in the
-/// new bug or in a comment on the open one.
 pub(crate) async fn file(
     m: &Machine,
     target: &Target,
     cx: &ActionContext,
     attempt_log: &str,
-) -> Result<Value, ActionError> {
+) -> Result<BugReport, ActionError> {
     let bz = settings(cx)?;
     let client = &bz.client;
-    let fail = |e: BugzillaError| match counted(e) {
-        BugzillaError::Cancelled => ActionError::Cancelled,
-        e @ BugzillaError::InvalidUrl(_) => ActionError::Config(format!("file_bugzilla_bug: {e}")),
-        e => ActionError::Failed(format!("file_bugzilla_bug: {e}")),
-    };
+    let fail = |e: BugzillaError| ActionError::driver("file_bugzilla_bug", e);
     // An inventory address that is a name is the host people know; an IP is not.
     let host = if m.address.parse::<std::net::IpAddr>().is_ok() { m.id.as_str() } else { m.address.as_str() };
     let mut alias = m.id.as_str().split('.').next().unwrap_or(m.id.as_str()).to_ascii_lowercase();
@@ -108,13 +105,7 @@ pub(crate) async fn file(
             (id, true)
         }
     };
-    Ok(json!({
-        "bug": bug,
-        "url": client.show_url(bug),
-        "filed": filed,
-        "tracker": tracker,
-        "tracker_reopened": tracker_reopened,
-    }))
+    Ok(BugReport { bug, url: client.show_url(bug), filed, tracker, tracker_reopened })
 }
 
 fn settings(cx: &ActionContext) -> Result<&BugzillaSettings, ActionError> {

@@ -8,24 +8,18 @@
 
 use std::time::{Duration, Instant};
 
-use serde_json::{Value, json};
-
-use super::{ActionContext, ActionError, Target, machine};
-use crate::drivers::counted;
+use super::report::{Device, Power, PowerReport, Report};
+use super::{ActionContext, ActionError, Subject};
 use crate::drivers::ilo::{self as driver, HostPower, IloError, IloTarget};
-use crate::inventory::Machine;
 
-/// The original's `--delay`: off time in the power-off/on fallback.
+/// How long the server stays off when the reset is refused and power is cycled instead.
 const OFF_TIME: Duration = Duration::from_secs(5);
+/// Power changes through iLO take a few seconds to show.
 const CONFIRM_WITHIN: Duration = Duration::from_secs(60);
 const CONFIRM_EVERY: Duration = Duration::from_secs(1);
 
-pub async fn run(target: &Target, cx: &ActionContext) -> Result<Value, ActionError> {
-    run_on(&machine(target, cx)?, cx).await
-}
-
-/// The step on the machine `m` (the reboot chain's entry).
-pub(crate) async fn run_on(m: &Machine, cx: &ActionContext) -> Result<Value, ActionError> {
+pub async fn run(on: &Subject, cx: &ActionContext) -> Result<Report, ActionError> {
+    let m = on.machine()?;
     let access = m.ilo.as_ref().ok_or_else(|| ActionError::Config(format!("{}: no [ilo] in the inventory", m.id)))?;
     let password = access
         .password
@@ -39,9 +33,11 @@ pub(crate) async fn run_on(m: &Machine, cx: &ActionContext) -> Result<Value, Act
         verify_tls: access.verify_tls,
         timeout: Duration::from_secs(30),
     };
-    let fail = |e: IloError| match counted(e) {
-        IloError::Cancelled => ActionError::Cancelled,
-        e => ActionError::Failed(format!("ilo_reboot: {e}")),
+    let fail = |e: IloError| ActionError::driver("ilo_reboot", e);
+    let report = |sent: &str, before: Power| PowerReport {
+        sent: Some(sent.into()),
+        power_before: Some(before),
+        ..PowerReport::new(Device::Ilo { ilo: t.host.clone() })
     };
     let before = driver::host_power(&t, &cx.cancel).await.map_err(fail)?;
     cx.log(format!("iLO {} reports host power {}", t.host, name(before)));
@@ -49,15 +45,14 @@ pub(crate) async fn run_on(m: &Machine, cx: &ActionContext) -> Result<Value, Act
         cx.log("the server is off: powering it on instead of a reset");
         driver::set_host_power(&t, true, &cx.cancel).await.map_err(fail)?;
         confirm(cx, &t, HostPower::On).await?;
-        return Ok(json!({ "ilo": t.host, "sent": "power on", "power_before": "off", "power": "on" }));
+        return Ok(PowerReport { power: Some(Power::On), ..report("power on", Power::Off) }.into());
     }
     match driver::reset_server(&t, &cx.cancel).await {
         Ok(()) => {
             cx.log(format!("iLO {} accepted RESET_SERVER", t.host));
-            Ok(json!({ "ilo": t.host, "sent": "RESET_SERVER", "power_before": "on" }))
+            Ok(report("RESET_SERVER", Power::On).into())
         }
         Err(IloError::Cancelled) => Err(ActionError::Cancelled),
-        // The iLO refused the reset itself (not the login): power off and on instead.
         Err(e @ IloError::Refused { .. }) if !is_login_failure(&e) => {
             cx.log(format!("RESET_SERVER refused ({e}); powering off and on instead"));
             driver::set_host_power(&t, false, &cx.cancel).await.map_err(fail)?;
@@ -68,19 +63,18 @@ pub(crate) async fn run_on(m: &Machine, cx: &ActionContext) -> Result<Value, Act
             }
             driver::set_host_power(&t, true, &cx.cancel).await.map_err(fail)?;
             confirm(cx, &t, HostPower::On).await?;
-            Ok(json!({
-                "ilo": t.host, "sent": "power off, power on", "reset_failure": e.to_string(),
-                "power_before": "on", "power": "on", "cycle_observed": true,
-            }))
+            Ok(PowerReport {
+                reset_failure: Some(e.to_string()),
+                power: Some(Power::On),
+                cycle_observed: Some(true),
+                ..report("power off, power on", Power::On)
+            }
+            .into())
         }
-        // No answer (or a login refused) is not a refused reset: the reset may have
-        // gone through, and cutting the power of a server that is restarting is
-        // worse than reporting. The chain's proof, or the next step, decides.
         Err(e) => Err(fail(e)),
     }
 }
 
-/// RIBCL status 0x005F: the credentials, not the command, were refused.
 fn is_login_failure(e: &IloError) -> bool {
     matches!(e, IloError::Refused { status, .. } if status.eq_ignore_ascii_case("0x005F"))
 }
@@ -88,10 +82,7 @@ fn is_login_failure(e: &IloError) -> bool {
 async fn confirm(cx: &ActionContext, t: &IloTarget, want: HostPower) -> Result<(), ActionError> {
     let start = Instant::now();
     loop {
-        let now = driver::host_power(t, &cx.cancel).await.map_err(|e| match counted(e) {
-            IloError::Cancelled => ActionError::Cancelled,
-            e => ActionError::Failed(format!("ilo_reboot: {e}")),
-        })?;
+        let now = driver::host_power(t, &cx.cancel).await.map_err(|e| ActionError::driver("ilo_reboot", e))?;
         if now == want {
             cx.log(format!(
                 "iLO {} confirms host power {} after {:.1}s",

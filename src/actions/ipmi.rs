@@ -8,10 +8,8 @@
 
 use std::time::{Duration, Instant};
 
-use serde_json::json;
-
-use super::{ActionContext, ActionError, Target, Task, machine};
-use crate::drivers::counted;
+use super::report::{Device, Power, PowerReport, Report, SelReport};
+use super::{ActionContext, ActionError, Subject, Task};
 use crate::drivers::ipmi::{self as driver, Bridging, IpmiError, IpmiTarget, PowerAction, PowerState, Privilege};
 use crate::inventory::Machine;
 
@@ -21,48 +19,50 @@ const CONFIRM_EVERY: Duration = Duration::from_secs(1);
 /// `ipmi_list` shows this many of the newest SEL entries (the original's `sel list last 15`).
 const SEL_ENTRIES: u32 = 15;
 
-pub async fn run(task: Task, target: &Target, cx: &ActionContext) -> Result<serde_json::Value, ActionError> {
-    run_on(task, &machine(target, cx)?, cx).await
-}
-
-/// `task` on the machine `m` (the reboot chain's entry: it holds its own inventory snapshot).
-pub(crate) async fn run_on(task: Task, m: &Machine, cx: &ActionContext) -> Result<serde_json::Value, ActionError> {
-    let bmc = ipmi_target(m)?;
+pub async fn run(task: Task, on: &Subject, cx: &ActionContext) -> Result<Report, ActionError> {
+    let bmc = ipmi_target(on.machine()?, cx)?;
     let step = task.name();
     let fail = |e: IpmiError| map_error(step, e);
+    let report = |sent: Option<PowerAction>, before: Option<PowerState>, after: PowerState| PowerReport {
+        sent: sent.map(|a| action_name(a).to_string()),
+        power_before: before.map(power),
+        power: Some(power(after)),
+        ..PowerReport::new(Device::Bmc { bmc: bmc.host.clone() })
+    };
     match task {
         Task::IpmiStatus => {
             let state = driver::power_status(&bmc, &cx.cancel).await.map_err(fail)?;
             cx.log(format!("BMC {} reports power {}", bmc.host, name(state)));
-            Ok(json!({ "bmc": bmc.host, "power": name(state) }))
+            Ok(report(None, None, state).into())
         }
         Task::IpmiList => {
             let entries = driver::sel_list(&bmc, SEL_ENTRIES, &cx.cancel).await.map_err(fail)?;
             cx.log(format!("{} SEL entries from {}", entries.len(), bmc.host));
-            Ok(json!({ "bmc": bmc.host, "sel": entries }))
+            Ok(SelReport { bmc: bmc.host.clone(), sel: entries }.into())
         }
         Task::IpmiOn => {
             // Read first: "was off, now on" is the proof the reboot chain wants from this step.
             let before = driver::power_status(&bmc, &cx.cancel).await.map_err(fail)?;
-            let mut v = change(cx, &bmc, step, PowerAction::On, PowerState::On).await?;
-            v["power_before"] = json!(name(before));
-            Ok(v)
+            let after = change(cx, &bmc, step, PowerAction::On, PowerState::On).await?;
+            Ok(report(Some(PowerAction::On), Some(before), after).into())
         }
-        Task::IpmiOff => change(cx, &bmc, step, PowerAction::Off, PowerState::Off).await,
+        Task::IpmiOff => {
+            let after = change(cx, &bmc, step, PowerAction::Off, PowerState::Off).await?;
+            Ok(report(Some(PowerAction::Off), None, after).into())
+        }
         Task::IpmiCycle | Task::IpmiReset => {
             let before = driver::power_status(&bmc, &cx.cancel).await.map_err(fail)?;
             if before == PowerState::Off {
                 cx.log(format!("BMC {} reports power off: powering on instead of {step}", bmc.host));
-                let mut v = change(cx, &bmc, step, PowerAction::On, PowerState::On).await?;
-                v["power_before"] = json!("off");
-                return Ok(v);
+                let after = change(cx, &bmc, step, PowerAction::On, PowerState::On).await?;
+                return Ok(report(Some(PowerAction::On), Some(PowerState::Off), after).into());
             }
             let action = if task == Task::IpmiCycle { PowerAction::Cycle } else { PowerAction::Reset };
             cx.log(format!("sending chassis power {} to {}", action_name(action), bmc.host));
             driver::power(&bmc, action, &cx.cancel).await.map_err(fail)?;
             // A cycle passes through off; both end on, which is what we can confirm.
             let after = confirm(cx, &bmc, step, PowerState::On).await?;
-            Ok(json!({ "bmc": bmc.host, "sent": action_name(action), "power_before": "on", "power": name(after) }))
+            Ok(report(Some(action), Some(PowerState::On), after).into())
         }
         _ => Err(ActionError::Config(format!("{step} is not an IPMI task"))),
     }
@@ -75,11 +75,10 @@ async fn change(
     step: &str,
     action: PowerAction,
     want: PowerState,
-) -> Result<serde_json::Value, ActionError> {
+) -> Result<PowerState, ActionError> {
     cx.log(format!("sending chassis power {} to {}", action_name(action), bmc.host));
     driver::power(bmc, action, &cx.cancel).await.map_err(|e| map_error(step, e))?;
-    let after = confirm(cx, bmc, step, want).await?;
-    Ok(json!({ "bmc": bmc.host, "sent": action_name(action), "power": name(after) }))
+    confirm(cx, bmc, step, want).await
 }
 
 async fn confirm(
@@ -116,7 +115,7 @@ async fn confirm(
 }
 
 /// The driver's view of the machine's BMC, from the inventory (secret resolved now).
-pub(crate) fn ipmi_target(m: &Machine) -> Result<IpmiTarget, ActionError> {
+pub(crate) fn ipmi_target(m: &Machine, cx: &ActionContext) -> Result<IpmiTarget, ActionError> {
     let access = m.ipmi.as_ref().ok_or_else(|| ActionError::Config(format!("{}: no [ipmi] in the inventory", m.id)))?;
     let password = access
         .password
@@ -124,6 +123,7 @@ pub(crate) fn ipmi_target(m: &Machine) -> Result<IpmiTarget, ActionError> {
         .map_err(|e| ActionError::Config(format!("{}: ipmi password ({}): {e}", m.id, access.password.describe())))?;
     let mut t = IpmiTarget::new(&access.address, &access.user, password);
     t.port = access.port;
+    t.gate = cx.settings.gates.clone();
     t.cipher_suite = m.class.ipmi_cipher_suite;
     t.privilege = match m.class.ipmi_privilege.as_str() {
         "user" => Privilege::User,
@@ -138,10 +138,13 @@ pub(crate) fn ipmi_target(m: &Machine) -> Result<IpmiTarget, ActionError> {
 }
 
 pub(crate) fn map_error(step: &str, e: IpmiError) -> ActionError {
-    match counted(e) {
-        IpmiError::Cancelled => ActionError::Cancelled,
-        e @ (IpmiError::ToolMissing | IpmiError::InvalidTarget(_)) => ActionError::Config(format!("{step}: {e}")),
-        other => ActionError::Failed(format!("{step}: {other}")),
+    ActionError::driver(step, e)
+}
+
+pub(crate) fn power(s: PowerState) -> Power {
+    match s {
+        PowerState::On => Power::On,
+        PowerState::Off => Power::Off,
     }
 }
 

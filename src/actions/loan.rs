@@ -7,18 +7,16 @@
 //! Returning lifts the quarantine (a `quarantineUntil` of now) and reimages the
 //! machine, since a loaned machine's state cannot be trusted.
 
-use chrono::{SecondsFormat, Utc};
-use serde_json::{Value, json};
-
-use super::{ActionContext, ActionError, Target, TaskclusterSettings, machine, reimage};
-use crate::drivers::counted;
+use super::report::{LoanReport, LoanReturnReport, Report};
+use super::{ActionContext, ActionError, Subject, TaskclusterSettings, reimage};
 use crate::drivers::taskcluster::{TaskclusterError, WorkerRef};
 use crate::inventory::Machine;
+use chrono::{SecondsFormat, Utc};
 
-pub async fn loan(target: &Target, cx: &ActionContext) -> Result<Value, ActionError> {
-    let m = machine(target, cx)?;
+pub async fn loan(on: &Subject, cx: &ActionContext) -> Result<Report, ActionError> {
+    let (m, target) = (on.machine()?, &on.target);
     let tc = settings(cx, "loan")?;
-    let (provisioner_id, worker_type) = pool(&m, cx, "loan")?;
+    let (provisioner_id, worker_type) = pool(m, cx, "loan")?;
     let until = Utc::now() + chrono::Duration::from_std(tc.loan).unwrap_or(chrono::Duration::days(30));
     let (requester, job) = who(cx);
     let info = format!(
@@ -35,18 +33,19 @@ pub async fn loan(target: &Target, cx: &ActionContext) -> Result<Value, ActionEr
     cx.log(format!("quarantining {provisioner_id}/{worker_type}/{}/{} until {until}", w.worker_group, w.worker_id));
     tc.client.quarantine_worker(&w, until, &info, &cx.cancel).await.map_err(|e| fail("loan", e))?;
     cx.log(info.clone());
-    Ok(json!({
-        "loaned_to": requester,
-        "loaned_until": until.to_rfc3339_opts(SecondsFormat::Secs, true),
-        "provisioner_id": provisioner_id,
-        "worker_type": worker_type,
-    }))
+    Ok(LoanReport {
+        loaned_to: requester,
+        loaned_until: until.to_rfc3339_opts(SecondsFormat::Secs, true),
+        provisioner_id,
+        worker_type,
+    }
+    .into())
 }
 
-pub async fn return_loan(target: &Target, cx: &ActionContext) -> Result<Value, ActionError> {
-    let m = machine(target, cx)?;
+pub async fn return_loan(on: &Subject, cx: &ActionContext) -> Result<Report, ActionError> {
+    let (m, target) = (on.machine()?, &on.target);
     let tc = settings(cx, "return_loan")?;
-    let (provisioner_id, worker_type) = pool(&m, cx, "return_loan")?;
+    let (provisioner_id, worker_type) = pool(m, cx, "return_loan")?;
     let (requester, job) = who(cx);
     let w = WorkerRef {
         provisioner_id: &provisioner_id,
@@ -58,12 +57,12 @@ pub async fn return_loan(target: &Target, cx: &ActionContext) -> Result<Value, A
     let info = format!("Loan returned by {requester} through roller (job {job}); reimaging.");
     tc.client.quarantine_worker(&w, Utc::now(), &info, &cx.cancel).await.map_err(|e| fail("return_loan", e))?;
     cx.log(format!("quarantine of {} lifted; reimaging it", m.id));
-    match reimage::run(target, cx).await {
-        Ok(v) => Ok(json!({ "quarantine_lifted": true, "reimage": v })),
-        Err(ActionError::Failed(why)) => {
-            Err(ActionError::Failed(format!("return_loan: the quarantine was lifted, but the reimage failed: {why}")))
+    match reimage::reimage(on, cx).await {
+        Ok(reimage) => Ok(LoanReturnReport { quarantine_lifted: true, reimage }.into()),
+        Err(e @ (ActionError::Config(_) | ActionError::Cancelled)) => Err(e),
+        Err(e) => {
+            Err(e.map_text(|why| format!("return_loan: the quarantine was lifted, but the reimage failed: {why}")))
         }
-        Err(e) => Err(e),
     }
 }
 
@@ -99,9 +98,5 @@ fn who(cx: &ActionContext) -> (String, String) {
 }
 
 fn fail(task: &str, e: TaskclusterError) -> ActionError {
-    match counted(e) {
-        TaskclusterError::Cancelled => ActionError::Cancelled,
-        e @ TaskclusterError::InvalidUrl(_) => ActionError::Config(format!("{task}: {e}")),
-        e => ActionError::Failed(format!("{task}: {e}")),
-    }
+    ActionError::driver(task, e)
 }

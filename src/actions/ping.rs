@@ -7,17 +7,15 @@
 //! because a machine that answers at all is up. Total silence is
 //! [`ActionError::Failed`]; an ICMP permission problem is [`ActionError::Config`].
 
-use super::{ActionContext, ActionError, Target, resolve};
-use crate::drivers::counted;
+use super::report::{PingResult, Report, Rtt};
+use super::{ActionContext, ActionError, Subject, resolve};
 use crate::drivers::dns::Resolved;
 use crate::drivers::ping::{self as driver, PingError, PingReport};
 
-pub async fn run(target: &Target, cx: &ActionContext) -> Result<serde_json::Value, ActionError> {
+pub async fn run(on: &Subject, cx: &ActionContext) -> Result<Report, ActionError> {
     // A machine in the inventory is pinged at its address; any other worker id
     // is taken as a host name or IP address.
-    let inventory = cx.settings.inventory.current();
-    let requested =
-        inventory.machine(&target.worker_id).map(|m| m.address.as_str()).unwrap_or(target.worker_id.as_str());
+    let requested = on.machine().map(|m| m.address.as_str()).unwrap_or(on.target.worker_id.as_str());
     // From here on the host is the name that answered, so log and result say what was pinged.
     let Resolved { name: host, addr } = resolve(requested, cx).await?;
     let settings = &cx.settings.ping;
@@ -28,14 +26,12 @@ pub async fn run(target: &Target, cx: &ActionContext) -> Result<serde_json::Valu
         method_name(settings.method),
     ));
 
-    let report = driver::ping(addr, settings, &cx.cancel).await.map_err(|e| match counted(e) {
-        PingError::Cancelled => ActionError::Cancelled,
+    let report = driver::ping(addr, settings, &cx.cancel).await.map_err(|e| match e {
+        // A deployment problem says so without the host: it is not about this machine.
         e @ (PingError::Permission { .. } | PingError::CommandMissing | PingError::InvalidSettings(_)) => {
-            ActionError::Config(e.to_string())
+            ActionError::driver("", e)
         }
-        e @ (PingError::CommandFailed { .. } | PingError::Io { .. }) => {
-            ActionError::Failed(format!("ping {host} ({addr}): {e}"))
-        }
+        e => ActionError::driver(&format!("ping {host} ({addr})"), e),
     })?;
 
     cx.log(summary_line(&report));
@@ -45,14 +41,19 @@ pub async fn run(target: &Target, cx: &ActionContext) -> Result<serde_json::Valu
             report.sent
         )));
     }
-    Ok(serde_json::json!({
-        "host": host,
-        "address": addr.to_string(),
-        "method": report.method_used.as_str(),
-        "sent": report.sent,
-        "received": report.received,
-        "rtt_ms": report.rtt_json(),
-    }))
+    let rtt_ms = match (report.rtt_min_ms, report.rtt_avg_ms, report.rtt_max_ms) {
+        (Some(min), Some(avg), Some(max)) => Some(Rtt { min, avg, max }),
+        _ => None,
+    };
+    Ok(PingResult {
+        host,
+        address: addr.to_string(),
+        method: report.method_used.as_str().to_string(),
+        sent: report.sent,
+        received: report.received,
+        rtt_ms,
+    }
+    .into())
 }
 
 fn method_name(m: driver::PingMethod) -> &'static str {
@@ -79,7 +80,7 @@ mod tests {
 
     use tokio_util::sync::CancellationToken;
 
-    use crate::actions::{ActionSettings, LogSink};
+    use crate::actions::{ActionSettings, LogSink, Target};
     use crate::domain::{WorkerGroup, WorkerId};
     use crate::drivers::dns::{DnsResolver, DnsSettings};
     use crate::drivers::ping::{PingMethod, PingSettings, test_host::SilentHost};
@@ -91,6 +92,10 @@ mod tests {
         fn line(&self, line: String) {
             self.0.lock().unwrap().push(line);
         }
+    }
+
+    fn subject(target: Target) -> Subject {
+        Subject::new(target, Default::default())
     }
 
     fn setup(worker: &str, method: PingMethod) -> (Target, ActionContext, Arc<Lines>) {
@@ -113,7 +118,7 @@ mod tests {
     #[tokio::test]
     async fn answering_host_succeeds_with_result_json() {
         let (target, cx, lines) = setup("127.0.0.1", PingMethod::Auto);
-        let v = run(&target, &cx).await.expect("127.0.0.1 answers");
+        let v = run(&subject(target), &cx).await.expect("127.0.0.1 answers").to_json();
         assert_eq!(v["host"], "127.0.0.1");
         assert_eq!(v["address"], "127.0.0.1");
         assert_eq!(v["sent"], 2);
@@ -129,7 +134,7 @@ mod tests {
     async fn resolves_a_host_name() {
         // "localhost" comes from /etc/hosts; it may map to ::1 too, and IPv4 must win.
         let (target, cx, _) = setup("localhost", PingMethod::Socket);
-        let v = run(&target, &cx).await.expect("localhost answers");
+        let v = run(&subject(target), &cx).await.expect("localhost answers").to_json();
         assert_eq!(v["host"], "localhost");
         assert_eq!(v["address"], "127.0.0.1");
     }
@@ -138,7 +143,7 @@ mod tests {
     async fn silent_host_fails_cleanly() {
         let host = SilentHost::new(21);
         let (target, cx, lines) = setup(&host.addr.to_string(), PingMethod::Socket);
-        match run(&target, &cx).await {
+        match run(&subject(target), &cx).await {
             Err(ActionError::Failed(msg)) => {
                 assert_eq!(msg, format!("{0} ({0}) did not answer: 0 of 2 echo requests replied", host.addr))
             }
@@ -159,7 +164,7 @@ mod tests {
             timeout: Duration::from_millis(500),
         });
         let cx = ActionContext::new(Arc::new(settings), CancellationToken::new(), lines.clone());
-        match run(&target, &cx).await {
+        match run(&subject(target), &cx).await {
             Err(ActionError::Failed(msg)) => {
                 assert_eq!(msg, "cannot resolve no-such-host.invalid: tried no-such-host.invalid (no such host)")
             }
@@ -172,6 +177,6 @@ mod tests {
     async fn cancelled_action_reports_cancelled() {
         let (target, cx, _) = setup("127.0.0.1", PingMethod::Socket);
         cx.cancel.cancel();
-        assert!(matches!(run(&target, &cx).await, Err(ActionError::Cancelled)));
+        assert!(matches!(run(&subject(target), &cx).await, Err(ActionError::Cancelled)));
     }
 }

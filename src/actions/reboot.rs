@@ -21,15 +21,13 @@
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
-use serde_json::{Value, json};
-
-use super::{
-    ActionContext, ActionError, ActionSettings, Target, Task, bugzilla, ilo, ipmi, machine, redfish, resolve, snmp,
-    ssh, xenapi,
-};
+use super::report::{Attempt, RebootReport, Report, StepOutcome};
+use super::{ActionContext, ActionError, ActionSettings, Subject, Task, bugzilla, dispatch, resolve};
 use crate::drivers::counted;
+use crate::drivers::ipmi::IpmiTarget;
 use crate::drivers::reachability::{self, Probe, ProbeError};
-use crate::inventory::{Machine, RebootStep};
+use crate::inventory::Machine;
+use crate::task::Needs;
 
 /// Kept free before the soft time limit so the chain reports instead of being cancelled.
 const MARGIN: Duration = Duration::from_secs(5);
@@ -41,7 +39,7 @@ const BUG_STEP_RESERVE: Duration = Duration::from_secs(60);
 /// One step of a machine's chain as it would run now.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PlannedStep {
-    pub step: RebootStep,
+    pub step: Task,
     /// Why the step will be skipped; `None` when it runs.
     pub skip: Option<String>,
 }
@@ -52,10 +50,10 @@ pub fn plan(m: &Machine, settings: &ActionSettings) -> Vec<PlannedStep> {
     m.class.reboot.iter().map(|&step| PlannedStep { step, skip: why_skipped(m, step, settings) }).collect()
 }
 
-/// What `step` would talk to on `m`, for `roller explain` (secret references, never secrets).
-pub fn describe(m: &Machine, step: RebootStep) -> String {
-    match step {
-        RebootStep::SshReboot => m.ssh.as_ref().map(|s| {
+/// What `task` would talk to on `m`, for `roller explain` (secret references, never secrets).
+pub fn describe(m: &Machine, task: Task) -> String {
+    match task.spec().needs {
+        Needs::Ssh => m.ssh.as_ref().map(|s| {
             format!(
                 "ssh {}@{}:{} with key {}, host keys {} ({})",
                 s.user,
@@ -66,7 +64,7 @@ pub fn describe(m: &Machine, step: RebootStep) -> String {
                 if s.accept_new { "accept-new" } else { "known only" }
             )
         }),
-        RebootStep::IpmiOn | RebootStep::IpmiReset | RebootStep::IpmiCycle => m.ipmi.as_ref().map(|i| {
+        Needs::Ipmi => m.ipmi.as_ref().map(|i| {
             let bridging = match i.bridging {
                 Some(b) if b.transit_address.is_some() => ", dual bridging",
                 Some(_) => ", bridged",
@@ -82,15 +80,15 @@ pub fn describe(m: &Machine, step: RebootStep) -> String {
                 m.class.ipmi_privilege
             )
         }),
-        RebootStep::SnmpReboot | RebootStep::SnmpRebootDelay => m.pdu.as_ref().map(|p| {
-            let delay = if step == RebootStep::SnmpRebootDelay {
+        Needs::Pdu => m.pdu.as_ref().map(|p| {
+            let delay = if task == Task::SnmpRebootDelay {
                 format!(", off for {}s", m.class.snmp_reboot_delay.as_secs())
             } else {
                 String::new()
             };
             format!("PDU {}:{} outlet {} (community {}){delay}", p.host, p.port, p.outlet, p.community.describe())
         }),
-        RebootStep::RedfishRestart => m.redfish.as_ref().map(|r| {
+        Needs::Redfish => m.redfish.as_ref().map(|r| {
             format!(
                 "Redfish {} as {} (password {}), TLS verification {}",
                 r.url,
@@ -99,61 +97,46 @@ pub fn describe(m: &Machine, step: RebootStep) -> String {
                 if m.class.redfish_verify_tls { "on" } else { "OFF" }
             )
         }),
-        RebootStep::XenapiReboot => m.xen_vm_uuid.as_ref().map(|u| format!("Xen VM {u}")),
-        RebootStep::IloReboot => m.ilo.as_ref().map(|i| format!("iLO {} as {}", i.address, i.user)),
-        RebootStep::FileBugzillaBug => {
+        Needs::Xen => m.xen_vm_uuid.as_ref().map(|u| format!("Xen VM {u}")),
+        Needs::Ilo => m.ilo.as_ref().map(|i| format!("iLO {} as {}", i.address, i.user)),
+        Needs::Inventory if task == Task::FileBugzillaBug => {
             Some(format!("CC {}", if m.bug_cc.is_empty() { "nobody".into() } else { m.bug_cc.join(", ") }))
         }
+        Needs::Inventory | Needs::Nothing | Needs::BootControl => None,
     }
     .unwrap_or_default()
 }
 
-fn why_skipped(m: &Machine, step: RebootStep, settings: &ActionSettings) -> Option<String> {
+fn why_skipped(m: &Machine, step: Task, settings: &ActionSettings) -> Option<String> {
     if let Err(missing) = m.can_run(step) {
         return Some(missing.to_string());
     }
     match step {
-        RebootStep::XenapiReboot if settings.xen.is_none() => {
+        Task::XenapiReboot if settings.xen.is_none() => {
             Some("no XenAPI is configured (XEN_URL, XEN_USERNAME, XEN_PASSWORD)".into())
         }
-        RebootStep::FileBugzillaBug if settings.bugzilla.is_none() => {
+        Task::FileBugzillaBug if settings.bugzilla.is_none() => {
             Some("no Bugzilla is configured (BUGZILLA_URL, BUGZILLA_API_KEY)".into())
         }
         _ => None,
     }
 }
 
-/// The task that carries out `step`.
-fn task_of(step: RebootStep) -> Task {
-    match step {
-        RebootStep::SshReboot => Task::SshReboot,
-        RebootStep::IpmiOn => Task::IpmiOn,
-        RebootStep::IpmiReset => Task::IpmiReset,
-        RebootStep::IpmiCycle => Task::IpmiCycle,
-        RebootStep::SnmpReboot => Task::SnmpReboot,
-        RebootStep::SnmpRebootDelay => Task::SnmpRebootDelay,
-        RebootStep::RedfishRestart => Task::RedfishRestart,
-        RebootStep::FileBugzillaBug => Task::FileBugzillaBug,
-        RebootStep::XenapiReboot => Task::XenapiReboot,
-        RebootStep::IloReboot => Task::IloReboot,
-    }
+pub async fn run(on: &Subject, cx: &ActionContext) -> Result<Report, ActionError> {
+    Ok(chain(on, cx, None).await?.into())
 }
 
-pub async fn run(target: &Target, cx: &ActionContext) -> Result<Value, ActionError> {
-    // One snapshot for the whole chain: a reload mid-way changes nothing here.
-    run_on(&machine(target, cx)?, target, cx, None).await
-}
-
-/// The chain on the machine `m`. `reimage` runs it after setting an IPMI network
-/// boot and passes `renew_ipmi_boot`: BMCs forget that flag about 60 s after it is
-/// set (the IPMI boot-flag timeout), so it is set again before every step after
-/// the first, or a step that comes minutes later would boot from disk.
-pub(crate) async fn run_on(
-    m: &Machine,
-    target: &Target,
+/// The chain on the job's machine, every step on the job's inventory snapshot.
+/// `reimage` runs it after setting an IPMI network boot and passes `renew_ipmi_boot`:
+/// BMCs forget that flag about 60 s after it is set (the IPMI boot-flag timeout), so
+/// it is set again before every step after the first, or a step that comes minutes
+/// later would boot from disk.
+pub(crate) async fn chain(
+    on: &Subject,
     cx: &ActionContext,
-    renew_ipmi_boot: Option<&crate::drivers::ipmi::IpmiTarget>,
-) -> Result<Value, ActionError> {
+    renew_ipmi_boot: Option<&IpmiTarget>,
+) -> Result<RebootReport, ActionError> {
+    let m = on.machine()?;
     let steps = plan(m, &cx.settings);
     // A name that does not resolve must not stop the chain: the BMC and PDU steps
     // and the bug do not need it. It is retried before each step; until it
@@ -181,43 +164,48 @@ pub(crate) async fn run_on(
         rs.up_timeout.as_secs(),
     ));
     let chain_start = Instant::now();
-    let mut attempts = Vec::new();
+    let mut attempts: Vec<Attempt> = Vec::new();
     let mut bug_url = None;
     for (i, planned) in steps.iter().enumerate() {
-        let name = planned.step.name();
+        let step = planned.step;
         if let Some(why) = &planned.skip {
-            record(cx, &mut attempts, name, "skipped", why);
+            record(cx, &mut attempts, step, StepOutcome::Skipped, why, None);
             continue;
         }
-        let task = task_of(planned.step);
         let budget = budget(cx, &steps[i + 1..]);
         if let Some(left) = budget
             && left < MIN_STEP
         {
             let why = format!("only {}s left before the soft time limit", left.as_secs());
-            record(cx, &mut attempts, name, "not tried", &why);
+            record(cx, &mut attempts, step, StepOutcome::NotTried, &why, None);
             continue;
         }
-        if task == Task::FileBugzillaBug {
+        if step == Task::FileBugzillaBug {
             // Not a reboot: it tells people, with everything tried so far.
-            cx.log(format!("{name}: filing, as nothing before it worked"));
-            match Box::pin(bugzilla::file(m, target, cx, &summary(&attempts).join("\n"))).await {
-                Ok(v) => {
-                    let url = v["url"].as_str().unwrap_or_default().to_string();
-                    cx.log(format!("{name}: {url}"));
-                    attempts.push(json!({ "step": name, "outcome": "filed", "reason": url, "detail": v }));
-                    bug_url = Some(url);
+            cx.log(format!("{step}: filing, as nothing before it worked"));
+            match Box::pin(bugzilla::file(m, &on.target, cx, &summary(&attempts).join("\n"))).await {
+                Ok(bug) => {
+                    cx.log(format!("{step}: {}", bug.url));
+                    bug_url = Some(bug.url.clone());
+                    attempts.push(Attempt {
+                        step,
+                        outcome: StepOutcome::Filed,
+                        reason: Some(bug.url.clone()),
+                        proof: None,
+                        error_kind: None,
+                        detail: Some(Box::new(bug.into())),
+                    });
                 }
                 Err(ActionError::Cancelled) => return Err(ActionError::Cancelled),
-                Err(e) => record(cx, &mut attempts, name, "failed", &reason(name, &e)),
+                Err(e) => record(cx, &mut attempts, step, StepOutcome::Failed, &reason(step, &e), Some(&e)),
             }
             continue;
         }
         if let Some(bmc) = renew_ipmi_boot
-            && attempts.iter().any(|a| a["outcome"] != "skipped")
+            && attempts.iter().any(|a| a.outcome != StepOutcome::Skipped)
         {
-            cx.log(format!("{name}: setting the network boot again first (BMCs forget it after 60 s)"));
-            crate::drivers::ipmi::boot_pxe(bmc, &cx.cancel).await.map_err(|e| ipmi::map_error("reimage", e))?;
+            cx.log(format!("{step}: setting the network boot again first (BMCs forget it after 60 s)"));
+            crate::drivers::ipmi::boot_pxe(bmc, &cx.cancel).await.map_err(|e| ActionError::driver("reimage", e))?;
         }
         let step_start = Instant::now();
         if addr.is_none() {
@@ -228,19 +216,19 @@ pub(crate) async fn run_on(
             None => false,
         };
         cx.log(format!(
-            "{name}: trying; {} {} before it",
+            "{step}: trying; {} {} before it",
             m.address,
             if answered_before { "answers" } else { "does not answer" }
         ));
-        let detail = match run_step(task, m, cx).await {
+        let detail = match dispatch(step, on, cx).await {
             Ok(v) => v,
             Err(ActionError::Cancelled) => return Err(ActionError::Cancelled),
             Err(e) => {
-                record(cx, &mut attempts, name, "failed", &reason(name, &e));
+                record(cx, &mut attempts, step, StepOutcome::Failed, &reason(step, &e), Some(&e));
                 continue;
             }
         };
-        let cycled = power_cycled(&detail);
+        let cycled = detail.power_cycled();
         let left = budget.map(|b| b.saturating_sub(step_start.elapsed()));
         let proven = match addr {
             Some(a) => prove(a, probe, answered_before, cycled, left, cx).await?,
@@ -249,20 +237,34 @@ pub(crate) async fn run_on(
         match proven {
             Ok(proof) => {
                 let secs = round(step_start.elapsed());
-                cx.log(format!("{name}: worked: {proof}"));
-                attempts.push(json!({ "step": name, "outcome": "worked", "proof": proof, "detail": detail }));
+                cx.log(format!("{step}: worked: {proof}"));
+                attempts.push(Attempt {
+                    step,
+                    outcome: StepOutcome::Worked,
+                    reason: None,
+                    proof: Some(proof.clone()),
+                    error_kind: None,
+                    detail: Some(Box::new(detail)),
+                });
                 count(&attempts);
-                return Ok(json!({
-                    "worked": name,
-                    "proof": proof,
-                    "seconds": secs,
-                    "chain_seconds": round(chain_start.elapsed()),
-                    "attempts": attempts,
-                }));
+                return Ok(RebootReport {
+                    worked: step,
+                    proof,
+                    seconds: secs,
+                    chain_seconds: round(chain_start.elapsed()),
+                    attempts,
+                });
             }
             Err(why) => {
-                cx.log(format!("{name}: not proven: {why}"));
-                attempts.push(json!({ "step": name, "outcome": "not proven", "reason": why, "detail": detail }));
+                cx.log(format!("{step}: not proven: {why}"));
+                attempts.push(Attempt {
+                    step,
+                    outcome: StepOutcome::NotProven,
+                    reason: Some(why),
+                    proof: None,
+                    error_kind: None,
+                    detail: Some(Box::new(detail)),
+                });
             }
         }
     }
@@ -278,52 +280,45 @@ pub(crate) async fn run_on(
 }
 
 /// Log `<step>: <outcome>: <why>` and add the attempt to the chain's record.
-fn record(cx: &ActionContext, attempts: &mut Vec<Value>, step: &str, outcome: &str, why: &str) {
-    cx.log(format!("{step}: {outcome}: {why}"));
-    attempts.push(json!({ "step": step, "outcome": outcome, "reason": why }));
+fn record(
+    cx: &ActionContext,
+    attempts: &mut Vec<Attempt>,
+    step: Task,
+    outcome: StepOutcome,
+    why: &str,
+    error: Option<&ActionError>,
+) {
+    cx.log(format!("{step}: {}: {why}", outcome.as_str()));
+    attempts.push(Attempt {
+        step,
+        outcome,
+        reason: Some(why.to_string()),
+        proof: None,
+        error_kind: error.map(ActionError::kind),
+        detail: None,
+    });
 }
 
 /// Counts each step's outcome for `/metrics` (`roller_reboot_steps_total`).
-fn count(attempts: &[Value]) {
+fn count(attempts: &[Attempt]) {
     for a in attempts {
-        let (step, outcome) = (a["step"].as_str().unwrap_or("?"), a["outcome"].as_str().unwrap_or("?"));
-        metrics::counter!("roller_reboot_steps_total", "step" => step.to_string(), "outcome" => outcome.to_string())
+        metrics::counter!("roller_reboot_steps_total", "step" => a.step.name(), "outcome" => a.outcome.as_str())
             .increment(1);
     }
 }
 
 /// One line per attempt: `<step> <outcome>: <reason>`.
-fn summary(attempts: &[Value]) -> Vec<String> {
+fn summary(attempts: &[Attempt]) -> Vec<String> {
     attempts
         .iter()
-        .map(|a| {
-            let (step, outcome) = (a["step"].as_str().unwrap_or("?"), a["outcome"].as_str().unwrap_or("?"));
-            format!("{step} {outcome}: {}", a["reason"].as_str().unwrap_or(""))
-        })
+        .map(|a| format!("{} {}: {}", a.step, a.outcome.as_str(), a.reason.as_deref().unwrap_or("")))
         .collect()
-}
-
-async fn run_step(task: Task, m: &Machine, cx: &ActionContext) -> Result<Value, ActionError> {
-    match task {
-        Task::SshReboot => Box::pin(ssh::run_on(m, cx)).await,
-        Task::IpmiOn | Task::IpmiReset | Task::IpmiCycle => Box::pin(ipmi::run_on(task, m, cx)).await,
-        Task::SnmpReboot | Task::SnmpRebootDelay => Box::pin(snmp::run_on(task, m, cx)).await,
-        Task::RedfishRestart => Box::pin(redfish::run_on(task, m, cx)).await,
-        Task::XenapiReboot => Box::pin(xenapi::run_on(m, cx)).await,
-        Task::IloReboot => Box::pin(ilo::run_on(m, cx)).await,
-        other => Err(ActionError::Config(format!("{other} is not a reboot step"))),
-    }
-}
-
-/// Did the step's own read-back see the power go from off to on?
-fn power_cycled(detail: &Value) -> bool {
-    detail["cycle_observed"] == true || (detail["power_before"] == "off" && detail["power"] == "on")
 }
 
 /// Time this step may use: what is left before the soft limit, less what later
 /// steps are owed. `None` without a soft limit.
 fn budget(cx: &ActionContext, later: &[PlannedStep]) -> Option<Duration> {
-    let reserve = if later.iter().any(|p| p.step == RebootStep::FileBugzillaBug && p.skip.is_none()) {
+    let reserve = if later.iter().any(|p| p.step == Task::FileBugzillaBug && p.skip.is_none()) {
         BUG_STEP_RESERVE
     } else {
         Duration::ZERO
@@ -376,9 +371,9 @@ fn probe_error(e: ProbeError) -> ActionError {
 }
 
 /// The error without the step name the task put in front of it.
-fn reason(step: &str, e: &ActionError) -> String {
+fn reason(step: Task, e: &ActionError) -> String {
     let (prefix, msg) = match e {
-        ActionError::Failed(m) => ("", m.as_str()),
+        ActionError::Failed(m) | ActionError::Unreachable(m) | ActionError::Refused(m) => ("", m.as_str()),
         ActionError::Config(m) => ("configuration error: ", m.as_str()),
         ActionError::Cancelled => ("", "cancelled"),
     };

@@ -9,10 +9,8 @@
 
 use std::time::{Duration, Instant};
 
-use serde_json::json;
-
-use super::{ActionContext, ActionError, Target, Task, machine};
-use crate::drivers::counted;
+use super::report::{Device, Power, PowerReport, Report};
+use super::{ActionContext, ActionError, Subject, Task};
 use crate::drivers::redfish::{self as driver, PowerState, RedfishError, RedfishTarget, ResetIntent};
 use crate::inventory::Machine;
 
@@ -20,19 +18,17 @@ use crate::inventory::Machine;
 const CONFIRM_WITHIN: Duration = Duration::from_secs(60);
 const CONFIRM_EVERY: Duration = Duration::from_secs(1);
 
-pub async fn run(task: Task, target: &Target, cx: &ActionContext) -> Result<serde_json::Value, ActionError> {
-    run_on(task, &machine(target, cx)?, cx).await
-}
-
-/// `task` on the machine `m` (the reboot chain's entry: it holds its own inventory snapshot).
-pub(crate) async fn run_on(task: Task, m: &Machine, cx: &ActionContext) -> Result<serde_json::Value, ActionError> {
-    let bmc = redfish_target(m)?;
+pub async fn run(task: Task, on: &Subject, cx: &ActionContext) -> Result<Report, ActionError> {
+    let bmc = redfish_target(on.machine()?)?;
     let step = task.name();
     let fail = |e: RedfishError| map_error(step, e);
     let state = driver::power_state(&bmc, &cx.cancel).await.map_err(fail)?;
     cx.log(format!("Redfish service {} reports power {}", bmc.base_url, name(&state)));
+    let device = Device::Bmc { bmc: bmc.base_url.clone() };
     let (intent, want) = match task {
-        Task::RedfishStatus => return Ok(json!({ "bmc": bmc.base_url, "power": name(&state) })),
+        Task::RedfishStatus => {
+            return Ok(PowerReport { power: Some(power(&state)), ..PowerReport::new(device) }.into());
+        }
         Task::RedfishOn => (ResetIntent::On, Some(PowerState::On)),
         Task::RedfishOff => (ResetIntent::ForceOff, Some(PowerState::Off)),
         Task::RedfishRestart | Task::RedfishReset if state == PowerState::Off => {
@@ -45,11 +41,19 @@ pub(crate) async fn run_on(task: Task, m: &Machine, cx: &ActionContext) -> Resul
     };
     let sent = driver::reset(&bmc, intent, &cx.cancel).await.map_err(fail)?;
     cx.log(format!("{} accepted ResetType {sent}", bmc.base_url));
+    // TODO(correctness, issue 14): without a read-back, `power` repeats the state
+    // before the request; it is to be read from the BMC or labelled as such.
     let after = match want {
         Some(want) => confirm(cx, &bmc, step, want).await?,
         None => state.clone(),
     };
-    Ok(json!({ "bmc": bmc.base_url, "sent": sent, "power_before": name(&state), "power": name(&after) }))
+    Ok(PowerReport {
+        sent: Some(sent),
+        power_before: Some(power(&state)),
+        power: Some(power(&after)),
+        ..PowerReport::new(device)
+    }
+    .into())
 }
 
 async fn confirm(
@@ -99,10 +103,14 @@ pub(crate) fn redfish_target(m: &Machine) -> Result<RedfishTarget, ActionError> 
 }
 
 pub(crate) fn map_error(step: &str, e: RedfishError) -> ActionError {
-    match counted(e) {
-        RedfishError::Cancelled => ActionError::Cancelled,
-        e @ RedfishError::InvalidTarget(_) => ActionError::Config(format!("{step}: {e}")),
-        other => ActionError::Failed(format!("{step}: {other}")),
+    ActionError::driver(step, e)
+}
+
+pub(crate) fn power(s: &PowerState) -> Power {
+    match s {
+        PowerState::On => Power::On,
+        PowerState::Off => Power::Off,
+        other => Power::Other(name(other)),
     }
 }
 

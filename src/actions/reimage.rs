@@ -6,15 +6,19 @@
 //! the installer then does is the deployment system's business, and the result
 //! says so rather than claiming a finished install.
 
-use serde_json::{Value, json};
-
-use super::{ActionContext, ActionError, Target, ipmi, machine, reboot, redfish};
+use super::report::{ReimageReport, Report};
+use super::{ActionContext, ActionError, Subject, ipmi, reboot, redfish};
 use crate::drivers::ipmi as ipmi_driver;
 use crate::drivers::redfish as redfish_driver;
 use crate::inventory::{Machine, NetworkBoot};
 
-pub async fn run(target: &Target, cx: &ActionContext) -> Result<Value, ActionError> {
-    let m = machine(target, cx)?;
+pub async fn run(on: &Subject, cx: &ActionContext) -> Result<Report, ActionError> {
+    Ok(reimage(on, cx).await?.into())
+}
+
+/// `reimage`, typed (`return_loan` reports it inside its own result).
+pub(crate) async fn reimage(on: &Subject, cx: &ActionContext) -> Result<ReimageReport, ActionError> {
+    let m = on.machine()?;
     let via = match (m.class.network_boot, &m.ipmi, &m.redfish) {
         (Some(v), _, _) => v,
         (None, Some(_), _) => NetworkBoot::Ipmi,
@@ -26,30 +30,28 @@ pub async fn run(target: &Target, cx: &ActionContext) -> Result<Value, ActionErr
             )));
         }
     };
-    let network_boot = set_network_boot(&m, via, cx).await?;
+    let network_boot = set_network_boot(m, via, cx).await?;
     cx.log(format!("next boot: network ({network_boot}); rebooting"));
     let renew = match via {
-        NetworkBoot::Ipmi => Some(ipmi::ipmi_target(&m)?),
+        NetworkBoot::Ipmi => Some(ipmi::ipmi_target(m, cx)?),
         // A Redfish one-time override lasts until the next boot.
         NetworkBoot::Redfish => None,
     };
-    match reboot::run_on(&m, target, cx, renew.as_ref()).await {
-        Ok(chain) => Ok(json!({
-            "network_boot": network_boot,
-            "reboot": chain,
-            "note": "the machine rebooted into its network boot; the install itself is not watched by roller",
-        })),
-        Err(ActionError::Failed(why)) => {
-            Err(ActionError::Failed(format!("reimage: network boot set ({network_boot}), but {why}")))
-        }
-        Err(e) => Err(e),
+    match reboot::chain(on, cx, renew.as_ref()).await {
+        Ok(chain) => Ok(ReimageReport {
+            network_boot,
+            reboot: chain,
+            note: "the machine rebooted into its network boot; the install itself is not watched by roller",
+        }),
+        Err(e @ (ActionError::Config(_) | ActionError::Cancelled)) => Err(e),
+        Err(e) => Err(e.map_text(|why| format!("reimage: network boot set ({network_boot}), but {why}"))),
     }
 }
 
 async fn set_network_boot(m: &Machine, via: NetworkBoot, cx: &ActionContext) -> Result<String, ActionError> {
     match via {
         NetworkBoot::Ipmi => {
-            let bmc = ipmi::ipmi_target(m)?;
+            let bmc = ipmi::ipmi_target(m, cx)?;
             cx.log(format!("sending chassis bootdev pxe to {}", bmc.host));
             ipmi_driver::boot_pxe(&bmc, &cx.cancel).await.map_err(|e| ipmi::map_error("reimage", e))?;
             Ok(format!("IPMI chassis bootdev pxe on {}", bmc.host))

@@ -9,23 +9,16 @@
 
 use std::time::{Duration, Instant};
 
-use serde_json::json;
-
-use super::{ActionContext, ActionError, Target, Task, machine};
-use crate::drivers::counted;
+use super::report::{Device, Power, PowerReport, Report};
+use super::{ActionContext, ActionError, Subject, Task};
 use crate::drivers::snmp::{self as driver, OutletAction, OutletStatus, PduTarget, SnmpError};
-use crate::inventory::Machine;
 
 /// How long a PDU's own reboot cycle may take to bring the outlet back on.
 const CYCLE_WITHIN: Duration = Duration::from_secs(60);
 const WATCH_EVERY: Duration = Duration::from_millis(250);
 
-pub async fn run(task: Task, target: &Target, cx: &ActionContext) -> Result<serde_json::Value, ActionError> {
-    run_on(task, &machine(target, cx)?, cx).await
-}
-
-/// `task` on the machine `m` (the reboot chain's entry).
-pub(crate) async fn run_on(task: Task, m: &Machine, cx: &ActionContext) -> Result<serde_json::Value, ActionError> {
+pub async fn run(task: Task, on: &Subject, cx: &ActionContext) -> Result<Report, ActionError> {
+    let m = on.machine()?;
     let access = m.pdu.as_ref().ok_or_else(|| ActionError::Config(format!("{}: no [pdu] in the inventory", m.id)))?;
     let step = task.name();
     let community = access
@@ -34,15 +27,20 @@ pub(crate) async fn run_on(task: Task, m: &Machine, cx: &ActionContext) -> Resul
         .map_err(|e| ActionError::Config(format!("{}: pdu community ({}): {e}", m.id, access.community.describe())))?;
     let mut pdu = PduTarget::new(&access.host, community).map_err(|e| ActionError::Config(format!("{step}: {e}")))?;
     pdu.port = access.port;
+    pdu.gate = cx.settings.gates.clone();
     let outlet = driver::Outlet::parse(&access.outlet)
         .map_err(|e| ActionError::Config(format!("{}: pdu outlet {:?}: {e}", m.id, access.outlet)))?;
-    let fail = |e: SnmpError| match counted(e) {
-        SnmpError::Cancelled => ActionError::Cancelled,
-        e @ SnmpError::InvalidTarget(_) => ActionError::Config(format!("{step}: {e}")),
-        e => ActionError::Failed(format!("{step}: {e}")),
+    let fail = |e: SnmpError| match e {
+        // Not a plain cancellation: the outlet is off, and whoever reads the job must know.
+        e @ SnmpError::CancelledLeftOff(_) => ActionError::Failed(format!("{step}: {}", crate::drivers::counted(e))),
+        e => ActionError::driver(step, e),
     };
     let before = driver::outlet_status(&pdu, outlet, &cx.cancel).await.map_err(fail)?;
     cx.log(format!("PDU {} outlet {} ({outlet}) reports {}", pdu.host, access.outlet, status_name(before)));
+    let report = PowerReport {
+        power_before: Some(power(before)),
+        ..PowerReport::new(Device::Pdu { pdu: pdu.host.clone(), outlet: access.outlet.clone() })
+    };
     match task {
         Task::SnmpRebootDelay => {
             let delay = m.class.snmp_reboot_delay;
@@ -58,8 +56,14 @@ pub(crate) async fn run_on(task: Task, m: &Machine, cx: &ActionContext) -> Resul
                 )));
             }
             // The driver read the outlet back as off before it switched it on.
-            Ok(json!({ "pdu": pdu.host, "outlet": access.outlet, "sent": "off, on", "delay_secs": delay.as_secs(),
-                       "power_before": status_name(before), "power": "on", "cycle_observed": true }))
+            Ok(PowerReport {
+                sent: Some("off, on".into()),
+                delay_secs: Some(delay.as_secs()),
+                power: Some(Power::On),
+                cycle_observed: Some(true),
+                ..report
+            }
+            .into())
         }
         Task::SnmpReboot => {
             cx.log(format!("asking PDU {} to reboot outlet {}", pdu.host, access.outlet));
@@ -71,8 +75,13 @@ pub(crate) async fn run_on(task: Task, m: &Machine, cx: &ActionContext) -> Resul
                 access.outlet,
                 if seen_off { " after being seen off" } else { " (its off phase was not observed)" }
             ));
-            Ok(json!({ "pdu": pdu.host, "outlet": access.outlet, "sent": "reboot",
-                       "power_before": status_name(before), "power": status_name(after), "cycle_observed": seen_off }))
+            Ok(PowerReport {
+                sent: Some("reboot".into()),
+                power: Some(power(after)),
+                cycle_observed: Some(seen_off),
+                ..report
+            }
+            .into())
         }
         _ => Err(ActionError::Config(format!("{step} is not an SNMP task"))),
     }
@@ -88,10 +97,7 @@ async fn watch_cycle(
     let start = Instant::now();
     let mut seen_off = false;
     loop {
-        let now = driver::outlet_status(pdu, outlet, &cx.cancel).await.map_err(|e| match counted(e) {
-            SnmpError::Cancelled => ActionError::Cancelled,
-            e => ActionError::Failed(format!("{step}: {e}")),
-        })?;
+        let now = driver::outlet_status(pdu, outlet, &cx.cancel).await.map_err(|e| ActionError::driver(step, e))?;
         seen_off |= matches!(now, OutletStatus::Off | OutletStatus::OnWait);
         if now == OutletStatus::On && (seen_off || start.elapsed() > Duration::from_secs(2)) {
             return Ok((seen_off, now));
@@ -107,6 +113,14 @@ async fn watch_cycle(
             _ = tokio::time::sleep(WATCH_EVERY) => {}
             _ = cx.cancel.cancelled() => return Err(ActionError::Cancelled),
         }
+    }
+}
+
+fn power(s: OutletStatus) -> Power {
+    match s {
+        OutletStatus::Off => Power::Off,
+        OutletStatus::On => Power::On,
+        other => Power::Other(status_name(other)),
     }
 }
 

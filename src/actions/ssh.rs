@@ -4,41 +4,29 @@
 //! The task reports what the host accepted. Proving that it really went down and
 //! came back is the reboot chain's job.
 
-use serde_json::json;
-
-use super::{ActionContext, ActionError, Target, machine};
-use crate::drivers::counted;
-use crate::drivers::ssh::{self as driver, HostKeyPolicy, SshError, SshTarget};
+use super::report::{Report, SshReport};
+use super::{ActionContext, ActionError, Subject};
+use crate::drivers::ssh::{self as driver, HostKeyPolicy, SshTarget};
 use crate::inventory::Machine;
 
-pub async fn run(target: &Target, cx: &ActionContext) -> Result<serde_json::Value, ActionError> {
-    run_on(&machine(target, cx)?, cx).await
-}
-
-/// The step on the machine `m` (the reboot chain's entry).
-pub(crate) async fn run_on(m: &Machine, cx: &ActionContext) -> Result<serde_json::Value, ActionError> {
-    let t = ssh_target(m)?;
+pub async fn run(on: &Subject, cx: &ActionContext) -> Result<Report, ActionError> {
+    let t = ssh_target(on.machine()?)?;
     cx.log(format!("ssh {}@{}:{}: requesting a reboot", t.user, t.host, t.port));
-    let accepted = driver::reboot(&t, &cx.cancel).await.map_err(|e| match counted(e) {
-        SshError::Cancelled => ActionError::Cancelled,
-        e @ (SshError::InvalidHost(_) | SshError::KeyFile { .. } | SshError::KnownHostsFile { .. }) => {
-            ActionError::Config(format!("ssh_reboot: {e}"))
-        }
-        e => ActionError::Failed(format!("ssh_reboot: {e}")),
-    })?;
+    let accepted = driver::reboot(&t, &cx.cancel).await.map_err(|e| ActionError::driver("ssh_reboot", e))?;
     match accepted.exit_status {
         Some(status) => cx.log(format!("{}: `{}` exited {status}", t.host, accepted.command)),
         None => {
             cx.log(format!("{}: `{}` accepted; the connection closed as the host went down", t.host, accepted.command))
         }
     }
-    Ok(json!({
-        "host": t.host,
-        "user": t.user,
-        "command": accepted.command,
-        "exit_status": accepted.exit_status,
-        "output": accepted.output,
-    }))
+    Ok(SshReport {
+        host: t.host.clone(),
+        user: t.user.clone(),
+        command: accepted.command.to_string(),
+        exit_status: accepted.exit_status,
+        output: accepted.output,
+    }
+    .into())
 }
 
 fn ssh_target(m: &Machine) -> Result<SshTarget, ActionError> {

@@ -3,45 +3,44 @@
 //! probe its hardware class uses. It reports; it changes nothing, and a BMC
 //! that cannot be asked is part of the report, not a failure.
 
-use serde_json::json;
-
-use super::{ActionContext, ActionError, Target, ipmi, machine, redfish, resolve};
+use super::report::{PowerReading, Report, StatusReport};
+use super::{ActionContext, ActionError, Subject, ipmi, redfish, resolve};
 use crate::drivers::counted;
 use crate::drivers::ipmi as ipmi_driver;
 use crate::drivers::reachability::{self, ProbeError, ProbeSettings};
 use crate::drivers::redfish as redfish_driver;
 
-pub async fn run(target: &Target, cx: &ActionContext) -> Result<serde_json::Value, ActionError> {
-    let m = machine(target, cx)?;
+pub async fn run(on: &Subject, cx: &ActionContext) -> Result<Report, ActionError> {
+    let m = on.machine()?;
     let power = match (&m.ipmi, &m.redfish) {
-        (None, None) => json!(null),
+        (None, None) => None,
         (None, Some(_)) => {
-            let bmc = redfish::redfish_target(&m)?;
-            match redfish_driver::power_state(&bmc, &cx.cancel).await {
+            let bmc = redfish::redfish_target(m)?;
+            Some(match redfish_driver::power_state(&bmc, &cx.cancel).await.map_err(counted) {
                 Ok(state) => {
                     cx.log(format!("Redfish service {} reports power {}", bmc.base_url, redfish::name(&state)));
-                    json!({ "source": "redfish", "state": redfish::name(&state) })
+                    PowerReading { source: "redfish", state: Some(redfish::power(&state)), error: None }
                 }
                 Err(redfish_driver::RedfishError::Cancelled) => return Err(ActionError::Cancelled),
                 Err(e) => {
                     cx.log(format!("cannot read the power state: {e}"));
-                    json!({ "source": "redfish", "error": e.to_string() })
+                    PowerReading { source: "redfish", state: None, error: Some(e.to_string()) }
                 }
-            }
+            })
         }
         (Some(_), _) => {
-            let bmc = ipmi::ipmi_target(&m)?;
-            match ipmi_driver::power_status(&bmc, &cx.cancel).await.map_err(counted) {
+            let bmc = ipmi::ipmi_target(m, cx)?;
+            Some(match ipmi_driver::power_status(&bmc, &cx.cancel).await.map_err(counted) {
                 Ok(state) => {
                     cx.log(format!("BMC {} reports power {}", bmc.host, ipmi::name(state)));
-                    json!({ "source": "ipmi", "state": ipmi::name(state) })
+                    PowerReading { source: "ipmi", state: Some(ipmi::power(state)), error: None }
                 }
                 Err(ipmi_driver::IpmiError::Cancelled) => return Err(ActionError::Cancelled),
                 Err(e) => {
                     cx.log(format!("cannot read the power state: {e}"));
-                    json!({ "source": "ipmi", "error": e.to_string() })
+                    PowerReading { source: "ipmi", state: None, error: Some(e.to_string()) }
                 }
-            }
+            })
         }
     };
     let probe = m.class.reachability;
@@ -54,11 +53,5 @@ pub async fn run(target: &Target, cx: &ActionContext) -> Result<serde_json::Valu
         Err(ProbeError::Ping(e)) => return Err(ActionError::Config(e.to_string())),
     };
     cx.log(format!("{} ({addr}) {} to {probe_name}", m.address, if answers { "answers" } else { "does not answer" }));
-    Ok(json!({
-        "address": m.address,
-        "ip": addr.to_string(),
-        "probe": probe_name,
-        "answers": answers,
-        "power": power,
-    }))
+    Ok(StatusReport { address: m.address.clone(), ip: addr.to_string(), probe: probe_name, answers, power }.into())
 }

@@ -3,19 +3,12 @@
 //! inventory's `[xen] vm_uuid` for the machine (the original passed the host
 //! name where the UUID belonged).
 
-use serde_json::{Value, json};
+use super::report::{Report, XenReport};
+use super::{ActionContext, ActionError, Subject};
+use crate::drivers::xenapi::{self as driver, XenTarget};
 
-use super::{ActionContext, ActionError, Target, machine};
-use crate::drivers::counted;
-use crate::drivers::xenapi::{self as driver, XenError, XenTarget};
-use crate::inventory::Machine;
-
-pub async fn run(target: &Target, cx: &ActionContext) -> Result<Value, ActionError> {
-    run_on(&machine(target, cx)?, cx).await
-}
-
-/// The step on the machine `m` (the reboot chain's entry).
-pub(crate) async fn run_on(m: &Machine, cx: &ActionContext) -> Result<Value, ActionError> {
+pub async fn run(on: &Subject, cx: &ActionContext) -> Result<Report, ActionError> {
+    let m = on.machine()?;
     let uuid = m
         .xen_vm_uuid
         .as_deref()
@@ -31,15 +24,18 @@ pub(crate) async fn run_on(m: &Machine, cx: &ActionContext) -> Result<Value, Act
         timeout: x.timeout,
     };
     cx.log(format!("XenAPI {}: restarting VM {uuid} (pause {}s between shutdown and start)", t.url, x.delay.as_secs()));
-    let done = driver::reboot_vm(&t, uuid, x.delay, &cx.cancel).await.map_err(|e| match counted(e) {
-        XenError::Cancelled => ActionError::Cancelled,
-        e @ XenError::InvalidUrl(_) => ActionError::Config(format!("xenapi_reboot: {e}")),
-        e => ActionError::Failed(format!("xenapi_reboot: {e}")),
-    })?;
+    let done =
+        driver::reboot_vm(&t, uuid, x.delay, &cx.cancel).await.map_err(|e| ActionError::driver("xenapi_reboot", e))?;
     if let Some(why) = &done.clean_failure {
         cx.log(format!("clean shutdown refused ({why}); used a hard shutdown"));
     }
     cx.log(format!("VM {uuid} was shut down ({}) and started again", done.shutdown));
     // Halted, then started: the power cycle the reboot chain accepts as half its proof.
-    Ok(json!({ "vm": uuid, "shutdown": done.shutdown, "clean_failure": done.clean_failure, "cycle_observed": true }))
+    Ok(XenReport {
+        vm: uuid.to_string(),
+        shutdown: done.shutdown.to_string(),
+        clean_failure: done.clean_failure,
+        cycle_observed: true,
+    }
+    .into())
 }

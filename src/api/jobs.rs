@@ -10,9 +10,9 @@ use serde::Deserialize;
 use super::error::ApiError;
 use super::wire::{Created, ErrorBody, History, JobView};
 use super::{AppState, Authenticated, LogFields};
-use crate::actions::Task;
 use crate::domain::{ClientId, JobId, TaskclusterName, WorkerGroup, WorkerId};
 use crate::queue::{JobState, NewJob};
+use crate::task::Task;
 
 /// CORS preflight: no authentication, empty JSON object like the seed.
 #[utoipa::path(options, path = "/api/v1/workers/{worker_id}/group/{worker_group}/jobs", tag = "jobs",
@@ -146,6 +146,7 @@ async fn enqueue(
         .queue
         .enqueue(NewJob {
             task,
+            max_attempts: task.max_attempts(),
             worker_id,
             worker_group,
             requester: caller.client_id.clone(),

@@ -71,7 +71,7 @@ pub async fn machines(
     Authenticated(caller): Authenticated,
 ) -> Result<Response, ApiError> {
     require(&caller, &state.settings.read_scope)?;
-    let inventory = state.settings.actions.inventory.current();
+    let inventory = state.inventory.current();
     let mut machines = Vec::with_capacity(inventory.machines.len());
     // One query per machine: an inventory is hundreds of machines, not millions,
     // and both backends answer a machine's history from an index.

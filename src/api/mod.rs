@@ -27,6 +27,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::auth::{Authenticator, Caller, HawkRequest};
 use crate::config::Settings;
+use crate::inventory::InventoryHandle;
 use crate::queue::Queue;
 use error::ApiError;
 
@@ -36,6 +37,8 @@ pub struct AppState {
     pub queue: Arc<dyn Queue>,
     pub auth: Arc<Authenticator>,
     pub settings: Arc<Settings>,
+    /// The machines (the inventory in force; reloaded on SIGHUP).
+    pub inventory: InventoryHandle,
     /// The port this process listens on: what clients sign when no trusted proxy is in front.
     pub listen_port: u16,
     /// Wakes an in-process runner as soon as a job is queued (embedded mode).

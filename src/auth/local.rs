@@ -20,8 +20,15 @@ use secrecy::{ExposeSecret, SecretString};
 use super::certificate::{self, Ext};
 use super::nonce::{self, NonceCache};
 use super::{AuthError, Caller, HawkRequest, hawk_header};
-use crate::config::LocalClient;
 use crate::domain::ClientId;
+
+/// A client whose Hawk credentials roller holds itself (the local backend).
+#[derive(Debug, Clone)]
+pub struct LocalClient {
+    pub client_id: String,
+    pub access_token: SecretString,
+    pub scopes: Vec<String>,
+}
 
 /// Taskcluster's Hawk timestamp skew ("similar to AWS").
 pub const TIMESTAMP_SKEW: Duration = Duration::from_secs(15 * 60);

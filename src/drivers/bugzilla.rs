@@ -76,22 +76,31 @@ pub enum BugzillaError {
     Cancelled,
 }
 
+/// The server's base URL as the client uses it (ending in `/`), or why `url` cannot be one:
+/// http(s), with a host, without credentials, query or fragment. Configuration checks it
+/// before anything is built.
+pub fn base_url(url: &str) -> Result<Url, BugzillaError> {
+    let invalid = || BugzillaError::InvalidUrl(super::url_for_message(url));
+    let mut base = Url::parse(url).map_err(|_| invalid())?;
+    let plain = matches!(base.scheme(), "http" | "https")
+        && base.host_str().is_some()
+        && base.username().is_empty()
+        && base.password().is_none()
+        && base.query().is_none()
+        && base.fragment().is_none();
+    if !plain {
+        return Err(invalid());
+    }
+    // The original's test setting ended in `/rest/`; both spellings mean the same server.
+    let path = base.path().trim_end_matches('/').trim_end_matches("/rest").to_string();
+    base.set_path(&format!("{path}/"));
+    Ok(base)
+}
+
 impl Bugzilla {
     pub fn new(base_url: &str, api_key: SecretString, timeout: Duration) -> Result<Bugzilla, BugzillaError> {
         let invalid = || BugzillaError::InvalidUrl(super::url_for_message(base_url));
-        let mut base = Url::parse(base_url).map_err(|_| invalid())?;
-        let plain = matches!(base.scheme(), "http" | "https")
-            && base.host_str().is_some()
-            && base.username().is_empty()
-            && base.password().is_none()
-            && base.query().is_none()
-            && base.fragment().is_none();
-        if !plain {
-            return Err(invalid());
-        }
-        // The original's test setting ended in `/rest/`; both spellings mean the same server.
-        let path = base.path().trim_end_matches('/').trim_end_matches("/rest").to_string();
-        base.set_path(&format!("{path}/"));
+        let base = self::base_url(base_url)?;
         let http = reqwest::Client::builder()
             .timeout(timeout)
             .connect_timeout(timeout)

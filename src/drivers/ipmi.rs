@@ -46,6 +46,8 @@ use std::time::{Duration, Instant};
 use secrecy::{ExposeSecret, SecretString};
 use tokio_util::sync::CancellationToken;
 
+use super::gate::Gates;
+
 /// Where ipmitool may live. Fixed so that nothing outside the deployment (a
 /// request, an inherited `$PATH`) chooses which program gets the password.
 const IPMITOOL_BINARIES: &[&str] = &["/usr/bin/ipmitool", "/usr/sbin/ipmitool", "/bin/ipmitool"];
@@ -124,6 +126,9 @@ pub struct IpmiTarget {
     pub timeout: Duration,
     /// ipmitool's retransmit count (`-R`).
     pub retries: u32,
+    /// The per-device limits this call goes through: the process's [`Gates`], so every
+    /// job's calls to one BMC share its slots and power-on turns.
+    pub gate: Gates,
 }
 
 impl IpmiTarget {
@@ -140,6 +145,7 @@ impl IpmiTarget {
             bridging: None,
             timeout: Duration::from_secs(20),
             retries: 2,
+            gate: Gates::default(),
         }
     }
 
@@ -370,10 +376,10 @@ async fn run_gated(
     }
     let program = find_ipmitool().ok_or(IpmiError::ToolMissing)?;
     // Held for the whole call: BMCs have few session slots.
-    let _slot = super::gate::enter(&gate_key(target), cancel).await.ok_or(IpmiError::Cancelled)?;
+    let _slot = target.gate.enter(&gate_key(target), cancel).await.ok_or(IpmiError::Cancelled)?;
     // Held until the BMC has answered (see `gate::PowerOnTurn`).
     let _turn = match power_on {
-        true => Some(super::gate::power_on_turn(&gate_key(target), cancel).await.ok_or(IpmiError::Cancelled)?),
+        true => Some(target.gate.power_on_turn(&gate_key(target), cancel).await.ok_or(IpmiError::Cancelled)?),
         false => None,
     };
     let args = build_args(target, verbose, words);

@@ -4,6 +4,7 @@
 pub mod bugzilla;
 pub mod dns;
 pub mod gate;
+pub mod hawk;
 pub mod ilo;
 pub mod ipmi;
 pub mod ping;
@@ -14,44 +15,165 @@ pub mod ssh;
 pub mod taskcluster;
 pub mod xenapi;
 
+/// What kind of failure a driver met. Actions keep it (`ActionError`), so the reboot
+/// chain, the job record and `/metrics` can tell "BMC unreachable" from "password refused".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// No answer: a timeout, a refused or dropped connection, an unreachable network.
+    Unreachable,
+    /// An answer that says no: wrong password or key, a missing privilege, a host key
+    /// that changed, a command the device refuses.
+    Refused,
+    /// Roller cannot make the call here: its configuration, a missing tool, permissions.
+    Config,
+    /// The job's own doing (a time limit, a shutdown), not the device's.
+    Cancelled,
+    /// Anything else: the device answered, and not with what was asked.
+    Failed,
+}
+
+impl Fault {
+    /// The stable name, for `/metrics` labels and job records.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Fault::Unreachable => "unreachable",
+            Fault::Refused => "refused",
+            Fault::Config => "configuration",
+            Fault::Cancelled => "cancelled",
+            Fault::Failed => "failed",
+        }
+    }
+}
+
 /// A driver's error, as `/metrics` counts it: `roller_driver_errors_total{driver}`.
-pub(crate) trait DriverError {
+pub(crate) trait DriverError: std::fmt::Display {
     const DRIVER: &'static str;
-    /// Cancellation is the job's own doing (a time limit, a shutdown), not the device's.
-    fn is_cancelled(&self) -> bool;
+    fn fault(&self) -> Fault;
 }
 
 /// Count `e` (unless it is a cancellation) and hand it on, where an action maps a
 /// driver's error: `match counted(e) { … }`.
 pub(crate) fn counted<E: DriverError>(e: E) -> E {
-    if !e.is_cancelled() {
+    let fault = e.fault();
+    if fault != Fault::Cancelled {
         metrics::counter!("roller_driver_errors_total", "driver" => E::DRIVER).increment(1);
     }
     e
 }
 
-macro_rules! driver_error {
-    ($ty:ty, $name:literal, $($cancelled:pat),+) => {
+/// Each driver's errors by kind: one place per driver, read with its error type.
+macro_rules! faults {
+    ($ty:ty, $name:literal, |$e:ident| $body:expr) => {
         impl DriverError for $ty {
             const DRIVER: &'static str = $name;
-            fn is_cancelled(&self) -> bool {
-                matches!(self, $($cancelled)|+)
+            fn fault(&self) -> Fault {
+                let $e = self;
+                $body
             }
         }
     };
 }
 
-driver_error!(bugzilla::BugzillaError, "bugzilla", bugzilla::BugzillaError::Cancelled);
-driver_error!(dns::DnsError, "dns", dns::DnsError::Cancelled);
-driver_error!(ilo::IloError, "ilo", ilo::IloError::Cancelled);
-driver_error!(ipmi::IpmiError, "ipmi", ipmi::IpmiError::Cancelled);
-driver_error!(ping::PingError, "ping", ping::PingError::Cancelled);
-driver_error!(reachability::ProbeError, "probe", reachability::ProbeError::Cancelled);
-driver_error!(redfish::RedfishError, "redfish", redfish::RedfishError::Cancelled);
-driver_error!(snmp::SnmpError, "snmp", snmp::SnmpError::Cancelled, snmp::SnmpError::CancelledLeftOff(_));
-driver_error!(ssh::SshError, "ssh", ssh::SshError::Cancelled);
-driver_error!(taskcluster::TaskclusterError, "taskcluster", taskcluster::TaskclusterError::Cancelled);
-driver_error!(xenapi::XenError, "xenapi", xenapi::XenError::Cancelled);
+faults!(bugzilla::BugzillaError, "bugzilla", |e| {
+    use bugzilla::BugzillaError as E;
+    match e {
+        E::InvalidUrl(_) => Fault::Config,
+        E::Http { .. } | E::Timeout { .. } => Fault::Unreachable,
+        E::Refused { .. } => Fault::Refused,
+        E::Protocol { .. } => Fault::Failed,
+        E::Cancelled => Fault::Cancelled,
+    }
+});
+faults!(dns::DnsError, "dns", |e| match e {
+    // A name that does not resolve: the job failed; nothing was unreachable yet.
+    dns::DnsError::NotFound { .. } => Fault::Failed,
+    dns::DnsError::Config(_) => Fault::Config,
+    dns::DnsError::Cancelled => Fault::Cancelled,
+});
+faults!(ilo::IloError, "ilo", |e| {
+    use ilo::IloError as E;
+    match e {
+        E::Connect { .. } | E::Tls { .. } | E::Timeout { .. } => Fault::Unreachable,
+        E::Refused { .. } => Fault::Refused,
+        E::Protocol { .. } => Fault::Failed,
+        E::Cancelled => Fault::Cancelled,
+    }
+});
+faults!(ipmi::IpmiError, "ipmi", |e| {
+    use ipmi::IpmiError as E;
+    match e {
+        E::Auth { .. } => Fault::Refused,
+        E::Timeout { .. } | E::Unreachable { .. } => Fault::Unreachable,
+        E::CommandFailed { .. } => Fault::Failed,
+        E::ToolMissing | E::InvalidTarget(_) => Fault::Config,
+        E::Cancelled => Fault::Cancelled,
+    }
+});
+faults!(ping::PingError, "ping", |e| {
+    use ping::PingError as E;
+    match e {
+        E::Permission { .. } | E::CommandMissing | E::InvalidSettings(_) => Fault::Config,
+        E::CommandFailed { .. } | E::Io { .. } => Fault::Failed,
+        E::Cancelled => Fault::Cancelled,
+    }
+});
+faults!(reachability::ProbeError, "probe", |e| match e {
+    reachability::ProbeError::Ping(p) => p.fault(),
+    reachability::ProbeError::Cancelled => Fault::Cancelled,
+});
+faults!(redfish::RedfishError, "redfish", |e| {
+    use redfish::RedfishError as E;
+    match e {
+        E::InvalidTarget(_) => Fault::Config,
+        E::Auth { .. } => Fault::Refused,
+        E::Timeout { .. } | E::Connect { .. } => Fault::Unreachable,
+        E::Http { .. } | E::NoSystem { .. } | E::Unsupported { .. } | E::Protocol { .. } => Fault::Failed,
+        E::Cancelled => Fault::Cancelled,
+    }
+});
+faults!(snmp::SnmpError, "snmp", |e| {
+    use snmp::SnmpError as E;
+    match e {
+        // SNMPv2c answers a wrong community with silence: the two look the same.
+        E::Timeout { .. } | E::Io { .. } => Fault::Unreachable,
+        E::Agent { .. } => Fault::Refused,
+        E::NoSuchOutlet { .. } | E::Protocol { .. } => Fault::Failed,
+        E::InvalidTarget(_) => Fault::Config,
+        // Left off is the conservative end of a cancellation; the action says so loudly.
+        E::Cancelled | E::CancelledLeftOff(_) => Fault::Cancelled,
+    }
+});
+faults!(ssh::SshError, "ssh", |e| {
+    use ssh::SshError as E;
+    match e {
+        E::InvalidHost(_) | E::KeyFile { .. } | E::KnownHostsFile { .. } => Fault::Config,
+        E::HostKeyUnknown { .. } | E::HostKeyChanged { .. } | E::AuthFailed { .. } => Fault::Refused,
+        E::Timeout { .. } | E::Connect { .. } => Fault::Unreachable,
+        E::Protocol { .. } | E::CommandsFailed { .. } => Fault::Failed,
+        E::Cancelled => Fault::Cancelled,
+    }
+});
+faults!(taskcluster::TaskclusterError, "taskcluster", |e| {
+    use taskcluster::TaskclusterError as E;
+    match e {
+        E::InvalidUrl(_) => Fault::Config,
+        E::Transport { .. } => Fault::Unreachable,
+        E::Refused { .. } => Fault::Refused,
+        E::Cancelled => Fault::Cancelled,
+    }
+});
+faults!(xenapi::XenError, "xenapi", |e| {
+    use xenapi::XenError as E;
+    match e {
+        E::InvalidUrl(_) => Fault::Config,
+        E::Transport { .. } => Fault::Unreachable,
+        E::Failure { description, .. } if description.first().is_some_and(|c| c == "SESSION_AUTHENTICATION_FAILED") => {
+            Fault::Refused
+        }
+        E::Failure { .. } | E::Protocol { .. } => Fault::Failed,
+        E::Cancelled => Fault::Cancelled,
+    }
+});
 
 /// One URL path segment: RFC 3986 unreserved bytes as they are, every other byte
 /// percent-encoded, so a name can never add a `/`, `?` or `#` to a URL.

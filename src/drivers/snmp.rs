@@ -34,6 +34,8 @@ use secrecy::{ExposeSecret, SecretString};
 use snmp2::{AsyncSession, Oid, Value};
 use tokio_util::sync::CancellationToken;
 
+use super::gate::Gates;
+
 /// `outletTable` entry prefix (`sentry3` `.2.3.1`), without the column.
 const OUTLET_ENTRY: [u64; 11] = [1, 3, 6, 1, 4, 1, 1718, 3, 2, 3, 1];
 const COLUMN_STATUS: u64 = 5;
@@ -156,13 +158,23 @@ pub struct PduTarget {
     pub timeout: Duration,
     /// Further attempts after the first one times out.
     pub retries: u32,
+    /// The per-device limits outlet SETs go through: the process's [`Gates`], so every
+    /// job's SETs to one PDU share its slots and power-on turns.
+    pub gate: Gates,
 }
 
 impl PduTarget {
     /// Port 161, 5 s per request, 2 retries: a LAN PDU answers in milliseconds, and
     /// a wrong community costs 15 s rather than the original's 60 s.
     pub fn new(host: impl Into<String>, community: SecretString) -> Result<PduTarget, SnmpError> {
-        let target = PduTarget { host: host.into(), port: 161, community, timeout: Duration::from_secs(5), retries: 2 };
+        let target = PduTarget {
+            host: host.into(),
+            port: 161,
+            community,
+            timeout: Duration::from_secs(5),
+            retries: 2,
+            gate: Gates::default(),
+        };
         validate_host(&target.host)?;
         Ok(target)
     }
@@ -462,11 +474,11 @@ async fn send_set(
     // One device slot for the SET (a PDU's agent handles little at once), then,
     // for a power-on, its turn: outlets of one PDU come on `stagger` apart (inrush current).
     let key = format!("pdu:{}:{}", target.host, target.port);
-    let _slot = super::gate::enter(&key, cancel).await.ok_or(SnmpError::Cancelled)?;
+    let _slot = target.gate.enter(&key, cancel).await.ok_or(SnmpError::Cancelled)?;
     // Held until the PDU has answered (see `gate::PowerOnTurn`).
     let _turn = match action {
         OutletAction::On | OutletAction::Reboot => {
-            Some(super::gate::power_on_turn(&key, cancel).await.ok_or(SnmpError::Cancelled)?)
+            Some(target.gate.power_on_turn(&key, cancel).await.ok_or(SnmpError::Cancelled)?)
         }
         _ => None,
     };

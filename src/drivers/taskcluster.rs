@@ -51,6 +51,17 @@ pub enum TaskclusterError {
     Cancelled,
 }
 
+/// The deployment's root URL, or why `url` cannot be one (http(s), without credentials).
+/// Configuration checks it before anything is built.
+pub fn root_url(url: &str) -> Result<reqwest::Url, TaskclusterError> {
+    let invalid = || TaskclusterError::InvalidUrl(super::url_for_message(url));
+    let parsed = reqwest::Url::parse(url.trim_end_matches('/')).map_err(|_| invalid())?;
+    if !matches!(parsed.scheme(), "http" | "https") || !parsed.username().is_empty() || parsed.password().is_some() {
+        return Err(invalid());
+    }
+    Ok(parsed)
+}
+
 impl TaskclusterClient {
     pub fn new(
         root_url: &str,
@@ -59,10 +70,7 @@ impl TaskclusterClient {
         timeout: Duration,
     ) -> Result<Self, TaskclusterError> {
         let invalid = || TaskclusterError::InvalidUrl(super::url_for_message(root_url));
-        let url = reqwest::Url::parse(root_url.trim_end_matches('/')).map_err(|_| invalid())?;
-        if !matches!(url.scheme(), "http" | "https") || !url.username().is_empty() || url.password().is_some() {
-            return Err(invalid());
-        }
+        let url = self::root_url(root_url)?;
         let http = reqwest::Client::builder().timeout(timeout).build().map_err(|_| invalid())?;
         Ok(Self { root_url: url, client_id: client_id.to_string(), access_token, http })
     }
@@ -126,7 +134,7 @@ impl TaskclusterClient {
         cancel: &CancellationToken,
     ) -> Result<Value, TaskclusterError> {
         let transport = |detail: String| TaskclusterError::Transport { call, detail };
-        let auth = crate::auth::sign(&method, &url, &self.client_id, &self.access_token)
+        let auth = super::hawk::sign(&method, &url, &self.client_id, &self.access_token)
             .map_err(|e| transport(e.to_string()))?;
         let send = async {
             let resp = self

@@ -19,8 +19,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use super::{Job, JobState, NewJob, Outcome, Queue, QueueError, QueueOptions};
-use crate::actions::Task;
 use crate::domain::{ClientId, JobId, TaskclusterName, WorkerGroup, WorkerId};
+use crate::task::Task;
 
 /// Long enough that it never expires during a check.
 pub const LONG_LEASE: Duration = Duration::from_secs(300);
@@ -106,6 +106,7 @@ pub(crate) use conformance_suite;
 pub fn ping(worker: &str, group: &str) -> NewJob {
     NewJob {
         task: Task::Ping,
+        max_attempts: Task::Ping.max_attempts(),
         worker_id: WorkerId::parse(worker).expect("test worker id"),
         worker_group: WorkerGroup::parse(group).expect("test worker group"),
         requester: ClientId::parse("project/releng/roller-test").expect("test client id"),

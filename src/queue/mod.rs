@@ -33,8 +33,8 @@ use chrono::{DateTime, Utc};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::actions::Task;
 use crate::domain::{ClientId, JobId, TaskclusterName, WorkerGroup, WorkerId};
+use crate::task::Task;
 
 /// Storage limits shared by every backend.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -108,6 +108,9 @@ impl JobState {
 #[derive(Debug, Clone)]
 pub struct NewJob {
     pub task: Task,
+    /// How many times the queue may hand the job out (at least 1): the caller's
+    /// retry policy, stored with the job (the API gives `Task::max_attempts`).
+    pub max_attempts: u32,
     pub worker_id: WorkerId,
     pub worker_group: WorkerGroup,
     pub requester: ClientId,

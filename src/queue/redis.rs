@@ -68,8 +68,8 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use super::{Enqueued, Finished, Job, JobState, LogLine, NewJob, Outcome, Queue, QueueError, QueueOptions, QueueStats};
-use crate::actions::Task;
 use crate::domain::{ClientId, JobId, TaskclusterName, WorkerGroup, WorkerId};
+use crate::task::Task;
 
 /// The oldest Redis this backend accepts. 7.0 is the oldest release the
 /// conformance suite runs against (Debian 12 ships 7.0.15) and the oldest one
@@ -841,7 +841,7 @@ impl Queue for RedisQueue {
     async fn enqueue(&self, job: NewJob) -> Result<Enqueued, QueueError> {
         let job_id = JobId::new();
         let id = job_id.to_string();
-        let max_attempts = job.task.max_attempts().to_string();
+        let max_attempts = job.max_attempts.max(1).to_string();
         let cap = self.options.effective_history_cap().to_string();
         let mut args: Vec<&str> = vec![
             &id,
@@ -886,7 +886,7 @@ impl Queue for RedisQueue {
             worker_type: job.worker_type,
             state: JobState::Queued,
             attempts: 0,
-            max_attempts: job.task.max_attempts(),
+            max_attempts: job.max_attempts.max(1),
             created_at,
             started_at: None,
             finished_at: None,

@@ -28,8 +28,8 @@ use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, Transaction, TransactionBehavior};
 
 use super::{Enqueued, Job, JobState, LogLine, NewJob, Outcome, Queue, QueueError, QueueOptions, QueueStats};
-use crate::actions::Task;
 use crate::domain::{ClientId, JobId, TaskclusterName, WorkerGroup, WorkerId};
+use crate::task::Task;
 
 /// The schema this code writes and understands, kept in `PRAGMA user_version`.
 /// Bump it (and add a migration step in [`migrate`]) whenever the schema changes.
@@ -503,7 +503,7 @@ fn enqueue_tx(conn: &mut Connection, job: NewJob, options: &QueueOptions) -> Res
                     job.origin,
                     job.provisioner_id.as_ref().map(|n| n.as_str()),
                     job.worker_type.as_ref().map(|n| n.as_str()),
-                    i64::from(job.task.max_attempts()),
+                    i64::from(job.max_attempts.max(1)),
                     now,
                 ],
             )

@@ -84,7 +84,8 @@ async fn jobs_queued_before_a_restart_run_after_it() {
     use roller::queue::Queue;
     let enq = queue
         .enqueue(roller::queue::NewJob {
-            task: roller::actions::Task::Ping,
+            task: roller::task::Task::Ping,
+            max_attempts: roller::task::Task::Ping.max_attempts(),
             worker_id: roller::domain::WorkerId::parse("127.0.0.1").unwrap(),
             worker_group: roller::domain::WorkerGroup::parse("g").unwrap(),
             requester: roller::domain::ClientId::parse("admin").unwrap(),

@@ -20,6 +20,7 @@ fn target(port: u16, community: &str) -> PduTarget {
         community: SecretString::from(community.to_string()),
         timeout: Duration::from_secs(2),
         retries: 1,
+        gate: Default::default(),
     }
 }
 

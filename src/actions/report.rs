@@ -1,0 +1,396 @@
+//! What actions report: typed results, serialized into the job record.
+//!
+//! The reboot chain reads its steps' reports through these types (a renamed field
+//! is a compiler error, not a reboot quietly "not proven"), and the job record
+//! gets the same JSON clients have always seen: every struct here serializes to
+//! the shape the API documents (`docs/results.md`, the OpenAPI `JobResult`).
+
+use serde::Serialize;
+
+use crate::task::Task;
+
+/// A power state as a device reported it. Devices report more than on and off
+/// (Redfish "powering on", a PDU's `offWait`): those are kept in their words.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Power {
+    On,
+    Off,
+    Other(String),
+}
+
+impl Serialize for Power {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl Power {
+    pub fn as_str(&self) -> &str {
+        match self {
+            Power::On => "on",
+            Power::Off => "off",
+            Power::Other(o) => o,
+        }
+    }
+}
+
+impl std::fmt::Display for Power {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The device a power report is from.
+#[derive(Debug, Clone, Serialize)]
+#[serde(untagged)]
+pub enum Device {
+    /// An IPMI BMC (its host) or a Redfish service (its URL).
+    Bmc {
+        bmc: String,
+    },
+    Pdu {
+        pdu: String,
+        outlet: String,
+    },
+    Ilo {
+        ilo: String,
+    },
+}
+
+/// A power read or change through a BMC, PDU or iLO. `power_before` is read before
+/// the command; `power` after it.
+#[derive(Debug, Clone, Serialize)]
+pub struct PowerReport {
+    #[serde(flatten)]
+    pub device: Device,
+    /// What was sent ("cycle", "ForceRestart", "off, on", "RESET_SERVER" …).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sent: Option<String>,
+    /// How long a PDU outlet was kept off.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub delay_secs: Option<u64>,
+    /// Why the gentler command was refused (iLO's reset, before its off/on fallback).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reset_failure: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub power_before: Option<Power>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub power: Option<Power>,
+    /// The device itself saw the power go off and then on again.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cycle_observed: Option<bool>,
+}
+
+impl PowerReport {
+    pub fn new(device: Device) -> Self {
+        Self {
+            device,
+            sent: None,
+            delay_secs: None,
+            reset_failure: None,
+            power_before: None,
+            power: None,
+            cycle_observed: None,
+        }
+    }
+
+    /// Did the device see the power go from off to on? Half of a reboot's proof.
+    pub fn power_cycled(&self) -> bool {
+        self.cycle_observed == Some(true) || (self.power_before == Some(Power::Off) && self.power == Some(Power::On))
+    }
+}
+
+/// `ipmi_list`: the newest SEL entries.
+#[derive(Debug, Clone, Serialize)]
+pub struct SelReport {
+    pub bmc: String,
+    pub sel: Vec<String>,
+}
+
+/// Round-trip times in milliseconds.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Rtt {
+    pub min: f64,
+    pub avg: f64,
+    pub max: f64,
+}
+
+/// `ping`.
+#[derive(Debug, Clone, Serialize)]
+pub struct PingResult {
+    /// The name that answered.
+    pub host: String,
+    pub address: String,
+    /// "socket" or "command".
+    pub method: String,
+    pub sent: u32,
+    pub received: u32,
+    /// `null` when nothing answered.
+    pub rtt_ms: Option<Rtt>,
+}
+
+/// `status`: the BMC's power reading, when the machine has a BMC.
+#[derive(Debug, Clone, Serialize)]
+pub struct PowerReading {
+    /// "ipmi" or "redfish".
+    pub source: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub state: Option<Power>,
+    /// Why the BMC could not be read (reported, not fatal).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// `status`.
+#[derive(Debug, Clone, Serialize)]
+pub struct StatusReport {
+    pub address: String,
+    pub ip: String,
+    /// "icmp" or "tcp:<port>".
+    pub probe: String,
+    pub answers: bool,
+    /// `null` for a machine without a BMC.
+    pub power: Option<PowerReading>,
+}
+
+/// `ssh_reboot`: what the host accepted.
+#[derive(Debug, Clone, Serialize)]
+pub struct SshReport {
+    pub host: String,
+    pub user: String,
+    pub command: String,
+    /// `null` when the connection ended as the host went down.
+    pub exit_status: Option<u32>,
+    pub output: String,
+}
+
+/// `xenapi_reboot`.
+#[derive(Debug, Clone, Serialize)]
+pub struct XenReport {
+    pub vm: String,
+    /// "clean", "hard", or "none (it was halted)".
+    pub shutdown: String,
+    pub clean_failure: Option<String>,
+    /// A halt then a start is always an observed power cycle.
+    pub cycle_observed: bool,
+}
+
+/// `file_bugzilla_bug` (and the chain's bug step).
+#[derive(Debug, Clone, Serialize)]
+pub struct BugReport {
+    pub bug: u64,
+    pub url: String,
+    /// A new bug was filed (else an open one got a comment).
+    pub filed: bool,
+    pub tracker: u64,
+    pub tracker_reopened: bool,
+}
+
+/// `loan`.
+#[derive(Debug, Clone, Serialize)]
+pub struct LoanReport {
+    pub loaned_to: String,
+    pub loaned_until: String,
+    pub provisioner_id: String,
+    pub worker_type: String,
+}
+
+/// `return_loan`.
+#[derive(Debug, Clone, Serialize)]
+pub struct LoanReturnReport {
+    pub quarantine_lifted: bool,
+    pub reimage: ReimageReport,
+}
+
+/// `reimage`.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReimageReport {
+    pub network_boot: String,
+    pub reboot: RebootReport,
+    pub note: &'static str,
+}
+
+/// How one step of a reboot chain went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum StepOutcome {
+    #[serde(rename = "worked")]
+    Worked,
+    #[serde(rename = "not proven")]
+    NotProven,
+    #[serde(rename = "failed")]
+    Failed,
+    #[serde(rename = "skipped")]
+    Skipped,
+    #[serde(rename = "not tried")]
+    NotTried,
+    #[serde(rename = "filed")]
+    Filed,
+}
+
+impl StepOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StepOutcome::Worked => "worked",
+            StepOutcome::NotProven => "not proven",
+            StepOutcome::Failed => "failed",
+            StepOutcome::Skipped => "skipped",
+            StepOutcome::NotTried => "not tried",
+            StepOutcome::Filed => "filed",
+        }
+    }
+}
+
+/// One step of a reboot chain as it was tried.
+#[derive(Debug, Clone, Serialize)]
+pub struct Attempt {
+    pub step: Task,
+    pub outcome: StepOutcome,
+    /// Why it was skipped, failed or not proven (for a filed bug: its URL).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// What proved it (only when it worked).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub proof: Option<String>,
+    /// The failure's kind (`unreachable`, `refused`, `configuration`, `failed`), when it failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error_kind: Option<&'static str>,
+    /// The step's own report, when it ran.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<Box<Report>>,
+}
+
+/// `reboot`: the step that worked, its proof, and every step tried before it.
+#[derive(Debug, Clone, Serialize)]
+pub struct RebootReport {
+    pub worked: Task,
+    pub proof: String,
+    /// The step that worked, from its start to the proof.
+    pub seconds: f64,
+    pub chain_seconds: f64,
+    pub attempts: Vec<Attempt>,
+}
+
+/// Nothing to report (`noop`): `{}`.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Empty {}
+
+/// What any action reports: one variant per shape, serialized without a tag so
+/// the job record's `result` is the shape itself.
+#[derive(Debug, Clone, Serialize)]
+#[serde(untagged)]
+pub enum Report {
+    Ping(PingResult),
+    Status(StatusReport),
+    Power(PowerReport),
+    Sel(SelReport),
+    Ssh(SshReport),
+    Xen(XenReport),
+    Bug(BugReport),
+    Reboot(RebootReport),
+    Reimage(ReimageReport),
+    Loan(LoanReport),
+    LoanReturn(LoanReturnReport),
+    Empty(Empty),
+}
+
+impl Report {
+    /// The step's own read-back saw the power go off and on (the BMC, PDU, iLO or
+    /// the Xen pool did): the reboot chain then only needs the machine to come back.
+    pub fn power_cycled(&self) -> bool {
+        match self {
+            Report::Power(p) => p.power_cycled(),
+            Report::Xen(x) => x.cycle_observed,
+            Report::Ping(_)
+            | Report::Status(_)
+            | Report::Sel(_)
+            | Report::Ssh(_)
+            | Report::Bug(_)
+            | Report::Reboot(_)
+            | Report::Reimage(_)
+            | Report::Loan(_)
+            | Report::LoanReturn(_)
+            | Report::Empty(_) => false,
+        }
+    }
+
+    /// The JSON the job record keeps.
+    pub fn to_json(&self) -> serde_json::Value {
+        // Every type here serializes to a JSON object: this cannot fail.
+        serde_json::to_value(self).unwrap_or_else(|e| serde_json::json!({ "error": e.to_string() }))
+    }
+}
+
+macro_rules! report_from {
+    ($($ty:ident => $variant:ident),+ $(,)?) => {
+        $(impl From<$ty> for Report {
+            fn from(r: $ty) -> Report {
+                Report::$variant(r)
+            }
+        })+
+    };
+}
+
+report_from!(
+    PingResult => Ping,
+    StatusReport => Status,
+    PowerReport => Power,
+    SelReport => Sel,
+    SshReport => Ssh,
+    XenReport => Xen,
+    BugReport => Bug,
+    RebootReport => Reboot,
+    ReimageReport => Reimage,
+    LoanReport => Loan,
+    LoanReturnReport => LoanReturn,
+    Empty => Empty,
+);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn power_reports_keep_the_shapes_clients_read() {
+        let mut r = PowerReport::new(Device::Pdu { pdu: "pdu1".into(), outlet: "AA1".into() });
+        r.sent = Some("reboot".into());
+        r.power_before = Some(Power::Other("onWait".into()));
+        r.power = Some(Power::On);
+        r.cycle_observed = Some(false);
+        assert_eq!(
+            Report::from(r.clone()).to_json(),
+            json!({"pdu": "pdu1", "outlet": "AA1", "sent": "reboot", "power_before": "onWait", "power": "on",
+                   "cycle_observed": false})
+        );
+        assert!(!r.power_cycled());
+        r.power_before = Some(Power::Off);
+        assert!(r.power_cycled(), "off before and on after is a cycle the device saw");
+        let bmc = PowerReport { power: Some(Power::Off), ..PowerReport::new(Device::Bmc { bmc: "b".into() }) };
+        assert_eq!(Report::from(bmc).to_json(), json!({"bmc": "b", "power": "off"}));
+    }
+
+    #[test]
+    fn a_chain_report_names_steps_and_outcomes_in_words() {
+        let attempt = Attempt {
+            step: Task::SshReboot,
+            outcome: StepOutcome::NotProven,
+            reason: Some("still answering".into()),
+            proof: None,
+            error_kind: None,
+            detail: Some(Box::new(Report::Empty(Empty {}))),
+        };
+        let r = RebootReport {
+            worked: Task::IpmiReset,
+            proof: "p".into(),
+            seconds: 1.5,
+            chain_seconds: 3.0,
+            attempts: vec![attempt],
+        };
+        assert_eq!(
+            Report::from(r).to_json(),
+            json!({"worked": "ipmi_reset", "proof": "p", "seconds": 1.5, "chain_seconds": 3.0,
+                   "attempts": [{"step": "ssh_reboot", "outcome": "not proven", "reason": "still answering",
+                                 "detail": {}}]})
+        );
+    }
+}

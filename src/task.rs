@@ -1,0 +1,432 @@
+//! The closed set of tasks roller can run, and one record per task.
+//!
+//! Everything the rest of roller asks about a task (its name, its help, how often
+//! the queue may hand it out, whether it restarts the machine, whether a reboot
+//! chain may use it, what it needs from the inventory) comes from one exhaustive
+//! match in [`Task::spec`]: a new variant does not compile until every answer is
+//! given, so a new restarting task cannot slip past the reboot-loop breaker.
+//!
+//! A leaf: it imports nothing from the rest of the crate, so the API, the queue,
+//! the inventory and the actions can all name tasks without importing each other.
+
+use std::fmt;
+
+/// Every task roller knows. Adding one means a variant, its [`TaskSpec`] in
+/// [`Task::spec`], a row in [`Task::ALL`] (a test checks it) and its action.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[cfg_attr(test, derive(strum::EnumIter))]
+pub enum Task {
+    Ping,
+    Status,
+    IpmiStatus,
+    IpmiOn,
+    IpmiOff,
+    IpmiCycle,
+    IpmiReset,
+    IpmiList,
+    RedfishStatus,
+    RedfishOn,
+    RedfishOff,
+    RedfishRestart,
+    RedfishReset,
+    SshReboot,
+    SnmpReboot,
+    SnmpRebootDelay,
+    Reboot,
+    FileBugzillaBug,
+    Reimage,
+    XenapiReboot,
+    IloReboot,
+    Loan,
+    ReturnLoan,
+    /// Does nothing and succeeds, so the benchmarks measure roller (API, queue, runner)
+    /// rather than a driver. Outside [`Task::ALL`]: enabled only when `tasks.enabled` /
+    /// `TASK_NAMES` names it, never by default.
+    Noop,
+}
+
+/// What a task needs from the machine's inventory entry before it can run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Needs {
+    /// Runs on any worker id (an IP address, or a name DNS knows).
+    Nothing,
+    /// The machine must be in the inventory.
+    Inventory,
+    Ipmi,
+    Redfish,
+    /// `[ipmi]` or `[redfish]`: something that can set the next boot device.
+    BootControl,
+    Ssh,
+    Pdu,
+    /// `[xen] vm_uuid`.
+    Xen,
+    Ilo,
+}
+
+/// Everything roller knows about a task, in one place.
+#[derive(Debug, Clone, Copy)]
+pub struct TaskSpec {
+    pub name: &'static str,
+    /// One line, for `roller tasks` and API error messages.
+    pub help: &'static str,
+    /// How many times the queue may hand the job out. Read-only tasks can be retried
+    /// after a lost runner; tasks that change hardware must not be re-run blindly.
+    pub max_attempts: u32,
+    /// Restarts the machine (or may): what the reboot-loop breaker counts.
+    pub restarts_machine: bool,
+    /// May be a step of a hardware class's reboot chain (inventory `reboot = [...]`).
+    pub reboot_step: bool,
+    /// For the benchmarks only: parsed, never in the default set.
+    pub benchmark_only: bool,
+    pub needs: Needs,
+}
+
+/// Read-only tasks: retried after a lost runner.
+const READ_ONLY: u32 = 3;
+/// Tasks that change the hardware: never re-run after a runner died mid-way.
+const CHANGES_HARDWARE: u32 = 1;
+
+impl Task {
+    /// The tasks roller offers by default, in `roller tasks` order.
+    pub const ALL: &'static [Task] = &[
+        Task::Ping,
+        Task::Status,
+        Task::IpmiStatus,
+        Task::IpmiOn,
+        Task::IpmiOff,
+        Task::IpmiCycle,
+        Task::IpmiReset,
+        Task::IpmiList,
+        Task::RedfishStatus,
+        Task::RedfishOn,
+        Task::RedfishOff,
+        Task::RedfishRestart,
+        Task::RedfishReset,
+        Task::SshReboot,
+        Task::SnmpReboot,
+        Task::SnmpRebootDelay,
+        Task::Reboot,
+        Task::FileBugzillaBug,
+        Task::Reimage,
+        Task::XenapiReboot,
+        Task::IloReboot,
+        Task::Loan,
+        Task::ReturnLoan,
+    ];
+
+    /// Tasks that exist for benchmarking only: parsed, but never in the default set.
+    pub const BENCHMARK: &'static [Task] = &[Task::Noop];
+
+    /// The one record per task. Every field is spelled out for every task: no default
+    /// can quietly decide whether a task restarts the machine.
+    pub const fn spec(self) -> TaskSpec {
+        const fn s(
+            name: &'static str,
+            help: &'static str,
+            max_attempts: u32,
+            restarts_machine: bool,
+            reboot_step: bool,
+            needs: Needs,
+        ) -> TaskSpec {
+            TaskSpec { name, help, max_attempts, restarts_machine, reboot_step, benchmark_only: false, needs }
+        }
+        // Columns: name, help, attempts, restarts the machine, reboot-chain step, needs.
+        match self {
+            Task::Ping => s(
+                "ping",
+                "ICMP echo the machine and report packets sent/received and round-trip times",
+                READ_ONLY,
+                false,
+                false,
+                Needs::Nothing,
+            ),
+            Task::Status => s(
+                "status",
+                "the machine's power state from its BMC (when it has one) and whether it answers",
+                READ_ONLY,
+                false,
+                false,
+                Needs::Inventory,
+            ),
+            Task::IpmiStatus => s(
+                "ipmi_status",
+                "the chassis power state, from the BMC over IPMI",
+                READ_ONLY,
+                false,
+                false,
+                Needs::Ipmi,
+            ),
+            Task::IpmiOn => s(
+                "ipmi_on",
+                "power the machine on over IPMI and confirm the BMC reports it on",
+                CHANGES_HARDWARE,
+                false,
+                true,
+                Needs::Ipmi,
+            ),
+            Task::IpmiOff => s(
+                "ipmi_off",
+                "power the machine off over IPMI and confirm the BMC reports it off",
+                CHANGES_HARDWARE,
+                false,
+                false,
+                Needs::Ipmi,
+            ),
+            Task::IpmiCycle => s(
+                "ipmi_cycle",
+                "power-cycle over IPMI (a machine that is off is powered on instead)",
+                CHANGES_HARDWARE,
+                true,
+                true,
+                Needs::Ipmi,
+            ),
+            Task::IpmiReset => s(
+                "ipmi_reset",
+                "hard-reset over IPMI (a machine that is off is powered on instead)",
+                CHANGES_HARDWARE,
+                true,
+                true,
+                Needs::Ipmi,
+            ),
+            Task::IpmiList => s(
+                "ipmi_list",
+                "the BMC's 15 most recent system event log (SEL) entries",
+                READ_ONLY,
+                false,
+                false,
+                Needs::Ipmi,
+            ),
+            Task::RedfishStatus => s(
+                "redfish_status",
+                "the system's power state, from its Redfish service",
+                READ_ONLY,
+                false,
+                false,
+                Needs::Redfish,
+            ),
+            Task::RedfishOn => s(
+                "redfish_on",
+                "power on through Redfish and confirm the service reports it on",
+                CHANGES_HARDWARE,
+                false,
+                false,
+                Needs::Redfish,
+            ),
+            Task::RedfishOff => s(
+                "redfish_off",
+                "force off through Redfish and confirm the service reports it off",
+                CHANGES_HARDWARE,
+                false,
+                false,
+                Needs::Redfish,
+            ),
+            Task::RedfishRestart => s(
+                "redfish_restart",
+                "graceful restart through Redfish (a machine that is off is powered on instead)",
+                CHANGES_HARDWARE,
+                true,
+                true,
+                Needs::Redfish,
+            ),
+            Task::RedfishReset => s(
+                "redfish_reset",
+                "forced restart through Redfish (a machine that is off is powered on instead)",
+                CHANGES_HARDWARE,
+                true,
+                false,
+                Needs::Redfish,
+            ),
+            Task::SshReboot => s(
+                "ssh_reboot",
+                "ask the machine to reboot itself over ssh (`reboot`, then `shutdown -f -t 3 -r`)",
+                CHANGES_HARDWARE,
+                true,
+                true,
+                Needs::Ssh,
+            ),
+            Task::SnmpReboot => s(
+                "snmp_reboot",
+                "power-cycle the machine's PDU outlet (the PDU's own reboot) and watch it come back on",
+                CHANGES_HARDWARE,
+                true,
+                true,
+                Needs::Pdu,
+            ),
+            Task::SnmpRebootDelay => s(
+                "snmp_rebootdelay",
+                "switch the PDU outlet off, wait the class's delay, switch it on",
+                CHANGES_HARDWARE,
+                true,
+                true,
+                Needs::Pdu,
+            ),
+            Task::Reboot => s(
+                "reboot",
+                "the class's reboot chain, gentlest first, each step proven by the machine going down and coming back",
+                CHANGES_HARDWARE,
+                true,
+                false,
+                Needs::Inventory,
+            ),
+            // Filing is deduplicated (a retry comments on the bug the lost attempt filed).
+            Task::FileBugzillaBug => s(
+                "file_bugzilla_bug",
+                "file (or comment on) the machine's \"is unreachable\" bug, blocking its problem-tracking bug",
+                READ_ONLY,
+                false,
+                true,
+                Needs::Inventory,
+            ),
+            Task::Reimage => s(
+                "reimage",
+                "set the next boot to the network (PXE) through the BMC, then run the reboot chain",
+                CHANGES_HARDWARE,
+                true,
+                false,
+                Needs::BootControl,
+            ),
+            Task::XenapiReboot => s(
+                "xenapi_reboot",
+                "shut the Xen VM down (clean, else hard) and start it again, through XenAPI",
+                CHANGES_HARDWARE,
+                true,
+                true,
+                Needs::Xen,
+            ),
+            Task::IloReboot => s(
+                "ilo_reboot",
+                "reset the server through its HP iLO (RIBCL); power off and on when the reset is refused",
+                CHANGES_HARDWARE,
+                true,
+                true,
+                Needs::Ilo,
+            ),
+            Task::Loan => s(
+                "loan",
+                "quarantine the worker in Taskcluster for the loan period, recording who has it until when",
+                CHANGES_HARDWARE,
+                false,
+                false,
+                Needs::Inventory,
+            ),
+            Task::ReturnLoan => s(
+                "return_loan",
+                "lift the worker's Taskcluster quarantine, then reimage it",
+                CHANGES_HARDWARE,
+                true,
+                false,
+                Needs::BootControl,
+            ),
+            Task::Noop => TaskSpec {
+                benchmark_only: true,
+                ..s(
+                    "noop",
+                    "do nothing and succeed (benchmarks; only when tasks.enabled names it)",
+                    READ_ONLY,
+                    false,
+                    false,
+                    Needs::Nothing,
+                )
+            },
+        }
+    }
+
+    pub const fn name(self) -> &'static str {
+        self.spec().name
+    }
+
+    pub const fn help(self) -> &'static str {
+        self.spec().help
+    }
+
+    pub const fn max_attempts(self) -> u32 {
+        self.spec().max_attempts
+    }
+
+    pub const fn restarts_machine(self) -> bool {
+        self.spec().restarts_machine
+    }
+
+    pub const fn is_reboot_step(self) -> bool {
+        self.spec().reboot_step
+    }
+
+    /// The tasks a reboot chain may name, in [`Task::ALL`] order.
+    pub fn reboot_steps() -> impl Iterator<Item = Task> {
+        Task::ALL.iter().copied().filter(|t| t.is_reboot_step())
+    }
+
+    /// "a, b, c": task names for messages that list what is allowed.
+    pub fn list(tasks: &[Task]) -> String {
+        tasks.iter().map(|t| t.name()).collect::<Vec<_>>().join(", ")
+    }
+
+    pub fn parse(s: &str) -> Option<Task> {
+        Task::ALL.iter().chain(Task::BENCHMARK).copied().find(|t| t.name() == s)
+    }
+}
+
+impl fmt::Display for Task {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A task is its name on the wire and in job records.
+impl serde::Serialize for Task {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.name())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use strum::IntoEnumIterator;
+
+    #[test]
+    fn all_and_benchmark_together_list_every_variant_once() {
+        let every: Vec<Task> = Task::iter().collect();
+        let mut listed: Vec<Task> = Task::ALL.iter().chain(Task::BENCHMARK).copied().collect();
+        listed.sort();
+        let mut sorted = every.clone();
+        sorted.sort();
+        assert_eq!(listed, sorted, "Task::ALL + Task::BENCHMARK must name every variant exactly once");
+        for t in every {
+            assert_eq!(Task::BENCHMARK.contains(&t), t.spec().benchmark_only, "{t}");
+        }
+    }
+
+    #[test]
+    fn names_are_unique_and_parse_back() {
+        let mut names: Vec<&str> = Task::iter().map(Task::name).collect();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), Task::iter().count());
+        for t in Task::iter() {
+            assert_eq!(Task::parse(t.name()), Some(t));
+            assert_eq!(t.to_string(), t.name());
+            assert!(!t.help().is_empty());
+        }
+        assert_eq!(Task::parse("rebot"), None);
+    }
+
+    #[test]
+    fn whatever_restarts_the_machine_is_never_retried_blindly() {
+        for t in Task::iter().filter(|t| t.restarts_machine()) {
+            assert_eq!(t.max_attempts(), 1, "{t}");
+        }
+        // A reboot-chain step that changes power is a restart, except switching on,
+        // which the chain uses on a machine that is off.
+        for t in Task::reboot_steps() {
+            assert!(t.restarts_machine() || matches!(t, Task::IpmiOn | Task::FileBugzillaBug), "{t}");
+        }
+    }
+
+    #[test]
+    fn the_benchmark_noop_is_parsed_but_not_offered() {
+        assert_eq!(Task::parse("noop"), Some(Task::Noop));
+        assert!(!Task::ALL.contains(&Task::Noop));
+        assert!(!Task::Noop.restarts_machine());
+    }
+}
