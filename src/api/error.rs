@@ -1,10 +1,14 @@
-//! The one mapping from errors to HTTP responses: a status and `{"detail": …}`.
-//! Internal details (paths, backend messages) go to the log, not to clients.
+//! The one mapping from errors to HTTP responses: a status and
+//! `{"detail": …, "error_code": …}`. `detail` is for people (its text may change;
+//! old clients read it), `error_code` is for programs (stable, listed in
+//! [`ErrorCode`] and in the OpenAPI document). Internal details (paths, backend
+//! messages) go to the log, not to clients.
 
 use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
+use serde::Serialize;
+use utoipa::ToSchema;
 
 use crate::auth::AuthError;
 use crate::queue::QueueError;
@@ -12,22 +16,102 @@ use crate::queue::QueueError;
 /// The message Django REST Framework used for a scope failure; clients match on it.
 pub const PERMISSION_DENIED: &str = "You do not have permission to perform this action.";
 
-#[derive(Debug)]
-pub enum ApiError {
-    BadRequest(String),
-    Forbidden(String),
-    NotFound(String),
-    MethodNotAllowed(String),
-    /// The request is well-formed and allowed, but a safety rail refuses it now.
-    Conflict(String),
-    Unavailable(String),
+/// Why a request was refused, for programs. Stable: a code is never renamed or
+/// reused; new ones may be added.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// A path segment is not what the route takes (a worker id, a job id).
+    InvalidPath,
+    /// The query string does not parse, or a value in it is out of range.
+    InvalidQuery,
+    /// `task_name` is missing.
+    MissingTaskName,
+    /// `task_name` names no task this roller runs.
+    UnknownTask,
+    /// A worker id, group, provisioner id or worker type is not well-formed.
+    InvalidName,
+    /// The `Origin` header is not an origin.
+    InvalidOrigin,
+    /// The `Host` header is missing or not a host.
+    InvalidHost,
+    /// The credentials were refused (missing, malformed, wrong, expired, replayed).
+    InvalidCredentials,
+    /// Authenticated, without the scope this needs.
+    InsufficientScope,
+    NotFound,
+    MethodNotAllowed,
+    /// The reboot-loop breaker refuses a restart of this machine now.
+    RestartBreakerOpen,
+    /// Too many live job streams; try again later.
+    TooManyStreams,
+    QueueUnavailable,
+    AuthUnavailable,
+    /// The request took longer than the server allows.
+    Timeout,
+    /// A stored job could not be read: an operator must look.
+    QueueCorrupt,
     Internal,
 }
 
+/// A refusal: the status, the stable code and the words.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: ErrorCode,
+    detail: String,
+}
+
 impl ApiError {
+    fn new(status: StatusCode, code: ErrorCode, detail: impl Into<String>) -> Self {
+        Self { status, code, detail: detail.into() }
+    }
+
+    pub fn bad_request(code: ErrorCode, detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, code, detail)
+    }
+
+    pub fn not_found() -> Self {
+        Self::new(StatusCode::NOT_FOUND, ErrorCode::NotFound, "Not found.")
+    }
+
+    pub fn method_not_allowed(method: &str) -> Self {
+        Self::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            ErrorCode::MethodNotAllowed,
+            format!("Method \"{method}\" not allowed."),
+        )
+    }
+
+    /// The request is well-formed and allowed, but a safety rail refuses it now.
+    pub fn conflict(code: ErrorCode, detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::CONFLICT, code, detail)
+    }
+
+    pub fn unavailable(code: ErrorCode, detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, code, detail)
+    }
+
+    /// The credentials themselves are refused (403, as Taskcluster services answer).
+    pub fn refused(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, ErrorCode::InvalidCredentials, detail)
+    }
+
+    pub fn internal() -> Self {
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, ErrorCode::Internal, "internal server error")
+    }
+
     pub fn permission_denied() -> Self {
         metrics::counter!("roller_auth_failures_total", "reason" => "scope").increment(1);
-        ApiError::Forbidden(PERMISSION_DENIED.to_string())
+        Self::new(StatusCode::FORBIDDEN, ErrorCode::InsufficientScope, PERMISSION_DENIED)
+    }
+
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    pub fn code(&self) -> ErrorCode {
+        self.code
     }
 }
 
@@ -36,12 +120,12 @@ impl From<AuthError> for ApiError {
         match e {
             AuthError::Refused(m) => {
                 metrics::counter!("roller_auth_failures_total", "reason" => "credentials").increment(1);
-                ApiError::Forbidden(m)
+                ApiError::refused(m)
             }
             AuthError::Unavailable(m) => {
                 metrics::counter!("roller_auth_failures_total", "reason" => "auth_service_unavailable").increment(1);
                 tracing::warn!(error = %m, "authentication service unavailable");
-                ApiError::Unavailable("authentication service unavailable, try again later".into())
+                ApiError::unavailable(ErrorCode::AuthUnavailable, "authentication service unavailable, try again later")
             }
         }
     }
@@ -50,21 +134,44 @@ impl From<AuthError> for ApiError {
 impl From<QueueError> for ApiError {
     fn from(e: QueueError) -> Self {
         tracing::error!(error = %e, "job queue error");
-        ApiError::Unavailable("job queue unavailable, try again later".into())
+        match e {
+            // Waiting will not mend a damaged record: a 503 would invite retries forever.
+            QueueError::Corrupt(..) => Self::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                ErrorCode::QueueCorrupt,
+                "a stored job cannot be read; the operator has been told (see roller's log)",
+            ),
+            QueueError::Unavailable(_) | QueueError::LostLease(_) => {
+                ApiError::unavailable(ErrorCode::QueueUnavailable, "job queue unavailable, try again later")
+            }
+        }
     }
+}
+
+/// The body of every refusal.
+#[derive(Serialize)]
+struct Body<'a> {
+    detail: &'a str,
+    error_code: ErrorCode,
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let (status, detail) = match self {
-            ApiError::BadRequest(d) => (StatusCode::BAD_REQUEST, d),
-            ApiError::Forbidden(d) => (StatusCode::FORBIDDEN, d),
-            ApiError::NotFound(d) => (StatusCode::NOT_FOUND, d),
-            ApiError::MethodNotAllowed(m) => (StatusCode::METHOD_NOT_ALLOWED, format!("Method \"{m}\" not allowed.")),
-            ApiError::Conflict(d) => (StatusCode::CONFLICT, d),
-            ApiError::Unavailable(d) => (StatusCode::SERVICE_UNAVAILABLE, d),
-            ApiError::Internal => (StatusCode::INTERNAL_SERVER_ERROR, "internal server error".to_string()),
-        };
-        (status, Json(json!({ "detail": detail }))).into_response()
+        (self.status, Json(Body { detail: &self.detail, error_code: self.code })).into_response()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_are_snake_case_words_and_a_corrupt_record_is_not_a_retry() {
+        assert_eq!(serde_json::to_value(ErrorCode::RestartBreakerOpen).unwrap(), "restart_breaker_open");
+        let e = ApiError::from(QueueError::Corrupt("j1".into(), "bad state".into()));
+        assert_eq!((e.status(), e.code()), (StatusCode::INTERNAL_SERVER_ERROR, ErrorCode::QueueCorrupt));
+        assert!(!e.detail.contains("bad state"), "backend words stay in the log: {}", e.detail);
+        let e = ApiError::from(QueueError::Unavailable("x".into()));
+        assert_eq!(e.status(), StatusCode::SERVICE_UNAVAILABLE);
     }
 }

@@ -20,7 +20,7 @@ use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::error::ApiError;
+use super::error::{ApiError, ErrorCode};
 use super::jobs::{job_id, log_fields, require};
 use super::wire::{ErrorBody, JobView, LogLineView};
 use super::{AppState, Authenticated};
@@ -56,11 +56,13 @@ pub async fn job_events(
 ) -> Result<Response, ApiError> {
     require(&caller, &state.settings.read_scope)?;
     let id = job_id(path)?;
-    let permit =
-        state.streams.clone().try_acquire_owned().map_err(|_| {
-            ApiError::Unavailable(format!("{MAX_STREAMS} job streams are open already; try again later"))
-        })?;
-    let job = state.queue.get(id).await?.ok_or_else(|| ApiError::NotFound("Not found.".into()))?;
+    let permit = state.streams.clone().try_acquire_owned().map_err(|_| {
+        ApiError::unavailable(
+            ErrorCode::TooManyStreams,
+            format!("{MAX_STREAMS} job streams are open already; try again later"),
+        )
+    })?;
+    let job = state.queue.get(id).await?.ok_or_else(ApiError::not_found)?;
     let follow = Follow {
         queue: state.queue.clone(),
         id,

@@ -7,7 +7,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
-use super::error::ApiError;
+use super::error::{ApiError, ErrorCode};
 use super::wire::{Created, ErrorBody, History, JobView};
 use super::{AppState, Authenticated, LogFields};
 use crate::domain::{ClientId, JobId, TaskclusterName, WorkerGroup, WorkerId};
@@ -63,7 +63,8 @@ pub async fn enqueue_group_form(
     path: Result<Path<(String, String)>, PathRejection>,
     query: Result<Query<EnqueueQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
-    let Path((worker_id, worker_group)) = path.map_err(|e| ApiError::BadRequest(format!("invalid path: {e}")))?;
+    let Path((worker_id, worker_group)) =
+        path.map_err(|e| ApiError::bad_request(ErrorCode::InvalidPath, format!("invalid path: {e}")))?;
     let Query(q) = query.map_err(bad_query)?;
     enqueue(&state, caller, &headers, worker_id, Some(worker_group), q).await
 }
@@ -93,14 +94,15 @@ pub async fn enqueue_query_form(
     path: Result<Path<String>, PathRejection>,
     query: Result<Query<EnqueueQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
-    let Path(worker_id) = path.map_err(|e| ApiError::BadRequest(format!("invalid path: {e}")))?;
+    let Path(worker_id) =
+        path.map_err(|e| ApiError::bad_request(ErrorCode::InvalidPath, format!("invalid path: {e}")))?;
     let Query(mut q) = query.map_err(bad_query)?;
     let group = q.worker_group.take();
     enqueue(&state, caller, &headers, worker_id, group, q).await
 }
 
 fn bad_query(e: QueryRejection) -> ApiError {
-    ApiError::BadRequest(format!("invalid query string: {}", e.body_text()))
+    ApiError::bad_request(ErrorCode::InvalidQuery, format!("invalid query string: {}", e.body_text()))
 }
 
 async fn enqueue(
@@ -114,14 +116,17 @@ async fn enqueue(
     let allowed = || Task::list(&state.settings.enabled_tasks);
     let task = match q.task_name.as_deref() {
         None | Some("") => {
-            return Err(ApiError::BadRequest(format!("task_name is required; one of: {}", allowed())));
+            return Err(ApiError::bad_request(
+                ErrorCode::MissingTaskName,
+                format!("task_name is required; one of: {}", allowed()),
+            ));
         }
-        Some(name) => Task::parse(name)
-            .filter(|t| state.settings.enabled_tasks.contains(t))
-            .ok_or_else(|| ApiError::BadRequest(format!("unknown task_name {name:?}; one of: {}", allowed())))?,
+        Some(name) => Task::parse(name).filter(|t| state.settings.enabled_tasks.contains(t)).ok_or_else(|| {
+            ApiError::bad_request(ErrorCode::UnknownTask, format!("unknown task_name {name:?}; one of: {}", allowed()))
+        })?,
     };
     require(&caller, &state.settings.task_scope(task))?;
-    let bad = |e: crate::domain::ParseError| ApiError::BadRequest(e.to_string());
+    let bad = |e: crate::domain::ParseError| ApiError::bad_request(ErrorCode::InvalidName, e.to_string());
     let worker_id = WorkerId::parse(&worker_id).map_err(bad)?;
     // The original defaulted a missing group to "none"; kept for its clients.
     let worker_group = WorkerGroup::parse(worker_group.as_deref().unwrap_or("none")).map_err(bad)?;
@@ -136,7 +141,7 @@ async fn enqueue(
             v.to_str()
                 .ok()
                 .filter(|o| o.len() <= 512)
-                .ok_or_else(|| ApiError::BadRequest("Origin header is not a valid origin".into()))?
+                .ok_or_else(|| ApiError::bad_request(ErrorCode::InvalidOrigin, "Origin header is not a valid origin"))?
                 .to_string(),
         ),
         None => None,
@@ -212,14 +217,17 @@ async fn restart_breaker(state: &AppState, worker: &WorkerId, group: &WorkerGrou
     let tasks: Vec<&str> = recent.iter().map(|(_, t)| t.name()).collect();
     metrics::counter!("roller_restart_refusals_total", "task" => task.name()).increment(1);
     tracing::warn!(worker_id = %worker, task = %task, restarts = recent.len(), "reboot-loop breaker refused a restart");
-    Err(ApiError::Conflict(format!(
-        "{worker} was restarted {} times in the last {hours} h ({}); the reboot-loop breaker refuses {task} until {} \
+    Err(ApiError::conflict(
+        ErrorCode::RestartBreakerOpen,
+        format!(
+            "{worker} was restarted {} times in the last {hours} h ({}); the reboot-loop breaker refuses {task} until {} \
          (safety.max_restarts = {}): the machine needs a person",
-        recent.len(),
-        tasks.join(", "),
-        until.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-        safety.max_restarts
-    )))
+            recent.len(),
+            tasks.join(", "),
+            until.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            safety.max_restarts
+        ),
+    ))
 }
 
 pub(super) fn require(caller: &crate::auth::Caller, scope: &str) -> Result<(), ApiError> {
@@ -232,8 +240,8 @@ pub(super) fn log_fields(client: &ClientId, job: Option<JobId>) -> LogFields {
 
 /// The `{task_id}` of a job route, parsed.
 pub(super) fn job_id(path: Result<Path<String>, PathRejection>) -> Result<JobId, ApiError> {
-    let Path(raw) = path.map_err(|e| ApiError::BadRequest(format!("invalid path: {e}")))?;
-    JobId::parse(&raw).map_err(|e| ApiError::BadRequest(e.to_string()))
+    let Path(raw) = path.map_err(|e| ApiError::bad_request(ErrorCode::InvalidPath, format!("invalid path: {e}")))?;
+    JobId::parse(&raw).map_err(|e| ApiError::bad_request(ErrorCode::InvalidPath, e.to_string()))
 }
 
 /// `GET /api/v1/jobs/{task_id}`: one job with its log. Needs the read scope.
@@ -255,7 +263,7 @@ pub async fn get_job(
 ) -> Result<Response, ApiError> {
     require(&caller, &state.settings.read_scope)?;
     let id = job_id(path)?;
-    let job = state.queue.get(id).await?.ok_or_else(|| ApiError::NotFound("Not found.".into()))?;
+    let job = state.queue.get(id).await?.ok_or_else(ApiError::not_found)?;
     let mut res = Json(JobView::from(&job)).into_response();
     res.extensions_mut().insert(log_fields(&caller.client_id, Some(id)));
     Ok(res)
@@ -284,15 +292,18 @@ pub async fn history(
     query: Result<Query<HistoryQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     require(&caller, &state.settings.read_scope)?;
-    let Path(raw) = path.map_err(|e| ApiError::BadRequest(format!("invalid path: {e}")))?;
-    let worker_id = WorkerId::parse(&raw).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    let Path(raw) = path.map_err(|e| ApiError::bad_request(ErrorCode::InvalidPath, format!("invalid path: {e}")))?;
+    let worker_id = WorkerId::parse(&raw).map_err(|e| ApiError::bad_request(ErrorCode::InvalidPath, e.to_string()))?;
     let Query(q) = query.map_err(bad_query)?;
     let max = state.settings.history_limit;
     let limit = match q.limit {
         None => max,
         Some(n) if (1..=max).contains(&n) => n,
         Some(n) => {
-            return Err(ApiError::BadRequest(format!("limit must be between 1 and {max} (got {n})")));
+            return Err(ApiError::bad_request(
+                ErrorCode::InvalidQuery,
+                format!("limit must be between 1 and {max} (got {n})"),
+            ));
         }
     };
     let jobs = state.queue.history(&worker_id, limit).await?;

@@ -29,7 +29,7 @@ use crate::auth::{Authenticator, Caller, HawkRequest};
 use crate::config::Settings;
 use crate::inventory::InventoryHandle;
 use crate::queue::Queue;
-use error::ApiError;
+use error::{ApiError, ErrorCode};
 
 /// What every handler can reach.
 #[derive(Clone)]
@@ -68,24 +68,24 @@ impl AppState {
         headers: &HeaderMap,
     ) -> Result<HawkRequest, ApiError> {
         let authority = match headers.get(header::HOST) {
-            Some(h) => {
-                h.to_str().map_err(|_| ApiError::BadRequest("Host header is not valid ASCII".into()))?.to_string()
-            }
+            Some(h) => h
+                .to_str()
+                .map_err(|_| ApiError::bad_request(ErrorCode::InvalidHost, "Host header is not valid ASCII"))?
+                .to_string(),
             None => uri
                 .authority()
                 .map(|a| a.to_string())
-                .ok_or_else(|| ApiError::BadRequest("missing Host header".into()))?,
+                .ok_or_else(|| ApiError::bad_request(ErrorCode::InvalidHost, "missing Host header"))?,
         };
-        let (host, host_port) = split_host_port(&authority)
-            .ok_or_else(|| ApiError::BadRequest(format!("invalid Host header {authority:?}")))?;
+        let (host, host_port) = split_host_port(&authority).ok_or_else(|| {
+            ApiError::bad_request(ErrorCode::InvalidHost, format!("invalid Host header {authority:?}"))
+        })?;
         let port = if self.settings.trusted_proxy { forwarded_port(headers).or(host_port) } else { None }
             .unwrap_or(self.listen_port);
         let authorization = match headers.get(header::AUTHORIZATION) {
-            Some(v) => Some(
-                v.to_str()
-                    .map_err(|_| ApiError::Forbidden("Authorization header is not valid ASCII".into()))?
-                    .to_string(),
-            ),
+            Some(v) => {
+                Some(v.to_str().map_err(|_| ApiError::refused("Authorization header is not valid ASCII"))?.to_string())
+            }
             None => None,
         };
         Ok(HawkRequest {
@@ -178,7 +178,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/openapi.json", get(openapi::openapi_json).fallback(method_not_allowed))
         .fallback(not_found)
         // Innermost first: a panic or a timeout still gets CORS headers and a log line.
-        .layer(tower_http::catch_panic::CatchPanicLayer::custom(|_| ApiError::Internal.into_response()))
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(|_| ApiError::internal().into_response()))
         .layer(middleware::from_fn(request_timeout))
         .layer(middleware::from_fn_with_state(state.clone(), cors))
         .layer(middleware::from_fn(log_request))
@@ -194,7 +194,7 @@ pub fn ops_router(state: AppState) -> Router {
         .route("/__version__", get(dockerflow::version).fallback(method_not_allowed))
         .route("/metrics", get(dockerflow::metrics).fallback(method_not_allowed))
         .fallback(not_found)
-        .layer(tower_http::catch_panic::CatchPanicLayer::custom(|_| ApiError::Internal.into_response()))
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(|_| ApiError::internal().into_response()))
         .layer(middleware::from_fn(request_timeout))
         .layer(middleware::from_fn(log_request))
         .with_state(state)
@@ -208,16 +208,16 @@ const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 async fn request_timeout(req: Request, next: Next) -> Response {
     match tokio::time::timeout(REQUEST_TIMEOUT, next.run(req)).await {
         Ok(res) => res,
-        Err(_) => ApiError::Unavailable("request timed out, try again later".into()).into_response(),
+        Err(_) => ApiError::unavailable(ErrorCode::Timeout, "request timed out, try again later").into_response(),
     }
 }
 
 async fn method_not_allowed(method: Method) -> ApiError {
-    ApiError::MethodNotAllowed(method.to_string())
+    ApiError::method_not_allowed(method.as_str())
 }
 
 async fn not_found() -> ApiError {
-    ApiError::NotFound("Not found.".into())
+    ApiError::not_found()
 }
 
 /// The seed's CORS headers, on every response (errors included), so browsers

@@ -93,10 +93,12 @@ pub struct History {
     pub jobs: Vec<JobView>,
 }
 
-/// Every error answer: what is wrong, for a person.
+/// Every error answer: what is wrong, for a person (`detail`), and which refusal
+/// it is, for a program (`error_code`, stable).
 #[derive(Serialize, ToSchema)]
 pub struct ErrorBody {
     pub detail: String,
+    pub error_code: super::error::ErrorCode,
 }
 
 /// A task as `GET /api/v1/whoami` lists it for the caller.

@@ -208,7 +208,7 @@ impl Bugzilla {
                 path: path.to_string(),
                 status: status.as_u16(),
                 code: v.get("code").and_then(Value::as_i64),
-                message: bounded(&message),
+                message: super::bounded(&message, MAX_MESSAGE),
             });
         }
         if v.is_null() {
@@ -225,18 +225,11 @@ fn first_bug(method: &Method, path: &str, v: Value) -> Result<Option<Bug>, Bugzi
 }
 
 fn protocol(method: &Method, path: &str, detail: String) -> BugzillaError {
-    BugzillaError::Protocol { method: method.clone(), path: path.to_string(), detail: bounded(&detail) }
-}
-
-fn bounded(s: &str) -> String {
-    if s.len() <= MAX_MESSAGE {
-        return s.to_string();
+    BugzillaError::Protocol {
+        method: method.clone(),
+        path: path.to_string(),
+        detail: super::bounded(&detail, MAX_MESSAGE),
     }
-    let mut end = MAX_MESSAGE;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}…", &s[..end])
 }
 
 #[cfg(test)]

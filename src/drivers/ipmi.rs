@@ -431,7 +431,9 @@ async fn run_gated(
     if output.status.success() {
         return Ok(stdout);
     }
-    let stderr = scrub(&String::from_utf8_lossy(&output.stderr), target.password.expose_secret());
+    // Defence in depth: ipmitool is not known to echo the password, but should some
+    // version do so, it must not reach an error message or a job result.
+    let stderr = super::scrub(&String::from_utf8_lossy(&output.stderr), target.password.expose_secret(), STDERR_MAX);
     let status = match output.status.code() {
         Some(c) => format!("exit status {c}"),
         None => "killed by a signal".into(),
@@ -440,11 +442,9 @@ async fn run_gated(
     Err(classify_failure(target, words, status, &stderr, silent_long_enough))
 }
 
-/// Defence in depth: ipmitool is not known to echo the password, but should
-/// some version do so, it must not reach an error message or a job result.
-fn scrub(text: &str, password: &str) -> String {
-    if password.is_empty() { text.to_string() } else { text.replace(password, "[redacted]") }
-}
+/// ipmitool's stderr quoted in an error, at most this many characters (its
+/// messages are a line or two; more is noise from a confused BMC).
+const STDERR_MAX: usize = 2000;
 
 /// Stderr lines `-v` adds on every call, whatever the outcome; they would only
 /// bury the real message.
@@ -590,8 +590,8 @@ mod tests {
 
     #[test]
     fn scrubs_the_password() {
-        assert_eq!(scrub("bad pw-123456 here", "pw-123456"), "bad [redacted] here");
-        assert_eq!(scrub("x", ""), "x");
+        assert_eq!(super::super::scrub("bad pw-123456 here", "pw-123456", STDERR_MAX), "bad [redacted] here");
+        assert_eq!(super::super::scrub("x", "", STDERR_MAX), "x");
     }
 
     #[test]

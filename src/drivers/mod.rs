@@ -186,11 +186,13 @@ pub(crate) fn path_segment(s: &str) -> String {
         .collect()
 }
 
-/// A response body, at most `max` bytes: a peer cannot make roller hold more.
+/// A response body, at most its first `max` bytes: a peer cannot make roller hold
+/// more (a cut JSON body then fails to parse, which the caller reports).
 pub(crate) async fn read_bounded(mut resp: reqwest::Response, max: usize) -> Result<Vec<u8>, reqwest::Error> {
     let mut out = Vec::new();
     while let Some(chunk) = resp.chunk().await? {
         if out.len() + chunk.len() > max {
+            out.extend_from_slice(&chunk[..max - out.len()]);
             break;
         }
         out.extend_from_slice(&chunk);
@@ -198,10 +200,18 @@ pub(crate) async fn read_bounded(mut resp: reqwest::Response, max: usize) -> Res
     Ok(out)
 }
 
+/// `text` cut to `max` characters, the cut marked with `…`.
+pub(crate) fn bounded(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        Some((i, _)) => format!("{}…", &text[..i]),
+        None => text.to_string(),
+    }
+}
+
 /// Text from a peer, made safe to quote in an error: every occurrence of `secret`
 /// (as is, and XML-escaped, in case the peer echoes a request body) replaced,
 /// then cut to `max` characters. Replacing first means a cut can never leave a
-/// piece of the secret behind.
+/// piece of the secret behind. The one redaction every driver uses.
 pub(crate) fn scrub(text: &str, secret: &str, max: usize) -> String {
     let mut out = text.to_string();
     if !secret.is_empty() {
@@ -211,10 +221,7 @@ pub(crate) fn scrub(text: &str, secret: &str, max: usize) -> String {
             out = out.replace(escaped.as_ref(), "[redacted]");
         }
     }
-    if out.chars().count() > max {
-        out = out.chars().take(max).collect::<String>() + "…";
-    }
-    out
+    bounded(&out, max)
 }
 
 /// A URL for an error message: scheme, host and port only, so a user name,
@@ -238,6 +245,8 @@ mod tests {
     #[test]
     fn scrub_replaces_before_it_cuts_and_knows_xml_escapes() {
         assert_eq!(scrub("pw=abcdef end", "abcdef", 6), "pw=[re…");
+        assert_eq!(bounded("ééé", 2), "éé…");
+        assert_eq!(bounded("abc", 3), "abc");
         assert_eq!(scrub("login a&amp;b failed", "a&b", 100), "login [redacted] failed");
         assert_eq!(scrub("x", "", 10), "x");
     }

@@ -41,6 +41,8 @@ use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
+use super::bounded;
+
 /// How many times `On` is sent when the BMC answers 409 (Ironic does the same: some
 /// BMCs refuse `On` with `ActionParameterValueConflict` while still powering off).
 const ON_CONFLICT_ATTEMPTS: u32 = 5;
@@ -566,7 +568,7 @@ impl Session<'_> {
             return Err(self.protocol(format!("{path} redirects off the BMC (to {})", bounded(to, 100))));
         }
         if !status.is_success() {
-            let body = read_bounded(resp).await.unwrap_or_default();
+            let body = super::read_bounded(resp, MAX_BODY).await.unwrap_or_default();
             let message = scrub(&error_message(&body), self.target);
             return Err(RedfishError::Http {
                 host: self.host.clone(),
@@ -576,7 +578,7 @@ impl Session<'_> {
                 message,
             });
         }
-        let bytes = read_bounded(resp).await.map_err(|e| self.transport(e))?;
+        let bytes = super::read_bounded(resp, MAX_BODY).await.map_err(|e| self.transport(e))?;
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Ok(Value::Null);
         }
@@ -671,21 +673,8 @@ fn string_list(v: &Value) -> Option<Vec<String>> {
     v.as_array().map(|a| a.iter().filter_map(Value::as_str).map(String::from).collect())
 }
 
-/// Read at most [`MAX_BODY`] bytes of a body (a truncated JSON body then fails to parse).
-async fn read_bounded(mut resp: reqwest::Response) -> Result<Vec<u8>, reqwest::Error> {
-    let mut out = Vec::new();
-    while let Some(chunk) = resp.chunk().await? {
-        if out.len() + chunk.len() > MAX_BODY {
-            out.extend_from_slice(&chunk[..MAX_BODY - out.len()]);
-            break;
-        }
-        out.extend_from_slice(&chunk);
-    }
-    Ok(out)
-}
-
 async fn read_json(resp: reqwest::Response) -> Result<Value, ()> {
-    let bytes = read_bounded(resp).await.map_err(|_| ())?;
+    let bytes = super::read_bounded(resp, MAX_BODY).await.map_err(|_| ())?;
     serde_json::from_slice(&bytes).map_err(|_| ())
 }
 
@@ -729,18 +718,9 @@ fn error_message(body: &[u8]) -> String {
     bounded(&text, MAX_MESSAGE)
 }
 
-/// `s` cut to `max` characters, marking the cut.
-fn bounded(s: &str, max: usize) -> String {
-    match s.char_indices().nth(max) {
-        Some((i, _)) => format!("{}…", &s[..i]),
-        None => s.to_string(),
-    }
-}
-
 /// Replace the password wherever a BMC might have echoed it.
 fn scrub(s: &str, target: &RedfishTarget) -> String {
-    let pw = target.password.expose_secret();
-    if pw.len() >= 3 && s.contains(pw) { s.replace(pw, "[redacted]") } else { s.to_string() }
+    super::scrub(s, target.password.expose_secret(), usize::MAX)
 }
 
 /// An error and its sources, `: `-joined (reqwest's Display alone hides the cause).

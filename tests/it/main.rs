@@ -29,4 +29,5 @@ mod snmp;
 mod ssh;
 mod taskcluster;
 mod tc_actions;
+mod tidy;
 mod xen;
