@@ -375,343 +375,38 @@ impl RedisQueue {
 
 // ---------------------------------------------------------------------------
 // Lua. Every script starts with PRELUDE. ARGV[1] = key base `{p}:`, ARGV[2] =
-// retention in ms; the script's own arguments follow from ARGV[3].
+// retention in ms; the script's own arguments follow from ARGV[3]. Each file
+// under `redis/` opens with its ARGV contract and what it returns.
 
-const PRELUDE: &str = r#"
-local P = ARGV[1]
-local RETENTION = tonumber(ARGV[2])
-local t = redis.call('TIME')
-local NOW = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local function S(n) return string.format('%d', n) end
-local function jk(id) return P .. 'job:' .. id end
-local function lk(id) return P .. 'log:' .. id end
-local function add_log(id, line)
-  redis.call('RPUSH', lk(id), '{"at_ms":' .. S(NOW) .. ',"line":' .. cjson.encode(line) .. '}')
-end
-local function snapshot(id)
-  return {redis.call('HGETALL', jk(id)), redis.call('LRANGE', lk(id), 0, -1)}
-end
--- Unix ms as chrono's to_rfc3339 prints it (days-from-civil, inverted).
-local function rfc3339(ms)
-  local s = math.floor(ms / 1000)
-  local frac = ms - s * 1000
-  local days = math.floor(s / 86400)
-  local secs = s - days * 86400
-  local z = days + 719468
-  local era = math.floor(z / 146097)
-  local doe = z - era * 146097
-  local yoe = math.floor((doe - math.floor(doe / 1460) + math.floor(doe / 36524) - math.floor(doe / 146096)) / 365)
-  local y = yoe + era * 400
-  local doy = doe - (365 * yoe + math.floor(yoe / 4) - math.floor(yoe / 100))
-  local mp = math.floor((5 * doy + 2) / 153)
-  local d = doy - math.floor((153 * mp + 2) / 5) + 1
-  local m = mp + 3
-  if mp >= 10 then m = mp - 9 end
-  if m <= 2 then y = y + 1 end
-  local out = string.format('%04d-%02d-%02dT%02d:%02d:%02d', y, m, d,
-    math.floor(secs / 3600), math.floor((secs % 3600) / 60), secs % 60)
-  if frac > 0 then out = out .. string.format('.%03d', frac) end
-  return out .. '+00:00'
-end
--- Tell idle runners in other processes that work may be waiting (they poll too:
--- a lost message costs at most one poll interval).
-local function wake() redis.call('PUBLISH', P .. 'wake', '') end
--- A history set expires with its last final job, and never while one of its
--- jobs is still queued or running. Returns whether one is.
-local function refresh_history_ttl(wid)
-  local hk = P .. 'history:' .. wid
-  for _, id in ipairs(redis.call('ZRANGE', hk, 0, -1)) do
-    local st = redis.call('HGET', jk(id), 'state')
-    if st == 'queued' or st == 'running' then
-      redis.call('PERSIST', hk)
-      return true
-    end
-  end
-  redis.call('PEXPIRE', hk, RETENTION)
-  return false
-end
--- Move a job to a final state: drop its lease, queue entries, coalescing and
--- lock keys; log `line` (if any); start its retention. Returns whether another
--- job of the same machine is still queued or running.
-local function finalize(id, state, fields, line)
-  local k = jk(id)
-  redis.call('HSET', k, 'state', state, 'finished_at', S(NOW), unpack(fields))
-  redis.call('HDEL', k, 'lease_until')
-  redis.call('ZREM', P .. 'running', id)
-  redis.call('ZREM', P .. 'queued', id)
-  local f = redis.call('HMGET', k, 'worker_id', 'worker_group', 'task')
-  if f[1] and f[2] and f[3] then
-    local ak = P .. 'active:' .. f[1] .. '|' .. f[2] .. '|' .. f[3]
-    if redis.call('GET', ak) == id then redis.call('DEL', ak) end
-    local lock = P .. 'lock:' .. f[1]
-    if redis.call('GET', lock) == id then redis.call('DEL', lock) end
-  end
-  if line then add_log(id, line) end
-  redis.call('PEXPIRE', k, RETENTION)
-  redis.call('PEXPIRE', lk(id), RETENTION)
-  if f[1] then return refresh_history_ttl(f[1]) end
-  return false
-end
--- Expired leases: on the last allowed attempt the job fails; otherwise it goes
--- back to the queue under its original seq, still `running` so the next
--- reserve logs a takeover.
-local function sweep()
-  local ids = redis.call('ZRANGEBYSCORE', P .. 'running', '-inf', '(' .. S(NOW), 'LIMIT', 0, __SWEEP_BATCH__)
-  for _, id in ipairs(ids) do
-    redis.call('ZREM', P .. 'running', id)
-    local f = redis.call('HMGET', jk(id), 'state', 'attempts', 'max_attempts', 'consumer', 'seq')
-    if f[1] == 'running' then
-      local attempts = tonumber(f[2]) or 0
-      local max = tonumber(f[3]) or 1
-      if attempts >= max then
-        local reason = 'runner lost the job (lease expired) after ' .. S(attempts) .. ' attempt(s); not retried'
-        finalize(id, 'failed', {'error', reason}, reason .. ' (last held by ' .. (f[4] or 'unknown runner') .. ')')
-      else
-        -- Without its seq (a damaged hash) it goes first rather than nowhere.
-        redis.call('ZADD', P .. 'queued', f[5] or 0, id)
-      end
-    end
-  end
-end
-"#;
+/// `redis/prelude.lua`: the helpers every script starts with.
+const PRELUDE: &str = include_str!("redis/prelude.lua");
 
-/// ARGV[3..]: new id, worker_id, worker_group, task, requester, max_attempts,
-/// history cap, then field/value pairs of the optional fields that are set.
-/// Returns {0, fields, log} for the existing job it coalesced into, or
-/// {1, created_at ms} for a new one.
-const ENQUEUE: &str = r#"
-sweep()
-local id, wid, grp, task = ARGV[3], ARGV[4], ARGV[5], ARGV[6]
-local cap = tonumber(ARGV[9])
-local ak = P .. 'active:' .. wid .. '|' .. grp .. '|' .. task
-local existing = redis.call('GET', ak)
-if existing then
-  local st = redis.call('HGET', jk(existing), 'state')
-  if st == 'queued' or st == 'running' then
-    local snap = snapshot(existing)
-    return {0, snap[1], snap[2]}
-  end
-end
-local seq = redis.call('INCR', P .. 'seq')
-local k = jk(id)
-local fields = {'id', id, 'seq', S(seq), 'task', task, 'worker_id', wid, 'worker_group', grp,
-  'requester', ARGV[7], 'state', 'queued', 'attempts', '0', 'max_attempts', ARGV[8], 'created_at', S(NOW)}
-for i = 10, #ARGV do fields[#fields + 1] = ARGV[i] end
-redis.call('HSET', k, unpack(fields))
-redis.call('ZADD', P .. 'queued', seq, id)
-redis.call('SET', ak, id)
-local hk = P .. 'history:' .. wid
-redis.call('ZADD', hk, seq, id)
-redis.call('PERSIST', hk)
--- Past the cap, final (or vanished) jobs go; queued and running ones stay.
-local excess = redis.call('ZCARD', hk) - cap
-if excess > 0 then
-  for _, old in ipairs(redis.call('ZRANGE', hk, 0, -1)) do
-    if excess <= 0 then break end
-    local st = redis.call('HGET', jk(old), 'state')
-    if st ~= 'queued' and st ~= 'running' then
-      redis.call('ZREM', hk, old)
-      redis.call('DEL', jk(old), lk(old))
-      excess = excess - 1
-    end
-  end
-end
-wake()
--- The caller built every field but these two: no need to send the hash back.
-return {1, NOW}
-"#;
+/// `redis/enqueue.lua`: coalesce into the active job or create a new one.
+const ENQUEUE: &str = include_str!("redis/enqueue.lua");
 
-/// ARGV[3..]: lease in ms, then one holder id per job wanted. Returns
-/// {fields, log, fields, log, ...}: the i-th job is held by the i-th holder.
-const RESERVE: &str = r#"
-sweep()
-local lease = tonumber(ARGV[3])
-local want = #ARGV - 3
-local out = {}
-local busy = {}
--- The oldest waiting job is usually runnable: look at a few first and widen only
--- past busy machines (reading all __RESERVE_SCAN__ ids on every reserve dominated a drain).
-local start, size = 0, want + 16
-while start < __RESERVE_SCAN__ and #out < want * 2 do
-  local ids = redis.call('ZRANGE', P .. 'queued', start, math.min(start + size, __RESERVE_SCAN__) - 1)
-  if #ids == 0 then break end
-  local removed = 0
-  for _, id in ipairs(ids) do
-    if #out >= want * 2 then break end
-    local k = jk(id)
-    local f = redis.call('HMGET', k, 'worker_id', 'state', 'attempts', 'max_attempts', 'consumer', 'lease_until')
-    local lease_until = tonumber(f[6])
-    if not f[1] or (f[2] ~= 'queued' and f[2] ~= 'running') or (f[2] == 'running' and lease_until and lease_until >= NOW) then
-      -- Not waiting (vanished, final, or live elsewhere): it has no business here.
-      redis.call('ZREM', P .. 'queued', id)
-      removed = removed + 1
-    elseif not busy[f[1]] then
-      local lock = P .. 'lock:' .. f[1]
-      local holder = redis.call('GET', lock)
-      if holder and holder ~= id then
-        local h = redis.call('HMGET', jk(holder), 'state', 'lease_until')
-        local until_ = tonumber(h[2])
-        if h[1] == 'running' and until_ and until_ >= NOW then busy[f[1]] = true end
-      end
-      if not busy[f[1]] then
-        local consumer = ARGV[4 + #out / 2]
-        local before = tonumber(f[3]) or 0
-        local attempt = before + 1
-        local new_until = NOW + lease
-        redis.call('HSET', k, 'state', 'running', 'consumer', consumer, 'lease_until', S(new_until),
-          'attempts', S(attempt), 'started_at', S(NOW))
-        redis.call('ZREM', P .. 'queued', id)
-        removed = removed + 1
-        redis.call('ZADD', P .. 'running', new_until, id)
-        redis.call('SET', lock, id)
-        -- One job per machine at a time, also within this call.
-        busy[f[1]] = true
-        -- Lets this reservation be reclaimed if its answer never reaches the runner.
-        redis.call('SET', P .. 'held:' .. consumer, id, 'PX', lease)
-        local line = 'attempt ' .. S(attempt) .. ' of ' .. (f[4] or '?') .. ' started by ' .. consumer
-        if f[2] == 'running' then
-          local when = 'an unknown time'
-          if lease_until then when = rfc3339(lease_until) end
-          line = line .. ' (takeover: the lease of ' .. (f[5] or 'unknown runner') .. ' expired at ' .. when .. ')'
-        elseif before > 0 then
-          line = line .. ' (the job was handed back by its previous runner)'
-        end
-        add_log(id, line)
-        local snap = snapshot(id)
-        out[#out + 1] = snap[1]
-        out[#out + 1] = snap[2]
-      end
-    end
-  end
-  -- Removed and reserved ids shifted the rest down; busy ones stay and are skipped by the next window.
-  start = start + #ids - removed
-  size = size * 4
-end
-return out
-"#;
+/// `redis/reserve.lua`: hand out waiting jobs of free machines, one per holder id.
+const RESERVE: &str = include_str!("redis/reserve.lua");
 
-/// ARGV[3..]: per job, five arguments: id, consumer, final state, 'result' or
-/// 'error', its value. Returns per job 1, or 0 when the consumer does not hold it.
-const FINISH: &str = r#"
-local out = {}
-local freed = false
-for i = 3, #ARGV, 5 do
-  local id, consumer = ARGV[i], ARGV[i + 1]
-  local f = redis.call('HMGET', jk(id), 'state', 'consumer')
-  if f[1] ~= 'running' or f[2] ~= consumer then
-    out[#out + 1] = 0
-  else
-    redis.call('DEL', P .. 'held:' .. consumer)
-    -- A runner whose lease expired but was not taken over yet may still finish:
-    -- the work was done, and discarding it would only cause a needless re-run.
-    -- Its machine is free: a job of it waiting for the lock is runnable now.
-    if finalize(id, ARGV[i + 2], {ARGV[i + 3], ARGV[i + 4]}, nil) then freed = true end
-    out[#out + 1] = 1
-  end
-end
-if freed then wake() end
-return out
-"#;
+/// `redis/finish.lua`: record final states for the holders that still hold their jobs.
+const FINISH: &str = include_str!("redis/finish.lua");
 
-/// ARGV[3..]: id, consumer. Returns 1, or 0 when the consumer does not hold the job.
-const RELEASE: &str = r#"
-local id, consumer = ARGV[3], ARGV[4]
-local k = jk(id)
-local f = redis.call('HMGET', k, 'state', 'consumer', 'attempts', 'max_attempts', 'seq', 'worker_id')
-if f[1] ~= 'running' or f[2] ~= consumer then return 0 end
-redis.call('DEL', P .. 'held:' .. consumer)
-local attempts = tonumber(f[3]) or 0
-local max = tonumber(f[4]) or 1
-if attempts >= max then
-  -- Requeueing would hand the job out more than max_attempts times.
-  local reason = 'handed back by ' .. consumer .. ' (shutdown) on its last allowed attempt (' .. S(attempts) ..
-    ' of ' .. S(max) .. '); not retried'
-  finalize(id, 'failed', {'error', reason}, reason)
-  return 1
-end
-redis.call('HSET', k, 'state', 'queued')
-redis.call('HDEL', k, 'consumer', 'lease_until')
-redis.call('ZREM', P .. 'running', id)
-redis.call('ZADD', P .. 'queued', f[5], id)
-if f[6] and redis.call('GET', P .. 'lock:' .. f[6]) == id then redis.call('DEL', P .. 'lock:' .. f[6]) end
-add_log(id, 'handed back by ' .. consumer .. ' (shutdown)')
-wake()
-return 1
-"#;
+/// `redis/release.lua`: hand a job back (requeued, or failed on its last attempt).
+const RELEASE: &str = include_str!("redis/release.lua");
 
-/// ARGV[3..]: id, line. Returns 1, or 0 for an unknown (or expired) job.
-const APPEND_LOG: &str = r#"
-local id = ARGV[3]
-local k = jk(id)
-if redis.call('EXISTS', k) == 0 then return 0 end
-add_log(id, ARGV[4])
--- A final job's log expires with the job.
-local ttl = redis.call('PTTL', k)
-if ttl > 0 then redis.call('PEXPIRE', lk(id), ttl) end
-return 1
-"#;
+/// `redis/append_log.lua`: add a line to a job's log.
+const APPEND_LOG: &str = include_str!("redis/append_log.lua");
 
-/// ARGV[3..]: consumer, lease in ms. Returns {} or {fields, log}: the job that
-/// consumer holds with a live lease, its lease started again from now.
-const RECLAIM: &str = r#"
-local consumer = ARGV[3]
-local lease = tonumber(ARGV[4])
-local held = P .. 'held:' .. consumer
-local id = redis.call('GET', held)
-if not id then return {} end
-local f = redis.call('HMGET', jk(id), 'state', 'consumer', 'lease_until')
-local lease_until = tonumber(f[3])
-if f[1] ~= 'running' or f[2] ~= consumer or not lease_until or lease_until < NOW then return {} end
-local new_until = NOW + lease
-redis.call('HSET', jk(id), 'lease_until', S(new_until))
-redis.call('ZADD', P .. 'running', new_until, id)
-redis.call('PEXPIRE', held, lease)
-return snapshot(id)
-"#;
+/// `redis/reclaim.lua`: find the job a holder was handed and renew its lease.
+const RECLAIM: &str = include_str!("redis/reclaim.lua");
 
-/// ARGV[3]: id. Returns {} or {fields, log}.
-const GET: &str = r#"
-local id = ARGV[3]
-if redis.call('EXISTS', jk(id)) == 0 then return {} end
-return snapshot(id)
-"#;
+/// `redis/get.lua`: one job with its log.
+const GET: &str = include_str!("redis/get.lua");
 
-/// ARGV[3..]: worker_id, limit. Returns {fields, log, fields, log, ...}, newest first.
-const HISTORY: &str = r#"
-local limit = tonumber(ARGV[4])
-local out = {}
-if limit <= 0 then return out end
-local n = 0
-for _, id in ipairs(redis.call('ZREVRANGE', P .. 'history:' .. ARGV[3], 0, -1)) do
-  if redis.call('EXISTS', jk(id)) == 1 then
-    local snap = snapshot(id)
-    table.insert(out, snap[1])
-    table.insert(out, snap[2])
-    n = n + 1
-    if n >= limit then break end
-  end
-end
-return out
-"#;
+/// `redis/history.lua`: a machine's jobs, newest first.
+const HISTORY: &str = include_str!("redis/history.lua");
 
-/// Waiting jobs, live leases, and the oldest waiting job's enqueue time (unix ms).
-/// Lock waits are counted over the same window reserve looks at.
-const STATS: &str = r#"
-local ids = redis.call('ZRANGE', P .. 'queued', 0, __RESERVE_SCAN__ - 1)
-local oldest = false
-if ids[1] then oldest = redis.call('HGET', jk(ids[1]), 'created_at') end
-local locked = 0
-for _, id in ipairs(ids) do
-  local w = redis.call('HGET', jk(id), 'worker_id')
-  local holder = w and redis.call('GET', P .. 'lock:' .. w)
-  if holder and holder ~= id then
-    local h = redis.call('HMGET', jk(holder), 'state', 'lease_until')
-    local until_ = tonumber(h[2])
-    if h[1] == 'running' and until_ and until_ >= NOW then locked = locked + 1 end
-  end
-end
-return {redis.call('ZCARD', P .. 'queued'), redis.call('ZCOUNT', P .. 'running', NOW, '+inf'), oldest, locked}
-"#;
+/// `redis/stats.lua`: the queue gauges.
+const STATS: &str = include_str!("redis/stats.lua");
 
 impl Scripts {
     fn new() -> Self {

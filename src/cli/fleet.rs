@@ -10,10 +10,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use serde_json::{Value, json};
+use serde_json::Value;
 
+use super::client::Client;
+use super::output::{Row, report, summary};
 use crate::actions::Task;
-use crate::client::Client;
 use crate::domain::{WorkerGroup, WorkerId};
 use crate::inventory::Inventory;
 
@@ -119,19 +120,6 @@ pub fn confirm(task: Task, n: usize, limit: usize, yes: bool) -> anyhow::Result<
     Ok(())
 }
 
-/// One machine's line in the summary.
-#[derive(Debug, Clone)]
-pub struct Row {
-    pub worker: String,
-    pub group: String,
-    /// The API's answer to the enqueue (200 for `roller run`, which has no API).
-    pub http: u16,
-    pub task_id: Option<String>,
-    pub state: String,
-    pub detail: String,
-    pub job: Value,
-}
-
 /// Queue `task` on every target, optionally wait for every job, print the
 /// summary. Exit status 0 only when every request was accepted (and, waiting,
 /// every job succeeded).
@@ -187,23 +175,6 @@ pub async fn enqueue(
     let rows: Vec<Row> = rows.into_iter().map(|(_, r)| r).collect();
     report(task, &rows, json_out)?;
     Ok(rows.iter().all(|r| (200..300).contains(&r.http) && (!wait || r.state == "succeeded")))
-}
-
-/// The summary: a table for people, or JSON for scripts.
-pub fn report(task: Task, rows: &[Row], json_out: bool) -> anyhow::Result<()> {
-    if json_out {
-        let out: Vec<Value> = rows
-            .iter()
-            .map(|r| {
-                json!({ "worker_id": r.worker, "worker_group": r.group, "http_status": r.http,
-                        "task_id": r.task_id, "state": r.state, "detail": r.detail, "job": r.job })
-            })
-            .collect();
-        crate::cli::print(&serde_json::to_string_pretty(&out)?);
-    } else {
-        print_table(task, rows);
-    }
-    Ok(())
 }
 
 async fn queue_one(client: &Client, task: Task, worker: &WorkerId, group: &WorkerGroup) -> Row {
@@ -268,43 +239,4 @@ async fn follow_to_end(client: &Client, mut row: Row) -> Row {
         errors = 0;
         tokio::time::sleep(POLL).await;
     }
-}
-
-/// One line about a finished job: the reboot step that worked, else the result or error.
-pub fn summary(job: &Value) -> String {
-    if let Some(step) = job["result"]["worked"].as_str() {
-        return format!("{step} worked");
-    }
-    let text = match (&job["error"], &job["result"]) {
-        (Value::String(e), _) => e.clone(),
-        (_, Value::Null) => String::new(),
-        (_, r) => r.to_string(),
-    };
-    let line: String = text.lines().next().unwrap_or("").chars().take(100).collect();
-    line
-}
-
-fn print_table(task: Task, rows: &[Row]) {
-    let w = rows.iter().map(|r| r.worker.len()).max().unwrap_or(6).max(7);
-    crate::cli::print(&format!("{:w$}  {:10}  {:36}  DETAIL", "MACHINE", "STATE", "TASK_ID"));
-    for r in rows {
-        let state = if (200..300).contains(&r.http) { r.state.clone() } else { format!("HTTP {}", r.http) };
-        crate::cli::print(&format!(
-            "{:w$}  {:10}  {:36}  {}",
-            r.worker,
-            state,
-            r.task_id.as_deref().unwrap_or("-"),
-            r.detail
-        ));
-    }
-    let mut counts: Vec<(String, usize)> = Vec::new();
-    for r in rows {
-        let k = if (200..300).contains(&r.http) { r.state.clone() } else { "refused".into() };
-        match counts.iter_mut().find(|(s, _)| *s == k) {
-            Some((_, n)) => *n += 1,
-            None => counts.push((k, 1)),
-        }
-    }
-    let parts: Vec<String> = counts.iter().map(|(s, n)| format!("{n} {s}")).collect();
-    crate::cli::print(&format!("{task} on {} machines: {}", rows.len(), parts.join(", ")));
 }

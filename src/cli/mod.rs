@@ -1,0 +1,251 @@
+//! The `roller` command line: the clap definitions and the dispatch of each
+//! subcommand to its module (`serve`, `run`, `jobs`, `inventory`, `tc_actions`).
+//! Commands print through `output`; `jobs` and `run` use `fleet` for many
+//! machines, and `jobs` talks to a running roller through `client`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+use crate::actions::Task;
+use crate::config::{ProcessEnv, Settings};
+use crate::domain::{JobId, WorkerGroup, WorkerId};
+use crate::startup::{ADMIN_CREDENTIALS_FILE, Mode};
+
+pub mod client;
+pub mod fleet;
+mod inventory;
+mod jobs;
+pub mod output;
+mod run;
+mod serve;
+pub mod tc_actions;
+
+use client::Client;
+use output::say;
+pub use tc_actions::tc_action_definitions;
+
+#[derive(Parser)]
+#[command(
+    name = "roller",
+    version,
+    about = "Release Operations Controller: ping, reboot and power-control CI hardware"
+)]
+pub struct Cli {
+    /// Configuration file (TOML). Environment variables override it.
+    #[arg(long, global = true, env = "ROLLER_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the API and the job runner in one process on the embedded queue (the default setup).
+    Serve,
+    /// Run the API only, on the Redis queue (distributed mode; needs REDIS_URL).
+    Api,
+    /// Run a job runner only, on the Redis queue (distributed mode; needs REDIS_URL).
+    Worker,
+    /// Run one task on one machine or many now, in this process, without a queue.
+    Run {
+        /// Task name (see `roller tasks`).
+        task: String,
+        #[command(flatten)]
+        machines: Machines,
+    },
+    /// List the tasks roller can run, with one line of help each.
+    Tasks,
+    /// Load and validate the configuration, then print it (secrets redacted).
+    CheckConfig,
+    /// Work with an inventory file (machines, hardware classes, reboot chains).
+    Inventory {
+        #[command(subcommand)]
+        command: InventoryCommand,
+    },
+    /// Explain, without touching hardware, what `reboot` would do for a machine: which
+    /// steps of its chain run, which are skipped for missing configuration, and the proof.
+    Explain {
+        /// The machine's worker id.
+        worker_id: String,
+        /// Inventory file [default: the configured one (ROLLER_INVENTORY / inventory)].
+        #[arg(long)]
+        inventory: Option<PathBuf>,
+    },
+    /// Print the Taskcluster worker-context action definitions for the enabled tasks, and with
+    /// --declare send them with queue.declareProvisioner. Taskcluster v39 and later accept that
+    /// call and store nothing: no Taskcluster UI shows these actions today.
+    TcActions {
+        /// roller's public base URL, e.g. https://roller.example (the actions' URLs start with it).
+        base_url: String,
+        /// Send them to Taskcluster for this provisioner (needs roller's Taskcluster credentials
+        /// and queue:declare-provisioner:<id>#actions).
+        #[arg(long, value_name = "PROVISIONER_ID")]
+        declare: Option<String>,
+    },
+    /// Talk to a running roller: enqueue jobs and read them.
+    Jobs {
+        /// The roller to talk to [default: http://<server.bind>].
+        #[arg(long, env = "ROLLER_URL", global = true)]
+        url: Option<String>,
+        /// Credentials file [default: <data_dir>/admin-credentials.json]; TASKCLUSTER_CLIENT_ID and
+        /// TASKCLUSTER_ACCESS_TOKEN take precedence when both are set.
+        #[arg(long, global = true)]
+        credentials: Option<PathBuf>,
+        #[command(subcommand)]
+        command: JobsCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum InventoryCommand {
+    /// Validate an inventory, resolve every secret it refers to, and show each machine's
+    /// reboot chain with the steps that would be skipped (touches no hardware).
+    Check { file: PathBuf },
+}
+
+/// Which machines a command is for, and how it answers: shared by `run` and `jobs enqueue`.
+#[derive(clap::Args)]
+struct Machines {
+    /// Machines (worker ids or IP addresses). --file and --select add more.
+    worker_ids: Vec<String>,
+    /// Worker group of machines the inventory does not know.
+    #[arg(long, default_value = "none")]
+    group: String,
+    /// Worker ids, one per line (`#` starts a comment); `-` reads standard input.
+    #[arg(long)]
+    file: Option<PathBuf>,
+    /// Machines from the inventory: group=<group> or class=<class> (repeat to narrow).
+    #[arg(long)]
+    select: Vec<String>,
+    /// Go ahead without asking when more than safety.confirm_above machines are named.
+    #[arg(long)]
+    yes: bool,
+    /// Machine-readable output (always a list).
+    #[arg(long)]
+    json: bool,
+}
+
+impl Machines {
+    fn targets(&self, inventory: Option<&std::path::Path>) -> anyhow::Result<Vec<(WorkerId, WorkerGroup)>> {
+        fleet::targets(&fleet::Selection {
+            names: &self.worker_ids,
+            file: self.file.as_deref(),
+            select: &self.select,
+            // Only needed for --select and worker groups; a missing default inventory is no error.
+            inventory: inventory.filter(|p| !self.select.is_empty() || p.exists()),
+            default_group: &self.group,
+        })
+    }
+}
+
+#[derive(Subcommand)]
+enum JobsCommand {
+    /// Queue a task for one machine or many (names, --file, --select) and print the job(s).
+    Enqueue {
+        task: String,
+        #[command(flatten)]
+        machines: Machines,
+        /// Inventory for --select and worker groups [default: the configured one].
+        #[arg(long)]
+        inventory: Option<PathBuf>,
+        /// Wait for the job(s) to finish; exit non-zero unless every one succeeded.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Show one job with its log.
+    Get {
+        task_id: String,
+        /// Wait for the job to finish and exit non-zero unless it succeeded.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Print a job's log as it is written, until the job ends; exit non-zero unless it succeeded.
+    Follow { task_id: String },
+    /// Show a machine's most recent jobs.
+    List {
+        worker_id: String,
+        /// Only jobs in this state (queued, running, succeeded, failed, timed_out, cancelled).
+        #[arg(long)]
+        state: Option<String>,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+pub async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match dispatch(cli).await {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("roller: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn load(cli: &Cli) -> anyhow::Result<Settings> {
+    Ok(Settings::load(cli.config.as_deref(), &ProcessEnv)?)
+}
+
+async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
+    match &cli.command {
+        Command::Tasks => {
+            let width = Task::ALL.iter().map(|t| t.name().len()).max().unwrap_or(0);
+            for t in Task::ALL {
+                say!("{:width$}  {}", t.name(), t.help());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Api => serve::serve(load(&cli)?, Mode::Api).await,
+        Command::Worker => serve::serve(load(&cli)?, Mode::Worker).await,
+        // Only the Bugzilla/Xen settings matter here (do those steps run?); a config
+        // problem elsewhere must not stop the check of an inventory file.
+        Command::Inventory { command: InventoryCommand::Check { file } } => {
+            let actions = load(&cli).ok().and_then(|s| crate::startup::action_settings(&s).ok()).unwrap_or_default();
+            inventory::inventory_check(&actions, file)
+        }
+        Command::TcActions { base_url, declare } => {
+            tc_actions::tc_actions(load(&cli)?, base_url, declare.as_deref()).await
+        }
+        Command::Explain { worker_id, inventory } => inventory::explain(load(&cli)?, worker_id, inventory.as_deref()),
+        Command::CheckConfig => {
+            let s = load(&cli)?;
+            say!("{s:#?}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Serve => serve::serve(load(&cli)?, Mode::Serve).await,
+        Command::Run { task, machines } => {
+            let settings = load(&cli)?;
+            let targets = machines.targets(settings.inventory_path.as_deref())?;
+            if targets.len() == 1 && !machines.json {
+                let (w, g) = &targets[0];
+                return run::run_once(settings, task, w.as_str(), g.as_str()).await;
+            }
+            run::run_many(settings, task, targets, machines.yes, machines.json).await
+        }
+        Command::Jobs { url, credentials, command } => {
+            let s = load(&cli)?;
+            let url = url.clone().unwrap_or_else(|| jobs::default_url(&s));
+            let creds = credentials.clone().unwrap_or_else(|| s.data_dir.join(ADMIN_CREDENTIALS_FILE));
+            let client = Client::new(&url, &creds)?;
+            match command {
+                JobsCommand::Enqueue { task, machines, inventory, wait } => {
+                    let task = Task::parse(task)
+                        .with_context(|| format!("unknown task {task:?}; one of: {}", Task::list(Task::ALL)))?;
+                    let targets = machines.targets(inventory.as_deref().or(s.inventory_path.as_deref()))?;
+                    jobs::enqueue(client, task, targets, s.safety.confirm_above, machines.yes, *wait, machines.json)
+                        .await
+                }
+                JobsCommand::Get { task_id, wait } => jobs::get(&client, &JobId::parse(task_id)?, *wait).await,
+                JobsCommand::Follow { task_id } => jobs::follow(&client, &JobId::parse(task_id)?.to_string()).await,
+                JobsCommand::List { worker_id, state, json } => {
+                    jobs::list(&client, &WorkerId::parse(worker_id)?, state.as_deref(), *json).await
+                }
+            }
+        }
+    }
+}

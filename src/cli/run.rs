@@ -1,0 +1,129 @@
+//! `roller run`: a task on one machine or many, in this process, without a queue,
+//! through the runner's code path (same actions, same limits).
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use tokio_util::sync::CancellationToken;
+
+use super::fleet;
+use super::output::{Row, report, say, summary};
+use crate::actions::{self, ActionContext, LogSink, Target, Task};
+use crate::config::Settings;
+use crate::domain::{WorkerGroup, WorkerId};
+use crate::queue::Outcome;
+use crate::runner::{Limits, run_with_limits};
+
+struct StderrLog;
+
+impl LogSink for StderrLog {
+    fn line(&self, line: String) {
+        eprintln!("{} {line}", chrono::Utc::now().format("%H:%M:%S%.3f"));
+    }
+}
+
+/// `roller run`: the runner's code path (same action, same limits), without a queue.
+pub async fn run_once(settings: Settings, task: &str, worker_id: &str, group: &str) -> anyhow::Result<ExitCode> {
+    let task =
+        Task::parse(task).with_context(|| format!("unknown task {task:?}; one of: {}", Task::list(Task::ALL)))?;
+    let target = Target { worker_id: WorkerId::parse(worker_id)?, worker_group: WorkerGroup::parse(group)? };
+    let actions = crate::startup::action_settings(&settings)?;
+    crate::startup::load_inventory(&settings, &actions.inventory)?;
+    let soft = CancellationToken::new();
+    let interrupted = CancellationToken::new();
+    let cx = ActionContext::new(Arc::new(actions), soft.clone(), Arc::new(StderrLog))
+        .with_soft_deadline(std::time::Instant::now() + settings.runner.soft_time_limit);
+    let i = interrupted.clone();
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            i.cancel();
+        }
+    });
+    let limits = Limits { soft: settings.runner.soft_time_limit, hard: settings.runner.hard_time_limit };
+    let ended = run_with_limits(actions::execute(task, &target, &cx), limits, &soft, &interrupted).await;
+    let (ok, out) = outcome_json(crate::runner::outcome(ended, limits));
+    say!("{}", serde_json::to_string_pretty(&out)?);
+    Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+/// A `roller run` outcome as it prints: `{"state", "result"}` or `{"state", "error"}`;
+/// whether it succeeded. Ctrl-C before the end is `cancelled`, "interrupted".
+fn outcome_json(outcome: Option<Outcome>) -> (bool, serde_json::Value) {
+    let outcome = outcome.unwrap_or_else(|| Outcome::Cancelled("interrupted".into()));
+    let state = outcome.state().as_str();
+    match outcome {
+        Outcome::Succeeded(v) => (true, serde_json::json!({ "state": state, "result": v })),
+        Outcome::Failed(e) | Outcome::TimedOut(e) | Outcome::Cancelled(e) => {
+            (false, serde_json::json!({ "state": state, "error": e }))
+        }
+    }
+}
+
+/// A log sink that prefixes each line with the machine, for runs on many at once.
+struct PrefixedLog(String);
+
+impl LogSink for PrefixedLog {
+    fn line(&self, line: String) {
+        eprintln!("{} [{}] {line}", chrono::Utc::now().format("%H:%M:%S%.3f"), self.0);
+    }
+}
+
+/// `roller run` on many machines: the same actions and limits in this process,
+/// 16 at a time, then the summary table (or JSON).
+pub async fn run_many(
+    settings: Settings,
+    task: &str,
+    targets: Vec<(WorkerId, WorkerGroup)>,
+    yes: bool,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let task =
+        Task::parse(task).with_context(|| format!("unknown task {task:?}; one of: {}", Task::list(Task::ALL)))?;
+    fleet::confirm(task, targets.len(), settings.safety.confirm_above, yes)?;
+    let actions = crate::startup::action_settings(&settings)?;
+    crate::startup::load_inventory(&settings, &actions.inventory)?;
+    let actions = Arc::new(actions);
+    let limits = Limits { soft: settings.runner.soft_time_limit, hard: settings.runner.hard_time_limit };
+    let interrupted = CancellationToken::new();
+    let i = interrupted.clone();
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            i.cancel();
+        }
+    });
+    let slots = Arc::new(tokio::sync::Semaphore::new(16));
+    let mut set = tokio::task::JoinSet::new();
+    for (n, (worker, group)) in targets.into_iter().enumerate() {
+        let (actions, slots, interrupted) = (actions.clone(), slots.clone(), interrupted.clone());
+        set.spawn(async move {
+            let _slot = slots.acquire().await;
+            let soft = CancellationToken::new();
+            let cx = ActionContext::new(actions, soft.clone(), Arc::new(PrefixedLog(worker.to_string())))
+                .with_soft_deadline(std::time::Instant::now() + limits.soft);
+            let target = Target { worker_id: worker.clone(), worker_group: group.clone() };
+            let ended = run_with_limits(actions::execute(task, &target, &cx), limits, &soft, &interrupted).await;
+            let (_, mut job) = outcome_json(crate::runner::outcome(ended, limits));
+            let state = job.as_object_mut().and_then(|o| o.remove("state"));
+            let state = state.and_then(|s| s.as_str().map(str::to_string)).unwrap_or_default();
+            let row = Row {
+                worker: worker.to_string(),
+                group: group.to_string(),
+                http: 200,
+                task_id: None,
+                state,
+                detail: summary(&job),
+                job,
+            };
+            (n, row)
+        });
+    }
+    let mut rows = Vec::new();
+    while let Some(r) = set.join_next().await {
+        rows.push(r.context("a run failed to complete")?);
+    }
+    rows.sort_by_key(|(n, _)| *n);
+    let rows: Vec<Row> = rows.into_iter().map(|(_, r)| r).collect();
+    report(task, &rows, json)?;
+    Ok(if rows.iter().all(|r| r.state == "succeeded") { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}

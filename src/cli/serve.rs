@@ -1,0 +1,62 @@
+//! `roller serve`, `roller api`, `roller worker`: build the application for the
+//! mode, print the first-run banner, and run until SIGTERM or SIGINT.
+
+use std::process::ExitCode;
+
+use tokio_util::sync::CancellationToken;
+
+use super::output::say;
+use crate::config::Settings;
+use crate::startup::{Application, Mode};
+
+pub async fn serve(settings: Settings, mode: Mode) -> anyhow::Result<ExitCode> {
+    crate::telemetry::init();
+    let app = Application::build_mode(settings, mode).await?;
+    // Before the banner: whoever reads it may send SIGHUP right away.
+    crate::startup::reload_inventory_on_sighup(app.settings().inventory_path.clone(), app.inventory().clone());
+    let s = app.settings();
+    let queue = match &s.redis {
+        Some(r) => format!("Redis, keys {{{}}}:* (REDIS_URL)", r.prefix),
+        None => s.sqlite_path.display().to_string(),
+    };
+    match (mode, app.local_addr()) {
+        (Mode::Worker, addr) => {
+            say!("roller {} worker {} is running", env!("CARGO_PKG_VERSION"), app.consumer().unwrap_or("-"));
+            if let Some(addr) = addr {
+                say!("  metrics:           http://{addr}/metrics");
+            }
+        }
+        (_, Some(addr)) => say!("roller {} is listening on http://{addr}", env!("CARGO_PKG_VERSION")),
+        (_, None) => {}
+    }
+    say!("  data directory:    {}", s.data_dir.display());
+    say!("  job queue:         {queue}");
+    if let (Some(creds), Some(addr)) = (&app.admin_credentials, app.local_addr()) {
+        let url = format!("http://{addr}");
+        let exe = std::env::current_exe().map(|p| p.display().to_string()).unwrap_or_else(|_| "roller".into());
+        say!("  admin credentials: {} (mode 0600)", creds.display());
+        let c = format!("--url {url} --credentials {}", creds.display());
+        say!();
+        say!("Enqueue a ping of 127.0.0.1:");
+        say!("  {exe} jobs {c} enqueue ping 127.0.0.1");
+        say!("Read its result (the machine's recent jobs, newest first):");
+        say!("  {exe} jobs {c} list 127.0.0.1");
+    }
+    let shutdown = CancellationToken::new();
+    tokio::spawn(wait_for_signal(shutdown.clone()));
+    app.run_until_stopped(shutdown).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn wait_for_signal(shutdown: CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        tracing::error!("cannot install signal handlers");
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+        _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+    }
+    shutdown.cancel();
+}
