@@ -16,6 +16,9 @@ use std::time::Duration;
 use secrecy::SecretString;
 use serde::Deserialize;
 
+mod file;
+
+use self::file::InventoryFile;
 use crate::domain::{TaskclusterName, WorkerGroup, WorkerId};
 /// How roller decides a machine answers: ICMP (default) or `tcp:<port>`.
 pub use crate::drivers::reachability::Probe as Reachability;
@@ -525,118 +528,6 @@ fn secret_ref(env: Option<String>, file: Option<PathBuf>) -> Result<SecretRef, S
         (Some(_), Some(_)) => Err("give one of *_env and *_file, not both".into()),
         _ => Err("missing: give *_env (an environment variable) or *_file (a file)".into()),
     }
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct InventoryFile {
-    #[serde(default)]
-    dns_search: Vec<String>,
-    #[serde(default)]
-    classes: BTreeMap<String, ClassFile>,
-    #[serde(default)]
-    machines: BTreeMap<String, MachineFile>,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields, default)]
-struct ClassFile {
-    reboot: Option<Vec<String>>,
-    reachability: Option<String>,
-    ipmi: IpmiClassFile,
-    redfish: RedfishClassFile,
-    snmp_reboot_delay_secs: Option<u64>,
-    network_boot: Option<String>,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields, default)]
-struct IpmiClassFile {
-    cipher_suite: Option<u8>,
-    privilege: Option<String>,
-    port: Option<u16>,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields, default)]
-struct RedfishClassFile {
-    verify_tls: Option<bool>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct MachineFile {
-    group: Option<String>,
-    class: Option<String>,
-    address: Option<String>,
-    ssh: Option<SshFile>,
-    ipmi: Option<IpmiFile>,
-    pdu: Option<PduFile>,
-    redfish: Option<RedfishFile>,
-    xen: Option<XenFile>,
-    ilo: Option<IloFile>,
-    #[serde(default)]
-    bug_cc: Vec<String>,
-    provisioner_id: Option<String>,
-    worker_type: Option<String>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct SshFile {
-    user: String,
-    key_file: PathBuf,
-    port: Option<u16>,
-    known_hosts: Option<PathBuf>,
-    host_keys: Option<String>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct IpmiFile {
-    address: String,
-    port: Option<u16>,
-    user: String,
-    password_env: Option<String>,
-    password_file: Option<PathBuf>,
-    bridging: Option<Bridging>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct PduFile {
-    host: String,
-    port: Option<u16>,
-    outlet: String,
-    community_env: Option<String>,
-    community_file: Option<PathBuf>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RedfishFile {
-    url: String,
-    user: String,
-    password_env: Option<String>,
-    password_file: Option<PathBuf>,
-    system: Option<String>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct XenFile {
-    vm_uuid: String,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct IloFile {
-    address: String,
-    port: Option<u16>,
-    verify_tls: Option<bool>,
-    user: String,
-    password_env: Option<String>,
-    password_file: Option<PathBuf>,
 }
 
 #[cfg(test)]

@@ -1,0 +1,121 @@
+//! The inventory file's shape (serde): what `inventory.toml` may say, before any
+//! of it is checked. `Inventory::parse` turns it into the validated types.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+use super::Bridging;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct InventoryFile {
+    #[serde(default)]
+    pub dns_search: Vec<String>,
+    #[serde(default)]
+    pub classes: BTreeMap<String, ClassFile>,
+    #[serde(default)]
+    pub machines: BTreeMap<String, MachineFile>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct ClassFile {
+    pub reboot: Option<Vec<String>>,
+    pub reachability: Option<String>,
+    pub ipmi: IpmiClassFile,
+    pub redfish: RedfishClassFile,
+    pub snmp_reboot_delay_secs: Option<u64>,
+    pub network_boot: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct IpmiClassFile {
+    pub cipher_suite: Option<u8>,
+    pub privilege: Option<String>,
+    pub port: Option<u16>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct RedfishClassFile {
+    pub verify_tls: Option<bool>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct MachineFile {
+    pub group: Option<String>,
+    pub class: Option<String>,
+    pub address: Option<String>,
+    pub ssh: Option<SshFile>,
+    pub ipmi: Option<IpmiFile>,
+    pub pdu: Option<PduFile>,
+    pub redfish: Option<RedfishFile>,
+    pub xen: Option<XenFile>,
+    pub ilo: Option<IloFile>,
+    #[serde(default)]
+    pub bug_cc: Vec<String>,
+    pub provisioner_id: Option<String>,
+    pub worker_type: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct SshFile {
+    pub user: String,
+    pub key_file: PathBuf,
+    pub port: Option<u16>,
+    pub known_hosts: Option<PathBuf>,
+    pub host_keys: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct IpmiFile {
+    pub address: String,
+    pub port: Option<u16>,
+    pub user: String,
+    pub password_env: Option<String>,
+    pub password_file: Option<PathBuf>,
+    pub bridging: Option<Bridging>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct PduFile {
+    pub host: String,
+    pub port: Option<u16>,
+    pub outlet: String,
+    pub community_env: Option<String>,
+    pub community_file: Option<PathBuf>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RedfishFile {
+    pub url: String,
+    pub user: String,
+    pub password_env: Option<String>,
+    pub password_file: Option<PathBuf>,
+    pub system: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct XenFile {
+    pub vm_uuid: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct IloFile {
+    pub address: String,
+    pub port: Option<u16>,
+    pub verify_tls: Option<bool>,
+    pub user: String,
+    pub password_env: Option<String>,
+    pub password_file: Option<PathBuf>,
+}
