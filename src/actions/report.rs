@@ -6,6 +6,7 @@
 //! the shape the API documents (`docs/results.md`, the OpenAPI `JobResult`).
 
 use serde::Serialize;
+use utoipa::ToSchema;
 
 use crate::task::Task;
 
@@ -41,7 +42,7 @@ impl std::fmt::Display for Power {
 }
 
 /// The device a power report is from.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 #[serde(untagged)]
 pub enum Device {
     /// An IPMI BMC (its host) or a Redfish service (its URL).
@@ -59,7 +60,7 @@ pub enum Device {
 
 /// A power read or change through a BMC, PDU or iLO. `power_before` is read before
 /// the command; `power` after it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct PowerReport {
     #[serde(flatten)]
     pub device: Device,
@@ -73,8 +74,10 @@ pub struct PowerReport {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reset_failure: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, example = "on")]
     pub power_before: Option<Power>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, example = "on")]
     pub power: Option<Power>,
     /// The device itself saw the power go off and then on again.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -101,14 +104,14 @@ impl PowerReport {
 }
 
 /// `ipmi_list`: the newest SEL entries.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct SelReport {
     pub bmc: String,
     pub sel: Vec<String>,
 }
 
 /// Round-trip times in milliseconds.
-#[derive(Debug, Clone, Copy, Serialize)]
+#[derive(Debug, Clone, Copy, Serialize, ToSchema)]
 pub struct Rtt {
     pub min: f64,
     pub avg: f64,
@@ -116,7 +119,7 @@ pub struct Rtt {
 }
 
 /// `ping`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct PingResult {
     /// The name that answered.
     pub host: String,
@@ -130,11 +133,12 @@ pub struct PingResult {
 }
 
 /// `status`: the BMC's power reading, when the machine has a BMC.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct PowerReading {
     /// "ipmi" or "redfish".
     pub source: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, example = "on")]
     pub state: Option<Power>,
     /// Why the BMC could not be read (reported, not fatal).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -142,7 +146,7 @@ pub struct PowerReading {
 }
 
 /// `status`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct StatusReport {
     pub address: String,
     pub ip: String,
@@ -154,7 +158,7 @@ pub struct StatusReport {
 }
 
 /// `ssh_reboot`: what the host accepted.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct SshReport {
     pub host: String,
     pub user: String,
@@ -165,7 +169,7 @@ pub struct SshReport {
 }
 
 /// `xenapi_reboot`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct XenReport {
     pub vm: String,
     /// "clean", "hard", or "none (it was halted)".
@@ -176,7 +180,7 @@ pub struct XenReport {
 }
 
 /// `file_bugzilla_bug` (and the chain's bug step).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct BugReport {
     pub bug: u64,
     pub url: String,
@@ -187,7 +191,7 @@ pub struct BugReport {
 }
 
 /// `loan`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct LoanReport {
     pub loaned_to: String,
     pub loaned_until: String,
@@ -196,14 +200,14 @@ pub struct LoanReport {
 }
 
 /// `return_loan`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct LoanReturnReport {
     pub quarantine_lifted: bool,
     pub reimage: ReimageReport,
 }
 
 /// `reimage`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct ReimageReport {
     pub network_boot: String,
     pub reboot: RebootReport,
@@ -211,7 +215,7 @@ pub struct ReimageReport {
 }
 
 /// How one step of a reboot chain went.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
 pub enum StepOutcome {
     #[serde(rename = "worked")]
     Worked,
@@ -241,8 +245,9 @@ impl StepOutcome {
 }
 
 /// One step of a reboot chain as it was tried.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct Attempt {
+    #[schema(value_type = String, example = "ipmi_reset")]
     pub step: Task,
     pub outcome: StepOutcome,
     /// Why it was skipped, failed or not proven (for a filed bug: its URL).
@@ -256,12 +261,15 @@ pub struct Attempt {
     pub error_kind: Option<&'static str>,
     /// The step's own report, when it ran.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(no_recursion)]
     pub detail: Option<Box<Report>>,
 }
 
 /// `reboot`: the step that worked, its proof, and every step tried before it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct RebootReport {
+    /// The step that worked.
+    #[schema(value_type = String, example = "ipmi_reset")]
     pub worked: Task,
     pub proof: String,
     /// The step that worked, from its start to the proof.
@@ -271,12 +279,13 @@ pub struct RebootReport {
 }
 
 /// Nothing to report (`noop`): `{}`.
-#[derive(Debug, Clone, Copy, Serialize)]
+#[derive(Debug, Clone, Copy, Serialize, ToSchema)]
 pub struct Empty {}
 
 /// What any action reports: one variant per shape, serialized without a tag so
-/// the job record's `result` is the shape itself.
-#[derive(Debug, Clone, Serialize)]
+/// the job record's `result` is the shape itself (OpenAPI: `JobResult`).
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[schema(as = JobResult)]
 #[serde(untagged)]
 pub enum Report {
     Ping(PingResult),

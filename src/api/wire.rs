@@ -55,8 +55,8 @@ pub struct JobView {
     pub created_at: String,
     pub started_at: Option<String>,
     pub finished_at: Option<String>,
-    /// The task's result (its shape depends on the task).
-    #[schema(value_type = Option<Object>)]
+    /// The task's result: its shape depends on the task (`JobResult` lists them).
+    #[schema(value_type = Option<crate::actions::Report>)]
     pub result: Option<serde_json::Value>,
     pub error: Option<String>,
     pub log: Vec<LogLineView>,

@@ -68,6 +68,7 @@ macro_rules! conformance_suite {
             retry_cap_fails_the_job_after_the_last_expired_lease,
             release_requeues_at_once_keeping_attempts,
             release_on_the_last_attempt_fails_the_job,
+            the_retry_cap_is_the_one_given_at_enqueue,
             log_lines_keep_their_order,
             history_is_newest_first_and_limited,
             concurrent_reserves_hand_each_job_out_once,
@@ -580,6 +581,27 @@ pub async fn release_on_the_last_attempt_fails_the_job(q: &dyn Queue) {
     assert_eq!(f.attempts, 3);
     assert!(f.error.as_deref().unwrap().contains("not retried"), "{f:?}");
     assert!(q.reserve("c", LONG_LEASE).await.unwrap().is_none());
+}
+
+/// The queue keeps the caller's retry policy, whatever the task: a job enqueued with
+/// one attempt is never handed out twice, one with five may be.
+pub async fn the_retry_cap_is_the_one_given_at_enqueue(q: &dyn Queue) {
+    let once = q.enqueue(NewJob { max_attempts: 1, ..ping("once", "g") }).await.unwrap().job;
+    let five = q.enqueue(NewJob { max_attempts: 5, ..ping("five", "g") }).await.unwrap().job;
+    assert_eq!((get(q, once.id).await.max_attempts, get(q, five.id).await.max_attempts), (1, 5));
+    for attempt in 1..=4 {
+        let r = q.reserve("c", LONG_LEASE).await.unwrap().unwrap();
+        if r.id == once.id {
+            assert_eq!(r.attempts, 1);
+            q.release(once.id, "c").await.unwrap();
+            let f = get(q, once.id).await;
+            assert_eq!(f.state, JobState::Failed, "one attempt given, one used: {f:?}");
+            continue;
+        }
+        assert_eq!(r.id, five.id);
+        q.release(five.id, "c").await.unwrap();
+        assert_eq!(get(q, five.id).await.state, JobState::Queued, "attempt {attempt} of 5");
+    }
 }
 
 pub async fn log_lines_keep_their_order(q: &dyn Queue) {

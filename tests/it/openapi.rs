@@ -62,6 +62,9 @@ fn check(doc: &Value, path: &str, method: &str, status: u16, body: &str) {
         }
         if name == "ErrorBody" {
             assert!(v["detail"].is_string(), "{method} {path} {status}: {body}");
+            let codes = error_codes(doc);
+            let code = v["error_code"].as_str().unwrap_or_default();
+            assert!(codes.contains(code), "{method} {path} {status}: error_code {code:?} not in {codes:?}");
         }
     }
 }
@@ -120,6 +123,55 @@ async fn the_service_answers_only_what_its_openapi_document_says() {
         }
     }
     assert!(exchanges > 60, "{exchanges} exchanges checked");
+}
+
+/// The stable error codes the document lists.
+fn error_codes(doc: &Value) -> BTreeSet<String> {
+    let schema = &doc["components"]["schemas"]["ErrorCode"];
+    schema["enum"]
+        .as_array()
+        .or_else(|| schema["oneOf"].as_array())
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(str::to_string).or_else(|| v["enum"][0].as_str().map(str::to_string)))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn result_shapes_and_error_codes_are_in_the_document() {
+    let app = spawn_app().await;
+    let doc: Value = app.http.get(app.url("/api/v1/openapi.json")).send().await.unwrap().json().await.unwrap();
+    let schemas = &doc["components"]["schemas"];
+    // Every shape a job's `result` can take, by name, with what clients read.
+    let shapes: BTreeSet<String> = schemas["JobResult"]["oneOf"]
+        .as_array()
+        .expect("JobResult is a oneOf")
+        .iter()
+        .filter_map(|s| s["$ref"].as_str().map(|r| r.rsplit('/').next().unwrap().to_string()))
+        .collect();
+    for name in ["PingResult", "StatusReport", "PowerReport", "RebootReport", "BugReport", "ReimageReport"] {
+        assert!(shapes.contains(name), "{name} missing from JobResult: {shapes:?}");
+    }
+    let required = |name: &str| -> BTreeSet<String> {
+        schemas[name]["required"].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_string()).collect()
+    };
+    assert!(required("RebootReport").is_superset(&["worked", "proof", "attempts"].map(String::from).into()));
+    assert!(required("Attempt").is_superset(&["step", "outcome"].map(String::from).into()));
+    let codes = error_codes(&doc);
+    for code in ["restart_breaker_open", "insufficient_scope", "invalid_credentials", "queue_unavailable"] {
+        assert!(codes.contains(code), "{code} missing from ErrorCode: {codes:?}");
+    }
+
+    // A real result against its documented shape.
+    let r = app.post_job("127.0.0.1", "lab", "ping").await;
+    let task_id = r.json::<Value>().await.unwrap()["task_id"].as_str().unwrap().to_string();
+    let job = app.wait_final(&task_id).await;
+    assert_eq!(job["state"], "succeeded", "{job:#}");
+    for field in required("PingResult") {
+        assert!(job["result"].get(&field).is_some(), "PingResult.{field} missing in {:#}", job["result"]);
+    }
 }
 
 fn uuid_like() -> String {
