@@ -723,6 +723,79 @@ mod tests {
         assert!(done.state.is_final() && done.finished_at.is_some());
     }
 
+    /// A `Write` the test subscriber writes its JSON lines into.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn driver_log_lines_name_the_job_they_belong_to() {
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .json()
+            .with_current_span(true)
+            .with_span_list(true)
+            .with_max_level(tracing::Level::DEBUG)
+            .with_writer(move || writer.clone())
+            .finish();
+        // This test's runtime is single-threaded: the runner's tasks log through it.
+        let _guard = tracing::subscriber::set_default(subscriber);
+
+        let dir = tempfile::tempdir().unwrap();
+        let pw = dir.path().join("pw");
+        std::fs::write(&pw, "not-sent").unwrap();
+        // A BMC port where nothing answers: the driver logs its ipmitool call, then waits.
+        let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let text = format!(
+            "[machines.bmc-host.ipmi]\naddress = \"127.0.0.1\"\nport = {}\nuser = \"u\"\npassword_file = {:?}\n",
+            silent.local_addr().unwrap().port(),
+            pw.display().to_string()
+        );
+        let inventory = crate::inventory::Inventory::parse(&dir.path().join("inv.toml"), &text).unwrap();
+        let actions =
+            ActionSettings { inventory: crate::inventory::InventoryHandle::new(inventory), ..Default::default() };
+        let queue: Arc<dyn Queue> =
+            Arc::new(crate::queue::sqlite::SqliteQueue::open(&dir.path().join("q.db")).unwrap());
+        let new = crate::queue::NewJob {
+            task: crate::task::Task::IpmiStatus,
+            worker_id: WorkerId::parse("bmc-host").unwrap(),
+            ..a_ping()
+        };
+        let job = queue.enqueue(new).await.unwrap().job;
+        let runner = Runner::new(queue.clone(), hour_lease_settings(), Arc::new(actions), Arc::new(Notify::new()));
+        let stop = CancellationToken::new();
+        let running = tokio::spawn(runner.run_until_stopped(stop.clone()));
+        let mut line = None;
+        for _ in 0..600 {
+            let text = String::from_utf8_lossy(&captured.0.lock().unwrap()).to_string();
+            if let Some(l) = text.lines().find(|l| l.contains("running ipmitool")) {
+                line = Some(l.to_string());
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        stop.cancel();
+        running.await.unwrap();
+        let line = line.expect("the ipmi driver logged its call within 30 s");
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        let spans = v["spans"].as_array().expect("the line carries its spans");
+        let job_span = spans.iter().find(|s| s["name"] == "job").unwrap_or_else(|| panic!("no job span: {line}"));
+        assert_eq!(job_span["task_id"], job.id.to_string(), "{line}");
+        assert_eq!(job_span["worker_id"], "bmc-host", "{line}");
+        assert!(spans.iter().any(|s| s["name"] == "action" && s["task"] == "ipmi_status"), "{line}");
+        assert!(!line.contains("not-sent"), "the password never reaches a log line: {line}");
+    }
+
     #[tokio::test(start_paused = true)]
     async fn hand_back_takes_the_job_away_before_its_end() {
         let (s, h) = (CancellationToken::new(), CancellationToken::new());
