@@ -51,25 +51,32 @@
 //! `held:<holder>` (for its lease, deleted on finish/release), so a runner whose
 //! reserve went unanswered reclaims the job at once instead of leaving it to its
 //! lease (found by the fault tests: a job stranded for the whole lease).
+//!
+//! This file: the handle and the `Queue` methods (the wake-up subscription too).
+//! `connection`: reaching Redis (settings, one server or a cluster, timeouts,
+//! redaction); `scripts`: the Lua scripts; `decode`: reading their replies.
 
-use std::collections::HashMap;
+mod connection;
+mod decode;
+mod scripts;
+
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use futures_util::StreamExt;
-use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
-use redis::cluster::ClusterClient;
-use redis::cluster_async::ClusterConnection;
-use redis::{Cmd, Pipeline, RedisFuture, Script, Value};
+use redis::Value;
 
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use super::{Enqueued, Finished, Job, JobState, LogLine, NewJob, Outcome, Queue, QueueError, QueueOptions, QueueStats};
-use crate::domain::{ClientId, JobId, TaskclusterName, WorkerGroup, WorkerId};
-use crate::task::Task;
+use super::{Enqueued, Finished, Job, JobState, NewJob, Outcome, Queue, QueueError, QueueOptions, QueueStats};
+use crate::domain::{JobId, WorkerId};
+pub use connection::RedisSettings;
+use connection::{Conn, redact};
+use decode::{corrupt, decode_job, decode_snapshot, into_int, into_items};
+use scripts::Scripts;
 
 /// The oldest Redis this backend accepts. 7.0 is the oldest release the
 /// conformance suite runs against (Debian 12 ships 7.0.15) and the oldest one
@@ -82,115 +89,6 @@ pub const RESERVE_SCAN: usize = 1000;
 
 /// How many expired leases one sweep handles.
 pub const SWEEP_BATCH: usize = 100;
-
-/// How to reach Redis.
-#[derive(Clone)]
-pub struct RedisSettings {
-    /// `redis://[user:password@]host:port[/db]`; with `cluster`, several node
-    /// URLs separated by commas. May hold a password: never logged or shown.
-    pub url: String,
-    pub cluster: bool,
-    /// Key prefix, used as the hash tag `{prefix}`. Non-empty, without braces.
-    pub prefix: String,
-    /// Every queue call answers within this, Redis up or not; the API must
-    /// answer 503 within 1 s when Redis is gone.
-    pub response_timeout: Duration,
-    pub connect_timeout: Duration,
-}
-
-impl RedisSettings {
-    pub const DEFAULT_PREFIX: &'static str = "roller";
-    pub const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_millis(800);
-    pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_millis(800);
-
-    /// Defaults for everything but the URL.
-    pub fn new(url: impl Into<String>) -> Self {
-        Self {
-            url: url.into(),
-            cluster: false,
-            prefix: Self::DEFAULT_PREFIX.to_string(),
-            response_timeout: Self::DEFAULT_RESPONSE_TIMEOUT,
-            connect_timeout: Self::DEFAULT_CONNECT_TIMEOUT,
-        }
-    }
-
-    /// Where the URL points, without credentials: `host:port[/db]` per node.
-    pub fn redacted_url(&self) -> String {
-        self.url.split(',').map(redact_one_url).collect::<Vec<_>>().join(",")
-    }
-}
-
-impl std::fmt::Debug for RedisSettings {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RedisSettings")
-            .field("url", &self.redacted_url())
-            .field("cluster", &self.cluster)
-            .field("prefix", &self.prefix)
-            .field("response_timeout", &self.response_timeout)
-            .field("connect_timeout", &self.connect_timeout)
-            .finish()
-    }
-}
-
-fn redact_one_url(url: &str) -> String {
-    let url = url.trim();
-    let rest = url.split_once("://").map_or(url, |(_, r)| r);
-    // Userinfo ends at the last '@' before the path; a password may contain '@'.
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    let (authority, path) = rest.split_at(authority_end);
-    let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
-    let path = path.split('?').next().unwrap_or("");
-    format!("{host}{path}")
-}
-
-/// One connection type for both deployments, so the queue code is shared.
-#[derive(Clone)]
-enum Conn {
-    /// Multiplexed, reconnects by itself after Redis comes back.
-    Single(ConnectionManager),
-    /// Follows slot moves and reconnects to nodes by itself.
-    Cluster(ClusterConnection),
-}
-
-impl ConnectionLike for Conn {
-    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
-        match self {
-            Conn::Single(c) => c.req_packed_command(cmd),
-            Conn::Cluster(c) => c.req_packed_command(cmd),
-        }
-    }
-
-    fn req_packed_commands<'a>(
-        &'a mut self,
-        pipeline: &'a Pipeline,
-        offset: usize,
-        count: usize,
-    ) -> RedisFuture<'a, Vec<Value>> {
-        match self {
-            Conn::Single(c) => c.req_packed_commands(pipeline, offset, count),
-            Conn::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
-        }
-    }
-
-    fn get_db(&self) -> i64 {
-        match self {
-            Conn::Single(c) => c.get_db(),
-            Conn::Cluster(c) => c.get_db(),
-        }
-    }
-}
-
-struct Scripts {
-    enqueue: Script,
-    reserve: Script,
-    reclaim: Script,
-    finish: Script,
-    release: Script,
-    append_log: Script,
-    get: Script,
-    history: Script,
-    stats: Script,
-}
 
 /// The Redis queue backend. Cheap to clone; clones share the connection.
 #[derive(Clone)]
@@ -217,312 +115,6 @@ impl std::fmt::Debug for RedisQueue {
             .field("base", &self.base)
             .field("options", &self.options)
             .finish_non_exhaustive()
-    }
-}
-
-/// Every substring of the URL setting that could be a credential.
-fn secret_fragments(url: &str) -> Vec<String> {
-    let mut out = vec![url.to_string()];
-    for one in url.split(',') {
-        out.push(one.trim().to_string());
-        let rest = one.trim().split_once("://").map_or(one.trim(), |(_, r)| r);
-        let authority = rest.split('/').next().unwrap_or("");
-        if let Some((userinfo, _)) = authority.rsplit_once('@') {
-            out.push(userinfo.to_string());
-            if let Some((_, password)) = userinfo.split_once(':') {
-                out.push(password.to_string());
-            }
-        }
-    }
-    out.retain(|s| !s.is_empty());
-    // Longest first, so a password inside the URL does not leave the rest behind.
-    out.sort_by_key(|s| std::cmp::Reverse(s.len()));
-    out
-}
-
-fn redact(text: &str, secrets: &[String]) -> String {
-    let mut text = text.to_string();
-    for s in secrets {
-        text = text.replace(s.as_str(), "[redacted]");
-    }
-    text
-}
-
-fn parse_version(info: &str) -> Option<(u32, u32, u32)> {
-    let v = info.lines().find_map(|l| l.trim().strip_prefix("redis_version:"))?;
-    let mut parts = v.trim().split('.').map(|p| p.parse::<u32>().ok());
-    Some((parts.next()??, parts.next().flatten().unwrap_or(0), parts.next().flatten().unwrap_or(0)))
-}
-
-/// Every text in an INFO answer: one string from a node, or (cluster) one per node.
-fn collect_texts(v: &Value, out: &mut Vec<String>) {
-    match v {
-        Value::BulkString(b) => out.push(String::from_utf8_lossy(b).into_owned()),
-        Value::SimpleString(s) => out.push(s.clone()),
-        Value::VerbatimString { text, .. } => out.push(text.clone()),
-        Value::Array(items) | Value::Set(items) => items.iter().for_each(|i| collect_texts(i, out)),
-        Value::Map(pairs) => pairs.iter().for_each(|(_, i)| collect_texts(i, out)),
-        _ => {}
-    }
-}
-
-impl RedisQueue {
-    /// Connect, check the server version, and load nothing else: scripts are
-    /// sent on first use (and again after a restarted Redis forgot them).
-    /// Fails within about `connect_timeout + response_timeout` when Redis is
-    /// unreachable, with a message that names the host but not the password.
-    pub async fn connect(settings: &RedisSettings, options: QueueOptions) -> Result<RedisQueue, QueueError> {
-        let target = settings.redacted_url();
-        let secrets = Arc::new(secret_fragments(&settings.url));
-        let fail = |what: String| QueueError::Unavailable(redact(&format!("Redis at {target}: {what}"), &secrets));
-        let prefix = &settings.prefix;
-        if prefix.is_empty() || prefix.contains(['{', '}']) {
-            return Err(fail(format!(
-                "the key prefix {prefix:?} must be non-empty and without braces (it is used as the hash tag)"
-            )));
-        }
-        let budget = settings.connect_timeout + settings.response_timeout;
-        let conn = if settings.cluster {
-            let nodes: Vec<&str> = settings.url.split(',').map(str::trim).filter(|s| !s.is_empty()).collect();
-            let client = ClusterClient::builder(nodes)
-                .connection_timeout(settings.connect_timeout)
-                .response_timeout(settings.response_timeout)
-                .retries(1)
-                .build()
-                .map_err(|e| fail(format!("invalid cluster settings: {e}")))?;
-            let connected = tokio::time::timeout(budget, client.get_async_connection())
-                .await
-                .map_err(|_| fail(format!("no cluster node answered within {budget:?}")))?
-                .map_err(|e| fail(format!("cannot connect to the cluster: {e}")))?;
-            Conn::Cluster(connected)
-        } else {
-            let client = redis::Client::open(settings.url.as_str()).map_err(|e| fail(format!("invalid URL: {e}")))?;
-            // Few, short retries: a reconnect is also attempted again on the
-            // next call, so long back-off here would only delay recovery.
-            let config = ConnectionManagerConfig::new()
-                .set_response_timeout(Some(settings.response_timeout))
-                .set_connection_timeout(Some(settings.connect_timeout))
-                .set_number_of_retries(1)
-                .set_max_delay(Duration::from_millis(200));
-            let connected = tokio::time::timeout(budget, ConnectionManager::new_with_config(client, config))
-                .await
-                .map_err(|_| fail(format!("no answer within {budget:?}")))?
-                .map_err(|e| fail(format!("cannot connect: {e}")))?;
-            Conn::Single(connected)
-        };
-        let queue = RedisQueue {
-            conn,
-            scripts: Arc::new(Scripts::new()),
-            base: format!("{{{prefix}}}:"),
-            options,
-            call_timeout: settings.response_timeout,
-            target: target.clone(),
-            secrets: Arc::clone(&secrets),
-            nodes: Arc::new(
-                settings.url.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect(),
-            ),
-            connect_timeout: settings.connect_timeout,
-        };
-        let info: Value = queue.call(redis::cmd("INFO").arg("server").query_async(&mut queue.conn.clone())).await?;
-        let mut texts = Vec::new();
-        collect_texts(&info, &mut texts);
-        let versions: Vec<(u32, u32, u32)> = texts.iter().filter_map(|t| parse_version(t)).collect();
-        let Some(&oldest) = versions.iter().min() else {
-            return Err(fail("INFO server did not report redis_version".to_string()));
-        };
-        if oldest < MIN_REDIS_VERSION {
-            let (a, b, c) = oldest;
-            let (x, y, z) = MIN_REDIS_VERSION;
-            return Err(fail(format!("Redis {a}.{b}.{c} is too old; roller needs Redis {x}.{y}.{z} or newer")));
-        }
-        Ok(queue)
-    }
-
-    /// The key prefix including the hash tag, e.g. `{roller}:`.
-    pub fn key_base(&self) -> &str {
-        &self.base
-    }
-
-    fn unavailable(&self, e: redis::RedisError) -> QueueError {
-        QueueError::Unavailable(redact(&format!("Redis at {}: {e}", self.target), &self.secrets))
-    }
-
-    /// Run one Redis exchange under the per-call deadline.
-    async fn call<T>(&self, fut: impl Future<Output = redis::RedisResult<T>>) -> Result<T, QueueError> {
-        match tokio::time::timeout(self.call_timeout, fut).await {
-            Ok(r) => r.map_err(|e| self.unavailable(e)),
-            Err(_) => Err(QueueError::Unavailable(format!(
-                "Redis at {} did not answer within {:?}",
-                self.target, self.call_timeout
-            ))),
-        }
-    }
-
-    /// Invoke a script with the common leading arguments (key base, retention
-    /// in ms). KEYS[1] is only there so a cluster client routes the call to the
-    /// slot of the hash tag; the scripts build every key from the base.
-    async fn run(&self, script: &Script, args: &[&str]) -> Result<Value, QueueError> {
-        let retention = i64::try_from(self.options.retention.as_millis()).unwrap_or(i64::MAX).max(1);
-        let mut inv = script.prepare_invoke();
-        inv.key(format!("{}seq", self.base)).arg(&self.base).arg(retention);
-        for a in args {
-            inv.arg(*a);
-        }
-        let mut conn = self.conn.clone();
-        self.call(inv.invoke_async(&mut conn)).await
-    }
-}
-
-// ---------------------------------------------------------------------------
-// Lua. Every script starts with PRELUDE. ARGV[1] = key base `{p}:`, ARGV[2] =
-// retention in ms; the script's own arguments follow from ARGV[3]. Each file
-// under `redis/` opens with its ARGV contract and what it returns.
-
-/// `redis/prelude.lua`: the helpers every script starts with.
-const PRELUDE: &str = include_str!("redis/prelude.lua");
-
-/// `redis/enqueue.lua`: coalesce into the active job or create a new one.
-const ENQUEUE: &str = include_str!("redis/enqueue.lua");
-
-/// `redis/reserve.lua`: hand out waiting jobs of free machines, one per holder id.
-const RESERVE: &str = include_str!("redis/reserve.lua");
-
-/// `redis/finish.lua`: record final states for the holders that still hold their jobs.
-const FINISH: &str = include_str!("redis/finish.lua");
-
-/// `redis/release.lua`: hand a job back (requeued, or failed on its last attempt).
-const RELEASE: &str = include_str!("redis/release.lua");
-
-/// `redis/append_log.lua`: add a line to a job's log.
-const APPEND_LOG: &str = include_str!("redis/append_log.lua");
-
-/// `redis/reclaim.lua`: find the job a holder was handed and renew its lease.
-const RECLAIM: &str = include_str!("redis/reclaim.lua");
-
-/// `redis/get.lua`: one job with its log.
-const GET: &str = include_str!("redis/get.lua");
-
-/// `redis/history.lua`: a machine's jobs, newest first.
-const HISTORY: &str = include_str!("redis/history.lua");
-
-/// `redis/stats.lua`: the queue gauges.
-const STATS: &str = include_str!("redis/stats.lua");
-
-impl Scripts {
-    fn new() -> Self {
-        let prelude = PRELUDE
-            .replace("__SWEEP_BATCH__", &SWEEP_BATCH.to_string())
-            .replace("__RESERVE_SCAN__", &RESERVE_SCAN.to_string());
-        let script = |body: &str| {
-            Script::new(&format!("{prelude}{}", body.replace("__RESERVE_SCAN__", &RESERVE_SCAN.to_string())))
-        };
-        Scripts {
-            enqueue: script(ENQUEUE),
-            reserve: script(RESERVE),
-            reclaim: script(RECLAIM),
-            finish: script(FINISH),
-            release: script(RELEASE),
-            append_log: script(APPEND_LOG),
-            get: script(GET),
-            history: script(HISTORY),
-            stats: script(STATS),
-        }
-    }
-}
-
-// ---------------------------------------------------------------------------
-// Decoding what the scripts return.
-
-#[derive(serde::Deserialize)]
-struct StoredLine {
-    at_ms: i64,
-    line: String,
-}
-
-fn corrupt(id: &str, what: impl Into<String>) -> QueueError {
-    QueueError::Corrupt(id.to_string(), what.into())
-}
-
-fn into_items(v: Value) -> Result<Vec<Value>, QueueError> {
-    match v {
-        Value::Array(items) => Ok(items),
-        Value::Nil => Ok(Vec::new()),
-        other => Err(corrupt("(script reply)", format!("expected an array, got {other:?}"))),
-    }
-}
-
-fn into_strings(v: Value) -> Result<Vec<String>, QueueError> {
-    redis::from_redis_value::<Vec<String>>(v).map_err(|e| corrupt("(script reply)", e.to_string()))
-}
-
-fn into_int(v: Value) -> Result<i64, QueueError> {
-    redis::from_redis_value::<i64>(v).map_err(|e| corrupt("(script reply)", e.to_string()))
-}
-
-/// A job from its HGETALL (flat field/value list) and its log list.
-fn decode_job(fields: Value, log: Value) -> Result<Job, QueueError> {
-    let flat = into_strings(fields)?;
-    let mut map: HashMap<String, String> = HashMap::new();
-    let mut it = flat.into_iter();
-    while let (Some(k), Some(v)) = (it.next(), it.next()) {
-        map.insert(k, v);
-    }
-    let id = map.get("id").cloned().unwrap_or_else(|| "(no id)".to_string());
-    let c = |what: String| corrupt(&id, what);
-    let req = |name: &str| map.get(name).ok_or_else(|| c(format!("{name} is missing")));
-    let int = |name: &str, s: &str| s.parse::<i64>().map_err(|_| c(format!("{name} {s:?} is not a number")));
-    let dt = |name: &str, s: &str| {
-        let ms = int(name, s)?;
-        DateTime::<Utc>::from_timestamp_millis(ms).ok_or_else(|| c(format!("{name} {ms} is out of range")))
-    };
-    let opt_dt = |name: &str| map.get(name).map(|s| dt(name, s)).transpose();
-    let count = |name: &str| {
-        let s = req(name)?;
-        s.parse::<u32>().map_err(|_| c(format!("{name} {s:?} out of range")))
-    };
-    let opt_name =
-        |kind: &str| map.get(kind).map(|s| TaskclusterName::parse(kind, s).map_err(|e| c(e.to_string()))).transpose();
-    let task = req("task")?;
-    let state = req("state")?;
-    let mut lines = Vec::new();
-    for raw in into_strings(log)? {
-        let l: StoredLine = serde_json::from_str(&raw).map_err(|e| c(format!("log line is not JSON: {e}")))?;
-        lines.push(LogLine { at: dt("log time", &l.at_ms.to_string())?, line: l.line });
-    }
-    Ok(Job {
-        id: JobId::parse(&id).map_err(|e| c(e.to_string()))?,
-        task: Task::parse(task).ok_or_else(|| c(format!("unknown task {task:?}")))?,
-        worker_id: WorkerId::parse(req("worker_id")?).map_err(|e| c(e.to_string()))?,
-        worker_group: WorkerGroup::parse(req("worker_group")?).map_err(|e| c(e.to_string()))?,
-        requester: ClientId::parse(req("requester")?).map_err(|e| c(e.to_string()))?,
-        origin: map.get("origin").cloned(),
-        provisioner_id: opt_name("provisioner_id")?,
-        worker_type: opt_name("worker_type")?,
-        state: JobState::parse(state).ok_or_else(|| c(format!("unknown state {state:?}")))?,
-        attempts: count("attempts")?,
-        max_attempts: count("max_attempts")?,
-        created_at: dt("created_at", req("created_at")?)?,
-        started_at: opt_dt("started_at")?,
-        finished_at: opt_dt("finished_at")?,
-        consumer: map.get("consumer").cloned(),
-        lease_until: opt_dt("lease_until")?,
-        log: lines,
-        result: map
-            .get("result")
-            .map(|s| serde_json::from_str(s))
-            .transpose()
-            .map_err(|e| c(format!("result is not JSON: {e}")))?,
-        error: map.get("error").cloned(),
-    })
-}
-
-/// `{fields, log}` or `{}`.
-fn decode_snapshot(v: Value) -> Result<Option<Job>, QueueError> {
-    let mut items = into_items(v)?.into_iter();
-    match (items.next(), items.next()) {
-        (Some(fields), Some(log)) => decode_job(fields, log).map(Some),
-        (None, _) => Ok(None),
-        (Some(_), None) => Err(corrupt("(script reply)", "a job without its log")),
     }
 }
 
@@ -794,9 +386,10 @@ impl Queue for RedisQueue {
 #[cfg(test)]
 mod tests {
     use std::any::Any;
-    use std::collections::HashSet;
+    use std::collections::{HashMap, HashSet};
     use std::process::{Child, Command, Stdio};
 
+    use super::connection::{parse_version, secret_fragments};
     use super::*;
     use crate::queue::conformance::{self, Backend, DEADLINE, LONG_LEASE, ping};
 

@@ -1,0 +1,266 @@
+//! Reaching Redis: the settings (and keeping their credentials out of every
+//! text), one connection type for a single server or a cluster, the version
+//! check on connect, and every call under the response timeout. Apart from the
+//! queue operations because none of it knows what a job is.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::cluster::ClusterClient;
+use redis::cluster_async::ClusterConnection;
+use redis::{Cmd, Pipeline, RedisFuture, Script, Value};
+
+use super::scripts::Scripts;
+use super::{MIN_REDIS_VERSION, RedisQueue};
+use crate::queue::{QueueError, QueueOptions};
+
+/// How to reach Redis.
+#[derive(Clone)]
+pub struct RedisSettings {
+    /// `redis://[user:password@]host:port[/db]`; with `cluster`, several node
+    /// URLs separated by commas. May hold a password: never logged or shown.
+    pub url: String,
+    pub cluster: bool,
+    /// Key prefix, used as the hash tag `{prefix}`. Non-empty, without braces.
+    pub prefix: String,
+    /// Every queue call answers within this, Redis up or not; the API must
+    /// answer 503 within 1 s when Redis is gone.
+    pub response_timeout: Duration,
+    pub connect_timeout: Duration,
+}
+
+impl RedisSettings {
+    pub const DEFAULT_PREFIX: &'static str = "roller";
+    pub const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_millis(800);
+    pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_millis(800);
+
+    /// Defaults for everything but the URL.
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            cluster: false,
+            prefix: Self::DEFAULT_PREFIX.to_string(),
+            response_timeout: Self::DEFAULT_RESPONSE_TIMEOUT,
+            connect_timeout: Self::DEFAULT_CONNECT_TIMEOUT,
+        }
+    }
+
+    /// Where the URL points, without credentials: `host:port[/db]` per node.
+    pub fn redacted_url(&self) -> String {
+        self.url.split(',').map(redact_one_url).collect::<Vec<_>>().join(",")
+    }
+}
+
+impl std::fmt::Debug for RedisSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisSettings")
+            .field("url", &self.redacted_url())
+            .field("cluster", &self.cluster)
+            .field("prefix", &self.prefix)
+            .field("response_timeout", &self.response_timeout)
+            .field("connect_timeout", &self.connect_timeout)
+            .finish()
+    }
+}
+
+fn redact_one_url(url: &str) -> String {
+    let url = url.trim();
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    // Userinfo ends at the last '@' before the path; a password may contain '@'.
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(authority_end);
+    let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let path = path.split('?').next().unwrap_or("");
+    format!("{host}{path}")
+}
+
+/// One connection type for both deployments, so the queue code is shared.
+#[derive(Clone)]
+pub(super) enum Conn {
+    /// Multiplexed, reconnects by itself after Redis comes back.
+    Single(ConnectionManager),
+    /// Follows slot moves and reconnects to nodes by itself.
+    Cluster(ClusterConnection),
+}
+
+impl ConnectionLike for Conn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Conn::Single(c) => c.req_packed_command(cmd),
+            Conn::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Conn::Single(c) => c.req_packed_commands(pipeline, offset, count),
+            Conn::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Conn::Single(c) => c.get_db(),
+            Conn::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
+/// Every substring of the URL setting that could be a credential.
+pub(super) fn secret_fragments(url: &str) -> Vec<String> {
+    let mut out = vec![url.to_string()];
+    for one in url.split(',') {
+        out.push(one.trim().to_string());
+        let rest = one.trim().split_once("://").map_or(one.trim(), |(_, r)| r);
+        let authority = rest.split('/').next().unwrap_or("");
+        if let Some((userinfo, _)) = authority.rsplit_once('@') {
+            out.push(userinfo.to_string());
+            if let Some((_, password)) = userinfo.split_once(':') {
+                out.push(password.to_string());
+            }
+        }
+    }
+    out.retain(|s| !s.is_empty());
+    // Longest first, so a password inside the URL does not leave the rest behind.
+    out.sort_by_key(|s| std::cmp::Reverse(s.len()));
+    out
+}
+
+pub(super) fn redact(text: &str, secrets: &[String]) -> String {
+    let mut text = text.to_string();
+    for s in secrets {
+        text = text.replace(s.as_str(), "[redacted]");
+    }
+    text
+}
+
+pub(super) fn parse_version(info: &str) -> Option<(u32, u32, u32)> {
+    let v = info.lines().find_map(|l| l.trim().strip_prefix("redis_version:"))?;
+    let mut parts = v.trim().split('.').map(|p| p.parse::<u32>().ok());
+    Some((parts.next()??, parts.next().flatten().unwrap_or(0), parts.next().flatten().unwrap_or(0)))
+}
+
+/// Every text in an INFO answer: one string from a node, or (cluster) one per node.
+fn collect_texts(v: &Value, out: &mut Vec<String>) {
+    match v {
+        Value::BulkString(b) => out.push(String::from_utf8_lossy(b).into_owned()),
+        Value::SimpleString(s) => out.push(s.clone()),
+        Value::VerbatimString { text, .. } => out.push(text.clone()),
+        Value::Array(items) | Value::Set(items) => items.iter().for_each(|i| collect_texts(i, out)),
+        Value::Map(pairs) => pairs.iter().for_each(|(_, i)| collect_texts(i, out)),
+        _ => {}
+    }
+}
+
+impl RedisQueue {
+    /// Connect, check the server version, and load nothing else: scripts are
+    /// sent on first use (and again after a restarted Redis forgot them).
+    /// Fails within about `connect_timeout + response_timeout` when Redis is
+    /// unreachable, with a message that names the host but not the password.
+    pub async fn connect(settings: &RedisSettings, options: QueueOptions) -> Result<RedisQueue, QueueError> {
+        let target = settings.redacted_url();
+        let secrets = Arc::new(secret_fragments(&settings.url));
+        let fail = |what: String| QueueError::Unavailable(redact(&format!("Redis at {target}: {what}"), &secrets));
+        let prefix = &settings.prefix;
+        if prefix.is_empty() || prefix.contains(['{', '}']) {
+            return Err(fail(format!(
+                "the key prefix {prefix:?} must be non-empty and without braces (it is used as the hash tag)"
+            )));
+        }
+        let budget = settings.connect_timeout + settings.response_timeout;
+        let conn = if settings.cluster {
+            let nodes: Vec<&str> = settings.url.split(',').map(str::trim).filter(|s| !s.is_empty()).collect();
+            let client = ClusterClient::builder(nodes)
+                .connection_timeout(settings.connect_timeout)
+                .response_timeout(settings.response_timeout)
+                .retries(1)
+                .build()
+                .map_err(|e| fail(format!("invalid cluster settings: {e}")))?;
+            let connected = tokio::time::timeout(budget, client.get_async_connection())
+                .await
+                .map_err(|_| fail(format!("no cluster node answered within {budget:?}")))?
+                .map_err(|e| fail(format!("cannot connect to the cluster: {e}")))?;
+            Conn::Cluster(connected)
+        } else {
+            let client = redis::Client::open(settings.url.as_str()).map_err(|e| fail(format!("invalid URL: {e}")))?;
+            // Few, short retries: a reconnect is also attempted again on the
+            // next call, so long back-off here would only delay recovery.
+            let config = ConnectionManagerConfig::new()
+                .set_response_timeout(Some(settings.response_timeout))
+                .set_connection_timeout(Some(settings.connect_timeout))
+                .set_number_of_retries(1)
+                .set_max_delay(Duration::from_millis(200));
+            let connected = tokio::time::timeout(budget, ConnectionManager::new_with_config(client, config))
+                .await
+                .map_err(|_| fail(format!("no answer within {budget:?}")))?
+                .map_err(|e| fail(format!("cannot connect: {e}")))?;
+            Conn::Single(connected)
+        };
+        let queue = RedisQueue {
+            conn,
+            scripts: Arc::new(Scripts::new()),
+            base: format!("{{{prefix}}}:"),
+            options,
+            call_timeout: settings.response_timeout,
+            target: target.clone(),
+            secrets: Arc::clone(&secrets),
+            nodes: Arc::new(
+                settings.url.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect(),
+            ),
+            connect_timeout: settings.connect_timeout,
+        };
+        let info: Value = queue.call(redis::cmd("INFO").arg("server").query_async(&mut queue.conn.clone())).await?;
+        let mut texts = Vec::new();
+        collect_texts(&info, &mut texts);
+        let versions: Vec<(u32, u32, u32)> = texts.iter().filter_map(|t| parse_version(t)).collect();
+        let Some(&oldest) = versions.iter().min() else {
+            return Err(fail("INFO server did not report redis_version".to_string()));
+        };
+        if oldest < MIN_REDIS_VERSION {
+            let (a, b, c) = oldest;
+            let (x, y, z) = MIN_REDIS_VERSION;
+            return Err(fail(format!("Redis {a}.{b}.{c} is too old; roller needs Redis {x}.{y}.{z} or newer")));
+        }
+        Ok(queue)
+    }
+
+    /// The key prefix including the hash tag, e.g. `{roller}:`.
+    pub fn key_base(&self) -> &str {
+        &self.base
+    }
+
+    fn unavailable(&self, e: redis::RedisError) -> QueueError {
+        QueueError::Unavailable(redact(&format!("Redis at {}: {e}", self.target), &self.secrets))
+    }
+
+    /// Run one Redis exchange under the per-call deadline.
+    pub(super) async fn call<T>(&self, fut: impl Future<Output = redis::RedisResult<T>>) -> Result<T, QueueError> {
+        match tokio::time::timeout(self.call_timeout, fut).await {
+            Ok(r) => r.map_err(|e| self.unavailable(e)),
+            Err(_) => Err(QueueError::Unavailable(format!(
+                "Redis at {} did not answer within {:?}",
+                self.target, self.call_timeout
+            ))),
+        }
+    }
+
+    /// Invoke a script with the common leading arguments (key base, retention
+    /// in ms). KEYS[1] is only there so a cluster client routes the call to the
+    /// slot of the hash tag; the scripts build every key from the base.
+    pub(super) async fn run(&self, script: &Script, args: &[&str]) -> Result<Value, QueueError> {
+        let retention = i64::try_from(self.options.retention.as_millis()).unwrap_or(i64::MAX).max(1);
+        let mut inv = script.prepare_invoke();
+        inv.key(format!("{}seq", self.base)).arg(&self.base).arg(retention);
+        for a in args {
+            inv.arg(*a);
+        }
+        let mut conn = self.conn.clone();
+        self.call(inv.invoke_async(&mut conn)).await
+    }
+}

@@ -1,0 +1,337 @@
+//! The `Queue` operations that take more than a statement or two, one
+//! transaction each (`BEGIN IMMEDIATE` for the writes, see the module docs of
+//! `sqlite`; one snapshot for a machine's history), with the sweeps the writes
+//! run first: retention, the history cap, and jobs whose lease ran out on their
+//! last attempt. Apart from the handle so the queue's rules in SQL read in one
+//! place, without the async plumbing.
+
+use std::time::Duration;
+
+use chrono::DateTime;
+use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior};
+
+use super::DbResult;
+use super::row::{RawJob, duration_ms, job_columns, load_log, now_ms, reload, retention_cutoff};
+use crate::domain::JobId;
+use crate::queue::{Enqueued, Job, NewJob, Outcome, QueueError, QueueOptions};
+
+/// Delete the final jobs past retention, with their logs.
+fn purge_expired(tx: &Transaction<'_>, now: i64, options: &QueueOptions) -> Result<(), QueueError> {
+    let cutoff = retention_cutoff(now, options);
+    tx.execute("DELETE FROM job_log WHERE job_id IN (SELECT id FROM jobs WHERE finished_at < ?1)", [cutoff]).db()?;
+    tx.execute("DELETE FROM jobs WHERE finished_at < ?1", [cutoff]).db()?;
+    Ok(())
+}
+
+/// Delete a machine's final jobs that fell out of its newest `history_cap`.
+/// Queued and running jobs are kept whatever their rank: they are still work.
+fn trim_history(tx: &Transaction<'_>, worker_id: &str, options: &QueueOptions) -> Result<(), QueueError> {
+    let cap = i64::try_from(options.effective_history_cap()).unwrap_or(i64::MAX);
+    // A macro so the subquery is spliced in at compile time, like job_columns!.
+    macro_rules! old_final {
+        () => {
+            "SELECT id FROM jobs
+             WHERE worker_id = ?1 AND state NOT IN ('queued', 'running')
+               AND id NOT IN (SELECT id FROM jobs WHERE worker_id = ?1
+                              ORDER BY created_at DESC, seq DESC LIMIT ?2)"
+        };
+    }
+    tx.execute(concat!("DELETE FROM job_log WHERE job_id IN (", old_final!(), ")"), rusqlite::params![worker_id, cap])
+        .db()?;
+    tx.execute(concat!("DELETE FROM jobs WHERE id IN (", old_final!(), ")"), rusqlite::params![worker_id, cap]).db()?;
+    Ok(())
+}
+
+/// Append a log line with the job's next sequence number. Returns whether the
+/// job exists (no row is inserted for an unknown job).
+fn add_log(tx: &Transaction<'_>, id: &str, at: i64, line: &str) -> Result<bool, QueueError> {
+    let n = tx
+        .execute(
+            "INSERT INTO job_log (job_id, seq, at, line)
+             SELECT j.id,
+                    (SELECT COALESCE(MAX(l.seq), 0) + 1 FROM job_log l WHERE l.job_id = j.id),
+                    ?2, ?3
+             FROM jobs j WHERE j.id = ?1",
+            rusqlite::params![id, at, line],
+        )
+        .db()?;
+    Ok(n == 1)
+}
+
+/// Fail the jobs whose lease expired on their last allowed attempt. Runs before
+/// reserve picks (so such a job is never handed out again) and before enqueue
+/// coalesces (so a new request is not folded into a job that is already dead).
+fn fail_exhausted(tx: &Transaction<'_>, now: i64) -> Result<(), QueueError> {
+    let lost: Vec<(String, i64, Option<String>)> = {
+        let mut stmt = tx
+            .prepare(
+                "SELECT id, attempts, consumer FROM jobs
+                 WHERE state = 'running' AND lease_until < ?1 AND attempts >= max_attempts",
+            )
+            .db()?;
+        stmt.query_map([now], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).db()?.collect::<rusqlite::Result<_>>().db()?
+    };
+    for (id, attempts, consumer) in lost {
+        let reason = format!("runner lost the job (lease expired) after {attempts} attempt(s); not retried");
+        tx.execute(
+            "UPDATE jobs SET state = 'failed', finished_at = ?2, error = ?3, lease_until = NULL
+             WHERE id = ?1",
+            rusqlite::params![id, now, reason],
+        )
+        .db()?;
+        let who = consumer.as_deref().unwrap_or("unknown runner");
+        add_log(tx, &id, now, &format!("{reason} (last held by {who})"))?;
+    }
+    Ok(())
+}
+
+pub(super) fn enqueue_tx(conn: &mut Connection, job: NewJob, options: &QueueOptions) -> Result<Enqueued, QueueError> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).db()?;
+    let now = now_ms();
+    purge_expired(&tx, now, options)?;
+    fail_exhausted(&tx, now)?;
+    let existing: Option<String> = tx
+        .query_row(
+            "SELECT id FROM jobs
+             WHERE worker_id = ?1 AND worker_group = ?2 AND task = ?3
+               AND state IN ('queued', 'running')
+             LIMIT 1",
+            rusqlite::params![job.worker_id.as_str(), job.worker_group.as_str(), job.task.name()],
+            |r| r.get(0),
+        )
+        .optional()
+        .db()?;
+    let (id, created) = match existing {
+        Some(id) => (id, false),
+        None => {
+            let id = JobId::new().to_string();
+            tx.execute(
+                "INSERT INTO jobs (id, seq, task, worker_id, worker_group, requester, origin,
+                                   provisioner_id, worker_type, state, attempts, max_attempts,
+                                   created_at)
+                 VALUES (?1, (SELECT COALESCE(MAX(seq), 0) + 1 FROM jobs), ?2, ?3, ?4, ?5, ?6,
+                         ?7, ?8, 'queued', 0, ?9, ?10)",
+                rusqlite::params![
+                    id,
+                    job.task.name(),
+                    job.worker_id.as_str(),
+                    job.worker_group.as_str(),
+                    job.requester.as_str(),
+                    job.origin,
+                    job.provisioner_id.as_ref().map(|n| n.as_str()),
+                    job.worker_type.as_ref().map(|n| n.as_str()),
+                    i64::from(job.max_attempts.max(1)),
+                    now,
+                ],
+            )
+            .db()?;
+            trim_history(&tx, job.worker_id.as_str(), options)?;
+            (id, true)
+        }
+    };
+    let job = reload(&tx, &id)?;
+    tx.commit().db()?;
+    Ok(Enqueued { job, created })
+}
+
+/// The job reserve chose, as it was before this reservation.
+struct Picked {
+    id: String,
+    state: String,
+    attempts: i64,
+    max_attempts: i64,
+    consumer: Option<String>,
+    lease_until: Option<i64>,
+}
+
+pub(super) fn reserve_tx(
+    conn: &mut Connection,
+    consumer: &str,
+    lease: Duration,
+    options: &QueueOptions,
+) -> Result<Option<Job>, QueueError> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).db()?;
+    let now = now_ms();
+    purge_expired(&tx, now, options)?;
+    fail_exhausted(&tx, now)?;
+    // After fail_exhausted, every running job with an expired lease still has
+    // attempts left, so it is a candidate like a queued one. The NOT EXISTS is
+    // the per-machine lock; skipping locked machines (rather than stopping at the
+    // oldest job) is what keeps one busy machine from starving the others.
+    let picked: Option<Picked> = tx
+        .query_row(
+            "SELECT j.id, j.state, j.attempts, j.max_attempts, j.consumer, j.lease_until
+             FROM jobs j
+             WHERE (j.state = 'queued' OR (j.state = 'running' AND j.lease_until < ?1))
+               AND NOT EXISTS (
+                   SELECT 1 FROM jobs o
+                   WHERE o.worker_id = j.worker_id AND o.id <> j.id
+                     AND o.state = 'running' AND o.lease_until >= ?1)
+             ORDER BY j.created_at, j.seq
+             LIMIT 1",
+            [now],
+            |r| {
+                Ok(Picked {
+                    id: r.get(0)?,
+                    state: r.get(1)?,
+                    attempts: r.get(2)?,
+                    max_attempts: r.get(3)?,
+                    consumer: r.get(4)?,
+                    lease_until: r.get(5)?,
+                })
+            },
+        )
+        .optional()
+        .db()?;
+    let Some(Picked { id, state, attempts, max_attempts, consumer: old_consumer, lease_until: old_lease }) = picked
+    else {
+        // Commit, not roll back: fail_exhausted may have changed rows.
+        tx.commit().db()?;
+        return Ok(None);
+    };
+    let attempt = attempts.saturating_add(1);
+    let lease_until = now.saturating_add(duration_ms(lease));
+    // started_at is the start of this attempt, not the first one: after a
+    // takeover it tells how long the current runner has been at it.
+    tx.execute(
+        "UPDATE jobs SET state = 'running', consumer = ?2, lease_until = ?3,
+                         attempts = ?4, started_at = ?5
+         WHERE id = ?1",
+        rusqlite::params![id, consumer, lease_until, attempt, now],
+    )
+    .db()?;
+    let mut line = format!("attempt {attempt} of {max_attempts} started by {consumer}");
+    if state == "running" {
+        let who = old_consumer.as_deref().unwrap_or("unknown runner");
+        let when = old_lease
+            .and_then(DateTime::from_timestamp_millis)
+            .map(|t| t.to_rfc3339())
+            .unwrap_or_else(|| "an unknown time".to_string());
+        line.push_str(&format!(" (takeover: the lease of {who} expired at {when})"));
+    } else if attempts > 0 {
+        line.push_str(" (the job was handed back by its previous runner)");
+    }
+    add_log(&tx, &id, now, &line)?;
+    let job = reload(&tx, &id)?;
+    tx.commit().db()?;
+    Ok(Some(job))
+}
+
+pub(super) fn finish_tx(conn: &mut Connection, id: JobId, consumer: &str, outcome: Outcome) -> Result<(), QueueError> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).db()?;
+    let now = now_ms();
+    let (result, error) = match &outcome {
+        Outcome::Succeeded(v) => (
+            Some(
+                serde_json::to_string(v)
+                    .map_err(|e| QueueError::Unavailable(format!("cannot serialise the result of job {id}: {e}")))?,
+            ),
+            None,
+        ),
+        Outcome::Failed(e) | Outcome::TimedOut(e) | Outcome::Cancelled(e) => (None, Some(e.as_str())),
+    };
+    // A runner whose lease expired but was not taken over yet may still finish:
+    // the work was done, and discarding it would only cause a needless re-run.
+    // consumer is kept as the record of who ran the job.
+    let n = tx
+        .execute(
+            "UPDATE jobs SET state = ?3, finished_at = ?4, result = ?5, error = ?6,
+                             lease_until = NULL
+             WHERE id = ?1 AND state = 'running' AND consumer = ?2",
+            rusqlite::params![id.to_string(), consumer, outcome.state().as_str(), now, result, error],
+        )
+        .db()?;
+    if n != 1 {
+        return Err(QueueError::LostLease(id));
+    }
+    tx.commit().db()
+}
+
+pub(super) fn release_tx(conn: &mut Connection, id: JobId, consumer: &str) -> Result<(), QueueError> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).db()?;
+    let now = now_ms();
+    let key = id.to_string();
+    let held: Option<(i64, i64)> = tx
+        .query_row(
+            "SELECT attempts, max_attempts FROM jobs
+             WHERE id = ?1 AND state = 'running' AND consumer = ?2",
+            rusqlite::params![key, consumer],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()
+        .db()?;
+    let Some((attempts, max_attempts)) = held else {
+        return Err(QueueError::LostLease(id));
+    };
+    if attempts >= max_attempts {
+        // Requeueing would hand the job out more than max_attempts times, which
+        // for hardware-changing tasks is exactly what the cap forbids.
+        let reason = format!(
+            "handed back by {consumer} (shutdown) on its last allowed attempt \
+             ({attempts} of {max_attempts}); not retried"
+        );
+        tx.execute(
+            "UPDATE jobs SET state = 'failed', finished_at = ?2, error = ?3, lease_until = NULL
+             WHERE id = ?1",
+            rusqlite::params![key, now, reason],
+        )
+        .db()?;
+        add_log(&tx, &key, now, &reason)?;
+    } else {
+        tx.execute("UPDATE jobs SET state = 'queued', consumer = NULL, lease_until = NULL WHERE id = ?1", [&key])
+            .db()?;
+        add_log(&tx, &key, now, &format!("handed back by {consumer} (shutdown)"))?;
+    }
+    tx.commit().db()
+}
+
+pub(super) fn append_log_tx(
+    conn: &mut Connection,
+    id: JobId,
+    line: &str,
+    options: &QueueOptions,
+) -> Result<(), QueueError> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).db()?;
+    let now = now_ms();
+    // A job past retention is gone here as it is for get.
+    purge_expired(&tx, now, options)?;
+    // No such job: LostLease tells a runner to stop writing for it; any other
+    // error kind would make it back off and retry forever.
+    if !add_log(&tx, &id.to_string(), now, line)? {
+        return Err(QueueError::LostLease(id));
+    }
+    tx.commit().db()
+}
+
+pub(super) fn history_tx(
+    conn: &mut Connection,
+    worker_id: &str,
+    limit: i64,
+    cutoff: i64,
+) -> Result<Vec<Job>, QueueError> {
+    // One read transaction so the jobs and their logs are one snapshot.
+    let tx = conn.transaction().db()?;
+    let raws = {
+        let mut stmt = tx
+            .prepare_cached(concat!(
+                "SELECT ",
+                job_columns!(),
+                " FROM jobs WHERE worker_id = ?1 AND (finished_at IS NULL OR finished_at >= ?3)
+                  ORDER BY created_at DESC, seq DESC LIMIT ?2"
+            ))
+            .db()?;
+        let mut rows = stmt.query(rusqlite::params![worker_id, limit, cutoff]).db()?;
+        let mut raws = Vec::new();
+        while let Some(row) = rows.next().db()? {
+            raws.push(RawJob::from_row(row)?);
+        }
+        raws
+    };
+    let mut jobs = Vec::with_capacity(raws.len());
+    for raw in raws {
+        let log = load_log(&tx, &raw.id)?;
+        jobs.push(raw.into_job(log)?);
+    }
+    tx.commit().db()?;
+    Ok(jobs)
+}
