@@ -1,12 +1,13 @@
 //! What roller's tests (unit and integration) and its benchmarks share, so each exists
-//! once: a throwaway `redis-server` (standalone or a cluster), a XenAPI stand-in and a typed
-//! builder for inventory files.
+//! once: a throwaway `redis-server` (standalone or a cluster), a XenAPI stand-in, a typed
+//! builder for inventory files, and a watcher for ICMP echoes on loopback.
 //!
-//! It never depends on `roller`: roller's unit tests (`src/queue/redis.rs`) use it as a
-//! dev-dependency, which a dependency on roller would turn into a cycle. The harnesses are
-//! synchronous where they manage processes, so the benchmark binary and blocking test code
-//! can use them alike.
+//! It never depends on `roller`: roller's unit tests (`src/queue/redis.rs`,
+//! `src/drivers/ping.rs`) use it as a dev-dependency, which a dependency on roller would
+//! turn into a cycle. The harnesses are synchronous where they manage processes, so the
+//! benchmark binary and blocking test code can use them alike.
 
+pub mod icmp;
 pub mod inventory;
 pub mod redis;
 pub mod xen;
