@@ -400,7 +400,7 @@ async fn drain(o: &Options, task: &str, jobs: u64) -> Result<Row> {
         bail!("filling the queue: answers {:?}, {} without answer", fill.statuses, fill.transport_errors);
     }
     eprintln!("roller-bench: {jobs} {task} jobs queued at {:.0}/s; starting the worker", fill.rate());
-    let mut r = procs::Redis::connect(redis_port)?;
+    let mut r = procs::Redis::connect(redis_port).map_err(|e| format!("connecting to redis: {e}"))?;
     let queued = |r: &mut procs::Redis| -> Result<(i64, i64)> {
         Ok((r.int(&["ZCARD", "{roller}:queued"])?, r.int(&["ZCARD", "{roller}:running"])?))
     };

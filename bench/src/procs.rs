@@ -1,39 +1,44 @@
-//! The processes under test (a throwaway `redis-server`, `roller api` / `worker`, the bare
-//! axum server), each on a free loopback port with its files in a temp dir and killed on
-//! drop, and what /proc says about them (CPU time, RSS).
+//! The processes under test (a throwaway `redis-server` from the testkit harness the tests
+//! use, `roller api` / `worker`, the bare axum server), each on a free loopback port with
+//! its files in a temp dir and killed on drop, and what /proc says about them (CPU time, RSS).
 
 use std::io::{BufRead, BufReader};
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
+
+use roller_testkit::redis::{Fsync, RedisServer};
+pub use roller_testkit::{free_port, redis::Client as Redis};
 
 use crate::Result;
 
 pub struct Proc {
     pub name: String,
-    child: Child,
+    process: Process,
+}
+
+enum Process {
+    Child(Child),
+    /// The harness kills it when dropped.
+    Redis(RedisServer),
 }
 
 impl Proc {
     pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        match &self.process {
+            Process::Child(c) => c.id(),
+            Process::Redis(r) => r.pid().unwrap_or(0),
+        }
     }
 }
 
 impl Drop for Proc {
     fn drop(&mut self) {
-        self.kill();
+        if let Process::Child(c) = &mut self.process {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
     }
-}
-
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free loopback port")
 }
 
 /// User + system CPU time of a process so far, in milliseconds.
@@ -62,32 +67,13 @@ pub fn rss_mib(pid: u32) -> (f64, f64) {
     (field("VmRSS:"), field("VmHWM:"))
 }
 
-/// A throwaway redis-server, never the machine's 6379.
+/// A throwaway redis-server (never the machine's 6379), its files in `dir`.
 pub fn start_redis(dir: &Path) -> Result<(Proc, u16)> {
-    let port = free_port();
     // As the README asks for production: an append-only file, fsynced every second.
-    let child = Command::new("redis-server")
-        .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", ""])
-        .args(["--appendonly", "yes", "--appendfsync", "everysec", "--maxmemory-policy", "noeviction"])
-        .arg("--dir")
-        .arg(dir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .map_err(|e| format!("cannot start redis-server (apt-get install redis-server): {e}"))?;
-    let proc = Proc { name: "redis".into(), child };
-    for _ in 0..200 {
-        if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) {
-            use std::io::{Read, Write};
-            let mut buf = [0u8; 16];
-            if s.write_all(b"PING\r\n").is_ok() && s.read(&mut buf).is_ok_and(|n| buf[..n].starts_with(b"+PONG")) {
-                return Ok((proc, port));
-            }
-        }
-        std::thread::sleep(Duration::from_millis(25));
-    }
-    bail!("redis-server did not answer on port {port}")
+    let server =
+        RedisServer::builder().aof(Fsync::EverySec).args(&["--maxmemory-policy", "noeviction"]).dir(dir).try_start()?;
+    let port = server.port();
+    Ok((Proc { name: "redis".into(), process: Process::Redis(server) }, port))
 }
 
 /// `roller <sub>` with `ROLLER_CONFIG=<dir>/roller.toml` and `REDIS_URL`; returns once its
@@ -107,7 +93,7 @@ pub fn start_roller(roller: &Path, sub: &str, dir: &Path, redis_port: u16) -> Re
         .spawn()
         .map_err(|e| format!("cannot start {}: {e}", roller.display()))?;
     let out = child.stdout.take().expect("piped stdout");
-    let proc = Proc { name: format!("roller {sub}"), child };
+    let proc = Proc { name: format!("roller {sub}"), process: Process::Child(child) };
     let mut out = BufReader::new(out);
     let mut url = None;
     loop {
@@ -138,7 +124,7 @@ pub fn start_bare_axum() -> Result<(Proc, u16)> {
         .stdout(Stdio::null())
         .spawn()
         .map_err(|e| e.to_string())?;
-    let proc = Proc { name: "bare axum".into(), child };
+    let proc = Proc { name: "bare axum".into(), process: Process::Child(child) };
     for _ in 0..200 {
         if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
             return Ok((proc, port));
@@ -146,30 +132,4 @@ pub fn start_bare_axum() -> Result<(Proc, u16)> {
         std::thread::sleep(Duration::from_millis(10));
     }
     bail!("the bare axum server did not listen on {port}")
-}
-
-/// A minimal RESP client for the few integer queries the drain scenarios poll.
-pub struct Redis(std::io::BufReader<std::net::TcpStream>);
-
-impl Redis {
-    pub fn connect(port: u16) -> Result<Redis> {
-        let s = std::net::TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
-        Ok(Redis(BufReader::new(s)))
-    }
-
-    /// A command whose answer is an integer.
-    pub fn int(&mut self, args: &[&str]) -> Result<i64> {
-        use std::io::Write;
-        let mut cmd = format!("*{}\r\n", args.len());
-        for a in args {
-            cmd.push_str(&format!("${}\r\n{a}\r\n", a.len()));
-        }
-        self.0.get_mut().write_all(cmd.as_bytes()).map_err(|e| e.to_string())?;
-        let mut line = String::new();
-        self.0.read_line(&mut line).map_err(|e| e.to_string())?;
-        match line.strip_prefix(':') {
-            Some(n) => n.trim().parse().map_err(|_| format!("not an integer: {line:?}")),
-            None => bail!("redis answered {line:?} to {args:?}"),
-        }
-    }
 }

@@ -10,14 +10,14 @@
 //! address (127.2.x.y) that opens 60 s after `VM.start`. The job really waits on the
 //! machine, probing it every second, as it would in a data centre.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use axum::extract::State;
-use dxr::{MethodCall, MethodResponse, Value};
+use roller_testkit::inventory::{Class, Inventory, Machine};
+use roller_testkit::xen::FakeXen;
 
 use crate::load::{Plan, Stop};
 use crate::procs::{self, cpu_ms, rss_mib};
@@ -26,107 +26,6 @@ use crate::{Result, Row, Setup, api_port, self_cpu_ms};
 const USER: &str = "roller";
 const COME_BACK: Duration = Duration::from_secs(60);
 const PROBE_PORT: u16 = 2222;
-
-#[derive(Default)]
-struct Pool {
-    sessions: HashSet<String>,
-    next_session: u64,
-    running: HashMap<String, bool>,
-    /// VM uuid → the host's address.
-    hosts: HashMap<String, String>,
-}
-
-#[derive(Clone)]
-struct Xen {
-    pool: Arc<Mutex<Pool>>,
-    password: Arc<String>,
-    starts: Arc<AtomicU64>,
-    up: Arc<AtomicU64>,
-}
-
-fn success(v: Value) -> Value {
-    Value::Struct(BTreeMap::from([("Status".into(), Value::String("Success".into())), ("Value".into(), v)]))
-}
-
-fn failure(description: &[&str]) -> Value {
-    Value::Struct(BTreeMap::from([
-        ("Status".into(), Value::String("Failure".into())),
-        ("ErrorDescription".into(), Value::Array(description.iter().map(|d| Value::String(d.to_string())).collect())),
-    ]))
-}
-
-fn text(v: Option<&Value>) -> Option<&str> {
-    match v {
-        Some(Value::String(s)) => Some(s),
-        _ => None,
-    }
-}
-
-async fn rpc(State(x): State<Xen>, body: String) -> ([(&'static str, &'static str); 1], String) {
-    let answer = match MethodCall::from_xml(&body) {
-        Ok(call) => x.answer(&call.name, &call.params),
-        Err(_) => failure(&["MESSAGE_PARAMETER_COUNT_MISMATCH", "unparseable call"]),
-    };
-    let xml = MethodResponse { value: answer }.to_xml().unwrap_or_default();
-    ([("content-type", "text/xml")], format!("<?xml version=\"1.0\"?>\n{xml}"))
-}
-
-impl Xen {
-    fn answer(&self, method: &str, p: &[Value]) -> Value {
-        let mut s = self.pool.lock().expect("pool lock");
-        if method == "session.login_with_password" {
-            if text(p.first()) != Some(USER) || text(p.get(1)) != Some(self.password.as_str()) {
-                return failure(&["SESSION_AUTHENTICATION_FAILED", USER, "Authentication failure"]);
-            }
-            s.next_session += 1;
-            let session = format!("OpaqueRef:session-{}", s.next_session);
-            s.sessions.insert(session.clone());
-            return success(Value::String(session));
-        }
-        let Some(session) = text(p.first()).map(str::to_string) else {
-            return failure(&["MESSAGE_PARAMETER_COUNT_MISMATCH", method]);
-        };
-        if !s.sessions.contains(&session) {
-            return failure(&["SESSION_INVALID", &session]);
-        }
-        let vm = text(p.get(1)).and_then(|r| r.strip_prefix("OpaqueRef:vm-")).map(str::to_string);
-        match method {
-            "session.logout" => {
-                s.sessions.remove(&session);
-                success(Value::String(String::new()))
-            }
-            "VM.get_by_uuid" => match text(p.get(1)) {
-                Some(uuid) if s.running.contains_key(uuid) => success(Value::String(format!("OpaqueRef:vm-{uuid}"))),
-                _ => failure(&["UUID_INVALID", "VM"]),
-            },
-            "VM.get_power_state" => match vm.and_then(|v| s.running.get(&v).copied()) {
-                Some(running) => success(Value::String(if running { "Running" } else { "Halted" }.into())),
-                None => failure(&["HANDLE_INVALID", "VM"]),
-            },
-            "VM.start" => {
-                let Some(vm) = vm.filter(|v| s.running.get(v) == Some(&false)) else {
-                    return failure(&["VM_BAD_POWER_STATE", "halted", "running"]);
-                };
-                s.running.insert(vm.clone(), true);
-                self.starts.fetch_add(1, Ordering::Relaxed);
-                let host = s.hosts.get(&vm).cloned().unwrap_or_default();
-                let up = self.up.clone();
-                tokio::spawn(async move {
-                    tokio::time::sleep(COME_BACK).await;
-                    // The host is up: it accepts connections on its probe port from now on.
-                    if let Ok(l) = tokio::net::TcpListener::bind((host.as_str(), PROBE_PORT)).await {
-                        up.fetch_add(1, Ordering::Relaxed);
-                        while let Ok((c, _)) = l.accept().await {
-                            drop(c);
-                        }
-                    }
-                });
-                success(Value::String(String::new()))
-            }
-            _ => failure(&["MESSAGE_METHOD_UNKNOWN", method]),
-        }
-    }
-}
 
 fn host(i: u64) -> String {
     format!("127.2.{}.{}", i / 250, 1 + i % 250)
@@ -140,44 +39,54 @@ pub async fn long_jobs(roller: PathBuf, jobs: u64) -> Result<(Row, String)> {
     if jobs > 62_500 {
         bail!("at most 62,500 long jobs (one 127.2.x.y address each)");
     }
-    let mut pool = Pool::default();
-    for i in 0..jobs {
-        pool.running.insert(uuid(i), false);
-        pool.hosts.insert(uuid(i), host(i));
-    }
     let password = format!("xen-{:x}", Instant::now().elapsed().as_nanos() ^ std::process::id() as u128);
-    let xen = Xen {
-        pool: Arc::new(Mutex::new(pool)),
-        password: Arc::new(password.clone()),
-        starts: Arc::default(),
-        up: Arc::default(),
-    };
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.map_err(|e| e.to_string())?;
-    let xen_port = listener.local_addr().map_err(|e| e.to_string())?.port();
-    let app = axum::Router::new().route("/", axum::routing::post(rpc)).with_state(xen.clone());
-    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+    // Every VM starts halted; starting one brings its host back COME_BACK later.
+    let hosts: Arc<HashMap<String, String>> = Arc::new((0..jobs).map(|i| (uuid(i), host(i))).collect());
+    let up = Arc::new(AtomicU64::new(0));
+    let mut pool = FakeXen::builder().credentials(USER, &password);
+    for i in 0..jobs {
+        pool = pool.vm(&uuid(i), false);
+    }
+    let xen = pool
+        .on_start({
+            let (hosts, up) = (hosts.clone(), up.clone());
+            move |vm| {
+                let host = hosts.get(vm).cloned().unwrap_or_default();
+                let up = up.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(COME_BACK).await;
+                    // The host is up: it accepts connections on its probe port from now on.
+                    if let Ok(l) = tokio::net::TcpListener::bind((host.as_str(), PROBE_PORT)).await {
+                        up.fetch_add(1, Ordering::Relaxed);
+                        while let Ok((c, _)) = l.accept().await {
+                            drop(c);
+                        }
+                    }
+                });
+            }
+        })
+        .start()
+        .await;
 
     let metrics_port = procs::free_port();
-    let mut inventory =
-        format!("[classes.xenvm]\nreboot = [\"xenapi_reboot\"]\nreachability = \"tcp:{PROBE_PORT}\"\n\n");
+    let mut inventory = Inventory::new()
+        .class(Class::new("xenvm").reboot(&["xenapi_reboot"]).reachability(&format!("tcp:{PROBE_PORT}")));
     for i in 0..jobs {
-        inventory.push_str(&format!(
-            "[machines.x{i}]\ngroup = \"bench\"\nclass = \"xenvm\"\naddress = \"{}\"\n[machines.x{i}.xen]\nvm_uuid = \"{}\"\n\n",
-            host(i),
-            uuid(i)
-        ));
+        inventory = inventory
+            .machine(Machine::new(&format!("x{i}")).group("bench").class("xenvm").address(&host(i)).xen(&uuid(i)));
     }
     let setup = Setup::with_server(
         &format!("metrics_bind = \"127.0.0.1:{metrics_port}\""),
         &format!(
             "[tasks]\nenabled = [\"reboot\"]\n\n[runner]\nconcurrency = {}\n\n\
-             [xen]\nurl = \"http://127.0.0.1:{xen_port}\"\nusername = \"{USER}\"\npassword_file = \"XEN_PW_FILE\"\ndelay_secs = 0\n",
-            jobs.max(1000)
+             [xen]\nurl = \"{}\"\nusername = \"{USER}\"\npassword_file = \"XEN_PW_FILE\"\ndelay_secs = 0\n",
+            jobs.max(1000),
+            xen.url
         ),
     )?;
     let dir = setup.path().to_path_buf();
     std::fs::write(dir.join("xen-password"), &password).map_err(|e| e.to_string())?;
-    std::fs::write(dir.join("inventory.toml"), inventory).map_err(|e| e.to_string())?;
+    inventory.write(&dir);
     let config = std::fs::read_to_string(dir.join("roller.toml")).map_err(|e| e.to_string())?;
     let config = format!("inventory = \"{}\"\n", dir.join("inventory.toml").display())
         + &config.replace("XEN_PW_FILE", &dir.join("xen-password").display().to_string());
@@ -213,7 +122,7 @@ pub async fn long_jobs(roller: PathBuf, jobs: u64) -> Result<(Row, String)> {
         peak_rss = peak_rss.max(rss);
         let m = crate::metrics(metrics_port)?;
         peak_running = peak_running.max(crate::metric(&m, "roller_jobs_running", &[]));
-        if all_started.is_none() && xen.starts.load(Ordering::Relaxed) >= jobs {
+        if all_started.is_none() && xen.starts() >= jobs {
             all_started = Some(started.elapsed());
         }
         let done = crate::metric(&m, "roller_jobs_finished_total", &["task=\"reboot\""]) as u64;
@@ -228,7 +137,6 @@ pub async fn long_jobs(roller: PathBuf, jobs: u64) -> Result<(Row, String)> {
     let elapsed = started.elapsed();
     let (c1, w1) = (self_cpu_ms(), cpu_ms(worker.pid()) + cpu_ms(redis.pid()));
     let (_, hwm) = rss_mib(worker.pid());
-    server.abort();
     let _ = api;
     let row = Row {
         scenario: format!("{jobs} concurrent reboots (60 s each) in one roller worker"),
@@ -249,7 +157,7 @@ pub async fn long_jobs(roller: PathBuf, jobs: u64) -> Result<(Row, String)> {
         fill.rate(),
         all_started.unwrap_or_default().as_secs_f64(),
         elapsed.as_secs_f64(),
-        xen.up.load(Ordering::Relaxed),
+        up.load(Ordering::Relaxed),
     );
     Ok((row, note))
 }

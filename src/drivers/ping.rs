@@ -563,6 +563,18 @@ pub(crate) mod test_host {
             host
         }
 
+        /// Whether something here has tried to reach the host: the first packet to its
+        /// address makes the kernel ask for it by ARP, which enters it in the neighbour
+        /// table on our veth (INCOMPLETE, later FAILED while the host is silent). Nothing
+        /// else sends to this test's own address, so the entry is that packet's trace.
+        pub(crate) fn was_sent_to(&self) -> bool {
+            let addr = self.addr.to_string();
+            std::fs::read_to_string("/proc/net/arp").unwrap_or_default().lines().any(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                f.first() == Some(&addr.as_str()) && f.last() == Some(&self.outer.as_str())
+            })
+        }
+
         /// Bring the host's own link up (it answers) or down (it goes silent),
         /// as a machine does when it reboots.
         pub(crate) fn set_link_up(&self, up: bool) {
@@ -810,58 +822,96 @@ round-trip min/avg/max = 0.050/0.070/0.090 ms
         assert_eq!(r.rtt_min_ms, None);
     }
 
-    /// Starts a ping that would take about a minute, cancels it, and requires it to
-    /// stop well before then.
-    async fn assert_cancel_is_prompt(method: PingMethod) {
+    fn expect_cancelled(method: PingMethod, r: Result<PingReport, PingError>) {
+        match r {
+            Err(PingError::Cancelled) => {}
+            Err(PingError::CommandMissing) => {
+                panic!("needs iputils ping: apt-get install -y iputils-ping")
+            }
+            other => panic!("{method:?}: expected Cancelled, got {other:?}"),
+        }
+    }
+
+    /// Starts a ping to `addr` (a loopback address of its own) that would take about a
+    /// minute, cancels it once its first echo request has arrived, and requires it to
+    /// stop well before then, its `ping` child (command method) killed.
+    async fn assert_cancel_is_prompt(method: PingMethod, addr: Ipv4Addr) {
         let settings = PingSettings {
             count: 100,
             interval: Duration::from_millis(500),
             timeout: Duration::from_millis(500),
             method,
         };
+        // Watching before the ping starts, so its first echo cannot pass unseen.
+        let watch = roller_testkit::icmp::EchoWatch::open()
+            .expect("a raw ICMP socket to see the echo (the ping tests run as root or with CAP_NET_RAW)");
         let cancel = CancellationToken::new();
-        let canceller = cancel.clone();
-        tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_millis(300)).await;
-            canceller.cancel();
+        let mut call = tokio::spawn({
+            let cancel = cancel.clone();
+            async move { ping(IpAddr::V4(addr), &settings, &cancel).await }
         });
-        let r = tokio::time::timeout(Duration::from_secs(10), ping(LOCALHOST, &settings, &cancel))
-            .await
-            .unwrap_or_else(|_| panic!("{method:?} ping ignored cancellation"));
-        match r {
-            Err(PingError::Cancelled) => {}
-            Err(PingError::CommandMissing) => {
-                panic!("needs iputils ping: apt-get install -y iputils-ping")
-            }
-            other => panic!("expected Cancelled, got {other:?}"),
+        let seen = tokio::task::spawn_blocking(move || watch.wait_for_request(addr, Duration::from_secs(10)));
+        tokio::select! {
+            r = &mut call => panic!("{method:?} ping ended before its first echo was seen: {:?}", r.unwrap()),
+            seen = seen => assert!(seen.unwrap(), "{method:?}: no echo request to {addr} within 10 s"),
         }
+        // A command ping still runs its child after one echo of a hundred.
+        let needle = format!("\0{addr}\0");
+        let children = ping_children_with(needle.as_bytes());
+        if method == PingMethod::Command {
+            assert!(!children.is_empty(), "the echo was seen but no ping child of ours runs");
+        }
+        let cancelled_at = std::time::Instant::now();
+        cancel.cancel();
+        let r = tokio::time::timeout(Duration::from_secs(10), call)
+            .await
+            .unwrap_or_else(|_| panic!("{method:?} ping ignored cancellation"))
+            .unwrap();
+        expect_cancelled(method, r);
+        assert!(cancelled_at.elapsed() < Duration::from_secs(10), "took {:?}", cancelled_at.elapsed());
+        let gone = async {
+            for _ in 0..400 {
+                if ping_children_with(needle.as_bytes()).is_empty() {
+                    return true;
+                }
+                tokio::time::sleep(Duration::from_millis(25)).await;
+            }
+            false
+        };
+        assert!(gone.await, "ping children {children:?} outlived the cancelled call");
     }
 
     #[tokio::test]
     async fn cancellation_stops_socket_ping() {
-        assert_cancel_is_prompt(PingMethod::Socket).await;
+        // An address no other test pings, so the echo seen is this test's.
+        assert_cancel_is_prompt(PingMethod::Socket, Ipv4Addr::new(127, 0, 97, 201)).await;
     }
 
     #[tokio::test]
     async fn cancellation_stops_command_ping() {
-        assert_cancel_is_prompt(PingMethod::Command).await;
+        assert_cancel_is_prompt(PingMethod::Command, Ipv4Addr::new(127, 0, 97, 202)).await;
     }
 
-    /// Children of this process running `ping -c 97` (a count no other test uses).
-    fn ping_children() -> Vec<u32> {
+    /// Live children of this process running `ping` with `needle` in their argv.
+    fn ping_children_with(needle: &[u8]) -> Vec<u32> {
         let me = std::process::id().to_string();
         let Ok(dir) = std::fs::read_dir("/proc") else { return Vec::new() };
         dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
             .filter(|pid| {
                 let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-                // "<pid> (<comm>) <state> <ppid> …"
+                // "<pid> (<comm>) <state> <ppid> …"; a killed child not yet reaped has no argv.
                 let Some((comm, rest)) = stat.split_once(") ") else { return false };
                 let argv = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
                 comm.ends_with("(ping")
                     && rest.split_whitespace().nth(1) == Some(me.as_str())
-                    && argv.windows(6).any(|w| w == b"-c\x0097\x00")
+                    && argv.windows(needle.len()).any(|w| w == needle)
             })
             .collect()
+    }
+
+    /// Children of this process running `ping -c 97` (a count no other test uses).
+    fn ping_children() -> Vec<u32> {
+        ping_children_with(b"-c\x0097\x00")
     }
 
     #[tokio::test]

@@ -224,12 +224,27 @@ mod tests {
     async fn waits_stop_when_cancelled() {
         let host = SilentHost::new(42);
         let c = CancellationToken::new();
-        let c2 = c.clone();
-        tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_millis(300)).await;
-            c2.cancel();
+        let wait = tokio::spawn({
+            let (addr, c) = (IpAddr::V4(host.addr), c.clone());
+            async move { wait_up(addr, Probe::Icmp, &quick(), Duration::from_secs(60), &c).await }
         });
-        let r = wait_up(IpAddr::V4(host.addr), Probe::Icmp, &quick(), Duration::from_secs(60), &c).await;
+        // Cancel once the wait has probed the silent host, so it is cancelled mid-wait
+        // (in a probe or the pause after one), not before it started.
+        let mut probed = false;
+        for _ in 0..500 {
+            probed = host.was_sent_to();
+            if probed || wait.is_finished() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(probed, "no probe reached the silent host within 10 s");
+        assert!(!wait.is_finished(), "the wait ended before it was cancelled: {:?}", wait.await);
+        let cancelled_at = Instant::now();
+        c.cancel();
+        let r =
+            tokio::time::timeout(Duration::from_secs(10), wait).await.expect("the wait ignored cancellation").unwrap();
         assert!(matches!(r, Err(ProbeError::Cancelled)), "{r:?}");
+        assert!(cancelled_at.elapsed() < Duration::from_secs(10), "took {:?}", cancelled_at.elapsed());
     }
 }

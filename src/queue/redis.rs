@@ -387,127 +387,12 @@ impl Queue for RedisQueue {
 mod tests {
     use std::any::Any;
     use std::collections::{HashMap, HashSet};
-    use std::process::{Child, Command, Stdio};
+
+    use roller_testkit::redis::{RedisCluster, RedisServer, cli};
 
     use super::connection::{parse_version, secret_fragments};
     use super::*;
     use crate::queue::conformance::{self, Backend, DEADLINE, LONG_LEASE, ping};
-
-    /// A throwaway `redis-server` on a free loopback port, in its own directory,
-    /// without persistence. Killed on drop. Never the machine's shared 6379.
-    pub struct RedisServer {
-        child: Option<Child>,
-        port: u16,
-        dir: tempfile::TempDir,
-        extra: Vec<String>,
-    }
-
-    fn free_port() -> u16 {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port");
-        l.local_addr().expect("local addr").port()
-    }
-
-    /// Run `redis-cli` against a local port and return its output.
-    fn cli(port: u16, args: &[&str]) -> String {
-        let out = Command::new("redis-cli")
-            .args(["-h", "127.0.0.1", "-p", &port.to_string()])
-            .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .unwrap_or_else(|e| panic!("redis-cli not runnable ({e}); apt-get install redis-server"));
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
-    }
-
-    impl RedisServer {
-        pub fn start() -> Self {
-            Self::start_with(&[])
-        }
-
-        pub fn start_with(extra: &[&str]) -> Self {
-            let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
-            // A port picked free can be taken by a parallel test before
-            // redis-server binds it; then try another one.
-            for _ in 0..5 {
-                let mut server = RedisServer {
-                    child: None,
-                    port: free_port(),
-                    dir: tempfile::tempdir().unwrap(),
-                    extra: extra.clone(),
-                };
-                if server.spawn_and_wait() {
-                    return server;
-                }
-            }
-            panic!("redis-server did not come up on any of 5 free ports");
-        }
-
-        /// Start the process on `self.port`; whether it answers PING (bounded).
-        fn spawn_and_wait(&mut self) -> bool {
-            let log = std::fs::File::create(self.dir.path().join("redis.log")).unwrap();
-            let child = Command::new("redis-server")
-                .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-                .arg("--dir")
-                .arg(self.dir.path())
-                .args(&self.extra)
-                .stdin(Stdio::null())
-                .stdout(log.try_clone().unwrap())
-                .stderr(log)
-                .spawn();
-            let child = match child {
-                Ok(c) => c,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                    panic!("redis-server is not installed: apt-get install redis-server")
-                }
-                Err(e) => panic!("cannot start redis-server: {e}"),
-            };
-            self.child = Some(child);
-            let deadline = std::time::Instant::now() + Duration::from_secs(10);
-            while std::time::Instant::now() < deadline {
-                // Exited: most likely the port was taken meanwhile.
-                if let Some(c) = self.child.as_mut()
-                    && c.try_wait().ok().flatten().is_some()
-                {
-                    self.child = None;
-                    return false;
-                }
-                // NOAUTH is an answer too (a server started with --requirepass).
-                let answer = cli(self.port, &["ping"]);
-                if answer.contains("PONG") || answer.contains("NOAUTH") {
-                    return true;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            let log = std::fs::read_to_string(self.dir.path().join("redis.log")).unwrap_or_default();
-            panic!("redis-server on port {} did not answer PING within 10 s; its log:\n{log}", self.port);
-        }
-
-        pub fn stop(&mut self) {
-            if let Some(mut c) = self.child.take() {
-                let _ = c.kill();
-                let _ = c.wait();
-            }
-        }
-
-        /// Start again on the same port (after [`RedisServer::stop`]); the data is gone.
-        pub fn restart(&mut self) {
-            self.stop();
-            assert!(self.spawn_and_wait(), "redis-server did not come back on port {}", self.port);
-        }
-
-        pub fn url(&self) -> String {
-            format!("redis://127.0.0.1:{}", self.port)
-        }
-
-        pub fn cli(&self, args: &[&str]) -> String {
-            cli(self.port, args)
-        }
-    }
-
-    impl Drop for RedisServer {
-        fn drop(&mut self) {
-            self.stop();
-        }
-    }
 
     fn settings(url: String, prefix: &str) -> RedisSettings {
         RedisSettings { prefix: prefix.to_string(), ..RedisSettings::new(url) }
@@ -556,7 +441,7 @@ mod tests {
         async fn block_writes(&self) -> Box<dyn Any + Send> {
             let out = self.server.cli(&["config", "set", "min-replicas-to-write", "1"]);
             assert!(out.contains("OK"), "{out}");
-            Box::new(WritesBlocked(self.server.port))
+            Box::new(WritesBlocked(self.server.port()))
         }
     }
 
@@ -632,7 +517,7 @@ mod tests {
 
     #[tokio::test]
     async fn connect_to_a_closed_port_fails_fast_and_clearly() {
-        let port = free_port();
+        let port = roller_testkit::free_port();
         let url = format!("redis://roller:s3cret-pw@127.0.0.1:{port}");
         let r = tokio::time::timeout(
             Duration::from_secs(10),
@@ -649,14 +534,14 @@ mod tests {
     #[tokio::test]
     async fn a_bad_prefix_and_a_wrong_password_are_refused_without_leaking_it() {
         let server = RedisServer::start_with(&["--requirepass", "right-pw"]);
-        let good = format!("redis://:right-pw@127.0.0.1:{}", server.port);
+        let good = format!("redis://:right-pw@127.0.0.1:{}", server.port());
         let q = RedisQueue::connect(&settings(good.clone(), "p"), QueueOptions::default()).await.expect("connect");
         q.health().await.unwrap();
         for prefix in ["", "a{b", "c}"] {
             let msg = unavailable(RedisQueue::connect(&settings(good.clone(), prefix), QueueOptions::default()).await);
             assert!(msg.contains("prefix"), "{msg}");
         }
-        let bad = format!("redis://:wrong-pw@127.0.0.1:{}", server.port);
+        let bad = format!("redis://:wrong-pw@127.0.0.1:{}", server.port());
         let msg = unavailable(RedisQueue::connect(&settings(bad, "p"), QueueOptions::default()).await);
         assert!(!msg.contains("wrong-pw"), "{msg}");
     }
@@ -666,7 +551,7 @@ mod tests {
         let mut server = RedisServer::start();
         let q = connect(&server, "restart").await;
         q.enqueue(ping("a", "g")).await.unwrap();
-        server.stop();
+        server.kill();
         // Bounded: the API must turn this into a 503, not a hang.
         let bound = Duration::from_secs(5);
         for _ in 0..3 {
@@ -676,7 +561,7 @@ mod tests {
             unavailable(r);
             let r = tokio::time::timeout(bound, q.health()).await.expect("health answered");
             let msg = unavailable(r);
-            assert!(msg.contains(&format!("127.0.0.1:{}", server.port)) && !msg.contains("redis://"), "{msg}");
+            assert!(msg.contains(&format!("127.0.0.1:{}", server.port())) && !msg.contains("redis://"), "{msg}");
         }
         server.restart();
         // The same handle recovers by itself (the restarted server has no data
@@ -787,58 +672,16 @@ mod tests {
         assert_eq!(got.iter().map(|j| (j.id, j.consumer.clone())).collect::<Vec<_>>(), [(good, Some("h#1".into()))]);
     }
 
-    /// Three masters on loopback, slots spread by `redis-cli --cluster create`.
-    struct Cluster {
-        nodes: Vec<RedisServer>,
-    }
-
-    impl Cluster {
-        fn start() -> Self {
-            let nodes: Vec<RedisServer> = (0..3)
-                .map(|_| {
-                    RedisServer::start_with(&[
-                        "--cluster-enabled",
-                        "yes",
-                        "--cluster-config-file",
-                        "nodes.conf",
-                        "--cluster-node-timeout",
-                        "5000",
-                    ])
-                })
-                .collect();
-            let addrs: Vec<String> = nodes.iter().map(|n| format!("127.0.0.1:{}", n.port)).collect();
-            let out = Command::new("redis-cli")
-                .arg("--cluster")
-                .arg("create")
-                .args(&addrs)
-                .args(["--cluster-replicas", "0", "--cluster-yes"])
-                .stdin(Stdio::null())
-                .output()
-                .expect("redis-cli --cluster create");
-            assert!(out.status.success(), "cluster create failed: {}", String::from_utf8_lossy(&out.stdout));
-            let deadline = std::time::Instant::now() + Duration::from_secs(30);
-            for n in &nodes {
-                while !n.cli(&["cluster", "info"]).contains("cluster_state:ok") {
-                    assert!(std::time::Instant::now() < deadline, "cluster never reached cluster_state:ok");
-                    std::thread::sleep(Duration::from_millis(50));
-                }
-            }
-            Cluster { nodes }
-        }
-
-        fn url(&self) -> String {
-            self.nodes.iter().map(RedisServer::url).collect::<Vec<_>>().join(",")
-        }
-
-        async fn queue(&self, prefix: &str) -> RedisQueue {
-            let s = RedisSettings { cluster: true, ..settings(self.url(), prefix) };
-            RedisQueue::connect(&s, QueueOptions::default()).await.expect("connect to the cluster")
-        }
+    /// A queue on `cluster`'s nodes, under `prefix`.
+    async fn cluster_queue(cluster: &RedisCluster, prefix: &str) -> RedisQueue {
+        let s = RedisSettings { cluster: true, ..settings(cluster.url(), prefix) };
+        RedisQueue::connect(&s, QueueOptions::default()).await.expect("connect to the cluster")
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn the_queue_runs_on_a_three_master_cluster() {
-        let cluster = Cluster::start();
+        // Three masters (Redis Cluster's minimum), slots spread by `redis-cli --cluster create`.
+        let cluster = RedisCluster::start(3);
         // Each check on its own prefix, so their keys land on different slots
         // and (with these names) on more than one node.
         let mut n = 0;
@@ -846,26 +689,26 @@ mod tests {
             n += 1;
             format!("cluster-{n}")
         };
-        conformance::enqueue_then_get_round_trips_every_field(&cluster.queue(&next()).await).await;
-        conformance::reserve_hands_out_oldest_first_and_marks_running(&cluster.queue(&next()).await).await;
-        conformance::finish_records_each_outcome(&cluster.queue(&next()).await).await;
-        conformance::coalescing_returns_the_active_job(&cluster.queue(&next()).await).await;
-        conformance::per_machine_lock_holds_until_finish(&cluster.queue(&next()).await).await;
-        conformance::busy_machine_does_not_starve_others(&cluster.queue(&next()).await).await;
-        conformance::expired_lease_is_taken_over(&cluster.queue(&next()).await).await;
-        conformance::release_requeues_at_once_keeping_attempts(&cluster.queue(&next()).await).await;
-        conformance::log_lines_keep_their_order(&cluster.queue(&next()).await).await;
-        conformance::history_is_newest_first_and_limited(&cluster.queue(&next()).await).await;
-        conformance::concurrent_reserves_hand_each_job_out_once(&cluster.queue(&next()).await).await;
-        conformance::reserve_many_hands_out_several_each_to_its_holder(&cluster.queue(&next()).await).await;
-        conformance::finish_many_answers_each_job_on_its_own(&cluster.queue(&next()).await).await;
-        cluster.queue(&next()).await.health().await.expect("cluster health");
+        conformance::enqueue_then_get_round_trips_every_field(&cluster_queue(&cluster, &next()).await).await;
+        conformance::reserve_hands_out_oldest_first_and_marks_running(&cluster_queue(&cluster, &next()).await).await;
+        conformance::finish_records_each_outcome(&cluster_queue(&cluster, &next()).await).await;
+        conformance::coalescing_returns_the_active_job(&cluster_queue(&cluster, &next()).await).await;
+        conformance::per_machine_lock_holds_until_finish(&cluster_queue(&cluster, &next()).await).await;
+        conformance::busy_machine_does_not_starve_others(&cluster_queue(&cluster, &next()).await).await;
+        conformance::expired_lease_is_taken_over(&cluster_queue(&cluster, &next()).await).await;
+        conformance::release_requeues_at_once_keeping_attempts(&cluster_queue(&cluster, &next()).await).await;
+        conformance::log_lines_keep_their_order(&cluster_queue(&cluster, &next()).await).await;
+        conformance::history_is_newest_first_and_limited(&cluster_queue(&cluster, &next()).await).await;
+        conformance::concurrent_reserves_hand_each_job_out_once(&cluster_queue(&cluster, &next()).await).await;
+        conformance::reserve_many_hands_out_several_each_to_its_holder(&cluster_queue(&cluster, &next()).await).await;
+        conformance::finish_many_answers_each_job_on_its_own(&cluster_queue(&cluster, &next()).await).await;
+        cluster_queue(&cluster, &next()).await.health().await.expect("cluster health");
 
         // The checks' keys are spread over the masters, so routing by hash tag
         // was exercised, and every key of one queue sits in one slot.
         let mut holding = 0;
         let mut slots_by_prefix: HashMap<String, HashSet<String>> = HashMap::new();
-        for node in &cluster.nodes {
+        for node in cluster.nodes() {
             let keys: Vec<String> = node.cli(&["--scan"]).lines().map(str::to_string).collect();
             if !keys.is_empty() {
                 holding += 1;

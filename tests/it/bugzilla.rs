@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use roller_testkit::inventory::{Class, Inventory, Machine};
 use serde_json::Value;
 
 use crate::helpers::*;
@@ -12,15 +13,16 @@ const KEY: &str = "bmo-api-key-canary-0042";
 
 /// A machine whose chain has nothing roller can do before the bug.
 fn inventory(dir: &std::path::Path) -> String {
-    let path = dir.join("inventory.toml");
-    std::fs::write(
-        &path,
-        "[classes.lab]\nreboot = [\"ssh_reboot\", \"ipmi_reset\", \"file_bugzilla_bug\"]\n\
-         [machines.t-box-01]\ngroup = \"mdc9\"\nclass = \"lab\"\naddress = \"t-box-01.test.example\"\n\
-         bug_cc = [\"dcops@example.com\"]\n",
-    )
-    .unwrap();
-    path.display().to_string()
+    Inventory::new()
+        .class(Class::new("lab").reboot(&["ssh_reboot", "ipmi_reset", "file_bugzilla_bug"]))
+        .machine(
+            Machine::new("t-box-01")
+                .group("mdc9")
+                .class("lab")
+                .address("t-box-01.test.example")
+                .bug_cc(&["dcops@example.com"]),
+        )
+        .write(dir)
 }
 
 async fn app_for(bz: &FakeBugzilla, key: &str, dir: &std::path::Path) -> TestApp {

@@ -2,6 +2,8 @@
 
 use std::process::{Command, Stdio};
 
+use roller_testkit::inventory::{Inventory, Machine, Pdu};
+
 fn roller(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
     let dir = tempfile::tempdir().unwrap();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_roller"));
@@ -156,8 +158,9 @@ fn run_ping_works_for_an_unprivileged_user() {
 fn inventory_check_explains_chains_and_reports_unresolvable_secrets() {
     let dir = tempfile::tempdir().unwrap();
     let f = dir.path().join("inventory.toml");
-    std::fs::write(&f, "[machines.mac1.pdu]\nhost = \"pdu1\"\noutlet = \"AB12\"\ncommunity_env = \"PDU_COMMUNITY\"\n")
-        .unwrap();
+    Inventory::new()
+        .machine(Machine::new("mac1").pdu(Pdu::new("pdu1", "AB12").community_env("PDU_COMMUNITY")))
+        .write_to(&f);
     let path = f.to_str().unwrap();
     let (code, out, err) = roller(&["inventory", "check", path], &[("PDU_COMMUNITY", "very-secret-community")]);
     assert_eq!(code, 0, "{out}{err}");
@@ -169,7 +172,8 @@ fn inventory_check_explains_chains_and_reports_unresolvable_secrets() {
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("PROBLEM pdu.community") && out.contains("PDU_COMMUNITY"), "{out}");
 
-    std::fs::write(&f, "[machines.mac1.pdu]\nhost = \"pdu1\"\noutlet = \"12\"\ncommunity_env = \"C\"\n").unwrap();
+    // An outlet without tower and infeed: valid TOML that the inventory's validation refuses.
+    Inventory::new().machine(Machine::new("mac1").pdu(Pdu::new("pdu1", "12").community_env("C"))).write_to(&f);
     let (code, _, err) = roller(&["inventory", "check", path], &[]);
     assert_eq!(code, 2);
     assert!(err.contains("machines.mac1.pdu.outlet") && err.contains("inventory.toml"), "{err}");
@@ -207,8 +211,10 @@ fn explain_shows_the_reboot_chain_without_touching_hardware() {
 fn explain_lists_the_dns_names_ping_would_try_for_a_machine_outside_the_inventory() {
     let dir = tempfile::tempdir().unwrap();
     let f = dir.path().join("inventory.toml");
-    std::fs::write(&f, "dns_search = [\"a.example\", \"b.example\"]\n[machines.known]\naddress = \"127.0.0.1\"\n")
-        .unwrap();
+    Inventory::new()
+        .dns_search(&["a.example", "b.example"])
+        .machine(Machine::new("known").address("127.0.0.1"))
+        .write_to(&f);
     let path = f.to_str().unwrap();
     let (code, out, err) = roller(&["explain", "box2", "--inventory", path], &[]);
     assert_eq!(code, 1, "{out}{err}");

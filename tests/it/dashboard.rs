@@ -11,6 +11,7 @@ use std::time::Duration;
 use fantoccini::key::Key;
 use fantoccini::{Client, ClientBuilder, Locator};
 use reqwest::Method;
+use roller_testkit::inventory::{Class, Inventory, Machine};
 use serde_json::{Value, json};
 
 use crate::helpers::*;
@@ -18,14 +19,12 @@ use crate::procs::free_port;
 
 /// Three machines on loopback in two groups and two classes.
 fn inventory(dir: &Path) -> String {
-    let mut t = String::from("[classes.mini]\n[classes.moonshot]\n");
+    let mut inv = Inventory::new().class(Class::new("mini")).class(Class::new("moonshot"));
     for (name, group, class) in [("dash-1", "mdc1", "mini"), ("dash-2", "mdc1", "moonshot"), ("dash-3", "mdc2", "mini")]
     {
-        t += &format!("[machines.{name}]\ngroup = \"{group}\"\nclass = \"{class}\"\naddress = \"127.0.0.1\"\n");
+        inv = inv.machine(Machine::new(name).group(group).class(class).address("127.0.0.1"));
     }
-    let p = dir.join("inventory.toml");
-    std::fs::write(&p, t).unwrap();
-    p.display().to_string()
+    inv.write(dir)
 }
 
 /// Pings slow enough (8 × 500 ms) that a page can be seen following a running job.

@@ -7,6 +7,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use roller_testkit::inventory::{self as file, Machine};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
@@ -18,13 +19,13 @@ use roller::inventory::{Inventory, InventoryHandle};
 use crate::helpers::*;
 use crate::peers::dns::Dnsmasq;
 
-const SEARCH: &str = r#"dns_search = ["nothere.example", "test.example"]"#;
+const SEARCH: [&str; 2] = ["nothere.example", "test.example"];
 
 /// An inventory with the test search domains and one machine, `dns-host`,
 /// whose address is the short name `box1`: inventory addresses go through the
 /// same search.
 fn inventory_text() -> String {
-    format!("{SEARCH}\n\n[machines.dns-host]\ngroup = \"lab\"\naddress = \"box1\"\n")
+    file::Inventory::new().dns_search(&SEARCH).machine(Machine::new("dns-host").group("lab").address("box1")).to_toml()
 }
 
 fn write_inventory(dir: &Path) -> String {

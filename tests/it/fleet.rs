@@ -4,20 +4,19 @@
 
 use std::process::Stdio;
 
+use roller_testkit::inventory::{Class, Inventory, Machine};
 use serde_json::Value;
 
 use crate::helpers::*;
 
 /// 12 machines on loopback: m1–m3 class c1 in group g1, the rest class c2 in group g2.
 fn inventory(dir: &std::path::Path) -> String {
-    let mut t = String::from("[classes.c1]\n[classes.c2]\n");
+    let mut inv = Inventory::new().class(Class::new("c1")).class(Class::new("c2"));
     for n in 1..=12 {
         let (class, group) = if n <= 3 { ("c1", "g1") } else { ("c2", "g2") };
-        t += &format!("[machines.m{n}]\ngroup = \"{group}\"\nclass = \"{class}\"\naddress = \"127.0.0.1\"\n");
+        inv = inv.machine(Machine::new(&format!("m{n}")).group(group).class(class).address("127.0.0.1"));
     }
-    let p = dir.join("inventory.toml");
-    std::fs::write(&p, t).unwrap();
-    p.display().to_string()
+    inv.write(dir)
 }
 
 struct Cli {

@@ -4,6 +4,7 @@
 use std::path::Path;
 
 use reqwest::Method;
+use roller_testkit::inventory::{Class, Inventory, Ipmi, Machine, Pdu, Redfish};
 use serde_json::Value;
 
 use crate::helpers::*;
@@ -14,19 +15,16 @@ use crate::peers::ipmi::IpmiSim;
 fn inventory(dir: &Path, sim: &IpmiSim, password: &str) -> String {
     let pw = dir.join("ipmi-password");
     std::fs::write(&pw, format!("{password}\n")).unwrap();
-    let path = dir.join("inventory.toml");
-    std::fs::write(
-        &path,
-        format!(
-            "[classes.sim.ipmi]\ncipher_suite = 3\n\n\
-             [machines.bmc-host]\ngroup = \"lab\"\nclass = \"sim\"\naddress = \"127.0.0.1\"\n\
-             [machines.bmc-host.ipmi]\naddress = \"127.0.0.1\"\nport = {}\nuser = \"admin\"\npassword_file = {:?}\n",
-            sim.port(),
-            pw.display().to_string()
-        ),
-    )
-    .unwrap();
-    path.display().to_string()
+    Inventory::new()
+        .class(Class::new("sim").ipmi_cipher_suite(3))
+        .machine(
+            Machine::new("bmc-host")
+                .group("lab")
+                .class("sim")
+                .address("127.0.0.1")
+                .ipmi(Ipmi::new("127.0.0.1", "admin").port(sim.port()).password_file(&pw)),
+        )
+        .write(dir)
 }
 
 async fn run_job(app: &TestApp, task: &str) -> Value {
@@ -124,19 +122,14 @@ async fn redfish_tasks_change_and_confirm_the_power_state() {
     let dir = tempfile::tempdir().unwrap();
     let pw = dir.path().join("redfish-password");
     std::fs::write(&pw, bmc.password()).unwrap();
-    let inv = dir.path().join("inventory.toml");
-    std::fs::write(
-        &inv,
-        format!(
-            "[machines.bmc-host]\ngroup = \"lab\"\naddress = \"127.0.0.1\"\n\
-             [machines.bmc-host.redfish]\nurl = {:?}\nuser = {:?}\npassword_file = {:?}\n",
-            bmc.url(),
-            bmc.user(),
-            pw.display().to_string()
-        ),
-    )
-    .unwrap();
-    let inv = inv.display().to_string();
+    let inv = Inventory::new()
+        .machine(
+            Machine::new("bmc-host")
+                .group("lab")
+                .address("127.0.0.1")
+                .redfish(Redfish::new(&bmc.url(), bmc.user()).password_file(&pw)),
+        )
+        .write(dir.path());
     let app = spawn_app_with("", &[("ROLLER_INVENTORY", &inv)]).await;
 
     let job = run_job(&app, "redfish_off").await;
@@ -201,21 +194,19 @@ async fn power_ons_to_one_bmc_or_pdu_are_staggered() {
     std::fs::write(&pw, sim.password()).unwrap();
     let community = dir.path().join("community");
     std::fs::write(&community, pdu.community()).unwrap();
-    let mut inv = String::from("[classes.sim.ipmi]\ncipher_suite = 3\n");
+    let mut inv = Inventory::new().class(Class::new("sim").ipmi_cipher_suite(3));
     for (n, outlet) in [(1, "AA1"), (2, "AA2")] {
-        inv += &format!(
-            "[machines.node{n}]\ngroup = \"lab\"\nclass = \"sim\"\naddress = \"127.0.0.1\"\n\
-             [machines.node{n}.ipmi]\naddress = \"127.0.0.1\"\nport = {}\nuser = \"admin\"\npassword_file = {:?}\n\
-             [machines.node{n}.pdu]\nhost = \"127.0.0.1\"\nport = {}\noutlet = {outlet:?}\ncommunity_file = {:?}\n",
-            sim.port(),
-            pw.display().to_string(),
-            pdu.port(),
-            community.display().to_string()
+        inv = inv.machine(
+            Machine::new(&format!("node{n}"))
+                .group("lab")
+                .class("sim")
+                .address("127.0.0.1")
+                .ipmi(Ipmi::new("127.0.0.1", "admin").port(sim.port()).password_file(&pw))
+                .pdu(Pdu::new("127.0.0.1", outlet).port(pdu.port()).community_file(&community)),
         );
     }
-    let path = dir.path().join("inventory.toml");
-    std::fs::write(&path, inv).unwrap();
-    let app = spawn_app_with("", &[("ROLLER_INVENTORY", path.to_str().unwrap())]).await;
+    let path = inv.write(dir.path());
+    let app = spawn_app_with("", &[("ROLLER_INVENTORY", &path)]).await;
 
     for task in ["ipmi_on", "snmp_reboot"] {
         let mut ids = Vec::new();

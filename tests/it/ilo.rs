@@ -1,5 +1,6 @@
 //! `ilo_reboot` against the iLO (RIBCL over TLS) stand-in.
 
+use roller_testkit::inventory::{Ilo, Inventory, Machine};
 use serde_json::Value;
 
 use crate::helpers::*;
@@ -8,18 +9,14 @@ use crate::peers::ilo::{FakeIlo, PASSWORD, USER};
 fn inventory(dir: &std::path::Path, ilo: &FakeIlo, password: &str, verify_tls: bool) -> String {
     let pw = dir.join("ilo-password");
     std::fs::write(&pw, format!("{password}\n")).unwrap();
-    let path = dir.join("inventory.toml");
-    std::fs::write(
-        &path,
-        format!(
-            "[machines.hp1]\ngroup = \"lab\"\naddress = \"127.0.0.1\"\n[machines.hp1.ilo]\naddress = \"127.0.0.1\"\n\
-             port = {}\nverify_tls = {verify_tls}\nuser = {USER:?}\npassword_file = {:?}\n",
-            ilo.port,
-            pw.display().to_string()
-        ),
-    )
-    .unwrap();
-    path.display().to_string()
+    Inventory::new()
+        .machine(
+            Machine::new("hp1")
+                .group("lab")
+                .address("127.0.0.1")
+                .ilo(Ilo::new("127.0.0.1", USER).port(ilo.port).verify_tls(verify_tls).password_file(&pw)),
+        )
+        .write(dir)
 }
 
 async fn run(ilo: &FakeIlo, password: &str, verify_tls: bool) -> Value {

@@ -274,23 +274,39 @@ async fn cancellation_stops_a_call_promptly_and_kills_the_child() {
     t.timeout = Duration::from_secs(60);
     t.retries = 5;
     let port_arg = format!("\0{}\0", t.port);
+    let ours =
+        move || ipmitool_children().into_iter().filter(|(_, a)| argv_has(a, port_arg.as_bytes())).collect::<Vec<_>>();
     let cancel = CancellationToken::new();
-    let canceller = cancel.clone();
-    tokio::spawn(async move {
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        canceller.cancel();
+    let call = tokio::spawn({
+        let cancel = cancel.clone();
+        async move { power_status(&t, &cancel).await }
     });
-    let started = Instant::now();
-    let r = tokio::time::timeout(Duration::from_secs(10), power_status(&t, &cancel))
-        .await
-        .expect("the call ignored cancellation");
+    // Cancel once ipmitool runs: then there is a child to kill, and a call that would
+    // otherwise go on for minutes against the silent port.
+    let children = wait_for(Duration::from_secs(10), || {
+        let ours = ours.clone();
+        async move { Some(ours()).filter(|c| !c.is_empty()) }
+    })
+    .await
+    .expect("the ipmitool child was never seen running");
+    assert!(!call.is_finished(), "the call ended before it was cancelled: {:?}", call.await);
+    let cancelled_at = Instant::now();
+    cancel.cancel();
+    let r = tokio::time::timeout(Duration::from_secs(10), call).await.expect("the call ignored cancellation").unwrap();
     assert!(matches!(r, Err(IpmiError::Cancelled)), "{r:?}");
-    assert!(started.elapsed() < Duration::from_secs(10));
-    let gone = wait_for(Duration::from_secs(10), || async {
-        ipmitool_children().iter().all(|(_, a)| !argv_has(a, port_arg.as_bytes())).then_some(())
+    assert!(cancelled_at.elapsed() < Duration::from_secs(10), "took {:?} after the cancel", cancelled_at.elapsed());
+    // The child seen running is gone (killed, not left to finish its retries), and no
+    // other took its place.
+    let gone = wait_for(Duration::from_secs(10), || {
+        let ours = ours.clone();
+        async move { ours().is_empty().then_some(()) }
     })
     .await;
-    assert!(gone.is_some(), "the ipmitool child outlived the cancelled call");
+    assert!(
+        gone.is_some(),
+        "ipmitool children {:?} outlived the cancelled call",
+        children.iter().map(|c| c.0).collect::<Vec<_>>()
+    );
 }
 
 #[tokio::test]

@@ -2,16 +2,18 @@
 //! signature, the scope and the body of every quarantine.
 
 use reqwest::Method;
+use roller_testkit::inventory::{Inventory, Machine};
 use serde_json::Value;
 
 use crate::helpers::*;
 use crate::peers::tcqueue::{ACCESS_TOKEN, CLIENT_ID, FakeQueue};
 
 fn inventory(dir: &std::path::Path, pool: bool) -> String {
-    let path = dir.join("inventory.toml");
-    let extra = if pool { "provisioner_id = \"releng-hardware\"\nworker_type = \"gecko-t-osx-1015\"\n" } else { "" };
-    std::fs::write(&path, format!("[machines.mac1]\ngroup = \"mdc1\"\naddress = \"127.0.0.1\"\n{extra}")).unwrap();
-    path.display().to_string()
+    let mut mac1 = Machine::new("mac1").group("mdc1").address("127.0.0.1");
+    if pool {
+        mac1 = mac1.pool("releng-hardware", "gecko-t-osx-1015");
+    }
+    Inventory::new().machine(mac1).write(dir)
 }
 
 async fn app(q: &FakeQueue, dir: &std::path::Path, pool: bool) -> TestApp {

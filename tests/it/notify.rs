@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use axum::http::HeaderMap;
 use reqwest::Method;
+use roller_testkit::inventory::{Class, Inventory, Machine};
 use secrecy::SecretString;
 use serde_json::Value;
 
@@ -40,13 +41,10 @@ async fn receiver() -> (String, Arc<Mutex<Vec<(String, String)>>>) {
 }
 
 fn inventory(dir: &std::path::Path) -> String {
-    let path = dir.join("inventory.toml");
-    std::fs::write(
-        &path,
-        "[classes.none]\nreboot = []\n[machines.box]\ngroup = \"lab\"\nclass = \"none\"\naddress = \"127.0.0.1\"\n",
-    )
-    .unwrap();
-    path.display().to_string()
+    Inventory::new()
+        .class(Class::new("none").reboot(&[]))
+        .machine(Machine::new("box").group("lab").class("none").address("127.0.0.1"))
+        .write(dir)
 }
 
 async fn app_with(q: &FakeQueue, hook: &str, dir: &std::path::Path) -> TestApp {

@@ -7,6 +7,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use reqwest::Method;
+use roller_testkit::inventory::{Inventory, Machine};
 use serde_json::Value;
 
 use crate::helpers::*;
@@ -119,7 +120,7 @@ async fn sighup_reloads_the_inventory_and_a_bad_file_keeps_the_old_one() {
     let cfg = dir.path().join("roller.toml");
     std::fs::write(&cfg, base_config("")).unwrap();
     let inv = dir.path().join("inventory.toml");
-    std::fs::write(&inv, "[machines.early-host]\naddress = \"127.0.0.1\"\n").unwrap();
+    Inventory::new().machine(Machine::new("early-host").address("127.0.0.1")).write_to(&inv);
     let (c, d, i) = (cfg.display().to_string(), dir.path().display().to_string(), inv.display().to_string());
     let roller = start_roller(
         "serve",
@@ -143,11 +144,10 @@ async fn sighup_reloads_the_inventory_and_a_bad_file_keeps_the_old_one() {
     assert_eq!(job["state"], "failed");
     assert!(job["error"].as_str().unwrap().contains("not in the inventory"), "{job:#}");
 
-    std::fs::write(
-        &inv,
-        "[machines.early-host]\naddress = \"127.0.0.1\"\n[machines.late-host]\naddress = \"127.0.0.1\"\n",
-    )
-    .unwrap();
+    Inventory::new()
+        .machine(Machine::new("early-host").address("127.0.0.1"))
+        .machine(Machine::new("late-host").address("127.0.0.1"))
+        .write_to(&inv);
     roller.signal("HUP");
     let reloaded = wait_for(minute, || async {
         std::fs::read_to_string(&roller.log).unwrap_or_default().contains("inventory reloaded").then_some(())
@@ -159,7 +159,7 @@ async fn sighup_reloads_the_inventory_and_a_bad_file_keeps_the_old_one() {
     assert_eq!(job["result"]["answers"], true);
 
     // A file that does not validate is refused; the previous inventory stays in force.
-    std::fs::write(&inv, "[machines.late-host]\naddress = \"not a host\"\n").unwrap();
+    Inventory::new().machine(Machine::new("late-host").address("not a host")).write_to(&inv);
     roller.signal("HUP");
     let refused = wait_for(minute, || async {
         std::fs::read_to_string(&roller.log).unwrap_or_default().contains("inventory reload failed").then_some(())

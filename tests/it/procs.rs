@@ -1,13 +1,15 @@
-//! Real `roller` processes (`serve`, `api`, `worker`) and a real `redis-server`,
-//! each started on free loopback ports with its files in a temp dir, killed on drop.
+//! Real `roller` processes (`serve`, `api`, `worker`), each started on free loopback
+//! ports with its files in a temp dir, killed on drop. The `redis-server` they share is
+//! the testkit's harness (the one the queue's unit tests and the benchmarks use too).
 
 use std::io::{BufRead, BufReader};
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use reqwest::Method;
+pub use roller_testkit::free_port;
+pub use roller_testkit::redis::RedisServer;
 use serde_json::Value;
 
 use crate::helpers::*;
@@ -118,84 +120,4 @@ pub async fn wait_state(
     })
     .await
     .unwrap_or_else(|| panic!("job {task_id} never reached {want:?}"))
-}
-
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-/// A throwaway `redis-server` on a free loopback port, never the machine's 6379.
-pub struct RedisServer {
-    pub port: u16,
-    dir: tempfile::TempDir,
-    child: Option<Child>,
-    /// An append-only file fsynced on every write, so a crash loses nothing it acknowledged.
-    persistent: bool,
-}
-
-impl RedisServer {
-    pub fn start() -> RedisServer {
-        Self::start_with(false)
-    }
-
-    /// Like `start`, keeping everything in an AOF (`appendfsync always`) in its temp dir across restarts.
-    pub fn start_persistent() -> RedisServer {
-        Self::start_with(true)
-    }
-
-    fn start_with(persistent: bool) -> RedisServer {
-        let mut r = RedisServer { port: free_port(), dir: tempfile::tempdir().unwrap(), child: None, persistent };
-        r.restart();
-        r
-    }
-
-    pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/", self.port)
-    }
-
-    /// Kill it (like a crash).
-    pub fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-
-    /// Start it again on the same port.
-    pub fn restart(&mut self) {
-        self.kill();
-        let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", ""])
-            .args(if self.persistent {
-                ["--appendonly", "yes", "--appendfsync", "always"].as_slice()
-            } else {
-                ["--appendonly", "no"].as_slice()
-            })
-            .arg("--dir")
-            .arg(self.dir.path())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server runs (apt-get install redis-server)");
-        self.child = Some(child);
-        let port = self.port;
-        let up = (0..200).any(|_| {
-            let ok = Command::new("redis-cli")
-                .args(["-p", &port.to_string(), "ping"])
-                .output()
-                .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "PONG");
-            if !ok {
-                std::thread::sleep(Duration::from_millis(25));
-            }
-            ok
-        });
-        assert!(up, "redis-server did not answer on port {port}");
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        self.kill();
-    }
 }

@@ -7,6 +7,8 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use roller_testkit::inventory::{Class, Ilo, Inventory, Ipmi, Machine, Pdu, Redfish, Ssh};
+use roller_testkit::xen::FakeXen;
 use serde_json::Value;
 
 use crate::helpers::*;
@@ -16,7 +18,6 @@ use crate::peers::ipmi::{IpmiSim, free_udp_port};
 use crate::peers::redfish::SushyBmc;
 use crate::peers::snmp::SentryPdu;
 use crate::peers::ssh::SshHost;
-use crate::peers::xen::FakeXen;
 
 /// Quick proofs: the fake host reboots in seconds.
 const CONFIG: &str = "[reboot]\ndown_timeout_secs = 5\nup_timeout_secs = 15\nprobe_interval_ms = 200\n";
@@ -48,64 +49,42 @@ fn inventory(dir: &Path, host: &FakeHost, b: &Gear) -> String {
     let secret = |name: &str, value: &str| {
         let p = dir.join(name);
         std::fs::write(&p, format!("{value}\n")).unwrap();
-        p.display().to_string()
+        p
     };
-    let chain: Vec<String> = b.chain.iter().map(|s| format!("{s:?}")).collect();
-    let mut t = format!(
-        "[classes.lab]\nreboot = [{}]\nreachability = \"tcp:{}\"\nsnmp_reboot_delay_secs = 1\n\
-         [classes.lab.ipmi]\ncipher_suite = 3\n\n\
-         [machines.box]\ngroup = \"lab\"\nclass = \"lab\"\naddress = \"127.0.0.1\"\n",
-        chain.join(", "),
-        host.port()
-    );
+    let mut class = Class::new("lab")
+        .reboot(b.chain)
+        .reachability(&format!("tcp:{}", host.port()))
+        .snmp_reboot_delay_secs(1)
+        .ipmi_cipher_suite(3);
     if let Some(nb) = b.network_boot {
-        t = t.replacen("[classes.lab.ipmi]", &format!("network_boot = {nb:?}\n[classes.lab.ipmi]"), 1);
+        class = class.network_boot(nb);
     }
+    let mut m = Machine::new("box").group("lab").class("lab").address("127.0.0.1");
     if let Some(ssh) = b.ssh {
         let kh = secret("known_hosts", &ssh.known_hosts_line());
         let key = b.ssh_key.map(|k| k.to_path_buf()).unwrap_or_else(|| ssh.client_key());
-        t += &format!(
-            "[machines.box.ssh]\nuser = {:?}\nport = {}\nkey_file = {:?}\nknown_hosts = {kh:?}\n",
-            ssh.user(),
-            ssh.port(),
-            key.display().to_string()
-        );
+        m = m.ssh(Ssh::new(ssh.user(), key).port(ssh.port()).known_hosts(kh));
     }
     if let Some((port, password)) = b.ipmi {
         let pw = secret("ipmi-password", password);
-        t += &format!(
-            "[machines.box.ipmi]\naddress = \"127.0.0.1\"\nport = {port}\nuser = \"admin\"\npassword_file = {pw:?}\n"
-        );
+        m = m.ipmi(Ipmi::new("127.0.0.1", "admin").port(port).password_file(pw));
     }
     if let Some((pdu, community)) = b.pdu {
         let c = secret("pdu-community", community);
-        t += &format!(
-            "[machines.box.pdu]\nhost = \"127.0.0.1\"\nport = {}\noutlet = {OUTLET:?}\ncommunity_file = {c:?}\n",
-            pdu.port()
-        );
+        m = m.pdu(Pdu::new("127.0.0.1", OUTLET).port(pdu.port()).community_file(c));
     }
     if let Some(ilo) = b.ilo {
         let pw = secret("ilo-password", crate::peers::ilo::PASSWORD);
-        t += &format!(
-            "[machines.box.ilo]\naddress = \"127.0.0.1\"\nport = {}\nverify_tls = false\nuser = {:?}\npassword_file = {pw:?}\n",
-            ilo.port,
-            crate::peers::ilo::USER
-        );
+        m = m.ilo(Ilo::new("127.0.0.1", crate::peers::ilo::USER).port(ilo.port).verify_tls(false).password_file(pw));
     }
     if b.xen {
-        t += &format!("[machines.box.xen]\nvm_uuid = {:?}\n", crate::peers::xen::VM_UUID);
+        m = m.xen(roller_testkit::xen::VM_UUID);
     }
     if let Some(bmc) = b.redfish {
         let pw = secret("redfish-password", bmc.password());
-        t += &format!(
-            "[machines.box.redfish]\nurl = {:?}\nuser = {:?}\npassword_file = {pw:?}\n",
-            bmc.url(),
-            bmc.user()
-        );
+        m = m.redfish(Redfish::new(&bmc.url(), bmc.user()).password_file(pw));
     }
-    let path = dir.join("inventory.toml");
-    std::fs::write(&path, t).unwrap();
-    path.display().to_string()
+    Inventory::new().class(class).machine(m).write(dir)
 }
 
 /// Which peers the fake host's power follows. A peer left out is ignored: what
@@ -682,8 +661,8 @@ async fn xenapi_reboot_step_is_proven_by_the_vm_stopping_and_starting() {
     let env = [
         ("ROLLER_INVENTORY", inv.as_str()),
         ("XEN_URL", x.url.as_str()),
-        ("XEN_USERNAME", crate::peers::xen::USER),
-        ("XEN_PASSWORD", crate::peers::xen::PASSWORD),
+        ("XEN_USERNAME", roller_testkit::xen::USER),
+        ("XEN_PASSWORD", roller_testkit::xen::PASSWORD),
     ];
     let app = spawn_app_with(&config, &env).await;
     let job = reboot(&app).await;

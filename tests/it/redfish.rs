@@ -245,25 +245,50 @@ async fn a_silent_bmc_times_out_within_the_target_timeout() {
 
 #[tokio::test]
 async fn cancellation_stops_a_call_promptly() {
+    // A BMC that reads a whole request and never answers; it reports each request it got.
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
+    let (seen_tx, mut seen) = tokio::sync::mpsc::unbounded_channel::<String>();
     let hold = tokio::spawn(async move {
-        let mut held = Vec::new();
-        while let Ok((s, _)) = listener.accept().await {
-            held.push(s);
+        // Aborting `hold` drops the set, which closes every connection.
+        let mut held = tokio::task::JoinSet::new();
+        while let Ok((mut s, _)) = listener.accept().await {
+            let seen_tx = seen_tx.clone();
+            held.spawn(async move {
+                use tokio::io::AsyncReadExt;
+                let mut got = Vec::new();
+                let mut buf = [0u8; 4096];
+                while let Ok(n @ 1..) = s.read(&mut buf).await {
+                    got.extend_from_slice(&buf[..n]);
+                    if got.windows(4).any(|w| w == b"\r\n\r\n") {
+                        let _ = seen_tx.send(String::from_utf8_lossy(&got).lines().next().unwrap_or_default().into());
+                        got.clear();
+                    }
+                }
+                // Keep the connection open (silent) until the test ends.
+                std::future::pending::<()>().await
+            });
         }
     });
+    // Without cancellation this call would wait out the default 30 s timeout.
     let t = RedfishTarget::new(format!("http://{addr}"), "admin", SecretString::from("pw"));
     let cancel = CancellationToken::new();
-    let c = cancel.clone();
-    tokio::spawn(async move {
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        c.cancel();
+    let call = tokio::spawn({
+        let cancel = cancel.clone();
+        async move { reset(&t, ResetIntent::ForceOff, &cancel).await }
     });
-    let started = Instant::now();
-    let r = reset(&t, ResetIntent::ForceOff, &cancel).await;
+    // Cancel once the BMC has the first request: the call is then waiting on the BMC.
+    let first = tokio::time::timeout(Duration::from_secs(10), seen.recv())
+        .await
+        .expect("no request reached the BMC within 10 s")
+        .expect("the BMC is listening");
+    assert!(first.starts_with("GET /redfish/v1/"), "{first}");
+    assert!(!call.is_finished(), "the call ended before it was cancelled: {:?}", call.await);
+    let cancelled_at = Instant::now();
+    cancel.cancel();
+    let r = tokio::time::timeout(Duration::from_secs(10), call).await.expect("the call ignored cancellation").unwrap();
     assert!(matches!(r, Err(RedfishError::Cancelled)), "{r:?}");
-    assert!(started.elapsed() < Duration::from_secs(5), "took {:?}", started.elapsed());
+    assert!(cancelled_at.elapsed() < Duration::from_secs(5), "took {:?} after the cancel", cancelled_at.elapsed());
     hold.abort();
 }
 
@@ -544,25 +569,39 @@ async fn on_is_retried_on_409_and_other_intents_are_not() {
 async fn a_cancelled_or_dropped_call_still_deletes_its_session() {
     // The stand-in keeps answering 409, so `On` sits in its retry pauses.
     let (url, bmc) = session_bmc::start(1000).await;
+    // A Reset the stand-in has refused: the call holds a session and is retrying.
+    let resets_past = |n: usize| {
+        let bmc = bmc.clone();
+        move || {
+            let bmc = bmc.clone();
+            async move { (bmc.lock().unwrap().reset_bodies.len() > n).then_some(()) }
+        }
+    };
     let cancel = CancellationToken::new();
-    let c = cancel.clone();
-    tokio::spawn(async move {
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        c.cancel();
+    let call = tokio::spawn({
+        let (url, cancel) = (url.clone(), cancel.clone());
+        async move { reset(&session_target(&url), ResetIntent::On, &cancel).await }
     });
-    let started = Instant::now();
-    let r = reset(&session_target(&url), ResetIntent::On, &cancel).await;
+    let retrying = crate::helpers::wait_for(Duration::from_secs(10), resets_past(0)).await;
+    assert!(retrying.is_some(), "no Reset reached the BMC within 10 s");
+    assert_eq!(bmc.lock().unwrap().sessions.len(), 1, "the call holds its session");
+    assert!(!call.is_finished(), "the call ended before it was cancelled: {:?}", call.await);
+    let cancelled_at = Instant::now();
+    cancel.cancel();
+    let r = tokio::time::timeout(Duration::from_secs(10), call).await.expect("the call ignored cancellation").unwrap();
     assert!(matches!(r, Err(RedfishError::Cancelled)), "{r:?}");
-    assert!(started.elapsed() < Duration::from_secs(5), "took {:?}", started.elapsed());
+    assert!(cancelled_at.elapsed() < Duration::from_secs(5), "took {:?} after the cancel", cancelled_at.elapsed());
     assert!(bmc.lock().unwrap().sessions.is_empty(), "deleted before returning");
 
     // A caller's hard timeout drops the future instead: the session is deleted in a task.
-    let dropped = tokio::time::timeout(
-        Duration::from_millis(500),
-        reset(&session_target(&url), ResetIntent::On, &CancellationToken::new()),
-    )
-    .await;
-    assert!(dropped.is_err(), "the call was still retrying");
+    // Dropped once its first Reset was refused, so it is mid-retry with a live session.
+    let before = bmc.lock().unwrap().reset_bodies.len();
+    let (target, never) = (session_target(&url), CancellationToken::new());
+    let dropped = tokio::select! {
+        r = reset(&target, ResetIntent::On, &never) => Err(r),
+        Some(()) = crate::helpers::wait_for(Duration::from_secs(10), resets_past(before)) => Ok(()),
+    };
+    assert!(dropped.is_ok(), "the call was not dropped mid-retry: {dropped:?}");
     assert_eq!(bmc.lock().unwrap().created, 2);
     let gone = crate::helpers::wait_for(Duration::from_secs(10), || async {
         bmc.lock().unwrap().sessions.is_empty().then_some(())

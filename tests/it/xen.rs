@@ -1,19 +1,14 @@
 //! `xenapi_reboot` against the XenAPI stand-in: the whole conversation, the
 //! hard-shutdown fallback, refusals, and logout on every path.
 
+use roller_testkit::inventory::{Inventory, Machine};
+use roller_testkit::xen::{FakeXen, PASSWORD, USER, VM_UUID};
 use serde_json::Value;
 
 use crate::helpers::*;
-use crate::peers::xen::{FakeXen, PASSWORD, USER, VM_UUID};
 
 fn inventory(dir: &std::path::Path, uuid: &str) -> String {
-    let path = dir.join("inventory.toml");
-    std::fs::write(
-        &path,
-        format!("[machines.vm1]\ngroup = \"xen\"\naddress = \"127.0.0.1\"\n[machines.vm1.xen]\nvm_uuid = {uuid:?}\n"),
-    )
-    .unwrap();
-    path.display().to_string()
+    Inventory::new().machine(Machine::new("vm1").group("xen").address("127.0.0.1").xen(uuid)).write(dir)
 }
 
 async fn app(x: &FakeXen, password: &str, uuid: &str, dir: &std::path::Path) -> TestApp {

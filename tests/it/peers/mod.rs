@@ -2,6 +2,8 @@
 //! net-snmp `snmpd` with a Sentry3 outlet table, OpenSSH `sshd` with a
 //! ForceCommand, sushy-tools' Redfish emulator, `dnsmasq` as a DNS server.
 //! Each is killed on drop; a missing binary fails the test with an install hint.
+//! The XenAPI stand-in lives in the testkit crate (`roller_testkit::xen`), shared with
+//! the benchmarks.
 
 pub mod bugzilla;
 pub mod dns;
@@ -12,4 +14,3 @@ pub mod redfish;
 pub mod snmp;
 pub mod ssh;
 pub mod tcqueue;
-pub mod xen;

@@ -1,0 +1,23 @@
+//! What roller's tests (unit and integration) and its benchmarks share, so each exists
+//! once: a throwaway `redis-server` (standalone or a cluster), a XenAPI stand-in, a typed
+//! builder for inventory files, and a watcher for ICMP echoes on loopback.
+//!
+//! It never depends on `roller`: roller's unit tests (`src/queue/redis.rs`,
+//! `src/drivers/ping.rs`) use it as a dev-dependency, which a dependency on roller would
+//! turn into a cycle. The harnesses are synchronous where they manage processes, so the
+//! benchmark binary and blocking test code can use them alike.
+
+pub mod icmp;
+pub mod inventory;
+pub mod redis;
+pub mod xen;
+
+use std::net::TcpListener;
+
+/// A loopback TCP port that was free a moment ago. The kernel picks it from the
+/// ephemeral range, so it is never a well-known port such as Redis's 6379; whoever binds
+/// it next may still lose a race with another test, so a harness that starts a server on
+/// it checks that the server came up.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free loopback port")
+}
