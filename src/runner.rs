@@ -16,6 +16,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use tokio::sync::{Notify, Semaphore, mpsc, oneshot};
@@ -24,11 +25,12 @@ use tokio_util::task::TaskTracker;
 
 use tracing::Instrument;
 
-use crate::actions::{self, ActionContext, ActionError, ActionSettings, LogSink, Report, Target};
+use crate::actions::restore::RESTORE_WITHIN;
+use crate::actions::{self, ActionContext, ActionError, ActionSettings, LogSink, Report, Restore, Target};
 use crate::config::RunnerSettings;
 use crate::domain::JobId;
 use crate::notify::Notifier;
-use crate::queue::{Finished, Job, Outcome, Queue, QueueError};
+use crate::queue::{Finished, Job, Mark, Outcome, Queue, QueueError};
 
 /// Outcome recording stops retrying this long before the lease ends.
 const RECORD_MARGIN: Duration = Duration::from_secs(5);
@@ -112,6 +114,7 @@ impl Runner {
         // may have handed their jobs out, so they are reclaimed before anything else.
         let mut unanswered: Vec<String> = Vec::new();
         tracing::info!(consumer = %this.consumer, concurrency = this.settings.concurrency, "runner started");
+        this.reclaim_orphans().await;
         let recorder = finish_queue.map(|rx| tokio::spawn(record_in_batches(this.queue.clone(), rx)));
         let stop_watching = CancellationToken::new();
         let watcher = tokio::spawn({
@@ -237,6 +240,35 @@ impl Runner {
         tracing::info!("runner stopped");
     }
 
+    /// Jobs held by a roller process on this host that no longer exists (a crash, a
+    /// SIGKILL, a reboot of the host): their leases end now, so the next reserve takes
+    /// them over in seconds rather than after the whole lease. Holders on other hosts
+    /// are left to their leases: their processes cannot be seen from here. Runners
+    /// sharing a queue must have distinct host names (containers and pods do).
+    async fn reclaim_orphans(&self) {
+        let held = match self.queue.running().await {
+            Ok(h) => h,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot look for jobs of dead runners on this host; their leases will decide");
+                return;
+            }
+        };
+        let (host, me) = (hostname(), std::process::id());
+        for h in held {
+            let Some((their_host, pid)) = holder_process(&h.holder) else { continue };
+            if their_host != host || pid == me || roller_alive(pid) {
+                continue;
+            }
+            match self.queue.expire(h.id, &h.holder).await {
+                Ok(()) => {
+                    tracing::info!(job = %h.id, holder = %h.holder, "runner process is gone; its job is taken over now")
+                }
+                Err(QueueError::LostLease(_)) => {}
+                Err(e) => tracing::warn!(job = %h.id, error = %e, "cannot end a dead runner's lease; it will expire"),
+            }
+        }
+    }
+
     /// Ask again for the jobs of reservations whose answer was lost. At the first
     /// unavailable answer the rest go back on `unanswered` untried (each try could
     /// wait out the backend's timeout); the error is returned only when nothing was
@@ -314,9 +346,11 @@ impl Runner {
         running.increment(1.0);
         let started = std::time::Instant::now();
 
-        let (log, writer) = QueueLog::start(self.queue.clone(), id);
+        let (log, writer) = QueueLog::start(self.queue.clone(), id, holder.clone());
         let soft = CancellationToken::new();
+        let journal = Arc::new(QueueJournal { queue: self.queue.clone(), id, holder: holder.clone() });
         let cx = ActionContext::new(self.actions.clone(), soft.clone(), log.clone())
+            .with_journal(journal)
             .with_soft_deadline(std::time::Instant::now() + self.settings.soft_time_limit)
             .with_job(id.to_string(), job.requester.to_string())
             .with_worker_pool(
@@ -324,16 +358,68 @@ impl Runner {
                 job.worker_type.as_ref().map(|w| w.to_string()),
             );
         let target = Target { worker_id: job.worker_id.clone(), worker_group: job.worker_group.clone() };
-        let limits = Limits { soft: self.settings.soft_time_limit, hard: self.settings.hard_time_limit };
-        // The job's span goes into the action, so every driver line names the job.
-        let action = actions::execute(job.task, &target, &cx).instrument(span.clone());
-        let ended = run_with_limits(action, limits, &soft, &hand_back).await;
-
+        // The action must stop before this: past it, another runner may hold the job.
+        let lease_guard = reserved_at + self.settings.lease().saturating_sub(RECORD_MARGIN);
+        let limits = Limits {
+            soft: self.settings.soft_time_limit,
+            hard: self.settings.hard_time_limit,
+            lease_guard: Some(lease_guard),
+        };
+        let subject = actions::Subject::new(target, self.actions.inventory.current());
+        let outcome = if let Some(record) = &job.restore {
+            // A runner was lost while power was cut: this attempt repairs, the task is not run again.
+            let (o, repaired) = self.recover(&job, record, &subject, &cx, lease_guard).instrument(span.clone()).await;
+            if !repaired {
+                running.decrement(1.0);
+                drop((cx, log));
+                let _ = tokio::time::timeout(LOG_DRAIN, writer).await;
+                // Not repaired: back to the queue for another try (or failed, once its
+                // recovery attempts are spent), the restore still armed.
+                self.record(&job, &holder, None, reserved_at, started, &span).await;
+                return;
+            }
+            Some(o)
+        } else {
+            // The job's span goes into the action, so every driver line names the job.
+            // Called inside the span (at the first poll), so the action's own span is its child.
+            let action = async { actions::dispatch(job.task, &subject, &cx).await }.instrument(span.clone());
+            let ended = run_with_limits(action, limits, &soft, &hand_back).await;
+            if let Ended::Finished(Err(e)) | Ended::AfterSoftLimit(Err(e)) = &ended {
+                metrics::counter!("roller_job_errors_total", "task" => job.task.name(), "kind" => e.kind())
+                    .increment(1);
+            }
+            if let Ended::LeaseLost = ended {
+                running.decrement(1.0);
+                // Not a word to the job or the hardware: another runner may hold both now.
+                tracing::error!(parent: &span, "the lease ran out under the job (was this process paused?); \
+                     it stopped before its next step and leaves the job to its next holder");
+                metrics::counter!("roller_leases_lost_total").increment(1);
+                drop(writer);
+                return;
+            }
+            let handed_back = matches!(ended, Ended::HandedBack);
+            let outcome = outcome(ended, limits);
+            match (cx.pending_restore(), outcome) {
+                (None, outcome) => outcome,
+                (Some(r), outcome) => {
+                    match self.repair(&r, &subject, &cx, lease_guard).instrument(span.clone()).await {
+                        Ok(what) => {
+                            log.line(format!("power restored: {what}"));
+                            Some(with_repair(outcome, &r, &what, handed_back))
+                        }
+                        Err(e) => {
+                            log.line(format!(
+                                "{}: the repair failed ({e}); the job goes back to the queue to repair it",
+                                r.left()
+                            ));
+                            // Released, restore armed: the next reserve repairs (bounded attempts).
+                            None
+                        }
+                    }
+                }
+            }
+        };
         running.decrement(1.0);
-        if let Ended::Finished(Err(e)) | Ended::AfterSoftLimit(Err(e)) = &ended {
-            metrics::counter!("roller_job_errors_total", "task" => job.task.name(), "kind" => e.kind()).increment(1);
-        }
-        let outcome = outcome(ended, limits);
         match &outcome {
             Some(Outcome::TimedOut(why)) => log.line(why.clone()),
             None => log.line("runner shutting down; job handed back to the queue".into()),
@@ -344,52 +430,153 @@ impl Runner {
         // Log lines are written before the outcome, so a finished job's log is complete;
         // but a hung backend must not hold the outcome back for long.
         let _ = tokio::time::timeout(LOG_DRAIN, writer).await;
+        self.record(&job, &holder, outcome, reserved_at, started, &span).await;
+    }
 
-        // A busy or briefly unavailable backend must not lose an outcome: retry
-        // while this runner still holds the lease (less a margin for the call
-        // itself); after that the lease expiry decides the job's fate.
+    /// Record `outcome` (`None`: hand the job back), retrying while this runner still
+    /// holds the lease (less a margin for the call itself): a busy or briefly
+    /// unavailable backend must not lose an outcome; after that the lease expiry
+    /// decides the job's fate.
+    async fn record(
+        &self,
+        job: &Job,
+        holder: &str,
+        outcome: Option<Outcome>,
+        reserved_at: tokio::time::Instant,
+        started: std::time::Instant,
+        span: &tracing::Span,
+    ) {
+        let id = job.id;
         let deadline = reserved_at + self.settings.lease().saturating_sub(RECORD_MARGIN);
         let mut delay = Duration::from_millis(250);
         // Whether an earlier try may have been recorded although its answer was lost.
         let mut uncertain = false;
         for attempt in 1.. {
             let result = match &outcome {
-                Some(o) => self.finish(id, &holder, o.clone()).await,
-                None => self.queue.release(id, &holder).await,
+                Some(o) => self.finish(id, holder, o.clone()).await,
+                None => self.queue.release(id, holder).await,
             };
             match result {
                 Ok(()) => {
                     let state = outcome.as_ref().map(|o| o.state().as_str()).unwrap_or("queued");
-                    tracing::info!(parent: &span, state, "job finished");
+                    tracing::info!(parent: span, state, "job finished");
                     if let Some(o) = &outcome {
-                        self.count_and_notify(&job, o, started);
+                        self.count_and_notify(job, o, started);
                     }
                     return;
                 }
-                Err(QueueError::LostLease(_)) if uncertain && self.recorded(id, &holder, outcome.as_ref()).await => {
+                Err(QueueError::LostLease(_)) if uncertain && self.recorded(id, holder, outcome.as_ref()).await => {
                     // The earlier try went through; only its answer was lost.
-                    tracing::info!(parent: &span, "job outcome was recorded by an earlier try");
+                    tracing::info!(parent: span, "job outcome was recorded by an earlier try");
                     if let Some(o) = &outcome {
-                        self.count_and_notify(&job, o, started);
+                        self.count_and_notify(job, o, started);
                     }
                     return;
                 }
                 Err(e @ QueueError::LostLease(_)) => {
-                    tracing::error!(parent: &span, error = %e, "job outcome discarded: another runner holds the job");
+                    tracing::error!(parent: span, error = %e, "job outcome discarded: another runner holds the job");
                     return;
                 }
                 Err(e) if tokio::time::Instant::now() + delay < deadline => {
                     uncertain |= matches!(e, QueueError::Unavailable(_));
-                    tracing::warn!(parent: &span, error = %e, attempt, "cannot record job outcome yet; retrying");
+                    tracing::warn!(parent: span, error = %e, attempt, "cannot record job outcome yet; retrying");
                     tokio::time::sleep(delay).await;
                     delay = (delay * 2).min(Duration::from_secs(5));
                 }
                 Err(e) => {
-                    tracing::error!(parent: &span, error = %e, "cannot record job outcome; the lease will decide");
+                    tracing::error!(parent: span, error = %e, "cannot record job outcome; the lease will decide");
                     return;
                 }
             }
         }
+    }
+
+    /// Carry out an armed restore, bounded by [`RESTORE_WITHIN`] and by the lease
+    /// (past the lease guard the next holder repairs; nothing is touched here).
+    /// On success the restore is disarmed in the job record.
+    async fn repair(
+        &self,
+        r: &Restore,
+        subject: &actions::Subject,
+        cx: &ActionContext,
+        lease_guard: tokio::time::Instant,
+    ) -> Result<String, String> {
+        let left = lease_guard.saturating_duration_since(tokio::time::Instant::now());
+        if left.is_zero() {
+            return Err("this runner's lease ran out; the job's next holder repairs it".into());
+        }
+        cx.log(format!("the action stopped with power cut: {}", r.describe()));
+        actions::restore::repair(r, subject, cx, RESTORE_WITHIN.min(left), CancellationToken::new()).await
+    }
+
+    /// A job whose runner was lost while power was cut: carry out the restore it
+    /// armed, instead of the task. Returns the outcome to record and whether the
+    /// repair worked (if not, the caller hands the job back for another try).
+    async fn recover(
+        &self,
+        job: &Job,
+        record: &str,
+        subject: &actions::Subject,
+        cx: &ActionContext,
+        lease_guard: tokio::time::Instant,
+    ) -> (Outcome, bool) {
+        let lost = format!("runner lost the job (its lease expired) during {}", job.task);
+        let r = match Restore::from_record(record) {
+            Ok(r) => r,
+            Err(e) => {
+                let why = format!("{lost}; its repair cannot be read ({e}): check the machine's power by hand");
+                cx.log(why.clone());
+                return (Outcome::Failed(why), true);
+            }
+        };
+        cx.log(format!("{lost} with power cut: this attempt repairs ({}); the task is not run again", r.describe()));
+        metrics::counter!("roller_power_repairs_total", "kind" => "takeover").increment(1);
+        match self.repair(&r, subject, cx, lease_guard).await {
+            Ok(what) => {
+                cx.log(format!("power restored: {what}"));
+                (Outcome::Failed(format!("{lost}; power restored: {what}")), true)
+            }
+            Err(e) => {
+                cx.log(format!("{}: the repair failed ({e}); the job goes back to the queue to repair it", r.left()));
+                (Outcome::Failed(String::new()), false)
+            }
+        }
+    }
+}
+
+/// The outcome of an action that stopped with power cut and was repaired: what it
+/// was, and that power was restored. An action taken away by shutdown ends as
+/// cancelled rather than going back to the queue: its task is not run again.
+pub fn with_repair(outcome: Option<Outcome>, r: &Restore, what: &str, handed_back: bool) -> Outcome {
+    metrics::counter!("roller_power_repairs_total", "kind" => "in_place").increment(1);
+    let note = format!("power restored: {what}");
+    match outcome {
+        Some(Outcome::Succeeded(v)) => Outcome::Succeeded(v),
+        Some(Outcome::Failed(e)) => Outcome::Failed(format!("{e}; {note}")),
+        Some(Outcome::TimedOut(e)) => Outcome::TimedOut(format!("{e}; {note}")),
+        Some(Outcome::Cancelled(e)) => Outcome::Cancelled(format!("{e}; {note}")),
+        None if handed_back => Outcome::Cancelled(format!("runner shutting down during {}; {note}", r.step())),
+        None => Outcome::Failed(format!("stopped during {}; {note}", r.step())),
+    }
+}
+
+/// A job's journal: marks go into its record, fenced by its holder.
+struct QueueJournal {
+    queue: Arc<dyn Queue>,
+    id: JobId,
+    holder: String,
+}
+
+#[async_trait::async_trait]
+impl actions::Journal for QueueJournal {
+    async fn touched(&self) -> Result<(), String> {
+        self.queue.mark(self.id, &self.holder, Mark::Touched).await.map_err(|e| e.to_string())
+    }
+    async fn armed(&self, restore: &Restore) -> Result<(), String> {
+        self.queue.mark(self.id, &self.holder, Mark::Armed(restore.to_record())).await.map_err(|e| e.to_string())
+    }
+    async fn disarmed(&self) -> Result<(), String> {
+        self.queue.mark(self.id, &self.holder, Mark::Disarmed).await.map_err(|e| e.to_string())
     }
 }
 
@@ -417,17 +604,48 @@ async fn record_in_batches(queue: Arc<dyn Queue>, mut rx: mpsc::Receiver<FinishR
 
 /// host:pid:random, unique per runner process.
 fn consumer_id() -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_string())
-        .unwrap_or_else(|_| "localhost".into());
     let rand: u32 = rand::random();
-    format!("{host}:{}:{rand:08x}", std::process::id())
+    format!("{}:{}:{rand:08x}", hostname(), std::process::id())
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "localhost".into())
+}
+
+/// The host and pid of a holder id (`host:pid:random#n`).
+fn holder_process(holder: &str) -> Option<(&str, u32)> {
+    let mut parts = holder.rsplitn(3, ':');
+    let _random = parts.next()?;
+    let pid = parts.next()?.parse().ok()?;
+    Some((parts.next()?, pid))
+}
+
+/// Whether `pid` is a live roller process on this host: it exists and runs the same
+/// program as this one (a recycled pid running something else does not count).
+fn roller_alive(pid: u32) -> bool {
+    let comm = |p: &str| std::fs::read_to_string(format!("/proc/{p}/comm")).ok();
+    match (comm(&pid.to_string()), comm("self")) {
+        (Some(theirs), Some(ours)) => theirs == ours,
+        _ => false,
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
     pub soft: Duration,
     pub hard: Duration,
+    /// When this runner's lease on the job runs out (less a margin): past it, the
+    /// action must not take another step, whatever else is due.
+    pub lease_guard: Option<tokio::time::Instant>,
+}
+
+impl Limits {
+    /// The time limits alone (`roller run`: no queue, no lease).
+    pub fn new(soft: Duration, hard: Duration) -> Self {
+        Self { soft, hard, lease_guard: None }
+    }
 }
 
 /// How an action's run ended.
@@ -440,11 +658,15 @@ pub enum Ended<T> {
     HardLimit,
     /// Shutdown took it away before it finished.
     HandedBack,
+    /// The runner's lease ran out under it (the process was paused or stalled past
+    /// it): dropped before its next step, since another runner may hold the job now.
+    LeaseLost,
 }
 
 /// How an action's run becomes a job outcome: the one mapping, for the runner and
 /// `roller run`. `None` when shutdown (or Ctrl-C) took the action away before it
-/// finished: the runner hands the job back, `roller run` reports it interrupted.
+/// finished, or the lease was lost: the runner hands the job back (or leaves it to
+/// its new holder), `roller run` reports it interrupted.
 pub fn outcome(ended: Ended<Result<Report, ActionError>>, limits: Limits) -> Option<Outcome> {
     Some(match ended {
         Ended::Finished(Ok(r)) | Ended::AfterSoftLimit(Ok(r)) => Outcome::Succeeded(r.to_json()),
@@ -455,31 +677,58 @@ pub fn outcome(ended: Ended<Result<Report, ActionError>>, limits: Limits) -> Opt
         Ended::HardLimit => {
             Outcome::TimedOut(format!("hard time limit of {}s reached; the action was aborted", limits.hard.as_secs()))
         }
-        Ended::HandedBack => return None,
+        Ended::HandedBack | Ended::LeaseLost => return None,
     })
 }
 
-/// Drive `fut` under the soft and hard limits. At the soft limit `soft` is
-/// cancelled (the action's cooperative stop); at the hard limit, or when
-/// `hand_back` fires, the future is dropped.
+/// Drive `fut` under the soft and hard limits and the lease. At the soft limit
+/// `soft` is cancelled (the action's cooperative stop); at the hard limit, when
+/// `hand_back` fires, or once the lease guard has passed, the future is dropped.
+///
+/// The clock is read on every wake-up, before the action is polled: after a pause
+/// (SIGSTOP, a stalled VM) every timer is due at once, and which task would run
+/// first is up to the scheduler; this way a lost lease always wins, and the action
+/// never takes one more step (one more ICMP echo, one more command) after it.
 pub async fn run_with_limits<F: Future>(
     fut: F,
     limits: Limits,
     soft: &CancellationToken,
     hand_back: &CancellationToken,
 ) -> Ended<F::Output> {
-    tokio::pin!(fut);
-    let hard_deadline = tokio::time::Instant::now() + limits.hard;
-    tokio::select! {
-        out = &mut fut => return Ended::Finished(out),
-        _ = tokio::time::sleep(limits.soft) => soft.cancel(),
-        _ = hand_back.cancelled() => return Ended::HandedBack,
-    }
-    tokio::select! {
-        out = &mut fut => Ended::AfterSoftLimit(out),
-        _ = tokio::time::sleep_until(hard_deadline) => Ended::HardLimit,
-        _ = hand_back.cancelled() => Ended::HandedBack,
-    }
+    let start = tokio::time::Instant::now();
+    let (soft_at, hard_at) = (start + limits.soft, start + limits.hard);
+    let mut fut = std::pin::pin!(fut);
+    let mut soft_timer = std::pin::pin!(tokio::time::sleep_until(soft_at));
+    let mut hard_timer = std::pin::pin!(tokio::time::sleep_until(hard_at));
+    let mut lease_timer = std::pin::pin!(tokio::time::sleep_until(limits.lease_guard.unwrap_or(hard_at)));
+    let mut handed_back = std::pin::pin!(hand_back.cancelled());
+    let mut soft_fired = false;
+    std::future::poll_fn(|cx| {
+        let now = tokio::time::Instant::now();
+        if limits.lease_guard.is_some_and(|g| now >= g) {
+            return Poll::Ready(Ended::LeaseLost);
+        }
+        if hand_back.is_cancelled() {
+            return Poll::Ready(Ended::HandedBack);
+        }
+        if now >= hard_at {
+            return Poll::Ready(Ended::HardLimit);
+        }
+        if !soft_fired && now >= soft_at {
+            soft.cancel();
+            soft_fired = true;
+        }
+        if let Poll::Ready(out) = fut.as_mut().poll(cx) {
+            return Poll::Ready(if soft_fired { Ended::AfterSoftLimit(out) } else { Ended::Finished(out) });
+        }
+        // Wake-ups for each limit; their readiness is read from the clock above.
+        let _ = soft_timer.as_mut().poll(cx);
+        let _ = hard_timer.as_mut().poll(cx);
+        let _ = lease_timer.as_mut().poll(cx);
+        let _ = handed_back.as_mut().poll(cx);
+        Poll::Pending
+    })
+    .await
 }
 
 /// Writes an action's log lines to the job record, in order, off the action's path.
@@ -490,7 +739,7 @@ struct QueueLog {
 }
 
 impl QueueLog {
-    fn start(queue: Arc<dyn Queue>, id: JobId) -> (Arc<QueueLog>, tokio::task::JoinHandle<()>) {
+    fn start(queue: Arc<dyn Queue>, id: JobId, holder: String) -> (Arc<QueueLog>, tokio::task::JoinHandle<()>) {
         let (tx, mut rx) = mpsc::channel::<String>(LOG_BUFFER);
         let dropped = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let d = dropped.clone();
@@ -503,7 +752,7 @@ impl QueueLog {
                     d.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     continue;
                 }
-                if let Err(e) = queue.append_log(id, &line).await {
+                if let Err(e) = queue.append_log(id, &holder, &line).await {
                     tracing::warn!(task_id = %id, error = %e, "cannot append to job log; dropping its further lines");
                     d.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     broken = true;
@@ -511,7 +760,9 @@ impl QueueLog {
             }
             let n = d.load(std::sync::atomic::Ordering::Relaxed);
             if n > 0 {
-                let _ = queue.append_log(id, &format!("({n} log lines dropped: the log writer fell behind)")).await;
+                let _ = queue
+                    .append_log(id, &holder, &format!("({n} log lines dropped: the log writer fell behind)"))
+                    .await;
             }
         });
         (Arc::new(QueueLog { tx, dropped }), writer)
@@ -531,7 +782,7 @@ mod tests {
     use super::*;
 
     fn limits(soft: u64, hard: u64) -> Limits {
-        Limits { soft: Duration::from_secs(soft), hard: Duration::from_secs(hard) }
+        Limits::new(Duration::from_secs(soft), Duration::from_secs(hard))
     }
 
     #[tokio::test(start_paused = true)]
@@ -614,8 +865,27 @@ mod tests {
             }
             self.inner.reclaim(consumer, lease).await
         }
-        async fn append_log(&self, id: JobId, line: &str) -> Result<(), QueueError> {
-            self.inner.append_log(id, line).await
+        async fn append_log(&self, id: JobId, holder: &str, line: &str) -> Result<(), QueueError> {
+            self.inner.append_log(id, holder, line).await
+        }
+        async fn mark(&self, id: JobId, holder: &str, mark: Mark) -> Result<(), QueueError> {
+            self.inner.mark(id, holder, mark).await
+        }
+        async fn running(&self) -> Result<Vec<crate::queue::Held>, QueueError> {
+            self.inner.running().await
+        }
+        async fn expire(&self, id: JobId, holder: &str) -> Result<(), QueueError> {
+            self.inner.expire(id, holder).await
+        }
+        async fn reset_breaker(&self, w: &WorkerId, r: crate::queue::BreakerReset) -> Result<(), QueueError> {
+            self.inner.reset_breaker(w, r).await
+        }
+        async fn breaker_resets(
+            &self,
+            w: &WorkerId,
+            limit: usize,
+        ) -> Result<Vec<crate::queue::BreakerReset>, QueueError> {
+            self.inner.breaker_resets(w, limit).await
         }
         async fn finish(&self, id: JobId, consumer: &str, outcome: Outcome) -> Result<(), QueueError> {
             self.inner.finish(id, consumer, outcome).await

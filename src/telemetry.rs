@@ -6,11 +6,18 @@ use std::io::IsTerminal;
 use tracing_subscriber::EnvFilter;
 
 pub fn init() {
+    init_with("info")
+}
+
+/// Logs for a command that prints its own progress (`roller run`): warnings and
+/// errors by default (an outlet left off, a failed repair), more with `ROLLER_LOG` /
+/// `RUST_LOG`.
+pub fn init_with(default: &str) {
     let filter = std::env::var("ROLLER_LOG")
         .or_else(|_| std::env::var("RUST_LOG"))
         .ok()
         .and_then(|f| EnvFilter::try_new(f).ok())
-        .unwrap_or_else(|| EnvFilter::new("info"));
+        .unwrap_or_else(|| EnvFilter::new(default));
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     // try_init: a second call (tests) keeps the first subscriber.
     if std::io::stderr().is_terminal() {

@@ -9,8 +9,9 @@
 use std::time::{Duration, Instant};
 
 use super::report::{Device, Power, PowerReport, Report};
-use super::{ActionContext, ActionError, Subject};
+use super::{ActionContext, ActionError, Restore, Subject};
 use crate::drivers::ilo::{self as driver, HostPower, IloError, IloTarget};
+use crate::inventory::Machine;
 
 /// How long the server stays off when the reset is refused and power is cycled instead.
 const OFF_TIME: Duration = Duration::from_secs(5);
@@ -20,19 +21,7 @@ const CONFIRM_EVERY: Duration = Duration::from_secs(1);
 
 pub async fn run(on: &Subject, cx: &ActionContext) -> Result<Report, ActionError> {
     let m = on.machine()?;
-    let access = m.ilo.as_ref().ok_or_else(|| ActionError::Config(format!("{}: no [ilo] in the inventory", m.id)))?;
-    let password = access
-        .password
-        .resolve()
-        .map_err(|e| ActionError::Config(format!("{}: ilo password ({}): {e}", m.id, access.password.describe())))?;
-    let t = IloTarget {
-        host: access.address.clone(),
-        port: access.port,
-        user: access.user.clone(),
-        password,
-        verify_tls: access.verify_tls,
-        timeout: Duration::from_secs(30),
-    };
+    let t = ilo_target(m)?;
     let fail = |e: IloError| ActionError::driver("ilo_reboot", e);
     let report = |sent: &str, before: Power| PowerReport {
         sent: Some(sent.into()),
@@ -43,10 +32,12 @@ pub async fn run(on: &Subject, cx: &ActionContext) -> Result<Report, ActionError
     cx.log(format!("iLO {} reports host power {}", t.host, name(before)));
     if before == HostPower::Off {
         cx.log("the server is off: powering it on instead of a reset");
+        cx.touch().await?;
         driver::set_host_power(&t, true, &cx.cancel).await.map_err(fail)?;
         confirm(cx, &t, HostPower::On).await?;
         return Ok(PowerReport { power: Some(Power::On), ..report("power on", Power::Off) }.into());
     }
+    cx.touch().await?;
     match driver::reset_server(&t, &cx.cancel).await {
         Ok(()) => {
             cx.log(format!("iLO {} accepted RESET_SERVER", t.host));
@@ -55,6 +46,8 @@ pub async fn run(on: &Subject, cx: &ActionContext) -> Result<Report, ActionError
         Err(IloError::Cancelled) => Err(ActionError::Cancelled),
         Err(e @ IloError::Refused { .. }) if !is_login_failure(&e) => {
             cx.log(format!("RESET_SERVER refused ({e}); powering off and on instead"));
+            // Recorded before the off: whatever stops this job now, the host is switched back on.
+            cx.arm(Restore::IloPowerOn { step: "ilo_reboot".into(), ilo: t.host.clone() }).await?;
             driver::set_host_power(&t, false, &cx.cancel).await.map_err(fail)?;
             confirm(cx, &t, HostPower::Off).await?;
             tokio::select! {
@@ -63,6 +56,7 @@ pub async fn run(on: &Subject, cx: &ActionContext) -> Result<Report, ActionError
             }
             driver::set_host_power(&t, true, &cx.cancel).await.map_err(fail)?;
             confirm(cx, &t, HostPower::On).await?;
+            cx.disarm().await;
             Ok(PowerReport {
                 reset_failure: Some(e.to_string()),
                 power: Some(Power::On),
@@ -79,7 +73,24 @@ fn is_login_failure(e: &IloError) -> bool {
     matches!(e, IloError::Refused { status, .. } if status.eq_ignore_ascii_case("0x005F"))
 }
 
-async fn confirm(cx: &ActionContext, t: &IloTarget, want: HostPower) -> Result<(), ActionError> {
+/// The driver's view of the machine's iLO (password resolved now).
+pub(crate) fn ilo_target(m: &Machine) -> Result<IloTarget, ActionError> {
+    let access = m.ilo.as_ref().ok_or_else(|| ActionError::Config(format!("{}: no [ilo] in the inventory", m.id)))?;
+    let password = access
+        .password
+        .resolve()
+        .map_err(|e| ActionError::Config(format!("{}: ilo password ({}): {e}", m.id, access.password.describe())))?;
+    Ok(IloTarget {
+        host: access.address.clone(),
+        port: access.port,
+        user: access.user.clone(),
+        password,
+        verify_tls: access.verify_tls,
+        timeout: Duration::from_secs(30),
+    })
+}
+
+pub(crate) async fn confirm(cx: &ActionContext, t: &IloTarget, want: HostPower) -> Result<(), ActionError> {
     let start = Instant::now();
     loop {
         let now = driver::host_power(t, &cx.cancel).await.map_err(|e| ActionError::driver("ilo_reboot", e))?;

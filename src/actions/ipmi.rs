@@ -59,6 +59,7 @@ pub async fn run(task: Task, on: &Subject, cx: &ActionContext) -> Result<Report,
             }
             let action = if task == Task::IpmiCycle { PowerAction::Cycle } else { PowerAction::Reset };
             cx.log(format!("sending chassis power {} to {}", action_name(action), bmc.host));
+            cx.touch().await?;
             driver::power(&bmc, action, &cx.cancel).await.map_err(fail)?;
             // A cycle passes through off; both end on, which is what we can confirm.
             let after = confirm(cx, &bmc, step, PowerState::On).await?;
@@ -77,6 +78,7 @@ async fn change(
     want: PowerState,
 ) -> Result<PowerState, ActionError> {
     cx.log(format!("sending chassis power {} to {}", action_name(action), bmc.host));
+    cx.touch().await?;
     driver::power(bmc, action, &cx.cancel).await.map_err(|e| map_error(step, e))?;
     confirm(cx, bmc, step, want).await
 }

@@ -15,6 +15,7 @@ pub mod reboot;
 pub mod redfish;
 pub mod reimage;
 pub mod report;
+pub mod restore;
 pub mod settings;
 pub mod snmp;
 pub mod ssh;
@@ -36,6 +37,7 @@ pub use crate::task::Task;
 
 pub use bugzilla::{BugFields, BugTemplate};
 pub use report::Report;
+pub use restore::Restore;
 pub use settings::{ActionSettings, BugzillaSettings, RebootSettings, TaskclusterSettings, XenSettings};
 
 /// The machine an action works on.
@@ -51,6 +53,36 @@ pub trait LogSink: Send + Sync {
     fn line(&self, line: String);
 }
 
+/// Where an action records what it is about to do to the hardware, before it does
+/// it: the runner writes it into the job record (so a runner that dies leaves a
+/// trace the next one acts on); `roller run` keeps it in memory. An error means it
+/// could not be recorded, and the action does not go ahead.
+#[async_trait::async_trait]
+pub trait Journal: Send + Sync {
+    /// A command that changes power is about to reach a device.
+    async fn touched(&self) -> Result<(), String>;
+    /// Power is about to be cut; `restore` undoes it.
+    async fn armed(&self, restore: &Restore) -> Result<(), String>;
+    /// Power is back: nothing to undo.
+    async fn disarmed(&self) -> Result<(), String>;
+}
+
+/// A journal that keeps nothing beyond the context itself (`roller run`, tests).
+pub struct InMemory;
+
+#[async_trait::async_trait]
+impl Journal for InMemory {
+    async fn touched(&self) -> Result<(), String> {
+        Ok(())
+    }
+    async fn armed(&self, _: &Restore) -> Result<(), String> {
+        Ok(())
+    }
+    async fn disarmed(&self) -> Result<(), String> {
+        Ok(())
+    }
+}
+
 /// What an action gets besides its target.
 #[derive(Clone)]
 pub struct ActionContext {
@@ -64,6 +96,10 @@ pub struct ActionContext {
     /// The job being run, for actions that tell people about it (bugs, notifications).
     pub job: Option<JobRef>,
     log: Arc<dyn LogSink>,
+    journal: Arc<dyn Journal>,
+    /// The restore armed and not yet undone; shared with whoever runs the action,
+    /// so it is known even when the action's future was dropped mid-way.
+    armed: Arc<std::sync::Mutex<Option<Restore>>>,
 }
 
 /// Who asked, and which job this is.
@@ -78,7 +114,63 @@ pub struct JobRef {
 
 impl ActionContext {
     pub fn new(settings: Arc<ActionSettings>, cancel: CancellationToken, log: Arc<dyn LogSink>) -> Self {
-        Self { settings, cancel, soft_deadline: None, job: None, log }
+        Self {
+            settings,
+            cancel,
+            soft_deadline: None,
+            job: None,
+            log,
+            journal: Arc::new(InMemory),
+            armed: Arc::default(),
+        }
+    }
+
+    /// Record touches and restores in `journal` (the runner's: the job record).
+    pub fn with_journal(mut self, journal: Arc<dyn Journal>) -> Self {
+        self.journal = journal;
+        self
+    }
+
+    /// The same job with a fresh cancellation token and no soft deadline: a repair,
+    /// which runs after the job's own token was cancelled. It shares the log, the
+    /// journal and the armed restore.
+    pub fn for_repair(&self, cancel: CancellationToken) -> Self {
+        Self { cancel, soft_deadline: None, ..self.clone() }
+    }
+
+    /// Before a command that changes power goes to a device: the job then counts
+    /// for the reboot-loop breaker, even if the runner dies right after.
+    pub async fn touch(&self) -> Result<(), ActionError> {
+        self.journal.touched().await.map_err(|e| {
+            ActionError::Failed(format!("cannot record that a power command is about to go out ({e}); not sending it"))
+        })
+    }
+
+    /// Before power is cut: `restore` is recorded first, so it is carried out
+    /// whatever stops this action before [`ActionContext::disarm`].
+    pub async fn arm(&self, restore: Restore) -> Result<(), ActionError> {
+        self.touch().await?;
+        self.journal
+            .armed(&restore)
+            .await
+            .map_err(|e| ActionError::Failed(format!("cannot record how to restore power ({e}); not cutting it")))?;
+        *self.armed.lock().unwrap_or_else(|p| p.into_inner()) = Some(restore);
+        Ok(())
+    }
+
+    /// Power is back on: nothing left to undo. A failure to record it only means a
+    /// later repair finds power on and does nothing; it is logged, not an error.
+    pub async fn disarm(&self) {
+        self.armed.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Err(e) = self.journal.disarmed().await {
+            tracing::warn!(error = %e, "cannot record that power is back; a takeover would check it again");
+        }
+    }
+
+    /// The restore armed and not undone, if any: what whoever ran the action must
+    /// carry out once it has stopped.
+    pub fn pending_restore(&self) -> Option<Restore> {
+        self.armed.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// The Taskcluster names the request gave (after [`ActionContext::with_job`]).

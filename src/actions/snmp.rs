@@ -10,8 +10,9 @@
 use std::time::{Duration, Instant};
 
 use super::report::{Device, Power, PowerReport, Report};
-use super::{ActionContext, ActionError, Subject, Task};
+use super::{ActionContext, ActionError, Restore, Subject, Task};
 use crate::drivers::snmp::{self as driver, OutletAction, OutletStatus, PduTarget, SnmpError};
+use crate::inventory::Machine;
 
 /// How long a PDU's own reboot cycle may take to bring the outlet back on.
 const CYCLE_WITHIN: Duration = Duration::from_secs(60);
@@ -19,42 +20,36 @@ const WATCH_EVERY: Duration = Duration::from_millis(250);
 
 pub async fn run(task: Task, on: &Subject, cx: &ActionContext) -> Result<Report, ActionError> {
     let m = on.machine()?;
-    let access = m.pdu.as_ref().ok_or_else(|| ActionError::Config(format!("{}: no [pdu] in the inventory", m.id)))?;
     let step = task.name();
-    let community = access
-        .community
-        .resolve()
-        .map_err(|e| ActionError::Config(format!("{}: pdu community ({}): {e}", m.id, access.community.describe())))?;
-    let mut pdu = PduTarget::new(&access.host, community).map_err(|e| ActionError::Config(format!("{step}: {e}")))?;
-    pdu.port = access.port;
-    pdu.gate = cx.settings.gates.clone();
-    let outlet = driver::Outlet::parse(&access.outlet)
-        .map_err(|e| ActionError::Config(format!("{}: pdu outlet {:?}: {e}", m.id, access.outlet)))?;
+    let (pdu, outlet) = pdu_target(m, cx, step)?;
+    let outlet_name = m.pdu.as_ref().map(|p| p.outlet.clone()).unwrap_or_default();
     let fail = |e: SnmpError| match e {
         // Not a plain cancellation: the outlet is off, and whoever reads the job must know.
         e @ SnmpError::CancelledLeftOff(_) => ActionError::Failed(format!("{step}: {}", crate::drivers::counted(e))),
         e => ActionError::driver(step, e),
     };
     let before = driver::outlet_status(&pdu, outlet, &cx.cancel).await.map_err(fail)?;
-    cx.log(format!("PDU {} outlet {} ({outlet}) reports {}", pdu.host, access.outlet, status_name(before)));
+    cx.log(format!("PDU {} outlet {outlet_name} ({outlet}) reports {}", pdu.host, status_name(before)));
     let report = PowerReport {
         power_before: Some(power(before)),
-        ..PowerReport::new(Device::Pdu { pdu: pdu.host.clone(), outlet: access.outlet.clone() })
+        ..PowerReport::new(Device::Pdu { pdu: pdu.host.clone(), outlet: outlet_name.clone() })
     };
     match task {
         Task::SnmpRebootDelay => {
             let delay = m.class.snmp_reboot_delay;
-            cx.log(format!("switching outlet {} off, on again after {}s", access.outlet, delay.as_secs()));
+            cx.log(format!("switching outlet {outlet_name} off, on again after {}s", delay.as_secs()));
+            // Recorded before the off goes out: whatever stops this job now, the outlet is switched back on.
+            cx.arm(Restore::PduOutletOn { step: step.into(), outlet: outlet_name.clone() }).await?;
             driver::reboot_with_delay(&pdu, outlet, delay, &cx.cancel).await.map_err(fail)?;
             let after = driver::outlet_status(&pdu, outlet, &cx.cancel).await.map_err(fail)?;
-            cx.log(format!("PDU {} outlet {} reports {}", pdu.host, access.outlet, status_name(after)));
+            cx.log(format!("PDU {} outlet {outlet_name} reports {}", pdu.host, status_name(after)));
             if after != OutletStatus::On {
                 return Err(ActionError::Failed(format!(
-                    "{step}: outlet {} reports {} after being switched on",
-                    access.outlet,
+                    "{step}: outlet {outlet_name} reports {} after being switched on",
                     status_name(after)
                 )));
             }
+            cx.disarm().await;
             // The driver read the outlet back as off before it switched it on.
             Ok(PowerReport {
                 sent: Some("off, on".into()),
@@ -66,13 +61,14 @@ pub async fn run(task: Task, on: &Subject, cx: &ActionContext) -> Result<Report,
             .into())
         }
         Task::SnmpReboot => {
-            cx.log(format!("asking PDU {} to reboot outlet {}", pdu.host, access.outlet));
+            cx.log(format!("asking PDU {} to reboot outlet {outlet_name}", pdu.host));
+            // The PDU's own cycle switches the outlet back on by itself: nothing to arm.
+            cx.touch().await?;
             driver::set_outlet(&pdu, outlet, OutletAction::Reboot, &cx.cancel).await.map_err(fail)?;
             let (seen_off, after) = watch_cycle(cx, &pdu, outlet, step).await?;
             cx.log(format!(
-                "PDU {} outlet {} is on again{}",
+                "PDU {} outlet {outlet_name} is on again{}",
                 pdu.host,
-                access.outlet,
                 if seen_off { " after being seen off" } else { " (its off phase was not observed)" }
             ));
             Ok(PowerReport {
@@ -85,6 +81,26 @@ pub async fn run(task: Task, on: &Subject, cx: &ActionContext) -> Result<Report,
         }
         _ => Err(ActionError::Config(format!("{step} is not an SNMP task"))),
     }
+}
+
+/// The driver's view of the machine's PDU outlet (community resolved now), carrying
+/// the process's per-device gates.
+pub(crate) fn pdu_target(
+    m: &Machine,
+    cx: &ActionContext,
+    step: &str,
+) -> Result<(PduTarget, driver::Outlet), ActionError> {
+    let access = m.pdu.as_ref().ok_or_else(|| ActionError::Config(format!("{}: no [pdu] in the inventory", m.id)))?;
+    let community = access
+        .community
+        .resolve()
+        .map_err(|e| ActionError::Config(format!("{}: pdu community ({}): {e}", m.id, access.community.describe())))?;
+    let mut pdu = PduTarget::new(&access.host, community).map_err(|e| ActionError::Config(format!("{step}: {e}")))?;
+    pdu.port = access.port;
+    pdu.gate = cx.settings.gates.clone();
+    let outlet = driver::Outlet::parse(&access.outlet)
+        .map_err(|e| ActionError::Config(format!("{}: pdu outlet {:?}: {e}", m.id, access.outlet)))?;
+    Ok((pdu, outlet))
 }
 
 /// Poll the outlet until it reports on; whether an off state was seen on the way.

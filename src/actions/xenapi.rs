@@ -4,7 +4,7 @@
 //! name where the UUID belonged).
 
 use super::report::{Report, XenReport};
-use super::{ActionContext, ActionError, Subject};
+use super::{ActionContext, ActionError, Restore, Subject};
 use crate::drivers::xenapi::{self as driver, XenTarget};
 
 pub async fn run(on: &Subject, cx: &ActionContext) -> Result<Report, ActionError> {
@@ -13,19 +13,14 @@ pub async fn run(on: &Subject, cx: &ActionContext) -> Result<Report, ActionError
         .xen_vm_uuid
         .as_deref()
         .ok_or_else(|| ActionError::Config(format!("{}: no [xen] vm_uuid in the inventory", m.id)))?;
-    let x = cx.settings.xen.as_ref().ok_or_else(|| {
-        ActionError::Config("xenapi_reboot: no XenAPI is configured (XEN_URL, XEN_USERNAME, XEN_PASSWORD)".into())
-    })?;
-    let t = XenTarget {
-        url: x.url.clone(),
-        user: x.user.clone(),
-        password: x.password.clone(),
-        verify_tls: x.verify_tls,
-        timeout: x.timeout,
-    };
-    cx.log(format!("XenAPI {}: restarting VM {uuid} (pause {}s between shutdown and start)", t.url, x.delay.as_secs()));
+    let t = xen_target(cx)?;
+    let delay = cx.settings.xen.as_ref().map(|x| x.delay).unwrap_or_default();
+    cx.log(format!("XenAPI {}: restarting VM {uuid} (pause {}s between shutdown and start)", t.url, delay.as_secs()));
+    // Recorded before the shutdown: whatever stops this job now, the VM is started again.
+    cx.arm(Restore::XenVmStart { step: "xenapi_reboot".into(), vm: uuid.to_string() }).await?;
     let done =
-        driver::reboot_vm(&t, uuid, x.delay, &cx.cancel).await.map_err(|e| ActionError::driver("xenapi_reboot", e))?;
+        driver::reboot_vm(&t, uuid, delay, &cx.cancel).await.map_err(|e| ActionError::driver("xenapi_reboot", e))?;
+    cx.disarm().await;
     if let Some(why) = &done.clean_failure {
         cx.log(format!("clean shutdown refused ({why}); used a hard shutdown"));
     }
@@ -38,4 +33,18 @@ pub async fn run(on: &Subject, cx: &ActionContext) -> Result<Report, ActionError
         cycle_observed: true,
     }
     .into())
+}
+
+/// The pool master roller talks to, from the settings.
+pub(crate) fn xen_target(cx: &ActionContext) -> Result<XenTarget, ActionError> {
+    let x = cx.settings.xen.as_ref().ok_or_else(|| {
+        ActionError::Config("xenapi_reboot: no XenAPI is configured (XEN_URL, XEN_USERNAME, XEN_PASSWORD)".into())
+    })?;
+    Ok(XenTarget {
+        url: x.url.clone(),
+        user: x.user.clone(),
+        password: x.password.clone(),
+        verify_tls: x.verify_tls,
+        timeout: x.timeout,
+    })
 }

@@ -219,6 +219,8 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Serve => serve::serve(load(&cli)?, Mode::Serve).await,
         Command::Run { task, machines } => {
+            // Drivers' warnings (an outlet left off) reach the operator; RUST_LOG for more.
+            crate::telemetry::init_with("warn");
             let settings = load(&cli)?;
             let targets = machines.targets(settings.inventory_path.as_deref())?;
             if targets.len() == 1 && !machines.json {

@@ -9,11 +9,12 @@ use tokio_util::sync::CancellationToken;
 
 use super::fleet;
 use super::output::{Row, report, say, summary};
+use crate::actions::restore::RESTORE_WITHIN;
 use crate::actions::{self, ActionContext, LogSink, Target, Task};
 use crate::config::Settings;
 use crate::domain::{WorkerGroup, WorkerId};
 use crate::queue::Outcome;
-use crate::runner::{Limits, run_with_limits};
+use crate::runner::{Ended, Limits, run_with_limits};
 
 struct StderrLog;
 
@@ -34,17 +35,64 @@ pub async fn run_once(settings: Settings, task: &str, worker_id: &str, group: &s
     let interrupted = CancellationToken::new();
     let cx = ActionContext::new(Arc::new(actions), soft.clone(), Arc::new(StderrLog))
         .with_soft_deadline(std::time::Instant::now() + settings.runner.soft_time_limit);
-    let i = interrupted.clone();
-    tokio::spawn(async move {
-        if tokio::signal::ctrl_c().await.is_ok() {
-            i.cancel();
-        }
-    });
-    let limits = Limits { soft: settings.runner.soft_time_limit, hard: settings.runner.hard_time_limit };
-    let ended = run_with_limits(actions::execute(task, &target, &cx), limits, &soft, &interrupted).await;
-    let (ok, out) = outcome_json(crate::runner::outcome(ended, limits));
+    let repair_stop = on_ctrl_c(interrupted.clone());
+    let limits = Limits::new(settings.runner.soft_time_limit, settings.runner.hard_time_limit);
+    let outcome = run_and_repair(task, &target, &cx, limits, &soft, &interrupted, &repair_stop).await;
+    let (ok, out) = outcome_json(outcome);
     say!("{}", serde_json::to_string_pretty(&out)?);
     Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+/// The first Ctrl-C cancels `interrupted` (the action stops); the second cancels
+/// the returned token, which stops a repair that is restoring power.
+fn on_ctrl_c(interrupted: CancellationToken) -> CancellationToken {
+    let repair_stop = CancellationToken::new();
+    let stop = repair_stop.clone();
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            interrupted.cancel();
+            if tokio::signal::ctrl_c().await.is_ok() {
+                stop.cancel();
+            }
+        }
+    });
+    repair_stop
+}
+
+/// The task under the limits, then, if it stopped with power cut (Ctrl-C, a time
+/// limit, a failure between the halves of a power change), the repair that
+/// restores power, said plainly either way.
+async fn run_and_repair(
+    task: Task,
+    target: &Target,
+    cx: &ActionContext,
+    limits: Limits,
+    soft: &CancellationToken,
+    interrupted: &CancellationToken,
+    repair_stop: &CancellationToken,
+) -> Option<Outcome> {
+    let ended = run_with_limits(actions::execute(task, target, cx), limits, soft, interrupted).await;
+    let handed_back = matches!(ended, Ended::HandedBack);
+    let outcome = crate::runner::outcome(ended, limits);
+    let Some(r) = cx.pending_restore() else { return outcome };
+    cx.log(format!("stopped with power cut: trying to {} (Ctrl-C again leaves it as it is)", r.describe()));
+    let on = actions::Subject::new(target.clone(), cx.settings.inventory.current());
+    match actions::restore::repair(&r, &on, cx, RESTORE_WITHIN, repair_stop.clone()).await {
+        Ok(what) => {
+            cx.log(format!("power restored: {what}"));
+            Some(crate::runner::with_repair(outcome, &r, &what, handed_back))
+        }
+        Err(e) => {
+            let left = format!("{}: the repair failed ({e}); restore it by hand", r.left());
+            cx.log(left.clone());
+            let was = match outcome {
+                Some(Outcome::Failed(e) | Outcome::TimedOut(e) | Outcome::Cancelled(e)) => e,
+                Some(Outcome::Succeeded(_)) => "succeeded".into(),
+                None => "interrupted".into(),
+            };
+            Some(Outcome::Failed(format!("{was}; {left}")))
+        }
+    }
 }
 
 /// A `roller run` outcome as it prints: `{"state", "result"}` or `{"state", "error"}`;
@@ -84,26 +132,22 @@ pub async fn run_many(
     let actions = crate::startup::action_settings(&settings)?;
     crate::startup::load_inventory(&settings, &actions.inventory)?;
     let actions = Arc::new(actions);
-    let limits = Limits { soft: settings.runner.soft_time_limit, hard: settings.runner.hard_time_limit };
+    let limits = Limits::new(settings.runner.soft_time_limit, settings.runner.hard_time_limit);
     let interrupted = CancellationToken::new();
-    let i = interrupted.clone();
-    tokio::spawn(async move {
-        if tokio::signal::ctrl_c().await.is_ok() {
-            i.cancel();
-        }
-    });
+    let repair_stop = on_ctrl_c(interrupted.clone());
     let slots = Arc::new(tokio::sync::Semaphore::new(16));
     let mut set = tokio::task::JoinSet::new();
     for (n, (worker, group)) in targets.into_iter().enumerate() {
-        let (actions, slots, interrupted) = (actions.clone(), slots.clone(), interrupted.clone());
+        let (actions, slots) = (actions.clone(), slots.clone());
+        let (interrupted, repair_stop) = (interrupted.clone(), repair_stop.clone());
         set.spawn(async move {
             let _slot = slots.acquire().await;
             let soft = CancellationToken::new();
             let cx = ActionContext::new(actions, soft.clone(), Arc::new(PrefixedLog(worker.to_string())))
                 .with_soft_deadline(std::time::Instant::now() + limits.soft);
             let target = Target { worker_id: worker.clone(), worker_group: group.clone() };
-            let ended = run_with_limits(actions::execute(task, &target, &cx), limits, &soft, &interrupted).await;
-            let (_, mut job) = outcome_json(crate::runner::outcome(ended, limits));
+            let outcome = run_and_repair(task, &target, &cx, limits, &soft, &interrupted, &repair_stop).await;
+            let (_, mut job) = outcome_json(outcome);
             let state = job.as_object_mut().and_then(|o| o.remove("state"));
             let state = state.and_then(|s| s.as_str().map(str::to_string)).unwrap_or_default();
             let row = Row {

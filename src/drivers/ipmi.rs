@@ -385,6 +385,7 @@ async fn run_gated(
     let args = build_args(target, verbose, words);
     tracing::debug!(program = %program.display(), ?args, "running ipmitool");
     let mut cmd = tokio::process::Command::new(&program);
+    super::die_with_parent(&mut cmd);
     cmd.args(&args)
         // Nothing of ours leaks into the child; C locale for parseable output.
         .env_clear()

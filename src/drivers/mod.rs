@@ -175,6 +175,29 @@ faults!(xenapi::XenError, "xenapi", |e| {
     }
 });
 
+/// Make a child process die with roller: `PR_SET_PDEATHSIG` (SIGKILL) set in the
+/// child before it runs the program, so an `ipmitool` or `ping` never outlives a
+/// runner that was SIGKILLed (a dropped future already kills it, `kill_on_drop`).
+/// Linux sends the signal when the *thread* that spawned the child ends; children
+/// are spawned from the runtime's worker threads, which live as long as roller.
+pub(crate) fn die_with_parent(cmd: &mut tokio::process::Command) {
+    let parent = std::process::id();
+    // SAFETY: the closure runs in the forked child before exec and only makes
+    // async-signal-safe calls (prctl, getppid, _exit).
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // The parent may have died between fork and prctl: then nobody will signal us.
+            if libc::getppid() as u32 != parent {
+                libc::_exit(1);
+            }
+            Ok(())
+        });
+    }
+}
+
 /// One URL path segment: RFC 3986 unreserved bytes as they are, every other byte
 /// percent-encoded, so a name can never add a `/`, `?` or `#` to a URL.
 pub(crate) fn path_segment(s: &str) -> String {

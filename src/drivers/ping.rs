@@ -341,6 +341,7 @@ async fn ping_command(
     let program = find_ping_binary().ok_or(PingError::CommandMissing)?;
     let program_name = program.display().to_string();
     let mut cmd = tokio::process::Command::new(&program);
+    super::die_with_parent(&mut cmd);
     cmd.args(command_args(addr, settings))
         // A clean, C-locale environment: iputils parses "-i 0.200" with the
         // locale's decimal point and prints its summary in the locale's language.

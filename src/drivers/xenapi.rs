@@ -76,10 +76,8 @@ pub async fn reboot_vm(
     delay: Duration,
     cancel: &CancellationToken,
 ) -> Result<XenReboot, XenError> {
-    let client = Client::new(t)?;
-    let session = client.call("session.login_with_password", login_params(t), cancel).await?;
-    let session = as_string("session.login_with_password", &session)?;
-    let result = async {
+    in_session(t, cancel, async |client: &Client<'_>, session: &str| {
+        let session = session.to_string();
         let vm = client.call("VM.get_by_uuid", vec![s(&session), s(vm_uuid)], cancel).await?;
         let vm = as_string("VM.get_by_uuid", &vm)?;
         let power = client.call("VM.get_power_state", vec![s(&session), s(&vm)], cancel).await?;
@@ -117,8 +115,36 @@ pub async fn reboot_vm(
             .call("VM.start", vec![s(&session), s(&vm), Value::Boolean(false), Value::Boolean(false)], cancel)
             .await?;
         Ok(done)
-    }
-    .await;
+    })
+    .await
+}
+
+/// Start the VM with `vm_uuid` unless it is running already: the repair for a reboot
+/// interrupted between its shutdown and its start. `Ok(true)` when it was started.
+pub async fn ensure_vm_running(t: &XenTarget, vm_uuid: &str, cancel: &CancellationToken) -> Result<bool, XenError> {
+    in_session(t, cancel, async |client: &Client<'_>, session: &str| {
+        let vm = client.call("VM.get_by_uuid", vec![s(session), s(vm_uuid)], cancel).await?;
+        let vm = as_string("VM.get_by_uuid", &vm)?;
+        let power = client.call("VM.get_power_state", vec![s(session), s(&vm)], cancel).await?;
+        if as_string("VM.get_power_state", &power)? != "Halted" {
+            return Ok(false);
+        }
+        client.call("VM.start", vec![s(session), s(&vm), Value::Boolean(false), Value::Boolean(false)], cancel).await?;
+        Ok(true)
+    })
+    .await
+}
+
+/// Log in, run `op` with the session, and log out on every path.
+async fn in_session<T>(
+    t: &XenTarget,
+    cancel: &CancellationToken,
+    op: impl AsyncFnOnce(&Client<'_>, &str) -> Result<T, XenError>,
+) -> Result<T, XenError> {
+    let client = Client::new(t)?;
+    let session = client.call("session.login_with_password", login_params(t), cancel).await?;
+    let session = as_string("session.login_with_password", &session)?;
+    let result = op(&client, &session).await;
     // Always, and not cancellable: a leaked session costs the next caller. Bounded by the timeout.
     if let Err(e) = client.call("session.logout", vec![s(&session)], &CancellationToken::new()).await {
         tracing::warn!(error = %e, "XenAPI logout failed");

@@ -18,7 +18,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use super::{Job, JobState, NewJob, Outcome, Queue, QueueError, QueueOptions};
+use super::{
+    BREAKER_RESETS_KEPT, BreakerReset, Held, Job, JobState, Mark, NewJob, Outcome, Queue, QueueError, QueueOptions,
+};
 use crate::domain::{ClientId, JobId, TaskclusterName, WorkerGroup, WorkerId};
 use crate::task::Task;
 
@@ -69,6 +71,12 @@ macro_rules! conformance_suite {
             release_requeues_at_once_keeping_attempts,
             release_on_the_last_attempt_fails_the_job,
             the_retry_cap_is_the_one_given_at_enqueue,
+            a_superseded_holder_cannot_write_into_the_new_attempts_log,
+            marks_are_recorded_for_the_holder_only,
+            an_armed_job_lost_on_its_last_attempt_is_handed_out_for_its_repair,
+            an_armed_job_handed_back_goes_back_for_its_repair,
+            running_lists_the_holders_and_expire_ends_a_lease_now,
+            breaker_resets_are_kept_newest_first_and_capped,
             log_lines_keep_their_order,
             history_is_newest_first_and_limited,
             concurrent_reserves_hand_each_job_out_once,
@@ -604,12 +612,132 @@ pub async fn the_retry_cap_is_the_one_given_at_enqueue(q: &dyn Queue) {
     }
 }
 
+pub async fn a_superseded_holder_cannot_write_into_the_new_attempts_log(q: &dyn Queue) {
+    let j = enqueue(q, "a", "g").await;
+    q.reserve("old", SHORT_LEASE).await.unwrap().unwrap();
+    q.append_log(j.id, "old", "old's line while it holds the job").await.unwrap();
+    let taken = reserve_eventually(q, "new", LONG_LEASE).await;
+    assert_eq!(taken.id, j.id);
+    // A runner paused past its lease wakes up and reports: refused.
+    assert_lost_lease(q.append_log(j.id, "old", "soft time limit reached").await, j.id);
+    q.append_log(j.id, "new", "new's line").await.unwrap();
+    q.finish(j.id, "new", Outcome::Succeeded(serde_json::json!(null))).await.unwrap();
+    assert_lost_lease(q.append_log(j.id, "old", "late").await, j.id);
+    let log = lines(&get(q, j.id).await).join("\n");
+    assert!(log.contains("old's line") && log.contains("new's line") && !log.contains("soft time limit"), "{log}");
+}
+
+pub async fn marks_are_recorded_for_the_holder_only(q: &dyn Queue) {
+    let j = enqueue(q, "a", "g").await;
+    assert!(!j.touched && j.restore.is_none());
+    assert_lost_lease(q.mark(j.id, "r", Mark::Touched).await, j.id);
+    q.reserve("r", LONG_LEASE).await.unwrap().unwrap();
+    q.mark(j.id, "r", Mark::Touched).await.unwrap();
+    q.mark(j.id, "r", Mark::Armed("switch outlet AA5 on".into())).await.unwrap();
+    let g = get(q, j.id).await;
+    assert!(g.touched);
+    assert_eq!(g.restore.as_deref(), Some("switch outlet AA5 on"));
+    assert_lost_lease(q.mark(j.id, "someone-else", Mark::Disarmed).await, j.id);
+    q.mark(j.id, "r", Mark::Disarmed).await.unwrap();
+    let g = get(q, j.id).await;
+    assert!(g.touched, "touched is sticky");
+    assert_eq!(g.restore, None);
+    q.finish(j.id, "r", Outcome::Succeeded(serde_json::json!(null))).await.unwrap();
+    assert_lost_lease(q.mark(j.id, "r", Mark::Touched).await, j.id);
+    assert!(get(q, j.id).await.touched, "kept once final (the breaker reads it)");
+}
+
+pub async fn an_armed_job_lost_on_its_last_attempt_is_handed_out_for_its_repair(q: &dyn Queue) {
+    let j = q.enqueue(NewJob { max_attempts: 1, ..ping("pdu-host", "g") }).await.unwrap().job;
+    q.reserve("lost", SHORT_LEASE).await.unwrap().unwrap();
+    q.mark(j.id, "lost", Mark::Armed("switch outlet AA5 on".into())).await.unwrap();
+    // One attempt allowed and spent, but power is off: the next runner gets it to repair.
+    let repair = reserve_eventually(q, "rescuer", SHORT_LEASE).await;
+    assert_eq!((repair.id, repair.attempts), (j.id, 2));
+    assert_eq!(repair.restore.as_deref(), Some("switch outlet AA5 on"));
+    let log = lines(&repair).join("\n");
+    assert!(log.contains("takeover") && log.contains("repairs"), "{log}");
+    // The rescuer is lost too: one more try.
+    let again = reserve_eventually(q, "rescuer-2", SHORT_LEASE).await;
+    assert_eq!((again.id, again.attempts), (j.id, 3));
+    // And that one as well: now it fails, saying plainly what was left undone.
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    let failed = loop {
+        assert!(q.reserve("r", LONG_LEASE).await.unwrap().is_none(), "not handed out past its recovery attempts");
+        let g = get(q, j.id).await;
+        if g.state.is_final() {
+            break g;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "still {:?} after {DEADLINE:?}", g.state);
+        tokio::time::sleep(POLL).await;
+    };
+    assert_eq!(failed.state, JobState::Failed);
+    let error = failed.error.unwrap();
+    assert!(error.contains("NOT undone") && error.contains("switch outlet AA5 on"), "{error}");
+
+    // Without an armed restore the cap holds as before.
+    let k = q.enqueue(NewJob { max_attempts: 1, ..ping("other", "g") }).await.unwrap().job;
+    q.reserve("lost", SHORT_LEASE).await.unwrap().unwrap();
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while !get(q, k.id).await.state.is_final() {
+        assert!(q.reserve("r", LONG_LEASE).await.unwrap().is_none());
+        assert!(tokio::time::Instant::now() < deadline);
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+pub async fn an_armed_job_handed_back_goes_back_for_its_repair(q: &dyn Queue) {
+    let j = q.enqueue(NewJob { max_attempts: 1, ..ping("pdu-host", "g") }).await.unwrap().job;
+    q.reserve("stopping", LONG_LEASE).await.unwrap().unwrap();
+    q.mark(j.id, "stopping", Mark::Armed("power the BMC's host on".into())).await.unwrap();
+    q.release(j.id, "stopping").await.unwrap();
+    let g = get(q, j.id).await;
+    assert_eq!(g.state, JobState::Queued, "{:?}", g.error);
+    let repair = q.reserve("next", LONG_LEASE).await.unwrap().unwrap();
+    assert_eq!((repair.id, repair.attempts, repair.restore.as_deref()), (j.id, 2, Some("power the BMC's host on")));
+}
+
+pub async fn running_lists_the_holders_and_expire_ends_a_lease_now(q: &dyn Queue) {
+    let j = enqueue(q, "a", "g").await;
+    let idle = enqueue(q, "b", "g").await;
+    q.reserve("host:4242:abcd#0", LONG_LEASE).await.unwrap().unwrap();
+    let held = q.running().await.unwrap();
+    assert_eq!(held, vec![Held { id: j.id, holder: "host:4242:abcd#0".into() }]);
+    assert!(held.iter().all(|h| h.id != idle.id));
+    assert_lost_lease(q.expire(j.id, "someone-else").await, j.id);
+    assert_lost_lease(q.expire(idle.id, "host:4242:abcd#0").await, idle.id);
+    q.expire(j.id, "host:4242:abcd#0").await.unwrap();
+    // Taken over now, not after its lease.
+    let taken = q.reserve("host:1:ffff#0", LONG_LEASE).await.unwrap().unwrap();
+    assert_eq!((taken.id, taken.attempts), (j.id, 2));
+    assert!(lines(&taken).iter().any(|l| l.contains("is gone")), "{:?}", lines(&taken));
+}
+
+pub async fn breaker_resets_are_kept_newest_first_and_capped(q: &dyn Queue) {
+    let m = WorkerId::parse("m").unwrap();
+    assert!(q.breaker_resets(&m, 10).await.unwrap().is_empty());
+    let t0 = chrono::Utc::now();
+    for i in 0..(BREAKER_RESETS_KEPT + 5) {
+        let at = t0 + chrono::Duration::milliseconds(i as i64);
+        q.reset_breaker(&m, BreakerReset { at, by: format!("op{i}"), reason: format!("r{i}") }).await.unwrap();
+    }
+    let got = q.breaker_resets(&m, 100).await.unwrap();
+    assert_eq!(got.len(), BREAKER_RESETS_KEPT);
+    assert_eq!(got[0].by, format!("op{}", BREAKER_RESETS_KEPT + 4), "newest first");
+    assert_eq!(
+        got[0].at.timestamp_millis(),
+        (t0 + chrono::Duration::milliseconds(BREAKER_RESETS_KEPT as i64 + 4)).timestamp_millis()
+    );
+    assert_eq!(q.breaker_resets(&m, 1).await.unwrap().len(), 1);
+    assert!(q.breaker_resets(&WorkerId::parse("other").unwrap(), 10).await.unwrap().is_empty());
+}
+
 pub async fn log_lines_keep_their_order(q: &dyn Queue) {
     let j = enqueue(q, "a", "g").await;
     q.reserve("r", LONG_LEASE).await.unwrap().unwrap();
     let written: Vec<String> = (0..40).map(|i| format!("line {i:02} ✓ \"quoted\"")).collect();
     for line in &written {
-        q.append_log(j.id, line).await.unwrap();
+        q.append_log(j.id, "r", line).await.unwrap();
     }
     let got = get(q, j.id).await;
     assert_eq!(got.log.len(), 41);
@@ -618,10 +746,12 @@ pub async fn log_lines_keep_their_order(q: &dyn Queue) {
     assert!(got.log.windows(2).all(|w| w[0].at <= w[1].at));
     // Lines can still be added after the job finished (e.g. notifications).
     q.finish(j.id, "r", Outcome::Succeeded(serde_json::json!(null))).await.unwrap();
-    q.append_log(j.id, "notified").await.unwrap();
+    q.append_log(j.id, "r", "notified").await.unwrap();
     assert_eq!(lines(&get(q, j.id).await).last(), Some(&"notified"));
     // Writing to a job that does not exist is an error, not a silent drop.
-    assert!(q.append_log(JobId::new(), "lost").await.is_err());
+    assert!(q.append_log(JobId::new(), "r", "lost").await.is_err());
+    // Another holder's lines are refused: it does not hold this job.
+    assert_lost_lease(q.append_log(j.id, "someone-else", "not mine").await, j.id);
 }
 
 pub async fn history_is_newest_first_and_limited(q: &dyn Queue) {
@@ -630,7 +760,7 @@ pub async fn history_is_newest_first_and_limited(q: &dyn Queue) {
     let other = enqueue(q, "other", "g1").await;
     let j2 = enqueue(q, "m", "g2").await;
     let j3 = enqueue(q, "m", "g3").await;
-    q.append_log(j1.id, "hello").await.unwrap();
+    q.append_log(j1.id, "r", "hello").await.unwrap();
 
     let ids = |jobs: &[Job]| jobs.iter().map(|j| j.id).collect::<Vec<_>>();
     let all = q.history(&m, 10).await.unwrap();
@@ -675,7 +805,7 @@ pub async fn jobs_survive_reopen(backend: &dyn Backend) {
         let q = backend.open().await;
         let running = enqueue(&*q, "a", "g").await;
         let queued = enqueue(&*q, "b", "g").await;
-        q.append_log(queued.id, "before restart").await.unwrap();
+        q.append_log(queued.id, "dead-runner", "before restart").await.unwrap();
         let r = q.reserve("dead-runner", SHORT_LEASE).await.unwrap().unwrap();
         assert_eq!(r.id, running.id);
         (running, queued)
@@ -731,7 +861,7 @@ pub async fn final_jobs_expire_after_retention_and_active_ones_never(backend: &d
     let done = enqueue(&*q, "m", "g").await;
     assert_eq!(q.reserve("r", LONG_LEASE).await.unwrap().unwrap().id, running.id);
     assert_eq!(q.reserve("r", LONG_LEASE).await.unwrap().unwrap().id, done.id);
-    q.append_log(done.id, "hello").await.unwrap();
+    q.append_log(done.id, "r", "hello").await.unwrap();
     q.finish(done.id, "r", Outcome::Succeeded(serde_json::json!({"ok": true}))).await.unwrap();
     assert_eq!(get(&*q, done.id).await.state, JobState::Succeeded, "kept right after finishing");
 
@@ -741,7 +871,7 @@ pub async fn final_jobs_expire_after_retention_and_active_ones_never(backend: &d
         tokio::time::sleep(POLL).await;
     }
     assert!(q.history(&m, 10).await.unwrap().is_empty(), "an expired job left history too");
-    assert_lost_lease(q.append_log(done.id, "too late").await, done.id);
+    assert_lost_lease(q.append_log(done.id, "r", "too late").await, done.id);
     // A reserve (which purges in some backends) still leaves the active jobs alone.
     assert!(q.reserve("r", LONG_LEASE).await.unwrap().is_none());
     assert_eq!(get(&*q, running.id).await.state, JobState::Running);

@@ -9,6 +9,11 @@
 //!   out again once `lease_until` has passed, with `attempts` incremented;
 //! - a job is never delivered more than `max_attempts` times: when its lease
 //!   expires on the last attempt it is marked `failed` with the reason, not re-run;
+//!   except that a job whose runner armed a restore (it was cutting power, see
+//!   [`Mark`]) is handed out again for that repair, at most [`RECOVERY_ATTEMPTS`]
+//!   more times, so a machine is never left dark by a lost runner without a try;
+//! - fencing: `finish`, `release`, `mark`, `expire` and `append_log` name the holder,
+//!   and a holder that no longer holds the job gets `LostLease`;
 //! - a per-machine lock: no job is reserved while another job for the same
 //!   `worker_id` is `running` with a live lease;
 //! - coalescing: enqueueing a (worker_id, worker_group, task) that is already
@@ -153,7 +158,52 @@ pub struct Job {
     pub result: Option<serde_json::Value>,
     /// Why the job did not succeed.
     pub error: Option<String>,
+    /// A command that changes power reached a device in some attempt ([`Mark::Touched`]):
+    /// what the reboot-loop breaker counts.
+    pub touched: bool,
+    /// The repair a runner armed before cutting power and has not yet undone
+    /// ([`Mark::Armed`]); opaque to the queue. A job whose lease expires with one is
+    /// handed out again for the repair, whatever its attempts (at most
+    /// [`RECOVERY_ATTEMPTS`] more), never to run its task again.
+    pub restore: Option<String>,
 }
+
+/// How many attempts beyond `max_attempts` a job with an armed restore may be handed
+/// out for its repair: the first recovery, and one more should that runner be lost too.
+pub const RECOVERY_ATTEMPTS: u32 = 2;
+
+/// What a running job records about the hardware before it acts, so that a lost
+/// runner leaves a trace the next one can act on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Mark {
+    /// A command that changes power is about to reach a device.
+    Touched,
+    /// Power is about to be cut; this (opaque) repair restores it should the job be
+    /// lost before it is undone.
+    Armed(String),
+    /// The power change completed (or was repaired): nothing to restore.
+    Disarmed,
+}
+
+/// A running job and the holder of its lease.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Held {
+    pub id: JobId,
+    pub holder: String,
+}
+
+/// An operator's override of the reboot-loop breaker for one machine: restarts
+/// before `at` no longer count.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BreakerReset {
+    pub at: DateTime<Utc>,
+    /// The client id that asked.
+    pub by: String,
+    pub reason: String,
+}
+
+/// Breaker resets kept per machine (the audit trail; older ones are dropped).
+pub const BREAKER_RESETS_KEPT: usize = 20;
 
 /// The answer to an enqueue: the job, and whether it was created now or is an
 /// existing queued/running job for the same machine and task (coalesced).
@@ -267,9 +317,33 @@ pub trait Queue: Send + Sync + 'static {
     /// now for `lease`, so the runner's clock and the queue's agree.
     async fn reclaim(&self, consumer: &str, lease: Duration) -> Result<Option<Job>, QueueError>;
 
-    /// Append a line to a job's log. An unknown job is `LostLease`, so a runner
-    /// never retries it.
-    async fn append_log(&self, id: JobId, line: &str) -> Result<(), QueueError>;
+    /// Append a line to a job's log, as `holder`: fenced like `finish`, so a runner
+    /// whose job another runner took over cannot write into the new attempt's log.
+    /// An unknown job, or one another holder holds or last held, is `LostLease`, so a
+    /// runner never retries it. The job's last holder may still add lines after it
+    /// finished; a job nobody holds (queued, or handed back) takes any holder's lines.
+    async fn append_log(&self, id: JobId, holder: &str, line: &str) -> Result<(), QueueError>;
+
+    /// Record `mark` on a job `holder` holds (running, its consumer): `LostLease`
+    /// otherwise. `Touched` is sticky; `Armed` replaces any earlier restore;
+    /// `Disarmed` clears it.
+    async fn mark(&self, id: JobId, holder: &str, mark: Mark) -> Result<(), QueueError>;
+
+    /// Every running job and its holder (live or expired lease): what a starting
+    /// runner looks through for jobs whose holder process is provably gone.
+    async fn running(&self) -> Result<Vec<Held>, QueueError>;
+
+    /// End `holder`'s lease on a running job now (its process is gone), so the next
+    /// reserve takes the job over at once instead of after the lease. `LostLease`
+    /// when `holder` does not hold it.
+    async fn expire(&self, id: JobId, holder: &str) -> Result<(), QueueError>;
+
+    /// Record an operator's override of the reboot-loop breaker for `worker_id`.
+    async fn reset_breaker(&self, worker_id: &WorkerId, reset: BreakerReset) -> Result<(), QueueError>;
+
+    /// The machine's breaker overrides, newest first, at most `limit` (at most
+    /// [`BREAKER_RESETS_KEPT`] are kept).
+    async fn breaker_resets(&self, worker_id: &WorkerId, limit: usize) -> Result<Vec<BreakerReset>, QueueError>;
 
     /// Record the outcome of a job held by `consumer`.
     async fn finish(&self, id: JobId, consumer: &str, outcome: Outcome) -> Result<(), QueueError>;

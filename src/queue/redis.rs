@@ -71,7 +71,10 @@ use redis::Value;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use super::{Enqueued, Finished, Job, JobState, NewJob, Outcome, Queue, QueueError, QueueOptions, QueueStats};
+use super::{
+    BreakerReset, Enqueued, Finished, Held, Job, JobState, Mark, NewJob, Outcome, Queue, QueueError, QueueOptions,
+    QueueStats,
+};
 use crate::domain::{JobId, WorkerId};
 pub use connection::RedisSettings;
 use connection::{Conn, redact};
@@ -182,6 +185,8 @@ impl Queue for RedisQueue {
             log: Vec::new(),
             result: None,
             error: None,
+            touched: false,
+            restore: None,
         };
         Ok(Enqueued { job, created: true })
     }
@@ -216,12 +221,38 @@ impl Queue for RedisQueue {
         decode_snapshot(self.run(&self.scripts.reclaim, &[consumer, &lease_ms(lease)]).await?)
     }
 
-    async fn append_log(&self, id: JobId, line: &str) -> Result<(), QueueError> {
+    async fn append_log(&self, id: JobId, holder: &str, line: &str) -> Result<(), QueueError> {
+        // TODO(issue 14): fence by holder in append_log.lua.
+        let _ = holder;
         let reply = self.run(&self.scripts.append_log, &[&id.to_string(), line]).await?;
         match into_int(reply)? {
             1 => Ok(()),
             _ => Err(QueueError::LostLease(id)),
         }
+    }
+
+    async fn mark(&self, id: JobId, holder: &str, mark: Mark) -> Result<(), QueueError> {
+        let _ = (id, holder, mark);
+        Err(QueueError::Unavailable("TODO(issue 14): mark on Redis".into()))
+    }
+
+    async fn running(&self) -> Result<Vec<Held>, QueueError> {
+        Err(QueueError::Unavailable("TODO(issue 14): running on Redis".into()))
+    }
+
+    async fn expire(&self, id: JobId, holder: &str) -> Result<(), QueueError> {
+        let _ = (id, holder);
+        Err(QueueError::Unavailable("TODO(issue 14): expire on Redis".into()))
+    }
+
+    async fn reset_breaker(&self, worker_id: &WorkerId, reset: BreakerReset) -> Result<(), QueueError> {
+        let _ = (worker_id, reset);
+        Err(QueueError::Unavailable("TODO(issue 14): reset_breaker on Redis".into()))
+    }
+
+    async fn breaker_resets(&self, worker_id: &WorkerId, limit: usize) -> Result<Vec<BreakerReset>, QueueError> {
+        let _ = (worker_id, limit);
+        Err(QueueError::Unavailable("TODO(issue 14): breaker_resets on Redis".into()))
     }
 
     async fn finish(&self, id: JobId, consumer: &str, outcome: Outcome) -> Result<(), QueueError> {
@@ -607,7 +638,7 @@ mod tests {
         let b = q.enqueue(ping("b", "g")).await.unwrap().job;
         q.enqueue(ping("a", "g2")).await.unwrap();
         q.reserve("r", LONG_LEASE).await.unwrap().unwrap();
-        q.append_log(a.id, "x").await.unwrap();
+        q.append_log(a.id, "r", "x").await.unwrap();
         q.finish(a.id, "r", Outcome::Succeeded(serde_json::json!(1))).await.unwrap();
         q.reserve("r", LONG_LEASE).await.unwrap().unwrap();
         q.release(b.id, "r").await.unwrap();

@@ -35,12 +35,15 @@ use std::time::Duration;
 use async_trait::async_trait;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior};
 
-use super::{Enqueued, Job, NewJob, Outcome, Queue, QueueError, QueueOptions, QueueStats};
+use super::{BreakerReset, Enqueued, Held, Job, Mark, NewJob, Outcome, Queue, QueueError, QueueOptions, QueueStats};
 use crate::domain::{JobId, WorkerId};
 use row::{duration_ms, load_job, ms_to_dt, now_ms, reload, retention_cutoff};
 pub use schema::SCHEMA_VERSION;
 use schema::migrate;
-use transactions::{append_log_tx, enqueue_tx, finish_tx, history_tx, release_tx, reserve_tx};
+use transactions::{
+    append_log_tx, breaker_resets_tx, enqueue_tx, expire_tx, finish_tx, history_tx, mark_tx, release_tx, reserve_tx,
+    reset_breaker_tx, running_tx,
+};
 
 /// How long a normal call waits for another writer (another process, usually
 /// the CLI) before reporting the queue unavailable.
@@ -228,10 +231,35 @@ impl Queue for SqliteQueue {
         .await
     }
 
-    async fn append_log(&self, id: JobId, line: &str) -> Result<(), QueueError> {
-        let line = line.to_string();
+    async fn append_log(&self, id: JobId, holder: &str, line: &str) -> Result<(), QueueError> {
+        let (holder, line) = (holder.to_string(), line.to_string());
         let options = self.options;
-        self.with_conn(move |c| append_log_tx(c, id, &line, &options)).await
+        self.with_conn(move |c| append_log_tx(c, id, &holder, &line, &options)).await
+    }
+
+    async fn mark(&self, id: JobId, holder: &str, mark: Mark) -> Result<(), QueueError> {
+        let holder = holder.to_string();
+        self.with_conn(move |c| mark_tx(c, id, &holder, &mark)).await
+    }
+
+    async fn running(&self) -> Result<Vec<Held>, QueueError> {
+        self.with_conn(running_tx).await
+    }
+
+    async fn expire(&self, id: JobId, holder: &str) -> Result<(), QueueError> {
+        let holder = holder.to_string();
+        self.with_conn(move |c| expire_tx(c, id, &holder)).await
+    }
+
+    async fn reset_breaker(&self, worker_id: &WorkerId, reset: BreakerReset) -> Result<(), QueueError> {
+        let worker_id = worker_id.as_str().to_string();
+        self.with_conn(move |c| reset_breaker_tx(c, &worker_id, &reset)).await
+    }
+
+    async fn breaker_resets(&self, worker_id: &WorkerId, limit: usize) -> Result<Vec<BreakerReset>, QueueError> {
+        let worker_id = worker_id.as_str().to_string();
+        let limit = i64::try_from(limit.min(crate::queue::BREAKER_RESETS_KEPT)).unwrap_or(i64::MAX);
+        self.with_conn(move |c| breaker_resets_tx(c, &worker_id, limit)).await
     }
 
     async fn finish(&self, id: JobId, consumer: &str, outcome: Outcome) -> Result<(), QueueError> {
@@ -351,9 +379,25 @@ mod tests {
     #[test]
     fn a_version_1_file_gains_the_retention_index() {
         let (_dir, path) = temp_db();
-        drop(SqliteQueue::open(&path).unwrap());
+        // A file as version 1 wrote it: no retention index, no hardware marks, no breaker resets.
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         let raw = Connection::open(&path).unwrap();
-        raw.execute_batch("DROP INDEX jobs_finished; PRAGMA user_version = 1;").unwrap();
+        raw.execute_batch(
+            "CREATE TABLE jobs (
+                id TEXT NOT NULL PRIMARY KEY, seq INTEGER NOT NULL UNIQUE, task TEXT NOT NULL,
+                worker_id TEXT NOT NULL, worker_group TEXT NOT NULL, requester TEXT NOT NULL,
+                origin TEXT, provisioner_id TEXT, worker_type TEXT, state TEXT NOT NULL,
+                attempts INTEGER NOT NULL, max_attempts INTEGER NOT NULL, created_at INTEGER NOT NULL,
+                started_at INTEGER, finished_at INTEGER, consumer TEXT, lease_until INTEGER,
+                result TEXT, error TEXT) STRICT;
+             CREATE TABLE job_log (job_id TEXT NOT NULL REFERENCES jobs (id), seq INTEGER NOT NULL,
+                at INTEGER NOT NULL, line TEXT NOT NULL, PRIMARY KEY (job_id, seq)) STRICT;
+             INSERT INTO jobs (id, seq, task, worker_id, worker_group, requester, state, attempts,
+                max_attempts, created_at)
+             VALUES ('3f0c9d1e-8a7b-4c6d-9e0f-1a2b3c4d5e6f', 1, 'ping', 'a', 'g', 'c', 'queued', 0, 3, 0);
+             PRAGMA user_version = 1;",
+        )
+        .unwrap();
         drop(raw);
         drop(SqliteQueue::open(&path).unwrap());
         let raw = Connection::open(&path).unwrap();
@@ -365,6 +409,11 @@ mod tests {
             })
             .unwrap();
         assert_eq!(n, 1);
+        // The old job reads back, with what version 3 added at its defaults.
+        let q = SqliteQueue::open(&path).unwrap();
+        let id = JobId::parse("3f0c9d1e-8a7b-4c6d-9e0f-1a2b3c4d5e6f").unwrap();
+        let job = tokio::runtime::Runtime::new().unwrap().block_on(q.get(id)).unwrap().unwrap();
+        assert!(!job.touched && job.restore.is_none());
     }
 
     #[test]

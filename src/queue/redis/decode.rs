@@ -92,6 +92,8 @@ pub(super) fn decode_job(fields: Value, log: Value) -> Result<Job, QueueError> {
             .transpose()
             .map_err(|e| c(format!("result is not JSON: {e}")))?,
         error: map.get("error").cloned(),
+        touched: map.get("touched").is_some_and(|t| t == "1"),
+        restore: map.get("restore").cloned(),
     })
 }
 

@@ -19,7 +19,7 @@ macro_rules! job_columns {
     () => {
         "id, task, worker_id, worker_group, requester, origin, provisioner_id, worker_type, \
          state, attempts, max_attempts, created_at, started_at, finished_at, consumer, \
-         lease_until, result, error"
+         lease_until, result, error, touched, restore"
     };
 }
 pub(super) use job_columns;
@@ -73,6 +73,8 @@ pub(super) struct RawJob {
     lease_until: Option<i64>,
     result: Option<String>,
     error: Option<String>,
+    touched: i64,
+    restore: Option<String>,
 }
 
 impl RawJob {
@@ -99,6 +101,8 @@ impl RawJob {
             lease_until: row.get(15).map_err(c)?,
             result: row.get(16).map_err(c)?,
             error: row.get(17).map_err(c)?,
+            touched: row.get(18).map_err(c)?,
+            restore: row.get(19).map_err(c)?,
             id,
         })
     }
@@ -136,6 +140,8 @@ impl RawJob {
                 .transpose()
                 .map_err(|e| corrupt(format!("result is not JSON: {e}")))?,
             error: self.error,
+            touched: self.touched != 0,
+            restore: self.restore,
         })
     }
 }

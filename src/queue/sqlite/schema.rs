@@ -12,7 +12,7 @@ use crate::queue::QueueError;
 
 /// The schema this code writes and understands, kept in `PRAGMA user_version`.
 /// Bump it (and add a migration step in [`migrate`]) whenever the schema changes.
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 
 // `seq` exists because `created_at` has millisecond resolution and jobs enqueued
 // in the same millisecond still need a stable FIFO order; the implicit rowid is
@@ -42,7 +42,9 @@ CREATE TABLE jobs (
     consumer       TEXT,
     lease_until    INTEGER,
     result         TEXT,
-    error          TEXT
+    error          TEXT,
+    touched        INTEGER NOT NULL DEFAULT 0 CHECK (touched IN (0, 1)),
+    restore        TEXT
 ) STRICT;
 CREATE INDEX jobs_state_created ON jobs (state, created_at, seq);
 CREATE INDEX jobs_worker_created ON jobs (worker_id, created_at, seq);
@@ -60,10 +62,33 @@ CREATE TABLE job_log (
     line   TEXT    NOT NULL,
     PRIMARY KEY (job_id, seq)
 ) STRICT;
+CREATE TABLE breaker_resets (
+    id        INTEGER PRIMARY KEY,
+    worker_id TEXT    NOT NULL,
+    at        INTEGER NOT NULL,
+    by        TEXT    NOT NULL,
+    reason    TEXT    NOT NULL
+) STRICT;
+CREATE INDEX breaker_resets_worker ON breaker_resets (worker_id, at);
 ";
 
 /// Version 1 → 2: the retention index.
 const MIGRATE_1_TO_2: &str = "CREATE INDEX jobs_finished ON jobs (finished_at) WHERE finished_at IS NOT NULL;";
+
+/// Version 2 → 3: what a job did to the hardware (`touched`, `restore`) and the
+/// breaker's overrides.
+const MIGRATE_2_TO_3: &str = "
+ALTER TABLE jobs ADD COLUMN touched INTEGER NOT NULL DEFAULT 0 CHECK (touched IN (0, 1));
+ALTER TABLE jobs ADD COLUMN restore TEXT;
+CREATE TABLE breaker_resets (
+    id        INTEGER PRIMARY KEY,
+    worker_id TEXT    NOT NULL,
+    at        INTEGER NOT NULL,
+    by        TEXT    NOT NULL,
+    reason    TEXT    NOT NULL
+) STRICT;
+CREATE INDEX breaker_resets_worker ON breaker_resets (worker_id, at);
+";
 
 /// Create the schema on a fresh file; accept the current version; refuse
 /// anything else rather than guess at a layout this code does not know.
@@ -87,6 +112,11 @@ pub(super) fn migrate(conn: &mut Connection, path: &Path) -> Result<(), QueueErr
         }
         1 => {
             tx.execute_batch(MIGRATE_1_TO_2).db()?;
+            tx.execute_batch(MIGRATE_2_TO_3).db()?;
+            tx.pragma_update(None, "user_version", SCHEMA_VERSION).db()?;
+        }
+        2 => {
+            tx.execute_batch(MIGRATE_2_TO_3).db()?;
             tx.pragma_update(None, "user_version", SCHEMA_VERSION).db()?;
         }
         SCHEMA_VERSION => {}

@@ -13,7 +13,10 @@ use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior};
 use super::DbResult;
 use super::row::{RawJob, duration_ms, job_columns, load_log, now_ms, reload, retention_cutoff};
 use crate::domain::JobId;
-use crate::queue::{Enqueued, Job, NewJob, Outcome, QueueError, QueueOptions};
+use crate::queue::{
+    BREAKER_RESETS_KEPT, BreakerReset, Enqueued, Held, Job, Mark, NewJob, Outcome, QueueError, QueueOptions,
+    RECOVERY_ATTEMPTS,
+};
 
 /// Delete the final jobs past retention, with their logs.
 fn purge_expired(tx: &Transaction<'_>, now: i64, options: &QueueOptions) -> Result<(), QueueError> {
@@ -61,18 +64,30 @@ fn add_log(tx: &Transaction<'_>, id: &str, at: i64, line: &str) -> Result<bool, 
 /// Fail the jobs whose lease expired on their last allowed attempt. Runs before
 /// reserve picks (so such a job is never handed out again) and before enqueue
 /// coalesces (so a new request is not folded into a job that is already dead).
+/// A job with an armed restore is spared until its recovery attempts are spent
+/// too: reserve hands it out for the repair.
 fn fail_exhausted(tx: &Transaction<'_>, now: i64) -> Result<(), QueueError> {
-    let lost: Vec<(String, i64, Option<String>)> = {
+    let lost: Vec<(String, i64, Option<String>, Option<String>)> = {
         let mut stmt = tx
             .prepare(
-                "SELECT id, attempts, consumer FROM jobs
-                 WHERE state = 'running' AND lease_until < ?1 AND attempts >= max_attempts",
+                "SELECT id, attempts, consumer, restore FROM jobs
+                 WHERE state = 'running' AND lease_until < ?1 AND attempts >= max_attempts
+                   AND (restore IS NULL OR attempts >= max_attempts + ?2)",
             )
             .db()?;
-        stmt.query_map([now], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).db()?.collect::<rusqlite::Result<_>>().db()?
+        stmt.query_map(rusqlite::params![now, RECOVERY_ATTEMPTS], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+            .db()?
+            .collect::<rusqlite::Result<_>>()
+            .db()?
     };
-    for (id, attempts, consumer) in lost {
-        let reason = format!("runner lost the job (lease expired) after {attempts} attempt(s); not retried");
+    for (id, attempts, consumer, restore) in lost {
+        let reason = match restore {
+            None => format!("runner lost the job (lease expired) after {attempts} attempt(s); not retried"),
+            Some(r) => format!(
+                "runner lost the job (lease expired) after {attempts} attempt(s), its recoveries included; \
+                 the power change it left half-done was NOT undone: {r}"
+            ),
+        };
         tx.execute(
             "UPDATE jobs SET state = 'failed', finished_at = ?2, error = ?3, lease_until = NULL
              WHERE id = ?1",
@@ -142,6 +157,7 @@ struct Picked {
     max_attempts: i64,
     consumer: Option<String>,
     lease_until: Option<i64>,
+    restore: Option<String>,
 }
 
 pub(super) fn reserve_tx(
@@ -160,7 +176,7 @@ pub(super) fn reserve_tx(
     // oldest job) is what keeps one busy machine from starving the others.
     let picked: Option<Picked> = tx
         .query_row(
-            "SELECT j.id, j.state, j.attempts, j.max_attempts, j.consumer, j.lease_until
+            "SELECT j.id, j.state, j.attempts, j.max_attempts, j.consumer, j.lease_until, j.restore
              FROM jobs j
              WHERE (j.state = 'queued' OR (j.state = 'running' AND j.lease_until < ?1))
                AND NOT EXISTS (
@@ -178,12 +194,14 @@ pub(super) fn reserve_tx(
                     max_attempts: r.get(3)?,
                     consumer: r.get(4)?,
                     lease_until: r.get(5)?,
+                    restore: r.get(6)?,
                 })
             },
         )
         .optional()
         .db()?;
-    let Some(Picked { id, state, attempts, max_attempts, consumer: old_consumer, lease_until: old_lease }) = picked
+    let Some(Picked { id, state, attempts, max_attempts, consumer: old_consumer, lease_until: old_lease, restore }) =
+        picked
     else {
         // Commit, not roll back: fail_exhausted may have changed rows.
         tx.commit().db()?;
@@ -208,6 +226,9 @@ pub(super) fn reserve_tx(
             .map(|t| t.to_rfc3339())
             .unwrap_or_else(|| "an unknown time".to_string());
         line.push_str(&format!(" (takeover: the lease of {who} expired at {when})"));
+        if restore.is_some() {
+            line.push_str("; it was cutting power: this attempt repairs, the task is not run again");
+        }
     } else if attempts > 0 {
         line.push_str(" (the job was handed back by its previous runner)");
     }
@@ -251,25 +272,34 @@ pub(super) fn release_tx(conn: &mut Connection, id: JobId, consumer: &str) -> Re
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).db()?;
     let now = now_ms();
     let key = id.to_string();
-    let held: Option<(i64, i64)> = tx
+    let held: Option<(i64, i64, Option<String>)> = tx
         .query_row(
-            "SELECT attempts, max_attempts FROM jobs
+            "SELECT attempts, max_attempts, restore FROM jobs
              WHERE id = ?1 AND state = 'running' AND consumer = ?2",
             rusqlite::params![key, consumer],
-            |r| Ok((r.get(0)?, r.get(1)?)),
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
         )
         .optional()
         .db()?;
-    let Some((attempts, max_attempts)) = held else {
+    let Some((attempts, max_attempts, restore)) = held else {
         return Err(QueueError::LostLease(id));
     };
-    if attempts >= max_attempts {
+    // A job handed back with a power change still to repair goes back for the repair
+    // (within its recovery attempts), never to run its task again.
+    let cap = if restore.is_some() { max_attempts + i64::from(RECOVERY_ATTEMPTS) } else { max_attempts };
+    if attempts >= cap {
         // Requeueing would hand the job out more than max_attempts times, which
         // for hardware-changing tasks is exactly what the cap forbids.
-        let reason = format!(
-            "handed back by {consumer} (shutdown) on its last allowed attempt \
-             ({attempts} of {max_attempts}); not retried"
-        );
+        let reason = match restore {
+            None => format!(
+                "handed back by {consumer} (shutdown) on its last allowed attempt \
+                 ({attempts} of {max_attempts}); not retried"
+            ),
+            Some(r) => format!(
+                "handed back by {consumer} with its repair not done, after {attempts} attempt(s); \
+                 the power change it left half-done was NOT undone: {r}"
+            ),
+        };
         tx.execute(
             "UPDATE jobs SET state = 'failed', finished_at = ?2, error = ?3, lease_until = NULL
              WHERE id = ?1",
@@ -288,6 +318,7 @@ pub(super) fn release_tx(conn: &mut Connection, id: JobId, consumer: &str) -> Re
 pub(super) fn append_log_tx(
     conn: &mut Connection,
     id: JobId,
+    holder: &str,
     line: &str,
     options: &QueueOptions,
 ) -> Result<(), QueueError> {
@@ -295,12 +326,114 @@ pub(super) fn append_log_tx(
     let now = now_ms();
     // A job past retention is gone here as it is for get.
     purge_expired(&tx, now, options)?;
-    // No such job: LostLease tells a runner to stop writing for it; any other
-    // error kind would make it back off and retry forever.
-    if !add_log(&tx, &id.to_string(), now, line)? {
+    let key = id.to_string();
+    // Fenced like finish: a runner whose job another runner took over writes nothing
+    // into the new attempt's log. No such job, or not ours: LostLease tells a runner
+    // to stop writing for it; any other error kind would make it retry forever.
+    let ours: bool = tx
+        .query_row(
+            "SELECT count(*) FROM jobs WHERE id = ?1 AND (consumer IS NULL OR consumer = ?2)",
+            rusqlite::params![key, holder],
+            |r| r.get::<_, i64>(0),
+        )
+        .db()?
+        == 1;
+    if !ours || !add_log(&tx, &key, now, line)? {
         return Err(QueueError::LostLease(id));
     }
     tx.commit().db()
+}
+
+pub(super) fn mark_tx(conn: &mut Connection, id: JobId, holder: &str, mark: &Mark) -> Result<(), QueueError> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).db()?;
+    let key = id.to_string();
+    let held = rusqlite::params![key, holder];
+    let n = match mark {
+        Mark::Touched => {
+            tx.execute("UPDATE jobs SET touched = 1 WHERE id = ?1 AND state = 'running' AND consumer = ?2", held)
+        }
+        Mark::Armed(r) => tx.execute(
+            "UPDATE jobs SET restore = ?3 WHERE id = ?1 AND state = 'running' AND consumer = ?2",
+            rusqlite::params![key, holder, r],
+        ),
+        Mark::Disarmed => {
+            tx.execute("UPDATE jobs SET restore = NULL WHERE id = ?1 AND state = 'running' AND consumer = ?2", held)
+        }
+    }
+    .db()?;
+    if n != 1 {
+        return Err(QueueError::LostLease(id));
+    }
+    tx.commit().db()
+}
+
+pub(super) fn running_tx(conn: &mut Connection) -> Result<Vec<Held>, QueueError> {
+    let mut stmt = conn.prepare_cached("SELECT id, consumer FROM jobs WHERE state = 'running'").db()?;
+    let rows: Vec<(String, Option<String>)> =
+        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).db()?.collect::<rusqlite::Result<_>>().db()?;
+    rows.into_iter()
+        .map(|(id, holder)| {
+            let job = JobId::parse(&id).map_err(|e| QueueError::Corrupt(id.clone(), e.to_string()))?;
+            Ok(Held { id: job, holder: holder.unwrap_or_default() })
+        })
+        .collect()
+}
+
+pub(super) fn expire_tx(conn: &mut Connection, id: JobId, holder: &str) -> Result<(), QueueError> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).db()?;
+    let now = now_ms();
+    let key = id.to_string();
+    // One millisecond in the past: "expired" is `lease_until < now` for every reader.
+    let n = tx
+        .execute(
+            "UPDATE jobs SET lease_until = ?3 WHERE id = ?1 AND state = 'running' AND consumer = ?2",
+            rusqlite::params![key, holder, now - 1],
+        )
+        .db()?;
+    if n != 1 {
+        return Err(QueueError::LostLease(id));
+    }
+    add_log(&tx, &key, now, &format!("the process of {holder} is gone; its lease ends now, not at its time"))?;
+    tx.commit().db()
+}
+
+pub(super) fn reset_breaker_tx(conn: &mut Connection, worker_id: &str, reset: &BreakerReset) -> Result<(), QueueError> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).db()?;
+    tx.execute(
+        "INSERT INTO breaker_resets (worker_id, at, by, reason) VALUES (?1, ?2, ?3, ?4)",
+        rusqlite::params![worker_id, reset.at.timestamp_millis(), reset.by, reset.reason],
+    )
+    .db()?;
+    let kept = i64::try_from(BREAKER_RESETS_KEPT).unwrap_or(i64::MAX);
+    tx.execute(
+        "DELETE FROM breaker_resets WHERE worker_id = ?1 AND id NOT IN
+             (SELECT id FROM breaker_resets WHERE worker_id = ?1 ORDER BY at DESC, id DESC LIMIT ?2)",
+        rusqlite::params![worker_id, kept],
+    )
+    .db()?;
+    tx.commit().db()
+}
+
+pub(super) fn breaker_resets_tx(
+    conn: &mut Connection,
+    worker_id: &str,
+    limit: i64,
+) -> Result<Vec<BreakerReset>, QueueError> {
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT at, by, reason FROM breaker_resets WHERE worker_id = ?1 ORDER BY at DESC, id DESC LIMIT ?2",
+        )
+        .db()?;
+    let rows: Vec<(i64, String, String)> = stmt
+        .query_map(rusqlite::params![worker_id, limit], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .db()?
+        .collect::<rusqlite::Result<_>>()
+        .db()?;
+    rows.into_iter()
+        .map(|(at, by, reason)| {
+            Ok(BreakerReset { at: super::row::ms_to_dt(worker_id, "breaker reset", at)?, by, reason })
+        })
+        .collect()
 }
 
 pub(super) fn history_tx(
