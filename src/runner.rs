@@ -397,7 +397,6 @@ impl Runner {
                 drop(writer);
                 return;
             }
-            let handed_back = matches!(ended, Ended::HandedBack);
             let outcome = outcome(ended, limits);
             match (cx.pending_restore(), outcome) {
                 (None, outcome) => outcome,
@@ -405,7 +404,7 @@ impl Runner {
                     match self.repair(&r, &subject, &cx, lease_guard).instrument(span.clone()).await {
                         Ok(what) => {
                             log.line(format!("power restored: {what}"));
-                            Some(with_repair(outcome, &r, &what, handed_back))
+                            Some(with_repair(outcome, &r, &what, "runner shutting down"))
                         }
                         Err(e) => {
                             log.line(format!(
@@ -545,9 +544,10 @@ impl Runner {
 }
 
 /// The outcome of an action that stopped with power cut and was repaired: what it
-/// was, and that power was restored. An action taken away by shutdown ends as
-/// cancelled rather than going back to the queue: its task is not run again.
-pub fn with_repair(outcome: Option<Outcome>, r: &Restore, what: &str, handed_back: bool) -> Outcome {
+/// was, and that power was restored. An action taken away before its end (`taken`:
+/// "runner shutting down", "interrupted") ends as cancelled rather than going back
+/// to the queue: its task is not run again.
+pub fn with_repair(outcome: Option<Outcome>, r: &Restore, what: &str, taken: &str) -> Outcome {
     metrics::counter!("roller_power_repairs_total", "kind" => "in_place").increment(1);
     let note = format!("power restored: {what}");
     match outcome {
@@ -555,8 +555,7 @@ pub fn with_repair(outcome: Option<Outcome>, r: &Restore, what: &str, handed_bac
         Some(Outcome::Failed(e)) => Outcome::Failed(format!("{e}; {note}")),
         Some(Outcome::TimedOut(e)) => Outcome::TimedOut(format!("{e}; {note}")),
         Some(Outcome::Cancelled(e)) => Outcome::Cancelled(format!("{e}; {note}")),
-        None if handed_back => Outcome::Cancelled(format!("runner shutting down during {}; {note}", r.step())),
-        None => Outcome::Failed(format!("stopped during {}; {note}", r.step())),
+        None => Outcome::Cancelled(format!("{taken} during {}; {note}", r.step())),
     }
 }
 

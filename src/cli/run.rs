@@ -14,7 +14,7 @@ use crate::actions::{self, ActionContext, LogSink, Target, Task};
 use crate::config::Settings;
 use crate::domain::{WorkerGroup, WorkerId};
 use crate::queue::Outcome;
-use crate::runner::{Ended, Limits, run_with_limits};
+use crate::runner::{Limits, run_with_limits};
 
 struct StderrLog;
 
@@ -72,7 +72,6 @@ async fn run_and_repair(
     repair_stop: &CancellationToken,
 ) -> Option<Outcome> {
     let ended = run_with_limits(actions::execute(task, target, cx), limits, soft, interrupted).await;
-    let handed_back = matches!(ended, Ended::HandedBack);
     let outcome = crate::runner::outcome(ended, limits);
     let Some(r) = cx.pending_restore() else { return outcome };
     cx.log(format!("stopped with power cut: trying to {} (Ctrl-C again leaves it as it is)", r.describe()));
@@ -80,7 +79,7 @@ async fn run_and_repair(
     match actions::restore::repair(&r, &on, cx, RESTORE_WITHIN, repair_stop.clone()).await {
         Ok(what) => {
             cx.log(format!("power restored: {what}"));
-            Some(crate::runner::with_repair(outcome, &r, &what, handed_back))
+            Some(crate::runner::with_repair(outcome, &r, &what, "interrupted"))
         }
         Err(e) => {
             let left = format!("{}: the repair failed ({e}); restore it by hand", r.left());

@@ -14,6 +14,7 @@ mod fleet;
 mod hardware;
 mod helpers;
 mod ilo;
+mod interrupt;
 mod ipmi;
 mod jobs;
 mod loan;
