@@ -43,6 +43,10 @@ pub enum ErrorCode {
     MethodNotAllowed,
     /// The reboot-loop breaker refuses a restart of this machine now.
     RestartBreakerOpen,
+    /// A task that restarts a machine, for a machine the inventory does not describe.
+    NotInInventory,
+    /// An override (a breaker reset) needs a reason.
+    MissingReason,
     /// Too many live job streams; try again later.
     TooManyStreams,
     QueueUnavailable,

@@ -11,7 +11,7 @@ use super::error::{ApiError, ErrorCode};
 use super::wire::{Created, ErrorBody, History, JobView};
 use super::{AppState, Authenticated, LogFields};
 use crate::domain::{ClientId, JobId, TaskclusterName, WorkerGroup, WorkerId};
-use crate::queue::{JobState, NewJob};
+use crate::queue::NewJob;
 use crate::task::Task;
 
 /// CORS preflight: no authentication, empty JSON object like the seed.
@@ -134,7 +134,21 @@ async fn enqueue(
     let provisioner_id = tc_name("provisioner_id", q.provisioner_id)?;
     let worker_type = tc_name("worker_type", q.worker_type)?;
     if task.restarts_machine() {
-        restart_breaker(state, &worker_id, &worker_group, task).await?;
+        // Roller cannot restart what it has no hardware description for: say so now,
+        // rather than queue a job that can only fail.
+        let inventory = state.inventory.current();
+        if inventory.machine(&worker_id).is_none() {
+            let source = if inventory.path.as_os_str().is_empty() {
+                "no inventory is configured (ROLLER_INVENTORY)".to_string()
+            } else {
+                format!("it is not in the inventory {}", inventory.path.display())
+            };
+            return Err(ApiError::bad_request(
+                ErrorCode::NotInInventory,
+                format!("{task} restarts a machine, and {worker_id} has no hardware description: {source}"),
+            ));
+        }
+        super::breaker::check(state, &worker_id, &worker_group, task).await?;
     }
     let origin = match headers.get(header::ORIGIN) {
         Some(v) => Some(
@@ -180,54 +194,6 @@ async fn enqueue(
     let mut res = (status, [(header::LOCATION, url)], Json(body)).into_response();
     res.extensions_mut().insert(log_fields(&caller.client_id, Some(job.id)));
     Ok(res)
-}
-
-/// The reboot-loop breaker: a machine restarted `max_restarts` times within the
-/// window is not restarted again (a machine in a reboot loop needs a person, and
-/// each restart wears it). A repeat of a request for a job that is already
-/// queued or running passes: it gets that job back (coalescing).
-async fn restart_breaker(state: &AppState, worker: &WorkerId, group: &WorkerGroup, task: Task) -> Result<(), ApiError> {
-    let safety = state.settings.safety;
-    if safety.max_restarts == 0 {
-        return Ok(());
-    }
-    let jobs = state.queue.history(worker, usize::MAX).await?;
-    let same_active = jobs.iter().any(|j| !j.state.is_final() && j.task == task && &j.worker_group == group);
-    if same_active {
-        return Ok(());
-    }
-    let since = chrono::Utc::now() - chrono::Duration::from_std(safety.window).unwrap_or(chrono::Duration::hours(6));
-    // Every restart asked for in the window counts, whatever became of it: a machine
-    // in a reboot loop mostly fails its proofs, and queued ones are restarts to come.
-    // Only cancelled jobs (never run) are left out.
-    let mut recent: Vec<_> = jobs
-        .iter()
-        .filter(|j| j.task.restarts_machine() && j.state != JobState::Cancelled)
-        .map(|j| (j.started_at.unwrap_or(j.created_at), j.task))
-        .filter(|(t, _)| *t >= since)
-        .collect();
-    if recent.len() < safety.max_restarts as usize {
-        return Ok(());
-    }
-    recent.sort();
-    let hours = safety.window.as_secs() / 3600;
-    // The breaker opens again when the oldest counted restart leaves the window.
-    let oldest = recent[recent.len() - safety.max_restarts as usize].0;
-    let until = oldest + chrono::Duration::from_std(safety.window).unwrap_or(chrono::Duration::hours(6));
-    let tasks: Vec<&str> = recent.iter().map(|(_, t)| t.name()).collect();
-    metrics::counter!("roller_restart_refusals_total", "task" => task.name()).increment(1);
-    tracing::warn!(worker_id = %worker, task = %task, restarts = recent.len(), "reboot-loop breaker refused a restart");
-    Err(ApiError::conflict(
-        ErrorCode::RestartBreakerOpen,
-        format!(
-            "{worker} was restarted {} times in the last {hours} h ({}); the reboot-loop breaker refuses {task} until {} \
-         (safety.max_restarts = {}): the machine needs a person",
-            recent.len(),
-            tasks.join(", "),
-            until.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-            safety.max_restarts
-        ),
-    ))
 }
 
 pub(super) fn require(caller: &crate::auth::Caller, scope: &str) -> Result<(), ApiError> {

@@ -3,6 +3,7 @@
 //! Handlers authenticate, check scopes, parse input into domain types and talk
 //! to the queue. They never drive hardware.
 
+mod breaker;
 mod dashboard;
 mod dockerflow;
 pub mod error;
@@ -21,7 +22,7 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{MethodRouter, get};
+use axum::routing::{MethodRouter, get, post};
 use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 
@@ -166,6 +167,8 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/workers/{worker_id}/jobs", worker_jobs)
         .route("/api/v1/jobs/{task_id}", get(jobs::get_job).fallback(method_not_allowed))
         .route("/api/v1/jobs/{task_id}/events", get(events::job_events).fallback(method_not_allowed))
+        .route("/api/v1/workers/{worker_id}/breaker", get(breaker::status).fallback(method_not_allowed))
+        .route("/api/v1/workers/{worker_id}/breaker/reset", post(breaker::reset).fallback(method_not_allowed))
         .route("/api/v1/whoami", get(machines::whoami).fallback(method_not_allowed))
         .route("/api/v1/machines", get(machines::machines).fallback(method_not_allowed))
         .route("/", get(dashboard::index).fallback(method_not_allowed))

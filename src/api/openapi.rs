@@ -5,7 +5,7 @@
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{dockerflow, events, jobs, machines, wire};
+use super::{breaker, dockerflow, events, jobs, machines, wire};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -18,6 +18,8 @@ use super::{dockerflow, events, jobs, machines, wire};
         jobs::history,
         jobs::get_job,
         events::job_events,
+        breaker::status,
+        breaker::reset,
         machines::whoami,
         machines::machines,
         dockerflow::lbheartbeat,

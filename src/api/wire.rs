@@ -169,3 +169,38 @@ pub struct Machines {
     pub inventory: bool,
     pub machines: Vec<MachineView>,
 }
+
+/// A restart the reboot-loop breaker counts.
+#[derive(Serialize, ToSchema)]
+pub struct RestartView {
+    pub at: String,
+    pub task_name: &'static str,
+    pub task_id: String,
+}
+
+/// An operator's reset of a machine's breaker.
+#[derive(Serialize, ToSchema)]
+pub struct BreakerResetView {
+    pub at: String,
+    /// The client id that reset it.
+    pub by: String,
+    pub reason: String,
+}
+
+/// A machine's reboot-loop breaker as `GET /api/v1/workers/{worker_id}/breaker` shows it.
+#[derive(Serialize, ToSchema)]
+pub struct BreakerView {
+    pub worker_id: String,
+    /// 0: the breaker is off.
+    pub max_restarts: u32,
+    pub window_hours: u64,
+    /// Restarts are refused now.
+    pub open: bool,
+    /// When it lets the next restart through.
+    pub open_until: Option<String>,
+    /// The restarts that count (commands that reached a device, since the window began
+    /// or the last reset), oldest first.
+    pub restarts: Vec<RestartView>,
+    /// The newest resets first (who, when, why).
+    pub resets: Vec<BreakerResetView>,
+}

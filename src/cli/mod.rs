@@ -14,6 +14,7 @@ use crate::config::{ProcessEnv, Settings};
 use crate::domain::{JobId, WorkerGroup, WorkerId};
 use crate::startup::{ADMIN_CREDENTIALS_FILE, Mode};
 
+mod breaker;
 pub mod client;
 pub mod fleet;
 mod inventory;
@@ -96,6 +97,33 @@ enum Command {
         credentials: Option<PathBuf>,
         #[command(subcommand)]
         command: JobsCommand,
+    },
+    /// A machine's reboot-loop breaker, through a running roller: what it counted, and the
+    /// audited reset once a person has looked at the machine.
+    Breaker {
+        /// The roller to talk to [default: http://<server.bind>].
+        #[arg(long, env = "ROLLER_URL", global = true)]
+        url: Option<String>,
+        /// Credentials file [default: <data_dir>/admin-credentials.json]; TASKCLUSTER_CLIENT_ID and
+        /// TASKCLUSTER_ACCESS_TOKEN take precedence when both are set.
+        #[arg(long, global = true)]
+        credentials: Option<PathBuf>,
+        #[command(subcommand)]
+        command: BreakerCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum BreakerCommand {
+    /// The restarts the breaker counts for a machine, whether it refuses restarts now, its resets.
+    Status { worker_id: String },
+    /// Let a machine be restarted again: restarts before now stop counting. Recorded with
+    /// your client id and the reason (needs the scope <scope_prefix>breaker:reset).
+    Reset {
+        worker_id: String,
+        /// Why the machine may be restarted again (what was found, what was done).
+        #[arg(long)]
+        reason: String,
     },
 }
 
@@ -228,6 +256,18 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 return run::run_once(settings, task, w.as_str(), g.as_str()).await;
             }
             run::run_many(settings, task, targets, machines.yes, machines.json).await
+        }
+        Command::Breaker { url, credentials, command } => {
+            let s = load(&cli)?;
+            let url = url.clone().unwrap_or_else(|| jobs::default_url(&s));
+            let creds = credentials.clone().unwrap_or_else(|| s.data_dir.join(ADMIN_CREDENTIALS_FILE));
+            let client = Client::new(&url, &creds)?;
+            match command {
+                BreakerCommand::Status { worker_id } => breaker::status(&client, &WorkerId::parse(worker_id)?).await,
+                BreakerCommand::Reset { worker_id, reason } => {
+                    breaker::reset(&client, &WorkerId::parse(worker_id)?, reason).await
+                }
+            }
         }
         Command::Jobs { url, credentials, command } => {
             let s = load(&cli)?;

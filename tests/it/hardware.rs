@@ -232,3 +232,74 @@ async fn power_ons_to_one_bmc_or_pdu_are_staggered() {
     assert_eq!(reboots.len(), 2);
     assert!((reboots[1] - reboots[0]).abs() >= 1.9, "PDU reboots {:.2}s apart", reboots[1] - reboots[0]);
 }
+
+/// A restart counts only when its command reached a device: jobs that failed on their
+/// configuration restarted nothing. An operator's reset lets the machine be restarted
+/// again, recorded with who and why.
+#[tokio::test]
+async fn the_breaker_counts_only_restarts_that_reached_a_device_and_a_reset_is_audited() {
+    let sim = IpmiSim::start();
+    let dir = tempfile::tempdir().unwrap();
+    let inv = inventory(dir.path(), &sim, sim.password());
+    // A machine whose BMC password cannot be read: its restarts fail before any command.
+    let broken = dir.path().join("broken.toml");
+    let text = std::fs::read_to_string(&inv).unwrap().replace("ipmi-password", "no-such-password-file");
+    std::fs::write(&broken, text).unwrap();
+    let config = "[safety]\nmax_restarts = 2\nrestart_window_hours = 6\n";
+    let app = spawn_app_with(config, &[("ROLLER_INVENTORY", broken.to_str().unwrap())]).await;
+    for task in ["ipmi_reset", "ipmi_cycle", "ipmi_reset"] {
+        let job = run_job(&app, task).await;
+        assert_eq!(job["state"], "failed", "{job:#}");
+        assert!(job["error"].as_str().unwrap().contains("configuration error"), "{job:#}");
+    }
+    assert!(sim.actions().is_empty(), "nothing reached the BMC");
+    // Three "restarts" that never happened: the breaker lets the next one through.
+    let data = app.stop().await;
+    let cfg = data.path().join("roller.toml");
+    let app = spawn_app_from(data, &cfg, &[("ROLLER_INVENTORY", &inv)]).await;
+    for _ in 0..2 {
+        assert_eq!(run_job(&app, "ipmi_reset").await["state"], "succeeded");
+    }
+    let r = app.post_job("bmc-host", "lab", "ipmi_cycle").await;
+    assert_eq!(r.status(), 409);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["error_code"], "restart_breaker_open");
+    assert!(v["detail"].as_str().unwrap().contains("roller breaker reset bmc-host --reason"), "{v}");
+
+    let status = app.signed(Method::GET, "/api/v1/workers/bmc-host/breaker", READER).await;
+    assert_eq!(status.status(), 200);
+    let b: Value = status.json().await.unwrap();
+    assert_eq!((b["open"].as_bool(), b["restarts"].as_array().map(Vec::len)), (Some(true), Some(2)), "{b:#}");
+
+    // The override: scoped, with a reason, recorded.
+    let reset = "/api/v1/workers/bmc-host/breaker/reset";
+    assert_eq!(app.signed(Method::POST, &format!("{reset}?reason=looked"), READER).await.status(), 403);
+    let r = app.signed(Method::POST, reset, ADMIN).await;
+    assert_eq!(r.status(), 400);
+    assert_eq!(r.json::<Value>().await.unwrap()["error_code"], "missing_reason");
+    let r = app.signed(Method::POST, &format!("{reset}?reason=reseated%20the%20cartridge"), ADMIN).await;
+    assert_eq!(r.status(), 200);
+    let b: Value = r.json().await.unwrap();
+    assert_eq!(b["open"], false, "{b:#}");
+    assert!(b["restarts"].as_array().unwrap().is_empty());
+    assert_eq!(
+        (b["resets"][0]["by"].as_str(), b["resets"][0]["reason"].as_str()),
+        (Some("admin"), Some("reseated the cartridge"))
+    );
+    assert_eq!(app.post_job("bmc-host", "lab", "ipmi_cycle").await.status(), 201);
+}
+
+#[tokio::test]
+async fn restart_tasks_for_machines_outside_the_inventory_are_refused_at_enqueue() {
+    let sim = IpmiSim::start();
+    let dir = tempfile::tempdir().unwrap();
+    let inv = inventory(dir.path(), &sim, sim.password());
+    let app = spawn_app_with("", &[("ROLLER_INVENTORY", &inv)]).await;
+    let r = app.post_job("not-there", "lab", "reboot").await;
+    assert_eq!(r.status(), 400);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["error_code"], "not_in_inventory");
+    assert!(v["detail"].as_str().unwrap().contains(&inv), "names the inventory: {v}");
+    let history = app.signed(Method::GET, "/api/v1/workers/not-there/jobs", ADMIN).await.json::<Value>().await.unwrap();
+    assert!(history["jobs"].as_array().unwrap().is_empty(), "nothing was queued: {history}");
+}

@@ -13,9 +13,11 @@ use crate::helpers::*;
 
 /// What the router serves as API; the document must describe exactly these (the
 /// dashboard's page and assets are not API).
-const ROUTES: [&str; 11] = [
+const ROUTES: [&str; 13] = [
     "/api/v1/workers/{worker_id}/group/{worker_group}/jobs",
     "/api/v1/workers/{worker_id}/jobs",
+    "/api/v1/workers/{worker_id}/breaker",
+    "/api/v1/workers/{worker_id}/breaker/reset",
     "/api/v1/jobs/{task_id}",
     "/api/v1/jobs/{task_id}/events",
     "/api/v1/whoami",

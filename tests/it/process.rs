@@ -169,3 +169,35 @@ async fn sighup_reloads_the_inventory_and_a_bad_file_keeps_the_old_one() {
     let job = status_of("late-host", "g3").await;
     assert_eq!(job["state"], "succeeded", "{job:#}");
 }
+
+#[tokio::test]
+async fn roller_breaker_reset_records_who_when_and_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let roller = start(dir.path(), None, "breaker.log");
+    let creds = dir.path().join(".local/share/roller/admin-credentials.json");
+    let (url, creds) = (roller.url().to_string(), creds.display().to_string());
+    let cli = move |args: Vec<String>| {
+        let out = Command::new(env!("CARGO_BIN_EXE_roller"))
+            .args(["breaker", "--url", &url, "--credentials", &creds])
+            .args(args)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).to_string())
+    };
+    let words = |w: &[&str]| w.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let c = cli.clone();
+    let (code, out) = tokio::task::spawn_blocking(move || {
+        c(words(&["reset", "mac-7", "--reason", "replaced the power supply; ok to restart"]))
+    })
+    .await
+    .unwrap();
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("mac-7: restarts allowed"), "{out}");
+    assert!(out.contains("by roller-admin: replaced the power supply; ok to restart"), "{out}");
+    let (code, out) = tokio::task::spawn_blocking(move || cli(words(&["status", "mac-7"]))).await.unwrap();
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("reset") && out.contains("replaced the power supply"), "the reset is kept: {out}");
+}
