@@ -6,7 +6,7 @@
 //! machine or class, and the field. Secrets are references (`*_env` names an
 //! environment variable, `*_file` a file) resolved when a job needs them, so a
 //! rotated password needs no reload; `roller inventory check` resolves them all
-//! up front.
+//! up front, with the other checks of what only shows when a job runs (`check`).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -16,8 +16,10 @@ use std::time::Duration;
 use secrecy::SecretString;
 use serde::Deserialize;
 
+mod check;
 mod file;
 
+pub use self::check::Problem;
 use self::file::InventoryFile;
 use crate::domain::{TaskclusterName, WorkerGroup, WorkerId};
 /// How roller decides a machine answers: ICMP (default) or `tcp:<port>`.

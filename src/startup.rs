@@ -80,6 +80,8 @@ impl Application {
         // Before anything records a metric or talks to a device.
         crate::telemetry::prometheus();
         create_private_dir(&settings.data_dir)?;
+        // What is built from the settings alone is also built by `check_clients`
+        // (`roller check-config`): a client added here belongs there too.
         let actions = action_settings(&settings)?;
         load_inventory(&settings, &actions.inventory)?;
         let actions = Arc::new(actions);
@@ -192,6 +194,39 @@ pub fn action_settings(settings: &Settings) -> anyhow::Result<ActionSettings> {
         xen: settings.xen.clone(),
         taskcluster,
     })
+}
+
+/// What [`Application::build_mode`] builds from the settings alone, built and dropped,
+/// with every error: the actions' clients, the notifier, the authenticator. Nothing is
+/// created, bound, opened or contacted: a missing admin credentials file is left for
+/// `serve` to generate; an existing one is read, as `serve` reads it. For `roller
+/// check-config`, which checks the inventory itself (every problem, not the first).
+pub fn check_clients(settings: &Settings) -> Vec<String> {
+    let mut errors = Vec::new();
+    if let Err(e) = action_settings(settings) {
+        errors.push(format!("{e:#}"));
+    }
+    if let Err(e) = notifier(settings) {
+        // Both build roller's Taskcluster client: its error is said once.
+        let e = format!("{e:#}");
+        if !errors.contains(&e) {
+            errors.push(e);
+        }
+    }
+    let auth = match &settings.auth {
+        AuthSettings::Local { clients } if clients.is_empty() => {
+            let path = settings.data_dir.join(ADMIN_CREDENTIALS_FILE);
+            if path.exists() { read_credentials(&path).map(drop) } else { Ok(()) }
+        }
+        AuthSettings::Local { .. } => Ok(()),
+        AuthSettings::Taskcluster { root_url, timeout } => {
+            TaskclusterAuth::new(root_url, *timeout).map(drop).map_err(|e| anyhow::anyhow!("taskcluster auth: {e}"))
+        }
+    };
+    if let Err(e) = auth {
+        errors.push(format!("{e:#}"));
+    }
+    errors
 }
 
 /// Load the configured inventory into `handle` (an error stops the start).

@@ -1,17 +1,30 @@
-//! `roller inventory check` and `roller explain`: what an inventory says, and
-//! what `reboot` would do for a machine, without touching hardware.
+//! `roller inventory check`, `roller check-config` and `roller explain`: what an
+//! inventory and the configuration say, every problem they have, and what `reboot`
+//! would do for a machine, without touching hardware or the network.
 
+use std::collections::BTreeMap;
+use std::path::Path;
 use std::process::ExitCode;
 
 use super::output::say;
+use crate::actions::ActionSettings;
 use crate::config::Settings;
 use crate::domain::WorkerId;
+use crate::inventory::Inventory;
 
-/// `roller inventory check`: every machine's reboot chain and every secret it refers to.
-pub fn inventory_check(actions: &crate::actions::ActionSettings, file: &std::path::Path) -> anyhow::Result<ExitCode> {
-    let inv = crate::inventory::Inventory::load(file)?;
-    let mut problems = 0;
+/// `roller inventory check`: every machine's reboot chain, and every problem of every
+/// machine (`Machine::problems`: secrets, ssh key and known_hosts, driver limits).
+/// `settings_error`: why roller's configuration did not load, when it did not; the
+/// Xen and Bugzilla steps are then shown as skipped. An inventory that does not parse
+/// stops at its first error (the caller exits 2); problems exit 1, after all of them.
+pub fn inventory_check(
+    actions: &ActionSettings,
+    settings_error: Option<String>,
+    file: &Path,
+) -> anyhow::Result<ExitCode> {
+    let inv = Inventory::load(file)?;
     say!("{}: {} machines, {} classes", file.display(), inv.machines.len(), inv.classes.len());
+    let mut problems = Vec::new();
     for m in inv.machines.values() {
         let group = m.group.as_ref().map(|g| g.to_string()).unwrap_or_else(|| "-".into());
         say!("{} (group {group}, class {}, address {})", m.id, m.class.name, m.address);
@@ -21,18 +34,82 @@ pub fn inventory_check(actions: &crate::actions::ActionSettings, file: &std::pat
                 Some(why) => say!("  reboot step {:<18} skipped: {why}", p.step.name()),
             }
         }
-        for (field, secret) in m.secrets() {
-            if let Err(e) = secret.resolve() {
-                problems += 1;
-                say!("  PROBLEM {field}: {e}");
+        for p in m.problems() {
+            say!("  PROBLEM {}: {}", p.field, p.message);
+            problems.push(p.to_string());
+        }
+    }
+    if let Some(e) = settings_error {
+        say!(
+            "note: roller's configuration did not load, so the steps that need it are shown as skipped \
+             (`roller check-config` checks it): {e}"
+        );
+    }
+    notes(&inv, actions);
+    Ok(verdict(&problems))
+}
+
+/// `roller check-config`: the settings (secrets redacted), then everything `serve` builds
+/// from them without touching hardware or the network (`startup::check_clients`), and the
+/// configured inventory with the checks of `roller inventory check`. Every problem is
+/// listed; any exits 1. Settings that do not load are the caller's exit 2.
+pub fn check_config(settings: &Settings) -> ExitCode {
+    say!("{settings:#?}");
+    let mut problems: Vec<String> = crate::startup::check_clients(settings)
+        .into_iter()
+        .map(|e| format!("{e}; `roller serve` refuses to start with it"))
+        .collect();
+    match &settings.inventory_path {
+        None => say!("inventory: none configured (ROLLER_INVENTORY / inventory): only `ping` runs, on any address"),
+        Some(path) => match Inventory::load(path) {
+            Err(e) => {
+                say!("inventory {}: does not load (below)", path.display());
+                problems.push(format!(
+                    "{e}; `roller serve` refuses to start with it: fix the file, or the path in ROLLER_INVENTORY / \
+                     inventory"
+                ));
+            }
+            Ok(inv) => {
+                say!("inventory {}: {} machines, {} classes", path.display(), inv.machines.len(), inv.classes.len());
+                problems.extend(inv.problems().iter().map(ToString::to_string));
+                // A client that did not build is a problem above; the plan then shows its steps skipped.
+                notes(&inv, &crate::startup::action_settings(settings).unwrap_or_default());
+            }
+        },
+    }
+    verdict(&problems)
+}
+
+/// Reboot steps machines ask for that roller's own configuration skips (no XenAPI, no
+/// Bugzilla), with how many machines each: said, not counted as problems, since a
+/// deployment may leave them out on purpose (the default chain ends with the bug).
+fn notes(inv: &Inventory, actions: &ActionSettings) {
+    let mut skipped: BTreeMap<(&str, String), usize> = BTreeMap::new();
+    for m in inv.machines.values() {
+        for p in crate::actions::reboot::plan(m, actions) {
+            // A step the machine itself has no configuration for is the inventory's choice.
+            if let Some(why) = p.skip.filter(|_| m.can_run(p.step).is_ok()) {
+                *skipped.entry((p.step.name(), why)).or_default() += 1;
             }
         }
     }
-    if problems > 0 {
-        say!("{problems} problem(s)");
-        return Ok(ExitCode::from(1));
+    for ((step, why), n) in skipped {
+        say!("note: {step} is skipped on {n} machine(s): {why}");
     }
-    Ok(ExitCode::SUCCESS)
+}
+
+/// Every problem, one per line, then their count: exit 1; none: exit 0.
+fn verdict(problems: &[String]) -> ExitCode {
+    if problems.is_empty() {
+        say!("no problems");
+        return ExitCode::SUCCESS;
+    }
+    say!("problems:");
+    for p in problems {
+        say!("  {p}");
+    }
+    say!("{} problem(s)", problems.len());
+    ExitCode::from(1)
 }
 
 /// `roller explain`: the reboot chain as it would run, from the inventory alone.
@@ -42,7 +119,7 @@ pub fn explain(settings: Settings, worker_id: &str, file: Option<&std::path::Pat
         Some(p) => p.to_path_buf(),
         None => anyhow::bail!("no inventory: pass --inventory FILE or set ROLLER_INVENTORY"),
     };
-    let inv = crate::inventory::Inventory::load(&path)?;
+    let inv = Inventory::load(&path)?;
     let Some(m) = inv.machine(&id) else {
         say!("{id} is not in the inventory {}: only `ping` runs on it.", path.display());
         if id.as_str().parse::<std::net::IpAddr>().is_err() {

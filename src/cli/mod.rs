@@ -59,7 +59,9 @@ enum Command {
     },
     /// List the tasks roller can run, with one line of help each.
     Tasks,
-    /// Load and validate the configuration, then print it (secrets redacted).
+    /// Load and validate the configuration and print it (secrets redacted), then build what
+    /// `serve` builds from it and check the inventory as `inventory check` does, touching no
+    /// hardware and no network; every problem is listed (exit 1 when there is one).
     CheckConfig,
     /// Work with an inventory file (machines, hardware classes, reboot chains).
     Inventory {
@@ -129,8 +131,9 @@ enum BreakerCommand {
 
 #[derive(Subcommand)]
 enum InventoryCommand {
-    /// Validate an inventory, resolve every secret it refers to, and show each machine's
-    /// reboot chain with the steps that would be skipped (touches no hardware).
+    /// Validate an inventory, show each machine's reboot chain with the steps that would be
+    /// skipped, and list every problem: secrets that do not resolve, ssh key and known_hosts
+    /// files that are missing or unusable, values the drivers refuse (touches no hardware).
     Check { file: PathBuf },
 }
 
@@ -231,20 +234,20 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Api => serve::serve(load(&cli)?, Mode::Api).await,
         Command::Worker => serve::serve(load(&cli)?, Mode::Worker).await,
         // Only the Bugzilla/Xen settings matter here (do those steps run?); a config
-        // problem elsewhere must not stop the check of an inventory file.
+        // problem must not stop the check of an inventory file, but it is said.
         Command::Inventory { command: InventoryCommand::Check { file } } => {
-            let actions = load(&cli).ok().and_then(|s| crate::startup::action_settings(&s).ok()).unwrap_or_default();
-            inventory::inventory_check(&actions, file)
+            let actions = load(&cli).and_then(|s| crate::startup::action_settings(&s));
+            let (actions, settings_error) = match actions {
+                Ok(a) => (a, None),
+                Err(e) => (Default::default(), Some(format!("{e:#}"))),
+            };
+            inventory::inventory_check(&actions, settings_error, file)
         }
         Command::TcActions { base_url, declare } => {
             tc_actions::tc_actions(load(&cli)?, base_url, declare.as_deref()).await
         }
         Command::Explain { worker_id, inventory } => inventory::explain(load(&cli)?, worker_id, inventory.as_deref()),
-        Command::CheckConfig => {
-            let s = load(&cli)?;
-            say!("{s:#?}");
-            Ok(ExitCode::SUCCESS)
-        }
+        Command::CheckConfig => Ok(inventory::check_config(&load(&cli)?)),
         Command::Serve => serve::serve(load(&cli)?, Mode::Serve).await,
         Command::Run { task, machines } => {
             // Drivers' warnings (an outlet left off) reach the operator; RUST_LOG for more.

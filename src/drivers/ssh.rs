@@ -238,11 +238,29 @@ async fn load_key(path: &Path) -> Result<russh::keys::PrivateKey, SshError> {
     let err = |message: String| SshError::KeyFile { path: path.to_path_buf(), message };
     // Held as a secret so it is zeroed on drop and never Debug-printed.
     let text = SecretString::from(tokio::fs::read_to_string(path).await.map_err(|e| err(e.to_string()))?);
+    decode_key(path, &text)
+}
+
+/// The private key in `text` (read from `path`, which only names it in errors), as
+/// `ssh_reboot` needs it: without a passphrase. Pure, so `roller inventory check` finds
+/// an unusable key with the driver's own rules before a job does.
+pub fn decode_key(path: &Path, text: &SecretString) -> Result<russh::keys::PrivateKey, SshError> {
+    let err = |message: String| SshError::KeyFile { path: path.to_path_buf(), message };
     russh::keys::decode_secret_key(text.expose_secret(), None).map_err(|e| match e {
         russh::keys::Error::KeyIsEncrypted => err("the key has a passphrase; roller needs one without".into()),
         // russh's key errors describe the format problem, never the bytes.
         other => err(format!("cannot parse the private key: {other}")),
     })
+}
+
+/// How many keys `known_hosts` records for `host:port`, looked up as the host-key check
+/// looks them up (`[host]:port` off port 22, hashed names included). Reads the file and
+/// connects to nothing; a file that cannot be opened records none, as in the check.
+/// `roller inventory check` uses it to find hosts `ssh_reboot` could never trust.
+pub fn recorded_host_keys(host: &str, port: u16, known_hosts: &Path) -> Result<usize, SshError> {
+    russh::keys::known_hosts::known_host_keys_path(host, port, known_hosts)
+        .map(|keys| keys.len())
+        .map_err(|e| SshError::KnownHostsFile { path: known_hosts.to_path_buf(), message: e.to_string() })
 }
 
 /// The handler's error: ours (host-key verdicts) or russh's.

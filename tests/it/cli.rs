@@ -2,7 +2,7 @@
 
 use std::process::{Command, Stdio};
 
-use roller_testkit::inventory::{Inventory, Machine, Pdu};
+use roller_testkit::inventory::{Inventory, Ipmi, Machine, Pdu, Ssh};
 
 fn roller(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
     let dir = tempfile::tempdir().unwrap();
@@ -177,6 +177,124 @@ fn inventory_check_explains_chains_and_reports_unresolvable_secrets() {
     let (code, _, err) = roller(&["inventory", "check", path], &[]);
     assert_eq!(code, 2);
     assert!(err.contains("machines.mac1.pdu.outlet") && err.contains("inventory.toml"), "{err}");
+}
+
+/// A fresh passphrase-less ed25519 key at `path` and its public key (`type base64`).
+fn keygen(path: &std::path::Path) -> String {
+    let out = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(path)
+        .output()
+        .expect("ssh-keygen runs (apt-get install openssh-client)");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let public = std::fs::read_to_string(path.with_extension("pub")).unwrap();
+    public.split_whitespace().take(2).collect::<Vec<_>>().join(" ")
+}
+
+#[test]
+fn inventory_check_lists_every_problem_of_every_machine_ssh_files_included() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("inventory.toml");
+    let path = f.to_str().unwrap();
+    let missing = dir.path().join("missing");
+    let key = dir.path().join("id");
+    let public = keygen(&key);
+    Inventory::new()
+        // Neither the key nor the known_hosts file (host_keys = "known-hosts", the default) exists.
+        .machine(Machine::new("ms1").ssh(Ssh::new("roller", missing.join("id")).known_hosts(missing.join("kh"))))
+        // A usable key, but accept-new into a directory that is not there, and an unset password.
+        .machine(
+            Machine::new("ms2")
+                .ssh(Ssh::new("roller", &key).known_hosts(missing.join("kh")).host_keys("accept-new"))
+                .ipmi(Ipmi::new("bmc2", "admin").password_env("ROLLER_TEST_UNSET_IPMI_PASSWORD")),
+        )
+        .write_to(&f);
+    let (code, out, err) = roller(&["inventory", "check", path], &[]);
+    assert_eq!(code, 1, "{out}{err}");
+    let m = missing.display();
+    for want in [
+        format!("  machines.ms1.ssh.key_file: cannot read {m}/id: No such file or directory"),
+        format!("  machines.ms1.ssh.known_hosts: cannot read {m}/kh: No such file or directory"),
+        "  machines.ms2.ipmi.password: environment variable ROLLER_TEST_UNSET_IPMI_PASSWORD is not set".into(),
+        format!("  machines.ms2.ssh.known_hosts: directory {m} does not exist"),
+    ] {
+        assert!(out.lines().any(|l| l.starts_with(&want)), "want {want:?} in {out}");
+    }
+    assert_eq!(out.lines().last(), Some("4 problem(s)"), "{out}");
+    // Each under its machine too, beside its reboot chain.
+    assert!(out.contains("  PROBLEM ssh.key_file: cannot read") && out.contains("  PROBLEM ipmi.password:"), "{out}");
+
+    // The same machines, fixed: a key, a pinned host key, a password.
+    let kh = dir.path().join("known_hosts");
+    std::fs::write(&kh, format!("ms1 {public}\n")).unwrap();
+    Inventory::new()
+        .machine(Machine::new("ms1").ssh(Ssh::new("roller", &key).known_hosts(&kh)))
+        .machine(
+            Machine::new("ms2")
+                .ssh(Ssh::new("roller", &key).known_hosts(dir.path().join("kh2")).host_keys("accept-new"))
+                .ipmi(Ipmi::new("bmc2", "admin").password_env("ROLLER_TEST_IPMI_PASSWORD")),
+        )
+        .write_to(&f);
+    let (code, out, err) = roller(&["inventory", "check", path], &[("ROLLER_TEST_IPMI_PASSWORD", "pw")]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(out.lines().last(), Some("no problems"), "{out}");
+    // Steps roller's own configuration skips are said, not counted.
+    assert!(out.contains("note: file_bugzilla_bug is skipped on 2 machine(s): no Bugzilla is configured"), "{out}");
+
+    // A known_hosts file that pins no key for the machine: ssh_reboot could never trust it.
+    std::fs::write(&kh, format!("elsewhere {public}\n")).unwrap();
+    let (code, out, _) = roller(&["inventory", "check", path], &[("ROLLER_TEST_IPMI_PASSWORD", "pw")]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains(&format!("machines.ms1.ssh.known_hosts: {} has no key for ms1 port 22", kh.display())));
+
+    // Configuration that does not load does not stop the check, and is said.
+    let (_, out, _) = roller(&["--config", "/nonexistent/roller.toml", "inventory", "check", path], &[]);
+    assert!(out.contains("note: roller's configuration did not load") && out.contains("/nonexistent/roller.toml"));
+}
+
+#[test]
+fn check_config_checks_the_inventory_and_what_serve_builds() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("inventory.toml");
+    let path = f.to_str().unwrap();
+
+    // `roller serve` refuses to start without the configured inventory: so does the check.
+    let missing = dir.path().join("nope.toml");
+    let (code, out, err) = roller(&["check-config"], &[("ROLLER_INVENTORY", missing.to_str().unwrap())]);
+    assert_eq!(code, 1, "{out}{err}");
+    let line = out.lines().find(|l| l.starts_with("  inventory ")).unwrap_or_else(|| panic!("a problem in {out}"));
+    assert!(line.contains("No such file or directory") && line.contains("refuses to start"), "{line}");
+    assert_eq!(out.lines().last(), Some("1 problem(s)"), "{out}");
+
+    // A valid inventory: its summary, not a Debug dump.
+    Inventory::new().machine(Machine::new("mac1").pdu(Pdu::new("pdu1", "AB12").community_env("C"))).write_to(&f);
+    let (code, out, err) = roller(&["check-config"], &[("ROLLER_INVENTORY", path), ("C", "community")]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains(&format!("inventory {path}: 1 machines, 0 classes")), "{out}");
+    assert!(!out.contains("Inventory("), "{out}");
+    assert_eq!(out.lines().last(), Some("no problems"), "{out}");
+
+    // Every problem of the inventory, with the same checks as `roller inventory check`.
+    Inventory::new()
+        .machine(Machine::new("mac1").pdu(Pdu::new("pdu1", "AB12").community_env("C")))
+        .machine(Machine::new("ms1").ssh(Ssh::new("roller", "/nonexistent/id").known_hosts("/nonexistent/kh")))
+        .write_to(&f);
+    let (code, out, _) = roller(&["check-config"], &[("ROLLER_INVENTORY", path)]);
+    assert_eq!(code, 1, "{out}");
+    for want in ["machines.mac1.pdu.community: ", "machines.ms1.ssh.key_file: ", "machines.ms1.ssh.known_hosts: "] {
+        assert!(out.contains(want), "{want} in {out}");
+    }
+    assert_eq!(out.lines().last(), Some("3 problem(s)"), "{out}");
+
+    // What serve reads at start: admin credentials that others can read stop it.
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    let creds = data.join("admin-credentials.json");
+    std::fs::write(&creds, r#"{"client_id":"roller-admin","access_token":"t","scopes":["*"]}"#).unwrap();
+    std::fs::set_permissions(&creds, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    let (code, out, _) = roller(&["check-config"], &[("ROLLER_DATA_DIR", data.to_str().unwrap())]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("readable by others") && out.contains("chmod 600"), "{out}");
 }
 
 #[test]
