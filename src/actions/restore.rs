@@ -108,7 +108,7 @@ pub async fn run(r: &Restore, on: &Subject, cx: &ActionContext) -> Result<String
             if now == OutletStatus::On {
                 return Ok(format!("PDU outlet {outlet} was on already"));
             }
-            cx.log(format!("restore: PDU outlet {outlet} reports {now:?}: switching it on"));
+            cx.log(format!("restore: PDU outlet {outlet} reports {}: switching it on", snmp::status_name(now)));
             snmp_driver::set_outlet(&pdu, parsed, OutletAction::On, &cx.cancel).await.map_err(fail)?;
             let after = snmp_driver::outlet_status(&pdu, parsed, &cx.cancel).await.map_err(fail)?;
             if after != OutletStatus::On {
@@ -116,7 +116,7 @@ pub async fn run(r: &Restore, on: &Subject, cx: &ActionContext) -> Result<String
                     "PDU outlet {outlet} still reports {after:?} after switching on"
                 )));
             }
-            Ok(format!("PDU outlet {outlet} was {now:?}; switched back on (reads on)"))
+            Ok(format!("PDU outlet {outlet} was {}; switched back on (reads on)", snmp::status_name(now)))
         }
         Restore::IloPowerOn { ilo, .. } => {
             let t = ilo::ilo_target(m)?;

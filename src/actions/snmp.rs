@@ -140,7 +140,7 @@ fn power(s: OutletStatus) -> Power {
     }
 }
 
-fn status_name(s: OutletStatus) -> String {
+pub(crate) fn status_name(s: OutletStatus) -> String {
     match s {
         OutletStatus::Off => "off".into(),
         OutletStatus::On => "on".into(),
