@@ -61,6 +61,8 @@ async fn ctrl_c_in_roller_run_during_the_off_phase_switches_the_outlet_back_on()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("HOME", dir.path())
         .env("ROLLER_INVENTORY", &inv)
+        // roller run honours RUST_LOG: the driver's own lines come through.
+        .env("RUST_LOG", "info")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -81,6 +83,7 @@ async fn ctrl_c_in_roller_run_during_the_off_phase_switches_the_outlet_back_on()
     let error = v["error"].as_str().unwrap();
     assert!(error.contains("power restored") && error.contains(OUTLET), "{error}");
     assert!(stderr.contains("stopped with power cut"), "the operator is told as it happens: {stderr}");
+    assert!(stderr.contains("PDU outlet SET"), "the driver's log reaches the operator with RUST_LOG: {stderr}");
     assert_eq!(pdu.status(OUTLET_KEY), Some(1), "the outlet is on again: {:?}", pdu.actions());
     let last = pdu.actions().into_iter().rfind(|a| a.outlet == OUTLET_KEY).unwrap();
     assert_eq!(last.value, 1, "the last SET switched it on");
