@@ -81,6 +81,9 @@ fn describe() {
     describe_counter!("roller_restart_refusals_total", "Restarts refused by the reboot-loop breaker, by task");
     describe_counter!("roller_breaker_resets_total", "Reboot-loop breaker resets by an operator");
     describe_counter!("roller_job_errors_total", "Jobs that failed, by task and kind of failure");
-    describe_counter!("roller_power_repairs_total", "Power restored after an interrupted change, in place or on takeover");
+    describe_counter!(
+        "roller_power_repairs_total",
+        "Power restored after an interrupted change, in place or on takeover"
+    );
     describe_counter!("roller_leases_lost_total", "Jobs stopped because this runner's lease ran out under them");
 }

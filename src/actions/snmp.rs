@@ -38,9 +38,11 @@ pub async fn run(task: Task, on: &Subject, cx: &ActionContext) -> Result<Report,
         Task::SnmpRebootDelay => {
             let delay = m.class.snmp_reboot_delay;
             cx.log(format!("switching outlet {outlet_name} off, on again after {}s", delay.as_secs()));
-            // Recorded before the off goes out: whatever stops this job now, the outlet is switched back on.
-            cx.arm(Restore::PduOutletOn { step: step.into(), outlet: outlet_name.clone() }).await?;
-            driver::reboot_with_delay(&pdu, outlet, delay, &cx.cancel).await.map_err(fail)?;
+            // Recorded right before the off goes out: whatever stops this job from then on,
+            // the outlet is switched back on.
+            let restore = Restore::PduOutletOn { step: step.into(), outlet: outlet_name.clone() };
+            let arm = async || cx.arm(restore).await.map_err(|e| e.to_string());
+            driver::reboot_with_delay_after(&pdu, outlet, delay, &cx.cancel, arm).await.map_err(fail)?;
             let after = driver::outlet_status(&pdu, outlet, &cx.cancel).await.map_err(fail)?;
             cx.log(format!("PDU {} outlet {outlet_name} reports {}", pdu.host, status_name(after)));
             if after != OutletStatus::On {

@@ -16,10 +16,13 @@ pub async fn run(on: &Subject, cx: &ActionContext) -> Result<Report, ActionError
     let t = xen_target(cx)?;
     let delay = cx.settings.xen.as_ref().map(|x| x.delay).unwrap_or_default();
     cx.log(format!("XenAPI {}: restarting VM {uuid} (pause {}s between shutdown and start)", t.url, delay.as_secs()));
-    // Recorded before the shutdown: whatever stops this job now, the VM is started again.
-    cx.arm(Restore::XenVmStart { step: "xenapi_reboot".into(), vm: uuid.to_string() }).await?;
-    let done =
-        driver::reboot_vm(&t, uuid, delay, &cx.cancel).await.map_err(|e| ActionError::driver("xenapi_reboot", e))?;
+    // Recorded right before the shutdown: whatever stops this job from then on, the VM
+    // is started again.
+    let restore = Restore::XenVmStart { step: "xenapi_reboot".into(), vm: uuid.to_string() };
+    let arm = async || cx.arm(restore).await.map_err(|e| e.to_string());
+    let done = driver::reboot_vm_after(&t, uuid, delay, &cx.cancel, arm)
+        .await
+        .map_err(|e| ActionError::driver("xenapi_reboot", e))?;
     cx.disarm().await;
     if let Some(why) = &done.clean_failure {
         cx.log(format!("clean shutdown refused ({why}); used a hard shutdown"));

@@ -137,7 +137,7 @@ faults!(snmp::SnmpError, "snmp", |e| {
         // SNMPv2c answers a wrong community with silence: the two look the same.
         E::Timeout { .. } | E::Io { .. } => Fault::Unreachable,
         E::Agent { .. } => Fault::Refused,
-        E::NoSuchOutlet { .. } | E::Protocol { .. } => Fault::Failed,
+        E::NoSuchOutlet { .. } | E::Protocol { .. } | E::NotStarted(_) => Fault::Failed,
         E::InvalidTarget(_) => Fault::Config,
         // Left off is the conservative end of a cancellation; the action says so loudly.
         E::Cancelled | E::CancelledLeftOff(_) => Fault::Cancelled,
@@ -170,7 +170,7 @@ faults!(xenapi::XenError, "xenapi", |e| {
         E::Failure { description, .. } if description.first().is_some_and(|c| c == "SESSION_AUTHENTICATION_FAILED") => {
             Fault::Refused
         }
-        E::Failure { .. } | E::Protocol { .. } => Fault::Failed,
+        E::Failure { .. } | E::Protocol { .. } | E::NotStarted(_) => Fault::Failed,
         E::Cancelled => Fault::Cancelled,
     }
 });

@@ -262,6 +262,9 @@ pub enum SnmpError {
     CancelledLeftOff(Outlet),
     #[error("invalid PDU target: {0}")]
     InvalidTarget(String),
+    /// The caller's hook refused to go on: nothing was sent.
+    #[error("not started: {0}")]
+    NotStarted(String),
 }
 
 fn status_name(status: u32) -> &'static str {
@@ -538,7 +541,21 @@ pub async fn reboot_with_delay(
     delay: Duration,
     cancel: &CancellationToken,
 ) -> Result<(), SnmpError> {
+    reboot_with_delay_after(target, outlet, delay, cancel, async || Ok(())).await
+}
+
+/// [`reboot_with_delay`], calling `before_off` right before the `off` is sent (after
+/// everything that can fail without touching the outlet): the caller's chance to record
+/// how to undo it. Its error stops everything, nothing sent ([`SnmpError::NotStarted`]).
+pub async fn reboot_with_delay_after(
+    target: &PduTarget,
+    outlet: Outlet,
+    delay: Duration,
+    cancel: &CancellationToken,
+    before_off: impl AsyncFnOnce() -> Result<(), String>,
+) -> Result<(), SnmpError> {
     let addr = resolve(target, cancel).await?;
+    before_off().await.map_err(SnmpError::NotStarted)?;
     // Cancelled while the off is in flight: plain `Cancelled`, the PDU may or
     // may not have seen it. Once it is answered, any cancel leaves it off.
     send_set(target, addr, outlet, OutletAction::Off, cancel).await?;

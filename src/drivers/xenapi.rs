@@ -65,6 +65,9 @@ pub enum XenError {
     Failure { method: String, description: Vec<String> },
     #[error("XenAPI {method}: unexpected answer: {detail}")]
     Protocol { method: String, detail: String },
+    /// The caller's hook refused to go on: the VM was not touched.
+    #[error("not started: {0}")]
+    NotStarted(String),
     #[error("cancelled")]
     Cancelled,
 }
@@ -76,7 +79,20 @@ pub async fn reboot_vm(
     delay: Duration,
     cancel: &CancellationToken,
 ) -> Result<XenReboot, XenError> {
-    in_session(t, cancel, async |client: &Client<'_>, session: &str| {
+    reboot_vm_after(t, vm_uuid, delay, cancel, async || Ok(())).await
+}
+
+/// [`reboot_vm`], calling `before_shutdown` right before the VM is shut down (after the
+/// login and the power-state read, which change nothing): the caller's chance to record
+/// how to undo it. Its error stops everything, the VM untouched ([`XenError::NotStarted`]).
+pub async fn reboot_vm_after(
+    t: &XenTarget,
+    vm_uuid: &str,
+    delay: Duration,
+    cancel: &CancellationToken,
+    before_shutdown: impl AsyncFnOnce() -> Result<(), String>,
+) -> Result<XenReboot, XenError> {
+    in_session(t, cancel, async |client: &Client, session: &str| {
         let session = session.to_string();
         let vm = client.call("VM.get_by_uuid", vec![s(&session), s(vm_uuid)], cancel).await?;
         let vm = as_string("VM.get_by_uuid", &vm)?;
@@ -86,6 +102,7 @@ pub async fn reboot_vm(
             // Already down: starting it is the whole reboot.
             done.shutdown = "none (it was halted)";
         } else {
+            before_shutdown().await.map_err(XenError::NotStarted)?;
             match client.call("VM.clean_shutdown", vec![s(&session), s(&vm)], cancel).await {
                 Ok(_) => {}
                 Err(XenError::Cancelled) => return Err(XenError::Cancelled),
@@ -122,7 +139,7 @@ pub async fn reboot_vm(
 /// Start the VM with `vm_uuid` unless it is running already: the repair for a reboot
 /// interrupted between its shutdown and its start. `Ok(true)` when it was started.
 pub async fn ensure_vm_running(t: &XenTarget, vm_uuid: &str, cancel: &CancellationToken) -> Result<bool, XenError> {
-    in_session(t, cancel, async |client: &Client<'_>, session: &str| {
+    in_session(t, cancel, async |client: &Client, session: &str| {
         let vm = client.call("VM.get_by_uuid", vec![s(session), s(vm_uuid)], cancel).await?;
         let vm = as_string("VM.get_by_uuid", &vm)?;
         let power = client.call("VM.get_power_state", vec![s(session), s(&vm)], cancel).await?;
@@ -139,17 +156,43 @@ pub async fn ensure_vm_running(t: &XenTarget, vm_uuid: &str, cancel: &Cancellati
 async fn in_session<T>(
     t: &XenTarget,
     cancel: &CancellationToken,
-    op: impl AsyncFnOnce(&Client<'_>, &str) -> Result<T, XenError>,
+    op: impl AsyncFnOnce(&Client, &str) -> Result<T, XenError>,
 ) -> Result<T, XenError> {
     let client = Client::new(t)?;
     let session = client.call("session.login_with_password", login_params(t), cancel).await?;
     let session = as_string("session.login_with_password", &session)?;
+    // Should this future be dropped mid-way (a hard time limit, a shutdown), the guard
+    // still logs out, in a task of its own.
+    let mut guard = LogoutOnDrop { client: client.clone(), session: Some(session.clone()) };
     let result = op(&client, &session).await;
-    // Always, and not cancellable: a leaked session costs the next caller. Bounded by the timeout.
-    if let Err(e) = client.call("session.logout", vec![s(&session)], &CancellationToken::new()).await {
+    guard.session = None;
+    logout(&client, &session).await;
+    result
+}
+
+/// Always, and not cancellable: a leaked session costs the next caller (XenAPI keeps
+/// few). Bounded by the client's timeout.
+async fn logout(client: &Client, session: &str) {
+    if let Err(e) = client.call("session.logout", vec![s(session)], &CancellationToken::new()).await {
         tracing::warn!(error = %e, "XenAPI logout failed");
     }
-    result
+}
+
+/// Logs out a session whose operation was dropped before it could.
+struct LogoutOnDrop {
+    client: Client,
+    session: Option<String>,
+}
+
+impl Drop for LogoutOnDrop {
+    fn drop(&mut self) {
+        if let Some(session) = self.session.take()
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            let client = self.client.clone();
+            runtime.spawn(async move { logout(&client, &session).await });
+        }
+    }
 }
 
 fn login_params(t: &XenTarget) -> Vec<Value> {
@@ -190,21 +233,22 @@ fn shared_http(t: &XenTarget) -> reqwest::Result<reqwest::Client> {
     Ok(client)
 }
 
-struct Client<'a> {
-    t: &'a XenTarget,
+#[derive(Clone)]
+struct Client {
+    t: XenTarget,
     http: reqwest::Client,
     url: reqwest::Url,
 }
 
-impl<'a> Client<'a> {
-    fn new(t: &'a XenTarget) -> Result<Self, XenError> {
+impl Client {
+    fn new(t: &XenTarget) -> Result<Self, XenError> {
         let invalid = || XenError::InvalidUrl(super::url_for_message(&t.url));
         let url = reqwest::Url::parse(&t.url).map_err(|_| invalid())?;
         if !matches!(url.scheme(), "http" | "https") || !url.username().is_empty() || url.password().is_some() {
             return Err(invalid());
         }
         let http = shared_http(t).map_err(|_| invalid())?;
-        Ok(Client { t, http, url })
+        Ok(Client { t: t.clone(), http, url })
     }
 
     /// One call; `Value` of a `Success`.

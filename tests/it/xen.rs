@@ -125,3 +125,25 @@ async fn a_halted_vm_is_only_started() {
     );
     assert!(x.running());
 }
+
+/// The time limit falls between the shutdown and the start: the VM is not left halted.
+#[tokio::test]
+async fn a_reboot_stopped_between_shutdown_and_start_starts_the_vm_again() {
+    let x = FakeXen::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let inv = inventory(dir.path(), VM_UUID);
+    let app = spawn_app_with(
+        "[xen]\ndelay_secs = 60\ntimeout_secs = 5\n\
+         [runner]\npoll_interval_ms = 50\nshutdown_grace_secs = 1\nsoft_time_limit_secs = 3\nhard_time_limit_secs = 3\n",
+        &[("ROLLER_INVENTORY", &inv), ("XEN_URL", &x.url), ("XEN_USERNAME", USER), ("XEN_PASSWORD", PASSWORD)],
+    )
+    .await;
+    let job = run(&app).await;
+    assert_eq!(job["state"], "timed_out", "{job:#}");
+    let error = job["error"].as_str().unwrap();
+    assert!(error.contains("power restored") && error.contains(VM_UUID), "{error}");
+    assert!(x.running(), "the VM runs again: {:?}", x.calls());
+    let calls = x.calls();
+    assert_eq!(calls.iter().filter(|c| *c == "VM.start").count(), 1, "started once, by the repair: {calls:?}");
+    assert_eq!(x.open_sessions(), 0, "every session logged out, the interrupted one included");
+}
