@@ -75,8 +75,11 @@ macro_rules! conformance_suite {
             marks_are_recorded_for_the_holder_only,
             an_armed_job_lost_on_its_last_attempt_is_handed_out_for_its_repair,
             an_armed_job_handed_back_goes_back_for_its_repair,
+            a_job_disarmed_after_its_lease_ran_out_is_not_run_again,
             running_lists_the_holders_and_expire_ends_a_lease_now,
+            running_lists_a_job_whose_lease_ran_out_until_it_is_taken_over,
             breaker_resets_are_kept_newest_first_and_capped,
+            breaker_resets_are_ordered_by_their_time_not_their_arrival,
             log_lines_keep_their_order,
             history_is_newest_first_and_limited,
             concurrent_reserves_hand_each_job_out_once,
@@ -697,6 +700,24 @@ pub async fn an_armed_job_handed_back_goes_back_for_its_repair(q: &dyn Queue) {
     assert_eq!((repair.id, repair.attempts, repair.restore.as_deref()), (j.id, 2, Some("power the BMC's host on")));
 }
 
+/// The holder of an armed job on its last attempt comes back after its lease ended
+/// and disarms (it finished the repair late): nothing is left to repair and the
+/// attempts are spent, so the job fails rather than run its task a second time, also
+/// when the backend looked at the expired lease in between (Redis sweeps on enqueue).
+pub async fn a_job_disarmed_after_its_lease_ran_out_is_not_run_again(q: &dyn Queue) {
+    let j = q.enqueue(NewJob { max_attempts: 1, ..ping("pdu-host", "g") }).await.unwrap().job;
+    q.reserve("paused", LONG_LEASE).await.unwrap().unwrap();
+    q.mark(j.id, "paused", Mark::Armed("switch outlet AA5 on".into())).await.unwrap();
+    q.expire(j.id, "paused").await.unwrap();
+    let other = enqueue(q, "other", "g").await;
+    q.mark(j.id, "paused", Mark::Disarmed).await.unwrap();
+    let next = q.reserve("next", LONG_LEASE).await.unwrap().map(|r| r.id);
+    assert_eq!(next, Some(other.id), "the disarmed job is not handed out again");
+    let g = get(q, j.id).await;
+    assert_eq!((g.state, g.attempts), (JobState::Failed, 1));
+    assert!(g.error.as_deref().is_some_and(|e| e.contains("not retried")), "{:?}", g.error);
+}
+
 pub async fn running_lists_the_holders_and_expire_ends_a_lease_now(q: &dyn Queue) {
     let j = enqueue(q, "a", "g").await;
     let idle = enqueue(q, "b", "g").await;
@@ -711,6 +732,27 @@ pub async fn running_lists_the_holders_and_expire_ends_a_lease_now(q: &dyn Queue
     let taken = q.reserve("host:1:ffff#0", LONG_LEASE).await.unwrap().unwrap();
     assert_eq!((taken.id, taken.attempts), (j.id, 2));
     assert!(lines(&taken).iter().any(|l| l.contains("is gone")), "{:?}", lines(&taken));
+}
+
+/// Until another runner takes it over, a job whose lease ran out is still running and
+/// still its lost holder's (the backend may have put it back in line meanwhile); a
+/// job handed back is nobody's.
+pub async fn running_lists_a_job_whose_lease_ran_out_until_it_is_taken_over(q: &dyn Queue) {
+    let j = enqueue(q, "a", "g").await;
+    q.reserve("gone", LONG_LEASE).await.unwrap().unwrap();
+    q.expire(j.id, "gone").await.unwrap();
+    // An enqueue in between: Redis sweeps expired leases on it, putting the job back in
+    // line while it is still running.
+    let k = enqueue(q, "b", "g").await;
+    assert_eq!(q.running().await.unwrap(), vec![Held { id: j.id, holder: "gone".into() }]);
+    assert_eq!(q.reserve("new", LONG_LEASE).await.unwrap().map(|r| r.id), Some(j.id));
+    assert_eq!(q.reserve("other", LONG_LEASE).await.unwrap().map(|r| r.id), Some(k.id));
+    let mut held = q.running().await.unwrap();
+    held.sort_by(|a, b| a.holder.cmp(&b.holder));
+    assert_eq!(held, vec![Held { id: j.id, holder: "new".into() }, Held { id: k.id, holder: "other".into() }]);
+    q.release(k.id, "other").await.unwrap();
+    q.finish(j.id, "new", Outcome::Succeeded(serde_json::json!(null))).await.unwrap();
+    assert!(q.running().await.unwrap().is_empty());
 }
 
 pub async fn breaker_resets_are_kept_newest_first_and_capped(q: &dyn Queue) {
@@ -730,6 +772,29 @@ pub async fn breaker_resets_are_kept_newest_first_and_capped(q: &dyn Queue) {
     );
     assert_eq!(q.breaker_resets(&m, 1).await.unwrap().len(), 1);
     assert!(q.breaker_resets(&WorkerId::parse("other").unwrap(), 10).await.unwrap().is_empty());
+}
+
+/// A reset's time is the operator's: one that arrives late (a retried request) is kept
+/// in its place by time, and one older than every kept reset falls off a full list.
+pub async fn breaker_resets_are_ordered_by_their_time_not_their_arrival(q: &dyn Queue) {
+    let m = WorkerId::parse("m").unwrap();
+    let t0 = chrono::Utc::now();
+    let at = |ms: i64| t0 + chrono::Duration::milliseconds(ms);
+    let reset = |ms: i64, by: &str| BreakerReset { at: at(ms), by: by.into(), reason: "rack rewired".into() };
+    for (ms, by) in [(10, "b"), (30, "d"), (20, "c"), (0, "a"), (30, "e")] {
+        q.reset_breaker(&m, reset(ms, by)).await.unwrap();
+    }
+    let by = |got: Vec<BreakerReset>| got.into_iter().map(|r| r.by).collect::<Vec<_>>();
+    // Equal times: the one recorded last first.
+    assert_eq!(by(q.breaker_resets(&m, 100).await.unwrap()), ["e", "d", "c", "b", "a"]);
+    for i in 0..BREAKER_RESETS_KEPT {
+        q.reset_breaker(&m, reset(100 + i as i64, &format!("n{i}"))).await.unwrap();
+    }
+    q.reset_breaker(&m, reset(-1, "older than all")).await.unwrap();
+    let got = by(q.breaker_resets(&m, 100).await.unwrap());
+    assert_eq!(got.len(), BREAKER_RESETS_KEPT);
+    let newest = format!("n{}", BREAKER_RESETS_KEPT - 1);
+    assert_eq!((got.first(), got.last().map(String::as_str)), (Some(&newest), Some("n0")));
 }
 
 pub async fn log_lines_keep_their_order(q: &dyn Queue) {

@@ -16,18 +16,28 @@
 //! - `{p}:job:<id>` — HASH, the job's fields (timestamps as unix ms);
 //! - `{p}:log:<id>` — LIST of JSON lines `{"at_ms":…,"line":…}`;
 //! - `{p}:queued` — ZSET id → seq: waiting jobs, plus running jobs whose lease
-//!   expired with attempts left (they keep their seq, so they stay first);
+//!   expired with attempts (or a repair) left (they keep their seq, so they stay first);
 //! - `{p}:running` — ZSET id → lease_until: live leases, swept by every
-//!   enqueue and reserve;
+//!   enqueue and reserve (`expire` moves a lease's end to now, into the sweep's reach);
+//! - `{p}:leased` — ZSET id → seq: every `running` job, its lease live or expired
+//!   (reserve adds, finalizing and handing back remove): what `running` lists
+//!   without looking through the queue for swept jobs;
 //! - `{p}:active:<worker_id>|<group>|<task>` → id of the queued/running job (coalescing);
 //! - `{p}:lock:<worker_id>` → id of the job that last took the machine; the
 //!   machine is busy only while that job is `running` with a live lease;
 //! - `{p}:history:<worker_id>` — ZSET id → seq, trimmed to the history cap;
 //! - `{p}:held:<holder>` → id of the job a reservation handed out, for its lease
-//!   (deleted on finish/release): what `reclaim` finds after a lost answer;
+//!   (deleted on finish/release/expire): what `reclaim` finds after a lost answer;
+//! - `{p}:breaker:<worker_id>` — LIST of JSON resets `{"at_ms":…,"by":…,"reason":…}`,
+//!   newest `at` first, trimmed to [`BREAKER_RESETS_KEPT`]; no TTL (the audit trail
+//!   of operators' overrides, as in SQLite);
 //! - `{p}:health` — a short-lived key written by health checks;
-//! - `{p}:wake` — a pub/sub channel (not a key): enqueue, release and a finish that
-//!   frees a machine with a job waiting publish on it; idle runners subscribe.
+//! - `{p}:wake` — a pub/sub channel (not a key): enqueue, release, expire and a finish
+//!   that frees a machine with a job waiting publish on it; idle runners subscribe.
+//!
+//! A job's hash also holds `touched` ("1" once set, sticky) and `restore` (while
+//! armed); a job whose lease expires with a `restore` armed is swept back to the
+//! queue for its repair even on its last attempt, within [`RECOVERY_ATTEMPTS`](super::RECOVERY_ATTEMPTS) more.
 //!
 //! Final jobs get a TTL of `retention` on their job and log keys; a history set
 //! gets the same TTL once none of its jobs is queued or running. Queued and
@@ -42,6 +52,8 @@
 //! fleet where one machine rarely has more than a handful of queued tasks); a
 //! runnable job behind that many jobs of busy machines waits for the next scan
 //! window to move. Each sweep handles at most [`SWEEP_BATCH`] expired leases.
+//! `running` reads one entry per running job (at most one per machine: the answer's
+//! size); a breaker reset walks the machine's [`BREAKER_RESETS_KEPT`] entries.
 //!
 //! Failures: every Redis error or timeout is [`QueueError::Unavailable`], with
 //! neither URL nor password in the text. Each call is bounded by the response
@@ -72,13 +84,13 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    BreakerReset, Enqueued, Finished, Held, Job, JobState, Mark, NewJob, Outcome, Queue, QueueError, QueueOptions,
-    QueueStats,
+    BREAKER_RESETS_KEPT, BreakerReset, Enqueued, Finished, Held, Job, JobState, Mark, NewJob, Outcome, Queue,
+    QueueError, QueueOptions, QueueStats,
 };
 use crate::domain::{JobId, WorkerId};
 pub use connection::RedisSettings;
 use connection::{Conn, redact};
-use decode::{corrupt, decode_job, decode_snapshot, into_int, into_items};
+use decode::{corrupt, decode_held, decode_job, decode_resets, decode_snapshot, into_int, into_items};
 use scripts::Scripts;
 
 /// The oldest Redis this backend accepts. 7.0 is the oldest release the
@@ -222,9 +234,7 @@ impl Queue for RedisQueue {
     }
 
     async fn append_log(&self, id: JobId, holder: &str, line: &str) -> Result<(), QueueError> {
-        // TODO(issue 14): fence by holder in append_log.lua.
-        let _ = holder;
-        let reply = self.run(&self.scripts.append_log, &[&id.to_string(), line]).await?;
+        let reply = self.run(&self.scripts.append_log, &[&id.to_string(), holder, line]).await?;
         match into_int(reply)? {
             1 => Ok(()),
             _ => Err(QueueError::LostLease(id)),
@@ -232,27 +242,42 @@ impl Queue for RedisQueue {
     }
 
     async fn mark(&self, id: JobId, holder: &str, mark: Mark) -> Result<(), QueueError> {
-        let _ = (id, holder, mark);
-        Err(QueueError::Unavailable("TODO(issue 14): mark on Redis".into()))
+        let id_s = id.to_string();
+        let args: Vec<&str> = match &mark {
+            Mark::Touched => vec![&id_s, holder, "touched"],
+            Mark::Armed(restore) => vec![&id_s, holder, "armed", restore],
+            Mark::Disarmed => vec![&id_s, holder, "disarmed"],
+        };
+        match into_int(self.run(&self.scripts.mark, &args).await?)? {
+            1 => Ok(()),
+            _ => Err(QueueError::LostLease(id)),
+        }
     }
 
     async fn running(&self) -> Result<Vec<Held>, QueueError> {
-        Err(QueueError::Unavailable("TODO(issue 14): running on Redis".into()))
+        decode_held(self.run(&self.scripts.running, &[]).await?)
     }
 
     async fn expire(&self, id: JobId, holder: &str) -> Result<(), QueueError> {
-        let _ = (id, holder);
-        Err(QueueError::Unavailable("TODO(issue 14): expire on Redis".into()))
+        match into_int(self.run(&self.scripts.expire, &[&id.to_string(), holder]).await?)? {
+            1 => Ok(()),
+            _ => Err(QueueError::LostLease(id)),
+        }
     }
 
     async fn reset_breaker(&self, worker_id: &WorkerId, reset: BreakerReset) -> Result<(), QueueError> {
-        let _ = (worker_id, reset);
-        Err(QueueError::Unavailable("TODO(issue 14): reset_breaker on Redis".into()))
+        let at = reset.at.timestamp_millis().to_string();
+        let args = [worker_id.as_str(), &at, &reset.by, &reset.reason];
+        self.run(&self.scripts.reset_breaker, &args).await.map(drop)
     }
 
     async fn breaker_resets(&self, worker_id: &WorkerId, limit: usize) -> Result<Vec<BreakerReset>, QueueError> {
-        let _ = (worker_id, limit);
-        Err(QueueError::Unavailable("TODO(issue 14): breaker_resets on Redis".into()))
+        let limit = limit.min(BREAKER_RESETS_KEPT);
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let reply = self.run(&self.scripts.breaker_resets, &[worker_id.as_str(), &limit.to_string()]).await?;
+        decode_resets(worker_id.as_str(), reply)
     }
 
     async fn finish(&self, id: JobId, consumer: &str, outcome: Outcome) -> Result<(), QueueError> {
@@ -643,9 +668,17 @@ mod tests {
         q.reserve("r", LONG_LEASE).await.unwrap().unwrap();
         q.release(b.id, "r").await.unwrap();
         q.history(&WorkerId::parse("a").unwrap(), 10).await.unwrap();
+        // Issue 14's keys: a job held (the leased set) and marked, a breaker reset.
+        let held = q.reserve("r", LONG_LEASE).await.unwrap().unwrap();
+        q.mark(held.id, "r", Mark::Armed("power on".into())).await.unwrap();
+        let reset = BreakerReset { at: Utc::now(), by: "op".into(), reason: "why".into() };
+        q.reset_breaker(&WorkerId::parse("a").unwrap(), reset).await.unwrap();
         q.health().await.unwrap();
         let keys: Vec<String> = server.cli(&["--scan"]).lines().map(str::to_string).collect();
         assert!(keys.len() >= 8, "{keys:?}");
+        for k in ["{tagged}:leased", "{tagged}:breaker:a"] {
+            assert!(keys.iter().any(|got| got == k), "{k} missing from {keys:?}");
+        }
         for k in &keys {
             assert!(k.starts_with("{tagged}:"), "key {k} outside the hash tag");
         }
@@ -733,6 +766,16 @@ mod tests {
         conformance::concurrent_reserves_hand_each_job_out_once(&cluster_queue(&cluster, &next()).await).await;
         conformance::reserve_many_hands_out_several_each_to_its_holder(&cluster_queue(&cluster, &next()).await).await;
         conformance::finish_many_answers_each_job_on_its_own(&cluster_queue(&cluster, &next()).await).await;
+        // Issue 14's scripts and keys (marks, the leased set, breaker resets) in a cluster too.
+        conformance::a_superseded_holder_cannot_write_into_the_new_attempts_log(
+            &cluster_queue(&cluster, &next()).await,
+        )
+        .await;
+        conformance::marks_are_recorded_for_the_holder_only(&cluster_queue(&cluster, &next()).await).await;
+        conformance::an_armed_job_handed_back_goes_back_for_its_repair(&cluster_queue(&cluster, &next()).await).await;
+        conformance::running_lists_the_holders_and_expire_ends_a_lease_now(&cluster_queue(&cluster, &next()).await)
+            .await;
+        conformance::breaker_resets_are_kept_newest_first_and_capped(&cluster_queue(&cluster, &next()).await).await;
         cluster_queue(&cluster, &next()).await.health().await.expect("cluster health");
 
         // The checks' keys are spread over the masters, so routing by hash tag

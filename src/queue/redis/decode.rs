@@ -1,7 +1,7 @@
 //! Decoding what the scripts return: a job's hash and log list back into a
-//! [`Job`], and a reply of the wrong shape or a damaged record reported as a
-//! corrupt job (never a panic). Apart because every operation reads its reply
-//! through it.
+//! [`Job`], the running jobs and a machine's breaker resets, and a reply of the
+//! wrong shape or a damaged record reported as corrupt (never a panic). Apart
+//! because every operation reads its reply through it.
 
 use std::collections::HashMap;
 
@@ -9,13 +9,20 @@ use chrono::{DateTime, Utc};
 use redis::Value;
 
 use crate::domain::{ClientId, JobId, TaskclusterName, WorkerGroup, WorkerId};
-use crate::queue::{Job, JobState, LogLine, QueueError};
+use crate::queue::{BreakerReset, Held, Job, JobState, LogLine, QueueError};
 use crate::task::Task;
 
 #[derive(serde::Deserialize)]
 struct StoredLine {
     at_ms: i64,
     line: String,
+}
+
+#[derive(serde::Deserialize)]
+struct StoredReset {
+    at_ms: i64,
+    by: String,
+    reason: String,
 }
 
 pub(super) fn corrupt(id: &str, what: impl Into<String>) -> QueueError {
@@ -105,4 +112,32 @@ pub(super) fn decode_snapshot(v: Value) -> Result<Option<Job>, QueueError> {
         (None, _) => Ok(None),
         (Some(_), None) => Err(corrupt("(script reply)", "a job without its log")),
     }
+}
+
+/// `{id, holder, id, holder, ...}` from `running.lua`.
+pub(super) fn decode_held(v: Value) -> Result<Vec<Held>, QueueError> {
+    let flat = into_strings(v)?;
+    if flat.len() % 2 != 0 {
+        return Err(corrupt("(script reply)", "a running job without its holder"));
+    }
+    flat.chunks_exact(2)
+        .map(|pair| {
+            let id = JobId::parse(&pair[0]).map_err(|e| corrupt(&pair[0], e.to_string()))?;
+            Ok(Held { id, holder: pair[1].clone() })
+        })
+        .collect()
+}
+
+/// The JSON entries of a machine's breaker resets list, in the list's order.
+pub(super) fn decode_resets(worker_id: &str, v: Value) -> Result<Vec<BreakerReset>, QueueError> {
+    into_strings(v)?
+        .into_iter()
+        .map(|raw| {
+            let r: StoredReset = serde_json::from_str(&raw)
+                .map_err(|e| corrupt(worker_id, format!("breaker reset is not JSON: {e}")))?;
+            let at = DateTime::<Utc>::from_timestamp_millis(r.at_ms)
+                .ok_or_else(|| corrupt(worker_id, format!("breaker reset time {} is out of range", r.at_ms)))?;
+            Ok(BreakerReset { at, by: r.by, reason: r.reason })
+        })
+        .collect()
 }

@@ -1,7 +1,8 @@
 -- Every script starts with this prelude. ARGV[1] = key base `{p}:`, ARGV[2] =
 -- retention in ms; the script's own arguments follow from ARGV[3]. KEYS[1] is only
 -- there so that a cluster client routes the call to the hash tag's slot.
--- `Scripts::new` (redis.rs) fills in the batch and scan sizes for their placeholders.
+-- `Scripts::new` (scripts.rs) fills in the placeholders (names in double underscores)
+-- with the limits defined in Rust: batch and scan sizes, recovery attempts, resets kept.
 local P = ARGV[1]
 local RETENTION = tonumber(ARGV[2])
 local t = redis.call('TIME')
@@ -63,6 +64,7 @@ local function finalize(id, state, fields, line)
   redis.call('HDEL', k, 'lease_until')
   redis.call('ZREM', P .. 'running', id)
   redis.call('ZREM', P .. 'queued', id)
+  redis.call('ZREM', P .. 'leased', id)
   local f = redis.call('HMGET', k, 'worker_id', 'worker_group', 'task')
   if f[1] and f[2] and f[3] then
     local ak = P .. 'active:' .. f[1] .. '|' .. f[2] .. '|' .. f[3]
@@ -76,20 +78,36 @@ local function finalize(id, state, fields, line)
   if f[1] then return refresh_history_ttl(f[1]) end
   return false
 end
--- Expired leases: on the last allowed attempt the job fails; otherwise it goes
--- back to the queue under its original seq, still `running` so the next
--- reserve logs a takeover.
+-- Whether a job whose lease expired after `attempts` may not be handed out again:
+-- its attempts are spent and, when it has a restore armed, its recovery attempts too
+-- (such a job goes back for its repair, never to run its task again).
+local function spent(attempts, max, restore)
+  if attempts < max then return false end
+  return not restore or attempts >= max + __RECOVERY_ATTEMPTS__
+end
+-- Fail a job whose lease expired with no attempt left, saying what was left undone.
+local function fail_lost(id, attempts, consumer, restore)
+  local reason
+  if restore then
+    reason = 'runner lost the job (lease expired) after ' .. S(attempts) .. ' attempt(s), its recoveries ' ..
+      'included; the power change it left half-done was NOT undone: ' .. restore
+  else
+    reason = 'runner lost the job (lease expired) after ' .. S(attempts) .. ' attempt(s); not retried'
+  end
+  finalize(id, 'failed', {'error', reason}, reason .. ' (last held by ' .. (consumer or 'unknown runner') .. ')')
+end
+-- Expired leases: with no attempt left the job fails; otherwise it goes back to
+-- the queue under its original seq, still `running` so the next reserve logs a
+-- takeover.
 local function sweep()
   local ids = redis.call('ZRANGEBYSCORE', P .. 'running', '-inf', '(' .. S(NOW), 'LIMIT', 0, __SWEEP_BATCH__)
   for _, id in ipairs(ids) do
     redis.call('ZREM', P .. 'running', id)
-    local f = redis.call('HMGET', jk(id), 'state', 'attempts', 'max_attempts', 'consumer', 'seq')
+    local f = redis.call('HMGET', jk(id), 'state', 'attempts', 'max_attempts', 'consumer', 'seq', 'restore')
     if f[1] == 'running' then
       local attempts = tonumber(f[2]) or 0
-      local max = tonumber(f[3]) or 1
-      if attempts >= max then
-        local reason = 'runner lost the job (lease expired) after ' .. S(attempts) .. ' attempt(s); not retried'
-        finalize(id, 'failed', {'error', reason}, reason .. ' (last held by ' .. (f[4] or 'unknown runner') .. ')')
+      if spent(attempts, tonumber(f[3]) or 1, f[6]) then
+        fail_lost(id, attempts, f[4], f[6])
       else
         -- Without its seq (a damaged hash) it goes first rather than nowhere.
         redis.call('ZADD', P .. 'queued', f[5] or 0, id)

@@ -15,11 +15,17 @@ while start < __RESERVE_SCAN__ and #out < want * 2 do
   for _, id in ipairs(ids) do
     if #out >= want * 2 then break end
     local k = jk(id)
-    local f = redis.call('HMGET', k, 'worker_id', 'state', 'attempts', 'max_attempts', 'consumer', 'lease_until')
+    local f = redis.call('HMGET', k, 'worker_id', 'state', 'attempts', 'max_attempts', 'consumer', 'lease_until',
+      'restore', 'seq')
     local lease_until = tonumber(f[6])
     if not f[1] or (f[2] ~= 'queued' and f[2] ~= 'running') or (f[2] == 'running' and lease_until and lease_until >= NOW) then
       -- Not waiting (vanished, final, or live elsewhere): it has no business here.
       redis.call('ZREM', P .. 'queued', id)
+      removed = removed + 1
+    elseif f[2] == 'running' and spent(tonumber(f[3]) or 0, tonumber(f[4]) or 1, f[7]) then
+      -- Swept with a recovery left, then disarmed by its lost holder (mark does not
+      -- look at the lease): handing it out now would break the retry cap.
+      fail_lost(id, tonumber(f[3]) or 0, f[5], f[7])
       removed = removed + 1
     elseif not busy[f[1]] then
       local lock = P .. 'lock:' .. f[1]
@@ -39,6 +45,8 @@ while start < __RESERVE_SCAN__ and #out < want * 2 do
         redis.call('ZREM', P .. 'queued', id)
         removed = removed + 1
         redis.call('ZADD', P .. 'running', new_until, id)
+        -- Listed by `running` until it is final or handed back, whatever its lease.
+        redis.call('ZADD', P .. 'leased', f[8] or 0, id)
         redis.call('SET', lock, id)
         -- One job per machine at a time, also within this call.
         busy[f[1]] = true
@@ -49,6 +57,9 @@ while start < __RESERVE_SCAN__ and #out < want * 2 do
           local when = 'an unknown time'
           if lease_until then when = rfc3339(lease_until) end
           line = line .. ' (takeover: the lease of ' .. (f[5] or 'unknown runner') .. ' expired at ' .. when .. ')'
+          if f[7] then
+            line = line .. '; it was cutting power: this attempt repairs, the task is not run again'
+          end
         elseif before > 0 then
           line = line .. ' (the job was handed back by its previous runner)'
         end

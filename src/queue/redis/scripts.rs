@@ -8,6 +8,7 @@
 use redis::Script;
 
 use super::{RESERVE_SCAN, SWEEP_BATCH};
+use crate::queue::{BREAKER_RESETS_KEPT, RECOVERY_ATTEMPTS};
 
 pub(super) struct Scripts {
     pub(super) enqueue: Script,
@@ -16,6 +17,11 @@ pub(super) struct Scripts {
     pub(super) finish: Script,
     pub(super) release: Script,
     pub(super) append_log: Script,
+    pub(super) mark: Script,
+    pub(super) running: Script,
+    pub(super) expire: Script,
+    pub(super) reset_breaker: Script,
+    pub(super) breaker_resets: Script,
     pub(super) get: Script,
     pub(super) history: Script,
     pub(super) stats: Script,
@@ -36,8 +42,23 @@ const FINISH: &str = include_str!("finish.lua");
 /// `redis/release.lua`: hand a job back (requeued, or failed on its last attempt).
 const RELEASE: &str = include_str!("release.lua");
 
-/// `redis/append_log.lua`: add a line to a job's log.
+/// `redis/append_log.lua`: add a line to a job's log, fenced by its holder.
 const APPEND_LOG: &str = include_str!("append_log.lua");
+
+/// `redis/mark.lua`: record what a held job did to the hardware (touched, a restore).
+const MARK: &str = include_str!("mark.lua");
+
+/// `redis/running.lua`: every running job and its holder.
+const RUNNING: &str = include_str!("running.lua");
+
+/// `redis/expire.lua`: end a holder's lease now.
+const EXPIRE: &str = include_str!("expire.lua");
+
+/// `redis/reset_breaker.lua`: keep an override of a machine's reboot-loop breaker.
+const RESET_BREAKER: &str = include_str!("reset_breaker.lua");
+
+/// `redis/breaker_resets.lua`: a machine's breaker overrides, newest first.
+const BREAKER_RESETS: &str = include_str!("breaker_resets.lua");
 
 /// `redis/reclaim.lua`: find the job a holder was handed and renew its lease.
 const RECLAIM: &str = include_str!("reclaim.lua");
@@ -51,14 +72,19 @@ const HISTORY: &str = include_str!("history.lua");
 /// `redis/stats.lua`: the queue gauges.
 const STATS: &str = include_str!("stats.lua");
 
+/// Every placeholder in the prelude or a body replaced by its value: the limits live
+/// in Rust, where the trait and the tests see them too.
+fn fill(text: &str) -> String {
+    text.replace("__SWEEP_BATCH__", &SWEEP_BATCH.to_string())
+        .replace("__RESERVE_SCAN__", &RESERVE_SCAN.to_string())
+        .replace("__RECOVERY_ATTEMPTS__", &RECOVERY_ATTEMPTS.to_string())
+        .replace("__BREAKER_RESETS_KEPT__", &BREAKER_RESETS_KEPT.to_string())
+}
+
 impl Scripts {
     pub(super) fn new() -> Self {
-        let prelude = PRELUDE
-            .replace("__SWEEP_BATCH__", &SWEEP_BATCH.to_string())
-            .replace("__RESERVE_SCAN__", &RESERVE_SCAN.to_string());
-        let script = |body: &str| {
-            Script::new(&format!("{prelude}{}", body.replace("__RESERVE_SCAN__", &RESERVE_SCAN.to_string())))
-        };
+        let prelude = fill(PRELUDE);
+        let script = |body: &str| Script::new(&format!("{prelude}{}", fill(body)));
         Scripts {
             enqueue: script(ENQUEUE),
             reserve: script(RESERVE),
@@ -66,9 +92,46 @@ impl Scripts {
             finish: script(FINISH),
             release: script(RELEASE),
             append_log: script(APPEND_LOG),
+            mark: script(MARK),
+            running: script(RUNNING),
+            expire: script(EXPIRE),
+            reset_breaker: script(RESET_BREAKER),
+            breaker_resets: script(BREAKER_RESETS),
             get: script(GET),
             history: script(HISTORY),
             stats: script(STATS),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_placeholder_is_filled() {
+        // A misspelt placeholder is a Lua error only on the path that reads it: a
+        // breaker reset, say, failing in production while every other call works.
+        let all = [
+            PRELUDE,
+            ENQUEUE,
+            RESERVE,
+            FINISH,
+            RELEASE,
+            APPEND_LOG,
+            MARK,
+            RUNNING,
+            EXPIRE,
+            RESET_BREAKER,
+            BREAKER_RESETS,
+            RECLAIM,
+            GET,
+            HISTORY,
+            STATS,
+        ];
+        for text in all {
+            let filled = fill(text);
+            assert!(!filled.contains("__"), "a placeholder is left in:\n{filled}");
         }
     }
 }
