@@ -14,9 +14,7 @@
 //! `kill_on_drop`). On shutdown the runner stops reserving, lets running jobs
 //! go on for a grace period, then hands the rest back to the queue.
 
-use std::future::Future;
 use std::sync::Arc;
-use std::task::Poll;
 use std::time::Duration;
 
 use tokio::sync::{Notify, Semaphore, mpsc, oneshot};
@@ -25,12 +23,19 @@ use tokio_util::task::TaskTracker;
 
 use tracing::Instrument;
 
+mod identity;
+mod limits;
+mod log;
+
+use self::identity::{consumer_id, holder_process, hostname, roller_alive};
+pub use self::limits::{Ended, Limits, outcome, run_with_limits, with_repair};
+use self::log::{QueueJournal, QueueLog};
 use crate::actions::restore::RESTORE_WITHIN;
-use crate::actions::{self, ActionContext, ActionError, ActionSettings, LogSink, Report, Restore, Target};
+use crate::actions::{self, ActionContext, ActionSettings, LogSink, Restore, Target};
 use crate::config::RunnerSettings;
 use crate::domain::JobId;
 use crate::notify::Notifier;
-use crate::queue::{Finished, Job, Mark, Outcome, Queue, QueueError};
+use crate::queue::{Finished, Job, Outcome, Queue, QueueError};
 
 /// Outcome recording stops retrying this long before the lease ends.
 const RECORD_MARGIN: Duration = Duration::from_secs(5);
@@ -543,42 +548,6 @@ impl Runner {
     }
 }
 
-/// The outcome of an action that stopped with power cut and was repaired: what it
-/// was, and that power was restored. An action taken away before its end (`taken`:
-/// "runner shutting down", "interrupted") ends as cancelled rather than going back
-/// to the queue: its task is not run again.
-pub fn with_repair(outcome: Option<Outcome>, r: &Restore, what: &str, taken: &str) -> Outcome {
-    metrics::counter!("roller_power_repairs_total", "kind" => "in_place").increment(1);
-    let note = format!("power restored: {what}");
-    match outcome {
-        Some(Outcome::Succeeded(v)) => Outcome::Succeeded(v),
-        Some(Outcome::Failed(e)) => Outcome::Failed(format!("{e}; {note}")),
-        Some(Outcome::TimedOut(e)) => Outcome::TimedOut(format!("{e}; {note}")),
-        Some(Outcome::Cancelled(e)) => Outcome::Cancelled(format!("{e}; {note}")),
-        None => Outcome::Cancelled(format!("{taken} during {}; {note}", r.step())),
-    }
-}
-
-/// A job's journal: marks go into its record, fenced by its holder.
-struct QueueJournal {
-    queue: Arc<dyn Queue>,
-    id: JobId,
-    holder: String,
-}
-
-#[async_trait::async_trait]
-impl actions::Journal for QueueJournal {
-    async fn touched(&self) -> Result<(), String> {
-        self.queue.mark(self.id, &self.holder, Mark::Touched).await.map_err(|e| e.to_string())
-    }
-    async fn armed(&self, restore: &Restore) -> Result<(), String> {
-        self.queue.mark(self.id, &self.holder, Mark::Armed(restore.to_record())).await.map_err(|e| e.to_string())
-    }
-    async fn disarmed(&self) -> Result<(), String> {
-        self.queue.mark(self.id, &self.holder, Mark::Disarmed).await.map_err(|e| e.to_string())
-    }
-}
-
 /// Record outcomes as they come, each call taking every one waiting (up to
 /// [`FINISH_BATCH`]): one queue call for many jobs when many end together, and
 /// no added wait when one ends alone.
@@ -597,181 +566,6 @@ async fn record_in_batches(queue: Arc<dyn Queue>, mut rx: mpsc::Receiver<FinishR
                     let _ = reply.send(Err(e.clone()));
                 }
             }
-        }
-    }
-}
-
-/// host:pid:random, unique per runner process.
-fn consumer_id() -> String {
-    let rand: u32 = rand::random();
-    format!("{}:{}:{rand:08x}", hostname(), std::process::id())
-}
-
-fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_string())
-        .unwrap_or_else(|_| "localhost".into())
-}
-
-/// The host and pid of a holder id (`host:pid:random#n`).
-fn holder_process(holder: &str) -> Option<(&str, u32)> {
-    let mut parts = holder.rsplitn(3, ':');
-    let _random = parts.next()?;
-    let pid = parts.next()?.parse().ok()?;
-    Some((parts.next()?, pid))
-}
-
-/// Whether `pid` is a live roller process on this host: it exists and runs the same
-/// program as this one (a recycled pid running something else does not count).
-fn roller_alive(pid: u32) -> bool {
-    let comm = |p: &str| std::fs::read_to_string(format!("/proc/{p}/comm")).ok();
-    match (comm(&pid.to_string()), comm("self")) {
-        (Some(theirs), Some(ours)) => theirs == ours,
-        _ => false,
-    }
-}
-
-#[derive(Debug, Clone, Copy)]
-pub struct Limits {
-    pub soft: Duration,
-    pub hard: Duration,
-    /// When this runner's lease on the job runs out (less a margin): past it, the
-    /// action must not take another step, whatever else is due.
-    pub lease_guard: Option<tokio::time::Instant>,
-}
-
-impl Limits {
-    /// The time limits alone (`roller run`: no queue, no lease).
-    pub fn new(soft: Duration, hard: Duration) -> Self {
-        Self { soft, hard, lease_guard: None }
-    }
-}
-
-/// How an action's run ended.
-#[derive(Debug)]
-pub enum Ended<T> {
-    Finished(T),
-    /// It returned after the soft limit had asked it to stop.
-    AfterSoftLimit(T),
-    /// It was still running at the hard limit and was dropped.
-    HardLimit,
-    /// Shutdown took it away before it finished.
-    HandedBack,
-    /// The runner's lease ran out under it (the process was paused or stalled past
-    /// it): dropped before its next step, since another runner may hold the job now.
-    LeaseLost,
-}
-
-/// How an action's run becomes a job outcome: the one mapping, for the runner and
-/// `roller run`. `None` when shutdown (or Ctrl-C) took the action away before it
-/// finished, or the lease was lost: the runner hands the job back (or leaves it to
-/// its new holder), `roller run` reports it interrupted.
-pub fn outcome(ended: Ended<Result<Report, ActionError>>, limits: Limits) -> Option<Outcome> {
-    Some(match ended {
-        Ended::Finished(Ok(r)) | Ended::AfterSoftLimit(Ok(r)) => Outcome::Succeeded(r.to_json()),
-        Ended::Finished(Err(e)) => Outcome::Failed(e.to_string()),
-        Ended::AfterSoftLimit(Err(_)) => {
-            Outcome::TimedOut(format!("soft time limit of {}s reached; the action stopped", limits.soft.as_secs()))
-        }
-        Ended::HardLimit => {
-            Outcome::TimedOut(format!("hard time limit of {}s reached; the action was aborted", limits.hard.as_secs()))
-        }
-        Ended::HandedBack | Ended::LeaseLost => return None,
-    })
-}
-
-/// Drive `fut` under the soft and hard limits and the lease. At the soft limit
-/// `soft` is cancelled (the action's cooperative stop); at the hard limit, when
-/// `hand_back` fires, or once the lease guard has passed, the future is dropped.
-///
-/// The clock is read on every wake-up, before the action is polled: after a pause
-/// (SIGSTOP, a stalled VM) every timer is due at once, and which task would run
-/// first is up to the scheduler; this way a lost lease always wins, and the action
-/// never takes one more step (one more ICMP echo, one more command) after it.
-pub async fn run_with_limits<F: Future>(
-    fut: F,
-    limits: Limits,
-    soft: &CancellationToken,
-    hand_back: &CancellationToken,
-) -> Ended<F::Output> {
-    let start = tokio::time::Instant::now();
-    let (soft_at, hard_at) = (start + limits.soft, start + limits.hard);
-    let mut fut = std::pin::pin!(fut);
-    let mut soft_timer = std::pin::pin!(tokio::time::sleep_until(soft_at));
-    let mut hard_timer = std::pin::pin!(tokio::time::sleep_until(hard_at));
-    let mut lease_timer = std::pin::pin!(tokio::time::sleep_until(limits.lease_guard.unwrap_or(hard_at)));
-    let mut handed_back = std::pin::pin!(hand_back.cancelled());
-    let mut soft_fired = false;
-    std::future::poll_fn(|cx| {
-        let now = tokio::time::Instant::now();
-        if limits.lease_guard.is_some_and(|g| now >= g) {
-            return Poll::Ready(Ended::LeaseLost);
-        }
-        if hand_back.is_cancelled() {
-            return Poll::Ready(Ended::HandedBack);
-        }
-        if now >= hard_at {
-            return Poll::Ready(Ended::HardLimit);
-        }
-        if !soft_fired && now >= soft_at {
-            soft.cancel();
-            soft_fired = true;
-        }
-        if let Poll::Ready(out) = fut.as_mut().poll(cx) {
-            return Poll::Ready(if soft_fired { Ended::AfterSoftLimit(out) } else { Ended::Finished(out) });
-        }
-        // Wake-ups for each limit; their readiness is read from the clock above.
-        let _ = soft_timer.as_mut().poll(cx);
-        let _ = hard_timer.as_mut().poll(cx);
-        let _ = lease_timer.as_mut().poll(cx);
-        let _ = handed_back.as_mut().poll(cx);
-        Poll::Pending
-    })
-    .await
-}
-
-/// Writes an action's log lines to the job record, in order, off the action's path.
-#[derive(Clone)]
-struct QueueLog {
-    tx: mpsc::Sender<String>,
-    dropped: Arc<std::sync::atomic::AtomicU64>,
-}
-
-impl QueueLog {
-    fn start(queue: Arc<dyn Queue>, id: JobId, holder: String) -> (Arc<QueueLog>, tokio::task::JoinHandle<()>) {
-        let (tx, mut rx) = mpsc::channel::<String>(LOG_BUFFER);
-        let dropped = Arc::new(std::sync::atomic::AtomicU64::new(0));
-        let d = dropped.clone();
-        let writer = tokio::spawn(async move {
-            let mut broken = false;
-            while let Some(line) = rx.recv().await {
-                // After one failure the rest is counted, not tried: each try could
-                // wait out the backend's timeout and delay the outcome.
-                if broken {
-                    d.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    continue;
-                }
-                if let Err(e) = queue.append_log(id, &holder, &line).await {
-                    tracing::warn!(task_id = %id, error = %e, "cannot append to job log; dropping its further lines");
-                    d.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    broken = true;
-                }
-            }
-            let n = d.load(std::sync::atomic::Ordering::Relaxed);
-            if n > 0 {
-                let _ = queue
-                    .append_log(id, &holder, &format!("({n} log lines dropped: the log writer fell behind)"))
-                    .await;
-            }
-        });
-        (Arc::new(QueueLog { tx, dropped }), writer)
-    }
-}
-
-impl LogSink for QueueLog {
-    fn line(&self, line: String) {
-        if self.tx.try_send(line).is_err() {
-            self.dropped.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
     }
 }
@@ -867,7 +661,7 @@ mod tests {
         async fn append_log(&self, id: JobId, holder: &str, line: &str) -> Result<(), QueueError> {
             self.inner.append_log(id, holder, line).await
         }
-        async fn mark(&self, id: JobId, holder: &str, mark: Mark) -> Result<(), QueueError> {
+        async fn mark(&self, id: JobId, holder: &str, mark: crate::queue::Mark) -> Result<(), QueueError> {
             self.inner.mark(id, holder, mark).await
         }
         async fn running(&self) -> Result<Vec<crate::queue::Held>, QueueError> {
