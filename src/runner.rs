@@ -363,8 +363,13 @@ impl Runner {
                 job.worker_type.as_ref().map(|w| w.to_string()),
             );
         let target = Target { worker_id: job.worker_id.clone(), worker_group: job.worker_group.clone() };
-        // The action must stop before this: past it, another runner may hold the job.
-        let lease_guard = reserved_at + self.settings.lease().saturating_sub(RECORD_MARGIN);
+        // The action must stop before this: past it, another runner may hold the job. Half
+        // the lease margin after the hard limit: the hard limit always comes first, unless
+        // the process was paused or stalled past its lease.
+        let lease_guard = reserved_at + self.settings.hard_time_limit + self.settings.lease_margin / 2;
+        // A repair may use the lease to its end, less the time to record the outcome.
+        let repair_until =
+            reserved_at + self.settings.lease().saturating_sub(RECORD_MARGIN.min(self.settings.lease_margin / 2));
         let limits = Limits {
             soft: self.settings.soft_time_limit,
             hard: self.settings.hard_time_limit,
@@ -373,7 +378,7 @@ impl Runner {
         let subject = actions::Subject::new(target, self.actions.inventory.current());
         let outcome = if let Some(record) = &job.restore {
             // A runner was lost while power was cut: this attempt repairs, the task is not run again.
-            let (o, repaired) = self.recover(&job, record, &subject, &cx, lease_guard).instrument(span.clone()).await;
+            let (o, repaired) = self.recover(&job, record, &subject, &cx, repair_until).instrument(span.clone()).await;
             if !repaired {
                 running.decrement(1.0);
                 drop((cx, log));
@@ -406,7 +411,7 @@ impl Runner {
             match (cx.pending_restore(), outcome) {
                 (None, outcome) => outcome,
                 (Some(r), outcome) => {
-                    match self.repair(&r, &subject, &cx, lease_guard).instrument(span.clone()).await {
+                    match self.repair(&r, &subject, &cx, repair_until).instrument(span.clone()).await {
                         Ok(what) => {
                             log.line(format!("power restored: {what}"));
                             Some(with_repair(outcome, &r, &what, "runner shutting down"))
@@ -495,17 +500,17 @@ impl Runner {
         }
     }
 
-    /// Carry out an armed restore, bounded by [`RESTORE_WITHIN`] and by the lease
-    /// (past the lease guard the next holder repairs; nothing is touched here).
-    /// On success the restore is disarmed in the job record.
+    /// Carry out an armed restore, bounded by [`RESTORE_WITHIN`] and by `until` (the
+    /// lease, less the time to record the outcome: past it the next holder repairs, and
+    /// nothing is touched here). On success the restore is disarmed in the job record.
     async fn repair(
         &self,
         r: &Restore,
         subject: &actions::Subject,
         cx: &ActionContext,
-        lease_guard: tokio::time::Instant,
+        until: tokio::time::Instant,
     ) -> Result<String, String> {
-        let left = lease_guard.saturating_duration_since(tokio::time::Instant::now());
+        let left = until.saturating_duration_since(tokio::time::Instant::now());
         if left.is_zero() {
             return Err("this runner's lease ran out; the job's next holder repairs it".into());
         }
@@ -522,7 +527,7 @@ impl Runner {
         record: &str,
         subject: &actions::Subject,
         cx: &ActionContext,
-        lease_guard: tokio::time::Instant,
+        until: tokio::time::Instant,
     ) -> (Outcome, bool) {
         let lost = format!("runner lost the job (its lease expired) during {}", job.task);
         let r = match Restore::from_record(record) {
@@ -535,7 +540,7 @@ impl Runner {
         };
         cx.log(format!("{lost} with power cut: this attempt repairs ({}); the task is not run again", r.describe()));
         metrics::counter!("roller_power_repairs_total", "kind" => "takeover").increment(1);
-        match self.repair(&r, subject, cx, lease_guard).await {
+        match self.repair(&r, subject, cx, until).await {
             Ok(what) => {
                 cx.log(format!("power restored: {what}"));
                 (Outcome::Failed(format!("{lost}; power restored: {what}")), true)
