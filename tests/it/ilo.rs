@@ -83,3 +83,25 @@ async fn a_wrong_password_and_an_untrusted_certificate_are_clear_failures() {
     assert_eq!(ilo.commands().len(), before, "no credentials were sent");
     assert!(ilo.power_on());
 }
+
+/// The time limit falls in the fallback's off phase: the server is switched back on.
+#[tokio::test]
+async fn a_fallback_stopped_while_the_server_is_off_switches_it_back_on() {
+    let ilo = FakeIlo::start().await;
+    ilo.refuse_reset(true);
+    let dir = tempfile::tempdir().unwrap();
+    let inv = inventory(dir.path(), &ilo, PASSWORD, false);
+    // The fallback keeps the server off for 5 s; the limits fall inside that.
+    let app = spawn_app_with(
+        "[runner]\npoll_interval_ms = 50\nshutdown_grace_secs = 1\nsoft_time_limit_secs = 3\nhard_time_limit_secs = 3\n",
+        &[("ROLLER_INVENTORY", &inv)],
+    )
+    .await;
+    let r = app.post_job("hp1", "lab", "ilo_reboot").await;
+    assert_eq!(r.status(), 201);
+    let job = app.wait_final(r.json::<Value>().await.unwrap()["task_id"].as_str().unwrap()).await;
+    assert_eq!(job["state"], "timed_out", "{job:#}");
+    let error = job["error"].as_str().unwrap();
+    assert!(error.contains("power restored") && error.contains("switched back on"), "{error}");
+    assert!(ilo.power_on(), "on again: {:?}", ilo.commands());
+}
