@@ -69,6 +69,15 @@ pub struct Runner {
     finish_queue: Option<mpsc::Receiver<FinishRequest>>,
 }
 
+/// What becomes of a job once its action (or its repair) has stopped.
+enum Decision {
+    Finish(Outcome),
+    /// Back to the queue: shutdown took it, or a repair is still to be done.
+    Release,
+    /// The lease ran out under it: nothing is recorded, the next holder decides.
+    Abandon,
+}
+
 /// An outcome to record, and where to say whether it was.
 struct FinishRequest {
     item: Finished,
@@ -376,19 +385,14 @@ impl Runner {
             lease_guard: Some(lease_guard),
         };
         let subject = actions::Subject::new(target, self.actions.inventory.current());
-        let outcome = if let Some(record) = &job.restore {
+        let decided = if let Some(record) = &job.restore {
             // A runner was lost while power was cut: this attempt repairs, the task is not run again.
-            let (o, repaired) = self.recover(&job, record, &subject, &cx, repair_until).instrument(span.clone()).await;
-            if !repaired {
-                running.decrement(1.0);
-                drop((cx, log));
-                let _ = tokio::time::timeout(LOG_DRAIN, writer).await;
+            match self.recover(&job, record, &subject, &cx, repair_until).instrument(span.clone()).await {
+                (o, true) => Decision::Finish(o),
                 // Not repaired: back to the queue for another try (or failed, once its
                 // recovery attempts are spent), the restore still armed.
-                self.record(&job, &holder, None, reserved_at, started, &span).await;
-                return;
+                (_, false) => Decision::Release,
             }
-            Some(o)
         } else {
             // The job's span goes into the action, so every driver line names the job.
             // Called inside the span (at the first poll), so the action's own span is its child.
@@ -398,41 +402,47 @@ impl Runner {
                 metrics::counter!("roller_job_errors_total", "task" => job.task.name(), "kind" => e.kind())
                     .increment(1);
             }
-            if let Ended::LeaseLost = ended {
-                running.decrement(1.0);
-                // Not a word to the job or the hardware: another runner may hold both now.
-                tracing::error!(parent: &span, "the lease ran out under the job (was this process paused?); \
-                     it stopped before its next step and leaves the job to its next holder");
-                metrics::counter!("roller_leases_lost_total").increment(1);
-                drop(writer);
-                return;
-            }
+            let lease_lost = matches!(ended, Ended::LeaseLost);
             let outcome = outcome(ended, limits);
-            match (cx.pending_restore(), outcome) {
-                (None, outcome) => outcome,
-                (Some(r), outcome) => {
+            match (lease_lost, cx.pending_restore(), outcome) {
+                (true, ..) => Decision::Abandon,
+                (false, None, Some(o)) => Decision::Finish(o),
+                (false, None, None) => {
+                    log.line("runner shutting down; job handed back to the queue".into());
+                    Decision::Release
+                }
+                (false, Some(r), outcome) => {
                     match self.repair(&r, &subject, &cx, repair_until).instrument(span.clone()).await {
                         Ok(what) => {
                             log.line(format!("power restored: {what}"));
-                            Some(with_repair(outcome, &r, &what, "runner shutting down"))
+                            Decision::Finish(with_repair(outcome, &r, &what, "runner shutting down"))
                         }
                         Err(e) => {
                             log.line(format!(
                                 "{}: the repair failed ({e}); the job goes back to the queue to repair it",
                                 r.left()
                             ));
-                            // Released, restore armed: the next reserve repairs (bounded attempts).
-                            None
+                            // The restore stays armed: the next reserve repairs (bounded attempts).
+                            Decision::Release
                         }
                     }
                 }
             }
         };
         running.decrement(1.0);
-        match &outcome {
-            Some(Outcome::TimedOut(why)) => log.line(why.clone()),
-            None => log.line("runner shutting down; job handed back to the queue".into()),
-            _ => {}
+        let outcome = match decided {
+            Decision::Abandon => {
+                // Not a word to the job or the hardware: another runner may hold both now.
+                tracing::error!(parent: &span, "the lease ran out under the job (was this process paused?); \
+                     it stopped before its next step and leaves the job to its next holder");
+                metrics::counter!("roller_leases_lost_total").increment(1);
+                return;
+            }
+            Decision::Finish(o) => Some(o),
+            Decision::Release => None,
+        };
+        if let Some(Outcome::TimedOut(why)) = &outcome {
+            log.line(why.clone());
         }
         drop(cx);
         drop(log);
