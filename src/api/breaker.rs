@@ -136,9 +136,14 @@ pub async fn status(
 ) -> Result<Response, ApiError> {
     require(&caller, &state.settings.read_scope)?;
     let worker = worker(path)?;
-    let jobs = state.queue.history(&worker, usize::MAX).await?;
-    let b = breaker(&state, &worker, &jobs).await?;
-    let mut res = Json(view(&worker, b, &state)).into_response();
+    answer(&state, &worker, &caller).await
+}
+
+/// The breaker as it is now, as the API shows it.
+async fn answer(state: &AppState, worker: &WorkerId, caller: &crate::auth::Caller) -> Result<Response, ApiError> {
+    let jobs = state.queue.history(worker, usize::MAX).await?;
+    let b = breaker(state, worker, &jobs).await?;
+    let mut res = Json(view(worker, b, state)).into_response();
     res.extensions_mut().insert(log_fields(&caller.client_id, None));
     Ok(res)
 }
@@ -188,11 +193,7 @@ pub async fn reset(
     state.queue.reset_breaker(&worker, record.clone()).await?;
     metrics::counter!("roller_breaker_resets_total").increment(1);
     tracing::warn!(worker_id = %worker, by = %record.by, reason = %record.reason, "reboot-loop breaker reset");
-    let jobs = state.queue.history(&worker, usize::MAX).await?;
-    let b = breaker(&state, &worker, &jobs).await?;
-    let mut res = Json(view(&worker, b, &state)).into_response();
-    res.extensions_mut().insert(log_fields(&caller.client_id, None));
-    Ok(res)
+    answer(&state, &worker, &caller).await
 }
 
 fn worker(path: Result<Path<String>, PathRejection>) -> Result<WorkerId, ApiError> {

@@ -14,6 +14,22 @@ use crate::queue::QueueError;
 /// Bump it (and add a migration step in [`migrate`]) whenever the schema changes.
 pub const SCHEMA_VERSION: i64 = 3;
 
+// A macro so the same text goes into the schema and the migration with `concat!`.
+macro_rules! breaker_resets_table {
+    () => {
+        "
+CREATE TABLE breaker_resets (
+    id        INTEGER PRIMARY KEY,
+    worker_id TEXT    NOT NULL,
+    at        INTEGER NOT NULL,
+    by        TEXT    NOT NULL,
+    reason    TEXT    NOT NULL
+) STRICT;
+CREATE INDEX breaker_resets_worker ON breaker_resets (worker_id, at);
+"
+    };
+}
+
 // `seq` exists because `created_at` has millisecond resolution and jobs enqueued
 // in the same millisecond still need a stable FIFO order; the implicit rowid is
 // not used for that since VACUUM may renumber it.
@@ -21,7 +37,8 @@ pub const SCHEMA_VERSION: i64 = 3;
 // STRICT and the CHECKs make SQLite refuse wrongly typed or impossible values at
 // write time, so a bug (or a hand-edited row) fails loudly instead of being read
 // back as garbage later.
-const SCHEMA: &str = "
+const SCHEMA: &str = concat!(
+    "
 CREATE TABLE jobs (
     id             TEXT    NOT NULL PRIMARY KEY,
     seq            INTEGER NOT NULL UNIQUE,
@@ -62,33 +79,22 @@ CREATE TABLE job_log (
     line   TEXT    NOT NULL,
     PRIMARY KEY (job_id, seq)
 ) STRICT;
-CREATE TABLE breaker_resets (
-    id        INTEGER PRIMARY KEY,
-    worker_id TEXT    NOT NULL,
-    at        INTEGER NOT NULL,
-    by        TEXT    NOT NULL,
-    reason    TEXT    NOT NULL
-) STRICT;
-CREATE INDEX breaker_resets_worker ON breaker_resets (worker_id, at);
-";
+",
+    breaker_resets_table!()
+);
 
 /// Version 1 → 2: the retention index.
 const MIGRATE_1_TO_2: &str = "CREATE INDEX jobs_finished ON jobs (finished_at) WHERE finished_at IS NOT NULL;";
 
 /// Version 2 → 3: what a job did to the hardware (`touched`, `restore`) and the
 /// breaker's overrides.
-const MIGRATE_2_TO_3: &str = "
+const MIGRATE_2_TO_3: &str = concat!(
+    "
 ALTER TABLE jobs ADD COLUMN touched INTEGER NOT NULL DEFAULT 0 CHECK (touched IN (0, 1));
 ALTER TABLE jobs ADD COLUMN restore TEXT;
-CREATE TABLE breaker_resets (
-    id        INTEGER PRIMARY KEY,
-    worker_id TEXT    NOT NULL,
-    at        INTEGER NOT NULL,
-    by        TEXT    NOT NULL,
-    reason    TEXT    NOT NULL
-) STRICT;
-CREATE INDEX breaker_resets_worker ON breaker_resets (worker_id, at);
-";
+",
+    breaker_resets_table!()
+);
 
 /// Create the schema on a fresh file; accept the current version; refuse
 /// anything else rather than guess at a layout this code does not know.
