@@ -30,6 +30,12 @@ use crate::task::{Needs, Task};
 pub const DEFAULT_REBOOT_CHAIN: &[Task] =
     &[Task::SshReboot, Task::IpmiReset, Task::IpmiCycle, Task::SnmpReboot, Task::FileBugzillaBug];
 
+/// A class's `min_boot_secs` when it says nothing: below what real hardware takes from
+/// a reboot command to answering (firmware alone takes longer), well above a network blip.
+pub const DEFAULT_MIN_BOOT_SECS: u64 = 20;
+/// Above this no proof could fit the waits (`[reboot]` timeouts are minutes): a typo.
+const MAX_MIN_BOOT_SECS: u64 = 1800;
+
 /// A problem in the inventory, with where it is.
 #[derive(Debug, thiserror::Error)]
 #[error("inventory {file}: {at}: {message}")]
@@ -92,6 +98,10 @@ pub struct HardwareClass {
     pub redfish_verify_tls: bool,
     /// The off time of `snmp_rebootdelay` (the original's Mac mini fix used 60 s).
     pub snmp_reboot_delay: Duration,
+    /// The least time a machine of this class needs from a reboot command to answering
+    /// again. The reboot chain's proof credits a step only with a return no sooner than
+    /// this after the step's command (`actions::reboot`, "What counts as proof").
+    pub min_boot: Duration,
     /// How `reimage` sets the next boot to the network; `None`: IPMI when the
     /// machine has it, else Redfish.
     pub network_boot: Option<NetworkBoot>,
@@ -320,6 +330,16 @@ impl Inventory {
                     return Err(err(at("network_boot"), format!("{other:?} must be \"ipmi\" or \"redfish\"")));
                 }
             };
+            let min_boot = c.min_boot_secs.unwrap_or(DEFAULT_MIN_BOOT_SECS);
+            if !(1..=MAX_MIN_BOOT_SECS).contains(&min_boot) {
+                return Err(err(
+                    at("min_boot_secs"),
+                    format!(
+                        "{min_boot} must be 1 to {MAX_MIN_BOOT_SECS} seconds: the least time a machine of the class \
+                         takes from a reboot command to answering again"
+                    ),
+                ));
+            }
             classes.insert(
                 name.clone(),
                 Arc::new(HardwareClass {
@@ -331,6 +351,7 @@ impl Inventory {
                     ipmi_port: c.ipmi.port.unwrap_or(623),
                     redfish_verify_tls: c.redfish.verify_tls.unwrap_or(true),
                     snmp_reboot_delay: Duration::from_secs(c.snmp_reboot_delay_secs.unwrap_or(60)),
+                    min_boot: Duration::from_secs(min_boot),
                     network_boot,
                 }),
             );
@@ -344,6 +365,7 @@ impl Inventory {
             ipmi_port: 623,
             redfish_verify_tls: true,
             snmp_reboot_delay: Duration::from_secs(60),
+            min_boot: Duration::from_secs(DEFAULT_MIN_BOOT_SECS),
             network_boot: None,
         });
 
@@ -577,7 +599,16 @@ mod tests {
         assert_eq!(m.class.reboot, DEFAULT_REBOOT_CHAIN);
         assert_eq!(m.address, "w1");
         assert_eq!(m.class.reachability, Reachability::Icmp);
+        assert_eq!(m.class.min_boot, Duration::from_secs(DEFAULT_MIN_BOOT_SECS));
         assert!(m.ssh.is_none() && m.ipmi.is_none() && m.pdu.is_none());
+    }
+
+    #[test]
+    fn min_boot_secs_is_the_classs_own() {
+        let inv = parse("[classes.vm]\nmin_boot_secs = 8\n[machines.w1]\nclass = \"vm\"\n[machines.w2]\n").unwrap();
+        let class_of = |id: &str| inv.machine(&WorkerId::parse(id).unwrap()).unwrap().class.min_boot;
+        assert_eq!(class_of("w1"), Duration::from_secs(8));
+        assert_eq!(class_of("w2"), Duration::from_secs(DEFAULT_MIN_BOOT_SECS), "the default class");
     }
 
     #[test]
@@ -600,6 +631,8 @@ mod tests {
             ("[classes.c.ipmi]\ncipher_suite = 0\n", "classes.c.ipmi.cipher_suite"),
             ("[classes.c]\nreachability = \"udp:1\"\n", "classes.c.reachability"),
             ("[classes.c]\nnetwork_boot = \"usb\"\n", "classes.c.network_boot"),
+            ("[classes.c]\nmin_boot_secs = 0\n", "classes.c.min_boot_secs"),
+            ("[classes.c]\nmin_boot_secs = 86400\n", "classes.c.min_boot_secs"),
             ("[machines.W1]\n[machines.w1]\n", "listed twice"),
         ] {
             let e = error(text);

@@ -5,11 +5,13 @@
 //! * A step the machine has no configuration for is skipped, and the log says why.
 //! * Steps are the state-aware tasks themselves (`ipmi_reset` on a machine that
 //!   is off powers it on), run on one inventory snapshot.
-//! * Proof: a machine that answered before the step must stop answering within
-//!   `DOWN_TIMEOUT` and answer again within `UP_TIMEOUT`. When the BMC or PDU saw
-//!   the power go off and on, or the machine was not answering to begin with,
-//!   going down proves nothing new and only coming back is required. The log
-//!   says which proof held.
+//! * Proof (`proof.rs`, "What counts as proof"): probes from the step's command
+//!   on must see the machine down (stop answering within `DOWN_TIMEOUT` of the
+//!   step's end, or not answering since before the step), then answer again
+//!   within `UP_TIMEOUT`, and no sooner than the class's `min_boot_secs` after the
+//!   command. A quicker return was not this step's doing. The BMC's or PDU's own
+//!   view of a power cycle is named in the proof but proves nothing alone. The log
+//!   and the proof say what was seen, timed from the command.
 //! * A step that fails outright (wrong password, unreachable BMC) is not
 //!   verified: nothing was done, so the chain moves on at once. The original
 //!   waited out the full proof after steps like that, and its chain could not
@@ -18,16 +20,18 @@
 //!   is left, and a step that cannot fit is not started. The result names the
 //!   step that worked; the failure lists every attempt.
 
-use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
+use self::proof::{Limits, Proof};
 use super::report::{Attempt, RebootReport, Report, StepOutcome};
 use super::{ActionContext, ActionError, ActionSettings, Subject, Task, bugzilla, dispatch, resolve};
 use crate::drivers::counted;
 use crate::drivers::ipmi::IpmiTarget;
-use crate::drivers::reachability::{self, Probe, ProbeError};
+use crate::drivers::reachability::{self, ProbeError};
 use crate::inventory::Machine;
 use crate::task::Needs;
+
+mod proof;
 
 /// Kept free before the soft time limit so the chain reports instead of being cancelled.
 const MARGIN: Duration = Duration::from_secs(5);
@@ -153,7 +157,7 @@ pub(crate) async fn chain(
     let rs = &cx.settings.reboot;
     cx.log(format!(
         "reboot chain for {} (class {}): {}; proof: {} ({}, {}) stops answering within {}s and answers again \
-         within {}s",
+         within {}s, no sooner than {}s after the step's command",
         m.id,
         m.class.name,
         steps.iter().map(|p| p.step.name()).collect::<Vec<_>>().join(", "),
@@ -162,6 +166,7 @@ pub(crate) async fn chain(
         probe,
         rs.down_timeout.as_secs(),
         rs.up_timeout.as_secs(),
+        m.class.min_boot.as_secs(),
     ));
     let chain_start = Instant::now();
     let mut attempts: Vec<Attempt> = Vec::new();
@@ -220,7 +225,14 @@ pub(crate) async fn chain(
             m.address,
             if answered_before { "answers" } else { "does not answer" }
         ));
-        let detail = match dispatch(step, on, cx).await {
+        // The watch starts with the command: a host may go down (and come back)
+        // while the step is still waiting on its device or a silent session.
+        let mut proof = addr.map(|a| Proof::start(a, probe, &rs.probe, answered_before, m.class.min_boot));
+        let dispatched = match proof.as_mut() {
+            Some(p) => p.during(dispatch(step, on, cx), cx).await,
+            None => dispatch(step, on, cx).await,
+        };
+        let detail = match dispatched {
             Ok(v) => v,
             Err(ActionError::Cancelled) => return Err(ActionError::Cancelled),
             Err(e) => {
@@ -229,9 +241,12 @@ pub(crate) async fn chain(
             }
         };
         let cycled = detail.power_cycled();
-        let left = budget.map(|b| b.saturating_sub(step_start.elapsed()));
-        let proven = match addr {
-            Some(a) => prove(a, probe, answered_before, cycled, left, cx).await?,
+        let proven = match proof {
+            Some(p) => {
+                let hard = budget.map(|b| b.saturating_sub(p.command_at().saturating_duration_since(step_start)));
+                let limits = Limits { down: rs.down_timeout, up: rs.up_timeout, hard };
+                p.settle(limits, cycled, cx).await.map_err(probe_error)?
+            }
             None => Err(format!("{} does not resolve, so it cannot be seen coming back", m.address)),
         };
         match proven {
@@ -324,43 +339,6 @@ fn budget(cx: &ActionContext, later: &[PlannedStep]) -> Option<Duration> {
         Duration::ZERO
     };
     cx.time_left().map(|t| t.saturating_sub(MARGIN + reserve))
-}
-
-/// `Ok(Ok(proof))` when the reboot is proven, `Ok(Err(why))` when it is not.
-async fn prove(
-    addr: IpAddr,
-    probe: Probe,
-    answered_before: bool,
-    cycled: bool,
-    budget: Option<Duration>,
-    cx: &ActionContext,
-) -> Result<Result<String, String>, ActionError> {
-    let rs = &cx.settings.reboot;
-    let start = Instant::now();
-    let cap = |limit: Duration| budget.map_or(limit, |b| limit.min(b.saturating_sub(start.elapsed())));
-    let mut proof = Vec::new();
-    if cycled {
-        proof.push("the power was seen going off and on".to_string());
-    } else if !answered_before {
-        proof.push("it was not answering before the step".to_string());
-    } else {
-        let limit = cap(rs.down_timeout);
-        match reachability::wait_down(addr, probe, &rs.probe, limit, &cx.cancel).await.map_err(probe_error)? {
-            Some(t) => {
-                cx.log(format!("stopped answering after {:.1}s", t.as_secs_f64()));
-                proof.push(format!("it stopped answering after {:.1}s", t.as_secs_f64()));
-            }
-            None => return Ok(Err(format!("still answering {}s later: it did not go down", limit.as_secs()))),
-        }
-    }
-    let limit = cap(rs.up_timeout);
-    match reachability::wait_up(addr, probe, &rs.probe, limit, &cx.cancel).await.map_err(probe_error)? {
-        Some(t) => {
-            proof.push(format!("it answered again after {:.1}s", t.as_secs_f64()));
-            Ok(Ok(proof.join(", ")))
-        }
-        None => Ok(Err(format!("{}; it did not answer again within {}s", proof.join(", "), limit.as_secs()))),
-    }
 }
 
 fn probe_error(e: ProbeError) -> ActionError {

@@ -5,7 +5,8 @@
 //! are state-aware like their IPMI twins: a machine that is off is powered on
 //! instead. Proving that a restart really happened is the reboot chain's job
 //! (it watches the machine go down and come back); these tasks report what the
-//! BMC accepted.
+//! BMC accepted, and as `power` only what the BMC said after the request (read
+//! once; absent when that read failed), never the state from before it.
 
 use std::time::{Duration, Instant};
 
@@ -41,16 +42,30 @@ pub async fn run(task: Task, on: &Subject, cx: &ActionContext) -> Result<Report,
     };
     let sent = driver::reset(&bmc, intent, &cx.cancel).await.map_err(fail)?;
     cx.log(format!("{} accepted ResetType {sent}", bmc.base_url));
-    // TODO(correctness, issue 14): without a read-back, `power` repeats the state
-    // before the request; it is to be read from the BMC or labelled as such.
+    // Every state reported as `power` is read from the BMC after the request; the
+    // state before it is only ever `power_before`. A restart's read-back is often
+    // the moment it passes through off (sushy-tools reads Off until it lands),
+    // which is the truth at that instant, and is reported as such.
     let after = match want {
-        Some(want) => confirm(cx, &bmc, step, want).await?,
-        None => state.clone(),
+        Some(want) => Some(confirm(cx, &bmc, step, want).await?),
+        None => match driver::power_state(&bmc, &cx.cancel).await {
+            Ok(now) => {
+                cx.log(format!("{} reports power {} after the request", bmc.base_url, name(&now)));
+                Some(now)
+            }
+            Err(RedfishError::Cancelled) => return Err(ActionError::Cancelled),
+            // The request was accepted; a BMC that cannot answer right after a
+            // restart does not undo it. Nothing read, nothing reported.
+            Err(e) => {
+                cx.log(format!("{}: the power state could not be read back after the request: {e}", bmc.base_url));
+                None
+            }
+        },
     };
     Ok(PowerReport {
         sent: Some(sent),
         power_before: Some(power(&state)),
-        power: Some(power(&after)),
+        power: after.as_ref().map(power),
         ..PowerReport::new(device)
     }
     .into())

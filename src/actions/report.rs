@@ -157,15 +157,22 @@ pub struct StatusReport {
     pub power: Option<PowerReading>,
 }
 
-/// `ssh_reboot`: what the host accepted.
+/// `ssh_reboot`: what the host accepted, or was sent without confirming.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct SshReport {
     pub host: String,
     pub user: String,
     pub command: String,
-    /// `null` when the connection ended as the host went down.
+    /// `null` when the session ended without one (`session` says how).
     pub exit_status: Option<u32>,
     pub output: String,
+    /// How the command's session ended: `exited` (status 0), `signalled` (killed by a
+    /// shutdown's TERM/HUP/KILL), `closed` (the connection ended as the host went down),
+    /// or `silent`: the request was sent, then nothing more came from the host (no exit
+    /// status, no close, no answer to keepalives), so it is unconfirmed; the reboot
+    /// chain's proof decides whether it happened.
+    #[schema(example = "exited")]
+    pub session: &'static str,
 }
 
 /// `xenapi_reboot`.

@@ -13,21 +13,39 @@
 //! 4. A non-zero exit runs `shutdown -f -t 3 -r` (the Windows form) on a new
 //!    channel with the same rules. Both non-zero → [`SshError::CommandsFailed`].
 //!
+//! # Sent, but unconfirmed
+//!
+//! Once the `exec` request has been handed to the connection, the host may have
+//! acted on it: a host whose network stops mid-shutdown goes silent (no FIN, no
+//! RST, no exit status). That is not a failure to report as one, or the reboot
+//! chain would hard-reset a host in the middle of its own reboot; it is a request
+//! **sent and unconfirmed** ([`SessionEnd::Silent`]), and the chain's proof (down,
+//! then up) decides. Silence is measured on the wire: every byte read from the
+//! socket counts as the host answering, and keepalives (every third of
+//! [`SshTarget::silence`]) make a live sshd answer while a command runs, so a
+//! command that merely hangs on a live host still ends in
+//! [`SshError::Timeout`] after `command_timeout`. Failures before the request
+//! (connect, key exchange, host key, authentication, opening the channel) stay
+//! failures: nothing was asked of the host.
+//!
 //! The original roller disabled host-key checking (`StrictHostKeyChecking=no`,
 //! `UserKnownHostsFile=/dev/null`) and treated a dropped connection as a failure,
 //! which escalated to IPMI while the host was already rebooting. Here keys are
-//! pinned and a drop after `exec` counts as the reboot happening.
+//! pinned and a drop or silence after `exec` counts as the request having been sent.
 //!
 //! Only the two fixed command strings are ever sent; no name from a request or
 //! the inventory is ever part of a command, and nothing goes through a local shell.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::time::Duration;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use russh::keys::{PrivateKeyWithHashAlg, PublicKey, PublicKeyOrCertificate};
 use russh::{ChannelMsg, Sig};
 use secrecy::{ExposeSecret, SecretString};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
@@ -75,10 +93,14 @@ pub struct SshTarget {
     pub connect_timeout: Duration,
     /// Bounds each command, from opening its channel to its exit.
     pub command_timeout: Duration,
+    /// After the command was sent, this long without a byte from the host means the
+    /// session went silent: the request is reported sent but unconfirmed. Keepalives
+    /// go out every third of it. Only shorter than `command_timeout` has any effect.
+    pub silence: Duration,
 }
 
 impl SshTarget {
-    /// A target on port 22 with 10 s to connect and 30 s per command.
+    /// A target on port 22 with 10 s to connect, 30 s per command and silence after 10 s.
     pub fn new(
         host: impl Into<String>,
         user: impl Into<String>,
@@ -95,20 +117,48 @@ impl SshTarget {
             host_keys,
             connect_timeout: Duration::from_secs(10),
             command_timeout: Duration::from_secs(30),
+            silence: Duration::from_secs(10),
         })
     }
 }
 
-/// What the host accepted.
+/// What the host accepted, or was sent without confirming.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct RebootRequest {
     /// The command that worked (one of [`COMMANDS`]).
     pub command: &'static str,
-    /// `None` when the connection or channel ended without an exit status: the
-    /// host went down while running the command.
+    /// `None` when the session ended without an exit status: the host went down
+    /// while running the command, or went silent ([`RebootRequest::session`] says which).
     pub exit_status: Option<u32>,
     /// Its stdout and stderr, interleaved, lossy UTF-8, at most [`OUTPUT_LIMIT`] bytes.
     pub output: String,
+    pub session: SessionEnd,
+}
+
+/// How the session of an accepted (or sent) command ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SessionEnd {
+    /// The command reported exit status 0.
+    Exited,
+    /// It was killed by a signal a shutdown sends to every process (TERM, HUP, KILL).
+    Signalled,
+    /// The channel or connection closed without an exit status: the host went down under us.
+    Closed,
+    /// Nothing more came from the host (no exit status, no close) for
+    /// [`SshTarget::silence`] after the request was sent: sent, unconfirmed.
+    Silent,
+}
+
+impl SessionEnd {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SessionEnd::Exited => "exited",
+            SessionEnd::Signalled => "signalled",
+            SessionEnd::Closed => "closed",
+            SessionEnd::Silent => "silent",
+        }
+    }
 }
 
 /// One command that did not work.
@@ -193,20 +243,22 @@ pub async fn reboot(target: &SshTarget, cancel: &CancellationToken) -> Result<Re
 async fn reboot_inner(t: &SshTarget) -> Result<RebootRequest, SshError> {
     validate_host(&t.host)?;
     let key = load_key(&t.key_file).await?;
-    let session = match tokio::time::timeout(t.connect_timeout, connect(t, key)).await {
+    let heard = Arc::new(Heard(Mutex::new(Instant::now())));
+    let session = match tokio::time::timeout(t.connect_timeout, connect(t, key, heard.clone())).await {
         Ok(r) => r?,
         Err(_) => return Err(t.timeout("connect", t.connect_timeout)),
     };
 
     let mut failures = Vec::new();
     for command in COMMANDS {
-        let outcome = match tokio::time::timeout(t.command_timeout, run(t, &session, command)).await {
+        let outcome = match tokio::time::timeout(t.command_timeout, run(t, &session, command, &heard)).await {
             Ok(r) => r?,
             Err(_) => return Err(t.timeout(command, t.command_timeout)),
         };
         match outcome {
             Outcome::Done(req) => {
-                tracing::info!(host = %t.host, port = t.port, command, exit_status = ?req.exit_status, "ssh reboot accepted");
+                tracing::info!(host = %t.host, port = t.port, command, exit_status = ?req.exit_status,
+                    session = req.session.as_str(), "ssh reboot accepted");
                 // Polite goodbye, bounded: the host may already be gone.
                 let _ = tokio::time::timeout(
                     Duration::from_secs(1),
@@ -341,17 +393,82 @@ impl Client {
     }
 }
 
-async fn connect(t: &SshTarget, key: russh::keys::PrivateKey) -> Result<russh::client::Handle<Client>, SshError> {
+/// When the host last sent anything at all (keepalive answers included).
+struct Heard(Mutex<Instant>);
+
+impl Heard {
+    fn now(&self) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
+    }
+
+    fn since(&self) -> Duration {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).elapsed()
+    }
+
+    /// Completes once nothing has come from the host for `limit`.
+    async fn silent_for(&self, limit: Duration) {
+        loop {
+            let quiet = self.since();
+            if quiet >= limit {
+                return;
+            }
+            tokio::time::sleep(limit - quiet).await;
+        }
+    }
+}
+
+/// The TCP stream, noting in [`Heard`] every read that brought bytes.
+struct Watched {
+    inner: TcpStream,
+    heard: Arc<Heard>,
+}
+
+impl AsyncRead for Watched {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.heard.now();
+        }
+        r
+    }
+}
+
+impl AsyncWrite for Watched {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+async fn connect(
+    t: &SshTarget,
+    key: russh::keys::PrivateKey,
+    heard: Arc<Heard>,
+) -> Result<russh::client::Handle<Client>, SshError> {
     let connect_err = |source| SshError::Connect { host: t.host.clone(), port: t.port, source };
     let stream = TcpStream::connect((t.host.as_str(), t.port)).await.map_err(connect_err)?;
     let _ = stream.set_nodelay(true);
     let config = Arc::new(russh::client::Config {
         // A host that stops answering mid-session (it is rebooting) must not hold us
-        // for longer than a command may take.
+        // for longer than a command may take; `run` decides about silence sooner.
         inactivity_timeout: Some(t.command_timeout),
+        // A live sshd answers these while a command runs, so silence means the host
+        // went away rather than a quiet command. `run` judges the silence itself
+        // (keepalive_max 0: russh never closes the session over it).
+        keepalive_interval: Some((t.silence / 3).max(Duration::from_millis(100))),
+        keepalive_max: 0,
         ..Default::default()
     });
     let handler = Client { host: t.host.clone(), port: t.port, policy: t.host_keys.clone() };
+    let stream = Watched { inner: stream, heard };
     let mut session = russh::client::connect_stream(config, stream, handler).await.map_err(|e| match e {
         HandlerError::Ours(e) => e,
         HandlerError::Russh(russh::Error::IO(e)) => connect_err(e),
@@ -389,8 +506,11 @@ async fn run(
     t: &SshTarget,
     session: &russh::client::Handle<Client>,
     command: &'static str,
+    heard: &Heard,
 ) -> Result<Outcome, SshError> {
     let mut channel = session.channel_open_session().await.map_err(|e| t.protocol(e))?;
+    // From here on the host may act on the command: silence no longer means
+    // "nothing was asked" (module docs, "Sent, but unconfirmed").
     channel.exec(true, command).await.map_err(|e| t.protocol(e))?;
 
     let mut output = Vec::new();
@@ -398,14 +518,24 @@ async fn run(
     let mut exit_signal = None;
     let mut refused = false;
     let mut eof = false;
+    let mut silent = false;
     loop {
         // After EOF a healthy server sends exit-status and close at once; a host
         // that is powering off may send nothing more and never close the TCP
         // connection, so EOF plus a short silence counts as the connection dropping.
-        let msg = if eof {
-            tokio::time::timeout(EOF_GRACE, channel.wait()).await.ok().flatten()
-        } else {
-            channel.wait().await
+        let next = async {
+            if eof {
+                tokio::time::timeout(EOF_GRACE, channel.wait()).await.ok().flatten()
+            } else {
+                channel.wait().await
+            }
+        };
+        let msg = tokio::select! {
+            msg = next => msg,
+            _ = heard.silent_for(t.silence) => {
+                silent = true;
+                break;
+            }
         };
         // `None`: the channel (or the whole connection) is gone.
         let Some(msg) = msg else { break };
@@ -431,13 +561,15 @@ async fn run(
         // The server would not run it at all: not the host going down.
         return Ok(Outcome::Failed(CommandFailure { command, exit_status: None, output }));
     }
+    let done =
+        |exit_status, session| Outcome::Done(RebootRequest { command, exit_status, output: output.clone(), session });
     Ok(match (exit_status, exit_signal) {
-        (Some(0), _) => Outcome::Done(RebootRequest { command, exit_status: Some(0), output }),
+        (Some(0), _) => done(Some(0), SessionEnd::Exited),
         (Some(s), _) => Outcome::Failed(CommandFailure { command, exit_status: Some(s), output }),
         // Killed by what a shutdown sends to every process: the host is going down.
-        (None, Some(Sig::TERM | Sig::HUP | Sig::KILL)) | (None, None) => {
-            Outcome::Done(RebootRequest { command, exit_status: None, output })
-        }
+        (None, Some(Sig::TERM | Sig::HUP | Sig::KILL)) => done(None, SessionEnd::Signalled),
+        (None, None) if silent => done(None, SessionEnd::Silent),
+        (None, None) => done(None, SessionEnd::Closed),
         (None, Some(sig)) => {
             let output = format!("{output}[killed by signal {sig:?}]");
             Outcome::Failed(CommandFailure { command, exit_status: None, output })

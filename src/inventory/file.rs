@@ -27,6 +27,7 @@ pub(super) struct ClassFile {
     pub ipmi: IpmiClassFile,
     pub redfish: RedfishClassFile,
     pub snmp_reboot_delay_secs: Option<u64>,
+    pub min_boot_secs: Option<u64>,
     pub network_boot: Option<String>,
 }
 

@@ -96,6 +96,8 @@ pub struct Class {
     #[serde(skip_serializing_if = "Option::is_none")]
     snmp_reboot_delay_secs: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    min_boot_secs: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     network_boot: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     ipmi: Option<ClassIpmi>,
@@ -127,6 +129,7 @@ impl Class {
             reboot: None,
             reachability: None,
             snmp_reboot_delay_secs: None,
+            min_boot_secs: None,
             network_boot: None,
             ipmi: None,
             redfish: None,
@@ -147,6 +150,13 @@ impl Class {
 
     pub fn snmp_reboot_delay_secs(mut self, secs: u64) -> Self {
         self.snmp_reboot_delay_secs = Some(secs);
+        self
+    }
+
+    /// The least time from a reboot command to the machine answering again that the reboot
+    /// chain's proof accepts (roller's default: 20 s). Fake hosts that reboot in seconds need less.
+    pub fn min_boot_secs(mut self, secs: u64) -> Self {
+        self.min_boot_secs = Some(secs);
         self
     }
 

@@ -154,6 +154,50 @@ async fn redfish_tasks_change_and_confirm_the_power_state() {
     assert!(!serde_json::to_string(&job).unwrap().contains(bmc.password()));
 }
 
+/// Issue 14: a restart's or reset's `power` is what the BMC said after the request,
+/// never the state read before it (it was: "on", while sushy reads Off until the
+/// restart lands). The emulator's restarts land late here (`SLOW_POWER_CHANGES`),
+/// so the read-back is Off, and its log shows the GET of the system that read it,
+/// after the POST of the Reset.
+#[tokio::test]
+async fn redfish_restart_and_reset_report_the_power_read_back_after_the_request() {
+    use crate::peers::redfish::{SLOW_POWER_CHANGES, SYSTEM_UUID, SushyBmc};
+    let bmc = SushyBmc::start_with(false, "On", SLOW_POWER_CHANGES).await;
+    let dir = tempfile::tempdir().unwrap();
+    let pw = dir.path().join("redfish-password");
+    std::fs::write(&pw, bmc.password()).unwrap();
+    let inv = Inventory::new()
+        .machine(
+            Machine::new("bmc-host")
+                .group("lab")
+                .address("127.0.0.1")
+                .redfish(Redfish::new(&bmc.url(), bmc.user()).password_file(&pw)),
+        )
+        .write(dir.path());
+    let config = "[safety]\nmax_restarts = 10\n";
+    let app = spawn_app_with(config, &[("ROLLER_INVENTORY", &inv)]).await;
+    let reset = format!("POST /redfish/v1/Systems/{SYSTEM_UUID}/Actions/ComputerSystem.Reset");
+    let system = format!("GET /redfish/v1/Systems/{SYSTEM_UUID}");
+
+    for (task, sent) in [("redfish_restart", "GracefulRestart"), ("redfish_reset", "ForceRestart")] {
+        // The previous restart has landed: the machine is on before this one.
+        bmc.wait_power("On", std::time::Duration::from_secs(30)).await;
+        let job = run_job(&app, task).await;
+        assert_eq!(job["state"], "succeeded", "{task}: {job:#}");
+        let r = &job["result"];
+        assert_eq!((r["sent"].as_str(), r["power_before"].as_str()), (Some(sent), Some("on")), "{task}: {r}");
+        assert_eq!(r["power"], "off", "{task}: the state the BMC gave after the request: {r}");
+        // Read before the harness's own GET below, which would also be one.
+        let requests = bmc.requests();
+        let post = requests.iter().rposition(|r| *r == reset).unwrap_or_else(|| panic!("no Reset POST: {requests:#?}"));
+        assert!(requests[post + 1..].contains(&system), "{task}: no GET of the system after the POST: {requests:#?}");
+        // ...and Off is what the emulator still says (its Off lasts ten seconds).
+        assert_eq!(bmc.power_state().await, "Off", "{task}");
+        let log: Vec<&str> = job["log"].as_array().unwrap().iter().map(|l| l["line"].as_str().unwrap()).collect();
+        assert!(log.iter().any(|l| l.contains("reports power off after the request")), "{task}: {log:#?}");
+    }
+}
+
 #[tokio::test]
 async fn the_reboot_loop_breaker_refuses_a_third_restart_within_the_window() {
     let sim = IpmiSim::start();

@@ -16,11 +16,15 @@ use crate::peers::host::{FakeHost, Power};
 use crate::peers::ilo::FakeIlo;
 use crate::peers::ipmi::{IpmiSim, free_udp_port};
 use crate::peers::redfish::SushyBmc;
+use crate::peers::relay::Relay;
 use crate::peers::snmp::SentryPdu;
 use crate::peers::ssh::SshHost;
 
 /// Quick proofs: the fake host reboots in seconds.
 const CONFIG: &str = "[reboot]\ndown_timeout_secs = 5\nup_timeout_secs = 15\nprobe_interval_ms = 200\n";
+/// The class's `min_boot_secs`: the fake host "boots" in `peers::host::OUTAGE` (4 s),
+/// so a proof that times its return from the command accepts it with room to spare.
+const MIN_BOOT: u64 = 2;
 const OUTLET: &str = "AA3";
 const OUTLET_KEY: &str = "1.1.3";
 
@@ -35,6 +39,8 @@ struct Gear<'a> {
     pdu: Option<(&'a SentryPdu, &'a str)>,
     /// Use this key instead of the one sshd accepts.
     ssh_key: Option<&'a Path>,
+    /// Reach sshd through this port (a relay in front of it) instead of its own.
+    ssh_port: Option<u16>,
     redfish: Option<&'a SushyBmc>,
     /// The class's `network_boot`.
     network_boot: Option<&'a str>,
@@ -42,6 +48,8 @@ struct Gear<'a> {
     xen: bool,
     /// An `[ilo]` pointing at the stand-in (its password, certificate unchecked).
     ilo: Option<&'a FakeIlo>,
+    /// The class's `min_boot_secs`; default [`MIN_BOOT`].
+    min_boot: Option<u64>,
 }
 
 /// Writes the inventory (secrets in files beside it) and returns its path.
@@ -55,15 +63,17 @@ fn inventory(dir: &Path, host: &FakeHost, b: &Gear) -> String {
         .reboot(b.chain)
         .reachability(&format!("tcp:{}", host.port()))
         .snmp_reboot_delay_secs(1)
+        .min_boot_secs(b.min_boot.unwrap_or(MIN_BOOT))
         .ipmi_cipher_suite(3);
     if let Some(nb) = b.network_boot {
         class = class.network_boot(nb);
     }
     let mut m = Machine::new("box").group("lab").class("lab").address("127.0.0.1");
     if let Some(ssh) = b.ssh {
-        let kh = secret("known_hosts", &ssh.known_hosts_line());
+        let port = b.ssh_port.unwrap_or(ssh.port());
+        let kh = secret("known_hosts", &ssh.known_hosts_line_for(port));
         let key = b.ssh_key.map(|k| k.to_path_buf()).unwrap_or_else(|| ssh.client_key());
-        m = m.ssh(Ssh::new(ssh.user(), key).port(ssh.port()).known_hosts(kh));
+        m = m.ssh(Ssh::new(ssh.user(), key).port(port).known_hosts(kh));
     }
     if let Some((port, password)) = b.ipmi {
         let pw = secret("ipmi-password", password);
@@ -255,6 +265,154 @@ async fn a_step_without_proof_falls_through_to_the_next() {
     let why = job["result"]["attempts"][0]["reason"].as_str().unwrap();
     assert!(why.contains("did not go down"), "{why}");
     assert_eq!(ssh.requests(), ["reboot"]);
+    assert_eq!(sim.actions(), ["set reset 1"]);
+}
+
+/// Issue 14: the host takes `reboot` and its network dies mid-shutdown, so the ssh
+/// session goes silent (no exit status, no FIN, no RST). The request was sent, so
+/// the chain proves it (the host goes down and comes back) instead of failing the
+/// step after the command timeout and hard-resetting a host in the middle of its
+/// own reboot, as it did.
+#[tokio::test]
+async fn a_silent_ssh_session_after_reboot_is_proven_not_escalated() {
+    let ssh = Arc::new(SshHost::start());
+    // The command waits, so no exit status can cross before the blackhole.
+    ssh.set_hang(true);
+    let relay = Arc::new(Relay::start(ssh.port()).await);
+    let seen = ssh.clone();
+    relay.blackhole_when(move || !seen.requests().is_empty());
+    let sim = Arc::new(IpmiSim::start());
+    let host = machine(Wiring { ssh: Some(ssh.clone()), ipmi: Some(sim.clone()), ..Default::default() });
+    host.wait_answering();
+    let b = Gear {
+        chain: &["ssh_reboot", "ipmi_reset"],
+        ssh: Some(&ssh),
+        ssh_port: Some(relay.port()),
+        ipmi: Some((sim.port(), sim.password())),
+        ..Default::default()
+    };
+    let (app, _dir) = chain_app(&host, &b, CONFIG).await;
+
+    let job = reboot(&app).await;
+    assert_eq!(job["state"], "succeeded", "{job:#}");
+    assert_eq!(outcomes(&job), [pair("ssh_reboot", "worked")], "{job:#}");
+    let detail = &job["result"]["attempts"][0]["detail"];
+    assert_eq!((detail["session"].as_str(), detail["exit_status"].is_null()), (Some("silent"), true), "{detail}");
+    let proof = job["result"]["proof"].as_str().unwrap();
+    assert!(proof.contains("stopped answering") && proof.contains("answered again"), "{proof}");
+    assert!(sim.actions().is_empty(), "no reset was sent to a host rebooting itself: {:?}", sim.actions());
+    assert_eq!(ssh.requests(), ["reboot"], "no fallback command either");
+    assert!(has(&log(&job), "`reboot` sent, unconfirmed: the session went silent"), "{:#?}", log(&job));
+    assert!(host.answering());
+}
+
+/// Issue 14: a slow reboot outlasted UP_TIMEOUT, and the machine came back on its
+/// own just after the next step's command. That step did not reboot it (the BMC's
+/// reset does not reach this machine here) and must not be credited with "answered
+/// again after 1.0s"; it was.
+#[tokio::test]
+async fn a_slow_reboot_coming_back_during_the_next_step_is_not_that_steps_proof() {
+    let ssh = Arc::new(SshHost::start());
+    let sim = Arc::new(IpmiSim::start());
+    // Down from the ssh request until half a second after the BMC took the reset:
+    // the slow reboot ends on its own, shortly after the next step's command.
+    let host = {
+        let (ssh, sim) = (ssh.clone(), sim.clone());
+        let mut back_at: Option<Instant> = None;
+        FakeHost::start(move || {
+            if back_at.is_none() && sim.actions().iter().any(|a| a == "set reset 1") {
+                back_at = Some(Instant::now() + Duration::from_millis(500));
+            }
+            ssh.requests().is_empty() || back_at.is_some_and(|t| Instant::now() >= t)
+        })
+    };
+    host.wait_answering();
+    let b = Gear {
+        chain: &["ssh_reboot", "ipmi_reset"],
+        ssh: Some(&ssh),
+        ipmi: Some((sim.port(), sim.password())),
+        // Far above the half second: only the rule can credit it, not the clock.
+        min_boot: Some(10),
+        ..Default::default()
+    };
+    let config = "[reboot]\ndown_timeout_secs = 5\nup_timeout_secs = 6\nprobe_interval_ms = 200\n";
+    let (app, _dir) = chain_app(&host, &b, config).await;
+
+    let job = reboot(&app).await;
+    assert_eq!(job["state"], "failed", "{job:#}");
+    // A failed chain's attempts are in its error, one `<step> <outcome>: <why>` each.
+    let e = job["error"].as_str().unwrap();
+    let (slow, next) = e.split_once("; ipmi_reset ").unwrap_or_else(|| panic!("{e}"));
+    assert!(slow.contains("ssh_reboot not proven: ") && slow.contains("did not answer again within 6s"), "{e}");
+    assert!(
+        next.starts_with("not proven: answered again ")
+            && next.contains(
+                "after the command: faster than this class can boot (min_boot_secs = 10), so it was not this step's doing"
+            ),
+        "{e}"
+    );
+    assert_eq!(sim.actions(), ["set reset 1"]);
+    assert!(host.answering(), "it did come back, by itself");
+}
+
+/// Issue 14: a BMC that takes a power command and does nothing to the machine (its
+/// power state is not the machine's) must never yield "worked". The BMC reads off,
+/// `ipmi_reset` powers it on and reads on: a cycle the BMC saw. The machine answered
+/// throughout; that was credited as "the power was seen going off and on, it
+/// answered again after 0.0s".
+#[tokio::test]
+async fn a_bmc_whose_power_command_does_nothing_to_the_machine_never_works() {
+    let sim = Arc::new(IpmiSim::start());
+    sim.set_power(false);
+    // Not wired to the BMC: nothing it does reaches this machine.
+    let host = machine(Wiring::default());
+    host.wait_answering();
+    let b = Gear { chain: &["ipmi_reset"], ipmi: Some((sim.port(), sim.password())), ..Default::default() };
+    let (app, _dir) = chain_app(&host, &b, CONFIG).await;
+
+    let job = reboot(&app).await;
+    assert_eq!(job["state"], "failed", "{job:#}");
+    let e = job["error"].as_str().unwrap();
+    assert!(e.contains("ipmi_reset not proven: ") && e.contains("did not go down"), "{e}");
+    assert!(e.contains("power was seen going off and on"), "{e}");
+    assert_eq!(sim.actions(), ["set power 1"], "the BMC took the command");
+    assert!(host.answering());
+}
+
+/// The same BMC-ignores-the-reset, where the machine's link drops for a moment
+/// after it (a port flap, a shared NIC renegotiating): an outage shorter than the
+/// class can boot is not a reboot. It was credited as one.
+#[tokio::test]
+async fn an_outage_shorter_than_a_boot_is_not_a_reboot() {
+    let sim = Arc::new(IpmiSim::start());
+    let host = {
+        let sim = sim.clone();
+        let mut flap: Option<Instant> = None;
+        FakeHost::start(move || {
+            if flap.is_none() && !sim.actions().is_empty() {
+                flap = Some(Instant::now());
+            }
+            // Silent for two seconds after the BMC took the reset (long enough for the
+            // probes to see it, a fifth of the class's boot time), then answering.
+            flap.is_none_or(|t| t.elapsed() >= Duration::from_secs(2))
+        })
+    };
+    host.wait_answering();
+    let b = Gear {
+        chain: &["ipmi_reset"],
+        ipmi: Some((sim.port(), sim.password())),
+        min_boot: Some(10),
+        ..Default::default()
+    };
+    let (app, _dir) = chain_app(&host, &b, CONFIG).await;
+
+    let job = reboot(&app).await;
+    assert_eq!(job["state"], "failed", "{job:#}");
+    let e = job["error"].as_str().unwrap();
+    assert!(e.contains("ipmi_reset not proven: answered again"), "{e}");
+    assert!(e.contains("faster than this class can boot (min_boot_secs = 10)"), "{e}");
+    assert!(e.contains("did not go down again within 5s"), "{e}");
+    assert!(has(&log(&job), "stopped answering"), "the outage was seen: {:#?}", log(&job));
     assert_eq!(sim.actions(), ["set reset 1"]);
 }
 

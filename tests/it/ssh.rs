@@ -2,12 +2,14 @@
 //! worked, the fallback, host-key pinning, authentication, timeouts, cancellation.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use roller::drivers::ssh::{self, HostKeyPolicy, SshError, SshTarget};
+use roller::drivers::ssh::{self, HostKeyPolicy, SessionEnd, SshError, SshTarget};
 use tokio_util::sync::CancellationToken;
 
 use crate::helpers::wait_for;
+use crate::peers::relay::Relay;
 use crate::peers::ssh::SshHost;
 use crate::procs::free_port;
 
@@ -220,6 +222,31 @@ async fn ssh_hanging_command_times_out() {
     let took = started.elapsed();
     assert!(took >= Duration::from_secs(2) && took < Duration::from_secs(15), "{took:?}");
     assert_eq!(peer.requests(), ["reboot"]);
+}
+
+/// Issue 14: the host takes `reboot`, then its network dies mid-shutdown: no exit
+/// status, no FIN, no RST (a relay in front of sshd blackholes the connection once
+/// the request reached the host). The request was sent, so it is reported as sent
+/// and unconfirmed, not as a failure: a failure sent the reboot chain straight to
+/// `chassis power reset`, 30 s into the host's own reboot.
+#[tokio::test]
+async fn ssh_silence_after_the_request_is_sent_unconfirmed_not_a_failure() {
+    let peer = Arc::new(SshHost::start());
+    // The command waits, so no exit status can cross before the blackhole.
+    peer.set_hang(true);
+    let relay = Arc::new(Relay::start(peer.port()).await);
+    let seen = peer.clone();
+    relay.blackhole_when(move || !seen.requests().is_empty());
+    let (_d, kh) = known_hosts(&format!("{}\n", peer.known_hosts_line_for(relay.port())));
+    let mut t = target(&peer, &peer.client_key(), HostKeyPolicy::KnownHosts(kh));
+    t.port = relay.port();
+    t.silence = Duration::from_secs(3);
+    let started = Instant::now();
+    let r = go(&t).await.unwrap_or_else(|e| panic!("{e}\n{}", peer.log()));
+    assert_eq!((r.command, r.exit_status, r.session), ("reboot", None, SessionEnd::Silent), "{r:?}");
+    assert_eq!(peer.requests(), ["reboot"], "no fallback: the host may be going down");
+    let took = started.elapsed();
+    assert!(took >= Duration::from_secs(3) && took < t.command_timeout, "silence ended it, not the timeout: {took:?}");
 }
 
 #[tokio::test]

@@ -1,6 +1,7 @@
 //! Real protocol peers started on loopback in temp dirs: OpenIPMI `ipmi_sim`,
 //! net-snmp `snmpd` with a Sentry3 outlet table, OpenSSH `sshd` with a
-//! ForceCommand, sushy-tools' Redfish emulator, `dnsmasq` as a DNS server.
+//! ForceCommand, sushy-tools' Redfish emulator, `dnsmasq` as a DNS server, and a
+//! TCP relay that can blackhole a live connection in front of any of them.
 //! Each is killed on drop; a missing binary fails the test with an install hint.
 //! The XenAPI stand-in lives in the testkit crate (`roller_testkit::xen`), shared with
 //! the benchmarks.
@@ -11,6 +12,7 @@ pub mod host;
 pub mod ilo;
 pub mod ipmi;
 pub mod redfish;
+pub mod relay;
 pub mod snmp;
 pub mod ssh;
 pub mod tcqueue;

@@ -23,6 +23,13 @@ use serde_json::Value;
 use crate::helpers::wait_for;
 use crate::procs::free_port;
 
+/// Appended to the emulator's config (Python, run in the emulator's process): the
+/// fake driver lands each power change `random.randint(1, 11)` whole seconds ahead,
+/// so a restart reads Off for anything from milliseconds to 11 s. Pinned to the
+/// longest, what a client reads right after a restart is Off for ten seconds: a
+/// read-back the tests can tell from the state before the request.
+pub const SLOW_POWER_CHANGES: &str = "import random\nrandom.randint = lambda low, high: high\n";
+
 pub const SYSTEM_UUID: &str = "27946b59-9e44-4fa7-8e91-f3527a1ef094";
 pub const SYSTEM_NAME: &str = "node1";
 const USER: &str = "admin";
@@ -221,6 +228,37 @@ impl SushyBmc {
             .filter_map(|l| l.rsplit('"').next()?.split_whitespace().next()?.parse().ok())
             .collect()
     }
+}
+
+impl SushyBmc {
+    /// Every request in the emulator's access log, in order, as `"<METHOD> <path>"`
+    /// (werkzeug colours some lines by status: the escapes are dropped).
+    pub fn requests(&self) -> Vec<String> {
+        self.log()
+            .lines()
+            .filter_map(|l| {
+                let request = without_escapes(l.split('"').nth(1)?);
+                let (method, rest) = request.split_once(' ')?;
+                let path = rest.rsplit_once(' ').map_or(rest, |(p, _)| p);
+                Some(format!("{method} {path}"))
+            })
+            .collect()
+    }
+}
+
+/// `text` without ANSI escape sequences (`ESC [ … <letter>`).
+fn without_escapes(text: &str) -> String {
+    let mut out = String::new();
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            // Up to and including the sequence's final letter.
+            chars.by_ref().find(|c| c.is_ascii_alphabetic());
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 impl Drop for SushyBmc {

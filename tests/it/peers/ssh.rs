@@ -135,10 +135,15 @@ impl SshHost {
 
     /// `[127.0.0.1]:<port> ssh-ed25519 AAAA…` for a known_hosts file.
     pub fn known_hosts_line(&self) -> String {
+        self.known_hosts_line_for(self.port)
+    }
+
+    /// The same key as seen through another port (a relay in front of this sshd).
+    pub fn known_hosts_line_for(&self, port: u16) -> String {
         let public = std::fs::read_to_string(self.dir.path().join("host_key.pub")).unwrap();
         let mut parts = public.split_whitespace();
         let (alg, key) = (parts.next().unwrap(), parts.next().unwrap());
-        format!("[127.0.0.1]:{} {alg} {key}", self.port)
+        format!("[127.0.0.1]:{port} {alg} {key}")
     }
 
     /// The commands the forced command saw, in order.
