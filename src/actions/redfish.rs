@@ -40,6 +40,7 @@ pub async fn run(task: Task, on: &Subject, cx: &ActionContext) -> Result<Report,
         Task::RedfishReset => (ResetIntent::ForceRestart, None),
         _ => return Err(ActionError::Config(format!("{step} is not a Redfish task"))),
     };
+    cx.touch().await?;
     let sent = driver::reset(&bmc, intent, &cx.cancel).await.map_err(fail)?;
     cx.log(format!("{} accepted ResetType {sent}", bmc.base_url));
     // Every state reported as `power` is read from the BMC after the request; the

@@ -133,11 +133,15 @@ pub fn explain(settings: Settings, worker_id: &str, file: Option<&std::path::Pat
     say!("{} (group {group}, class {})", m.id, m.class.name);
     say!("  address  {}, probed by {}", m.address, m.class.reachability);
     say!(
-        "  proof    stops answering within {}s (DOWN_TIMEOUT) and answers again within {}s (UP_TIMEOUT);",
+        "  proof    stops answering within {}s (DOWN_TIMEOUT) and answers again within {}s (UP_TIMEOUT),",
         r.down_timeout.as_secs(),
         r.up_timeout.as_secs()
     );
-    say!("           after a power cycle the BMC or PDU saw, or if it was not answering, only coming back counts");
+    say!(
+        "           no sooner than {}s (the class's min_boot_secs) after the step's command; a machine already down \
+         before the step only has to come back that late",
+        m.class.min_boot.as_secs()
+    );
     say!("  reboot chain, in order:");
     let plan = crate::actions::reboot::plan(m, &crate::startup::action_settings(&settings)?);
     for (n, p) in plan.iter().enumerate() {
