@@ -18,6 +18,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
+use super::records::{RecordKind, Records};
 use super::{
     BREAKER_RESETS_KEPT, BreakerReset, Held, Job, JobState, Mark, NewJob, Outcome, Queue, QueueError, QueueOptions,
 };
@@ -47,6 +48,8 @@ pub trait Backend: Send + Sync {
     /// Make the storage refuse writes from every handle until the returned
     /// guard is dropped (SQLite: another connection holding an EXCLUSIVE lock).
     async fn block_writes(&self) -> Box<dyn Any + Send>;
+    /// A handle on the backend's shared records (`queue::records`).
+    async fn open_records(&self) -> Box<dyn Records>;
 }
 
 /// Generate one `#[tokio::test]` per check for a backend. `$backend` is an
@@ -88,6 +91,11 @@ macro_rules! conformance_suite {
             reserve_many_hands_out_several_each_to_its_holder,
             finish_many_answers_each_job_on_its_own,
         );
+        $crate::queue::conformance::conformance_suite!(@records $backend;
+            records_are_kept_per_kind_and_key,
+            event_logs_keep_their_newest,
+            a_lease_has_one_holder_until_it_expires_or_is_released,
+        );
         $crate::queue::conformance::conformance_suite!(@backend $backend;
             jobs_survive_reopen,
             health_fails_while_writes_are_blocked,
@@ -101,6 +109,14 @@ macro_rules! conformance_suite {
             let backend = $backend;
             let queue = $crate::queue::conformance::Backend::open(&backend).await;
             $crate::queue::conformance::$name(&*queue).await;
+        }
+    )*};
+    (@records $backend:expr; $($name:ident),* $(,)?) => {$(
+        #[tokio::test]
+        async fn $name() {
+            let backend = $backend;
+            let records = $crate::queue::conformance::Backend::open_records(&backend).await;
+            $crate::queue::conformance::$name(&*records).await;
         }
     )*};
     (@backend $backend:expr; $($name:ident),* $(,)?) => {$(
@@ -797,6 +813,61 @@ pub async fn breaker_resets_are_ordered_by_their_time_not_their_arrival(q: &dyn 
     assert_eq!((got.first(), got.last().map(String::as_str)), (Some(&newest), Some("n0")));
 }
 
+pub async fn records_are_kept_per_kind_and_key(r: &dyn Records) {
+    assert_eq!(r.record(RecordKind::Observations, "m1").await.unwrap(), None);
+    r.put_record(RecordKind::Observations, "m2", "{\"probe\":true}").await.unwrap();
+    r.put_record(RecordKind::Observations, "m1", "first").await.unwrap();
+    r.put_record(RecordKind::Observations, "m1", "second ✓ \"quoted\"").await.unwrap();
+    r.put_record(RecordKind::Hold, "m1", "held").await.unwrap();
+    assert_eq!(r.record(RecordKind::Observations, "m1").await.unwrap().as_deref(), Some("second ✓ \"quoted\""));
+    let all = r.records(RecordKind::Observations).await.unwrap();
+    let want = [("m1", "second ✓ \"quoted\""), ("m2", "{\"probe\":true}")].map(|(k, v)| (k.to_string(), v.to_string()));
+    assert_eq!(all, want, "in key order, the kinds apart");
+    assert_eq!(r.records(RecordKind::Hold).await.unwrap().len(), 1);
+    r.delete_record(RecordKind::Hold, "m1").await.unwrap();
+    r.delete_record(RecordKind::Hold, "never-there").await.unwrap();
+    assert!(r.records(RecordKind::Hold).await.unwrap().is_empty());
+    assert!(r.records(RecordKind::Medic).await.unwrap().is_empty());
+    // A batch, as a sweep writes it.
+    let batch: Vec<(String, String)> = (0..300).map(|i| (format!("w{i:03}"), format!("obs {i}"))).collect();
+    r.put_records(RecordKind::Observations, &batch).await.unwrap();
+    let all = r.records(RecordKind::Observations).await.unwrap();
+    assert_eq!(all.len(), 302);
+    assert_eq!(r.record(RecordKind::Observations, "w299").await.unwrap().as_deref(), Some("obs 299"));
+}
+
+pub async fn event_logs_keep_their_newest(r: &dyn Records) {
+    for i in 0..12 {
+        r.append_event("decisions", &format!("cycle {i}"), 10).await.unwrap();
+    }
+    r.append_event("other", "elsewhere", 10).await.unwrap();
+    let got = r.events("decisions", 100).await.unwrap();
+    assert_eq!(got.len(), 10, "the newest 10 kept");
+    assert_eq!((got[0].as_str(), got[9].as_str()), ("cycle 11", "cycle 2"), "newest first");
+    assert_eq!(r.events("decisions", 3).await.unwrap(), ["cycle 11", "cycle 10", "cycle 9"]);
+    assert_eq!(r.events("other", 10).await.unwrap(), ["elsewhere"]);
+    assert!(r.events("none", 10).await.unwrap().is_empty());
+}
+
+pub async fn a_lease_has_one_holder_until_it_expires_or_is_released(r: &dyn Records) {
+    let short = Duration::from_millis(300);
+    assert!(r.acquire_lease("sweep", "a", short).await.unwrap());
+    assert!(!r.acquire_lease("sweep", "b", LONG_LEASE).await.unwrap(), "a holds it");
+    assert!(r.acquire_lease("sweep", "a", short).await.unwrap(), "a renews");
+    assert!(r.acquire_lease("other", "b", LONG_LEASE).await.unwrap(), "leases are per name");
+    // a stops renewing (it died): b gets it once it expires.
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while !r.acquire_lease("sweep", "b", LONG_LEASE).await.unwrap() {
+        assert!(tokio::time::Instant::now() < deadline, "the dead holder's lease never expired");
+        tokio::time::sleep(POLL).await;
+    }
+    assert!(!r.acquire_lease("sweep", "a", short).await.unwrap(), "a lost it for good");
+    r.release_lease("sweep", "a").await.unwrap();
+    assert!(!r.acquire_lease("sweep", "a", short).await.unwrap(), "only its holder can give it up");
+    r.release_lease("sweep", "b").await.unwrap();
+    assert!(r.acquire_lease("sweep", "a", short).await.unwrap(), "given up: free at once");
+}
+
 pub async fn log_lines_keep_their_order(q: &dyn Queue) {
     let j = enqueue(q, "a", "g").await;
     q.reserve("r", LONG_LEASE).await.unwrap().unwrap();
@@ -1021,6 +1092,10 @@ mod sqlite_conformance {
             conn.execute_batch("BEGIN EXCLUSIVE").expect("take the exclusive lock");
             // Dropping the connection ends the transaction and releases the lock.
             Box::new(conn)
+        }
+
+        async fn open_records(&self) -> Box<dyn super::Records> {
+            Box::new(SqliteQueue::open(&self.path).expect("open sqlite queue"))
         }
     }
 

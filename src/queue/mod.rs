@@ -24,6 +24,7 @@
 //! - capped history: `history` returns at most [`QueueOptions::history_cap`]
 //!   jobs per machine, the newest; final jobs older than that may be deleted.
 
+pub mod records;
 pub mod redis;
 pub mod sqlite;
 

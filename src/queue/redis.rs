@@ -31,6 +31,12 @@
 //! - `{p}:breaker:<worker_id>` — LIST of JSON resets `{"at_ms":…,"by":…,"reason":…}`,
 //!   newest `at` first, trimmed to [`BREAKER_RESETS_KEPT`]; no TTL (the audit trail
 //!   of operators' overrides, as in SQLite);
+//! - `{p}:rec:<kind>` — HASH key → record: the shared records of `queue::records`
+//!   (`observations`, `hold`, `medic`), opaque text, no TTL;
+//! - `{p}:events:<stream>` — LIST of records, newest first, trimmed to what the caller
+//!   keeps (the medic's decisions);
+//! - `{p}:lease:<name>` → holder, expiring with the lease (`PX`): one process at a
+//!   time does the periodic job `name` (the health sweep);
 //! - `{p}:health` — a short-lived key written by health checks;
 //! - `{p}:wake` — a pub/sub channel (not a key): enqueue, release, expire and a finish
 //!   that frees a machine with a job waiting publish on it; idle runners subscribe.
@@ -70,6 +76,7 @@
 
 mod connection;
 mod decode;
+mod records;
 mod scripts;
 
 use std::sync::Arc;
@@ -498,6 +505,11 @@ mod tests {
             let out = self.server.cli(&["config", "set", "min-replicas-to-write", "1"]);
             assert!(out.contains("OK"), "{out}");
             Box::new(WritesBlocked(self.server.port()))
+        }
+
+        async fn open_records(&self) -> Box<dyn crate::queue::records::Records> {
+            let s = settings(self.server.url(), "conformance");
+            Box::new(RedisQueue::connect(&s, QueueOptions::default()).await.expect("connect to the test redis"))
         }
     }
 

@@ -24,6 +24,7 @@
 //! and migrations; `row`: a stored job read back into a `Job`; `transactions`:
 //! the operations' transactions.
 
+mod records;
 mod row;
 mod schema;
 mod transactions;
@@ -71,7 +72,7 @@ impl std::fmt::Debug for SqliteQueue {
     }
 }
 
-trait DbResult<T> {
+pub(super) trait DbResult<T> {
     fn db(self) -> Result<T, QueueError>;
 }
 

@@ -12,7 +12,7 @@ use crate::queue::QueueError;
 
 /// The schema this code writes and understands, kept in `PRAGMA user_version`.
 /// Bump it (and add a migration step in [`migrate`]) whenever the schema changes.
-pub const SCHEMA_VERSION: i64 = 3;
+pub const SCHEMA_VERSION: i64 = 4;
 
 // A macro so the same text goes into the schema and the migration with `concat!`.
 macro_rules! breaker_resets_table {
@@ -26,6 +26,34 @@ CREATE TABLE breaker_resets (
     reason    TEXT    NOT NULL
 ) STRICT;
 CREATE INDEX breaker_resets_worker ON breaker_resets (worker_id, at);
+"
+    };
+}
+
+// The shared records (observations, holds, the medic's memory), event logs and leases:
+// see `queue::records`.
+macro_rules! records_tables {
+    () => {
+        "
+CREATE TABLE records (
+    kind       TEXT    NOT NULL,
+    key        TEXT    NOT NULL,
+    record     TEXT    NOT NULL,
+    updated_at INTEGER NOT NULL,
+    PRIMARY KEY (kind, key)
+) STRICT;
+CREATE TABLE events (
+    id     INTEGER PRIMARY KEY,
+    stream TEXT    NOT NULL,
+    at     INTEGER NOT NULL,
+    record TEXT    NOT NULL
+) STRICT;
+CREATE INDEX events_stream ON events (stream, id);
+CREATE TABLE leases (
+    name   TEXT    NOT NULL PRIMARY KEY,
+    holder TEXT    NOT NULL,
+    until  INTEGER NOT NULL
+) STRICT;
 "
     };
 }
@@ -80,7 +108,8 @@ CREATE TABLE job_log (
     PRIMARY KEY (job_id, seq)
 ) STRICT;
 ",
-    breaker_resets_table!()
+    breaker_resets_table!(),
+    records_tables!()
 );
 
 /// Version 1 → 2: the retention index.
@@ -95,6 +124,12 @@ ALTER TABLE jobs ADD COLUMN restore TEXT;
 ",
     breaker_resets_table!()
 );
+
+/// Version 3 → 4: the shared records, event logs and leases (fleet health, the medic).
+const MIGRATE_3_TO_4: &str = records_tables!();
+
+/// The steps from version `n` to `n + 1`, at index `n - 1`.
+const STEPS: [&str; 3] = [MIGRATE_1_TO_2, MIGRATE_2_TO_3, MIGRATE_3_TO_4];
 
 /// Create the schema on a fresh file; accept the current version; refuse
 /// anything else rather than guess at a layout this code does not know.
@@ -116,13 +151,10 @@ pub(super) fn migrate(conn: &mut Connection, path: &Path) -> Result<(), QueueErr
             tx.execute_batch(SCHEMA).db()?;
             tx.pragma_update(None, "user_version", SCHEMA_VERSION).db()?;
         }
-        1 => {
-            tx.execute_batch(MIGRATE_1_TO_2).db()?;
-            tx.execute_batch(MIGRATE_2_TO_3).db()?;
-            tx.pragma_update(None, "user_version", SCHEMA_VERSION).db()?;
-        }
-        2 => {
-            tx.execute_batch(MIGRATE_2_TO_3).db()?;
+        v @ 1..SCHEMA_VERSION => {
+            for step in &STEPS[usize::try_from(v - 1).unwrap_or(0)..] {
+                tx.execute_batch(step).db()?;
+            }
             tx.pragma_update(None, "user_version", SCHEMA_VERSION).db()?;
         }
         SCHEMA_VERSION => {}

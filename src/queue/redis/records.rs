@@ -1,0 +1,108 @@
+//! [`Records`] on Redis: a hash per kind (`{p}:rec:<kind>`, field = key), a capped
+//! list per event stream (`{p}:events:<stream>`, newest at the head) and a string per
+//! lease (`{p}:lease:<name>` = holder, expiring by the server's clock). Plain
+//! commands where one command is atomic; the lease's compare-and-set is a script.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use redis::Script;
+
+use super::RedisQueue;
+use crate::queue::QueueError;
+use crate::queue::records::{RecordKind, Records};
+
+/// Take the lease when it is free or ours (renewing it); `1` when we hold it now.
+const ACQUIRE: &str = r"
+local holder = redis.call('GET', KEYS[1])
+if holder == false or holder == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 1
+end
+return 0";
+
+/// Delete the lease only if it is ours.
+const RELEASE: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0";
+
+impl RedisQueue {
+    fn records_key(&self, kind: RecordKind) -> String {
+        format!("{}rec:{}", self.key_base(), kind.as_str())
+    }
+}
+
+#[async_trait]
+impl Records for RedisQueue {
+    async fn put_record(&self, kind: RecordKind, key: &str, record: &str) -> Result<(), QueueError> {
+        let mut conn = self.conn.clone();
+        self.call(redis::cmd("HSET").arg(self.records_key(kind)).arg(key).arg(record).query_async::<()>(&mut conn))
+            .await
+    }
+
+    async fn put_records(&self, kind: RecordKind, items: &[(String, String)]) -> Result<(), QueueError> {
+        // Bounded batches: one HSET of thousands of fields is fine, millions would block Redis.
+        for chunk in items.chunks(1000) {
+            let mut cmd = redis::cmd("HSET");
+            cmd.arg(self.records_key(kind));
+            for (k, r) in chunk {
+                cmd.arg(k).arg(r);
+            }
+            let mut conn = self.conn.clone();
+            self.call(cmd.query_async::<()>(&mut conn)).await?;
+        }
+        Ok(())
+    }
+
+    async fn delete_record(&self, kind: RecordKind, key: &str) -> Result<(), QueueError> {
+        let mut conn = self.conn.clone();
+        self.call(redis::cmd("HDEL").arg(self.records_key(kind)).arg(key).query_async::<()>(&mut conn)).await
+    }
+
+    async fn record(&self, kind: RecordKind, key: &str) -> Result<Option<String>, QueueError> {
+        let mut conn = self.conn.clone();
+        self.call(redis::cmd("HGET").arg(self.records_key(kind)).arg(key).query_async(&mut conn)).await
+    }
+
+    async fn records(&self, kind: RecordKind) -> Result<Vec<(String, String)>, QueueError> {
+        let mut conn = self.conn.clone();
+        let map: std::collections::BTreeMap<String, String> =
+            self.call(redis::cmd("HGETALL").arg(self.records_key(kind)).query_async(&mut conn)).await?;
+        Ok(map.into_iter().collect())
+    }
+
+    async fn append_event(&self, stream: &str, record: &str, keep: usize) -> Result<(), QueueError> {
+        let key = format!("{}events:{stream}", self.key_base());
+        let last = isize::try_from(keep.max(1)).unwrap_or(isize::MAX) - 1;
+        let mut pipe = redis::pipe();
+        pipe.atomic().cmd("LPUSH").arg(&key).arg(record).ignore().cmd("LTRIM").arg(&key).arg(0).arg(last).ignore();
+        let mut conn = self.conn.clone();
+        self.call(pipe.query_async::<()>(&mut conn)).await
+    }
+
+    async fn events(&self, stream: &str, limit: usize) -> Result<Vec<String>, QueueError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let key = format!("{}events:{stream}", self.key_base());
+        let last = isize::try_from(limit).unwrap_or(isize::MAX) - 1;
+        let mut conn = self.conn.clone();
+        self.call(redis::cmd("LRANGE").arg(key).arg(0).arg(last).query_async(&mut conn)).await
+    }
+
+    async fn acquire_lease(&self, name: &str, holder: &str, ttl: Duration) -> Result<bool, QueueError> {
+        let key = format!("{}lease:{name}", self.key_base());
+        let ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
+        let mut conn = self.conn.clone();
+        let got: i64 = self.call(Script::new(ACQUIRE).key(key).arg(holder).arg(ms).invoke_async(&mut conn)).await?;
+        Ok(got == 1)
+    }
+
+    async fn release_lease(&self, name: &str, holder: &str) -> Result<(), QueueError> {
+        let key = format!("{}lease:{name}", self.key_base());
+        let mut conn = self.conn.clone();
+        self.call(Script::new(RELEASE).key(key).arg(holder).invoke_async::<i64>(&mut conn)).await.map(drop)
+    }
+}
