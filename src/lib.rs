@@ -8,6 +8,7 @@ pub mod cli;
 pub mod config;
 pub mod domain;
 pub mod drivers;
+pub mod health;
 pub mod inventory;
 pub mod notify;
 pub mod queue;

@@ -22,8 +22,10 @@ use crate::drivers::bugzilla::Bugzilla;
 use crate::drivers::dns::DnsResolver;
 use crate::drivers::gate::Gates;
 use crate::drivers::taskcluster::TaskclusterClient;
+use crate::health::sweep::Sweeper;
 use crate::inventory::{Inventory, InventoryHandle};
 use crate::notify::Notifier;
+use crate::queue::records::Records;
 use crate::queue::redis::{RedisQueue, RedisSettings};
 use crate::queue::sqlite::SqliteQueue;
 use crate::queue::{Queue, QueueOptions};
@@ -56,6 +58,8 @@ pub struct Application {
     http: Option<(tokio::net::TcpListener, SocketAddr)>,
     state: AppState,
     runner: Option<Runner>,
+    /// The health sweep, in processes that run jobs, when `[health]` is on.
+    sweeper: Option<Sweeper>,
     /// What the actions of this process use (clients, limits, the inventory).
     actions: Arc<ActionSettings>,
     /// Where the admin credentials are, when this run uses them.
@@ -86,7 +90,7 @@ impl Application {
         load_inventory(&settings, &actions.inventory)?;
         let actions = Arc::new(actions);
         let notifier = notifier(&settings)?;
-        let queue = open_queue(&settings).await?;
+        let (queue, records) = open_queue(&settings).await?;
         // A worker serves no HTTP: it needs no clients (and must not generate an admin).
         let (auth, admin_credentials) = match mode {
             Mode::Worker => (Authenticator::Local(LocalAuth::new(Vec::new())), None),
@@ -105,12 +109,25 @@ impl Application {
         };
         let wake = Arc::new(Notify::new());
         let settings = Arc::new(settings);
+        let sweeper = (mode != Mode::Api && settings.health.enabled).then(|| Sweeper {
+            settings: settings.health.sweep,
+            actions: actions.clone(),
+            records: records.clone(),
+            // TODO(feature, issue 15): the Taskcluster worker source (driver reads, per pool).
+            workers: None,
+            holder: format!(
+                "{}:{}",
+                std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default().trim(),
+                std::process::id()
+            ),
+        });
         let runner = (mode != Mode::Api).then(|| {
             Runner::new(queue.clone(), settings.runner.clone(), actions.clone(), wake.clone()).with_notifier(notifier)
         });
         let listen_port = http.as_ref().map(|(_, a)| a.port()).unwrap_or(0);
         let state = AppState {
             queue,
+            records,
             auth: Arc::new(auth),
             settings,
             inventory: actions.inventory.clone(),
@@ -119,7 +136,7 @@ impl Application {
             streams: Arc::new(tokio::sync::Semaphore::new(api::MAX_STREAMS)),
             stopping: CancellationToken::new(),
         };
-        Ok(Application { http, state, runner, actions, admin_credentials, ops_only: mode == Mode::Worker })
+        Ok(Application { http, state, runner, sweeper, actions, admin_credentials, ops_only: mode == Mode::Worker })
     }
 
     /// Where this process listens: the API, or a worker's metrics endpoint (`None`: no HTTP).
@@ -145,6 +162,7 @@ impl Application {
     /// runner winds down (see `Runner::run_until_stopped`).
     pub async fn run_until_stopped(mut self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let runner = self.runner.take().map(|r| tokio::spawn(r.run_until_stopped(shutdown.clone())));
+        let sweeper = self.sweeper.take().map(|s| tokio::spawn(s.run(shutdown.clone())));
         if let Some((listener, addr)) = self.http.take() {
             let app = if self.ops_only { api::ops_router(self.state.clone()) } else { api::router(self.state.clone()) };
             tracing::info!(addr = %addr, "listening");
@@ -163,6 +181,9 @@ impl Application {
         }
         if let Some(r) = runner {
             r.await.context("runner task failed")?;
+        }
+        if let Some(s) = sweeper {
+            s.await.context("health sweep failed")?;
         }
         Ok(())
     }
@@ -276,7 +297,9 @@ pub fn reload_inventory_on_sighup(path: Option<PathBuf>, handle: InventoryHandle
 }
 
 /// Redis when `REDIS_URL` is set, else the SQLite file in the data directory.
-async fn open_queue(settings: &Settings) -> anyhow::Result<Arc<dyn Queue>> {
+/// Redis when `REDIS_URL` is set, else the SQLite file in the data directory: the jobs,
+/// and the shared records beside them (one backend, two views).
+async fn open_queue(settings: &Settings) -> anyhow::Result<(Arc<dyn Queue>, Arc<dyn Records>)> {
     let options = QueueOptions { retention: settings.retention, history_cap: settings.history_cap };
     Ok(match &settings.redis {
         Some(r) => {
@@ -287,12 +310,17 @@ async fn open_queue(settings: &Settings) -> anyhow::Result<Arc<dyn Queue>> {
                 response_timeout: r.response_timeout,
                 connect_timeout: r.connect_timeout,
             };
-            Arc::new(RedisQueue::connect(&rs, options).await.context("cannot use the Redis queue (REDIS_URL)")?)
+            let q =
+                Arc::new(RedisQueue::connect(&rs, options).await.context("cannot use the Redis queue (REDIS_URL)")?);
+            (q.clone(), q)
         }
-        None => Arc::new(
-            SqliteQueue::open_with(&settings.sqlite_path, options)
-                .with_context(|| format!("cannot open the job queue at {}", settings.sqlite_path.display()))?,
-        ),
+        None => {
+            let q = Arc::new(
+                SqliteQueue::open_with(&settings.sqlite_path, options)
+                    .with_context(|| format!("cannot open the job queue at {}", settings.sqlite_path.display()))?,
+            );
+            (q.clone(), q)
+        }
     })
 }
 

@@ -8,6 +8,7 @@ mod dashboard;
 mod dockerflow;
 pub mod error;
 mod events;
+mod health;
 pub use events::MAX_STREAMS;
 mod jobs;
 mod machines;
@@ -30,12 +31,15 @@ use crate::auth::{Authenticator, Caller, HawkRequest};
 use crate::config::Settings;
 use crate::inventory::InventoryHandle;
 use crate::queue::Queue;
+use crate::queue::records::Records;
 use error::{ApiError, ErrorCode};
 
 /// What every handler can reach.
 #[derive(Clone)]
 pub struct AppState {
     pub queue: Arc<dyn Queue>,
+    /// The shared records (observations, holds, the medic's decisions).
+    pub records: Arc<dyn Records>,
     pub auth: Arc<Authenticator>,
     pub settings: Arc<Settings>,
     /// The machines (the inventory in force; reloaded on SIGHUP).
@@ -169,6 +173,8 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/jobs/{task_id}/events", get(events::job_events).fallback(method_not_allowed))
         .route("/api/v1/workers/{worker_id}/breaker", get(breaker::status).fallback(method_not_allowed))
         .route("/api/v1/workers/{worker_id}/breaker/reset", post(breaker::reset).fallback(method_not_allowed))
+        .route("/api/v1/health", get(health::fleet).fallback(method_not_allowed))
+        .route("/api/v1/machines/{worker_id}/health", get(health::machine).fallback(method_not_allowed))
         .route("/api/v1/whoami", get(machines::whoami).fallback(method_not_allowed))
         .route("/api/v1/machines", get(machines::machines).fallback(method_not_allowed))
         .route("/", get(dashboard::index).fallback(method_not_allowed))

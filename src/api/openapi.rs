@@ -5,7 +5,7 @@
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{breaker, dockerflow, events, jobs, machines, wire};
+use super::{breaker, dockerflow, events, health, jobs, machines, wire};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -19,6 +19,8 @@ use super::{breaker, dockerflow, events, jobs, machines, wire};
         jobs::get_job,
         events::job_events,
         breaker::status,
+        health::fleet,
+        health::machine,
         breaker::reset,
         machines::whoami,
         machines::machines,

@@ -30,6 +30,24 @@ pub struct FileConfig {
     pub safety: SafetyFile,
     pub redis: RedisFile,
     pub dns: DnsFile,
+    pub health: HealthFile,
+}
+
+/// `[health]`: the sweep that observes every inventory machine.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HealthFile {
+    pub enabled: Option<bool>,
+    pub probe_every_secs: Option<u64>,
+    pub power_every_secs: Option<u64>,
+    pub taskcluster_every_secs: Option<u64>,
+    pub concurrency: Option<usize>,
+    /// The hung rule's thresholds (RelOps': 30 and 120 minutes).
+    pub idle_after_mins: Option<u64>,
+    pub running_after_mins: Option<u64>,
+    /// Where to read worker state from without credentials (Firefox-CI allows it);
+    /// `[taskcluster]` credentials, when set, are used instead.
+    pub taskcluster_root_url: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -26,6 +26,8 @@ pub use crate::auth::local::LocalClient;
 use crate::drivers::dns::DnsSettings;
 use crate::drivers::gate::GateSettings;
 use crate::drivers::ping::PingSettings;
+use crate::health::rules::HealthRule;
+use crate::health::sweep::SweepSettings;
 use crate::notify::NotifySettings;
 use crate::task::Task;
 
@@ -75,6 +77,20 @@ pub struct Settings {
     pub taskcluster: Option<TaskclusterConfig>,
     /// Who hears about jobs starting and ending.
     pub notify: NotifySettings,
+    /// The sweep that observes the fleet's health.
+    pub health: HealthSettings,
+}
+
+/// `[health]`: whether this process may sweep, how often, and the hung rule.
+#[derive(Debug, Clone)]
+pub struct HealthSettings {
+    /// Off by default: probing every machine is a choice an operator makes.
+    pub enabled: bool,
+    pub sweep: SweepSettings,
+    pub rule: HealthRule,
+    /// Taskcluster to read worker state from anonymously, when `[taskcluster]` has no
+    /// credentials.
+    pub taskcluster_root_url: Option<String>,
 }
 
 /// A locally configured Hawk client, or Taskcluster's `authenticateHawk`.
@@ -229,6 +245,7 @@ impl Settings {
         let taskcluster = sections::taskcluster(&l, file.taskcluster)?;
         let notify = sections::notify(&l, file.notify, taskcluster.is_some())?;
         let dns = sections::dns(&l, file.dns)?;
+        let health = sections::health(&l, file.health)?;
         Ok(Settings {
             data_dir,
             inventory_path: l.env_path("ROLLER_INVENTORY").or(file.inventory),
@@ -254,6 +271,7 @@ impl Settings {
             xen,
             taskcluster,
             notify,
+            health,
         })
     }
 

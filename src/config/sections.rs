@@ -10,17 +10,19 @@ use std::time::Duration;
 use secrecy::{ExposeSecret, SecretString};
 
 use super::file::{
-    AuthBackendKind, AuthFile, BugTemplateFile, BugzillaFile, ClientFile, DnsFile, NotifyFile, PingFile, QueueFile,
-    RebootFile, RedisFile, RunnerFile, SafetyFile, ServerFile, TaskclusterFile, TasksFile, XenFile,
+    AuthBackendKind, AuthFile, BugTemplateFile, BugzillaFile, ClientFile, DnsFile, HealthFile, NotifyFile, PingFile,
+    QueueFile, RebootFile, RedisFile, RunnerFile, SafetyFile, ServerFile, TaskclusterFile, TasksFile, XenFile,
 };
 use super::{
     AuthSettings, BugzillaConfig, ConfigError, DEFAULT_BIND, DEFAULT_READ_SCOPE, DEFAULT_SCOPE_PREFIX, Env,
-    LocalClient, MAX_TIME_LIMIT, RedisConfig, RunnerSettings, SafetySettings, TaskclusterConfig, err,
+    HealthSettings, LocalClient, MAX_TIME_LIMIT, RedisConfig, RunnerSettings, SafetySettings, TaskclusterConfig, err,
 };
 use crate::actions::{BugTemplate, RebootSettings, XenSettings};
 use crate::drivers::dns::DnsSettings;
 use crate::drivers::gate::GateSettings;
 use crate::drivers::ping::PingSettings;
+use crate::health::rules::HealthRule;
+use crate::health::sweep::SweepSettings;
 use crate::notify::NotifySettings;
 use crate::task::Task;
 
@@ -527,4 +529,40 @@ fn nameservers(key: &str, entries: &[&str]) -> Result<Vec<SocketAddr>, ConfigErr
         }
     }
     Ok(servers)
+}
+
+/// `[health]` plus `ROLLER_HEALTH` (on/off): the sweep's cadences and the hung rule.
+pub(super) fn health(l: &Layer, h: HealthFile) -> Result<HealthSettings, ConfigError> {
+    let secs = |key: &str, v: Option<u64>, default: u64, min: u64| -> Result<Duration, ConfigError> {
+        let n = v.unwrap_or(default);
+        if n < min || n > 86_400 {
+            return Err(err(format!("{} must be between {min} and 86400 seconds", l.at(&format!("health.{key}")))));
+        }
+        Ok(Duration::from_secs(n))
+    };
+    let sweep = SweepSettings {
+        probe_every: secs("probe_every_secs", h.probe_every_secs, 120, 5)?,
+        // A BMC is asked gently: never more often than once a minute.
+        power_every: secs("power_every_secs", h.power_every_secs, 600, 60)?,
+        taskcluster_every: secs("taskcluster_every_secs", h.taskcluster_every_secs, 300, 30)?,
+        concurrency: h.concurrency.unwrap_or(64).clamp(1, 1024),
+    };
+    let mins = |key: &str, v: Option<u64>, default: u64| -> Result<Duration, ConfigError> {
+        let n = v.unwrap_or(default);
+        if n == 0 || n > 7 * 24 * 60 {
+            return Err(err(format!("{} must be between 1 and 10080 minutes", l.at(&format!("health.{key}")))));
+        }
+        Ok(Duration::from_secs(n * 60))
+    };
+    let rule = HealthRule {
+        idle_after: mins("idle_after_mins", h.idle_after_mins, 30)?,
+        running_after: mins("running_after_mins", h.running_after_mins, 120)?,
+        // Three sweeps: one missed sweep is not yet "unknown".
+        stale_after: sweep.probe_every * 3,
+    };
+    let root = l.env("ROLLER_HEALTH_TASKCLUSTER_ROOT_URL").or(h.taskcluster_root_url);
+    if let Some(u) = &root {
+        crate::drivers::taskcluster::root_url(u).map_err(|e| err(format!("health.taskcluster_root_url: {e}")))?;
+    }
+    Ok(HealthSettings { enabled: l.bool("ROLLER_HEALTH", h.enabled, false)?, sweep, rule, taskcluster_root_url: root })
 }

@@ -12,6 +12,7 @@ mod dns;
 mod faults;
 mod fleet;
 mod hardware;
+mod health;
 mod helpers;
 mod ilo;
 mod interrupt;

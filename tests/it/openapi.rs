@@ -13,7 +13,9 @@ use crate::helpers::*;
 
 /// What the router serves as API; the document must describe exactly these (the
 /// dashboard's page and assets are not API).
-const ROUTES: [&str; 13] = [
+const ROUTES: [&str; 15] = [
+    "/api/v1/health",
+    "/api/v1/machines/{worker_id}/health",
     "/api/v1/workers/{worker_id}/group/{worker_group}/jobs",
     "/api/v1/workers/{worker_id}/jobs",
     "/api/v1/workers/{worker_id}/breaker",

@@ -19,6 +19,11 @@ const FORBIDDEN: &[(&str, &[&str], &str)] = &[
     ("api", &["drivers", "runner"], "handlers never drive hardware; they enqueue"),
     ("actions", &["api", "queue", "config", "runner", "startup", "cli", "auth"], "actions never see HTTP or the queue"),
     ("task", &["*"], "the task record is a leaf every layer may name"),
+    (
+        "health",
+        &["api", "runner", "startup", "cli", "config", "auth"],
+        "the sweep and the medic observe and enqueue like any client; they serve no HTTP and run no jobs",
+    ),
     ("domain", &["*"], "domain types are leaves"),
     ("config", &["startup", "runner", "api", "queue", "cli"], "settings are data, read by the layers that use them"),
 ];

@@ -1,0 +1,293 @@
+//! The sweep: one process at a time (a lease in the queue backend) observes every
+//! inventory machine and writes what it saw to the shared records.
+//!
+//! Each tick (`probe_every`): the class probe of every machine, `concurrency` at once.
+//! Every `power_every`: the BMC or PDU power state of machines that have one, through
+//! the per-device gates like any other call to those devices (a chassis BMC fronting
+//! 45 cartridges sees at most `device_concurrency` reads at once). Every
+//! `taskcluster_every`: each worker pool's workers in pages, their latest runs in
+//! batches, and the pool's pending count: a few calls per pool, never one per machine.
+//!
+//! A sweeper that dies stops renewing its lease; another process takes over once it
+//! expires (three ticks). Observations keep the time each part was seen, so a reader
+//! can tell a fresh "down" from an old one.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::Utc;
+use futures_util::StreamExt;
+use futures_util::future::BoxFuture;
+use tokio_util::sync::CancellationToken;
+
+use super::{Observations, Power, PowerObs, Seen, WorkerObs};
+use crate::actions::{ActionContext, ActionSettings, LogSink};
+use crate::inventory::Machine;
+use crate::queue::records::{RecordKind, Records};
+
+/// The lease one sweeper holds.
+pub const LEASE: &str = "health-sweep";
+
+/// How often, and how much at once, the sweep looks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SweepSettings {
+    pub probe_every: Duration,
+    pub power_every: Duration,
+    pub taskcluster_every: Duration,
+    /// Probes in flight at once.
+    pub concurrency: usize,
+}
+
+impl Default for SweepSettings {
+    fn default() -> Self {
+        Self {
+            probe_every: Duration::from_secs(120),
+            power_every: Duration::from_secs(600),
+            taskcluster_every: Duration::from_secs(300),
+            concurrency: 64,
+        }
+    }
+}
+
+/// One worker pool as Taskcluster reports it: its workers by (lower-case) worker id,
+/// and its pending count.
+#[derive(Debug, Clone, Default)]
+pub struct PoolObs {
+    pub workers: HashMap<String, WorkerObs>,
+    pub pending: u64,
+}
+
+/// Where the sweep reads Taskcluster from (the driver in production, a stand-in's
+/// client in tests).
+#[async_trait]
+pub trait WorkerSource: Send + Sync {
+    /// Every worker of `provisioner_id/worker_type`, with its latest run, and the
+    /// pool's pending count.
+    async fn pool(
+        &self,
+        provisioner_id: &str,
+        worker_type: &str,
+        cancel: &CancellationToken,
+    ) -> Result<PoolObs, String>;
+}
+
+/// The sweeper of one process.
+pub struct Sweeper {
+    pub settings: SweepSettings,
+    pub actions: Arc<ActionSettings>,
+    pub records: Arc<dyn Records>,
+    pub workers: Option<Arc<dyn WorkerSource>>,
+    /// This process, as the lease names it.
+    pub holder: String,
+}
+
+struct Silent;
+
+impl LogSink for Silent {
+    fn line(&self, _: String) {}
+}
+
+/// When each slow part last ran, in this sweeper.
+#[derive(Default)]
+pub struct Due {
+    power: Option<tokio::time::Instant>,
+    taskcluster: Option<tokio::time::Instant>,
+}
+
+impl Due {
+    fn take(last: &mut Option<tokio::time::Instant>, every: Duration) -> bool {
+        let now = tokio::time::Instant::now();
+        if last.is_some_and(|l| now < l + every) {
+            return false;
+        }
+        *last = Some(now);
+        true
+    }
+}
+
+impl Sweeper {
+    /// Sweep every `probe_every` while this process holds the lease, until `stop`.
+    pub async fn run(self, stop: CancellationToken) {
+        let ttl = self.settings.probe_every * 3;
+        let mut due = Due::default();
+        loop {
+            match self.records.acquire_lease(LEASE, &self.holder, ttl).await {
+                Ok(true) => {
+                    let started = tokio::time::Instant::now();
+                    tokio::select! {
+                        _ = stop.cancelled() => break,
+                        r = self.sweep_once(&mut due, &stop) => match r {
+                            Ok(n) => {
+                                metrics::histogram!("roller_health_sweep_seconds").record(started.elapsed().as_secs_f64());
+                                tracing::debug!(machines = n, "health sweep done");
+                            }
+                            Err(e) => tracing::warn!(error = %e, "health sweep failed; the next tick tries again"),
+                        },
+                    }
+                }
+                Ok(false) => {}
+                Err(e) => tracing::warn!(error = %e, "cannot take or renew the health sweep lease"),
+            }
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                _ = tokio::time::sleep(self.settings.probe_every) => {}
+            }
+        }
+        // A clean stop hands the sweep over at once rather than after the lease.
+        let _ = self.records.release_lease(LEASE, &self.holder).await;
+    }
+
+    /// One pass: probes always, power and Taskcluster when due. Returns the machines seen.
+    pub async fn sweep_once(&self, due: &mut Due, stop: &CancellationToken) -> Result<usize, String> {
+        let inventory = self.actions.inventory.current();
+        let machines: Vec<Machine> = inventory.machines.values().cloned().collect();
+        let mut obs: BTreeMap<String, Observations> = self
+            .records
+            .records(RecordKind::Observations)
+            .await
+            .map_err(|e| e.to_string())?
+            .into_iter()
+            .map(|(k, r)| (k, Observations::from_record(&r)))
+            .collect();
+        let cx = ActionContext::new(self.actions.clone(), stop.child_token(), Arc::new(Silent));
+        // Boxed: a stream of borrowing futures is otherwise not `Send` (rust#100013).
+        let probes: Vec<BoxFuture<'_, (String, Seen<bool>)>> =
+            machines.iter().map(|m| Box::pin(self.probe(m, &cx)) as BoxFuture<'_, _>).collect();
+        let probes = futures_util::stream::iter(probes)
+            .buffer_unordered(self.settings.concurrency.max(1))
+            .collect::<Vec<_>>()
+            .await;
+        for (id, seen) in probes {
+            obs.entry(id).or_default().probe = Some(seen);
+        }
+        if Due::take(&mut due.power, self.settings.power_every) {
+            let powers: Vec<BoxFuture<'_, Option<(String, Seen<PowerObs>)>>> =
+                machines.iter().map(|m| Box::pin(self.power(m, &cx)) as BoxFuture<'_, _>).collect();
+            let powers = futures_util::stream::iter(powers)
+                .buffer_unordered(self.settings.concurrency.max(1))
+                .collect::<Vec<_>>()
+                .await;
+            for (id, seen) in powers.into_iter().flatten() {
+                obs.entry(id).or_default().power = Some(seen);
+            }
+        }
+        if let Some(source) = &self.workers
+            && Due::take(&mut due.taskcluster, self.settings.taskcluster_every)
+        {
+            self.taskcluster(source.as_ref(), &machines, &mut obs, stop).await;
+        }
+        // Machines that left the inventory leave the records too.
+        let known: std::collections::HashSet<String> = machines.iter().map(|m| m.id.to_string()).collect();
+        obs.retain(|id, _| known.contains(id));
+        let items: Vec<(String, String)> = obs.iter().map(|(k, o)| (k.clone(), o.to_record())).collect();
+        self.records.put_records(RecordKind::Observations, &items).await.map_err(|e| e.to_string())?;
+        Ok(machines.len())
+    }
+
+    async fn probe(&self, m: &Machine, cx: &ActionContext) -> (String, Seen<bool>) {
+        let answers = match crate::actions::resolve(&m.address, cx).await {
+            Ok(r) => {
+                let settings = crate::drivers::reachability::ProbeSettings {
+                    icmp: crate::drivers::ping::PingSettings { count: 1, ..cx.settings.ping.clone() },
+                    ..crate::drivers::reachability::ProbeSettings::default()
+                };
+                crate::drivers::reachability::answers(r.addr, m.class.reachability, &settings, &cx.cancel)
+                    .await
+                    .unwrap_or(false)
+            }
+            // A name that does not resolve does not answer.
+            Err(_) => false,
+        };
+        (m.id.to_string(), Seen::new(Utc::now(), answers))
+    }
+
+    async fn power(&self, m: &Machine, cx: &ActionContext) -> Option<(String, Seen<PowerObs>)> {
+        let reading = if m.ipmi.is_some() {
+            let r = match crate::actions::ipmi::ipmi_target(m, cx) {
+                Ok(t) => crate::drivers::ipmi::power_status(&t, &cx.cancel).await.map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            power_obs("ipmi", r.map(|s| s == crate::drivers::ipmi::PowerState::On))
+        } else if m.redfish.is_some() {
+            let r = match crate::actions::redfish::redfish_target(m) {
+                Ok(t) => crate::drivers::redfish::power_state(&t, &cx.cancel).await.map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            match r {
+                Ok(crate::drivers::redfish::PowerState::On) => power_obs("redfish", Ok(true)),
+                Ok(crate::drivers::redfish::PowerState::Off) => power_obs("redfish", Ok(false)),
+                Ok(other) => {
+                    PowerObs { source: "redfish".into(), state: Power::Unknown, error: Some(other.to_string()) }
+                }
+                Err(e) => power_obs("redfish", Err(e)),
+            }
+        } else if m.pdu.is_some() {
+            let r = match crate::actions::snmp::pdu_target(m, cx, "health") {
+                Ok((t, outlet)) => {
+                    crate::drivers::snmp::outlet_status(&t, outlet, &cx.cancel).await.map_err(|e| e.to_string())
+                }
+                Err(e) => Err(e.to_string()),
+            };
+            match r {
+                Ok(crate::drivers::snmp::OutletStatus::On) => power_obs("pdu", Ok(true)),
+                Ok(crate::drivers::snmp::OutletStatus::Off) => power_obs("pdu", Ok(false)),
+                Ok(other) => {
+                    PowerObs { source: "pdu".into(), state: Power::Unknown, error: Some(format!("{other:?}")) }
+                }
+                Err(e) => power_obs("pdu", Err(e)),
+            }
+        } else {
+            return None;
+        };
+        Some((m.id.to_string(), Seen::new(Utc::now(), reading)))
+    }
+
+    async fn taskcluster(
+        &self,
+        source: &dyn WorkerSource,
+        machines: &[Machine],
+        obs: &mut BTreeMap<String, Observations>,
+        stop: &CancellationToken,
+    ) {
+        let mut pools: BTreeMap<(String, String), Vec<&Machine>> = BTreeMap::new();
+        for m in machines {
+            if let (Some(p), Some(t)) = (&m.provisioner_id, &m.worker_type) {
+                pools.entry((p.to_string(), t.to_string())).or_default().push(m);
+            }
+        }
+        for ((p, t), members) in pools {
+            let pool = match source.pool(&p, &t, stop).await {
+                Ok(pool) => pool,
+                Err(e) => {
+                    // Old Taskcluster observations stay, with their old time: the rules see their age.
+                    tracing::warn!(pool = %format!("{p}/{t}"), error = %e, "cannot read the worker pool");
+                    continue;
+                }
+            };
+            let now = Utc::now();
+            for m in members {
+                let id = m.id.as_str().to_ascii_lowercase();
+                let worker = pool.workers.get(&id).cloned().unwrap_or(WorkerObs {
+                    pool: format!("{p}/{t}"),
+                    known: false,
+                    last_active: None,
+                    quarantine_until: None,
+                    latest_task: None,
+                    pending: None,
+                });
+                let worker = WorkerObs { pending: Some(pool.pending), ..worker };
+                obs.entry(m.id.to_string()).or_default().worker = Some(Seen::new(now, worker));
+            }
+        }
+    }
+}
+
+fn power_obs(source: &str, on: Result<bool, String>) -> PowerObs {
+    match on {
+        Ok(true) => PowerObs { source: source.into(), state: Power::On, error: None },
+        Ok(false) => PowerObs { source: source.into(), state: Power::Off, error: None },
+        Err(e) => PowerObs { source: source.into(), state: Power::Unknown, error: Some(e) },
+    }
+}
