@@ -27,6 +27,9 @@ use crate::actions::{ActionContext, ActionSettings, LogSink};
 use crate::inventory::Machine;
 use crate::queue::records::{RecordKind, Records};
 
+/// One machine's power reading, by machine id.
+type PowerReading = (String, Seen<PowerObs>);
+
 /// The lease one sweeper holds.
 pub const LEASE: &str = "health-sweep";
 
@@ -163,7 +166,7 @@ impl Sweeper {
             obs.entry(id).or_default().probe = Some(seen);
         }
         if Due::take(&mut due.power, self.settings.power_every) {
-            let powers: Vec<BoxFuture<'_, Option<(String, Seen<PowerObs>)>>> =
+            let powers: Vec<BoxFuture<'_, Option<PowerReading>>> =
                 machines.iter().map(|m| Box::pin(self.power(m, &cx)) as BoxFuture<'_, _>).collect();
             let powers = futures_util::stream::iter(powers)
                 .buffer_unordered(self.settings.concurrency.max(1))
@@ -203,7 +206,7 @@ impl Sweeper {
         (m.id.to_string(), Seen::new(Utc::now(), answers))
     }
 
-    async fn power(&self, m: &Machine, cx: &ActionContext) -> Option<(String, Seen<PowerObs>)> {
+    async fn power(&self, m: &Machine, cx: &ActionContext) -> Option<PowerReading> {
         let reading = if m.ipmi.is_some() {
             let r = match crate::actions::ipmi::ipmi_target(m, cx) {
                 Ok(t) => crate::drivers::ipmi::power_status(&t, &cx.cancel).await.map_err(|e| e.to_string()),
