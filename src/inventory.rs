@@ -17,6 +17,7 @@ use secrecy::SecretString;
 use serde::Deserialize;
 
 mod check;
+mod class;
 mod file;
 
 pub use self::check::Problem;
@@ -33,8 +34,6 @@ pub const DEFAULT_REBOOT_CHAIN: &[Task] =
 /// A class's `min_boot_secs` when it says nothing: below what real hardware takes from
 /// a reboot command to answering (firmware alone takes longer), well above a network blip.
 pub const DEFAULT_MIN_BOOT_SECS: u64 = 20;
-/// Above this no proof could fit the waits (`[reboot]` timeouts are minutes): a typo.
-const MAX_MIN_BOOT_SECS: u64 = 1800;
 
 /// A problem in the inventory, with where it is.
 #[derive(Debug, thiserror::Error)]
@@ -105,6 +104,19 @@ pub struct HardwareClass {
     /// How `reimage` sets the next boot to the network; `None`: IPMI when the
     /// machine has it, else Redfish.
     pub network_boot: Option<NetworkBoot>,
+    /// The class's own health rule and remediation (`[classes.<name>.health]`).
+    pub health: ClassHealth,
+}
+
+/// What a class changes of the fleet's health rule and the medic's remediation;
+/// `None` keeps roller's setting (`[health]`, `[medic]`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClassHealth {
+    pub idle_after: Option<Duration>,
+    pub running_after: Option<Duration>,
+    pub stale_after: Option<Duration>,
+    /// The task the medic queues for a hung machine of the class.
+    pub remediation: Option<Task>,
 }
 
 /// The BMC interface that sets a one-time network (PXE) boot.
@@ -179,6 +191,10 @@ pub struct Machine {
     /// request does not name them.
     pub provisioner_id: Option<TaskclusterName>,
     pub worker_type: Option<TaskclusterName>,
+    /// The enclosure it shares with others (a Moonshot chassis, a blade enclosure),
+    /// for the medic's per-chassis limit; without it, machines sharing a BMC address
+    /// count as one chassis.
+    pub chassis: Option<String>,
 }
 
 impl Machine {
@@ -286,75 +302,8 @@ impl Inventory {
 
         let mut classes = BTreeMap::new();
         for (name, c) in raw.classes {
-            let at = |field: &str| format!("classes.{name}.{field}");
-            let reboot = match c.reboot {
-                None => DEFAULT_REBOOT_CHAIN.to_vec(),
-                Some(list) => {
-                    let mut steps = Vec::new();
-                    for s in list {
-                        let step = Task::parse(&s).filter(|t| t.is_reboot_step()).ok_or_else(|| {
-                            let known: Vec<_> = Task::reboot_steps().map(Task::name).collect();
-                            err(at("reboot"), format!("unknown step {s:?}; known: {}", known.join(", ")))
-                        })?;
-                        steps.push(step);
-                    }
-                    steps
-                }
-            };
-            let reachability = match c.reachability.as_deref() {
-                None | Some("icmp") => Reachability::Icmp,
-                Some(other) => match other.strip_prefix("tcp:").and_then(|p| p.parse::<u16>().ok()) {
-                    Some(port) if port > 0 => Reachability::Tcp(port),
-                    _ => return Err(err(at("reachability"), format!("{other:?} must be \"icmp\" or \"tcp:<port>\""))),
-                },
-            };
-            let cipher = c.ipmi.cipher_suite.unwrap_or(17);
-            if cipher == 0 {
-                return Err(err(
-                    at("ipmi.cipher_suite"),
-                    "cipher suite 0 accepts any password; roller never uses it".into(),
-                ));
-            }
-            let privilege = c.ipmi.privilege.unwrap_or_else(|| "operator".into()).to_ascii_lowercase();
-            if !matches!(privilege.as_str(), "user" | "operator" | "administrator") {
-                return Err(err(
-                    at("ipmi.privilege"),
-                    format!("{privilege:?} must be user, operator or administrator"),
-                ));
-            }
-            let network_boot = match c.network_boot.as_deref() {
-                None => None,
-                Some("ipmi") => Some(NetworkBoot::Ipmi),
-                Some("redfish") => Some(NetworkBoot::Redfish),
-                Some(other) => {
-                    return Err(err(at("network_boot"), format!("{other:?} must be \"ipmi\" or \"redfish\"")));
-                }
-            };
-            let min_boot = c.min_boot_secs.unwrap_or(DEFAULT_MIN_BOOT_SECS);
-            if !(1..=MAX_MIN_BOOT_SECS).contains(&min_boot) {
-                return Err(err(
-                    at("min_boot_secs"),
-                    format!(
-                        "{min_boot} must be 1 to {MAX_MIN_BOOT_SECS} seconds: the least time a machine of the class \
-                         takes from a reboot command to answering again"
-                    ),
-                ));
-            }
-            classes.insert(
-                name.clone(),
-                Arc::new(HardwareClass {
-                    name: name.clone(),
-                    reboot,
-                    reachability,
-                    ipmi_cipher_suite: cipher,
-                    ipmi_privilege: privilege,
-                    ipmi_port: c.ipmi.port.unwrap_or(623),
-                    redfish_verify_tls: c.redfish.verify_tls.unwrap_or(true),
-                    snmp_reboot_delay: Duration::from_secs(c.snmp_reboot_delay_secs.unwrap_or(60)),
-                    min_boot: Duration::from_secs(min_boot),
-                    network_boot,
-                }),
-            );
+            let class = class::parse(&name, c, |at, message| err(format!("classes.{name}.{at}"), message))?;
+            classes.insert(name, Arc::new(class));
         }
         let default_class = Arc::new(HardwareClass {
             name: "default".into(),
@@ -367,6 +316,7 @@ impl Inventory {
             snmp_reboot_delay: Duration::from_secs(60),
             min_boot: Duration::from_secs(DEFAULT_MIN_BOOT_SECS),
             network_boot: None,
+            health: ClassHealth::default(),
         });
 
         let mut machines = BTreeMap::new();
@@ -482,6 +432,12 @@ impl Inventory {
             };
             let provisioner_id = tc_name("provisioner_id", m.provisioner_id)?;
             let worker_type = tc_name("worker_type", m.worker_type)?;
+            let chassis = match m.chassis {
+                Some(c) if c.is_empty() || c.len() > 255 || c.chars().any(|c| c.is_control() || c.is_whitespace()) => {
+                    return Err(err(at("chassis"), format!("{c:?} must be 1–255 characters without spaces")));
+                }
+                c => c,
+            };
             for (n, cc) in m.bug_cc.iter().enumerate() {
                 if !cc.contains('@') || cc.chars().any(|c| c.is_whitespace() || c.is_control()) {
                     return Err(err(at(&format!("bug_cc[{n}]")), format!("{cc:?} is not an email address")));
@@ -503,6 +459,7 @@ impl Inventory {
                     bug_cc: m.bug_cc,
                     provisioner_id,
                     worker_type,
+                    chassis,
                 },
             );
         }

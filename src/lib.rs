@@ -4,11 +4,13 @@
 pub mod actions;
 pub mod api;
 pub mod auth;
+pub mod breaker;
 pub mod cli;
 pub mod config;
 pub mod domain;
 pub mod drivers;
 pub mod health;
+pub mod medic;
 pub mod inventory;
 pub mod notify;
 pub mod queue;

@@ -150,6 +150,21 @@ impl Notifier {
     }
 }
 
+impl Notifier {
+    /// A medic alert (blast radius blocked, a machine held for a person): to the same
+    /// channels as job news, never to a requester. `event` is the webhook's JSON.
+    pub fn alert(&self, subject: &str, text: String, event: Value) {
+        let Some(inner) = &self.0 else { return };
+        let link = inner.s.public_url.as_ref().map(|u| format!("{}/api/v1/medic/decisions", u.trim_end_matches('/')));
+        let m = Message { subject: clip(&format!("[roller] {subject}"), SUBJECT_MAX), text, link, event };
+        let inner = inner.clone();
+        tokio::spawn(async move {
+            let _slot = DELIVERIES.acquire().await;
+            inner.deliver(&m, None).await
+        });
+    }
+}
+
 impl Inner {
     fn spawn(self: Arc<Self>, job: &Job, subject: String, text: String, state: &str, detail: Value) {
         let link = self.s.public_url.as_ref().map(|u| format!("{}/api/v1/jobs/{}", u.trim_end_matches('/'), job.id));

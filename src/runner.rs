@@ -725,6 +725,7 @@ mod tests {
             origin: None,
             provisioner_id: None,
             worker_type: None,
+            reason: None,
         }
     }
 

@@ -18,45 +18,16 @@ use super::error::{ApiError, ErrorCode};
 use super::jobs::{log_fields, require};
 use super::wire::{BreakerResetView, BreakerView, ErrorBody, RestartView};
 use super::{AppState, Authenticated};
+use crate::breaker::{Breaker, BreakerRule};
 use crate::domain::{WorkerGroup, WorkerId};
-use crate::queue::{BreakerReset, Job};
+use crate::queue::BreakerReset;
 use crate::task::Task;
 
-/// How many resets `GET …/breaker` shows.
-const RESETS_SHOWN: usize = 5;
 /// The longest reason kept.
 const REASON_MAX: usize = 500;
 
-/// The breaker for one machine, from its history and its resets.
-struct Breaker {
-    /// The restarts that count, oldest first: (when, task, job).
-    restarts: Vec<(DateTime<Utc>, Task, String)>,
-    /// When it lets the next restart through, if it is open now.
-    open_until: Option<DateTime<Utc>>,
-    resets: Vec<BreakerReset>,
-}
-
-/// The breaker from the machine's history (`jobs`) and its resets.
-async fn breaker(state: &AppState, worker: &WorkerId, jobs: &[Job]) -> Result<Breaker, ApiError> {
-    let safety = state.settings.safety;
-    let window = chrono::Duration::from_std(safety.window).unwrap_or(chrono::Duration::hours(6));
-    let resets = state.queue.breaker_resets(worker, RESETS_SHOWN).await?;
-    let since = (Utc::now() - window).max(resets.first().map(|r| r.at).unwrap_or(DateTime::<Utc>::MIN_UTC));
-    let mut restarts: Vec<(DateTime<Utc>, Task, String)> = jobs
-        .iter()
-        .filter(|j| counts(j))
-        .map(|j| (j.started_at.unwrap_or(j.created_at), j.task, j.id.to_string()))
-        .filter(|(t, ..)| *t >= since)
-        .collect();
-    restarts.sort();
-    let max = safety.max_restarts as usize;
-    let open_until = (max > 0 && restarts.len() >= max).then(|| restarts[restarts.len() - max].0 + window);
-    Ok(Breaker { restarts, open_until, resets })
-}
-
-/// A restart that happened: a restarting task whose power command reached a device.
-fn counts(j: &Job) -> bool {
-    j.task.restarts_machine() && j.touched
+fn rule(state: &AppState) -> BreakerRule {
+    BreakerRule { max_restarts: state.settings.safety.max_restarts, window: state.settings.safety.window }
 }
 
 /// Called by enqueue before a restarting task is queued. A repeat of a request for a
@@ -71,11 +42,10 @@ pub(super) async fn check(
     if safety.max_restarts == 0 {
         return Ok(());
     }
-    let jobs = state.queue.history(worker, usize::MAX).await?;
+    let (b, jobs) = rule(state).read(state.queue.as_ref(), worker).await?;
     if jobs.iter().any(|j| !j.state.is_final() && j.task == task && &j.worker_group == group) {
         return Ok(());
     }
-    let b = breaker(state, worker, &jobs).await?;
     let Some(until) = b.open_until else { return Ok(()) };
     let hours = safety.window.as_secs() / 3600;
     let tasks: Vec<&str> = b.restarts.iter().map(|(_, t, _)| t.name()).collect();
@@ -141,8 +111,7 @@ pub async fn status(
 
 /// The breaker as it is now, as the API shows it.
 async fn answer(state: &AppState, worker: &WorkerId, caller: &crate::auth::Caller) -> Result<Response, ApiError> {
-    let jobs = state.queue.history(worker, usize::MAX).await?;
-    let b = breaker(state, worker, &jobs).await?;
+    let (b, _) = rule(state).read(state.queue.as_ref(), worker).await?;
     let mut res = Json(view(worker, b, state)).into_response();
     res.extensions_mut().insert(log_fields(&caller.client_id, None));
     Ok(res)

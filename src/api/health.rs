@@ -124,7 +124,7 @@ pub async fn fleet(
     for m in inventory.machines.values() {
         let id = m.id.to_string();
         let o = obs.get(&id).unwrap_or(&empty);
-        let h = classify(o, holds.get(&id), now, &rule);
+        let h = classify(o, holds.get(&id), now, &rule.for_class(&m.class.health));
         let p = pool(m);
         for key in [Some(("class", m.class.name.clone())), p.clone().map(|p| ("pool", p))].into_iter().flatten() {
             *groups.entry(key).or_default().entry(h.state.as_str().to_string()).or_default() += 1;
@@ -185,7 +185,7 @@ pub async fn machine(
         .map(|r| Observations::from_record(&r))
         .unwrap_or_default();
     let hold = state.records.record(RecordKind::Hold, &key).await?.and_then(|r| Hold::from_record(&r));
-    let h = classify(&observations, hold.as_ref(), now, &state.settings.health.rule);
+    let h = classify(&observations, hold.as_ref(), now, &state.settings.health.rule.for_class(&m.class.health));
     let body = MachineHealth {
         worker_id: key,
         class: m.class.name.clone(),

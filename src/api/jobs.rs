@@ -172,6 +172,7 @@ async fn enqueue(
             origin,
             provisioner_id,
             worker_type,
+            reason: None,
         })
         .await?;
     if enq.created {

@@ -48,6 +48,9 @@ pub struct JobView {
     pub origin: Option<String>,
     pub provisioner_id: Option<String>,
     pub worker_type: Option<String>,
+    /// Why the job was asked for, when its requester said (the medic always does).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
     pub attempts: u32,
     pub max_attempts: u32,
     /// The runner (host:pid:random) that holds or last held the job.
@@ -74,6 +77,7 @@ impl From<&Job> for JobView {
             origin: j.origin.clone(),
             provisioner_id: j.provisioner_id.as_ref().map(|p| p.to_string()),
             worker_type: j.worker_type.as_ref().map(|p| p.to_string()),
+            reason: j.reason.clone(),
             attempts: j.attempts,
             max_attempts: j.max_attempts,
             runner: j.consumer.clone(),

@@ -55,6 +55,17 @@ impl Default for HealthRule {
     }
 }
 
+impl HealthRule {
+    /// This rule with a class's own thresholds (`[classes.<name>.health]`) in place.
+    pub fn for_class(&self, c: &crate::inventory::ClassHealth) -> HealthRule {
+        HealthRule {
+            idle_after: c.idle_after.unwrap_or(self.idle_after),
+            running_after: c.running_after.unwrap_or(self.running_after),
+            stale_after: c.stale_after.unwrap_or(self.stale_after),
+        }
+    }
+}
+
 /// Minutes, for reasons people read.
 fn mins(d: chrono::Duration) -> String {
     let m = d.num_minutes();

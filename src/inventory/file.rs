@@ -29,6 +29,16 @@ pub(super) struct ClassFile {
     pub snmp_reboot_delay_secs: Option<u64>,
     pub min_boot_secs: Option<u64>,
     pub network_boot: Option<String>,
+    pub health: ClassHealthFile,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct ClassHealthFile {
+    pub idle_after_minutes: Option<u64>,
+    pub running_after_minutes: Option<u64>,
+    pub stale_after_minutes: Option<u64>,
+    pub remediation: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -61,6 +71,7 @@ pub(super) struct MachineFile {
     pub bug_cc: Vec<String>,
     pub provisioner_id: Option<String>,
     pub worker_type: Option<String>,
+    pub chassis: Option<String>,
 }
 
 #[derive(Deserialize)]

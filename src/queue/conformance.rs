@@ -141,6 +141,7 @@ pub fn ping(worker: &str, group: &str) -> NewJob {
         origin: Some("https://tools.example.com".to_string()),
         provisioner_id: Some(TaskclusterName::parse("provisioner_id", "releng-hardware").unwrap()),
         worker_type: Some(TaskclusterName::parse("worker_type", "gecko-t-linux").unwrap()),
+        reason: Some("roller-medic: hung (not answering)".to_string()),
     }
 }
 
@@ -191,6 +192,7 @@ pub async fn enqueue_then_get_round_trips_every_field(q: &dyn Queue) {
     assert_eq!(j.origin, new.origin);
     assert_eq!(j.provisioner_id, new.provisioner_id);
     assert_eq!(j.worker_type, new.worker_type);
+    assert_eq!(j.reason, new.reason);
     assert_eq!(j.state, JobState::Queued);
     assert_eq!(j.attempts, 0);
     assert_eq!(j.max_attempts, Task::Ping.max_attempts());
@@ -208,6 +210,7 @@ pub async fn enqueue_then_get_round_trips_every_field(q: &dyn Queue) {
     assert_eq!(g.origin, j.origin);
     assert_eq!(g.provisioner_id, j.provisioner_id);
     assert_eq!(g.worker_type, j.worker_type);
+    assert_eq!(g.reason, j.reason);
     assert_eq!(g.state, j.state);
     assert_eq!(g.attempts, j.attempts);
     assert_eq!(g.max_attempts, j.max_attempts);
@@ -215,10 +218,10 @@ pub async fn enqueue_then_get_round_trips_every_field(q: &dyn Queue) {
     assert_eq!(g.log, j.log);
 
     // Optional fields really are optional.
-    let bare = NewJob { origin: None, provisioner_id: None, worker_type: None, ..ping("bare", "mdc1") };
+    let bare = NewJob { origin: None, provisioner_id: None, worker_type: None, reason: None, ..ping("bare", "mdc1") };
     let b = q.enqueue(bare).await.unwrap().job;
     let b = get(q, b.id).await;
-    assert_eq!((b.origin, b.provisioner_id, b.worker_type), (None, None, None));
+    assert_eq!((b.origin, b.provisioner_id, b.worker_type, b.reason), (None, None, None, None));
 }
 
 pub async fn get_unknown_job_is_none(q: &dyn Queue) {

@@ -124,6 +124,8 @@ pub struct NewJob {
     pub origin: Option<String>,
     pub provisioner_id: Option<TaskclusterName>,
     pub worker_type: Option<TaskclusterName>,
+    /// Why it was asked for, when the requester says (the medic always does).
+    pub reason: Option<String>,
 }
 
 /// One line of a job's log.
@@ -144,6 +146,7 @@ pub struct Job {
     pub origin: Option<String>,
     pub provisioner_id: Option<TaskclusterName>,
     pub worker_type: Option<TaskclusterName>,
+    pub reason: Option<String>,
     pub state: JobState,
     /// How many times the job has been handed to a runner.
     pub attempts: u32,

@@ -170,6 +170,9 @@ impl Queue for RedisQueue {
         if let Some(w) = &job.worker_type {
             args.extend(["worker_type", w.as_str()]);
         }
+        if let Some(r) = &job.reason {
+            args.extend(["reason", r.as_str()]);
+        }
         let reply = self.run(&self.scripts.enqueue, &args).await?;
         let mut items = into_items(reply)?.into_iter();
         let incomplete = || corrupt(&id, "enqueue reply is incomplete");
@@ -193,6 +196,7 @@ impl Queue for RedisQueue {
             origin: job.origin,
             provisioner_id: job.provisioner_id,
             worker_type: job.worker_type,
+            reason: job.reason,
             state: JobState::Queued,
             attempts: 0,
             max_attempts: job.max_attempts.max(1),

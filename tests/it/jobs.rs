@@ -92,6 +92,7 @@ async fn jobs_queued_before_a_restart_run_after_it() {
             origin: None,
             provisioner_id: None,
             worker_type: None,
+            reason: None,
         })
         .await
         .unwrap();

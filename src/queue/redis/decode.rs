@@ -84,6 +84,7 @@ pub(super) fn decode_job(fields: Value, log: Value) -> Result<Job, QueueError> {
         origin: map.get("origin").cloned(),
         provisioner_id: opt_name("provisioner_id")?,
         worker_type: opt_name("worker_type")?,
+        reason: map.get("reason").cloned(),
         state: JobState::parse(state).ok_or_else(|| c(format!("unknown state {state:?}")))?,
         attempts: count("attempts")?,
         max_attempts: count("max_attempts")?,

@@ -19,7 +19,7 @@ macro_rules! job_columns {
     () => {
         "id, task, worker_id, worker_group, requester, origin, provisioner_id, worker_type, \
          state, attempts, max_attempts, created_at, started_at, finished_at, consumer, \
-         lease_until, result, error, touched, restore"
+         lease_until, result, error, touched, restore, reason"
     };
 }
 pub(super) use job_columns;
@@ -75,6 +75,7 @@ pub(super) struct RawJob {
     error: Option<String>,
     touched: i64,
     restore: Option<String>,
+    reason: Option<String>,
 }
 
 impl RawJob {
@@ -103,6 +104,7 @@ impl RawJob {
             error: row.get(17).map_err(c)?,
             touched: row.get(18).map_err(c)?,
             restore: row.get(19).map_err(c)?,
+            reason: row.get(20).map_err(c)?,
             id,
         })
     }
@@ -121,6 +123,7 @@ impl RawJob {
             worker_group: WorkerGroup::parse(&self.worker_group).map_err(|e| corrupt(e.to_string()))?,
             requester: ClientId::parse(&self.requester).map_err(|e| corrupt(e.to_string()))?,
             origin: self.origin,
+            reason: self.reason,
             provisioner_id: opt_name("provisioner_id", self.provisioner_id)?,
             worker_type: opt_name("worker_type", self.worker_type)?,
             state: JobState::parse(&self.state).ok_or_else(|| corrupt(format!("unknown state {:?}", self.state)))?,

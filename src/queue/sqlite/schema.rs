@@ -89,7 +89,8 @@ CREATE TABLE jobs (
     result         TEXT,
     error          TEXT,
     touched        INTEGER NOT NULL DEFAULT 0 CHECK (touched IN (0, 1)),
-    restore        TEXT
+    restore        TEXT,
+    reason         TEXT
 ) STRICT;
 CREATE INDEX jobs_state_created ON jobs (state, created_at, seq);
 CREATE INDEX jobs_worker_created ON jobs (worker_id, created_at, seq);
@@ -125,8 +126,9 @@ ALTER TABLE jobs ADD COLUMN restore TEXT;
     breaker_resets_table!()
 );
 
-/// Version 3 → 4: the shared records, event logs and leases (fleet health, the medic).
-const MIGRATE_3_TO_4: &str = records_tables!();
+/// Version 3 → 4: why a job was asked for (the medic says), and the shared records,
+/// event logs and leases (fleet health, the medic).
+const MIGRATE_3_TO_4: &str = concat!("ALTER TABLE jobs ADD COLUMN reason TEXT;\n", records_tables!());
 
 /// The steps from version `n` to `n + 1`, at index `n - 1`.
 const STEPS: [&str; 3] = [MIGRATE_1_TO_2, MIGRATE_2_TO_3, MIGRATE_3_TO_4];

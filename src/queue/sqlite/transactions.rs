@@ -123,9 +123,9 @@ pub(super) fn enqueue_tx(conn: &mut Connection, job: NewJob, options: &QueueOpti
             tx.execute(
                 "INSERT INTO jobs (id, seq, task, worker_id, worker_group, requester, origin,
                                    provisioner_id, worker_type, state, attempts, max_attempts,
-                                   created_at)
+                                   created_at, reason)
                  VALUES (?1, (SELECT COALESCE(MAX(seq), 0) + 1 FROM jobs), ?2, ?3, ?4, ?5, ?6,
-                         ?7, ?8, 'queued', 0, ?9, ?10)",
+                         ?7, ?8, 'queued', 0, ?9, ?10, ?11)",
                 rusqlite::params![
                     id,
                     job.task.name(),
@@ -137,6 +137,7 @@ pub(super) fn enqueue_tx(conn: &mut Connection, job: NewJob, options: &QueueOpti
                     job.worker_type.as_ref().map(|n| n.as_str()),
                     i64::from(job.max_attempts.max(1)),
                     now,
+                    job.reason,
                 ],
             )
             .db()?;

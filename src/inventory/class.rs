@@ -1,0 +1,101 @@
+//! A `[classes.<name>]` table into a [`HardwareClass`]: its reboot chain, probe, BMC
+//! settings, proof and health rule, each checked with the field it came from.
+
+use std::time::Duration;
+
+use super::file::{ClassFile, ClassHealthFile};
+use super::{ClassHealth, DEFAULT_MIN_BOOT_SECS, DEFAULT_REBOOT_CHAIN, HardwareClass, NetworkBoot, Reachability};
+use crate::task::Task;
+
+/// Above this no proof could fit the waits (`[reboot]` timeouts are minutes): a typo.
+const MAX_MIN_BOOT_SECS: u64 = 1800;
+/// A week: longer health thresholds are typos.
+const MAX_HEALTH_MINUTES: u64 = 7 * 24 * 60;
+
+/// The class `name`; `err(field, message)` names the field that is wrong.
+pub(super) fn parse<E>(name: &str, c: ClassFile, err: impl Fn(&str, String) -> E) -> Result<HardwareClass, E> {
+    let reboot = match c.reboot {
+        None => DEFAULT_REBOOT_CHAIN.to_vec(),
+        Some(list) => {
+            let mut steps = Vec::new();
+            for s in list {
+                let step = Task::parse(&s).filter(|t| t.is_reboot_step()).ok_or_else(|| {
+                    let known: Vec<_> = Task::reboot_steps().map(Task::name).collect();
+                    err("reboot", format!("unknown step {s:?}; known: {}", known.join(", ")))
+                })?;
+                steps.push(step);
+            }
+            steps
+        }
+    };
+    let reachability = match c.reachability.as_deref() {
+        None | Some("icmp") => Reachability::Icmp,
+        Some(other) => match other.strip_prefix("tcp:").and_then(|p| p.parse::<u16>().ok()) {
+            Some(port) if port > 0 => Reachability::Tcp(port),
+            _ => return Err(err("reachability", format!("{other:?} must be \"icmp\" or \"tcp:<port>\""))),
+        },
+    };
+    let cipher = c.ipmi.cipher_suite.unwrap_or(17);
+    if cipher == 0 {
+        return Err(err("ipmi.cipher_suite", "cipher suite 0 accepts any password; roller never uses it".into()));
+    }
+    let privilege = c.ipmi.privilege.unwrap_or_else(|| "operator".into()).to_ascii_lowercase();
+    if !matches!(privilege.as_str(), "user" | "operator" | "administrator") {
+        return Err(err("ipmi.privilege", format!("{privilege:?} must be user, operator or administrator")));
+    }
+    let network_boot = match c.network_boot.as_deref() {
+        None => None,
+        Some("ipmi") => Some(NetworkBoot::Ipmi),
+        Some("redfish") => Some(NetworkBoot::Redfish),
+        Some(other) => return Err(err("network_boot", format!("{other:?} must be \"ipmi\" or \"redfish\""))),
+    };
+    let min_boot = c.min_boot_secs.unwrap_or(DEFAULT_MIN_BOOT_SECS);
+    if !(1..=MAX_MIN_BOOT_SECS).contains(&min_boot) {
+        return Err(err(
+            "min_boot_secs",
+            format!(
+                "{min_boot} must be 1 to {MAX_MIN_BOOT_SECS} seconds: the least time a machine of the class \
+                 takes from a reboot command to answering again"
+            ),
+        ));
+    }
+    Ok(HardwareClass {
+        name: name.to_string(),
+        reboot,
+        reachability,
+        ipmi_cipher_suite: cipher,
+        ipmi_privilege: privilege,
+        ipmi_port: c.ipmi.port.unwrap_or(623),
+        redfish_verify_tls: c.redfish.verify_tls.unwrap_or(true),
+        snmp_reboot_delay: Duration::from_secs(c.snmp_reboot_delay_secs.unwrap_or(60)),
+        min_boot: Duration::from_secs(min_boot),
+        network_boot,
+        health: health(c.health, &err)?,
+    })
+}
+
+fn health<E>(h: ClassHealthFile, err: &impl Fn(&str, String) -> E) -> Result<ClassHealth, E> {
+    let minutes = |field: &str, v: Option<u64>| -> Result<Option<Duration>, E> {
+        match v {
+            None => Ok(None),
+            Some(m) if (1..=MAX_HEALTH_MINUTES).contains(&m) => Ok(Some(Duration::from_secs(m * 60))),
+            Some(m) => Err(err(field, format!("{m} must be 1 to {MAX_HEALTH_MINUTES} minutes"))),
+        }
+    };
+    let remediation = match h.remediation {
+        None => None,
+        Some(name) => Some(Task::parse(&name).filter(|t| t.restarts_machine()).ok_or_else(|| {
+            let known: Vec<_> = Task::ALL.iter().copied().filter(|t| t.restarts_machine()).map(Task::name).collect();
+            err(
+                "health.remediation",
+                format!("{name:?} is not a task that restarts a machine; one of: {}", known.join(", ")),
+            )
+        })?),
+    };
+    Ok(ClassHealth {
+        idle_after: minutes("health.idle_after_minutes", h.idle_after_minutes)?,
+        running_after: minutes("health.running_after_minutes", h.running_after_minutes)?,
+        stale_after: minutes("health.stale_after_minutes", h.stale_after_minutes)?,
+        remediation,
+    })
+}

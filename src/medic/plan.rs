@@ -1,0 +1,266 @@
+//! The gates, as a pure function of one snapshot of the fleet.
+//!
+//! Candidates are the machines whose class rule calls them `hung` (holds aside, so a
+//! held machine is still counted and shown). Then:
+//!
+//! 1. **Freshness, per class**: at least `min_fresh` of the class's machines were
+//!    probed within `fresh_within`, or none of the class is acted on (the detector's
+//!    data is too old to trust). Each candidate's own probe and Taskcluster reading
+//!    must be fresh as well.
+//! 2. **Blast radius, fleet-wide**: more hung machines in one pool or class than
+//!    `max_fraction` of it (never fewer than one machine), or more behind one chassis
+//!    or on one PDU than their limit, and the medic acts on none at all this cycle
+//!    and alerts: that many at once is an outage (a switch, a PDU, Taskcluster
+//!    itself), which resets would only make worse. An operator's one-time batch
+//!    override lets one such cycle act on at most that many.
+//! 3. **Per machine**, in order: a hold; a remediation still in flight; another job
+//!    queued or running (the per-machine lock); Taskcluster showing a fresh task
+//!    running (busy); the reboot-loop breaker; what the remediation needs.
+//!
+//! What passes every gate gets `would_enqueue`; the cycle turns that into a job.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+
+use super::memory::Memory;
+use super::{BatchOverride, Decision, Gate, GateCheck, MedicSettings, Verdict};
+use crate::health::rules::HealthRule;
+use crate::health::{Health, Hold, Observations, State};
+use crate::inventory::Machine;
+use crate::task::Task;
+
+/// One machine as the plan sees it.
+pub struct Entry<'a> {
+    pub machine: &'a Machine,
+    pub obs: &'a Observations,
+    pub rule: HealthRule,
+    /// Its health with holds set aside.
+    pub health: Health,
+    /// Its active hold.
+    pub hold: Option<&'a Hold>,
+    pub memory: &'a Memory,
+    /// A job for it that is queued or running (read for candidates only).
+    pub active_job: Option<String>,
+    /// Until when the breaker refuses a restart (read for candidates only).
+    pub breaker_until: Option<DateTime<Utc>>,
+    /// The class's remediation.
+    pub remediation: Task,
+}
+
+/// What the gates decided.
+#[derive(Debug, Default)]
+pub struct Plan {
+    pub candidates: usize,
+    pub gates: Vec<GateCheck>,
+    pub decisions: Vec<Decision>,
+    /// The blast-radius gate failed and the operator's batch override let it through.
+    pub uses_override: bool,
+    pub alerts: Vec<String>,
+}
+
+/// `<provisioner_id>/<worker_type>`.
+pub fn pool_of(m: &Machine) -> Option<String> {
+    Some(format!("{}/{}", m.provisioner_id.as_ref()?, m.worker_type.as_ref()?))
+}
+
+/// The enclosure machines share: the inventory's `chassis`, else their BMC's address
+/// (cartridges behind one chassis manager share it).
+pub fn chassis_of(m: &Machine) -> Option<String> {
+    m.chassis
+        .clone()
+        .or_else(|| m.ipmi.as_ref().map(|i| i.address.clone()))
+        .or_else(|| m.redfish.as_ref().map(|r| r.url.clone()))
+        .or_else(|| m.ilo.as_ref().map(|i| i.address.clone()))
+}
+
+fn pdu_of(m: &Machine) -> Option<String> {
+    m.pdu.as_ref().map(|p| p.host.clone())
+}
+
+fn fresh(age: chrono::Duration, within: std::time::Duration) -> bool {
+    age <= chrono::Duration::from_std(within).unwrap_or(chrono::Duration::MAX)
+}
+
+fn pct(x: f64) -> String {
+    format!("{:.0} %", x * 100.0)
+}
+
+/// The plan for `entries` at `now`.
+pub fn plan(
+    entries: &[Entry<'_>],
+    s: &MedicSettings,
+    batch: Option<&BatchOverride>,
+    now: DateTime<Utc>,
+) -> Plan {
+    let mut p = Plan::default();
+    let hung = |e: &&Entry<'_>| e.health.state == State::Hung;
+    p.candidates = entries.iter().filter(hung).count();
+
+    // 1. Freshness per class.
+    let mut classes: BTreeMap<&str, (usize, usize)> = BTreeMap::new();
+    for e in entries {
+        let c = classes.entry(e.machine.class.name.as_str()).or_default();
+        c.0 += 1;
+        if e.obs.probe.as_ref().is_some_and(|p| fresh(p.age(now), s.fresh_within)) {
+            c.1 += 1;
+        }
+    }
+    let mut stale_classes = Vec::new();
+    for (class, (all, seen)) in &classes {
+        if !entries.iter().filter(hung).any(|e| e.machine.class.name == *class) {
+            continue;
+        }
+        let share = *seen as f64 / (*all).max(1) as f64;
+        let passed = share >= s.min_fresh;
+        p.gates.push(GateCheck {
+            gate: Gate::Freshness,
+            scope: format!("class {class}"),
+            passed,
+            detail: format!(
+                "{seen} of {all} machines ({}) probed in the last {} s; at least {} needed",
+                pct(share),
+                s.fresh_within.as_secs(),
+                pct(s.min_fresh)
+            ),
+        });
+        if !passed {
+            stale_classes.push(*class);
+        }
+    }
+
+    // 2. Blast radius over every group a hung machine is in.
+    type Key = fn(&Machine) -> Option<String>;
+    let groups: [(&str, Key, Option<usize>); 4] = [
+        ("pool", pool_of, None),
+        ("class", |m| Some(m.class.name.clone()), None),
+        ("chassis", chassis_of, Some(s.max_per_chassis)),
+        ("pdu", pdu_of, Some(s.max_per_pdu)),
+    ];
+    let mut blast_ok = true;
+    for (kind, key, cap) in groups {
+        let mut sizes: BTreeMap<String, (usize, usize)> = BTreeMap::new();
+        for e in entries {
+            if let Some(k) = key(e.machine) {
+                let g = sizes.entry(k).or_default();
+                g.0 += 1;
+                g.1 += usize::from(e.health.state == State::Hung);
+            }
+        }
+        for (name, (size, hung)) in sizes.into_iter().filter(|(_, (_, h))| *h > 0) {
+            let allowed = cap.unwrap_or_else(|| ((size as f64 * s.max_fraction).floor() as usize).max(1));
+            let passed = hung <= allowed;
+            let limit = match cap {
+                Some(c) => format!("at most {c} per {kind}"),
+                None => format!("at most {} of {size} ({} of the {kind}, never fewer than 1)", allowed, pct(s.max_fraction)),
+            };
+            p.gates.push(GateCheck {
+                gate: Gate::BlastRadius,
+                scope: format!("{kind} {name}"),
+                passed,
+                detail: format!("{hung} hung; {limit}"),
+            });
+            if !passed {
+                blast_ok = false;
+                p.alerts.push(format!(
+                    "{hung} machines hung in {kind} {name} ({limit}): the medic acts on none until fewer are, \
+                     or an operator allows a batch once (roller medic allow --batch N --reason …)"
+                ));
+            }
+        }
+    }
+
+    // 3. Per machine.
+    let mut candidates: Vec<&Entry<'_>> = entries.iter().filter(hung).collect();
+    candidates.sort_by(|a, b| a.machine.id.as_str().cmp(b.machine.id.as_str()));
+    for e in candidates {
+        let m = e.machine;
+        let skip = |gate: Gate, detail: String| Some((gate, detail));
+        let why: Option<(Gate, String)> = if stale_classes.contains(&m.class.name.as_str()) {
+            skip(Gate::Freshness, format!("too little of class {} was observed recently", m.class.name))
+        } else if let Some(d) = stale_self(e, s, now) {
+            skip(Gate::Freshness, d)
+        } else if let Some(h) = e.hold {
+            skip(Gate::Hold, format!("held by {}: {}", h.by, h.reason))
+        } else if let Some(r) = e.memory.in_flight() {
+            skip(Gate::Remediating, format!("its remediation {} (job {}) is not finished", r.task_name, r.job_id))
+        } else if let Some(j) = &e.active_job {
+            skip(Gate::Lock, format!("job {j} for it is queued or running"))
+        } else if let Some(d) = busy(e, now) {
+            skip(Gate::Busy, d)
+        } else if let Some(until) = e.breaker_until {
+            skip(
+                Gate::Breaker,
+                format!("the reboot-loop breaker refuses restarts until {}", until.to_rfc3339()),
+            )
+        } else if let Err(missing) = m.can_run(e.remediation) {
+            skip(Gate::Capability, format!("{} cannot run: {missing}", e.remediation))
+        } else {
+            None
+        };
+        let (verdict, gate, detail) = match why {
+            Some((g, d)) => (Verdict::Skipped, Some(g), d),
+            None => (Verdict::WouldEnqueue, None, format!("every gate passed: {}", e.remediation)),
+        };
+        p.decisions.push(Decision {
+            worker_id: m.id.to_string(),
+            state: e.health.state,
+            reason: e.health.reason.clone(),
+            verdict,
+            gate,
+            detail,
+            task_name: e.remediation.name().to_string(),
+            job_id: None,
+        });
+    }
+
+    if !blast_ok {
+        let acting = p.decisions.iter().filter(|d| d.verdict == Verdict::WouldEnqueue).count();
+        match batch.filter(|b| b.until > now && acting <= b.batch) {
+            Some(b) if acting > 0 => {
+                p.uses_override = true;
+                p.gates.push(GateCheck {
+                    gate: Gate::BlastRadius,
+                    scope: "override".into(),
+                    passed: true,
+                    detail: format!("{} allowed a batch of {} once: {}", b.by, b.batch, b.reason),
+                });
+            }
+            _ => {
+                for d in p.decisions.iter_mut().filter(|d| d.verdict == Verdict::WouldEnqueue) {
+                    d.verdict = Verdict::Skipped;
+                    d.gate = Some(Gate::BlastRadius);
+                    d.detail = "too many hung at once (see the blast-radius gates): acting on none".into();
+                }
+            }
+        }
+    }
+    p
+}
+
+/// Why this machine's own observations are too old to act on, if they are.
+fn stale_self(e: &Entry<'_>, s: &MedicSettings, now: DateTime<Utc>) -> Option<String> {
+    let probe = e.obs.probe.as_ref()?;
+    if !fresh(probe.age(now), s.fresh_within) {
+        return Some(format!("its probe is {} s old", probe.age(now).num_seconds()));
+    }
+    match e.obs.worker.as_ref() {
+        Some(w) if !fresh(w.age(now), s.worker_fresh_within) => {
+            Some(format!("its Taskcluster reading is {} s old", w.age(now).num_seconds()))
+        }
+        _ => None,
+    }
+}
+
+/// Whether Taskcluster shows the worker running a fresh task (started within the
+/// class's `running_after`).
+fn busy(e: &Entry<'_>, now: DateTime<Utc>) -> Option<String> {
+    let t = e.obs.worker.as_ref()?.value.latest_task.as_ref()?;
+    if t.state.as_deref() != Some("running") || t.resolved.is_some() {
+        return None;
+    }
+    let started = t.started?;
+    let limit = chrono::Duration::from_std(e.rule.running_after).unwrap_or(chrono::Duration::MAX);
+    (now - started <= limit)
+        .then(|| format!("Taskcluster shows it running task {} since {}", t.task_id, started.to_rfc3339()))
+}
