@@ -17,6 +17,7 @@ use crate::api::{self, AppState};
 use crate::auth::Authenticator;
 use crate::auth::local::{LocalAuth, LocalClient};
 use crate::auth::taskcluster::TaskclusterAuth;
+use crate::breaker::BreakerRule;
 use crate::config::{AuthSettings, Settings};
 use crate::drivers::bugzilla::Bugzilla;
 use crate::drivers::dns::DnsResolver;
@@ -24,6 +25,7 @@ use crate::drivers::gate::Gates;
 use crate::drivers::taskcluster::TaskclusterClient;
 use crate::health::sweep::Sweeper;
 use crate::inventory::{Inventory, InventoryHandle};
+use crate::medic::Medic;
 use crate::notify::Notifier;
 use crate::queue::records::Records;
 use crate::queue::redis::{RedisQueue, RedisSettings};
@@ -60,6 +62,8 @@ pub struct Application {
     runner: Option<Runner>,
     /// The health sweep, in processes that run jobs, when `[health]` is on.
     sweeper: Option<Sweeper>,
+    /// The medic's loop, in processes that run jobs, when `[medic]` is on.
+    medic: Option<Arc<Medic>>,
     /// What the actions of this process use (clients, limits, the inventory).
     actions: Arc<ActionSettings>,
     /// Where the admin credentials are, when this run uses them.
@@ -109,17 +113,31 @@ impl Application {
         };
         let wake = Arc::new(Notify::new());
         let settings = Arc::new(settings);
+        let holder = format!(
+            "{}:{}",
+            std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default().trim(),
+            std::process::id()
+        );
+        // Every process has one for `roller medic plan`; only those that run jobs loop.
+        let medic = Arc::new(Medic {
+            settings: settings.medic,
+            rule: settings.health.rule,
+            breaker: BreakerRule { max_restarts: settings.safety.max_restarts, window: settings.safety.window },
+            queue: queue.clone(),
+            records: records.clone(),
+            inventory: actions.inventory.clone(),
+            notifier: notifier.clone(),
+            wake: wake.clone(),
+            holder: holder.clone(),
+        });
+        let medic_loop = (mode != Mode::Api && settings.medic.enabled).then(|| medic.clone());
         let sweeper = (mode != Mode::Api && settings.health.enabled).then(|| Sweeper {
             settings: settings.health.sweep,
             actions: actions.clone(),
             records: records.clone(),
             // TODO(feature, issue 15): the Taskcluster worker source (driver reads, per pool).
             workers: None,
-            holder: format!(
-                "{}:{}",
-                std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default().trim(),
-                std::process::id()
-            ),
+            holder,
         });
         let runner = (mode != Mode::Api).then(|| {
             Runner::new(queue.clone(), settings.runner.clone(), actions.clone(), wake.clone()).with_notifier(notifier)
@@ -128,6 +146,7 @@ impl Application {
         let state = AppState {
             queue,
             records,
+            medic,
             auth: Arc::new(auth),
             settings,
             inventory: actions.inventory.clone(),
@@ -136,7 +155,16 @@ impl Application {
             streams: Arc::new(tokio::sync::Semaphore::new(api::MAX_STREAMS)),
             stopping: CancellationToken::new(),
         };
-        Ok(Application { http, state, runner, sweeper, actions, admin_credentials, ops_only: mode == Mode::Worker })
+        Ok(Application {
+            http,
+            state,
+            runner,
+            sweeper,
+            medic: medic_loop,
+            actions,
+            admin_credentials,
+            ops_only: mode == Mode::Worker,
+        })
     }
 
     /// Where this process listens: the API, or a worker's metrics endpoint (`None`: no HTTP).
@@ -163,6 +191,7 @@ impl Application {
     pub async fn run_until_stopped(mut self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let runner = self.runner.take().map(|r| tokio::spawn(r.run_until_stopped(shutdown.clone())));
         let sweeper = self.sweeper.take().map(|s| tokio::spawn(s.run(shutdown.clone())));
+        let medic = self.medic.take().map(|m| tokio::spawn(m.run(shutdown.clone())));
         if let Some((listener, addr)) = self.http.take() {
             let app = if self.ops_only { api::ops_router(self.state.clone()) } else { api::router(self.state.clone()) };
             tracing::info!(addr = %addr, "listening");
@@ -184,6 +213,9 @@ impl Application {
         }
         if let Some(s) = sweeper {
             s.await.context("health sweep failed")?;
+        }
+        if let Some(m) = medic {
+            m.await.context("medic failed")?;
         }
         Ok(())
     }

@@ -45,8 +45,10 @@ pub enum ErrorCode {
     RestartBreakerOpen,
     /// A task that restarts a machine, for a machine the inventory does not describe.
     NotInInventory,
-    /// An override (a breaker reset) needs a reason.
+    /// An override (a breaker reset, a hold, a release, a batch) needs a reason.
     MissingReason,
+    /// A release of a machine that is not held.
+    NotHeld,
     /// Too many live job streams; try again later.
     TooManyStreams,
     QueueUnavailable,

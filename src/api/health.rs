@@ -16,10 +16,12 @@ use super::error::{ApiError, ErrorCode};
 use super::jobs::{log_fields, require};
 use super::wire::ErrorBody;
 use super::{AppState, Authenticated};
+use crate::breaker::BreakerRule;
 use crate::domain::WorkerId;
 use crate::health::rules::classify;
 use crate::health::{Hold, Observations, State};
 use crate::inventory::Machine;
+use crate::medic::memory::Memory;
 use crate::queue::records::RecordKind;
 
 /// How old each part of a machine's observations is, in seconds (`None`: never seen).
@@ -75,6 +77,12 @@ pub struct MachineHealth {
     pub ages: Ages,
     pub observations: Observations,
     pub hold: Option<Hold>,
+    /// Its job queued or running now, if any.
+    pub active_job: Option<String>,
+    /// Until when the reboot-loop breaker refuses restarts, when it does.
+    pub breaker_open_until: Option<String>,
+    /// What the medic remembers: its last remediation and outcome, failures in a row.
+    pub medic: Option<Memory>,
 }
 
 fn pool(m: &Machine) -> Option<String> {
@@ -186,6 +194,9 @@ pub async fn machine(
         .unwrap_or_default();
     let hold = state.records.record(RecordKind::Hold, &key).await?.and_then(|r| Hold::from_record(&r));
     let h = classify(&observations, hold.as_ref(), now, &state.settings.health.rule.for_class(&m.class.health));
+    let rule = BreakerRule { max_restarts: state.settings.safety.max_restarts, window: state.settings.safety.window };
+    let (breaker, jobs) = rule.read(state.queue.as_ref(), &m.id).await?;
+    let medic = state.records.record(RecordKind::Medic, &key).await?.map(|r| Memory::from_record(&r));
     let body = MachineHealth {
         worker_id: key,
         class: m.class.name.clone(),
@@ -195,6 +206,9 @@ pub async fn machine(
         ages: ages(&observations, now),
         observations,
         hold: hold.filter(|h| h.active(now)),
+        active_job: jobs.iter().find(|j| !j.state.is_final()).map(|j| j.id.to_string()),
+        breaker_open_until: breaker.open_until.map(|t| t.to_rfc3339_opts(SecondsFormat::Secs, true)),
+        medic,
     };
     let mut res = Json(body).into_response();
     res.extensions_mut().insert(log_fields(&caller.client_id, None));

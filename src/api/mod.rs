@@ -9,6 +9,7 @@ mod dockerflow;
 pub mod error;
 mod events;
 mod health;
+mod medic;
 pub use events::MAX_STREAMS;
 mod jobs;
 mod machines;
@@ -40,6 +41,8 @@ pub struct AppState {
     pub queue: Arc<dyn Queue>,
     /// The shared records (observations, holds, the medic's decisions).
     pub records: Arc<dyn Records>,
+    /// The medic, for plans (`POST /api/v1/medic/plan`); its loop runs elsewhere.
+    pub medic: Arc<crate::medic::Medic>,
     pub auth: Arc<Authenticator>,
     pub settings: Arc<Settings>,
     /// The machines (the inventory in force; reloaded on SIGHUP).
@@ -175,6 +178,11 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/workers/{worker_id}/breaker/reset", post(breaker::reset).fallback(method_not_allowed))
         .route("/api/v1/health", get(health::fleet).fallback(method_not_allowed))
         .route("/api/v1/machines/{worker_id}/health", get(health::machine).fallback(method_not_allowed))
+        .route("/api/v1/machines/{worker_id}/hold", post(medic::hold).fallback(method_not_allowed))
+        .route("/api/v1/machines/{worker_id}/release", post(medic::release).fallback(method_not_allowed))
+        .route("/api/v1/medic/decisions", get(medic::decisions).fallback(method_not_allowed))
+        .route("/api/v1/medic/plan", post(medic::plan).fallback(method_not_allowed))
+        .route("/api/v1/medic/allow", post(medic::allow).fallback(method_not_allowed))
         .route("/api/v1/whoami", get(machines::whoami).fallback(method_not_allowed))
         .route("/api/v1/machines", get(machines::machines).fallback(method_not_allowed))
         .route("/", get(dashboard::index).fallback(method_not_allowed))

@@ -5,7 +5,7 @@
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{breaker, dockerflow, events, health, jobs, machines, wire};
+use super::{breaker, dockerflow, events, health, jobs, machines, medic, wire};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -21,6 +21,11 @@ use super::{breaker, dockerflow, events, health, jobs, machines, wire};
         breaker::status,
         health::fleet,
         health::machine,
+        medic::hold,
+        medic::release,
+        medic::decisions,
+        medic::plan,
+        medic::allow,
         breaker::reset,
         machines::whoami,
         machines::machines,

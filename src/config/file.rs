@@ -31,6 +31,26 @@ pub struct FileConfig {
     pub redis: RedisFile,
     pub dns: DnsFile,
     pub health: HealthFile,
+    pub medic: MedicFile,
+}
+
+/// `[medic]`: heal hung workers behind safety gates.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MedicFile {
+    pub enabled: Option<bool>,
+    pub dry_run: Option<bool>,
+    pub every_secs: Option<u64>,
+    pub fresh_within_secs: Option<u64>,
+    pub worker_fresh_within_secs: Option<u64>,
+    pub min_fresh_percent: Option<f64>,
+    pub max_percent: Option<f64>,
+    pub max_per_chassis: Option<u64>,
+    pub max_per_pdu: Option<u64>,
+    pub hold_after_failures: Option<u64>,
+    pub hold_hours: Option<u64>,
+    pub service_within_mins: Option<u64>,
+    pub remediation: Option<String>,
 }
 
 /// `[health]`: the sweep that observes every inventory machine.

@@ -12,6 +12,7 @@
 //!   file over the default through one helper ([`sections::Layer`]).
 
 mod file;
+mod medic;
 mod sections;
 
 use std::net::SocketAddr;
@@ -79,6 +80,8 @@ pub struct Settings {
     pub notify: NotifySettings,
     /// The sweep that observes the fleet's health.
     pub health: HealthSettings,
+    /// The medic that heals hung workers.
+    pub medic: crate::medic::MedicSettings,
 }
 
 /// `[health]`: whether this process may sweep, how often, and the hung rule.
@@ -246,6 +249,7 @@ impl Settings {
         let notify = sections::notify(&l, file.notify, taskcluster.is_some())?;
         let dns = sections::dns(&l, file.dns)?;
         let health = sections::health(&l, file.health)?;
+        let medic = medic::medic(&l, file.medic, &health, &enabled_tasks)?;
         Ok(Settings {
             data_dir,
             inventory_path: l.env_path("ROLLER_INVENTORY").or(file.inventory),
@@ -272,6 +276,7 @@ impl Settings {
             taskcluster,
             notify,
             health,
+            medic,
         })
     }
 

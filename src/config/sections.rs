@@ -34,7 +34,7 @@ pub(super) struct Layer<'a> {
 
 impl Layer<'_> {
     /// A file key as messages name it: `key (config file <path>)`.
-    fn at(&self, key: &str) -> String {
+    pub(super) fn at(&self, key: &str) -> String {
         match self.path {
             Some(p) => format!("{key} (config file {})", p.display()),
             None => key.to_string(),
@@ -63,7 +63,7 @@ impl Layer<'_> {
         self.value(var, file, default, "is not a whole number of seconds").map(Duration::from_secs)
     }
 
-    fn bool(&self, var: &str, file: Option<bool>, default: bool) -> Result<bool, ConfigError> {
+    pub(super) fn bool(&self, var: &str, file: Option<bool>, default: bool) -> Result<bool, ConfigError> {
         match self.env(var) {
             Some(v) => match v.as_str() {
                 "1" | "true" | "yes" | "on" => Ok(true),

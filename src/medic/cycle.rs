@@ -269,16 +269,15 @@ impl Medic {
         let held = outcome.failed() && mem.failures >= self.settings.hold_after && mem.held_at.is_none();
         if held {
             mem.held_at = Some(now);
-            let reason = format!(
-                "{} failed remediations in a row (last: {detail}); needs a person",
-                mem.failures
-            );
+            let reason = format!("{} failed remediations in a row (last: {detail}); needs a person", mem.failures);
             if !holds.contains_key(id) {
                 let hold = Hold {
                     at: now,
                     by: REQUESTER.into(),
                     reason: reason.clone(),
-                    until: Some(now + chrono::Duration::from_std(self.settings.hold_for).unwrap_or(chrono::Duration::hours(6))),
+                    until: Some(
+                        now + chrono::Duration::from_std(self.settings.hold_for).unwrap_or(chrono::Duration::hours(6)),
+                    ),
                 };
                 self.records.put_record(RecordKind::Hold, id, &hold.to_record()).await?;
                 holds.insert(id.to_string(), hold);

@@ -95,7 +95,10 @@ pub fn follow_up(
         ));
     }
     if let Some(a) = w.last_active.filter(|a| *a > back) {
-        return Some((Remedy::BackInService, format!("asked Taskcluster for work at {} after the host came back", fmt(a))));
+        return Some((
+            Remedy::BackInService,
+            format!("asked Taskcluster for work at {} after the host came back", fmt(a)),
+        ));
     }
     let waited = now - back;
     let limit = chrono::Duration::from_std(service_within).unwrap_or(chrono::Duration::hours(1));

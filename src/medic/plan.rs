@@ -87,12 +87,7 @@ fn pct(x: f64) -> String {
 }
 
 /// The plan for `entries` at `now`.
-pub fn plan(
-    entries: &[Entry<'_>],
-    s: &MedicSettings,
-    batch: Option<&BatchOverride>,
-    now: DateTime<Utc>,
-) -> Plan {
+pub fn plan(entries: &[Entry<'_>], s: &MedicSettings, batch: Option<&BatchOverride>, now: DateTime<Utc>) -> Plan {
     let mut p = Plan::default();
     let hung = |e: &&Entry<'_>| e.health.state == State::Hung;
     p.candidates = entries.iter().filter(hung).count();
@@ -152,7 +147,9 @@ pub fn plan(
             let passed = hung <= allowed;
             let limit = match cap {
                 Some(c) => format!("at most {c} per {kind}"),
-                None => format!("at most {} of {size} ({} of the {kind}, never fewer than 1)", allowed, pct(s.max_fraction)),
+                None => {
+                    format!("at most {} of {size} ({} of the {kind}, never fewer than 1)", allowed, pct(s.max_fraction))
+                }
             };
             p.gates.push(GateCheck {
                 gate: Gate::BlastRadius,
@@ -189,10 +186,7 @@ pub fn plan(
         } else if let Some(d) = busy(e, now) {
             skip(Gate::Busy, d)
         } else if let Some(until) = e.breaker_until {
-            skip(
-                Gate::Breaker,
-                format!("the reboot-loop breaker refuses restarts until {}", until.to_rfc3339()),
-            )
+            skip(Gate::Breaker, format!("the reboot-loop breaker refuses restarts until {}", until.to_rfc3339()))
         } else if let Err(missing) = m.can_run(e.remediation) {
             skip(Gate::Capability, format!("{} cannot run: {missing}", e.remediation))
         } else {

@@ -13,9 +13,14 @@ use crate::helpers::*;
 
 /// What the router serves as API; the document must describe exactly these (the
 /// dashboard's page and assets are not API).
-const ROUTES: [&str; 15] = [
+const ROUTES: [&str; 20] = [
     "/api/v1/health",
     "/api/v1/machines/{worker_id}/health",
+    "/api/v1/machines/{worker_id}/hold",
+    "/api/v1/machines/{worker_id}/release",
+    "/api/v1/medic/decisions",
+    "/api/v1/medic/plan",
+    "/api/v1/medic/allow",
     "/api/v1/workers/{worker_id}/group/{worker_group}/jobs",
     "/api/v1/workers/{worker_id}/jobs",
     "/api/v1/workers/{worker_id}/breaker",

@@ -24,6 +24,16 @@ const FORBIDDEN: &[(&str, &[&str], &str)] = &[
         &["api", "runner", "startup", "cli", "config", "auth"],
         "the sweep and the medic observe and enqueue like any client; they serve no HTTP and run no jobs",
     ),
+    (
+        "medic",
+        &["api", "runner", "startup", "cli", "config", "auth", "actions", "drivers"],
+        "the medic reads health and enqueues jobs like any client; it never drives hardware or serves HTTP",
+    ),
+    (
+        "breaker",
+        &["api", "runner", "startup", "cli", "config", "actions", "drivers", "health", "medic"],
+        "the breaker is a rule over job history",
+    ),
     ("domain", &["*"], "domain types are leaves"),
     ("config", &["startup", "runner", "api", "queue", "cli"], "settings are data, read by the layers that use them"),
 ];
