@@ -9,7 +9,7 @@ use axum::Json;
 use axum::extract::{Path, State as AxumState, rejection::PathRejection};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, SecondsFormat, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::error::{ApiError, ErrorCode};
@@ -25,7 +25,7 @@ use crate::medic::memory::Memory;
 use crate::queue::records::RecordKind;
 
 /// How old each part of a machine's observations is, in seconds (`None`: never seen).
-#[derive(Serialize, ToSchema)]
+#[derive(Serialize, Deserialize, ToSchema)]
 pub struct Ages {
     pub probe_secs: Option<i64>,
     pub power_secs: Option<i64>,
@@ -33,7 +33,7 @@ pub struct Ages {
 }
 
 /// A machine's health in a list.
-#[derive(Serialize, ToSchema)]
+#[derive(Serialize, Deserialize, ToSchema)]
 pub struct MachineHealthSummary {
     pub worker_id: String,
     pub class: String,
@@ -45,17 +45,17 @@ pub struct MachineHealthSummary {
 }
 
 /// How many machines of a pool or class are in each state.
-#[derive(Serialize, ToSchema)]
+#[derive(Serialize, Deserialize, ToSchema)]
 pub struct GroupCounts {
     /// `pool` or `class`.
-    pub by: &'static str,
+    pub by: String,
     pub name: String,
     /// State name → machines.
     pub counts: BTreeMap<String, u64>,
 }
 
 /// `GET /api/v1/health`.
-#[derive(Serialize, ToSchema)]
+#[derive(Serialize, Deserialize, ToSchema)]
 pub struct FleetHealth {
     pub at: String,
     /// Whether a sweep is configured in this deployment (`[health] enabled`).
@@ -153,7 +153,7 @@ pub async fn fleet(
         at: now.to_rfc3339_opts(SecondsFormat::Secs, true),
         sweeping: state.settings.health.enabled,
         machines: inventory.machines.len() as u64,
-        groups: groups.into_iter().map(|((by, name), counts)| GroupCounts { by, name, counts }).collect(),
+        groups: groups.into_iter().map(|((by, name), counts)| GroupCounts { by: by.into(), name, counts }).collect(),
         trouble,
     };
     let mut res = Json(body).into_response();

@@ -19,6 +19,7 @@ pub mod client;
 pub mod fleet;
 mod inventory;
 mod jobs;
+mod medic;
 pub mod output;
 mod run;
 mod serve;
@@ -112,6 +113,65 @@ enum Command {
         credentials: Option<PathBuf>,
         #[command(subcommand)]
         command: BreakerCommand,
+    },
+    /// The fleet's health through a running roller: counts per pool and class, and every
+    /// machine that needs attention with the reason.
+    Health {
+        /// The roller to talk to [default: http://<server.bind>].
+        #[arg(long, env = "ROLLER_URL", global = true)]
+        url: Option<String>,
+        /// Credentials file [default: <data_dir>/admin-credentials.json]; TASKCLUSTER_CLIENT_ID and
+        /// TASKCLUSTER_ACCESS_TOKEN take precedence when both are set.
+        #[arg(long, global = true)]
+        credentials: Option<PathBuf>,
+        /// The API's JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The medic through a running roller: what it would do now, holds, releases, and the
+    /// one-time batch override of its blast-radius gate.
+    Medic {
+        /// The roller to talk to [default: http://<server.bind>].
+        #[arg(long, env = "ROLLER_URL", global = true)]
+        url: Option<String>,
+        /// Credentials file [default: <data_dir>/admin-credentials.json]; TASKCLUSTER_CLIENT_ID and
+        /// TASKCLUSTER_ACCESS_TOKEN take precedence when both are set.
+        #[arg(long, global = true)]
+        credentials: Option<PathBuf>,
+        #[command(subcommand)]
+        command: MedicCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum MedicCommand {
+    /// One dry-run cycle now: the gates and what the medic would do, acting on nothing.
+    Plan {
+        #[arg(long)]
+        json: bool,
+    },
+    /// The medic leaves a machine alone until released (needs <scope_prefix>medic:hold).
+    Hold {
+        worker_id: String,
+        #[arg(long)]
+        reason: String,
+        /// Lift it by itself after this many hours (1–720) [default: until released].
+        #[arg(long)]
+        hours: Option<u32>,
+    },
+    /// Lift a machine's hold (needs <scope_prefix>medic:release).
+    Release {
+        worker_id: String,
+        #[arg(long)]
+        reason: String,
+    },
+    /// Let the next cycle the blast-radius gate would block act on at most N machines, once
+    /// (needs <scope_prefix>medic:allow).
+    Allow {
+        #[arg(long)]
+        batch: usize,
+        #[arg(long)]
+        reason: String,
     },
 }
 
@@ -272,6 +332,23 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
             }
         }
+        Command::Health { url, credentials, json } => {
+            let client = api_client(&cli, url, credentials)?;
+            medic::health(&client, *json).await
+        }
+        Command::Medic { url, credentials, command } => {
+            let client = api_client(&cli, url, credentials)?;
+            match command {
+                MedicCommand::Plan { json } => medic::plan(&client, *json).await,
+                MedicCommand::Hold { worker_id, reason, hours } => {
+                    medic::hold(&client, &WorkerId::parse(worker_id)?, reason, *hours).await
+                }
+                MedicCommand::Release { worker_id, reason } => {
+                    medic::release(&client, &WorkerId::parse(worker_id)?, reason).await
+                }
+                MedicCommand::Allow { batch, reason } => medic::allow(&client, *batch, reason).await,
+            }
+        }
         Command::Jobs { url, credentials, command } => {
             let s = load(&cli)?;
             let url = url.clone().unwrap_or_else(|| jobs::default_url(&s));
@@ -293,4 +370,13 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             }
         }
     }
+}
+
+/// A client for the roller at `url` (default: this configuration's bind address) with
+/// `credentials` (default: the admin credentials in the data directory).
+fn api_client(cli: &Cli, url: &Option<String>, credentials: &Option<PathBuf>) -> anyhow::Result<Client> {
+    let s = load(cli)?;
+    let url = url.clone().unwrap_or_else(|| jobs::default_url(&s));
+    let creds = credentials.clone().unwrap_or_else(|| s.data_dir.join(ADMIN_CREDENTIALS_FILE));
+    Client::new(&url, &creds)
 }

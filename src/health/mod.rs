@@ -177,7 +177,7 @@ impl State {
 }
 
 /// A machine's state and why.
-#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Health {
     pub state: State,
     pub reason: String,

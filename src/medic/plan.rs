@@ -258,3 +258,226 @@ fn busy(e: &Entry<'_>, now: DateTime<Utc>) -> Option<String> {
     (now - started <= limit)
         .then(|| format!("Taskcluster shows it running task {} since {}", t.task_id, started.to_rfc3339()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::health::rules::classify;
+    use crate::health::{Seen, TaskObs, WorkerObs};
+    use crate::inventory::Inventory;
+
+    fn now() -> DateTime<Utc> {
+        DateTime::from_timestamp(1_800_000_000, 0).unwrap()
+    }
+
+    fn ago(mins: i64) -> DateTime<Utc> {
+        now() - chrono::Duration::minutes(mins)
+    }
+
+    /// `n` machines `m0…` in one pool and class; those in `chassis` share one BMC address.
+    fn fleet(n: usize, shared_bmc: usize) -> Inventory {
+        let mut t = String::from("[classes.mini]\n");
+        for i in 0..n {
+            t += &format!(
+                "[machines.m{i}]\nclass = \"mini\"\nprovisioner_id = \"releng\"\nworker_type = \"t-mini\"\naddress = \"10.0.0.{i}\"\n"
+            );
+            let bmc = if i < shared_bmc { "10.9.9.9".to_string() } else { format!("10.9.0.{i}") };
+            t += &format!("[machines.m{i}.ipmi]\naddress = \"{bmc}\"\nuser = \"u\"\npassword_env = \"P\"\n");
+        }
+        Inventory::parse(std::path::Path::new("test.toml"), &t).unwrap()
+    }
+
+    /// Answering and idle (`ok`), or silent with its last task ended 2 h ago and work pending (`hung`).
+    fn obs(hung: bool, probed_mins_ago: i64) -> Observations {
+        Observations {
+            probe: Some(Seen::new(ago(probed_mins_ago), !hung)),
+            power: None,
+            worker: Some(Seen::new(
+                ago(1),
+                WorkerObs {
+                    pool: "releng/t-mini".into(),
+                    known: true,
+                    last_active: Some(ago(120)),
+                    quarantine_until: None,
+                    latest_task: Some(TaskObs {
+                        task_id: "T".into(),
+                        run_id: 0,
+                        state: Some("completed".into()),
+                        started: Some(ago(130)),
+                        resolved: Some(ago(120)),
+                        reason_resolved: Some("completed".into()),
+                    }),
+                    pending: Some(5),
+                },
+            )),
+        }
+    }
+
+    struct World {
+        inv: Inventory,
+        obs: Vec<Observations>,
+        holds: Vec<Option<Hold>>,
+        memory: Vec<Memory>,
+        jobs: Vec<Option<String>>,
+        breaker: Vec<Option<DateTime<Utc>>>,
+    }
+
+    impl World {
+        fn new(n: usize, hung: &[usize]) -> World {
+            World::with_bmc(n, hung, 0)
+        }
+
+        fn with_bmc(n: usize, hung: &[usize], shared_bmc: usize) -> World {
+            World {
+                inv: fleet(n, shared_bmc),
+                obs: (0..n).map(|i| obs(hung.contains(&i), 1)).collect(),
+                holds: vec![None; n],
+                memory: vec![Memory::default(); n],
+                jobs: vec![None; n],
+                breaker: vec![None; n],
+            }
+        }
+
+        fn plan(&self, s: &MedicSettings, batch: Option<&BatchOverride>) -> Plan {
+            let rule = HealthRule::default();
+            let entries: Vec<Entry<'_>> = (0..self.obs.len())
+                .map(|i| {
+                    let m = self.inv.machine(&crate::domain::WorkerId::parse(&format!("m{i}")).unwrap()).unwrap();
+                    Entry {
+                        machine: m,
+                        obs: &self.obs[i],
+                        rule,
+                        health: classify(&self.obs[i], None, now(), &rule),
+                        hold: self.holds[i].as_ref(),
+                        memory: &self.memory[i],
+                        active_job: self.jobs[i].clone(),
+                        breaker_until: self.breaker[i],
+                        remediation: Task::Reboot,
+                    }
+                })
+                .collect();
+            plan(&entries, s, batch, now())
+        }
+    }
+
+    fn verdicts(p: &Plan) -> Vec<(String, Verdict, Option<Gate>)> {
+        p.decisions.iter().map(|d| (d.worker_id.clone(), d.verdict, d.gate)).collect()
+    }
+
+    #[test]
+    fn one_hung_machine_in_twenty_passes_every_gate() {
+        let p = World::new(20, &[3]).plan(&MedicSettings::default(), None);
+        assert_eq!(p.candidates, 1);
+        assert_eq!(verdicts(&p), vec![("m3".into(), Verdict::WouldEnqueue, None)]);
+        assert!(p.gates.iter().all(|g| g.passed), "{:?}", p.gates);
+        assert!(p.alerts.is_empty());
+    }
+
+    #[test]
+    fn a_small_pool_may_still_have_one_machine_healed() {
+        let p = World::new(5, &[0]).plan(&MedicSettings::default(), None);
+        assert_eq!(verdicts(&p), vec![("m0".into(), Verdict::WouldEnqueue, None)]);
+    }
+
+    #[test]
+    fn more_than_a_tenth_of_a_pool_hung_blocks_every_action_and_alerts() {
+        // 3 of 25 = 12 %: more than 10 % (2 machines).
+        let w = World::new(25, &[1, 2, 3]);
+        let p = w.plan(&MedicSettings::default(), None);
+        assert_eq!(p.candidates, 3);
+        assert!(p.decisions.iter().all(|d| d.verdict == Verdict::Skipped && d.gate == Some(Gate::BlastRadius)));
+        let blocked: Vec<_> = p.gates.iter().filter(|g| !g.passed).map(|g| g.scope.as_str()).collect();
+        assert_eq!(blocked, vec!["pool releng/t-mini", "class mini"]);
+        assert_eq!(p.alerts.len(), 2, "{:?}", p.alerts);
+        assert!(p.alerts[0].contains("3 machines hung in pool releng/t-mini"), "{}", p.alerts[0]);
+
+        // An operator's batch of 3 lets exactly that cycle act; a batch of 2 does not.
+        let b = |batch| BatchOverride {
+            batch,
+            by: "ops".into(),
+            reason: "rack power restored".into(),
+            at: ago(1),
+            until: ago(-30),
+        };
+        let p = w.plan(&MedicSettings::default(), Some(&b(3)));
+        assert!(p.uses_override);
+        assert!(p.decisions.iter().all(|d| d.verdict == Verdict::WouldEnqueue));
+        let p = w.plan(&MedicSettings::default(), Some(&b(2)));
+        assert!(!p.uses_override);
+        assert!(p.decisions.iter().all(|d| d.gate == Some(Gate::BlastRadius)));
+        // A lapsed override allows nothing.
+        let lapsed = BatchOverride { until: ago(1), ..b(3) };
+        assert!(!w.plan(&MedicSettings::default(), Some(&lapsed)).uses_override);
+    }
+
+    #[test]
+    fn machines_behind_one_chassis_have_their_own_limit() {
+        // 3 hung of 40 (7.5 %) but all behind one BMC: more than 2 per chassis.
+        let p = World::with_bmc(40, &[0, 1, 2], 3).plan(&MedicSettings::default(), None);
+        let blocked: Vec<_> = p.gates.iter().filter(|g| !g.passed).map(|g| g.scope.clone()).collect();
+        assert_eq!(blocked, vec!["chassis 10.9.9.9".to_string()]);
+        assert!(p.decisions.iter().all(|d| d.gate == Some(Gate::BlastRadius)));
+    }
+
+    #[test]
+    fn a_class_observed_too_little_is_acted_on_not_at_all() {
+        let mut w = World::new(10, &[0]);
+        // 5 of 10 probed 30 min ago: 50 % < 65 %.
+        for o in &mut w.obs[5..] {
+            o.probe.as_mut().unwrap().at = ago(30);
+        }
+        let p =
+            w.plan(&MedicSettings { fresh_within: std::time::Duration::from_secs(240), ..Default::default() }, None);
+        assert_eq!(verdicts(&p), vec![("m0".into(), Verdict::Skipped, Some(Gate::Freshness))]);
+        let g = p.gates.iter().find(|g| g.gate == Gate::Freshness).unwrap();
+        assert!(!g.passed && g.detail.starts_with("5 of 10 machines (50 %)"), "{}", g.detail);
+    }
+
+    #[test]
+    fn a_candidate_with_an_old_taskcluster_reading_is_left_alone() {
+        let mut w = World::new(10, &[0]);
+        w.obs[0].worker.as_mut().unwrap().at = ago(60);
+        let p = w.plan(&MedicSettings::default(), None);
+        assert_eq!(verdicts(&p), vec![("m0".into(), Verdict::Skipped, Some(Gate::Freshness))]);
+    }
+
+    #[test]
+    fn per_machine_gates_each_leave_a_machine_alone_and_say_which() {
+        let mut w = World::new(60, &[0, 1, 2, 3, 4, 5]);
+        w.holds[0] = Some(Hold { at: ago(5), by: "ops".into(), reason: "bad disk".into(), until: None });
+        w.memory[1].last = Some(crate::medic::memory::Remediation {
+            job_id: "J1".into(),
+            task_name: "reboot".into(),
+            at: ago(3),
+            reason: "hung".into(),
+            outcome: None,
+            detail: None,
+            ended_at: None,
+        });
+        w.jobs[2] = Some("J2".into());
+        // Busy: a run that started 10 min ago and is still running (the queue lost the
+        // worker, so the rule calls it hung), but a fresh task is never cut short.
+        if let Some(wk) = w.obs[3].worker.as_mut() {
+            wk.value.known = false;
+            let t = wk.value.latest_task.as_mut().unwrap();
+            t.state = Some("running".into());
+            t.started = Some(ago(10));
+            t.resolved = None;
+        }
+        w.breaker[4] = Some(ago(-60));
+        let p = w.plan(&MedicSettings { max_fraction: 0.5, ..Default::default() }, None);
+        assert_eq!(
+            verdicts(&p),
+            vec![
+                ("m0".into(), Verdict::Skipped, Some(Gate::Hold)),
+                ("m1".into(), Verdict::Skipped, Some(Gate::Remediating)),
+                ("m2".into(), Verdict::Skipped, Some(Gate::Lock)),
+                ("m3".into(), Verdict::Skipped, Some(Gate::Busy)),
+                ("m4".into(), Verdict::Skipped, Some(Gate::Breaker)),
+                ("m5".into(), Verdict::WouldEnqueue, None),
+            ]
+        );
+        assert!(p.decisions[0].detail.contains("bad disk"));
+        assert!(p.decisions[3].detail.contains("running task T"), "{}", p.decisions[3].detail);
+    }
+}
