@@ -32,7 +32,7 @@ pub(super) fn medic(
         }
         Ok(p / 100.0)
     };
-    let every = Duration::from_secs(range("every_secs", m.every_secs, d.every.as_secs(), 10, 3600)?);
+    let every = Duration::from_secs(range("every_secs", m.every_secs, d.every.as_secs(), 1, 3600)?);
     // Observed within the cycle: the last two sweeps, by default.
     let probe_default = (health.sweep.probe_every * 2).as_secs();
     let worker_default = (health.sweep.taskcluster_every * 2).as_secs();
@@ -65,12 +65,12 @@ pub(super) fn medic(
         enabled,
         dry_run: l.bool("ROLLER_MEDIC_DRY_RUN", m.dry_run, true)?,
         every,
-        fresh_within: Duration::from_secs(range("fresh_within_secs", m.fresh_within_secs, probe_default, 10, 86_400)?),
+        fresh_within: Duration::from_secs(range("fresh_within_secs", m.fresh_within_secs, probe_default, 1, 86_400)?),
         worker_fresh_within: Duration::from_secs(range(
             "worker_fresh_within_secs",
             m.worker_fresh_within_secs,
             worker_default,
-            30,
+            1,
             86_400,
         )?),
         min_fresh: percent("min_fresh_percent", m.min_fresh_percent, d.min_fresh)?,

@@ -544,7 +544,7 @@ pub(super) fn health(l: &Layer, h: HealthFile) -> Result<HealthSettings, ConfigE
         probe_every: secs("probe_every_secs", h.probe_every_secs, 120, 5)?,
         // A BMC is asked gently: never more often than once a minute.
         power_every: secs("power_every_secs", h.power_every_secs, 600, 60)?,
-        taskcluster_every: secs("taskcluster_every_secs", h.taskcluster_every_secs, 300, 30)?,
+        taskcluster_every: secs("taskcluster_every_secs", h.taskcluster_every_secs, 300, 5)?,
         concurrency: h.concurrency.unwrap_or(64).clamp(1, 1024),
     };
     let mins = |key: &str, v: Option<u64>, default: u64| -> Result<Duration, ConfigError> {

@@ -64,14 +64,14 @@ pub fn pool_of(m: &Machine) -> Option<String> {
     Some(format!("{}/{}", m.provisioner_id.as_ref()?, m.worker_type.as_ref()?))
 }
 
-/// The enclosure machines share: the inventory's `chassis`, else their BMC's address
-/// (cartridges behind one chassis manager share it).
+/// The enclosure machines share: the inventory's `chassis`, else their BMC (address
+/// and port: cartridges behind one chassis manager share it, bridged to their node).
 pub fn chassis_of(m: &Machine) -> Option<String> {
     m.chassis
         .clone()
-        .or_else(|| m.ipmi.as_ref().map(|i| i.address.clone()))
+        .or_else(|| m.ipmi.as_ref().map(|i| format!("{}:{}", i.address, i.port)))
         .or_else(|| m.redfish.as_ref().map(|r| r.url.clone()))
-        .or_else(|| m.ilo.as_ref().map(|i| i.address.clone()))
+        .or_else(|| m.ilo.as_ref().map(|i| format!("{}:{}", i.address, i.port)))
 }
 
 fn pdu_of(m: &Machine) -> Option<String> {
@@ -415,7 +415,7 @@ mod tests {
         // 3 hung of 40 (7.5 %) but all behind one BMC: more than 2 per chassis.
         let p = World::with_bmc(40, &[0, 1, 2], 3).plan(&MedicSettings::default(), None);
         let blocked: Vec<_> = p.gates.iter().filter(|g| !g.passed).map(|g| g.scope.clone()).collect();
-        assert_eq!(blocked, vec!["chassis 10.9.9.9".to_string()]);
+        assert_eq!(blocked, vec!["chassis 10.9.9.9:623".to_string()]);
         assert!(p.decisions.iter().all(|d| d.gate == Some(Gate::BlastRadius)));
     }
 
