@@ -137,6 +137,7 @@ impl Application {
             records: records.clone(),
             // TODO(feature, issue 15): the Taskcluster worker source (driver reads, per pool).
             workers: None,
+            rule: settings.health.rule,
             holder,
         });
         let runner = (mode != Mode::Api).then(|| {

@@ -86,4 +86,15 @@ fn describe() {
         "Power restored after an interrupted change, in place or on takeover"
     );
     describe_counter!("roller_leases_lost_total", "Jobs stopped because this runner's lease ran out under them");
+    describe_histogram!("roller_health_sweep_seconds", metrics::Unit::Seconds, "One health sweep of every machine");
+    describe_gauge!("roller_health_machines", "Inventory machines by health state, as of this process's last sweep");
+    describe_gauge!(
+        "roller_health_observation_age_seconds",
+        "The oldest observation of each kind (probe, power, taskcluster) at this process's last sweep"
+    );
+    describe_counter!("roller_medic_cycles_total", "Medic cycles, by mode (act, dry_run, plan)");
+    describe_counter!("roller_medic_decisions_total", "Medic decisions on hung machines, by verdict");
+    describe_counter!("roller_medic_gate_blocks_total", "Machines (or whole cycles) a medic gate stopped, by gate");
+    describe_counter!("roller_medic_remediations_total", "Medic remediations that ended, by outcome");
+    describe_counter!("roller_medic_holds_total", "Machines held, by who (operator, medic)");
 }

@@ -82,6 +82,8 @@ pub struct Sweeper {
     pub actions: Arc<ActionSettings>,
     pub records: Arc<dyn Records>,
     pub workers: Option<Arc<dyn WorkerSource>>,
+    /// The fleet's health rule (classes may override it), for the state gauges.
+    pub rule: super::rules::HealthRule,
     /// This process, as the lease names it.
     pub holder: String,
 }
@@ -186,7 +188,40 @@ impl Sweeper {
         obs.retain(|id, _| known.contains(id));
         let items: Vec<(String, String)> = obs.iter().map(|(k, o)| (k.clone(), o.to_record())).collect();
         self.records.put_records(RecordKind::Observations, &items).await.map_err(|e| e.to_string())?;
+        self.gauges(&machines, &obs).await;
         Ok(machines.len())
+    }
+
+    /// Machines by state, and the oldest observation of each kind, as gauges.
+    async fn gauges(&self, machines: &[Machine], obs: &BTreeMap<String, Observations>) {
+        let holds: HashMap<String, super::Hold> = match self.records.records(RecordKind::Hold).await {
+            Ok(h) => h.into_iter().filter_map(|(k, r)| Some((k, super::Hold::from_record(&r)?))).collect(),
+            Err(_) => HashMap::new(),
+        };
+        let now = Utc::now();
+        let mut counts: BTreeMap<super::State, u64> = super::State::ALL.iter().map(|s| (*s, 0)).collect();
+        let mut oldest = [0i64; 3];
+        let empty = Observations::default();
+        for m in machines {
+            let id = m.id.to_string();
+            let o = obs.get(&id).unwrap_or(&empty);
+            let h = super::rules::classify(o, holds.get(&id), now, &self.rule.for_class(&m.class.health));
+            *counts.entry(h.state).or_default() += 1;
+            let ages = [
+                o.probe.as_ref().map(|s| s.age(now)),
+                o.power.as_ref().map(|s| s.age(now)),
+                o.worker.as_ref().map(|s| s.age(now)),
+            ];
+            for (slot, age) in oldest.iter_mut().zip(ages) {
+                *slot = (*slot).max(age.map(|a| a.num_seconds()).unwrap_or(0));
+            }
+        }
+        for (state, n) in counts {
+            metrics::gauge!("roller_health_machines", "state" => state.as_str()).set(n as f64);
+        }
+        for (part, age) in ["probe", "power", "taskcluster"].into_iter().zip(oldest) {
+            metrics::gauge!("roller_health_observation_age_seconds", "part" => part).set(age as f64);
+        }
     }
 
     async fn probe(&self, m: &Machine, cx: &ActionContext) -> (String, Seen<bool>) {

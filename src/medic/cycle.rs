@@ -282,6 +282,7 @@ impl Medic {
                 self.records.put_record(RecordKind::Hold, id, &hold.to_record()).await?;
                 holds.insert(id.to_string(), hold);
             }
+            metrics::counter!("roller_medic_holds_total", "by" => "medic").increment(1);
             self.audit(&Audit {
                 at: now,
                 action: "medic_hold".into(),
