@@ -532,11 +532,28 @@ mod tests {
         let ipmi = ms.ipmi.as_ref().unwrap();
         assert_eq!(ipmi.bridging.unwrap().target_address, 0x72);
         assert_eq!(ipmi.password, SecretRef::Env("MOONSHOT_IPMI_PASSWORD".into()));
+        assert_eq!(ms.chassis.as_deref(), Some("mdc1-moonshot-ch07"));
+        assert_eq!(ms.class.health.idle_after, Some(Duration::from_secs(30 * 60)));
+        assert_eq!(ms.class.health.remediation, Some(Task::Reboot));
         let mac = inv.machine(&WorkerId::parse("macmini-r8-1.test.releng.mdc1.mozilla.com").unwrap()).unwrap();
         assert_eq!(mac.id.as_str(), "macmini-r8-1", "found by the first DNS label");
         assert_eq!(mac.class.reboot, vec![Task::SshReboot, Task::SnmpRebootDelay, Task::FileBugzillaBug]);
         assert_eq!(mac.pdu.as_ref().unwrap().outlet, "AB12");
         assert!(!inv.dns_search.is_empty());
+    }
+
+    #[test]
+    fn a_class_health_rule_is_checked_and_names_the_field() {
+        let inv = parse("[classes.c.health]\nrunning_after_mins = 240\n[machines.w1]\nclass = \"c\"\n").unwrap();
+        let m = inv.machine(&WorkerId::parse("w1").unwrap()).unwrap();
+        assert_eq!(m.class.health.running_after, Some(Duration::from_secs(240 * 60)));
+        assert_eq!(m.class.health.idle_after, None, "unset: roller's [health] setting applies");
+        let e = error("[classes.c.health]\nidle_after_mins = 0\n");
+        assert!(e.contains("classes.c.health.idle_after_mins") && e.contains("1 to 10080"), "{e}");
+        let e = error("[classes.c.health]\nremediation = \"ping\"\n");
+        assert!(e.contains("classes.c.health.remediation") && e.contains("restarts a machine"), "{e}");
+        let e = error("[machines.w1]\nchassis = \"has space\"\n");
+        assert!(e.contains("machines.w1.chassis"), "{e}");
     }
 
     #[test]

@@ -83,3 +83,51 @@ pub(super) fn medic(
         remediation,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::Settings;
+
+    fn load(toml_text: &str, env: &[(&str, &str)]) -> Result<Settings, String> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("roller.toml");
+        std::fs::write(&path, toml_text).unwrap();
+        let env: Vec<(String, String)> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let lookup = move |k: &str| env.iter().find(|(ek, _)| ek == k).map(|(_, v)| v.clone());
+        Settings::load(Some(&path), &lookup).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn the_medic_is_off_and_then_dry_run_by_default() {
+        let s = load("", &[]).unwrap();
+        assert!(!s.medic.enabled);
+        let s = load("[health]\nenabled = true\n[medic]\nenabled = true\n", &[]).unwrap();
+        assert!(s.medic.enabled && s.medic.dry_run, "on, and acting on nothing until told");
+        assert_eq!((s.medic.min_fresh, s.medic.max_fraction, s.medic.hold_after), (0.65, 0.10, 3));
+        assert_eq!(s.medic.fresh_within.as_secs(), 240, "two sweeps of the default 120 s");
+        let s = load(
+            "[health]\nenabled = true\nprobe_every_secs = 30\n",
+            &[("ROLLER_MEDIC", "1"), ("ROLLER_MEDIC_DRY_RUN", "0")],
+        )
+        .unwrap();
+        assert!(s.medic.enabled && !s.medic.dry_run);
+        assert_eq!(s.medic.fresh_within.as_secs(), 60);
+    }
+
+    #[test]
+    fn a_medic_that_could_not_work_is_refused_with_the_fix() {
+        let e = load("[medic]\nenabled = true\n", &[]).unwrap_err();
+        assert!(e.contains("medic.enabled") && e.contains("[health] enabled = true"), "{e}");
+        let e = load("[health]\nenabled = true\n[tasks]\nenabled = [\"ping\"]\n[medic]\nenabled = true\n", &[])
+            .unwrap_err();
+        assert!(e.contains("reboot is not among the enabled tasks"), "{e}");
+        let e = load("[medic]\nremediation = \"ping\"\n", &[]).unwrap_err();
+        assert!(e.contains("medic.remediation") && e.contains("restarts a machine"), "{e}");
+        let e = load("[medic]\nmax_percent = 0\n", &[]).unwrap_err();
+        assert!(e.contains("medic.max_percent") && e.contains("percentage"), "{e}");
+        let e = load("[medic]\nhold_after_failures = 0\n", &[]).unwrap_err();
+        assert!(e.contains("medic.hold_after_failures"), "{e}");
+        let e = load("[medic]\nhold_hour = 6\n", &[]).unwrap_err();
+        assert!(e.contains("hold_hour"), "unknown keys are named: {e}");
+    }
+}

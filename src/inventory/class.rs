@@ -93,9 +93,9 @@ fn health<E>(h: ClassHealthFile, err: &impl Fn(&str, String) -> E) -> Result<Cla
         })?),
     };
     Ok(ClassHealth {
-        idle_after: minutes("health.idle_after_minutes", h.idle_after_minutes)?,
-        running_after: minutes("health.running_after_minutes", h.running_after_minutes)?,
-        stale_after: minutes("health.stale_after_minutes", h.stale_after_minutes)?,
+        idle_after: minutes("health.idle_after_mins", h.idle_after_mins)?,
+        running_after: minutes("health.running_after_mins", h.running_after_mins)?,
+        stale_after: minutes("health.stale_after_mins", h.stale_after_mins)?,
         remediation,
     })
 }

@@ -35,9 +35,9 @@ pub(super) struct ClassFile {
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
 pub(super) struct ClassHealthFile {
-    pub idle_after_minutes: Option<u64>,
-    pub running_after_minutes: Option<u64>,
-    pub stale_after_minutes: Option<u64>,
+    pub idle_after_mins: Option<u64>,
+    pub running_after_mins: Option<u64>,
+    pub stale_after_mins: Option<u64>,
     pub remediation: Option<String>,
 }
 
