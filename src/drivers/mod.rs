@@ -159,6 +159,7 @@ faults!(taskcluster::TaskclusterError, "taskcluster", |e| {
         E::InvalidUrl(_) => Fault::Config,
         E::Transport { .. } => Fault::Unreachable,
         E::Refused { .. } => Fault::Refused,
+        E::Protocol { .. } => Fault::Failed,
         E::Cancelled => Fault::Cancelled,
     }
 });

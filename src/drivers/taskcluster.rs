@@ -1,8 +1,12 @@
-//! Taskcluster calls roller makes with its own credentials: quarantining a
-//! worker (`queue.quarantineWorker`). Requests are Hawk-signed with the `hawk`
-//! crate over the full path and query (the `taskcluster` crate signs the path
-//! only: reference/taskcluster.md §8.1). The access token is used to sign and
-//! never sent, logged or put in an error.
+//! Taskcluster calls roller makes: quarantining a worker (`queue.quarantineWorker`) and
+//! notify's messages with roller's own credentials, and the public reads of a pool's
+//! health (`read`: workers in pages, task runs in batches, queue counts), which work
+//! anonymously where the deployment grants them (Firefox-CI does) and signed otherwise.
+//! Requests are Hawk-signed with the `hawk` crate over the full path and query (the
+//! `taskcluster` crate signs the path only: reference/taskcluster.md §8.1). The access
+//! token is used to sign and never sent, logged or put in an error.
+
+mod read;
 
 use std::time::Duration;
 
@@ -11,19 +15,27 @@ use secrecy::SecretString;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
+pub use read::{ListedWorker, Run, RunState, TaskQueueCounts, TaskRun, TaskStatus, WorkerDetail, WorkerPage};
+
 #[derive(Clone)]
 pub struct TaskclusterClient {
     root_url: reqwest::Url,
+    /// None for an anonymous client: its requests carry no Authorization header.
+    credentials: Option<Credentials>,
+    http: reqwest::Client,
+}
+
+#[derive(Clone)]
+struct Credentials {
     client_id: String,
     access_token: SecretString,
-    http: reqwest::Client,
 }
 
 impl std::fmt::Debug for TaskclusterClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TaskclusterClient")
             .field("root_url", &self.root_url.as_str())
-            .field("client_id", &self.client_id)
+            .field("client_id", &self.credentials.as_ref().map_or("(anonymous)", |c| c.client_id.as_str()))
             .field("access_token", &"[redacted]")
             .finish()
     }
@@ -47,6 +59,9 @@ pub enum TaskclusterError {
     /// Taskcluster answered with an error: its status and message (an `InsufficientScopes` names the scope).
     #[error("Taskcluster {call}: HTTP {status}: {message}")]
     Refused { call: &'static str, status: u16, message: String },
+    /// A success whose body is not what the published schema says, or paging that never ends.
+    #[error("Taskcluster {call}: {detail}")]
+    Protocol { call: &'static str, detail: String },
     #[error("cancelled")]
     Cancelled,
 }
@@ -62,6 +77,11 @@ pub fn root_url(url: &str) -> Result<reqwest::Url, TaskclusterError> {
     Ok(parsed)
 }
 
+/// The most roller reads of one answer from Taskcluster: the largest expected is a
+/// `queue.statuses` page, 1,000 tasks of up to 50 runs each (a few MB); a cut body fails
+/// to parse and is reported as such.
+const MAX_BODY: usize = 16 * 1024 * 1024;
+
 impl TaskclusterClient {
     pub fn new(
         root_url: &str,
@@ -69,30 +89,42 @@ impl TaskclusterClient {
         access_token: SecretString,
         timeout: Duration,
     ) -> Result<Self, TaskclusterError> {
+        let credentials = Credentials { client_id: client_id.to_string(), access_token };
+        Self::build(root_url, Some(credentials), timeout)
+    }
+
+    /// A client without credentials, for the public reads: Firefox-CI grants the
+    /// `anonymous` role `queue:list-workers:*`, `queue:status:*`, `queue:get-worker:*`,
+    /// `queue:pending-count:*` and `queue:claimed-count:*` (reference/fleet-health.md §1.2).
+    pub fn anonymous(root_url: &str, timeout: Duration) -> Result<Self, TaskclusterError> {
+        Self::build(root_url, None, timeout)
+    }
+
+    fn build(root_url: &str, credentials: Option<Credentials>, timeout: Duration) -> Result<Self, TaskclusterError> {
         let invalid = || TaskclusterError::InvalidUrl(super::url_for_message(root_url));
         let url = self::root_url(root_url)?;
         let http = reqwest::Client::builder().timeout(timeout).build().map_err(|_| invalid())?;
-        Ok(Self { root_url: url, client_id: client_id.to_string(), access_token, http })
+        Ok(Self { root_url: url, credentials, http })
+    }
+
+    /// `<root>/<path>`, `path` already made of encoded segments.
+    fn url(&self, path: &str) -> reqwest::Url {
+        let mut url = self.root_url.clone();
+        url.set_path(&format!("{}/{}", self.root_url.path().trim_end_matches('/'), path.trim_start_matches('/')));
+        url
     }
 
     /// `POST <root>/api/<service>/v1/<path>` with a JSON body (notify's email,
     /// matrix and slack calls); the answer's JSON, or the refusal.
     pub async fn post(&self, call: &'static str, path: &str, body: &Value) -> Result<Value, TaskclusterError> {
-        let mut url = self.root_url.clone();
-        url.set_path(&format!("{}/{}", self.root_url.path().trim_end_matches('/'), path.trim_start_matches('/')));
-        self.send(call, reqwest::Method::POST, url, body, &CancellationToken::new()).await
+        self.send(call, reqwest::Method::POST, self.url(path), body, &CancellationToken::new()).await
     }
 
     /// `queue.declareProvisioner` with `actions` (needs
     /// `queue:declare-provisioner:<id>#actions`). Taskcluster v39+ accepts the call
     /// and stores nothing; the answer says what the queue made of it.
     pub async fn declare_provisioner(&self, provisioner_id: &str, actions: &Value) -> Result<Value, TaskclusterError> {
-        let mut url = self.root_url.clone();
-        url.set_path(&format!(
-            "{}/api/queue/v1/provisioners/{}",
-            self.root_url.path().trim_end_matches('/'),
-            super::path_segment(provisioner_id)
-        ));
+        let url = self.url(&format!("api/queue/v1/provisioners/{}", super::path_segment(provisioner_id)));
         let body = json!({ "actions": actions });
         self.send("queue.declareProvisioner", reqwest::Method::PUT, url, &body, &CancellationToken::new()).await
     }
@@ -107,17 +139,7 @@ impl TaskclusterClient {
         cancel: &CancellationToken,
     ) -> Result<Value, TaskclusterError> {
         const CALL: &str = "queue.quarantineWorker";
-        let seg = super::path_segment;
-        let path = format!(
-            "{}/api/queue/v1/provisioners/{}/worker-types/{}/workers/{}/{}",
-            self.root_url.path().trim_end_matches('/'),
-            seg(w.provisioner_id),
-            seg(w.worker_type),
-            seg(w.worker_group),
-            seg(w.worker_id)
-        );
-        let mut url = self.root_url.clone();
-        url.set_path(&path);
+        let url = self.url(&read::worker_path(w));
         // The schema caps quarantineInfo at 4000 characters.
         let info: String = info.chars().take(4000).collect();
         let body =
@@ -125,6 +147,8 @@ impl TaskclusterClient {
         self.send(CALL, reqwest::Method::PUT, url, &body, cancel).await
     }
 
+    /// A call whose answer roller only reports: its JSON (null when the body is not
+    /// JSON, as notify's 204 for a duplicate is not), or the refusal.
     async fn send(
         &self,
         call: &'static str,
@@ -133,29 +157,60 @@ impl TaskclusterClient {
         body: &Value,
         cancel: &CancellationToken,
     ) -> Result<Value, TaskclusterError> {
+        let bytes = self.exchange(call, method, url, Some(body), cancel).await?;
+        Ok(serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+    }
+
+    /// A call whose answer roller reads: the body parsed into `T` (the published
+    /// schema's shape), or the refusal, or what did not parse.
+    async fn read<T: serde::de::DeserializeOwned>(
+        &self,
+        call: &'static str,
+        method: reqwest::Method,
+        url: reqwest::Url,
+        body: Option<&Value>,
+        cancel: &CancellationToken,
+    ) -> Result<T, TaskclusterError> {
+        let bytes = self.exchange(call, method, url, body, cancel).await?;
+        serde_json::from_slice(&bytes).map_err(|e| TaskclusterError::Protocol {
+            call,
+            detail: format!("the answer is not the published shape: {e}"),
+        })
+    }
+
+    /// One request, signed when the client has credentials; the successful answer's
+    /// body (at most `MAX_BODY` bytes), else the refusal. Cancelling drops the request.
+    async fn exchange(
+        &self,
+        call: &'static str,
+        method: reqwest::Method,
+        url: reqwest::Url,
+        body: Option<&Value>,
+        cancel: &CancellationToken,
+    ) -> Result<Vec<u8>, TaskclusterError> {
         let transport = |detail: String| TaskclusterError::Transport { call, detail };
-        let auth = super::hawk::sign(&method, &url, &self.client_id, &self.access_token)
-            .map_err(|e| transport(e.to_string()))?;
+        let mut request = self.http.request(method.clone(), url.clone());
+        if let Some(c) = &self.credentials {
+            let auth = super::hawk::sign(&method, &url, &c.client_id, &c.access_token)
+                .map_err(|e| transport(e.to_string()))?;
+            request = request.header("Authorization", auth);
+        }
+        if let Some(body) = body {
+            request = request.json(body);
+        }
         let send = async {
-            let resp = self
-                .http
-                .request(method.clone(), url.clone())
-                .header("Authorization", auth)
-                .json(body)
-                .send()
-                .await
-                .map_err(|e| transport(e.without_url().to_string()))?;
+            let resp = request.send().await.map_err(|e| transport(e.without_url().to_string()))?;
             let status = resp.status();
             let bytes =
-                super::read_bounded(resp, 1024 * 1024).await.map_err(|e| transport(e.without_url().to_string()))?;
-            let v: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+                super::read_bounded(resp, MAX_BODY).await.map_err(|e| transport(e.without_url().to_string()))?;
             if !status.is_success() {
+                let v: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
                 let message = v.get("message").and_then(Value::as_str).unwrap_or("(no message)");
                 // Taskcluster messages can be long (they list scopes); keep the first lines.
                 let message: String = message.lines().take(6).collect::<Vec<_>>().join(" ").chars().take(600).collect();
                 return Err(TaskclusterError::Refused { call, status: status.as_u16(), message });
             }
-            Ok(v)
+            Ok(bytes)
         };
         tokio::select! {
             biased;

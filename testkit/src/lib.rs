@@ -1,6 +1,7 @@
 //! What roller's tests (unit and integration) and its benchmarks share, so each exists
-//! once: a throwaway `redis-server` (standalone or a cluster), a XenAPI stand-in, a typed
-//! builder for inventory files, and a watcher for ICMP echoes on loopback.
+//! once: a throwaway `redis-server` (standalone or a cluster), a XenAPI stand-in, a
+//! Taskcluster stand-in driven by a scripted fleet, a typed builder for inventory files,
+//! and a watcher for ICMP echoes on loopback.
 //!
 //! It never depends on `roller`: roller's unit tests (`src/queue/redis.rs`,
 //! `src/drivers/ping.rs`) use it as a dev-dependency, which a dependency on roller would
@@ -10,6 +11,7 @@
 pub mod icmp;
 pub mod inventory;
 pub mod redis;
+pub mod taskcluster;
 pub mod xen;
 
 use std::net::TcpListener;
@@ -20,4 +22,14 @@ use std::net::TcpListener;
 /// it checks that the server came up.
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free loopback port")
+}
+
+/// A stand-in's server task, stopped when the last handle to the stand-in goes (each
+/// handle holds it in an `Arc`).
+pub(crate) struct Serving(pub(crate) tokio::task::JoinHandle<()>);
+
+impl Drop for Serving {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }

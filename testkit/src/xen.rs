@@ -19,6 +19,8 @@ use axum::extract::State;
 use axum::routing::post;
 use dxr::{MethodCall, MethodResponse, Value};
 
+use crate::Serving;
+
 pub const USER: &str = "root";
 pub const PASSWORD: &str = "xen-pw-canary-81";
 /// The one VM of [`FakeXen::start`].
@@ -47,15 +49,6 @@ struct Shared {
     user: String,
     password: String,
     on_start: Option<OnStart>,
-}
-
-/// The server task, stopped when the last [`FakeXen`] handle goes.
-struct Serving(tokio::task::JoinHandle<()>);
-
-impl Drop for Serving {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
 }
 
 #[derive(Clone)]

@@ -3,10 +3,17 @@
 
 use reqwest::Method;
 use roller_testkit::inventory::{Inventory, Machine};
+use roller_testkit::taskcluster::{ACCESS_TOKEN, CLIENT_ID, FakeTaskcluster};
 use serde_json::Value;
 
 use crate::helpers::*;
-use crate::peers::tcqueue::{ACCESS_TOKEN, CLIENT_ID, FakeQueue};
+
+/// The stand-in, knowing mac1: the queue quarantines only workers it has seen.
+async fn queue(scopes: &[&str]) -> FakeTaskcluster {
+    let q = FakeTaskcluster::start(scopes).await;
+    q.add_worker("releng-hardware/gecko-t-osx-1015", "mdc1", "mac1", chrono::Utc::now());
+    q
+}
 
 fn inventory(dir: &std::path::Path, pool: bool) -> String {
     let mut mac1 = Machine::new("mac1").group("mdc1").address("127.0.0.1");
@@ -16,7 +23,7 @@ fn inventory(dir: &std::path::Path, pool: bool) -> String {
     Inventory::new().machine(mac1).write(dir)
 }
 
-async fn app(q: &FakeQueue, dir: &std::path::Path, pool: bool) -> TestApp {
+async fn app(q: &FakeTaskcluster, dir: &std::path::Path, pool: bool) -> TestApp {
     let inv = inventory(dir, pool);
     spawn_app_with(
         "[taskcluster]\nloan_days = 3\n",
@@ -39,7 +46,7 @@ async fn run(app: &TestApp, path: &str) -> Value {
 
 #[tokio::test]
 async fn a_loan_quarantines_the_worker_named_by_the_request_and_records_who_until_when() {
-    let q = FakeQueue::start(&["queue:quarantine-worker:releng-hardware/*"]).await;
+    let q = queue(&["queue:quarantine-worker:releng-hardware/*"]).await;
     let dir = tempfile::tempdir().unwrap();
     let app = app(&q, dir.path(), false).await;
     let job = run(
@@ -60,7 +67,7 @@ async fn a_loan_quarantines_the_worker_named_by_the_request_and_records_who_unti
 
 #[tokio::test]
 async fn the_inventory_names_the_pool_when_the_request_does_not() {
-    let q = FakeQueue::start(&["queue:quarantine-worker:*"]).await;
+    let q = queue(&["queue:quarantine-worker:*"]).await;
     let dir = tempfile::tempdir().unwrap();
     let app = app(&q, dir.path(), true).await;
     let job = run(&app, "/api/v1/workers/mac1/group/mdc1/jobs?task_name=loan").await;
@@ -70,7 +77,7 @@ async fn the_inventory_names_the_pool_when_the_request_does_not() {
 
 #[tokio::test]
 async fn refusals_are_clear_a_missing_scope_a_missing_pool_missing_credentials() {
-    let q = FakeQueue::start(&["queue:quarantine-worker:other-provisioner/*"]).await;
+    let q = queue(&["queue:quarantine-worker:other-provisioner/*"]).await;
     let dir = tempfile::tempdir().unwrap();
     let app = app(&q, dir.path(), true).await;
     let job = run(&app, "/api/v1/workers/mac1/group/mdc1/jobs?task_name=loan").await;
@@ -92,4 +99,16 @@ async fn refusals_are_clear_a_missing_scope_a_missing_pool_missing_credentials()
     let app = spawn_app_with("", &[("ROLLER_INVENTORY", &inv)]).await;
     let job = run(&app, "/api/v1/workers/mac1/group/mdc1/jobs?task_name=loan").await;
     assert!(job["error"].as_str().unwrap().contains("no Taskcluster credentials"), "{job:#}");
+}
+
+#[tokio::test]
+async fn a_worker_the_queue_does_not_know_is_refused_with_its_404() {
+    let q = FakeTaskcluster::start(&["queue:quarantine-worker:*"]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let app = app(&q, dir.path(), true).await;
+    let job = run(&app, "/api/v1/workers/mac1/group/mdc1/jobs?task_name=loan").await;
+    assert_eq!(job["state"], "failed", "{job:#}");
+    let e = job["error"].as_str().unwrap();
+    assert!(e.starts_with("loan: ") && e.contains("HTTP 404"), "{e}");
+    assert!(q.quarantines().is_empty());
 }

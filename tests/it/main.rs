@@ -31,5 +31,7 @@ mod snmp;
 mod ssh;
 mod taskcluster;
 mod tc_actions;
+mod tc_client;
+mod tc_read;
 mod tidy;
 mod xen;

@@ -9,11 +9,11 @@ use std::time::Duration;
 use axum::http::HeaderMap;
 use reqwest::Method;
 use roller_testkit::inventory::{Class, Inventory, Machine};
+use roller_testkit::taskcluster::{ACCESS_TOKEN, CLIENT_ID, FakeTaskcluster};
 use secrecy::SecretString;
 use serde_json::Value;
 
 use crate::helpers::*;
-use crate::peers::tcqueue::{ACCESS_TOKEN, CLIENT_ID, FakeQueue};
 
 const SECRET: &str = "webhook-secret-0123456789";
 const LDAP_USER: (&str, &str, &[&str]) =
@@ -47,7 +47,7 @@ fn inventory(dir: &std::path::Path) -> String {
         .write(dir)
 }
 
-async fn app_with(q: &FakeQueue, hook: &str, dir: &std::path::Path) -> TestApp {
+async fn app_with(q: &FakeTaskcluster, hook: &str, dir: &std::path::Path) -> TestApp {
     let inv = inventory(dir);
     let config = format!(
         "[[auth.clients]]\nclient_id = {:?}\naccess_token = {:?}\nscopes = [\"project:releng:roller:*\"]\n\
@@ -80,8 +80,12 @@ async fn run(app: &TestApp, task: &str, worker: &str) -> Value {
 
 #[tokio::test]
 async fn start_and_finish_reach_every_channel_signed_and_linked() {
-    let q = FakeQueue::start(&["notify:email:*", "notify:matrix-room:!ops:mozilla.org", "notify:slack-channel:C0123"])
-        .await;
+    let q = FakeTaskcluster::start(&[
+        "notify:email:*",
+        "notify:matrix-room:!ops:mozilla.org",
+        "notify:slack-channel:C0123",
+    ])
+    .await;
     let (hook, got) = receiver().await;
     let dir = tempfile::tempdir().unwrap();
     let app = app_with(&q, &hook, dir.path()).await;
@@ -140,7 +144,7 @@ async fn start_and_finish_reach_every_channel_signed_and_linked() {
 
 #[tokio::test]
 async fn a_failing_or_hung_notifier_neither_fails_nor_delays_the_job() {
-    let q = FakeQueue::start(&["notify:*"]).await;
+    let q = FakeTaskcluster::start(&["notify:*"]).await;
     // Two 500s: delivered on the retries.
     q.fail_next(2);
     // A webhook that accepts and never answers.

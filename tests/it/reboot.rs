@@ -682,7 +682,7 @@ async fn a_real_roller_keeps_secrets_out_of_argv_logs_and_jobs() {
     // Every other secret roller holds is configured too, and its services used where
     // the job allows: Taskcluster notify (roller's token), a webhook (its key; the
     // receiver is down, so the failures are logged), Bugzilla and Xen (keys loaded).
-    let q = crate::peers::tcqueue::FakeQueue::start(&["notify:*"]).await;
+    let q = roller_testkit::taskcluster::FakeTaskcluster::start(&["notify:*"]).await;
     let bz = crate::peers::bugzilla::FakeBugzilla::start("bz-key-canary-77").await;
     let dead_hook = format!("http://127.0.0.1:{}/hook", crate::procs::free_port());
     let env = [
@@ -691,8 +691,8 @@ async fn a_real_roller_keeps_secrets_out_of_argv_logs_and_jobs() {
         ("ROLLER_INVENTORY", inv.as_str()),
         ("ROLLER_LOG", "debug"),
         ("TASKCLUSTER_ROOT_URL", q.root_url.as_str()),
-        ("TASKCLUSTER_CLIENT_ID", crate::peers::tcqueue::CLIENT_ID),
-        ("TASKCLUSTER_ACCESS_TOKEN", crate::peers::tcqueue::ACCESS_TOKEN),
+        ("TASKCLUSTER_CLIENT_ID", roller_testkit::taskcluster::CLIENT_ID),
+        ("TASKCLUSTER_ACCESS_TOKEN", roller_testkit::taskcluster::ACCESS_TOKEN),
         ("NOTIFY_EMAIL", "relops@example.com"),
         ("ROLLER_WEBHOOK_URL", dead_hook.as_str()),
         ("ROLLER_WEBHOOK_SECRET", "webhook-key-canary-0099"),
@@ -748,7 +748,7 @@ async fn a_real_roller_keeps_secrets_out_of_argv_logs_and_jobs() {
     for secret in [
         ipmi_password,
         pdu.community(),
-        crate::peers::tcqueue::ACCESS_TOKEN,
+        roller_testkit::taskcluster::ACCESS_TOKEN,
         "webhook-key-canary-0099",
         "bz-key-canary-77",
         "xen-pw-canary-31",
@@ -833,8 +833,10 @@ async fn xenapi_reboot_step_is_proven_by_the_vm_stopping_and_starting() {
 
 #[tokio::test]
 async fn return_loan_lifts_the_quarantine_then_reimages() {
-    use crate::peers::tcqueue::{ACCESS_TOKEN, CLIENT_ID, FakeQueue};
-    let q = FakeQueue::start(&["queue:quarantine-worker:*"]).await;
+    use roller_testkit::taskcluster::{ACCESS_TOKEN, CLIENT_ID, FakeTaskcluster};
+    let q = FakeTaskcluster::start(&["queue:quarantine-worker:*"]).await;
+    // The queue quarantines only workers it knows.
+    q.add_worker("releng-hardware/t-linux", "lab", "box", chrono::Utc::now());
     let sim = Arc::new(IpmiSim::start());
     let host = machine(Wiring { ipmi: Some(sim.clone()), ..Default::default() });
     host.wait_answering();

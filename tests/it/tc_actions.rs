@@ -4,9 +4,8 @@
 
 use std::process::Stdio;
 
+use roller_testkit::taskcluster::{ACCESS_TOKEN, CLIENT_ID, FakeTaskcluster};
 use serde_json::Value;
-
-use crate::peers::tcqueue::{ACCESS_TOKEN, CLIENT_ID, FakeQueue};
 
 async fn roller(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
     let dir = tempfile::tempdir().unwrap();
@@ -54,7 +53,7 @@ async fn prints_one_worker_action_per_enabled_task() {
 
 #[tokio::test]
 async fn declare_sends_them_signed_and_says_taskcluster_keeps_nothing() {
-    let q = FakeQueue::start(&["queue:declare-provisioner:releng-hardware#actions"]).await;
+    let q = FakeTaskcluster::start(&["queue:declare-provisioner:releng-hardware#actions"]).await;
     let env = [
         ("TASKCLUSTER_ROOT_URL", q.root_url.as_str()),
         ("TASKCLUSTER_CLIENT_ID", CLIENT_ID),

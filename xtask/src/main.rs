@@ -1,7 +1,7 @@
 //! `cargo xtask`: the developer interface for chores that are not `cargo build`.
 //!
 //! - `cargo xtask test`: install what the tests need (Debian packages, and a venv with
-//!   sushy-tools under target/), then run every test.
+//!   sushy-tools and the Taskcluster Python client under target/), then run every test.
 //! - `cargo xtask ci`: `test`, plus `cargo fmt --check` and clippy with warnings denied.
 //! - `cargo xtask deps`: only the installing.
 //! - `cargo xtask fuzz [--seconds N] [TARGET…]`: build the cargo-fuzz targets (installing
@@ -45,14 +45,25 @@ const TOOLS: &[(&str, &str)] = &[
 /// The Redfish peer (sushy-tools' emulator) lives in a venv under target/; tests find it
 /// through this variable.
 const SUSHY_ENV: &str = "ROLLER_TEST_SUSHY_EMULATOR";
-const SUSHY_TOOLS: &str = "sushy-tools==2.2.0";
+/// The same venv's python, which has the Taskcluster client: the field's own client judges
+/// roller-testkit's Taskcluster stand-in (tests/it/tc_client.rs).
+const PYTHON_ENV: &str = "ROLLER_TEST_PYTHON";
+/// What the one test venv holds, pinned: sushy-tools (the Redfish emulator) and the
+/// `taskcluster` client. Changing the list reinstalls into an existing venv.
+const VENV_PACKAGES: &[&str] = &["sushy-tools==2.2.0", "taskcluster==113.2.0"];
+
+/// Where the test venv's programs are, for the tests' environment.
+struct TestVenv {
+    emulator: PathBuf,
+    python: PathBuf,
+}
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let task = args.first().cloned().unwrap_or_default();
     let result = match task.as_str() {
         "test" => install_test_deps().and_then(test),
-        "ci" => install_test_deps().and_then(|emulator| lint().and_then(|_| test(emulator))),
+        "ci" => install_test_deps().and_then(|venv| lint().and_then(|_| test(venv))),
         "deps" => install_test_deps().map(|_| ()),
         "fuzz" => match FuzzArgs::parse(&args[1..]) {
             Ok(a) => fuzz(a),
@@ -82,10 +93,10 @@ fn run(cmd: &mut Command) -> Result<(), String> {
     if status.success() { Ok(()) } else { Err(format!("{cmd:?} failed: {status}")) }
 }
 
-/// Debian packages, then the sushy-tools venv; returns the emulator's path.
-fn install_test_deps() -> Result<PathBuf, String> {
+/// Debian packages, then the test venv; returns where its programs are.
+fn install_test_deps() -> Result<TestVenv, String> {
     install_debian_packages()?;
-    sushy_venv()
+    test_venv()
 }
 
 fn install_debian_packages() -> Result<(), String> {
@@ -121,16 +132,24 @@ fn install_debian_packages() -> Result<(), String> {
     result
 }
 
-/// A venv with sushy-tools under target/, made once.
-fn sushy_venv() -> Result<PathBuf, String> {
+/// The test venv under target/, made once; installed into again only when the pinned list
+/// differs from the one it was made with (a stamp file in the venv), so a venv from before a
+/// package was added gets it.
+fn test_venv() -> Result<TestVenv, String> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().ok_or("xtask is not inside the workspace")?;
     let venv = root.join("target/test-peers-venv");
-    let emulator = venv.join("bin/sushy-emulator");
-    if !emulator.exists() {
-        run(Command::new("python3").args(["-m", "venv"]).arg(&venv))?;
-        run(Command::new(venv.join("bin/pip")).args(["install", "-q", "--disable-pip-version-check", SUSHY_TOOLS]))?;
+    let found = TestVenv { emulator: venv.join("bin/sushy-emulator"), python: venv.join("bin/python3") };
+    let stamp = venv.join("roller-packages.txt");
+    let wanted = VENV_PACKAGES.join("\n");
+    if found.emulator.exists() && std::fs::read_to_string(&stamp).is_ok_and(|s| s == wanted) {
+        return Ok(found);
     }
-    Ok(emulator)
+    if !found.python.exists() {
+        run(Command::new("python3").args(["-m", "venv"]).arg(&venv))?;
+    }
+    run(Command::new(venv.join("bin/pip")).args(["install", "-q", "--disable-pip-version-check"]).args(VENV_PACKAGES))?;
+    std::fs::write(&stamp, wanted).map_err(|e| format!("cannot write {stamp:?}: {e}"))?;
+    Ok(found)
 }
 
 fn cargo() -> Command {
@@ -142,8 +161,11 @@ fn lint() -> Result<(), String> {
     run(cargo().args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]))
 }
 
-fn test(sushy_emulator: PathBuf) -> Result<(), String> {
-    run(cargo().args(["test", "--workspace", "--all-targets"]).env(SUSHY_ENV, sushy_emulator))
+fn test(venv: TestVenv) -> Result<(), String> {
+    run(cargo()
+        .args(["test", "--workspace", "--all-targets"])
+        .env(SUSHY_ENV, venv.emulator)
+        .env(PYTHON_ENV, venv.python))
 }
 
 struct FuzzArgs {

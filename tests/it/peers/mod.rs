@@ -3,8 +3,8 @@
 //! ForceCommand, sushy-tools' Redfish emulator, `dnsmasq` as a DNS server, and a
 //! TCP relay that can blackhole a live connection in front of any of them.
 //! Each is killed on drop; a missing binary fails the test with an install hint.
-//! The XenAPI stand-in lives in the testkit crate (`roller_testkit::xen`), shared with
-//! the benchmarks.
+//! The XenAPI and Taskcluster stand-ins live in the testkit crate (`roller_testkit::xen`,
+//! `roller_testkit::taskcluster`), shared with the benchmarks.
 
 pub mod bugzilla;
 pub mod dns;
@@ -15,4 +15,3 @@ pub mod redfish;
 pub mod relay;
 pub mod snmp;
 pub mod ssh;
-pub mod tcqueue;
