@@ -23,7 +23,8 @@ use crate::drivers::bugzilla::Bugzilla;
 use crate::drivers::dns::DnsResolver;
 use crate::drivers::gate::Gates;
 use crate::drivers::taskcluster::TaskclusterClient;
-use crate::health::sweep::Sweeper;
+use crate::health::sweep::{Sweeper, WorkerSource};
+use crate::health::taskcluster::TaskclusterWorkers;
 use crate::inventory::{Inventory, InventoryHandle};
 use crate::medic::Medic;
 use crate::notify::Notifier;
@@ -131,12 +132,12 @@ impl Application {
             holder: holder.clone(),
         });
         let medic_loop = (mode != Mode::Api && settings.medic.enabled).then(|| medic.clone());
+        let workers = health_source(&settings)?;
         let sweeper = (mode != Mode::Api && settings.health.enabled).then(|| Sweeper {
             settings: settings.health.sweep,
             actions: actions.clone(),
             records: records.clone(),
-            // TODO(feature, issue 15): the Taskcluster worker source (driver reads, per pool).
-            workers: None,
+            workers: workers.clone(),
             rule: settings.health.rule,
             holder,
         });
@@ -260,6 +261,9 @@ pub fn check_clients(settings: &Settings) -> Vec<String> {
     if let Err(e) = action_settings(settings) {
         errors.push(format!("{e:#}"));
     }
+    if let Err(e) = health_source(settings) {
+        errors.push(format!("{e:#}"));
+    }
     if let Err(e) = notifier(settings) {
         // Both build roller's Taskcluster client: its error is said once.
         let e = format!("{e:#}");
@@ -297,6 +301,18 @@ pub fn taskcluster_client(settings: &Settings) -> anyhow::Result<Option<Taskclus
     let client = TaskclusterClient::new(&t.root_url, &t.client_id, t.access_token.clone(), t.timeout)
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     Ok(Some(client))
+}
+
+/// Where the sweep reads worker pools: roller's own Taskcluster credentials when set,
+/// else anonymously from `[health] taskcluster_root_url`; `None` without either.
+pub fn health_source(settings: &Settings) -> anyhow::Result<Option<Arc<dyn WorkerSource>>> {
+    let client = match (taskcluster_client(settings)?, &settings.health.taskcluster_root_url) {
+        (Some(c), _) => c,
+        (None, Some(root)) => TaskclusterClient::anonymous(root, std::time::Duration::from_secs(30))
+            .map_err(|e| anyhow::anyhow!("health.taskcluster_root_url: {e}"))?,
+        (None, None) => return Ok(None),
+    };
+    Ok(Some(Arc::new(TaskclusterWorkers { client })))
 }
 
 /// Who hears about jobs starting and ending.

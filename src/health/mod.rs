@@ -15,6 +15,7 @@
 
 pub mod rules;
 pub mod sweep;
+pub mod taskcluster;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
