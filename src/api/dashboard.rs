@@ -1,4 +1,4 @@
-//! The web dashboard: one page, its script and its style sheet, compiled into
+//! The web dashboard: one page, its two scripts and its style sheet, compiled into
 //! the binary (no CDN, nothing to deploy beside roller). The page is a client
 //! like any other: it signs every API request with Hawk in the browser
 //! (WebCrypto) with the credentials the operator typed, so it can do exactly
@@ -9,6 +9,8 @@ use axum::response::{IntoResponse, Response};
 
 const INDEX: &str = include_str!("dashboard/index.html");
 const SCRIPT: &str = include_str!("dashboard/app.js");
+/// Fleet health (the home view) and a machine's health facts; uses `app.js`'s helpers.
+const HEALTH_SCRIPT: &str = include_str!("dashboard/health.js");
 const STYLE: &str = include_str!("dashboard/app.css");
 
 /// Only our own script, style and API: an injected `<script>` or a stray
@@ -34,6 +36,10 @@ pub async fn index() -> Response {
 
 pub async fn script() -> Response {
     asset("text/javascript; charset=utf-8", SCRIPT)
+}
+
+pub async fn health_script() -> Response {
+    asset("text/javascript; charset=utf-8", HEALTH_SCRIPT)
 }
 
 pub async fn style() -> Response {

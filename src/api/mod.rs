@@ -187,6 +187,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/machines", get(machines::machines).fallback(method_not_allowed))
         .route("/", get(dashboard::index).fallback(method_not_allowed))
         .route("/ui/app.js", get(dashboard::script).fallback(method_not_allowed))
+        .route("/ui/health.js", get(dashboard::health_script).fallback(method_not_allowed))
         .route("/ui/app.css", get(dashboard::style).fallback(method_not_allowed))
         .route("/__lbheartbeat__", get(dockerflow::lbheartbeat).fallback(method_not_allowed))
         .route("/__heartbeat__", get(dockerflow::heartbeat).fallback(method_not_allowed))

@@ -2,7 +2,8 @@
 //! job event stream, over real HTTP; then the page itself in Debian's headless
 //! Chromium driven through chromedriver (WebDriver), signing its own requests
 //! with WebCrypto: sign in, trigger a ping, watch it finish live, and see the
-//! 403 for a task outside the scopes.
+//! 403 for a task outside the scopes; the home view's fleet health from a real
+//! sweep and from records seeded as the sweep and the medic write them.
 
 use std::path::Path;
 use std::process::Stdio;
@@ -164,7 +165,12 @@ async fn a_job_stream_sends_the_job_then_its_log_lines_as_written_then_end() {
 #[tokio::test]
 async fn the_dashboard_assets_are_in_the_binary_and_load_nothing_from_elsewhere() {
     let app = spawn_app().await;
-    for (path, kind) in [("/", "text/html"), ("/ui/app.js", "text/javascript"), ("/ui/app.css", "text/css")] {
+    for (path, kind) in [
+        ("/", "text/html"),
+        ("/ui/app.js", "text/javascript"),
+        ("/ui/health.js", "text/javascript"),
+        ("/ui/app.css", "text/css"),
+    ] {
         let res = app.http.get(app.url(path)).send().await.unwrap();
         assert_eq!(res.status(), 200, "{path}");
         let h = res.headers().clone();
@@ -284,6 +290,8 @@ async fn an_operator_signs_in_pings_a_machine_watches_it_finish_and_is_refused_a
     focused.send_keys(&format!("{}{}", PINGER.1, Key::Enter)).await.unwrap();
     until(&page, "who is signed in", "document.getElementById('who').textContent === 'Signed in as pinger'").await;
 
+    // The home view is fleet health (tested below); the inventory is one link away.
+    page.find(Locator::LinkText("Machines")).await.unwrap().click().await.unwrap();
     // The inventory, by group; filters narrow it.
     until(&page, "three machines", "document.querySelectorAll('tbody tr').length === 3").await;
     assert_labelled(&page, "machines").await;
@@ -378,7 +386,7 @@ async fn an_operator_signs_in_pings_a_machine_watches_it_finish_and_is_refused_a
 
     // A phone's width: nothing wider than the screen.
     page.set_window_size(390, 844).await.unwrap();
-    for view in ["#/", "#/machine/dash-2", &format!("#/job/{job_id}")] {
+    for view in ["#/", "#/machines", "#/machine/dash-2", &format!("#/job/{job_id}")] {
         page.goto(&format!("{base}{view}")).await.unwrap();
         until(&page, "the view", "document.querySelector('main h1')").await;
         let fits =
@@ -424,4 +432,326 @@ async fn live_job_streams_are_bounded_and_freed_when_their_job_ends() {
     .await
     .expect("a stream can be opened again");
     assert!(again.text().await.unwrap().contains("event: end"));
+}
+
+/// Sign in through the form as `who`; the home view (fleet health) follows.
+async fn sign_in(page: &Client, base: &str, who: (&str, &str, &[&str])) {
+    page.goto(base).await.unwrap();
+    until(page, "the sign-in form", "document.activeElement && document.activeElement.id === 'client-id'").await;
+    page.find(Locator::Id("client-id")).await.unwrap().send_keys(who.0).await.unwrap();
+    page.find(Locator::Id("access-token")).await.unwrap().send_keys(&format!("{}{}", who.1, Key::Enter)).await.unwrap();
+    until(
+        page,
+        "who is signed in",
+        &format!("document.getElementById('who').textContent === 'Signed in as {}'", who.0),
+    )
+    .await;
+}
+
+/// The visible text of the fleet view's row for `worker` (empty until it is drawn).
+fn row(worker: &str) -> String {
+    format!("(document.querySelector('#trouble tr[data-worker=\"{worker}\"]') || {{}}).innerText || ''")
+}
+
+/// `[state, count]` pairs of a group's row in the `by` (pool or class) counts table.
+async fn counts(page: &Client, by: &str, group: &str) -> Value {
+    let js = format!(
+        "return [...document.querySelectorAll('#counts-{by} tr[data-group=\"{group}\"] .chip')]
+           .map(c => [c.dataset.state, c.textContent]);"
+    );
+    page.execute(&js, vec![]).await.unwrap()
+}
+
+/// Nothing on the page is wider than a phone's screen.
+async fn assert_fits_a_phone(page: &Client, view: &str) {
+    page.set_window_size(390, 844).await.unwrap();
+    let fits = page.execute("return document.documentElement.scrollWidth <= window.innerWidth;", vec![]).await.unwrap();
+    assert_eq!(fits, json!(true), "{view} scrolls sideways on a phone");
+    page.set_window_size(1280, 900).await.unwrap();
+}
+
+#[tokio::test]
+async fn the_home_page_is_fleet_health_problems_first_with_reasons_ages_holds_and_counts() {
+    // The sweep probes each class's TCP port: one listens, one does not.
+    let live = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let dir = tempfile::tempdir().unwrap();
+    let pool = ("releng-hardware", "gecko-t-linux");
+    let m = |name: &str, class: &str| {
+        Machine::new(name).group("mdc1").class(class).address("127.0.0.1").pool(pool.0, pool.1)
+    };
+    let inv = Inventory::new()
+        .class(Class::new("up").reachability(&format!("tcp:{}", live.local_addr().unwrap().port())))
+        .class(Class::new("silent").reachability(&format!("tcp:{dead}")))
+        .machine(m("dash-ok", "up"))
+        .machine(m("dash-down", "silent"))
+        .machine(m("dash-held", "up"))
+        .write(dir.path());
+    let app = spawn_app_with(
+        "[health]\nenabled = true\nprobe_every_secs = 5\n\n[medic]\nenabled = true\n",
+        &[("ROLLER_INVENTORY", &inv)],
+    )
+    .await;
+    // An operator holds a machine (the reason is theirs: shown as text, never as markup).
+    let reason = "bench <b>test</b> for bug 42";
+    let q = reqwest::Url::parse_with_params("http://x/", &[("reason", reason)]).unwrap();
+    let res = app.signed(Method::POST, &format!("/api/v1/machines/dash-held/hold?{}", q.query().unwrap()), ADMIN).await;
+    json_of(res, 200).await;
+    // The sweep has looked before the page does (it refreshes every 30 s).
+    wait_for(Duration::from_secs(30), || async {
+        let v = json_of(app.signed(Method::GET, "/api/v1/health", READER).await, 200).await;
+        let probed = v["trouble"].as_array()?.iter().filter(|t| t["ages"]["probe_secs"].is_i64()).count();
+        (probed == 2).then_some(())
+    })
+    .await
+    .expect("the sweep probed every machine");
+    wait_for(Duration::from_secs(30), || async {
+        let v = json_of(app.signed(Method::GET, "/api/v1/medic/decisions", READER).await, 200).await;
+        v["last"].is_object().then_some(())
+    })
+    .await
+    .expect("the medic's first cycle");
+
+    let (page, driver) = browser().await;
+    let base = app.url("/");
+    sign_in(&page, &base, PINGER).await;
+    let down = until(&page, "dash-down's problem row", &row("dash-down")).await;
+    let down = down.as_str().unwrap();
+    assert!(down.contains("not answering its probe"), "{down}");
+    let probed = page
+        .execute(&format!("return /probed (just now|\\d+ s ago)/.test({});", row("dash-down")), vec![])
+        .await
+        .unwrap();
+    assert_eq!(probed, json!(true), "a relative probe time: {down}");
+    assert!(down.contains("releng-hardware/gecko-t-linux"), "its pool: {down}");
+    let held = until(&page, "dash-held's row", &row("dash-held")).await;
+    assert!(held.as_str().unwrap().contains(&format!("held by admin: {reason}")), "{held}");
+    // The state is a word, and the worst comes first; an answering machine is no problem.
+    let shown = page
+        .execute(
+            "return [...document.querySelectorAll('#trouble tbody tr')]
+               .map(tr => [tr.dataset.worker, tr.querySelector('.health').textContent, tr.querySelectorAll('b').length]);",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(shown, json!([["dash-down", "down", 0], ["dash-held", "held", 0]]));
+
+    // Counts by pool and by class.
+    assert_eq!(
+        counts(&page, "pool", "releng-hardware/gecko-t-linux").await,
+        json!([["down", "down 1"], ["held", "held 1"], ["ok", "ok 1"]])
+    );
+    assert_eq!(counts(&page, "class", "silent").await, json!([["down", "down 1"]]));
+    assert_eq!(counts(&page, "class", "up").await, json!([["held", "held 1"], ["ok", "ok 1"]]));
+    // A sweep runs, so no banner; the medic runs in dry run and has looked once.
+    let banner = page.execute("return document.getElementById('sweep-off').hidden;", vec![]).await.unwrap();
+    assert_eq!(banner, json!(true));
+    let medic = until(&page, "the medic's status", "document.getElementById('medic-status').innerText").await;
+    let medic = medic.as_str().unwrap();
+    assert!(medic.starts_with("Medic: dry run") && medic.contains("last cycle"), "{medic}");
+    assert_labelled(&page, "fleet health").await;
+    assert_fits_a_phone(&page, "fleet health").await;
+
+    // The machine's own page leads with the same facts.
+    page.find(Locator::LinkText("dash-down")).await.unwrap().click().await.unwrap();
+    let facts = until(&page, "dash-down's health", "document.querySelector('#health-facts dl')?.innerText").await;
+    let facts = facts.as_str().unwrap();
+    for want in
+        ["down", "not answering its probe", "not answering, probed", "no BMC or PDU reading", "not held", "closed"]
+    {
+        assert!(facts.contains(want), "dash-down's health lacks {want:?}: {facts}");
+    }
+    assert!(facts.contains("pool releng-hardware/gecko-t-linux, not read yet"), "{facts}");
+    let first = page.execute("return document.querySelector('main section h2').textContent;", vec![]).await.unwrap();
+    assert_eq!(first, json!("Health"), "above the tasks and the jobs");
+    page.goto(&format!("{base}#/machine/dash-held")).await.unwrap();
+    let facts = until(&page, "dash-held's hold", "document.querySelector('#health-facts dl')?.innerText").await;
+    let facts = facts.as_str().unwrap();
+    assert!(facts.contains("held by admin") && facts.contains(reason) && facts.contains("until released"), "{facts}");
+    assert_fits_a_phone(&page, "a machine's health").await;
+
+    // The refresh behind these views: one run at a time however slow the answer,
+    // and none once the view is gone (a quick interval here; the views use 30 s).
+    let (at_leave, at_end, most) = {
+        let v = page
+            .execute_async(
+                "const done = arguments[arguments.length - 1];
+                 const s = { running: 0, most: 0, runs: 0 };
+                 poll(5, async () => {
+                   s.running += 1; s.runs += 1; s.most = Math.max(s.most, s.running);
+                   await new Promise((r) => setTimeout(r, 50));
+                   s.running -= 1;
+                 });
+                 setTimeout(() => {
+                   location.hash = '#/machines';
+                   setTimeout(() => { const left = s.runs; setTimeout(() => done([left, s.runs, s.most]), 300); }, 100);
+                 }, 400);",
+                vec![],
+            )
+            .await
+            .unwrap();
+        (v[0].as_u64().unwrap(), v[1].as_u64().unwrap(), v[2].as_u64().unwrap())
+    };
+    assert_eq!(most, 1, "never two runs at once");
+    assert!(at_leave >= 3, "it ran again after each run ({at_leave} runs)");
+    assert_eq!(at_end, at_leave, "it stopped with its view");
+    page.close().await.unwrap();
+    drop(driver);
+}
+
+#[tokio::test]
+async fn without_a_sweep_the_page_says_so_and_reads_power_taskcluster_and_the_medic_from_the_records() {
+    use roller::health::{Observations, Power, PowerObs, Seen, State, TaskObs, WorkerObs};
+    use roller::medic::memory::{Memory, Remediation};
+    use roller::medic::{Cycle, Decision, Gate, Remedy, Verdict, keys};
+    use roller::queue::records::{RecordKind, Records};
+
+    let (app, _dir) = app_with_inventory("").await;
+    // What a sweep and the medic would have written, straight into the app's records.
+    let records = roller::queue::sqlite::SqliteQueue::open(&app.settings.sqlite_path).unwrap();
+    let now = chrono::Utc::now();
+    let ago = |mins: i64| now - chrono::Duration::minutes(mins);
+    let hung = Observations {
+        probe: Some(Seen::new(now - chrono::Duration::seconds(150), false)),
+        power: Some(Seen::new(ago(4), PowerObs { source: "ipmi".into(), state: Power::On, error: None })),
+        worker: Some(Seen::new(
+            ago(2),
+            WorkerObs {
+                pool: "releng-hardware/gecko-t-linux".into(),
+                known: true,
+                last_active: Some(ago(185)),
+                quarantine_until: None,
+                latest_task: Some(TaskObs {
+                    task_id: "fHx3kQ2yTgOh0bWzH0mF2w".into(),
+                    run_id: 0,
+                    state: Some("completed".into()),
+                    started: Some(ago(200)),
+                    resolved: Some(ago(185)),
+                    reason_resolved: Some("completed".into()),
+                }),
+                pending: Some(7),
+            },
+        )),
+    };
+    records.put_record(RecordKind::Observations, "dash-1", &hung.to_record()).await.unwrap();
+    let memory = Memory {
+        failures: 1,
+        last: Some(Remediation {
+            job_id: "3f0c9d1e-8a7b-4c6d-9e0f-1a2b3c4d5e6f".into(),
+            task_name: "reboot".into(),
+            at: ago(130),
+            reason: "not answering its probe".into(),
+            outcome: Some(Remedy::NotTakingWork),
+            detail: Some("no task taken within 45 min".into()),
+            ended_at: Some(ago(70)),
+        }),
+        held_at: None,
+    };
+    records.put_record(RecordKind::Medic, "dash-1", &memory.to_record()).await.unwrap();
+    let decision = |worker: &str, verdict, gate, job: Option<&str>| Decision {
+        worker_id: worker.into(),
+        state: State::Hung,
+        reason: "not answering its probe".into(),
+        verdict,
+        gate,
+        detail: if gate.is_some() { "Taskcluster shows it running a task".into() } else { String::new() },
+        task_name: "reboot".into(),
+        job_id: job.map(Into::into),
+    };
+    let cycle = |at, mode: &str, decisions: Vec<Decision>, alerts: Vec<String>| Cycle {
+        at,
+        mode: mode.into(),
+        machines: 3,
+        candidates: decisions.len(),
+        gates: vec![],
+        decisions,
+        follow_ups: vec![],
+        alerts,
+    };
+    let older = cycle(
+        ago(30),
+        "act",
+        vec![
+            decision("dash-2", Verdict::Skipped, Some(Gate::Busy), None),
+            decision("dash-3", Verdict::Enqueued, None, Some("9a1b2c3d-0000-4000-8000-000000000001")),
+        ],
+        vec![],
+    );
+    let alert = "2 of 3 machines of class mini are hung: more than 10 % at once, acting on none";
+    let newest =
+        cycle(ago(1), "dry_run", vec![decision("dash-1", Verdict::WouldEnqueue, None, None)], vec![alert.to_string()]);
+    for c in [&older, &newest] {
+        records.append_event(keys::CYCLES, &serde_json::to_string(c).unwrap(), keys::CYCLES_KEPT).await.unwrap();
+    }
+    records.put_record(RecordKind::Medic, keys::LAST_CYCLE, &serde_json::to_string(&newest).unwrap()).await.unwrap();
+
+    let (page, driver) = browser().await;
+    let base = app.url("/");
+    sign_in(&page, &base, READER).await;
+    let banner = until(
+        &page,
+        "the sweep-off banner",
+        "!document.getElementById('sweep-off').hidden && document.getElementById('sweep-off').innerText",
+    )
+    .await;
+    assert!(banner.as_str().unwrap().contains("health sweep is off: set [health] enabled"), "{banner}");
+    let medic = page.execute("return document.getElementById('medic-status').innerText;", vec![]).await.unwrap();
+    assert!(medic.as_str().unwrap().starts_with("Medic: off · last cycle 1 min ago: 1 hung of 3 machines"), "{medic}");
+    let alerts = page.execute("return document.getElementById('medic-alerts').innerText;", vec![]).await.unwrap();
+    assert!(alerts.as_str().unwrap().contains(alert), "the last cycle's alerts stand out: {alerts}");
+
+    // The hung machine: why, how old each fact is, power, Taskcluster, and what the medic would do.
+    let one =
+        until(&page, "dash-1's power", &format!("{}.includes('on (ipmi)') && {}", row("dash-1"), row("dash-1"))).await;
+    let one = one.as_str().unwrap();
+    for want in [
+        "hung",
+        "its latest task ended 3 h ago while 7 tasks wait in releng-hardware/gecko-t-linux",
+        "probed 2 min ago",
+        "on (ipmi), read 4 min ago",
+        "last task completed 3 h ago",
+        "last active 3 h ago",
+        "7 pending in its pool",
+        "medic would reboot (dry run) · 1 min ago",
+    ] {
+        assert!(one.contains(want), "dash-1's row lacks {want:?}: {one}");
+    }
+    // Never probed: unknown, and the medic's older decisions about them.
+    let two = page.execute(&format!("return {};", row("dash-2")), vec![]).await.unwrap();
+    for want in [
+        "unknown",
+        "not probed yet",
+        "never probed",
+        "medic: skipped — busy (Taskcluster shows it running a task) · 30 min ago",
+    ] {
+        assert!(two.as_str().unwrap().contains(want), "dash-2's row lacks {want:?}: {two}");
+    }
+    let three = page.execute(&format!("return {};", row("dash-3")), vec![]).await.unwrap();
+    assert!(three.as_str().unwrap().contains("medic: queued reboot (job 9a1b2c3d…)"), "{three}");
+    let job = page.execute("return document.querySelector('#trouble tr[data-worker=\"dash-3\"] a[href^=\"#/job/\"]').getAttribute('href');", vec![]).await.unwrap();
+    assert_eq!(job, json!("#/job/9a1b2c3d-0000-4000-8000-000000000001"));
+    assert_eq!(counts(&page, "class", "mini").await, json!([["hung", "hung 1"], ["unknown", "unknown 1"]]));
+    assert_eq!(counts(&page, "class", "moonshot").await, json!([["unknown", "unknown 1"]]));
+    assert_fits_a_phone(&page, "fleet health with every fact").await;
+
+    // Its machine page: the whole worker, and the medic's memory of it.
+    page.find(Locator::LinkText("dash-1")).await.unwrap().click().await.unwrap();
+    let facts = until(&page, "dash-1's health", "document.querySelector('#health-facts dl')?.innerText").await;
+    let facts = facts.as_str().unwrap();
+    for want in [
+        "not answering, probed 2 min ago",
+        "on (ipmi), read 4 min ago",
+        "pool releng-hardware/gecko-t-linux",
+        "latest task fHx3kQ2yTgOh0bWzH0mF2w (run 0) completed 3 h ago",
+        "read 2 min ago",
+        "not held",
+        "Active job\nnone",
+        "last remediation: reboot (job 3f0c9d1e…) queued 2 h ago for “not answering its probe”: rebooted, but not taking work (no task taken within 45 min), ended 70 min ago",
+        "1 failed in a row",
+    ] {
+        assert!(facts.contains(want), "dash-1's health lacks {want:?}: {facts}");
+    }
+    page.close().await.unwrap();
+    drop(driver);
 }

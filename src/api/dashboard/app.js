@@ -4,7 +4,8 @@
 // operator typed (kept in sessionStorage: gone when the tab closes), so the
 // page can do exactly what those credentials' scopes allow. Everything drawn
 // from the API goes in as text (never as HTML), and the page loads nothing but
-// its own script and style sheet (the Content-Security-Policy says so too).
+// its own scripts and style sheet (the Content-Security-Policy says so too).
+// Fleet health, the home view, is in health.js, which uses the helpers here.
 "use strict";
 
 const CREDS_KEY = "roller.credentials";
@@ -20,7 +21,7 @@ function el(tag, attrs, ...children) {
     else if (k.startsWith("on")) e.addEventListener(k.slice(2), v);
     else e.setAttribute(k, v === true ? "" : String(v));
   }
-  for (const c of children.flat()) {
+  for (const c of children.flat(Infinity)) {
     if (c === undefined || c === null || c === false) continue;
     e.append(c instanceof Node ? c : document.createTextNode(String(c)));
   }
@@ -146,6 +147,29 @@ function setView(title, ...children) {
 function every(ms, f) {
   const t = setInterval(f, ms);
   cleanup.push(() => clearInterval(t));
+}
+
+// Run `f` now, then `ms` after each run has ended: never two at once however slowly
+// roller answers, nothing while the tab is hidden, and nothing once the view is gone.
+// `f` returning false stops it.
+function poll(ms, f) {
+  const mine = generation;
+  let timer = null;
+  const tick = async () => {
+    timer = null;
+    if (mine !== generation) return;
+    let again = true;
+    if (!document.hidden) {
+      try {
+        again = (await f()) !== false;
+      } catch (e) {
+        showAlert(e.message);
+      }
+    }
+    if (again && mine === generation) timer = setTimeout(tick, ms);
+  };
+  cleanup.push(() => clearTimeout(timer));
+  tick();
 }
 
 function signInView(message) {
@@ -309,9 +333,12 @@ async function machineView(id) {
     ev.preventDefault();
     ask(whoami.tasks.find((t) => t.name === select.value));
   });
+  // The machine's health facts first (health.js), when the scopes let the page read them.
+  const health = whoami.can_read_jobs ? machineHealth(id) : null;
   const drawn = setView(id,
     el("h1", {}, id),
     status,
+    health && health.node,
     el("section", { "aria-labelledby": "run-title" },
       el("h2", { id: "run-title" }, "Run a task"),
       el("div", { class: "field" },
@@ -348,6 +375,7 @@ async function machineView(id) {
       handleError(e, status);
     }
   };
+  if (health) poll(HEALTH_EVERY_MS, health.load);
   await load();
   if (drawn === generation) every(5000, load);
 }
@@ -481,6 +509,11 @@ async function route() {
   }
   signedInChrome();
   const [, kind, raw] = /^#\/(machine|job)\/(.+)$/.exec(location.hash) || [];
+  const page = kind || (location.hash === "#/machines" ? "machines" : "health");
+  for (const a of document.querySelectorAll("nav a[data-nav]")) {
+    if (a.dataset.nav === page) a.setAttribute("aria-current", "page");
+    else a.removeAttribute("aria-current");
+  }
   let arg;
   try {
     arg = raw && decodeURIComponent(raw);
@@ -490,7 +523,8 @@ async function route() {
   }
   // Each view draws itself at once and then keeps loading (a job's stream runs until
   // it ends), so it is not awaited; focus moves to the new content for screen readers.
-  const view = kind === "machine" ? machineView(arg) : kind === "job" ? jobView(arg) : machinesView();
+  const view = kind === "machine" ? machineView(arg) : kind === "job" ? jobView(arg)
+    : page === "machines" ? machinesView() : healthView();
   view.catch((e) => showAlert(e.message));
   $("main").focus({ preventScroll: true });
 }
