@@ -42,6 +42,9 @@ pub struct MachineHealthSummary {
     pub state: State,
     pub reason: String,
     pub ages: Ages,
+    /// What it is judged on (probe, power, Taskcluster worker), so a list needs no
+    /// second request per machine.
+    pub observations: Observations,
 }
 
 /// How many machines of a pool or class are in each state.
@@ -145,6 +148,7 @@ pub async fn fleet(
                 state: h.state,
                 reason: h.reason,
                 ages: ages(o, now),
+                observations: o.clone(),
             });
         }
     }

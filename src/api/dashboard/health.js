@@ -6,10 +6,6 @@
 
 // The home view reads the fleet this often (one refresh at a time: see `poll`).
 const HEALTH_EVERY_MS = 30000;
-// Machines in trouble whose power and Taskcluster facts are read one by one, worst
-// first, per refresh, and how many of those reads run at once.
-const DETAILS_MAX = 50;
-const DETAILS_AT_ONCE = 4;
 
 // Health states from worst to best, as roller orders them.
 const STATES = ["hung", "down", "off", "held", "quarantined", "unknown", "idle", "busy", "ok"];
@@ -147,6 +143,96 @@ function medicStatus(m) {
   return [`Medic: ${mode}`, last, batch];
 }
 
+function healthBadge(state) {
+  return el("span", { class: `health health-${state}`, "data-state": state }, state);
+}
+
+function jobRef(id) {
+  return el("a", { href: `#/job/${encodeURIComponent(id)}`, title: id }, `${id.slice(0, 8)}…`);
+}
+
+function probeText(h) {
+  const p = h.observations && h.observations.probe;
+  if (p) return [p.value ? "answering, probed " : "not answering, probed ", rel(p.at)];
+  return h.ages.probe_secs == null ? "never probed" : `probed ${ago(h.ages.probe_secs)}`;
+}
+
+// "off (ipmi), read 4 min ago"; from the ages alone when only those are known.
+function powerText(h) {
+  const p = h.observations && h.observations.power;
+  if (p) {
+    const v = p.value;
+    return [`${v.state} (${v.source}${v.error ? `: ${v.error}` : ""}), read `, rel(p.at)];
+  }
+  return h.ages.power_secs == null ? "—" : `read ${ago(h.ages.power_secs)}`;
+}
+
+// The worker as Taskcluster last showed it: listed, quarantined, its latest task, last activity.
+function taskclusterText(h, long) {
+  const w = h.observations && h.observations.worker;
+  if (!w) {
+    if (h.ages.taskcluster_secs != null) return `read ${ago(h.ages.taskcluster_secs)}`;
+    return long ? (h.pool ? `pool ${h.pool}, not read yet` : "no Taskcluster pool in the inventory") : "—";
+  }
+  const v = w.value;
+  const t = v.latest_task;
+  const task = t && [
+    long ? ["latest task ", el("code", {}, t.task_id), ` (run ${t.run_id}) `] : "last task ",
+    t.state || "without a run",
+    t.resolved ? [" ", rel(t.resolved)] : t.started ? [", started ", rel(t.started)] : "",
+    long && t.reason_resolved && t.reason_resolved !== t.state ? ` (${t.reason_resolved})` : "",
+  ];
+  const quarantined = v.quarantine_until && Date.parse(v.quarantine_until) > Date.now() + skewMs;
+  return parts([
+    long && `pool ${v.pool}`,
+    !v.known && "not listed by Taskcluster",
+    quarantined && ["quarantined (lifts ", rel(v.quarantine_until), ")"],
+    task || (v.known && "no task yet"),
+    v.last_active && ["last active ", rel(v.last_active)],
+    v.pending != null && `${v.pending} pending in its pool`,
+    long && ["read ", rel(w.at)],
+  ]);
+}
+
+function gateName(gate) {
+  return gate ? gate.replace(/_/g, " ") : "a gate";
+}
+
+// What the medic did or would do for a machine, from a cycle's decision.
+function medicNote(d, cycle) {
+  let what;
+  if (d.verdict === "enqueued") {
+    what = [`medic: queued ${d.task_name}`, d.job_id ? [" (job ", jobRef(d.job_id), ")"] : ""];
+  } else if (d.verdict === "would_enqueue") {
+    what = `medic would ${d.task_name} (${cycle.mode === "plan" ? "plan" : "dry run"})`;
+  } else {
+    what = [`medic: skipped — ${gateName(d.gate)}`, d.detail ? el("span", { class: "hint" }, ` (${d.detail})`) : ""];
+  }
+  return el("span", { class: "medic-note" }, what, " · ", rel(cycle.at));
+}
+
+// worker id → the newest decision about it and its cycle.
+function decisionsByMachine(medic) {
+  const out = new Map();
+  if (!medic) return out;
+  for (const c of [medic.last, ...medic.cycles].filter(Boolean)) {
+    for (const d of c.decisions) if (!out.has(d.worker_id)) out.set(d.worker_id, { d, cycle: c });
+  }
+  return out;
+}
+
+// "Medic: dry run · last cycle 2 min ago: 1 hung of 40"; its alerts go beside it.
+function medicStatus(m) {
+  if (!m) return "Medic: its decisions could not be read.";
+  const mode = !m.enabled ? "off" : m.dry_run ? "dry run (decides and records, acts on nothing)"
+    : "acting (queues remediations)";
+  const last = m.last
+    ? [" · last cycle ", rel(m.last.at), `: ${m.last.candidates} hung of ${m.last.machines} machines`]
+    : m.enabled ? " · no cycle yet" : "";
+  const batch = m.pending_batch ? ` · a batch of ${m.pending_batch.batch} allowed once by ${m.pending_batch.by}` : "";
+  return [`Medic: ${mode}`, last, batch];
+}
+
 async function eachLimited(items, limit, f) {
   const out = new Array(items.length);
   let next = 0;
@@ -178,8 +264,8 @@ function countsTable(kind, groups) {
           el("span", { class: "chip", "data-state": s }, healthBadge(s), ` ${g.counts[s]}`)))))))));
 }
 
-function troubleRow(t, detail, decision) {
-  const h = detail || { ...t, observations: null };
+function troubleRow(t, decision) {
+  const h = t; // the summary carries the observations
   return el("tr", { "data-worker": t.worker_id },
     el("th", { scope: "row" }, machineLink(t.worker_id), el("div", { class: "hint" }, t.pool || t.class)),
     el("td", { "data-label": "State" }, healthBadge(t.state)),
@@ -214,7 +300,6 @@ async function healthView() {
     status.textContent = "Your scopes do not include reading jobs and health; open a machine by its name with the box above.";
     return;
   }
-  let details = new Map();
   const load = async () => {
     let fleet, medic;
     try {
@@ -227,13 +312,6 @@ async function healthView() {
       return;
     }
     skewMs = Date.parse(fleet.at) - Date.now();
-    // Power and Taskcluster facts live in each machine's health: read those that have any.
-    const want = fleet.trouble
-      .filter((t) => t.ages.power_secs != null || t.ages.taskcluster_secs != null)
-      .slice(0, DETAILS_MAX);
-    const got = await eachLimited(want, DETAILS_AT_ONCE, (t) =>
-      api("GET", `/api/v1/machines/${encodeURIComponent(t.worker_id)}/health`).catch(() => null));
-    details = new Map(want.map((t, i) => [t.worker_id, got[i] || details.get(t.worker_id)]));
     const decided = decisionsByMachine(medic);
     banner.hidden = fleet.sweeping;
     medicLine.replaceChildren(...medicStatus(medic).flat(Infinity));
@@ -241,7 +319,7 @@ async function healthView() {
     alerts.replaceChildren(said.length ? el("div", { class: "alerts", role: "group", "aria-label": "Medic alerts" },
       el("strong", {}, "Medic alerts from its last cycle:"), el("ul", {}, said.map((a) => el("li", {}, a)))) : "");
     trouble.replaceChildren(...(fleet.trouble.length
-      ? fleet.trouble.map((t) => troubleRow(t, details.get(t.worker_id), decided.get(t.worker_id)))
+      ? fleet.trouble.map((t) => troubleRow(t, decided.get(t.worker_id)))
       : [el("tr", {}, el("td", { colspan: 7 }, "Every machine is ok, busy or idle."))]));
     counts.replaceChildren(...["pool", "class"].map((k) => countsTable(k, fleet.groups)).filter(Boolean));
     status.textContent = `${fleet.machines} machines; ${fleet.trouble.length} need attention; ` +
