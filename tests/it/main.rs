@@ -19,6 +19,7 @@ mod interrupt;
 mod ipmi;
 mod jobs;
 mod loan;
+mod medic;
 mod metrics;
 mod notify;
 mod openapi;
