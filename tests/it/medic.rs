@@ -111,6 +111,28 @@ fn webhook(url: &str, dir: &Path) -> String {
     format!("[notify]\nwebhook_url = {url:?}\nwebhook_secret_file = {secret:?}\ntimeout_secs = 2\n")
 }
 
+/// `roller <args> --url <app>` with the reader's credentials; its stdout (it must succeed).
+async fn roller_cli(app: &TestApp, args: &[&str]) -> String {
+    let shown = args.join(" ");
+    let (url, args): (String, Vec<String>) = (app.url(""), args.iter().map(|a| a.to_string()).collect());
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_roller"))
+            .args(&args)
+            .args(["--url", &url])
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("TASKCLUSTER_CLIENT_ID", READER.0)
+            .env("TASKCLUSTER_ACCESS_TOKEN", READER.1)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "roller {shown}: {text}{}", String::from_utf8_lossy(&out.stderr));
+    text
+}
+
 fn password_file(dir: &Path, password: &str) -> std::path::PathBuf {
     let p = dir.join("ipmi-password");
     std::fs::write(&p, password).unwrap();
@@ -304,23 +326,12 @@ async fn dry_run_acts_on_nothing_and_a_busy_worker_is_never_a_candidate() {
     let quiet = get(&app, "/api/v1/machines/quiet-1/health").await;
     assert_eq!(quiet["state"], "down", "{quiet:#}");
 
-    // The CLI's plan: the same decision, acting on nothing.
-    let url = app.url("");
-    let out = tokio::task::spawn_blocking(move || {
-        std::process::Command::new(env!("CARGO_BIN_EXE_roller"))
-            .args(["medic", "plan", "--url", &url])
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("TASKCLUSTER_CLIENT_ID", READER.0)
-            .env("TASKCLUSTER_ACCESS_TOKEN", READER.1)
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
-    assert!(text.contains("hung-1") && text.contains("would queue reboot"), "{text}");
+    // The CLI: the fleet's health, and the plan (the same decision, acting on nothing).
+    let health = roller_cli(&app, &["health"]).await;
+    assert!(health.lines().any(|l| l.starts_with("hung") && l.contains("hung-1")), "{health}");
+    assert!(health.lines().any(|l| l.starts_with("down") && l.contains("quiet-1")), "{health}");
+    let plan = roller_cli(&app, &["medic", "plan"]).await;
+    assert!(plan.contains("hung-1") && plan.contains("would queue reboot"), "{plan}");
 
     // A few cycles later still nothing was queued for anyone.
     let seen = d["last"]["at"].clone();
