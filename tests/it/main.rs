@@ -29,6 +29,7 @@ mod reboot;
 mod redfish;
 mod snmp;
 mod ssh;
+mod sweep_lease;
 mod taskcluster;
 mod tc_actions;
 mod tidy;
