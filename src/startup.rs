@@ -114,10 +114,14 @@ impl Application {
         };
         let wake = Arc::new(Notify::new());
         let settings = Arc::new(settings);
+        // The sweep's and the medic's lease holder: host:pid:random, like a runner's id.
+        // Host and pid alone are not unique: containers sharing a hostname each run roller
+        // as pid 1, and two processes with one name would both hold (and release) a lease.
         let holder = format!(
-            "{}:{}",
+            "{}:{}:{:08x}",
             std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default().trim(),
-            std::process::id()
+            std::process::id(),
+            rand::random::<u32>()
         );
         // Every process has one for `roller medic plan`; only those that run jobs loop.
         let medic = Arc::new(Medic {

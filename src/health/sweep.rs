@@ -9,8 +9,9 @@
 //! batches, and the pool's pending count: a few calls per pool, never one per machine.
 //!
 //! A sweeper that dies stops renewing its lease; another process takes over once it
-//! expires (three ticks). Observations keep the time each part was seen, so a reader
-//! can tell a fresh "down" from an old one.
+//! expires (three ticks). A sweep longer than that (slow probes, slow BMCs) renews the
+//! lease every tick while it runs, and stops if it lost it all the same. Observations
+//! keep the time each part was seen, so a reader can tell a fresh "down" from an old one.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -123,6 +124,9 @@ impl Sweeper {
                     let started = tokio::time::Instant::now();
                     tokio::select! {
                         _ = stop.cancelled() => break,
+                        () = self.keep_lease(ttl) => {
+                            tracing::warn!("another process took the health sweep lease mid-sweep; this sweep stops");
+                        }
                         r = self.sweep_once(&mut due, &stop) => match r {
                             Ok(n) => {
                                 metrics::histogram!("roller_health_sweep_seconds").record(started.elapsed().as_secs_f64());
@@ -142,6 +146,18 @@ impl Sweeper {
         }
         // A clean stop hands the sweep over at once rather than after the lease.
         let _ = self.records.release_lease(LEASE, &self.holder).await;
+    }
+
+    /// Renew the lease every tick while a sweep runs; returns once another process has it.
+    async fn keep_lease(&self, ttl: Duration) {
+        loop {
+            tokio::time::sleep(self.settings.probe_every).await;
+            match self.records.acquire_lease(LEASE, &self.holder, ttl).await {
+                Ok(true) => {}
+                Ok(false) => return,
+                Err(e) => tracing::warn!(error = %e, "cannot renew the health sweep lease"),
+            }
+        }
     }
 
     /// One pass: probes always, power and Taskcluster when due. Returns the machines seen.

@@ -30,6 +30,7 @@ mod reboot;
 mod redfish;
 mod snmp;
 mod ssh;
+mod sweep_lease;
 mod taskcluster;
 mod tc_actions;
 mod tc_client;
