@@ -26,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 use super::{Observations, Power, PowerObs, Seen, WorkerObs};
 use crate::actions::{ActionContext, ActionSettings, LogSink};
 use crate::inventory::Machine;
-use crate::queue::records::{RecordKind, Records};
+use crate::queue::records::{RecordKind, Records, while_held};
 
 /// One machine's power reading, by machine id.
 type PowerReading = (String, Seen<PowerObs>);
@@ -124,15 +124,13 @@ impl Sweeper {
                     let started = tokio::time::Instant::now();
                     tokio::select! {
                         _ = stop.cancelled() => break,
-                        () = self.keep_lease(ttl) => {
-                            tracing::warn!("another process took the health sweep lease mid-sweep; this sweep stops");
-                        }
-                        r = self.sweep_once(&mut due, &stop) => match r {
-                            Ok(n) => {
+                        r = while_held(self.records.as_ref(), LEASE, &self.holder, ttl, self.settings.probe_every, self.sweep_once(&mut due, &stop)) => match r {
+                            None => {}
+                            Some(Ok(n)) => {
                                 metrics::histogram!("roller_health_sweep_seconds").record(started.elapsed().as_secs_f64());
                                 tracing::debug!(machines = n, "health sweep done");
                             }
-                            Err(e) => tracing::warn!(error = %e, "health sweep failed; the next tick tries again"),
+                            Some(Err(e)) => tracing::warn!(error = %e, "health sweep failed; the next tick tries again"),
                         },
                     }
                 }
@@ -146,18 +144,6 @@ impl Sweeper {
         }
         // A clean stop hands the sweep over at once rather than after the lease.
         let _ = self.records.release_lease(LEASE, &self.holder).await;
-    }
-
-    /// Renew the lease every tick while a sweep runs; returns once another process has it.
-    async fn keep_lease(&self, ttl: Duration) {
-        loop {
-            tokio::time::sleep(self.settings.probe_every).await;
-            match self.records.acquire_lease(LEASE, &self.holder, ttl).await {
-                Ok(true) => {}
-                Ok(false) => return,
-                Err(e) => tracing::warn!(error = %e, "cannot renew the health sweep lease"),
-            }
-        }
     }
 
     /// One pass: probes always, power and Taskcluster when due. Returns the machines seen.

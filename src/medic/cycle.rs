@@ -25,7 +25,7 @@ use crate::health::rules::{HealthRule, classify};
 use crate::health::{Hold, Observations, State};
 use crate::inventory::InventoryHandle;
 use crate::notify::Notifier;
-use crate::queue::records::{RecordKind, Records};
+use crate::queue::records::{RecordKind, Records, while_held};
 use crate::queue::{NewJob, Queue, QueueError};
 
 /// The lease one medic holds.
@@ -69,8 +69,10 @@ impl Medic {
                 Ok(true) => {
                     tokio::select! {
                         _ = stop.cancelled() => break,
-                        r = self.cycle(Mode::Loop) => if let Err(e) = r {
-                            tracing::warn!(error = %e, "medic cycle failed; the next one tries again");
+                        r = while_held(self.records.as_ref(), LEASE, &self.holder, ttl, self.settings.every, self.cycle(Mode::Loop)) => {
+                            if let Some(Err(e)) = r {
+                                tracing::warn!(error = %e, "medic cycle failed; the next one tries again");
+                            }
                         },
                     }
                 }

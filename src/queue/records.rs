@@ -73,3 +73,34 @@ pub trait Records: Send + Sync + 'static {
     /// need not wait for it to expire.
     async fn release_lease(&self, name: &str, holder: &str) -> Result<(), QueueError>;
 }
+
+/// Run `work` while `holder` keeps the lease `name`, renewing it (for `ttl`) every
+/// `every`: the periodic jobs' way to stay the only one at it however long a round takes.
+/// `None` when another process took the lease meanwhile (`work` is dropped: it must not
+/// write over what the new holder writes). A failed renewal is retried at the next tick.
+pub async fn while_held<F: std::future::Future>(
+    records: &dyn Records,
+    name: &str,
+    holder: &str,
+    ttl: Duration,
+    every: Duration,
+    work: F,
+) -> Option<F::Output> {
+    let keep = async {
+        loop {
+            tokio::time::sleep(every).await;
+            match records.acquire_lease(name, holder, ttl).await {
+                Ok(true) => {}
+                Ok(false) => return,
+                Err(e) => tracing::warn!(lease = name, error = %e, "cannot renew the lease"),
+            }
+        }
+    };
+    tokio::select! {
+        () = keep => {
+            tracing::warn!(lease = name, "another process took the lease mid-round; this round stops");
+            None
+        }
+        out = work => Some(out),
+    }
+}
