@@ -129,3 +129,53 @@ async fn on_shutdown_a_running_job_is_handed_back_after_the_grace_period() {
     assert_eq!(job.attempts, 1);
     assert!(job.log.iter().any(|l| l.line.contains("handed back")), "{:?}", job.log);
 }
+
+/// A backlog drains with the heartbeat answering 200 throughout: the reserve query
+/// walks the state index (not a sort of every queued row per reserve), and the
+/// heartbeat asks for the write lock in turn with the runner (a second connection
+/// polling for it lost to the runner's back-to-back transactions: 500 "database is
+/// locked" on every probe of a drain).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backlog_drains_with_the_heartbeat_healthy_throughout() {
+    use roller::queue::Queue;
+    const JOBS: usize = 3000;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("roller.toml");
+    std::fs::write(&cfg, base_config("[tasks]\nenabled = [\"noop\"]\n")).unwrap();
+    let queue = roller::queue::sqlite::SqliteQueue::open(&dir.path().join("roller.sqlite3")).unwrap();
+    for i in 0..JOBS {
+        let job = roller::queue::NewJob {
+            task: roller::task::Task::Noop,
+            max_attempts: 1,
+            worker_id: roller::domain::WorkerId::parse(&format!("w{}", i % 300)).unwrap(),
+            worker_group: roller::domain::WorkerGroup::parse(&format!("g{}", i / 300)).unwrap(),
+            requester: roller::domain::ClientId::parse("admin").unwrap(),
+            origin: None,
+            provisioner_id: None,
+            worker_type: None,
+            reason: None,
+        };
+        assert!(queue.enqueue(job).await.unwrap().created);
+    }
+    let app = spawn_app_from(dir, &cfg, &[]).await;
+    // (heartbeats asked, the answers that were not 200)
+    let seen = std::sync::Mutex::new((0usize, Vec::<String>::new()));
+    let drained = wait_for(Duration::from_secs(300), || async {
+        let r = app.http.get(app.url("/__heartbeat__")).send().await.unwrap();
+        let (status, body) = (r.status(), r.text().await.unwrap_or_default());
+        {
+            let mut s = seen.lock().unwrap();
+            s.0 += 1;
+            if status != 200 {
+                s.1.push(body);
+            }
+        }
+        let s = queue.stats().await.unwrap();
+        (s.queued == 0 && s.running == 0).then_some(())
+    })
+    .await;
+    let (probes, bad) = seen.into_inner().unwrap();
+    assert!(drained.is_some(), "the backlog drained");
+    assert!(probes >= 3, "the heartbeat was asked during the drain ({probes} times)");
+    assert!(bad.is_empty(), "{} of {probes} heartbeats failed during the drain: {:?}", bad.len(), bad.first());
+}

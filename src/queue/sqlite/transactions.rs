@@ -159,55 +159,92 @@ struct Picked {
     consumer: Option<String>,
     lease_until: Option<i64>,
     restore: Option<String>,
+    created_at: i64,
+    seq: i64,
 }
 
-pub(super) fn reserve_tx(
+// One state per query, so each is an in-order walk of `jobs_state_created` that
+// stops at the first free machine: `state = 'queued' OR (…)` in one query planned
+// as two index searches merged and sorted, every queued row on every reserve
+// (0.5 s at 90,000 queued; this is 3 ms).
+pub(super) const RESERVE_QUEUED: &str =
+    "SELECT j.id, j.state, j.attempts, j.max_attempts, j.consumer, j.lease_until, j.restore,
+                                 j.created_at, j.seq
+                          FROM jobs j
+                          WHERE j.state = 'queued'
+                            AND NOT EXISTS (
+                                SELECT 1 FROM jobs o
+                                WHERE o.worker_id = j.worker_id AND o.id <> j.id
+                                  AND o.state = 'running' AND o.lease_until >= ?1)
+                          ORDER BY j.created_at, j.seq
+                          LIMIT 1";
+pub(super) const RESERVE_EXPIRED: &str =
+    "SELECT j.id, j.state, j.attempts, j.max_attempts, j.consumer, j.lease_until, j.restore,
+                                  j.created_at, j.seq
+                           FROM jobs j
+                           WHERE j.state = 'running' AND j.lease_until < ?1
+                             AND NOT EXISTS (
+                                 SELECT 1 FROM jobs o
+                                 WHERE o.worker_id = j.worker_id AND o.id <> j.id
+                                   AND o.state = 'running' AND o.lease_until >= ?1)
+                           ORDER BY j.created_at, j.seq
+                           LIMIT 1";
+
+/// The oldest runnable job of one kind (`queued`, or `running` with an expired lease)
+/// whose machine no live lease holds. The NOT EXISTS is the per-machine lock; skipping
+/// locked machines (rather than stopping at the oldest job) keeps one busy machine
+/// from starving the others.
+fn oldest(tx: &Transaction<'_>, now: i64, expired: bool) -> Result<Option<Picked>, QueueError> {
+    tx.prepare_cached(if expired { RESERVE_EXPIRED } else { RESERVE_QUEUED })
+        .db()?
+        .query_row([now], |r| {
+            Ok(Picked {
+                id: r.get(0)?,
+                state: r.get(1)?,
+                attempts: r.get(2)?,
+                max_attempts: r.get(3)?,
+                consumer: r.get(4)?,
+                lease_until: r.get(5)?,
+                restore: r.get(6)?,
+                created_at: r.get(7)?,
+                seq: r.get(8)?,
+            })
+        })
+        .optional()
+        .db()
+}
+
+/// Hand out up to one job per holder, oldest first, in one transaction: what `reserve`
+/// does once, `holders.len()` times, for one commit (a drain is bounded by commits).
+pub(super) fn reserve_many_tx(
     conn: &mut Connection,
-    consumer: &str,
+    holders: &[String],
     lease: Duration,
     options: &QueueOptions,
-) -> Result<Option<Job>, QueueError> {
+) -> Result<Vec<Job>, QueueError> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).db()?;
     let now = now_ms();
     purge_expired(&tx, now, options)?;
     fail_exhausted(&tx, now)?;
-    // After fail_exhausted, every running job with an expired lease still has
-    // attempts left, so it is a candidate like a queued one. The NOT EXISTS is
-    // the per-machine lock; skipping locked machines (rather than stopping at the
-    // oldest job) is what keeps one busy machine from starving the others.
-    let picked: Option<Picked> = tx
-        .query_row(
-            "SELECT j.id, j.state, j.attempts, j.max_attempts, j.consumer, j.lease_until, j.restore
-             FROM jobs j
-             WHERE (j.state = 'queued' OR (j.state = 'running' AND j.lease_until < ?1))
-               AND NOT EXISTS (
-                   SELECT 1 FROM jobs o
-                   WHERE o.worker_id = j.worker_id AND o.id <> j.id
-                     AND o.state = 'running' AND o.lease_until >= ?1)
-             ORDER BY j.created_at, j.seq
-             LIMIT 1",
-            [now],
-            |r| {
-                Ok(Picked {
-                    id: r.get(0)?,
-                    state: r.get(1)?,
-                    attempts: r.get(2)?,
-                    max_attempts: r.get(3)?,
-                    consumer: r.get(4)?,
-                    lease_until: r.get(5)?,
-                    restore: r.get(6)?,
-                })
-            },
-        )
-        .optional()
-        .db()?;
-    let Some(Picked { id, state, attempts, max_attempts, consumer: old_consumer, lease_until: old_lease, restore }) =
-        picked
-    else {
-        // Commit, not roll back: fail_exhausted may have changed rows.
-        tx.commit().db()?;
-        return Ok(None);
-    };
+    let mut jobs = Vec::new();
+    for holder in holders {
+        // After fail_exhausted, every running job with an expired lease still has
+        // attempts left, so it is a candidate like a queued one; the older goes first.
+        let picked = match (oldest(&tx, now, false)?, oldest(&tx, now, true)?) {
+            (Some(q), Some(e)) => Some(if (e.created_at, e.seq) < (q.created_at, q.seq) { e } else { q }),
+            (q, e) => q.or(e),
+        };
+        let Some(p) = picked else { break };
+        jobs.push(hand_out(&tx, p, holder, now, lease)?);
+    }
+    // Commit even with nothing picked: fail_exhausted may have changed rows.
+    tx.commit().db()?;
+    Ok(jobs)
+}
+
+/// Give `p` to `consumer` for `lease`, with its log line.
+fn hand_out(tx: &Transaction<'_>, p: Picked, consumer: &str, now: i64, lease: Duration) -> Result<Job, QueueError> {
+    let Picked { id, state, attempts, max_attempts, consumer: old_consumer, lease_until: old_lease, restore, .. } = p;
     let attempt = attempts.saturating_add(1);
     let lease_until = now.saturating_add(duration_ms(lease));
     // started_at is the start of this attempt, not the first one: after a
@@ -233,14 +270,37 @@ pub(super) fn reserve_tx(
     } else if attempts > 0 {
         line.push_str(" (the job was handed back by its previous runner)");
     }
-    add_log(&tx, &id, now, &line)?;
-    let job = reload(&tx, &id)?;
-    tx.commit().db()?;
-    Ok(Some(job))
+    add_log(tx, &id, now, &line)?;
+    reload(tx, &id)
 }
 
 pub(super) fn finish_tx(conn: &mut Connection, id: JobId, consumer: &str, outcome: Outcome) -> Result<(), QueueError> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).db()?;
+    finish_in(&tx, id, consumer, &outcome)?;
+    tx.commit().db()
+}
+
+/// Several finishes in one transaction, one answer each (a job no longer held is
+/// `LostLease` without failing the rest).
+pub(super) fn finish_many_tx(
+    conn: &mut Connection,
+    items: &[crate::queue::Finished],
+) -> Result<Vec<Result<(), QueueError>>, QueueError> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).db()?;
+    let mut answers = Vec::with_capacity(items.len());
+    for f in items {
+        match finish_in(&tx, f.id, &f.consumer, &f.outcome) {
+            Err(QueueError::LostLease(id)) => answers.push(Err(QueueError::LostLease(id))),
+            // Anything else is the database's: the whole call failed, nothing committed.
+            Err(e) => return Err(e),
+            Ok(()) => answers.push(Ok(())),
+        }
+    }
+    tx.commit().db()?;
+    Ok(answers)
+}
+
+fn finish_in(tx: &Transaction<'_>, id: JobId, consumer: &str, outcome: &Outcome) -> Result<(), QueueError> {
     let now = now_ms();
     let (result, error) = match &outcome {
         Outcome::Succeeded(v) => (
@@ -266,7 +326,7 @@ pub(super) fn finish_tx(conn: &mut Connection, id: JobId, consumer: &str, outcom
     if n != 1 {
         return Err(QueueError::LostLease(id));
     }
-    tx.commit().db()
+    Ok(())
 }
 
 pub(super) fn release_tx(conn: &mut Connection, id: JobId, consumer: &str) -> Result<(), QueueError> {
