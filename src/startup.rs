@@ -71,6 +71,8 @@ pub struct Application {
     pub admin_credentials: Option<PathBuf>,
     /// A worker's listener serves only `/metrics` and the heartbeats.
     ops_only: bool,
+    /// This embedded roller's claim on its data directory (see [`claim_data_dir`]).
+    data_dir_claim: Option<DataDirClaim>,
 }
 
 impl Application {
@@ -89,6 +91,14 @@ impl Application {
         // Before anything records a metric or talks to a device.
         crate::telemetry::prometheus();
         create_private_dir(&settings.data_dir)?;
+        let data_dir_claim = if settings.redis.is_none() { Some(claim_data_dir(&settings.data_dir)?) } else { None };
+        if let Some(pid) = data_dir_claim.as_ref().and_then(|c| c.shared_with.as_deref()) {
+            tracing::warn!(
+                data_dir = %settings.data_dir.display(),
+                other_pid = pid,
+                "another roller serves from this data directory: both use one queue file"
+            );
+        }
         // What is built from the settings alone is also built by `check_clients`
         // (`roller check-config`): a client added here belongs there too.
         let actions = action_settings(&settings)?;
@@ -170,6 +180,7 @@ impl Application {
             actions,
             admin_credentials,
             ops_only: mode == Mode::Worker,
+            data_dir_claim,
         })
     }
 
@@ -181,6 +192,11 @@ impl Application {
     /// The runner's identity in job records; `None` for an API-only process.
     pub fn consumer(&self) -> Option<&str> {
         self.runner.as_ref().map(|r| r.consumer())
+    }
+
+    /// The pid of another embedded roller already serving from this data directory.
+    pub fn shares_data_dir_with(&self) -> Option<&str> {
+        self.data_dir_claim.as_ref().and_then(|c| c.shared_with.as_deref())
     }
 
     pub fn settings(&self) -> &Settings {
@@ -392,6 +408,42 @@ fn build_auth(settings: &Settings) -> anyhow::Result<(Authenticator, Option<Path
             None,
         ),
     })
+}
+
+/// An embedded roller's claim on its data directory: an exclusive `flock` on
+/// `roller.lock` holding its pid, kept while it runs. Two processes on one SQLite
+/// file share the queue correctly (every claim is a transaction), so a second one is
+/// allowed, but it is told it is not alone: usually a leftover or a mistake.
+struct DataDirClaim {
+    _file: std::fs::File,
+    /// The pid written by the process that holds the claim, when that is not us.
+    shared_with: Option<String>,
+}
+
+fn claim_data_dir(dir: &Path) -> anyhow::Result<DataDirClaim> {
+    use std::io::{Read, Seek, Write};
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = dir.join("roller.lock");
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(&path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    // SAFETY: flock on a descriptor this function owns; no memory is involved.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+        file.set_len(0)?;
+        file.rewind()?;
+        write!(file, "{}", std::process::id())?;
+        return Ok(DataDirClaim { _file: file, shared_with: None });
+    }
+    let mut pid = String::new();
+    file.read_to_string(&mut pid)?;
+    let pid = pid.trim().chars().take(20).collect::<String>();
+    Ok(DataDirClaim { _file: file, shared_with: Some(if pid.is_empty() { "unknown".into() } else { pid }) })
 }
 
 fn create_private_dir(dir: &Path) -> anyhow::Result<()> {

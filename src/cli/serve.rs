@@ -31,6 +31,12 @@ pub async fn serve(settings: Settings, mode: Mode) -> anyhow::Result<ExitCode> {
     }
     say!("  data directory:    {}", s.data_dir.display());
     say!("  job queue:         {queue}");
+    if let Some(pid) = app.shares_data_dir_with() {
+        say!(
+            "  NOTE: another roller (pid {pid}) already serves from this data directory. Both use the one \
+             queue file (each job still runs once), each with its own API; stop one unless that is intended."
+        );
+    }
     if let (Some(creds), Some(addr)) = (&app.admin_credentials, app.local_addr()) {
         let url = format!("http://{addr}");
         let exe = std::env::current_exe().map(|p| p.display().to_string()).unwrap_or_else(|_| "roller".into());

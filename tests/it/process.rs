@@ -201,3 +201,22 @@ async fn roller_breaker_reset_records_who_when_and_why() {
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("reset") && out.contains("replaced the power supply"), "the reset is kept: {out}");
 }
+
+/// Two embedded rollers on one data directory share its queue correctly, but the
+/// second is told it is not alone (and which process is), at start.
+#[tokio::test]
+async fn a_second_serve_on_one_data_directory_says_so_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = start(dir.path(), None, "first.log");
+    assert!(!first.banner.iter().any(|l| l.contains("NOTE")), "{:?}", first.banner);
+    let second = start(dir.path(), None, "second.log");
+    let note = second.banner.iter().find(|l| l.contains("NOTE")).cloned().unwrap_or_default();
+    assert!(note.contains(&format!("another roller (pid {})", first.child.id())), "{:?}", second.banner);
+    let log = std::fs::read_to_string(&second.log).unwrap();
+    assert!(log.contains("another roller serves from this data directory"), "{log}");
+    // Once the first has gone, a new one is alone again.
+    drop(first);
+    drop(second);
+    let third = start(dir.path(), None, "third.log");
+    assert!(!third.banner.iter().any(|l| l.contains("NOTE")), "{:?}", third.banner);
+}
