@@ -128,6 +128,9 @@ pub struct RedisQueue {
     /// Where `watch_for_work` subscribes: every node URL (with credentials), tried in turn.
     nodes: Arc<Vec<String>>,
     connect_timeout: Duration,
+    /// Redis's clock minus ours, in ms (measured at connect and by every health check):
+    /// how an enqueue's deadline is written in Redis's time.
+    clock_offset_ms: Arc<std::sync::atomic::AtomicI64>,
 }
 
 impl std::fmt::Debug for RedisQueue {
@@ -152,6 +155,7 @@ impl Queue for RedisQueue {
         let id = job_id.to_string();
         let max_attempts = job.max_attempts.max(1).to_string();
         let cap = self.options.effective_history_cap().to_string();
+        let deadline = self.deadline_ms().to_string();
         let mut args: Vec<&str> = vec![
             &id,
             job.worker_id.as_str(),
@@ -160,6 +164,7 @@ impl Queue for RedisQueue {
             job.requester.as_str(),
             &max_attempts,
             &cap,
+            &deadline,
         ];
         if let Some(o) = &job.origin {
             args.extend(["origin", o.as_str()]);
@@ -173,10 +178,18 @@ impl Queue for RedisQueue {
         if let Some(r) = &job.reason {
             args.extend(["reason", r.as_str()]);
         }
-        let reply = self.run(&self.scripts.enqueue, &args).await?;
+        // Idempotent by the job id, so a try lost with a dropped connection is tried again.
+        let reply = self.run_retrying(&self.scripts.enqueue, &args).await?;
         let mut items = into_items(reply)?.into_iter();
         let incomplete = || corrupt(&id, "enqueue reply is incomplete");
-        let created = into_int(items.next().ok_or_else(incomplete)?)? == 1;
+        let kind = into_int(items.next().ok_or_else(incomplete)?)?;
+        if kind == 2 {
+            return Err(QueueError::Unavailable(format!(
+                "Redis at {} ran the enqueue after its deadline; it was not queued",
+                self.target
+            )));
+        }
+        let created = kind == 1;
         if !created {
             let fields = items.next().ok_or_else(incomplete)?;
             let log = items.next().ok_or_else(incomplete)?;
@@ -340,12 +353,12 @@ impl Queue for RedisQueue {
     }
 
     async fn get(&self, id: JobId) -> Result<Option<Job>, QueueError> {
-        decode_snapshot(self.run(&self.scripts.get, &[&id.to_string()]).await?)
+        decode_snapshot(self.run_retrying(&self.scripts.get, &[&id.to_string()]).await?)
     }
 
     async fn history(&self, worker_id: &WorkerId, limit: usize) -> Result<Vec<Job>, QueueError> {
         let limit = limit.min(self.options.effective_history_cap()).to_string();
-        let reply = self.run(&self.scripts.history, &[worker_id.as_str(), &limit]).await?;
+        let reply = self.run_retrying(&self.scripts.history, &[worker_id.as_str(), &limit]).await?;
         let mut items = into_items(reply)?.into_iter();
         let mut jobs = Vec::new();
         while let (Some(fields), Some(log)) = (items.next(), items.next()) {
@@ -413,7 +426,7 @@ impl Queue for RedisQueue {
     }
 
     async fn stats(&self) -> Result<QueueStats, QueueError> {
-        let reply = self.run(&self.scripts.stats, &[]).await?;
+        let reply = self.run_retrying(&self.scripts.stats, &[]).await?;
         let items = into_items(reply)?;
         let int = |v: Option<&Value>| match v {
             Some(Value::Int(n)) => Ok(*n),
@@ -436,17 +449,32 @@ impl Queue for RedisQueue {
     }
 
     async fn health(&self) -> Result<(), QueueError> {
-        let mut conn = self.conn.clone();
+        let conn = self.conn.clone();
         // One exchange under one deadline: PING proves the link, the SET that
         // the server accepts writes (a read-only replica or a paused or
         // write-refusing primary fails it).
         let key = format!("{}health", self.base);
-        self.call(async {
-            let _: String = redis::cmd("PING").query_async(&mut conn).await?;
-            let _: () = redis::cmd("SET").arg(&key).arg("ok").arg("PX").arg(10_000).query_async(&mut conn).await?;
-            Ok(())
-        })
-        .await
+        let check = |mut conn: Conn| {
+            let key = key.clone();
+            async move {
+                let _: String = redis::cmd("PING").query_async(&mut conn).await?;
+                let _: () = redis::cmd("SET").arg(&key).arg("ok").arg("PX").arg(10_000).query_async(&mut conn).await?;
+                redis::cmd("TIME").query_async::<(i64, i64)>(&mut conn).await
+            }
+        };
+        let before = chrono::Utc::now().timestamp_millis();
+        let (secs, micros) = self
+            .call(async {
+                match check(conn.clone()).await {
+                    // A connection Redis dropped (it restarted) fails once before the
+                    // manager reconnects: that is not the answer to give.
+                    Err(e) if connection::stale(&e) => check(conn).await,
+                    r => r,
+                }
+            })
+            .await?;
+        self.set_clock_offset(before, secs, micros);
+        Ok(())
     }
 }
 
@@ -467,6 +495,61 @@ mod tests {
 
     async fn connect(server: &RedisServer, prefix: &str) -> RedisQueue {
         RedisQueue::connect(&settings(server.url(), prefix), QueueOptions::default()).await.expect("connect")
+    }
+
+    fn signal(server: &RedisServer, sig: i32) {
+        let pid = i32::try_from(server.pid().expect("redis-server runs")).unwrap();
+        // SAFETY: kill(2) with a pid we started; no memory involved.
+        assert_eq!(unsafe { libc::kill(pid, sig) }, 0);
+    }
+
+    /// Issue 16.3: a Redis that hangs with an enqueue in its buffer runs it when it
+    /// resumes; the API had answered 503 ("not queued") long before. The enqueue now
+    /// carries a deadline the script checks, so a 503 means not queued.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_enqueue_redis_runs_after_its_deadline_is_not_queued() {
+        let server = RedisServer::start();
+        let q = connect(&server, "late").await;
+        // The script loaded, as in a running service (a first EVALSHA would fail NOSCRIPT on resume).
+        q.enqueue(ping("warm", "g")).await.unwrap();
+        signal(&server, libc::SIGSTOP);
+        let started = std::time::Instant::now();
+        let r = q.enqueue(ping("hung-then-resumed", "g")).await;
+        assert!(matches!(r, Err(QueueError::Unavailable(_))), "{r:?}");
+        assert!(started.elapsed() < Duration::from_secs(5), "answered within its timeout");
+        signal(&server, libc::SIGCONT);
+        // The next call on the same connection comes after the buffered one.
+        let later = wait_enqueue(&q, "after-resume").await;
+        assert!(later.created);
+        let lost = q.history(&WorkerId::parse("hung-then-resumed").unwrap(), 10).await.unwrap();
+        assert!(lost.is_empty(), "an enqueue answered as unavailable was queued anyway: {lost:?}");
+    }
+
+    /// Issue 16.5: after Redis restarts, the first call on the old connection failed
+    /// while the manager reconnected (the first heartbeat and the first request
+    /// after an outage answered 503). Idempotent calls are tried once more.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_first_calls_after_redis_restarts_succeed() {
+        let mut server = RedisServer::start();
+        let q = connect(&server, "back").await;
+        q.enqueue(ping("before", "g")).await.unwrap();
+        server.kill();
+        server.restart();
+        q.health().await.expect("the first health check after the restart");
+        let e = q.enqueue(ping("after", "g")).await.expect("the first enqueue after the restart");
+        assert!(e.created);
+        assert!(q.get(e.job.id).await.unwrap().is_some());
+    }
+
+    /// Enqueue for `worker`, trying again (bounded) until Redis answers.
+    async fn wait_enqueue(q: &RedisQueue, worker: &str) -> Enqueued {
+        for _ in 0..50 {
+            if let Ok(e) = q.enqueue(ping(worker, "g")).await {
+                return e;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("Redis did not come back");
     }
 
     fn unavailable<T: std::fmt::Debug>(r: Result<T, QueueError>) -> String {

@@ -112,6 +112,12 @@ impl ConnectionLike for Conn {
     }
 }
 
+/// An error that means the connection died under the call (Redis restarted, the link
+/// dropped), not that Redis refused it: the manager reconnects on the next call.
+pub(super) fn stale(e: &redis::RedisError) -> bool {
+    e.is_connection_dropped() || e.is_io_error() || e.is_connection_refusal()
+}
+
 /// Every substring of the URL setting that could be a credential.
 pub(super) fn secret_fragments(url: &str) -> Vec<String> {
     let mut out = vec![url.to_string()];
@@ -214,7 +220,11 @@ impl RedisQueue {
                 settings.url.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect(),
             ),
             connect_timeout: settings.connect_timeout,
+            clock_offset_ms: Arc::default(),
         };
+        let before = chrono::Utc::now().timestamp_millis();
+        let (secs, micros): (i64, i64) = queue.call(redis::cmd("TIME").query_async(&mut queue.conn.clone())).await?;
+        queue.set_clock_offset(before, secs, micros);
         let info: Value = queue.call(redis::cmd("INFO").arg("server").query_async(&mut queue.conn.clone())).await?;
         let mut texts = Vec::new();
         collect_texts(&info, &mut texts);
@@ -248,6 +258,49 @@ impl RedisQueue {
                 self.target, self.call_timeout
             ))),
         }
+    }
+
+    /// Record Redis's clock against ours from a `TIME` answer to a call sent at `before`
+    /// (our ms): the answer is taken as of the middle of the exchange.
+    pub(super) fn set_clock_offset(&self, before: i64, secs: i64, micros: i64) {
+        let after = chrono::Utc::now().timestamp_millis();
+        let redis_ms = secs.saturating_mul(1000).saturating_add(micros / 1000);
+        let offset = redis_ms - (before + (after - before) / 2);
+        self.clock_offset_ms.store(offset, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// The latest moment, in Redis's clock, at which a write started now may still
+    /// take effect: a margin before this call's own timeout, so that a write Redis
+    /// runs in time is answered in time, and one it runs later (it hung with the call
+    /// in its buffer) is refused by the script instead of done after a 503.
+    pub(super) fn deadline_ms(&self) -> i64 {
+        let margin = (self.call_timeout / 8).max(Duration::from_millis(20));
+        let budget = i64::try_from(self.call_timeout.saturating_sub(margin).as_millis()).unwrap_or(i64::MAX);
+        chrono::Utc::now().timestamp_millis() + self.clock_offset_ms.load(std::sync::atomic::Ordering::Relaxed) + budget
+    }
+
+    /// `run` for a script that may run twice with the same effect (a read, or an
+    /// enqueue keyed by its job id): after Redis came back, the first call on the old
+    /// connection fails while the manager reconnects; it is tried once more, within
+    /// the same deadline, instead of failing the request.
+    pub(super) async fn run_retrying(&self, script: &Script, args: &[&str]) -> Result<Value, QueueError> {
+        let once = || {
+            let retention = i64::try_from(self.options.retention.as_millis()).unwrap_or(i64::MAX).max(1);
+            let mut inv = script.prepare_invoke();
+            inv.key(format!("{}seq", self.base)).arg(&self.base).arg(retention);
+            for a in args {
+                inv.arg(*a);
+            }
+            let mut conn = self.conn.clone();
+            async move { inv.invoke_async::<Value>(&mut conn).await }
+        };
+        self.call(async {
+            match once().await {
+                Err(e) if stale(&e) => once().await,
+                r => r,
+            }
+        })
+        .await
     }
 
     /// Invoke a script with the common leading arguments (key base, retention
