@@ -73,6 +73,8 @@ pub struct Application {
     ops_only: bool,
     /// This embedded roller's claim on its data directory (see [`claim_data_dir`]).
     data_dir_claim: Option<DataDirClaim>,
+    /// The open-file limit in force (raised to the hard limit at start), when known.
+    open_files: Option<u64>,
 }
 
 impl Application {
@@ -90,6 +92,7 @@ impl Application {
         }
         // Before anything records a metric or talks to a device.
         crate::telemetry::prometheus();
+        let open_files = raise_open_file_limit();
         create_private_dir(&settings.data_dir)?;
         let data_dir_claim = if settings.redis.is_none() { Some(claim_data_dir(&settings.data_dir)?) } else { None };
         if let Some(pid) = data_dir_claim.as_ref().and_then(|c| c.shared_with.as_deref()) {
@@ -181,6 +184,7 @@ impl Application {
             admin_credentials,
             ops_only: mode == Mode::Worker,
             data_dir_claim,
+            open_files,
         })
     }
 
@@ -216,19 +220,22 @@ impl Application {
         let medic = self.medic.take().map(|m| tokio::spawn(m.run(shutdown.clone())));
         if let Some((listener, addr)) = self.http.take() {
             let app = if self.ops_only { api::ops_router(self.state.clone()) } else { api::router(self.state.clone()) };
-            tracing::info!(addr = %addr, "listening");
+            let limits = connection_limits(self.state.settings.connections, self.open_files);
+            tracing::info!(
+                addr = %addr,
+                max_connections = limits.max_connections,
+                header_read_timeout_secs = limits.header_read_timeout.as_secs(),
+                idle_timeout_secs = limits.idle_timeout.as_secs(),
+                "listening"
+            );
             let (s, streams) = (shutdown.clone(), self.state.stopping.clone());
-            // Routes resolved once here, not for every connection: serving the Router
-            // itself re-resolves every route per connection, which callgrind showed as
-            // ~30 % of the API's instructions for clients that connect per request.
-            axum::serve(listener, app.into_make_service())
-                .with_graceful_shutdown(async move {
-                    s.cancelled().await;
-                    // Graceful shutdown waits for open responses; live job streams would never end.
-                    streams.cancel();
-                })
-                .await
-                .context("HTTP server failed")?;
+            // Open responses may finish within the grace; live job streams would never end.
+            tokio::spawn(async move {
+                s.cancelled().await;
+                streams.cancel();
+            });
+            let overload = api::overload_router(self.state.clone());
+            api::server::serve(listener, app, overload, limits, shutdown.clone()).await;
         }
         if let Some(r) = runner {
             r.await.context("runner task failed")?;
@@ -241,6 +248,52 @@ impl Application {
         }
         Ok(())
     }
+}
+
+/// Raise this process's soft limit on open files to its hard limit (every connection,
+/// socket to a device and child's pipe is one), and return the limit in force.
+fn raise_open_file_limit() -> Option<u64> {
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        tracing::warn!(error = %std::io::Error::last_os_error(), "cannot read the open file limit");
+        return None;
+    }
+    // An unlimited hard limit cannot be the soft one: the kernel's ceiling is nr_open.
+    let ceiling = std::fs::read_to_string("/proc/sys/fs/nr_open").ok().and_then(|s| s.trim().parse().ok());
+    let target = lim.rlim_max.min(ceiling.unwrap_or(lim.rlim_max));
+    if lim.rlim_cur >= target {
+        tracing::info!(soft = lim.rlim_cur, hard = lim.rlim_max, "open file limit");
+        return Some(lim.rlim_cur);
+    }
+    let from = lim.rlim_cur;
+    lim.rlim_cur = target;
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) } != 0 {
+        let e = std::io::Error::last_os_error();
+        tracing::warn!(error = %e, soft = from, hard = lim.rlim_max, "cannot raise the open file limit");
+        return Some(from);
+    }
+    tracing::info!(from, to = target, "open file limit raised to the hard limit");
+    Some(target)
+}
+
+/// `[server]`'s connection bounds, with the cap kept within half the open-file limit
+/// (the rest is for the queue, devices, clients and children).
+fn connection_limits(
+    mut limits: crate::config::ConnectionSettings,
+    open_files: Option<u64>,
+) -> crate::config::ConnectionSettings {
+    let Some(files) = open_files else { return limits };
+    let room = usize::try_from(files / 2).unwrap_or(usize::MAX).max(1);
+    if limits.max_connections > room {
+        tracing::warn!(
+            max_connections = limits.max_connections,
+            open_file_limit = files,
+            serving = room,
+            "server.max_connections is above half the open file limit; serving fewer"
+        );
+        limits.max_connections = room;
+    }
+    limits
 }
 
 /// What the actions use, built from the settings: an empty inventory handle (see

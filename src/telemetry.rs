@@ -97,4 +97,18 @@ fn describe() {
     describe_counter!("roller_medic_gate_blocks_total", "Machines (or whole cycles) a medic gate stopped, by gate");
     describe_counter!("roller_medic_remediations_total", "Medic remediations that ended, by outcome");
     describe_counter!("roller_medic_holds_total", "Machines held, by who (operator, medic)");
+    describe_counter!(
+        "roller_requests_refused_total",
+        "Requests refused (401, 403, 409), by status and reason (the error_code)"
+    );
+    describe_gauge!("roller_connections_open", "HTTP connections being served now");
+    describe_counter!(
+        "roller_connections_refused_total",
+        "Connections beyond server.max_connections, by how: answered 503, or closed at once"
+    );
+    describe_counter!(
+        "roller_connections_dropped_total",
+        "Connections roller closed, by reason: header_timeout, idle_timeout, stalled, shutdown, unparsable"
+    );
+    describe_counter!("roller_accept_errors_total", "Failed accepts (out of file descriptors, say)");
 }

@@ -51,6 +51,9 @@ pub enum ErrorCode {
     NotHeld,
     /// Too many live job streams; try again later.
     TooManyStreams,
+    /// Roller is serving as many connections as it may (`[server] max_connections`); this
+    /// one is closed after the answer. Try again later.
+    TooManyConnections,
     QueueUnavailable,
     AuthUnavailable,
     /// The request took longer than the server allows.
@@ -58,6 +61,23 @@ pub enum ErrorCode {
     /// A stored job could not be read: an operator must look.
     QueueCorrupt,
     Internal,
+}
+
+impl ErrorCode {
+    /// The code as it is sent (`restart_breaker_open`).
+    pub fn name(self) -> String {
+        match serde_json::to_value(self) {
+            Ok(serde_json::Value::String(s)) => s,
+            _ => format!("{self:?}"),
+        }
+    }
+}
+
+/// What the request log says about an error response: its code and words.
+#[derive(Debug, Clone)]
+pub struct ErrorNote {
+    pub code: ErrorCode,
+    pub detail: String,
 }
 
 /// A refusal: the status, the stable code and the words.
@@ -163,7 +183,9 @@ struct Body<'a> {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.status, Json(Body { detail: &self.detail, error_code: self.code })).into_response()
+        let mut res = (self.status, Json(Body { detail: &self.detail, error_code: self.code })).into_response();
+        res.extensions_mut().insert(ErrorNote { code: self.code, detail: self.detail });
+        res
     }
 }
 

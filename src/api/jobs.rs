@@ -202,7 +202,7 @@ pub(super) fn require(caller: &crate::auth::Caller, scope: &str) -> Result<(), A
 }
 
 pub(super) fn log_fields(client: &ClientId, job: Option<JobId>) -> LogFields {
-    LogFields { client_id: Some(client.to_string()), task_id: job.map(|j| j.to_string()) }
+    LogFields { client_id: Some(client.to_string()), task_id: job.map(|j| j.to_string()), ..LogFields::default() }
 }
 
 /// The `{task_id}` of a job route, parsed.

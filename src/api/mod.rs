@@ -14,9 +14,10 @@ pub use events::MAX_STREAMS;
 mod jobs;
 mod machines;
 pub mod openapi;
+pub mod server;
 pub mod wire;
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use axum::Router;
@@ -28,12 +29,14 @@ use axum::routing::{MethodRouter, get, post};
 use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 
-use crate::auth::{Authenticator, Caller, HawkRequest};
+use crate::auth::{AuthError, Authenticator, Caller, HawkRequest};
 use crate::config::Settings;
+use crate::domain::{JobId, WorkerId};
 use crate::inventory::InventoryHandle;
 use crate::queue::Queue;
 use crate::queue::records::Records;
-use error::{ApiError, ErrorCode};
+use crate::task::Task;
+use error::{ApiError, ErrorCode, ErrorNote};
 
 /// What every handler can reach.
 #[derive(Clone)]
@@ -90,11 +93,15 @@ impl AppState {
         })?;
         let port = if self.settings.trusted_proxy { forwarded_port(headers).or(host_port) } else { None }
             .unwrap_or(self.listen_port);
-        let authorization = match headers.get(header::AUTHORIZATION) {
-            Some(v) => {
-                Some(v.to_str().map_err(|_| ApiError::refused("Authorization header is not valid ASCII"))?.to_string())
+        // Two headers could be read differently by a proxy and by roller: neither is used.
+        let refused = |why: &str| ApiError::from(AuthError::Refused(why.into()));
+        let mut values = headers.get_all(header::AUTHORIZATION).iter();
+        let authorization = match (values.next(), values.next()) {
+            (None, _) => None,
+            (Some(_), Some(_)) => return Err(refused("more than one Authorization header; send exactly one")),
+            (Some(v), None) => {
+                Some(v.to_str().map_err(|_| refused("Authorization header is not valid ASCII"))?.to_string())
             }
-            None => None,
         };
         Ok(HawkRequest {
             method: method.as_str().to_ascii_uppercase(),
@@ -114,13 +121,41 @@ impl axum::extract::FromRequestParts<AppState> for Authenticated {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut axum::http::request::Parts, state: &AppState) -> Result<Self, ApiError> {
+        // The request log says what was asked for even when the answer is a refusal.
+        let notes = parts.extensions.get::<RequestNotes>().cloned().unwrap_or_default();
+        note_subject(parts, &notes).await;
         // The signature covers the target as the client sent it, before any nesting rewrote it.
         let uri = match parts.extensions.get::<axum::extract::OriginalUri>() {
             Some(original) => original.0.clone(),
             None => parts.uri.clone(),
         };
-        Ok(Authenticated(state.caller(&parts.method, &uri, &parts.headers).await?))
+        let caller = state.caller(&parts.method, &uri, &parts.headers).await?;
+        notes.note(|f| f.client_id = Some(caller.client_id.to_string()));
+        Ok(Authenticated(caller))
     }
+}
+
+/// The machine, job and task a request names, for its log line: only values that parse
+/// (a worker id, a job id, a task roller knows), so the log holds nothing a client invented.
+async fn note_subject(parts: &mut axum::http::request::Parts, notes: &RequestNotes) {
+    #[derive(serde::Deserialize)]
+    struct TaskName {
+        task_name: Option<String>,
+    }
+    let task = axum::extract::Query::<TaskName>::try_from_uri(&parts.uri)
+        .ok()
+        .and_then(|q| q.0.task_name)
+        .and_then(|name| Task::parse(&name));
+    use axum::extract::FromRequestParts;
+    let params = axum::extract::RawPathParams::from_request_parts(parts, &()).await.ok();
+    let param = |name: &str| params.iter().flat_map(|p| p.iter()).find(|(k, _)| *k == name).map(|(_, v)| v.to_string());
+    let worker_id = param("worker_id").and_then(|w| WorkerId::parse(&w).ok());
+    let job = param("task_id").and_then(|j| JobId::parse(&j).ok());
+    notes.note(|f| {
+        f.task = task.map(|t| t.name().to_string());
+        f.worker_id = worker_id.map(|w| w.to_string());
+        f.task_id = job.map(|j| j.to_string());
+    });
 }
 
 /// `X-Forwarded-Port`, else 443 for `X-Forwarded-Proto: https` (Taskcluster's own rule).
@@ -238,6 +273,19 @@ async fn not_found() -> ApiError {
     ApiError::not_found()
 }
 
+/// What a connection beyond `[server] max_connections` is answered (`server::serve`).
+pub fn overload_router(state: AppState) -> Router {
+    Router::new()
+        .fallback(too_many_connections)
+        .layer(middleware::from_fn_with_state(state.clone(), cors))
+        .layer(middleware::from_fn(log_request))
+        .with_state(state)
+}
+
+async fn too_many_connections() -> ApiError {
+    ApiError::unavailable(ErrorCode::TooManyConnections, "too many connections to roller; try again later")
+}
+
 /// The seed's CORS headers, on every response (errors included), so browsers
 /// can read error details too.
 async fn cors(State(state): State<AppState>, req: Request, next: Next) -> Response {
@@ -251,29 +299,85 @@ async fn cors(State(state): State<AppState>, req: Request, next: Next) -> Respon
     res
 }
 
-/// Fields a handler attaches to its response for the request log line.
+/// Who asked for what, for the request log line: noted as the request is understood
+/// (`Authenticated` notes the subject, then the client once its signature verifies), and
+/// attached by a handler to its response (the job it created).
 #[derive(Clone, Default)]
 pub struct LogFields {
+    /// The caller, once authenticated.
     pub client_id: Option<String>,
+    /// The job (`task_id` on the wire).
     pub task_id: Option<String>,
+    /// The task's name (`task_name`).
+    pub task: Option<String>,
+    /// The machine.
+    pub worker_id: Option<String>,
+}
+
+impl LogFields {
+    /// `other`'s fields where it has them.
+    fn merge(&mut self, other: &LogFields) {
+        let pick = |mine: &mut Option<String>, theirs: &Option<String>| {
+            if theirs.is_some() {
+                mine.clone_from(theirs);
+            }
+        };
+        pick(&mut self.client_id, &other.client_id);
+        pick(&mut self.task_id, &other.task_id);
+        pick(&mut self.task, &other.task);
+        pick(&mut self.worker_id, &other.worker_id);
+    }
+}
+
+/// The request's [`LogFields`] as noted so far, shared through the request's extensions.
+#[derive(Clone, Default)]
+struct RequestNotes(Arc<Mutex<LogFields>>);
+
+impl RequestNotes {
+    fn note(&self, f: impl FnOnce(&mut LogFields)) {
+        f(&mut self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner()));
+    }
+
+    fn fields(&self) -> LogFields {
+        self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).clone()
+    }
 }
 
 /// One log line per request. The path is logged as received (hyper refuses raw
 /// control characters in a request target, and the JSON formatter escapes the
-/// rest); the Authorization header never is.
-async fn log_request(req: Request, next: Next) -> Response {
+/// rest); the Authorization header never is. A refusal (401, 403, 409) says who (when
+/// the signature verified), what task on which machine, and why, and is counted in
+/// `roller_requests_refused_total{status,reason}`.
+async fn log_request(mut req: Request, next: Next) -> Response {
     let start = Instant::now();
     let method = req.method().clone();
     let path = req.uri().path().to_string();
+    let notes = RequestNotes::default();
+    req.extensions_mut().insert(notes.clone());
     let res = next.run(req).await;
-    let f = res.extensions().get::<LogFields>().cloned().unwrap_or_default();
+    let mut f = notes.fields();
+    if let Some(attached) = res.extensions().get::<LogFields>() {
+        f.merge(attached);
+    }
+    let status = res.status().as_u16();
+    let error = res.extensions().get::<ErrorNote>();
+    let reason = error.map(|e| e.code.name());
+    if matches!(status, 401 | 403 | 409) {
+        let reason = reason.clone().unwrap_or_else(|| "-".into());
+        metrics::counter!("roller_requests_refused_total", "status" => status.to_string(), "reason" => reason)
+            .increment(1);
+    }
     tracing::info!(
         method = %method,
         path = %path,
-        status = res.status().as_u16(),
+        status,
         latency_ms = start.elapsed().as_secs_f64() * 1000.0,
         client_id = f.client_id.as_deref().unwrap_or("-"),
         task_id = f.task_id.as_deref().unwrap_or("-"),
+        task = f.task.as_deref().unwrap_or("-"),
+        worker_id = f.worker_id.as_deref().unwrap_or("-"),
+        reason = reason.as_deref().unwrap_or("-"),
+        detail = error.map(|e| e.detail.as_str()).unwrap_or("-"),
         "request"
     );
     res

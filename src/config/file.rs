@@ -161,6 +161,10 @@ pub struct ServerFile {
     pub metrics_bind: Option<SocketAddr>,
     pub cors_origin: Option<String>,
     pub trusted_proxy: Option<bool>,
+    pub header_read_timeout_secs: Option<u64>,
+    pub idle_timeout_secs: Option<u64>,
+    pub max_connections: Option<u64>,
+    pub shutdown_grace_secs: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -53,6 +53,8 @@ pub struct Settings {
     pub metrics_bind: Option<SocketAddr>,
     pub cors_origin: String,
     pub trusted_proxy: bool,
+    /// How long a client may take, and how many may be connected at once.
+    pub connections: ConnectionSettings,
     pub auth: AuthSettings,
     pub scope_prefix: String,
     pub read_scope: String,
@@ -94,6 +96,20 @@ pub struct HealthSettings {
     /// Taskcluster to read worker state from anonymously, when `[taskcluster]` has no
     /// credentials.
     pub taskcluster_root_url: Option<String>,
+}
+
+/// `[server]`'s bounds on connections, so idle or slow clients cannot hold the API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectionSettings {
+    /// From the connection's start, or a later request's first byte, until its headers are in.
+    pub header_read_timeout: Duration,
+    /// A kept-alive connection with no request under way is closed after this; so is one
+    /// answering a request on which no byte moves this long (at least 60 s).
+    pub idle_timeout: Duration,
+    /// Connections served at once (also bounded by half the open-file limit at start).
+    pub max_connections: usize,
+    /// After the stop signal, how long open connections may finish before they are dropped.
+    pub shutdown_grace: Duration,
 }
 
 /// A locally configured Hawk client, or Taskcluster's `authenticateHawk`.
@@ -257,6 +273,7 @@ impl Settings {
             metrics_bind: server.metrics_bind,
             cors_origin: server.cors_origin,
             trusted_proxy: server.trusted_proxy,
+            connections: server.connections,
             auth,
             scope_prefix,
             read_scope,
@@ -328,6 +345,28 @@ mod tests {
         assert_eq!((s.runner.soft_time_limit.as_secs(), s.runner.hard_time_limit.as_secs()), (600, 1200));
         assert_eq!(s.runner.lease().as_secs(), 1260);
         assert_eq!(s.enabled_tasks, Task::ALL);
+    }
+
+    #[test]
+    fn connection_bounds_default_and_refuse_zero_or_absurd_values() {
+        let c = load("", &[]).unwrap().connections;
+        assert_eq!(
+            (c.header_read_timeout.as_secs(), c.idle_timeout.as_secs(), c.max_connections, c.shutdown_grace.as_secs()),
+            (10, 60, 4096, 10)
+        );
+        let text = "[server]\nheader_read_timeout_secs = 2\nidle_timeout_secs = 5\nmax_connections = 8\nshutdown_grace_secs = 1\n";
+        let c = load(text, &[]).unwrap().connections;
+        assert_eq!((c.header_read_timeout.as_secs(), c.idle_timeout.as_secs(), c.max_connections), (2, 5, 8));
+        assert_eq!(c.shutdown_grace.as_secs(), 1);
+        for (text, key) in [
+            ("[server]\nheader_read_timeout_secs = 0\n", "server.header_read_timeout_secs"),
+            ("[server]\nidle_timeout_secs = 99999999999\n", "server.idle_timeout_secs"),
+            ("[server]\nmax_connections = 0\n", "server.max_connections"),
+            ("[server]\nshutdown_grace_secs = 0\n", "server.shutdown_grace_secs"),
+        ] {
+            let e = error(text, &[]);
+            assert!(e.contains(key) && e.contains("must be between 1 and"), "{e}");
+        }
     }
 
     #[test]

@@ -14,8 +14,9 @@ use super::file::{
     QueueFile, RebootFile, RedisFile, RunnerFile, SafetyFile, ServerFile, TaskclusterFile, TasksFile, XenFile,
 };
 use super::{
-    AuthSettings, BugzillaConfig, ConfigError, DEFAULT_BIND, DEFAULT_READ_SCOPE, DEFAULT_SCOPE_PREFIX, Env,
-    HealthSettings, LocalClient, MAX_TIME_LIMIT, RedisConfig, RunnerSettings, SafetySettings, TaskclusterConfig, err,
+    AuthSettings, BugzillaConfig, ConfigError, ConnectionSettings, DEFAULT_BIND, DEFAULT_READ_SCOPE,
+    DEFAULT_SCOPE_PREFIX, Env, HealthSettings, LocalClient, MAX_TIME_LIMIT, RedisConfig, RunnerSettings,
+    SafetySettings, TaskclusterConfig, err,
 };
 use crate::actions::{BugTemplate, RebootSettings, XenSettings};
 use crate::drivers::dns::DnsSettings;
@@ -109,9 +110,11 @@ pub(super) struct Server {
     pub metrics_bind: Option<SocketAddr>,
     pub cors_origin: String,
     pub trusted_proxy: bool,
+    pub connections: ConnectionSettings,
 }
 
-/// `[server]`: `ROLLER_BIND`, `ROLLER_METRICS_BIND`, `CORS_ORIGIN`, `ROLLER_TRUSTED_PROXY`.
+/// `[server]`: `ROLLER_BIND`, `ROLLER_METRICS_BIND`, `CORS_ORIGIN`, `ROLLER_TRUSTED_PROXY`,
+/// and the connection bounds (file only; every one at least 1).
 pub(super) fn server(l: &Layer, f: ServerFile) -> Result<Server, ConfigError> {
     let default_bind: SocketAddr = DEFAULT_BIND.parse().expect("valid default");
     let bind = l.value("ROLLER_BIND", f.bind, default_bind, "is not an address like 127.0.0.1:8000")?;
@@ -130,7 +133,21 @@ pub(super) fn server(l: &Layer, f: ServerFile) -> Result<Server, ConfigError> {
         )));
     }
     let trusted_proxy = l.bool("ROLLER_TRUSTED_PROXY", f.trusted_proxy, false)?;
-    Ok(Server { bind, metrics_bind, cors_origin, trusted_proxy })
+    // At least 1 each; the times at most a week, so deadlines never overflow.
+    let bounded = |key: &str, v: Option<u64>, default: u64, max: u64| match v.unwrap_or(default) {
+        n if (1..=max).contains(&n) => Ok(n),
+        n => Err(err(format!("{} must be between 1 and {max} (got {n})", l.at(key)))),
+    };
+    let secs = |key: &str, v: Option<u64>, default: u64| {
+        bounded(key, v, default, MAX_TIME_LIMIT.as_secs()).map(Duration::from_secs)
+    };
+    let connections = ConnectionSettings {
+        header_read_timeout: secs("server.header_read_timeout_secs", f.header_read_timeout_secs, 10)?,
+        idle_timeout: secs("server.idle_timeout_secs", f.idle_timeout_secs, 60)?,
+        max_connections: bounded("server.max_connections", f.max_connections, 4096, 1 << 20)? as usize,
+        shutdown_grace: secs("server.shutdown_grace_secs", f.shutdown_grace_secs, 10)?,
+    };
+    Ok(Server { bind, metrics_bind, cors_origin, trusted_proxy, connections })
 }
 
 /// `[auth]`: the backend and its clients or Taskcluster, and the scopes roller checks.

@@ -220,3 +220,60 @@ async fn a_garbled_ext_is_refused() {
         assert!(!detail.is_empty());
     }
 }
+
+#[tokio::test]
+async fn two_authorization_headers_are_refused_whichever_one_is_valid() {
+    let app = spawn_app().await;
+    let other = "Hawk id=\"reader\", ts=\"1\", nonce=\"n\", mac=\"bWFj\"";
+    for valid_first in [true, false] {
+        let good = hawk_header(&Method::POST, &app.url(PATH), ADMIN.0, ADMIN.1, None, now());
+        let (first, second) = if valid_first { (good.as_str(), other) } else { (other, good.as_str()) };
+        // reqwest appends: the request carries both headers.
+        let r = app.http.post(app.url(PATH)).header("Authorization", first).header("Authorization", second);
+        let r = r.send().await.unwrap();
+        assert_eq!(r.status(), 403, "valid first: {valid_first}");
+        assert_eq!(r.headers()["access-control-allow-origin"], "https://tc.example.com");
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(v["error_code"], "invalid_credentials", "{v}");
+        assert!(v["detail"].as_str().unwrap().contains("more than one Authorization header"), "{v}");
+    }
+    let history = app.signed(Method::GET, "/api/v1/workers/w1/jobs", ADMIN).await;
+    assert_eq!(history.json::<Value>().await.unwrap()["jobs"], json!([]), "nothing was queued");
+}
+
+/// A control byte in a header value is refused by hyper's parser, before any of roller's
+/// code runs: the client gets hyper's bare `400 Bad Request` (no JSON, no CORS headers) and
+/// the connection is closed. A byte above 0x7f passes the parser and gets roller's 403.
+#[tokio::test]
+async fn a_control_byte_in_the_authorization_header_is_answered_400_and_the_connection_closed() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = spawn_app().await;
+    // `close`: ask for the connection to be closed after the answer (a kept-alive one stays open).
+    let exchange = |value: &'static [u8], close: bool| {
+        let addr = app.addr;
+        async move {
+            let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+            let connection = if close { "Connection: close\r\n" } else { "" };
+            let head =
+                format!("POST {PATH} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\n{connection}Authorization: ");
+            let mut req = head.into_bytes();
+            req.extend_from_slice(value);
+            req.extend_from_slice(b"\r\n\r\n");
+            s.write_all(&req).await.unwrap();
+            let mut got = Vec::new();
+            // Until the server closes: it must, and soon.
+            tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut got))
+                .await
+                .expect("the connection was closed after the answer")
+                .ok();
+            String::from_utf8_lossy(&got).to_string()
+        }
+    };
+    let answer = exchange(b"Hawk id=\"ad\x01min\", ts=\"1\", nonce=\"n\", mac=\"bWFj\"", false).await;
+    assert!(answer.starts_with("HTTP/1.1 400 Bad Request\r\n"), "{answer:?}");
+    assert!(!answer.to_ascii_lowercase().contains("access-control-allow-origin"), "hyper's own answer: {answer:?}");
+    let answer = exchange(b"Hawk id=\"ad\xffmin\", ts=\"1\", nonce=\"n\", mac=\"bWFj\"", true).await;
+    assert!(answer.starts_with("HTTP/1.1 403 Forbidden\r\n"), "{answer:?}");
+    assert!(answer.contains("access-control-allow-origin: https://tc.example.com"), "{answer:?}");
+    assert!(answer.contains("\"error_code\":\"invalid_credentials\""), "{answer:?}");
+}

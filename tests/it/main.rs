@@ -6,6 +6,7 @@ mod api;
 mod auth;
 mod bugzilla;
 mod cli;
+mod conn;
 mod dashboard;
 mod distributed;
 mod dns;

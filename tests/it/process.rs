@@ -220,3 +220,76 @@ async fn a_second_serve_on_one_data_directory_says_so_at_start() {
     let third = start(dir.path(), None, "third.log");
     assert!(!third.banner.iter().any(|l| l.contains("NOTE")), "{:?}", third.banner);
 }
+
+/// The request log lines of `log` (JSON, one per line) whose path contains `path`.
+fn request_lines(log: &Path, path: &str) -> Vec<Value> {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v["message"] == "request" && v["path"].as_str().is_some_and(|p| p.contains(path)))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_refused_request_is_logged_with_who_asked_for_what_on_which_machine_and_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("roller.toml");
+    std::fs::write(&cfg, base_config("")).unwrap();
+    let inv = dir.path().join("inventory.toml");
+    Inventory::new().machine(Machine::new("mac-1").address("127.0.0.1")).write_to(&inv);
+    let (c, d, i) = (cfg.display().to_string(), dir.path().display().to_string(), inv.display().to_string());
+    let env = [("ROLLER_CONFIG", c.as_str()), ("ROLLER_DATA_DIR", d.as_str()), ("ROLLER_INVENTORY", i.as_str())];
+    let roller = start_roller("serve", dir.path(), &env, "refused.log", false);
+    let url = roller.url().to_string();
+
+    // A valid client without the scope for the task.
+    let (s, v) = signed(&url, Method::POST, "/api/v1/workers/mac-1/group/g/jobs?task_name=reboot", PINGER).await;
+    assert_eq!((s, v["error_code"].as_str()), (403, Some("insufficient_scope")), "{v}");
+    // A valid client refused by a rail (409).
+    let (s, v) = signed(&url, Method::POST, "/api/v1/machines/mac-1/release?reason=done", ADMIN).await;
+    assert_eq!((s, v["error_code"].as_str()), (409, Some("not_held")), "{v}");
+    // A signature that does not verify: no client is named.
+    let path = "/api/v1/workers/mac-2/group/g/jobs?task_name=ping";
+    let h = hawk_header(&Method::POST, &format!("{url}{path}"), ADMIN.0, "not-the-token", None, now());
+    let r = reqwest::Client::new().post(format!("{url}{path}")).header("Authorization", h).send().await.unwrap();
+    assert_eq!(r.status(), 403);
+
+    let logged = |path: &'static str| {
+        let log = roller.log.clone();
+        wait_for(Duration::from_secs(10), move || {
+            let lines = request_lines(&log, path);
+            async move { lines.into_iter().next() }
+        })
+    };
+    let line = logged("/api/v1/workers/mac-1/group/g/jobs").await.expect("a log line for the 403");
+    assert_eq!(line["status"], 403, "{line}");
+    assert_eq!(line["client_id"], "pinger", "{line}");
+    assert_eq!(line["task"], "reboot", "{line}");
+    assert_eq!(line["worker_id"], "mac-1", "{line}");
+    assert_eq!(line["reason"], "insufficient_scope", "{line}");
+    let line = logged("/api/v1/machines/mac-1/release").await.expect("a log line for the 409");
+    assert_eq!((&line["status"], &line["client_id"]), (&Value::from(409), &Value::from("admin")), "{line}");
+    assert_eq!((&line["worker_id"], &line["reason"]), (&Value::from("mac-1"), &Value::from("not_held")), "{line}");
+    let line = logged("/api/v1/workers/mac-2/group/g/jobs").await.expect("a log line for the bad MAC");
+    assert_eq!(line["client_id"], "-", "an unverified id is not a client: {line}");
+    assert_eq!((&line["task"], &line["worker_id"]), (&Value::from("ping"), &Value::from("mac-2")), "{line}");
+    assert_eq!((&line["reason"], &line["detail"]), (&Value::from("invalid_credentials"), &Value::from("Bad mac")));
+
+    // Counted by status and reason, with no client or machine in the labels.
+    let metrics = reqwest::get(format!("{url}/metrics")).await.unwrap().text().await.unwrap();
+    let refused: Vec<&str> = metrics.lines().filter(|l| l.starts_with("roller_requests_refused_total{")).collect();
+    let has = |status: &str, reason: &str| {
+        refused
+            .iter()
+            .any(|l| l.contains(&format!("status=\"{status}\"")) && l.contains(&format!("reason=\"{reason}\"")))
+    };
+    assert!(
+        has("403", "insufficient_scope") && has("409", "not_held") && has("403", "invalid_credentials"),
+        "{refused:?}"
+    );
+    assert!(
+        refused.iter().all(|l| !l.contains("mac-") && !l.contains("pinger") && !l.contains("admin")),
+        "{refused:?}"
+    );
+}

@@ -51,6 +51,19 @@ impl Roller {
 /// once its banner is printed. `admin` says whether the banner will carry the
 /// generated admin's commands (zero-config `serve`).
 pub fn start_roller(sub: &str, dir: &Path, env: &[(&str, &str)], log_name: &str, admin: bool) -> Roller {
+    start_roller_with(sub, dir, env, log_name, admin, None)
+}
+
+/// [`start_roller`], with the process's soft limit on open files set to `soft_nofile`
+/// (the hard limit kept), as a service manager might start it.
+pub fn start_roller_with(
+    sub: &str,
+    dir: &Path,
+    env: &[(&str, &str)],
+    log_name: &str,
+    admin: bool,
+    soft_nofile: Option<u64>,
+) -> Roller {
     let log = dir.join(log_name);
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_roller"));
     cmd.arg(sub)
@@ -63,6 +76,23 @@ pub fn start_roller(sub: &str, dir: &Path, env: &[(&str, &str)], log_name: &str,
         .stderr(std::fs::File::create(&log).unwrap());
     for (k, v) in env {
         cmd.env(k, v);
+    }
+    if let Some(soft) = soft_nofile {
+        use std::os::unix::process::CommandExt;
+        // SAFETY: getrlimit and setrlimit are async-signal-safe; nothing else runs here.
+        unsafe {
+            cmd.pre_exec(move || {
+                let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+                if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                lim.rlim_cur = soft.min(lim.rlim_max);
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
     }
     let mut child = cmd.spawn().expect("roller binary starts");
     let mut out = BufReader::new(child.stdout.take().unwrap());
