@@ -87,8 +87,14 @@ impl JobId {
     pub fn new() -> Self {
         Self(Uuid::new_v4())
     }
+    /// The hyphenated form only (what roller gives out; the OpenAPI document's `uuid`):
+    /// `Uuid::parse_str` alone would also take the braced, URN and bare-hex spellings.
     pub fn parse(s: &str) -> Result<Self, ParseError> {
-        Uuid::parse_str(s).map(Self).map_err(|_| ParseError(format!("task_id {s:?} is not a UUID")))
+        Some(s)
+            .filter(|s| s.len() == 36)
+            .and_then(|s| Uuid::parse_str(s).ok())
+            .map(Self)
+            .ok_or_else(|| ParseError(format!("task_id {s:?} is not a UUID (8-4-4-4-12 hex digits)")))
     }
     pub fn as_uuid(&self) -> Uuid {
         self.0
@@ -174,6 +180,12 @@ mod tests {
         let id = JobId::new();
         assert_eq!(JobId::parse(&id.to_string()).unwrap(), id);
         assert!(JobId::parse("not-a-uuid").is_err());
+        assert_eq!(JobId::parse(&id.to_string().to_uppercase()).unwrap(), id);
+        // One spelling, as the OpenAPI document's `format: uuid` says.
+        let hex = id.as_uuid().simple().to_string();
+        for other in [hex.clone(), format!("{{{id}}}"), format!("urn:uuid:{id}")] {
+            assert!(JobId::parse(&other).is_err(), "{other}");
+        }
     }
 
     mod properties {

@@ -285,8 +285,11 @@ pub struct RebootReport {
     pub attempts: Vec<Attempt>,
 }
 
-/// Nothing to report (`noop`): `{}`.
+/// Nothing to report (`noop`): `{}`. Exactly that (`additionalProperties: false`, from
+/// `deny_unknown_fields`): an open empty object would match every other shape too, and
+/// `JobResult` is a `oneOf`.
 #[derive(Debug, Clone, Copy, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct Empty {}
 
 /// What any action reports: one variant per shape, serialized without a tag so

@@ -12,19 +12,16 @@ use axum::Json;
 use axum::extract::{Path, Query, State, rejection::PathRejection, rejection::QueryRejection};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, SecondsFormat, Utc};
-use serde::Deserialize;
 
 use super::error::{ApiError, ErrorCode};
 use super::jobs::{log_fields, require};
+use super::params::{REASON_MAX, ReasonQuery, WorkerPath};
 use super::wire::{BreakerResetView, BreakerView, ErrorBody, RestartView};
 use super::{AppState, Authenticated};
 use crate::breaker::{Breaker, BreakerRule};
 use crate::domain::{WorkerGroup, WorkerId};
 use crate::queue::BreakerReset;
 use crate::task::Task;
-
-/// The longest reason kept.
-const REASON_MAX: usize = 500;
 
 fn rule(state: &AppState) -> BreakerRule {
     BreakerRule { max_restarts: state.settings.safety.max_restarts, window: state.settings.safety.window }
@@ -90,7 +87,7 @@ pub fn reset_scope(state: &AppState) -> String {
 /// `GET /api/v1/workers/{worker_id}/breaker`: the restarts that count, whether the
 /// breaker refuses restarts now and until when, and its recent resets. Read scope.
 #[utoipa::path(get, path = "/api/v1/workers/{worker_id}/breaker", tag = "safety",
-    params(("worker_id" = String, Path, description = "1–128 of [-_.0-9a-zA-Z]")),
+    params(WorkerPath),
     security(("hawk" = [])),
     responses(
         (status = 200, description = "The machine's reboot-loop breaker", body = BreakerView),
@@ -117,19 +114,11 @@ async fn answer(state: &AppState, worker: &WorkerId, caller: &crate::auth::Calle
     Ok(res)
 }
 
-#[derive(Deserialize)]
-pub struct ResetQuery {
-    reason: Option<String>,
-}
-
 /// `POST /api/v1/workers/{worker_id}/breaker/reset?reason=…`: a person looked at the
 /// machine; restarts before now no longer count. Recorded with who and why. Needs
 /// `<scope_prefix>breaker:reset`.
 #[utoipa::path(post, path = "/api/v1/workers/{worker_id}/breaker/reset", tag = "safety",
-    params(
-        ("worker_id" = String, Path, description = "1–128 of [-_.0-9a-zA-Z]"),
-        ("reason" = String, Query, description = "why the machine may be restarted again (1–500 characters)"),
-    ),
+    params(WorkerPath, ReasonQuery),
     security(("hawk" = [])),
     responses(
         (status = 200, description = "Reset recorded; the breaker as it is now", body = BreakerView),
@@ -142,22 +131,21 @@ pub async fn reset(
     State(state): State<AppState>,
     Authenticated(caller): Authenticated,
     path: Result<Path<String>, PathRejection>,
-    query: Result<Query<ResetQuery>, QueryRejection>,
+    query: Result<Query<ReasonQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     require(&caller, &reset_scope(&state))?;
     let worker = worker(path)?;
     let Query(q) = query.map_err(|e| {
         ApiError::bad_request(ErrorCode::InvalidQuery, format!("invalid query string: {}", e.body_text()))
     })?;
-    let reason = q.reason.map(|r| r.trim().to_string()).unwrap_or_default();
-    if reason.is_empty() || reason.chars().count() > REASON_MAX || reason.chars().any(char::is_control) {
+    let Some(reason) = q.reason() else {
         return Err(ApiError::bad_request(
             ErrorCode::MissingReason,
             format!(
                 "reason is required: say why {worker} may be restarted again (1–{REASON_MAX} printable characters)"
             ),
         ));
-    }
+    };
     let record = BreakerReset { at: Utc::now(), by: caller.client_id.to_string(), reason };
     state.queue.reset_breaker(&worker, record.clone()).await?;
     metrics::counter!("roller_breaker_resets_total").increment(1);

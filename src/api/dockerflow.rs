@@ -11,7 +11,8 @@ use crate::queue::QueueError;
 
 /// Always 200: the process is up and serving.
 #[utoipa::path(get, path = "/__lbheartbeat__", tag = "dockerflow", responses(
-    (status = 200, body = Object), (status = 405, description = "Method not allowed", body = ErrorBody)))]
+    (status = 200, description = "The process serves: an empty object", body = Object),
+    (status = 405, description = "Method not allowed", body = ErrorBody)))]
 pub async fn lbheartbeat() -> Json<Value> {
     Json(json!({}))
 }
@@ -42,7 +43,8 @@ pub async fn heartbeat(State(state): State<AppState>) -> (StatusCode, Json<Value
 
 /// Build information, in Dockerflow's `version.json` shape.
 #[utoipa::path(get, path = "/__version__", tag = "dockerflow", responses(
-    (status = 200, body = Object), (status = 405, description = "Method not allowed", body = ErrorBody)))]
+    (status = 200, description = "`source`, `version`, `commit`, `build` (Dockerflow's version.json)", body = Object),
+    (status = 405, description = "Method not allowed", body = ErrorBody)))]
 pub async fn version() -> Json<Value> {
     Json(crate::version_info())
 }

@@ -22,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::error::{ApiError, ErrorCode};
 use super::jobs::{job_id, log_fields, require};
+use super::params::JobPath;
 use super::wire::{ErrorBody, JobView, LogLineView};
 use super::{AppState, Authenticated};
 use crate::domain::JobId;
@@ -37,11 +38,13 @@ const MAX_STREAM: Duration = Duration::from_secs(600);
 
 /// The job's progress as server-sent events (`job`, `log`, `end`). Needs the read scope.
 #[utoipa::path(get, path = "/api/v1/jobs/{task_id}/events", tag = "jobs",
-    params(("task_id" = String, Path, description = "the job's UUID")),
+    params(JobPath),
     security(("hawk" = [])),
     responses(
-        (status = 200, description = "`text/event-stream`: `job` (a JobView), `log` (a LogLineView), `end`",
-            content_type = "text/event-stream", body = String),
+        (status = 200, description = "Server-sent events, each a `JobEvent`: `job` first and whenever anything \
+            but the log changes, `log` for each new line, then `end` (or `error`) as the last. The stream ends \
+            after 10 minutes at most (reconnect, signing again) and on shutdown; comment lines keep it alive.",
+            content_type = "text/event-stream", item_schema = JobEvent),
         (status = 400, description = "Not a job id", body = ErrorBody),
         (status = 403, description = "Not authenticated, or no read scope", body = ErrorBody),
         (status = 404, description = "No such job (or expired)", body = ErrorBody),
@@ -81,6 +84,48 @@ pub async fn job_events(
     let mut res = Sse::new(stream).keep_alive(KeepAlive::default()).into_response();
     res.extensions_mut().insert(log_fields(&caller.client_id, Some(id)));
     Ok(res)
+}
+
+/// One event of a job's stream: OpenAPI 3.2's `itemSchema` for `text/event-stream`, an
+/// object of the event's fields (`event`, `data`), one shape per event name. `data` of
+/// `job` and `log` is JSON (`contentSchema` says of what).
+pub struct JobEvent;
+
+impl utoipa::PartialSchema for JobEvent {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        let event = |name: &str, what: &str, data: serde_json::Value| {
+            serde_json::json!({
+                "type": "object",
+                "description": what,
+                "required": ["event", "data"],
+                "properties": { "event": { "type": "string", "enum": [name] }, "data": data },
+            })
+        };
+        let json_of = |schema: &str| {
+            serde_json::json!({
+                "type": "string",
+                "contentMediaType": "application/json",
+                "contentSchema": { "$ref": format!("#/components/schemas/{schema}") },
+            })
+        };
+        let finals: Vec<&str> =
+            JobState::ALL.iter().filter(|s| s.is_final()).map(|s| s.as_str()).chain(["expired"]).collect();
+        let schema = serde_json::json!({ "oneOf": [
+            event("job", "The whole job, log included: the client redraws from it.", json_of("JobView")),
+            event("log", "One new line of the job's log.", json_of("LogLineView")),
+            event("end", "The last event: the job's final state, or `expired` when its record went away.",
+                serde_json::json!({ "type": "string", "enum": finals })),
+            event("error", "The last event: the queue could not be read; reconnect later.",
+                serde_json::json!({ "type": "string" })),
+        ]});
+        serde_json::from_value(schema).expect("the JobEvent schema is a schema")
+    }
+}
+
+impl utoipa::ToSchema for JobEvent {
+    fn name() -> std::borrow::Cow<'static, str> {
+        std::borrow::Cow::Borrowed("JobEvent")
+    }
 }
 
 /// One stream's view of its job.

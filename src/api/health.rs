@@ -168,7 +168,7 @@ pub async fn fleet(
 /// `GET /api/v1/machines/{worker_id}/health`: one machine's state, reason,
 /// observations (with their times) and hold. Needs the read scope.
 #[utoipa::path(get, path = "/api/v1/machines/{worker_id}/health", tag = "health",
-    params(("worker_id" = String, Path, description = "1–128 of [-_.0-9a-zA-Z]")),
+    params(super::params::WorkerPath),
     security(("hawk" = [])),
     responses(
         (status = 200, description = "The machine's health", body = MachineHealth),

@@ -6,46 +6,61 @@ use axum::extract::{Path, Query, State, rejection::PathRejection, rejection::Que
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
+use utoipa::IntoParams;
 
 use super::error::{ApiError, ErrorCode};
+use super::params::{JobPath, TaskName, WorkerGroupPath, WorkerPath};
 use super::wire::{Created, ErrorBody, History, JobView};
 use super::{AppState, Authenticated, LogFields};
 use crate::domain::{ClientId, JobId, TaskclusterName, WorkerGroup, WorkerId};
 use crate::queue::NewJob;
 use crate::task::Task;
 
-/// CORS preflight: no authentication, empty JSON object like the seed.
+/// CORS preflight: no authentication, empty JSON object like the seed. It answers for
+/// any path segment (a browser would report a refused preflight as a CORS failure and
+/// hide the POST's 400 and its `detail`), so its parameters have no constraints.
 #[utoipa::path(options, path = "/api/v1/workers/{worker_id}/group/{worker_group}/jobs", tag = "jobs",
-    params(("worker_id" = String, Path), ("worker_group" = String, Path)),
+    params(("worker_id" = String, Path, description = "Any value"), ("worker_group" = String, Path, description = "Any value")),
     responses((status = 200, description = "CORS preflight answer (headers carry the policy)", body = Object)))]
 pub async fn preflight() -> Json<serde_json::Value> {
     Json(serde_json::json!({}))
 }
 
-/// CORS preflight of the query form.
+/// CORS preflight of the query form (any path segment, as above).
 #[utoipa::path(options, path = "/api/v1/workers/{worker_id}/jobs", tag = "jobs",
-    params(("worker_id" = String, Path)),
+    params(("worker_id" = String, Path, description = "Any value")),
     responses((status = 200, description = "CORS preflight answer (headers carry the policy)", body = Object)))]
 pub async fn preflight_query_form() -> Json<serde_json::Value> {
     preflight().await
 }
 
-#[derive(Deserialize)]
+/// An enqueue's query string (both forms).
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct EnqueueQuery {
+    /// The task to run (its scope is `<scope_prefix><task_name>`).
+    #[param(value_type = TaskName, required = true)]
     task_name: Option<String>,
-    worker_group: Option<String>,
+    /// The machine's Taskcluster provisioner id, carried for notifications and links.
+    #[param(pattern = "^[-_.0-9a-zA-Z]{1,128}$", min_length = 1, max_length = 128)]
     provisioner_id: Option<String>,
+    /// The machine's Taskcluster worker type, carried for notifications and links.
+    #[param(pattern = "^[-_.0-9a-zA-Z]{1,128}$", min_length = 1, max_length = 128)]
     worker_type: Option<String>,
+}
+
+/// The query form's worker group.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct GroupQuery {
+    /// The machine's Taskcluster worker group; `none` when left out (the original's default).
+    #[param(pattern = "^[-_.0-9a-zA-Z]{1,128}$", min_length = 1, max_length = 128, default = "none")]
+    worker_group: Option<String>,
 }
 
 /// `POST /api/v1/workers/{worker_id}/group/{worker_group}/jobs?task_name=…` (the seed README's form).
 #[utoipa::path(post, path = "/api/v1/workers/{worker_id}/group/{worker_group}/jobs", tag = "jobs",
-    params(
-        ("worker_id" = String, Path, description = "1–128 of [-_.0-9a-zA-Z]"),
-        ("worker_group" = String, Path, description = "1–128 of [-_.0-9a-zA-Z]"),
-        ("task_name" = String, Query, description = "one of the enabled tasks"),
-        ("provisioner_id" = Option<String>, Query), ("worker_type" = Option<String>, Query),
-    ),
+    params(WorkerGroupPath, EnqueueQuery),
     security(("hawk" = [])),
     responses(
         (status = 201, description = "Job queued", body = Created),
@@ -71,12 +86,7 @@ pub async fn enqueue_group_form(
 
 /// `POST /api/v1/workers/{worker_id}/jobs?task_name=…&worker_group=…` (the original's later form).
 #[utoipa::path(post, path = "/api/v1/workers/{worker_id}/jobs", tag = "jobs",
-    params(
-        ("worker_id" = String, Path, description = "1–128 of [-_.0-9a-zA-Z]"),
-        ("task_name" = String, Query, description = "one of the enabled tasks"),
-        ("worker_group" = Option<String>, Query, description = "default `none`"),
-        ("provisioner_id" = Option<String>, Query), ("worker_type" = Option<String>, Query),
-    ),
+    params(WorkerPath, EnqueueQuery, GroupQuery),
     security(("hawk" = [])),
     responses(
         (status = 201, description = "Job queued", body = Created),
@@ -93,12 +103,13 @@ pub async fn enqueue_query_form(
     headers: HeaderMap,
     path: Result<Path<String>, PathRejection>,
     query: Result<Query<EnqueueQuery>, QueryRejection>,
+    group: Result<Query<GroupQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Path(worker_id) =
         path.map_err(|e| ApiError::bad_request(ErrorCode::InvalidPath, format!("invalid path: {e}")))?;
-    let Query(mut q) = query.map_err(bad_query)?;
-    let group = q.worker_group.take();
-    enqueue(&state, caller, &headers, worker_id, group, q).await
+    let Query(q) = query.map_err(bad_query)?;
+    let Query(group) = group.map_err(bad_query)?;
+    enqueue(&state, caller, &headers, worker_id, group.worker_group, q).await
 }
 
 fn bad_query(e: QueryRejection) -> ApiError {
@@ -213,7 +224,7 @@ pub(super) fn job_id(path: Result<Path<String>, PathRejection>) -> Result<JobId,
 
 /// `GET /api/v1/jobs/{task_id}`: one job with its log. Needs the read scope.
 #[utoipa::path(get, path = "/api/v1/jobs/{task_id}", tag = "jobs",
-    params(("task_id" = String, Path, description = "the job's UUID")),
+    params(JobPath),
     security(("hawk" = [])),
     responses(
         (status = 200, description = "The job, with its log", body = JobView),
@@ -236,14 +247,19 @@ pub async fn get_job(
     Ok(res)
 }
 
-#[derive(Deserialize)]
+/// A history's query string.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct HistoryQuery {
+    /// How many jobs, newest first: 1 to `queue.history_limit` (the default, 50 unless
+    /// configured; the served document gives this deployment's).
+    #[param(minimum = 1, maximum = 50)]
     limit: Option<usize>,
 }
 
 /// `GET /api/v1/workers/{worker_id}/jobs`: the machine's most recent jobs, newest first.
 #[utoipa::path(get, path = "/api/v1/workers/{worker_id}/jobs", tag = "jobs",
-    params(("worker_id" = String, Path), ("limit" = Option<usize>, Query, description = "1..=history_limit")),
+    params(WorkerPath, HistoryQuery),
     security(("hawk" = [])),
     responses(
         (status = 200, description = "The machine's jobs, newest first", body = History),

@@ -8,10 +8,11 @@ use axum::extract::{Path, Query, State, rejection::PathRejection, rejection::Que
 use axum::response::{IntoResponse, Response};
 use chrono::Utc;
 use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
+use utoipa::{IntoParams, ToSchema};
 
 use super::error::{ApiError, ErrorCode};
 use super::jobs::{log_fields, require};
+use super::params::{REASON_MAX, ReasonQuery, WorkerPath};
 use super::wire::ErrorBody;
 use super::{AppState, Authenticated};
 use crate::domain::WorkerId;
@@ -20,8 +21,6 @@ use crate::medic::cycle::Mode;
 use crate::medic::{Audit, BatchOverride, Cycle, keys};
 use crate::queue::records::RecordKind;
 
-/// The longest reason kept.
-const REASON_MAX: usize = 500;
 /// Cycles and audit entries one answer shows at most.
 const LIMIT_MAX: usize = 100;
 /// A batch override unused for this long lapses.
@@ -51,26 +50,31 @@ pub struct HoldView {
     pub hold: Option<Hold>,
 }
 
-#[derive(Deserialize)]
+/// The decisions' query string.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct LimitQuery {
+    /// Cycles and audit entries, each: 1–100.
+    #[param(minimum = 1, maximum = 100, default = 20)]
     limit: Option<usize>,
 }
 
-#[derive(Deserialize)]
+/// A hold's length.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct HoldQuery {
-    reason: Option<String>,
+    /// Hours, 1–720; left out, until released.
+    #[param(minimum = 1, maximum = 720)]
     hours: Option<u32>,
 }
 
-#[derive(Deserialize)]
-pub struct ReasonQuery {
-    reason: Option<String>,
-}
-
-#[derive(Deserialize)]
+/// A batch override's size.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct BatchQuery {
+    /// Machines the medic may act on in that cycle, 1–1000.
+    #[param(required = true, minimum = 1, maximum = 1000)]
     batch: Option<usize>,
-    reason: Option<String>,
 }
 
 fn bad_query(e: QueryRejection) -> ApiError {
@@ -78,15 +82,14 @@ fn bad_query(e: QueryRejection) -> ApiError {
 }
 
 /// A reason people can read later: 1–500 printable characters.
-fn reason(r: Option<String>, why: &str) -> Result<String, ApiError> {
-    let r = r.map(|r| r.trim().to_string()).unwrap_or_default();
-    if r.is_empty() || r.chars().count() > REASON_MAX || r.chars().any(char::is_control) {
-        return Err(ApiError::bad_request(
+fn reason(q: Result<Query<ReasonQuery>, QueryRejection>, why: &str) -> Result<String, ApiError> {
+    let Query(q) = q.map_err(bad_query)?;
+    q.reason().ok_or_else(|| {
+        ApiError::bad_request(
             ErrorCode::MissingReason,
             format!("reason is required: {why} (1–{REASON_MAX} printable characters)"),
-        ));
-    }
-    Ok(r)
+        )
+    })
 }
 
 /// Stored JSON records; one this version cannot read is left out, not an error.
@@ -107,7 +110,7 @@ async fn audit(state: &AppState, a: &Audit) -> Result<(), ApiError> {
 /// `GET /api/v1/medic/decisions?limit=N`: the medic's recent cycles (default 20,
 /// at most 100) and audit log. Read scope.
 #[utoipa::path(get, path = "/api/v1/medic/decisions", tag = "medic",
-    params(("limit" = Option<usize>, Query, description = "cycles and audit entries, 1–100 (default 20)")),
+    params(LimitQuery),
     security(("hawk" = [])),
     responses(
         (status = 200, description = "The medic's recent decisions", body = MedicDecisions),
@@ -176,11 +179,7 @@ fn inventory_machine(state: &AppState, path: Result<Path<String>, PathRejection>
 /// `POST /api/v1/machines/{worker_id}/hold?reason=…[&hours=N]`: the medic leaves the
 /// machine alone until released (or for `hours`, 1–720). Needs `<scope_prefix>medic:hold`.
 #[utoipa::path(post, path = "/api/v1/machines/{worker_id}/hold", tag = "medic",
-    params(
-        ("worker_id" = String, Path, description = "1–128 of [-_.0-9a-zA-Z]"),
-        ("reason" = String, Query, description = "why (1–500 characters)"),
-        ("hours" = Option<u32>, Query, description = "1–720; default: until released"),
-    ),
+    params(WorkerPath, ReasonQuery, HoldQuery),
     security(("hawk" = [])),
     responses(
         (status = 200, description = "Held", body = HoldView),
@@ -194,12 +193,13 @@ pub async fn hold(
     State(state): State<AppState>,
     Authenticated(caller): Authenticated,
     path: Result<Path<String>, PathRejection>,
+    why: Result<Query<ReasonQuery>, QueryRejection>,
     query: Result<Query<HoldQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     require(&caller, &scope(&state, "hold"))?;
     let id = inventory_machine(&state, path)?;
     let Query(q) = query.map_err(bad_query)?;
-    let reason = reason(q.reason, &format!("say why the medic must leave {id} alone"))?;
+    let reason = reason(why, &format!("say why the medic must leave {id} alone"))?;
     let hours = match q.hours {
         None => None,
         Some(h @ 1..=720) => Some(h),
@@ -225,10 +225,7 @@ pub async fn hold(
 /// operator's or the medic's; the medic then counts its failures afresh). Needs
 /// `<scope_prefix>medic:release`.
 #[utoipa::path(post, path = "/api/v1/machines/{worker_id}/release", tag = "medic",
-    params(
-        ("worker_id" = String, Path, description = "1–128 of [-_.0-9a-zA-Z]"),
-        ("reason" = String, Query, description = "why (1–500 characters)"),
-    ),
+    params(WorkerPath, ReasonQuery),
     security(("hawk" = [])),
     responses(
         (status = 200, description = "Released", body = HoldView),
@@ -243,12 +240,11 @@ pub async fn release(
     State(state): State<AppState>,
     Authenticated(caller): Authenticated,
     path: Result<Path<String>, PathRejection>,
-    query: Result<Query<ReasonQuery>, QueryRejection>,
+    why: Result<Query<ReasonQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     require(&caller, &scope(&state, "release"))?;
     let id = inventory_machine(&state, path)?;
-    let Query(q) = query.map_err(bad_query)?;
-    let reason = reason(q.reason, &format!("say why the medic may act on {id} again"))?;
+    let reason = reason(why, &format!("say why the medic may act on {id} again"))?;
     let now = Utc::now();
     let held = state.records.record(RecordKind::Hold, id.as_str()).await?.and_then(|r| Hold::from_record(&r));
     if !held.is_some_and(|h| h.active(now)) {
@@ -272,10 +268,7 @@ pub async fn release(
 /// blast-radius gate would block act on at most `batch` machines (1–1000), once,
 /// within the hour. Needs `<scope_prefix>medic:allow`.
 #[utoipa::path(post, path = "/api/v1/medic/allow", tag = "medic",
-    params(
-        ("batch" = usize, Query, description = "machines the medic may act on in that cycle, 1–1000"),
-        ("reason" = String, Query, description = "why (1–500 characters)"),
-    ),
+    params(BatchQuery, ReasonQuery),
     security(("hawk" = [])),
     responses(
         (status = 200, description = "Allowed once", body = BatchOverride),
@@ -288,6 +281,7 @@ pub async fn allow(
     State(state): State<AppState>,
     Authenticated(caller): Authenticated,
     query: Result<Query<BatchQuery>, QueryRejection>,
+    why: Result<Query<ReasonQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     require(&caller, &scope(&state, "allow"))?;
     let Query(q) = query.map_err(bad_query)?;
@@ -295,7 +289,7 @@ pub async fn allow(
         Some(b @ 1..=1000) => b,
         _ => return Err(ApiError::bad_request(ErrorCode::InvalidQuery, "batch must be 1–1000")),
     };
-    let reason = reason(q.reason, "say why the medic may act on that many at once")?;
+    let reason = reason(why, "say why the medic may act on that many at once")?;
     let now = Utc::now();
     let o = BatchOverride {
         batch,

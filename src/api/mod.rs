@@ -14,6 +14,7 @@ pub use events::MAX_STREAMS;
 mod jobs;
 mod machines;
 pub mod openapi;
+pub mod params;
 pub mod server;
 pub mod wire;
 

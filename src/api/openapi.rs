@@ -1,11 +1,17 @@
 //! The OpenAPI document, generated from the handlers' `#[utoipa::path]`
-//! annotations and the wire types, served at `/api/v1/openapi.json`. A test
-//! checks the running service against it.
+//! annotations, the parameter shapes (`params.rs`, the query structs) and the wire
+//! types, served at `/api/v1/openapi.json` with this deployment's tasks and limits
+//! ([`for_settings`]). OpenAPI 3.2: the first version that can describe a
+//! `text/event-stream` answer event by event (`itemSchema`). Tests check the running
+//! service against it, and run openapi-spec-validator and schemathesis on it.
 
+use axum::extract::State;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, SecurityScheme};
+use utoipa::openapi::{OpenApiVersion, RefOr};
 use utoipa::{Modify, OpenApi};
 
-use super::{breaker, dockerflow, events, health, jobs, machines, medic, wire};
+use super::{AppState, breaker, dockerflow, events, health, jobs, machines, medic, params, wire};
+use crate::config::Settings;
 
 #[derive(OpenApi)]
 #[openapi(
@@ -45,11 +51,47 @@ use super::{breaker, dockerflow, events, health, jobs, machines, medic, wire};
         wire::TaskView,
         wire::Machines,
         wire::MachineView,
-        wire::JobSummary
+        wire::JobSummary,
+        events::JobEvent,
+        params::TaskName
     )),
-    modifiers(&Hawk),
+    modifiers(&Hawk, &Version32),
 )]
 pub struct ApiDoc;
+
+/// OpenAPI 3.2 (utoipa writes 3.1 unless told).
+struct Version32;
+
+impl Modify for Version32 {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        doc.openapi = OpenApiVersion::Version32;
+    }
+}
+
+/// The document as this deployment answers: `task_name` takes its enabled tasks, a
+/// history's `limit` goes up to its `queue.history_limit`.
+pub fn for_settings(settings: &Settings) -> utoipa::openapi::OpenApi {
+    let mut doc = ApiDoc::openapi();
+    if let Some(components) = doc.components.as_mut() {
+        components
+            .schemas
+            .insert("TaskName".into(), RefOr::T(params::task_names(settings.enabled_tasks.iter().copied())));
+    }
+    let history = doc.paths.paths.get_mut("/api/v1/workers/{worker_id}/jobs").and_then(|p| p.get.as_mut());
+    let limit = history
+        .and_then(|op| op.parameters.as_mut())
+        .and_then(|ps| {
+            ps.iter_mut().find_map(|p| match p {
+                RefOr::T(p) if p.name == "limit" => Some(p),
+                _ => None,
+            })
+        })
+        .and_then(|p| p.schema.as_mut());
+    if let Some(RefOr::T(utoipa::openapi::schema::Schema::Object(o))) = limit {
+        o.maximum = Some((settings.history_limit as f64).into());
+    }
+    doc
+}
 
 /// Taskcluster-flavoured Hawk in the `Authorization` header.
 struct Hawk;
@@ -70,7 +112,8 @@ impl Modify for Hawk {
 
 /// This document.
 #[utoipa::path(get, path = "/api/v1/openapi.json", tag = "meta", responses(
-    (status = 200, body = Object), (status = 405, description = "Method not allowed", body = wire::ErrorBody)))]
-pub async fn openapi_json() -> axum::Json<utoipa::openapi::OpenApi> {
-    axum::Json(ApiDoc::openapi())
+    (status = 200, description = "This document (OpenAPI 3.2), with this deployment's tasks and limits", body = Object),
+    (status = 405, description = "Method not allowed", body = wire::ErrorBody)))]
+pub async fn openapi_json(State(state): State<AppState>) -> axum::Json<utoipa::openapi::OpenApi> {
+    axum::Json(for_settings(&state.settings))
 }

@@ -24,6 +24,7 @@ mod medic;
 mod metrics;
 mod notify;
 mod openapi;
+mod openapi_tools;
 mod peers;
 mod process;
 mod procs;

@@ -16,7 +16,7 @@ const POOL: &str = "releng-hardware/gecko-t-win11-hw";
 
 /// The venv's python, found as the Redfish emulator is: through a variable `cargo xtask`
 /// sets. Missing is a failure with the way to fix it, never a skip.
-fn python() -> PathBuf {
+pub(crate) fn python() -> PathBuf {
     const HINT: &str = "run `cargo xtask deps` (creates target/test-peers-venv with sushy-tools and the \
                         taskcluster client), then set ROLLER_TEST_PYTHON=<that venv>/bin/python3, or run the \
                         tests with `cargo xtask test`";

@@ -48,9 +48,17 @@ const SUSHY_ENV: &str = "ROLLER_TEST_SUSHY_EMULATOR";
 /// The same venv's python, which has the Taskcluster client: the field's own client judges
 /// roller-testkit's Taskcluster stand-in (tests/it/tc_client.rs).
 const PYTHON_ENV: &str = "ROLLER_TEST_PYTHON";
-/// What the one test venv holds, pinned: sushy-tools (the Redfish emulator) and the
-/// `taskcluster` client. Changing the list reinstalls into an existing venv.
-const VENV_PACKAGES: &[&str] = &["sushy-tools==2.2.0", "taskcluster==113.2.0"];
+/// What the one test venv holds, pinned: sushy-tools (the Redfish emulator), the
+/// `taskcluster` client, and the OpenAPI judges (tests/it/openapi_tools.rs):
+/// openapi-spec-validator for the document, schemathesis for the running service, with
+/// mohawk to sign its requests. Changing the list reinstalls into an existing venv.
+const VENV_PACKAGES: &[&str] = &[
+    "sushy-tools==2.2.0",
+    "taskcluster==113.2.0",
+    "openapi-spec-validator==0.9.0",
+    "schemathesis==4.32.5",
+    "mohawk==1.1.0",
+];
 
 /// Where the test venv's programs are, for the tests' environment.
 struct TestVenv {
