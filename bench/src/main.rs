@@ -14,6 +14,7 @@ macro_rules! bail {
     ($($t:tt)*) => { return Err(format!($($t)*)) };
 }
 
+mod health;
 mod load;
 mod procs;
 mod xen;
@@ -21,17 +22,24 @@ mod xen;
 use load::{Plan, Stop};
 use procs::{Proc, cpu_ms, rss_mib};
 
-const USAGE: &str = "usage: roller-bench [SCENARIO…] [--duration S] [--jobs N] [--long-jobs N] [--roller PATH]
-scenarios: axum enqueue noop ping latency long soak (default: all but soak)
+const USAGE: &str =
+    "usage: roller-bench [SCENARIO…] [--duration S] [--jobs N] [--long-jobs N] [--concurrency N] [--roller PATH]
+scenarios: axum enqueue noop ping latency long sweep medic soak (default: all but soak)
   axum      a bare axum handler: the HTTP ceiling, 16 and 64 connections
   enqueue   signed enqueue POST, roller api on Redis, 16 and 64 connections
   noop      drain --jobs queued noop jobs with one roller worker
   ping      drain --jobs/4 queued ping jobs (127.x.y.z, one echo each)
   latency   enqueue -> start with an idle worker, and idle RSS of api and worker
   long      --long-jobs concurrent reboots of simulated hosts that come back after 60 s
+  sweep     `roller serve` sweeping 10,000 machines in 50 Taskcluster pools (SQLite, then Redis);
+            --concurrency probes at once (default 64, roller's default)
+  medic     a machine turns hung: the time until the medic's job for it is queued
   soak      --duration (default 600) s at 1,000 req/s of noop jobs, memory over time";
 
 const CLIENT_ID: &str = "bench";
+
+/// What runs when no scenario is named: all but the soak.
+const SCENARIOS: [&str; 8] = ["axum", "enqueue", "noop", "ping", "latency", "long", "sweep", "medic"];
 
 fn main() -> std::process::ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -54,13 +62,21 @@ struct Options {
     duration: Option<Duration>,
     jobs: u64,
     long_jobs: u64,
+    /// `[health] concurrency` of the sweep and medic scenarios.
+    concurrency: usize,
     roller: PathBuf,
 }
 
 fn parse(args: Vec<String>) -> Result<Options> {
     let exe_dir = std::env::current_exe().ok().and_then(|p| p.parent().map(Path::to_path_buf)).unwrap_or_default();
-    let mut o =
-        Options { scenarios: vec![], duration: None, jobs: 20_000, long_jobs: 10_000, roller: exe_dir.join("roller") };
+    let mut o = Options {
+        scenarios: vec![],
+        duration: None,
+        jobs: 20_000,
+        long_jobs: 10_000,
+        concurrency: 64,
+        roller: exe_dir.join("roller"),
+    };
     let mut it = args.into_iter();
     while let Some(a) = it.next() {
         let mut value = |name: &str| it.next().ok_or_else(|| format!("{name} needs a value\n{USAGE}"));
@@ -71,16 +87,21 @@ fn parse(args: Vec<String>) -> Result<Options> {
             }
             "--jobs" => o.jobs = value("--jobs")?.parse().map_err(|_| "bad --jobs".to_string())?,
             "--long-jobs" => o.long_jobs = value("--long-jobs")?.parse().map_err(|_| "bad --long-jobs".to_string())?,
+            "--concurrency" => {
+                o.concurrency = value("--concurrency")?
+                    .parse()
+                    .ok()
+                    .filter(|n| (1..=1024).contains(n))
+                    .ok_or("--concurrency takes 1 to 1024")?
+            }
             "--roller" => o.roller = PathBuf::from(value("--roller")?),
             "-h" | "--help" => bail!("{USAGE}"),
-            s if ["axum", "enqueue", "noop", "ping", "latency", "long", "soak"].contains(&s) => {
-                o.scenarios.push(s.to_string())
-            }
+            s if SCENARIOS.contains(&s) || s == "soak" => o.scenarios.push(s.to_string()),
             s => bail!("unknown argument {s:?}\n{USAGE}"),
         }
     }
     if o.scenarios.is_empty() {
-        o.scenarios = ["axum", "enqueue", "noop", "ping", "latency", "long"].map(String::from).to_vec();
+        o.scenarios = SCENARIOS.map(String::from).to_vec();
     }
     if !o.roller.exists() {
         bail!("no roller binary at {} (build it with cargo build --release, or pass --roller)", o.roller.display());
@@ -129,15 +150,19 @@ async fn run(o: Options) -> Result<()> {
                 rows.push(row);
                 notes.push(note);
             }
+            "sweep" => notes.extend(health::sweep(&o.roller, o.concurrency).await?),
+            "medic" => notes.push(health::medic(&o.roller, o.concurrency).await?),
             "soak" => notes.push(soak(&o, o.duration.unwrap_or(Duration::from_secs(600))).await?),
             _ => unreachable!("parse() checks scenario names"),
         }
     }
-    println!();
-    println!(
-        "| scenario | conns | requests / jobs | req/s or jobs/s | p50 ms | p90 ms | p99 ms | server CPU ms per req/job | load generator CPU ms per req | RSS MiB | errors |"
-    );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|");
+    if !rows.is_empty() {
+        println!();
+        println!(
+            "| scenario | conns | requests / jobs | req/s or jobs/s | p50 ms | p90 ms | p99 ms | server CPU ms per req/job | load generator CPU ms per req | RSS MiB | errors |"
+        );
+        println!("|---|---|---|---|---|---|---|---|---|---|---|");
+    }
     for r in &rows {
         let (p50, p90, p99) = match r.latency {
             Some([a, b, c]) => (format!("{a:.2}"), format!("{b:.2}"), format!("{c:.2}")),

@@ -79,14 +79,30 @@ pub fn start_redis(dir: &Path) -> Result<(Proc, u16)> {
 /// `roller <sub>` with `ROLLER_CONFIG=<dir>/roller.toml` and `REDIS_URL`; returns once its
 /// banner is printed, with the API's address when it serves one.
 pub fn start_roller(roller: &Path, sub: &str, dir: &Path, redis_port: u16) -> Result<(Proc, Option<String>)> {
+    start_roller_with(roller, sub, dir, Some(redis_port), &[])
+}
+
+/// The same, on Redis or (`None`: `roller serve` only) the embedded SQLite queue in the
+/// data directory, with `env` added (`ROLLER_LOG`, say). Its log is `<dir>/<sub>.log`.
+pub fn start_roller_with(
+    roller: &Path,
+    sub: &str,
+    dir: &Path,
+    redis_port: Option<u16>,
+    env: &[(&str, &str)],
+) -> Result<(Proc, Option<String>)> {
     let log = std::fs::File::create(dir.join(format!("{sub}.log"))).map_err(|e| e.to_string())?;
-    let mut child = Command::new(roller)
-        .arg(sub)
+    let mut cmd = Command::new(roller);
+    cmd.arg(sub)
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("HOME", dir)
-        .env("ROLLER_CONFIG", dir.join("roller.toml"))
-        .env("REDIS_URL", format!("redis://127.0.0.1:{redis_port}/"))
+        .env("ROLLER_CONFIG", dir.join("roller.toml"));
+    if let Some(port) = redis_port {
+        cmd.env("REDIS_URL", format!("redis://127.0.0.1:{port}/"));
+    }
+    cmd.envs(env.iter().copied());
+    let mut child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(log)
