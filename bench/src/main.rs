@@ -14,6 +14,7 @@ macro_rules! bail {
     ($($t:tt)*) => { return Err(format!($($t)*)) };
 }
 
+mod embedded;
 mod health;
 mod load;
 mod procs;
@@ -24,11 +25,12 @@ use procs::{Proc, cpu_ms, rss_mib};
 
 const USAGE: &str =
     "usage: roller-bench [SCENARIO…] [--duration S] [--jobs N] [--long-jobs N] [--concurrency N] [--roller PATH]
-scenarios: axum enqueue noop ping latency long sweep medic soak (default: all but soak)
+scenarios: axum enqueue noop ping embedded latency long sweep medic soak (default: all but soak)
   axum      a bare axum handler: the HTTP ceiling, 16 and 64 connections
   enqueue   signed enqueue POST, roller api on Redis, 16 and 64 connections
   noop      drain --jobs queued noop jobs with one roller worker
   ping      drain --jobs/4 queued ping jobs (127.x.y.z, one echo each)
+  embedded  `roller serve` drains 100,000 noop jobs queued in its SQLite file; heartbeats meanwhile
   latency   enqueue -> start with an idle worker, and idle RSS of api and worker
   long      --long-jobs concurrent reboots of simulated hosts that come back after 60 s
   sweep     `roller serve` sweeping 10,000 machines in 50 Taskcluster pools (SQLite, then Redis);
@@ -39,7 +41,7 @@ scenarios: axum enqueue noop ping latency long sweep medic soak (default: all bu
 const CLIENT_ID: &str = "bench";
 
 /// What runs when no scenario is named: all but the soak.
-const SCENARIOS: [&str; 8] = ["axum", "enqueue", "noop", "ping", "latency", "long", "sweep", "medic"];
+const SCENARIOS: [&str; 9] = ["axum", "enqueue", "noop", "ping", "embedded", "latency", "long", "sweep", "medic"];
 
 fn main() -> std::process::ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -144,6 +146,7 @@ async fn run(o: Options) -> Result<()> {
             }
             "noop" => rows.push(drain(&o, "noop", o.jobs).await?),
             "ping" => rows.push(drain(&o, "ping", (o.jobs / 4).max(1)).await?),
+            "embedded" => notes.extend(embedded::drain(&o.roller, 100_000).await?),
             "latency" => notes.extend(latency(&o).await?),
             "long" => {
                 let (row, note) = long(&o).await?;
