@@ -234,9 +234,9 @@ impl FakeChassis {
         self.inner().nodes.get(&cartridge).map_or(0, |n| n.pxe_boots)
     }
 
-    /// The loopback port of the node's simulated host ([`ChassisBuilder::hosts`]).
-    pub fn host_port(&self, cartridge: u8) -> u16 {
-        self.inner().nodes.get(&cartridge).and_then(|n| n.host.as_ref()).map(|h| h.port).expect("a node with a host")
+    /// The loopback port of the node's simulated host, if it has one ([`ChassisBuilder::hosts`]).
+    pub fn host_port(&self, cartridge: u8) -> Option<u16> {
+        self.inner().nodes.get(&cartridge).and_then(|n| n.host.as_ref()).map(|h| h.port)
     }
 
     /// Answer every reset with `status` and an `ExtendedError` of `message_id` and `args`
