@@ -555,6 +555,11 @@ mod tests {
         assert_eq!(ms.chassis.as_deref(), Some("mdc1-moonshot-ch07"));
         assert_eq!(ms.class.health.idle_after, Some(Duration::from_secs(30 * 60)));
         assert_eq!(ms.class.health.remediation, Some(Task::Reboot));
+        let cm = inv.machine(&WorkerId::parse("t-linux64-ms-050").unwrap()).expect("the chassis manager's node");
+        let node = cm.moonshot.as_ref().unwrap();
+        assert_eq!((node.node.to_string(), node.user.as_str()), ("c5n1".into(), "Administrator"), "from its class");
+        assert_eq!(cm.chassis.as_deref(), Some("moon-chassis-2.inband.releng.mdc1.mozilla.com"));
+        assert_eq!(cm.class.network_boot, Some(NetworkBoot::Moonshot));
         let mac = inv.machine(&WorkerId::parse("macmini-r8-1.test.releng.mdc1.mozilla.com").unwrap()).unwrap();
         assert_eq!(mac.id.as_str(), "macmini-r8-1", "found by the first DNS label");
         assert_eq!(mac.class.reboot, vec![Task::SshReboot, Task::SnmpRebootDelay, Task::FileBugzillaBug]);
