@@ -434,7 +434,7 @@ fn bad_value(body: &Value, known: &[&str], want: &Value) -> Response {
         return extended_error(StatusCode::BAD_REQUEST, "Base.0.10.MalformedJSON", &[]);
     };
     if let Some(unknown) = fields.keys().find(|k| !known.contains(&k.as_str())) {
-        return extended_error(StatusCode::BAD_REQUEST, "Base.0.10.PropertyUnknown", &[unknown.clone()]);
+        return extended_error(StatusCode::BAD_REQUEST, "Base.0.10.PropertyUnknown", std::slice::from_ref(unknown));
     }
     for k in known {
         if fields.get(*k) != want.get(*k) {
