@@ -10,8 +10,6 @@
 //! chassis then powers it on is not verified either, and the chain's proof will show.
 //! The chassis powers the node back on itself, so nothing is armed for a repair.
 
-use std::time::Duration;
-
 use super::report::{Device, Power, PowerReading, PowerReport, Report};
 use super::{ActionContext, ActionError, Subject};
 use crate::drivers::moonshot::{self as driver, MoonshotError, MoonshotTarget, NodePower};
@@ -108,7 +106,6 @@ pub(crate) fn moonshot_target(m: &Machine, cx: &ActionContext) -> Result<Moonsho
     let mut t = MoonshotTarget::new(&access.chassis, access.node, &access.user, password);
     t.port = access.port;
     t.tls = access.tls.clone();
-    t.timeout = Duration::from_secs(30);
     t.gate = cx.settings.gates.clone();
     Ok(t)
 }

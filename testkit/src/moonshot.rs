@@ -229,6 +229,18 @@ impl FakeChassis {
         self.inner().nodes.get(&cartridge).is_some_and(|n| n.on)
     }
 
+    /// Power the node off (as the chassis's own `set node power off` would): it stays off,
+    /// its host silent, until a reset.
+    pub fn power_off(&self, cartridge: u8) {
+        let mut inner = self.inner();
+        let node = inner.nodes.get_mut(&cartridge).expect("an installed cartridge");
+        node.on = false;
+        node.generation += 1;
+        if let Some(h) = &mut node.host {
+            h.down();
+        }
+    }
+
     /// Power-ons of the node that booted from the network (its one-time override).
     pub fn pxe_boots(&self, cartridge: u8) -> u32 {
         self.inner().nodes.get(&cartridge).map_or(0, |n| n.pxe_boots)

@@ -258,3 +258,30 @@ async fn a_refused_moonshot_reset_escalates_to_the_next_step() {
     assert!(filed.description.contains("ActionNotSupported"), "{}", filed.description);
     assert!(chassis.power_on(6), "the node was left alone");
 }
+
+#[tokio::test]
+async fn the_health_sweep_reads_a_nodes_power_from_its_chassis_manager() {
+    let chassis = FakeChassis::builder().cartridges(2).hosts().start().await;
+    chassis.power_off(1);
+    let dir = tempfile::tempdir().unwrap();
+    let inv = inventory(dir.path(), &chassis, &[1, 2], &["moonshot_reset"], PASSWORD, Trust::CaFile);
+    let app = start(&inv, "[health]\nenabled = true\nprobe_every_secs = 5\npower_every_secs = 60\n", &[]).await;
+    let health = wait_for(Duration::from_secs(60), || async {
+        let v: Value = app.signed(reqwest::Method::GET, "/api/v1/health", READER).await.json().await.unwrap();
+        (v["trouble"].as_array().map(Vec::len) == Some(1) && v["trouble"][0]["ages"]["power_secs"].is_i64())
+            .then_some(v)
+    })
+    .await
+    .expect("the sweep found the node that is off");
+    let off = &health["trouble"][0];
+    assert_eq!((off["worker_id"].as_str(), off["state"].as_str()), (Some("ms1"), Some("off")), "{health:#}");
+    assert!(off["reason"].as_str().unwrap().contains("moonshot reports the power off"), "{health:#}");
+    let one: Value =
+        app.signed(reqwest::Method::GET, "/api/v1/machines/ms2/health", READER).await.json().await.unwrap();
+    assert_eq!(
+        (one["state"].as_str(), one["observations"]["power"]["value"]["state"].as_str()),
+        (Some("ok"), Some("on")),
+        "{one:#}"
+    );
+    assert!(chassis.calls().iter().all(|c| c.starts_with("GET ")), "the sweep only reads: {:?}", chassis.calls());
+}
