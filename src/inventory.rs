@@ -19,9 +19,11 @@ use serde::Deserialize;
 mod check;
 mod class;
 mod file;
+mod moonshot;
 
 pub use self::check::Problem;
 use self::file::InventoryFile;
+pub use self::moonshot::{ChassisTls, MoonshotAccess, MoonshotDefaults, Node as MoonshotNode};
 use crate::domain::{TaskclusterName, WorkerGroup, WorkerId};
 /// How roller decides a machine answers: ICMP (default) or `tcp:<port>`.
 pub use crate::drivers::reachability::Probe as Reachability;
@@ -106,6 +108,8 @@ pub struct HardwareClass {
     pub network_boot: Option<NetworkBoot>,
     /// The class's own health rule and remediation (`[classes.<name>.health]`).
     pub health: ClassHealth,
+    /// Chassis manager port, credentials and TLS its Moonshot nodes share.
+    pub moonshot: MoonshotDefaults,
 }
 
 /// What a class changes of the fleet's health rule and the medic's remediation;
@@ -124,6 +128,8 @@ pub struct ClassHealth {
 pub enum NetworkBoot {
     Ipmi,
     Redfish,
+    /// The Moonshot chassis manager's one-time PXE override.
+    Moonshot,
 }
 
 #[derive(Debug, Clone)]
@@ -186,14 +192,16 @@ pub struct Machine {
     pub redfish: Option<RedfishAccess>,
     pub xen_vm_uuid: Option<String>,
     pub ilo: Option<IloAccess>,
+    pub moonshot: Option<MoonshotAccess>,
     pub bug_cc: Vec<String>,
     /// The worker's Taskcluster provisioner and worker type (for `loan`), when the
     /// request does not name them.
     pub provisioner_id: Option<TaskclusterName>,
     pub worker_type: Option<TaskclusterName>,
     /// The enclosure it shares with others (a Moonshot chassis, a blade enclosure),
-    /// for the medic's per-chassis limit; without it, machines sharing a BMC address
-    /// count as one chassis.
+    /// for the medic's per-chassis limit and whoever groups machines by chassis: the
+    /// machine's `chassis`, else its `[moonshot] chassis`; without either, machines
+    /// sharing a BMC address count as one chassis.
     pub chassis: Option<String>,
 }
 
@@ -208,11 +216,13 @@ impl Machine {
             Needs::Ipmi => has(self.ipmi.is_some(), "no [ipmi] for this machine"),
             Needs::Pdu => has(self.pdu.is_some(), "no [pdu] for this machine"),
             Needs::Redfish => has(self.redfish.is_some(), "no [redfish] for this machine"),
-            Needs::BootControl => {
-                has(self.ipmi.is_some() || self.redfish.is_some(), "neither [ipmi] nor [redfish] for this machine")
-            }
+            Needs::BootControl => has(
+                self.ipmi.is_some() || self.redfish.is_some() || self.moonshot.is_some(),
+                "neither [ipmi] nor [redfish] nor [moonshot] for this machine",
+            ),
             Needs::Xen => has(self.xen_vm_uuid.is_some(), "no [xen] for this machine"),
             Needs::Ilo => has(self.ilo.is_some(), "no [ilo] for this machine"),
+            Needs::Moonshot => has(self.moonshot.is_some(), "no [moonshot] for this machine"),
         }
     }
 
@@ -230,6 +240,9 @@ impl Machine {
         }
         if let Some(i) = &self.ilo {
             v.push(("ilo.password", &i.password));
+        }
+        if let Some(m) = &self.moonshot {
+            v.push(("moonshot.password", &m.password));
         }
         v
     }
@@ -317,6 +330,7 @@ impl Inventory {
             min_boot: Duration::from_secs(DEFAULT_MIN_BOOT_SECS),
             network_boot: None,
             health: ClassHealth::default(),
+            moonshot: MoonshotDefaults::default(),
         });
 
         let mut machines = BTreeMap::new();
@@ -427,6 +441,10 @@ impl Inventory {
                     })
                 })
                 .transpose()?;
+            let moonshot = m
+                .moonshot
+                .map(|ms| moonshot::access(ms, &class.name, &class.moonshot, |field, message| err(at(field), message)))
+                .transpose()?;
             let tc_name = |field: &str, v: Option<String>| -> Result<Option<TaskclusterName>, InventoryError> {
                 v.map(|v| TaskclusterName::parse(field, &v).map_err(|e| err(at(field), e.to_string()))).transpose()
             };
@@ -436,7 +454,8 @@ impl Inventory {
                 Some(c) if c.is_empty() || c.len() > 255 || c.chars().any(|c| c.is_control() || c.is_whitespace()) => {
                     return Err(err(at("chassis"), format!("{c:?} must be 1–255 characters without spaces")));
                 }
-                c => c,
+                // The chassis manager is the enclosure, unless the machine names one itself.
+                c => c.or_else(|| moonshot.as_ref().map(|ms| ms.chassis.clone())),
             };
             for (n, cc) in m.bug_cc.iter().enumerate() {
                 if !cc.contains('@') || cc.chars().any(|c| c.is_whitespace() || c.is_control()) {
@@ -456,6 +475,7 @@ impl Inventory {
                     redfish,
                     xen_vm_uuid,
                     ilo,
+                    moonshot,
                     bug_cc: m.bug_cc,
                     provisioner_id,
                     worker_type,
@@ -535,6 +555,11 @@ mod tests {
         assert_eq!(ms.chassis.as_deref(), Some("mdc1-moonshot-ch07"));
         assert_eq!(ms.class.health.idle_after, Some(Duration::from_secs(30 * 60)));
         assert_eq!(ms.class.health.remediation, Some(Task::Reboot));
+        let cm = inv.machine(&WorkerId::parse("t-linux64-ms-050").unwrap()).expect("the chassis manager's node");
+        let node = cm.moonshot.as_ref().unwrap();
+        assert_eq!((node.node.to_string(), node.user.as_str()), ("c5n1".into(), "Administrator"), "from its class");
+        assert_eq!(cm.chassis.as_deref(), Some("moon-chassis-2.inband.releng.mdc1.mozilla.com"));
+        assert_eq!(cm.class.network_boot, Some(NetworkBoot::Moonshot));
         let mac = inv.machine(&WorkerId::parse("macmini-r8-1.test.releng.mdc1.mozilla.com").unwrap()).unwrap();
         assert_eq!(mac.id.as_str(), "macmini-r8-1", "found by the first DNS label");
         assert_eq!(mac.class.reboot, vec![Task::SshReboot, Task::SnmpRebootDelay, Task::FileBugzillaBug]);

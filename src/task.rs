@@ -37,6 +37,7 @@ pub enum Task {
     Reimage,
     XenapiReboot,
     IloReboot,
+    MoonshotReset,
     Loan,
     ReturnLoan,
     /// Does nothing and succeeds, so the benchmarks measure roller (API, queue, runner)
@@ -54,13 +55,15 @@ pub enum Needs {
     Inventory,
     Ipmi,
     Redfish,
-    /// `[ipmi]` or `[redfish]`: something that can set the next boot device.
+    /// `[ipmi]`, `[redfish]` or `[moonshot]`: something that can set the next boot device.
     BootControl,
     Ssh,
     Pdu,
     /// `[xen] vm_uuid`.
     Xen,
     Ilo,
+    /// `[moonshot]`: a node behind an HP Moonshot chassis manager.
+    Moonshot,
 }
 
 /// Everything roller knows about a task, in one place.
@@ -110,6 +113,7 @@ impl Task {
         Task::Reimage,
         Task::XenapiReboot,
         Task::IloReboot,
+        Task::MoonshotReset,
         Task::Loan,
         Task::ReturnLoan,
     ];
@@ -300,6 +304,14 @@ impl Task {
                 true,
                 true,
                 Needs::Ilo,
+            ),
+            Task::MoonshotReset => s(
+                "moonshot_reset",
+                "cold-reset the machine's node through its HP Moonshot chassis manager (REST)",
+                CHANGES_HARDWARE,
+                true,
+                true,
+                Needs::Moonshot,
             ),
             Task::Loan => s(
                 "loan",

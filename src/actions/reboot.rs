@@ -28,7 +28,7 @@ use super::{ActionContext, ActionError, ActionSettings, Subject, Task, bugzilla,
 use crate::drivers::counted;
 use crate::drivers::ipmi::IpmiTarget;
 use crate::drivers::reachability::{self, ProbeError};
-use crate::inventory::Machine;
+use crate::inventory::{ChassisTls, Machine};
 use crate::task::Needs;
 
 mod proof;
@@ -103,6 +103,21 @@ pub fn describe(m: &Machine, task: Task) -> String {
         }),
         Needs::Xen => m.xen_vm_uuid.as_ref().map(|u| format!("Xen VM {u}")),
         Needs::Ilo => m.ilo.as_ref().map(|i| format!("iLO {} as {}", i.address, i.user)),
+        Needs::Moonshot => m.moonshot.as_ref().map(|s| {
+            let tls = match &s.tls {
+                ChassisTls::Verify { ca_file: Some(ca) } => format!("verified against {}", ca.display()),
+                ChassisTls::Verify { ca_file: None } => "verified against the platform's roots".into(),
+                ChassisTls::Insecure => "NOT verified".into(),
+            };
+            format!(
+                "Moonshot chassis manager {}:{} node {} as {} (password {}), certificate {tls}",
+                s.chassis,
+                s.port,
+                s.node,
+                s.user,
+                s.password.describe()
+            )
+        }),
         Needs::Inventory if task == Task::FileBugzillaBug => {
             Some(format!("CC {}", if m.bug_cc.is_empty() { "nobody".into() } else { m.bug_cc.join(", ") }))
         }

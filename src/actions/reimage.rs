@@ -2,12 +2,12 @@
 //! through its reboot chain, so it comes back into the installer.
 //!
 //! The boot device is set through the BMC the class names (`network_boot`), or
-//! IPMI when the machine has it, else Redfish. Roller proves the reboot; what
+//! IPMI when the machine has it, else Redfish, else its Moonshot chassis manager. Roller proves the reboot; what
 //! the installer then does is the deployment system's business, and the result
 //! says so rather than claiming a finished install.
 
 use super::report::{ReimageReport, Report};
-use super::{ActionContext, ActionError, Subject, ipmi, reboot, redfish};
+use super::{ActionContext, ActionError, Subject, ipmi, moonshot, reboot, redfish};
 use crate::drivers::ipmi as ipmi_driver;
 use crate::drivers::redfish as redfish_driver;
 use crate::inventory::{Machine, NetworkBoot};
@@ -23,9 +23,10 @@ pub(crate) async fn reimage(on: &Subject, cx: &ActionContext) -> Result<ReimageR
         (Some(v), _, _) => v,
         (None, Some(_), _) => NetworkBoot::Ipmi,
         (None, None, Some(_)) => NetworkBoot::Redfish,
+        (None, None, None) if m.moonshot.is_some() => NetworkBoot::Moonshot,
         (None, None, None) => {
             return Err(ActionError::Config(format!(
-                "reimage: {} has neither [ipmi] nor [redfish] to set a network boot with",
+                "reimage: {} has neither [ipmi] nor [redfish] nor [moonshot] to set a network boot with",
                 m.id
             )));
         }
@@ -34,8 +35,8 @@ pub(crate) async fn reimage(on: &Subject, cx: &ActionContext) -> Result<ReimageR
     cx.log(format!("next boot: network ({network_boot}); rebooting"));
     let renew = match via {
         NetworkBoot::Ipmi => Some(ipmi::ipmi_target(m, cx)?),
-        // A Redfish one-time override lasts until the next boot.
-        NetworkBoot::Redfish => None,
+        // A Redfish or Moonshot one-time override lasts until the next boot.
+        NetworkBoot::Redfish | NetworkBoot::Moonshot => None,
     };
     match reboot::chain(on, cx, renew.as_ref()).await {
         Ok(chain) => Ok(ReimageReport {
@@ -62,5 +63,6 @@ async fn set_network_boot(m: &Machine, via: NetworkBoot, cx: &ActionContext) -> 
             redfish_driver::boot_pxe_once(&bmc, &cx.cancel).await.map_err(|e| redfish::map_error("reimage", e))?;
             Ok(format!("Redfish BootSourceOverrideTarget Pxe (once) on {}", bmc.base_url))
         }
+        NetworkBoot::Moonshot => moonshot::pxe_once(m, cx).await,
     }
 }

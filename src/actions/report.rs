@@ -56,6 +56,11 @@ pub enum Device {
     Ilo {
         ilo: String,
     },
+    /// A node (`c5n1`) behind an HP Moonshot chassis manager (`host:port`).
+    Moonshot {
+        chassis: String,
+        node: String,
+    },
 }
 
 /// A power read or change through a BMC, PDU or iLO. `power_before` is read before
@@ -135,7 +140,7 @@ pub struct PingResult {
 /// `status`: the BMC's power reading, when the machine has a BMC.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct PowerReading {
-    /// "ipmi" or "redfish".
+    /// "ipmi", "redfish" or "moonshot".
     pub source: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<String>, example = "on")]

@@ -1,10 +1,10 @@
 //! `status`: what state is the machine in? The power state from its BMC
-//! (IPMI, else Redfish) when the inventory has one, and whether the machine answers, by the
+//! (IPMI, else Redfish, else a Moonshot chassis manager) when the inventory has one, and whether the machine answers, by the
 //! probe its hardware class uses. It reports; it changes nothing, and a BMC
 //! that cannot be asked is part of the report, not a failure.
 
 use super::report::{PowerReading, Report, StatusReport};
-use super::{ActionContext, ActionError, Subject, ipmi, redfish, resolve};
+use super::{ActionContext, ActionError, Subject, ipmi, moonshot, redfish, resolve};
 use crate::drivers::counted;
 use crate::drivers::ipmi as ipmi_driver;
 use crate::drivers::reachability::{self, ProbeError, ProbeSettings};
@@ -13,6 +13,7 @@ use crate::drivers::redfish as redfish_driver;
 pub async fn run(on: &Subject, cx: &ActionContext) -> Result<Report, ActionError> {
     let m = on.machine()?;
     let power = match (&m.ipmi, &m.redfish) {
+        (None, None) if m.moonshot.is_some() => Some(moonshot::reading(m, cx).await?),
         (None, None) => None,
         (None, Some(_)) => {
             let bmc = redfish::redfish_target(m)?;

@@ -7,6 +7,7 @@ pub mod gate;
 pub mod hawk;
 pub mod ilo;
 pub mod ipmi;
+pub mod moonshot;
 pub mod ping;
 pub mod reachability;
 pub mod redfish;
@@ -106,6 +107,16 @@ faults!(ipmi::IpmiError, "ipmi", |e| {
         E::Timeout { .. } | E::Unreachable { .. } => Fault::Unreachable,
         E::CommandFailed { .. } => Fault::Failed,
         E::ToolMissing | E::InvalidTarget(_) => Fault::Config,
+        E::Cancelled => Fault::Cancelled,
+    }
+});
+faults!(moonshot::MoonshotError, "moonshot", |e| {
+    use moonshot::MoonshotError as E;
+    match e {
+        E::InvalidTarget(_) | E::CaFile { .. } => Fault::Config,
+        E::Auth { .. } => Fault::Refused,
+        E::Timeout { .. } | E::Connect { .. } => Fault::Unreachable,
+        E::Http { .. } | E::Protocol { .. } => Fault::Failed,
         E::Cancelled => Fault::Cancelled,
     }
 });

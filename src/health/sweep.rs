@@ -311,6 +311,21 @@ impl Sweeper {
                 }
                 Err(e) => power_obs("redfish", Err(e)),
             }
+        } else if m.moonshot.is_some() {
+            let r = match crate::actions::moonshot::moonshot_target(m, cx) {
+                Ok(t) => crate::drivers::moonshot::power(&t, &cx.cancel).await.map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            match r {
+                Ok(Some(crate::drivers::moonshot::NodePower::On)) => power_obs("moonshot", Ok(true)),
+                Ok(Some(crate::drivers::moonshot::NodePower::Off)) => power_obs("moonshot", Ok(false)),
+                Ok(Some(other)) => {
+                    PowerObs { source: "moonshot".into(), state: Power::Unknown, error: Some(other.to_string()) }
+                }
+                // A chassis manager that does not offer it has nothing to observe.
+                Ok(None) => return None,
+                Err(e) => power_obs("moonshot", Err(e)),
+            }
         } else if m.pdu.is_some() {
             let r = match crate::actions::snmp::pdu_target(m, cx, "health") {
                 Ok((t, outlet)) => {

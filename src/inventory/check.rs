@@ -1,6 +1,7 @@
 //! What a validated inventory can still get wrong, found before a job trips on it:
 //! secrets that do not resolve, ssh key and known_hosts files that are missing or
-//! unusable, values the drivers refuse that the file's shape lets through.
+//! unusable, a Moonshot CA file that holds no certificate, values the drivers refuse
+//! that the file's shape lets through.
 //!
 //! `roller inventory check` and `roller check-config` report every problem of every
 //! machine: no check stops the others, unlike [`Inventory::parse`], which stops at
@@ -14,7 +15,7 @@ use secrecy::SecretString;
 
 use super::{Inventory, Machine, SshAccess};
 use crate::domain::WorkerId;
-use crate::drivers::{ipmi, redfish, ssh};
+use crate::drivers::{ipmi, moonshot, redfish, ssh};
 
 /// One thing wrong with one machine, at the field to fix.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -72,6 +73,12 @@ impl Machine {
             if let Err(e) = t.validate() {
                 problem("ipmi", e.to_string());
             }
+        }
+        if let Some(ms) = &self.moonshot
+            && let super::ChassisTls::Verify { ca_file: Some(ca) } = &ms.tls
+            && let Err(e) = moonshot::ca_certificates(ca)
+        {
+            problem("moonshot.ca_file", e.to_string());
         }
         if let Some(r) = &self.redfish {
             // The driver refuses a base URL with a path (`https://bmc/redfish/v1`), which the

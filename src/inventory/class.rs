@@ -47,7 +47,10 @@ pub(super) fn parse<E>(name: &str, c: ClassFile, err: impl Fn(&str, String) -> E
         None => None,
         Some("ipmi") => Some(NetworkBoot::Ipmi),
         Some("redfish") => Some(NetworkBoot::Redfish),
-        Some(other) => return Err(err("network_boot", format!("{other:?} must be \"ipmi\" or \"redfish\""))),
+        Some("moonshot") => Some(NetworkBoot::Moonshot),
+        Some(other) => {
+            return Err(err("network_boot", format!("{other:?} must be \"ipmi\", \"redfish\" or \"moonshot\"")));
+        }
     };
     let min_boot = c.min_boot_secs.unwrap_or(DEFAULT_MIN_BOOT_SECS);
     if !(1..=MAX_MIN_BOOT_SECS).contains(&min_boot) {
@@ -71,6 +74,7 @@ pub(super) fn parse<E>(name: &str, c: ClassFile, err: impl Fn(&str, String) -> E
         min_boot: Duration::from_secs(min_boot),
         network_boot,
         health: health(c.health, &err)?,
+        moonshot: super::moonshot::defaults(c.moonshot, &err)?,
     })
 }
 

@@ -30,6 +30,7 @@ pub(super) struct ClassFile {
     pub min_boot_secs: Option<u64>,
     pub network_boot: Option<String>,
     pub health: ClassHealthFile,
+    pub moonshot: MoonshotClassFile,
 }
 
 #[derive(Deserialize, Default)]
@@ -67,6 +68,7 @@ pub(super) struct MachineFile {
     pub redfish: Option<RedfishFile>,
     pub xen: Option<XenFile>,
     pub ilo: Option<IloFile>,
+    pub moonshot: Option<MoonshotFile>,
     #[serde(default)]
     pub bug_cc: Vec<String>,
     pub provisioner_id: Option<String>,
@@ -130,4 +132,38 @@ pub(super) struct IloFile {
     pub user: String,
     pub password_env: Option<String>,
     pub password_file: Option<PathBuf>,
+}
+
+/// `[machines.<id>.moonshot]`: the node and its chassis; the rest may come from the class.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct MoonshotFile {
+    pub chassis: Option<String>,
+    pub node: Option<NodeFile>,
+    pub port: Option<u16>,
+    pub user: Option<String>,
+    pub password_env: Option<String>,
+    pub password_file: Option<PathBuf>,
+    pub verify_tls: Option<bool>,
+    pub ca_file: Option<PathBuf>,
+}
+
+/// `node = 5` or `node = "c5n1"`.
+#[derive(Deserialize)]
+#[serde(untagged)]
+pub(super) enum NodeFile {
+    Number(i64),
+    Text(String),
+}
+
+/// `[classes.<name>.moonshot]`, and the same keys in a machine's own `[moonshot]`.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct MoonshotClassFile {
+    pub port: Option<u16>,
+    pub user: Option<String>,
+    pub password_env: Option<String>,
+    pub password_file: Option<PathBuf>,
+    pub verify_tls: Option<bool>,
+    pub ca_file: Option<PathBuf>,
 }

@@ -420,6 +420,25 @@ mod tests {
     }
 
     #[test]
+    fn moonshot_nodes_are_grouped_by_their_chassis_manager() {
+        // 3 hung of 40, behind one chassis manager and no BMC: more than 2 per chassis.
+        let mut t = String::from("[classes.mini]\n[classes.mini.moonshot]\nuser = \"u\"\npassword_env = \"P\"\n");
+        for i in 0..40 {
+            t += &format!(
+                "[machines.m{i}]\nclass = \"mini\"\nprovisioner_id = \"releng\"\nworker_type = \"t-mini\"\n\
+                 address = \"10.0.0.{i}\"\n[machines.m{i}.moonshot]\nchassis = \"moon-chassis-{}.inband\"\nnode = {}\n",
+                if i < 3 { 3 } else { 100 + i },
+                i % 45 + 1
+            );
+        }
+        let mut w = World::new(40, &[0, 1, 2]);
+        w.inv = Inventory::parse(std::path::Path::new("test.toml"), &t).unwrap();
+        let p = w.plan(&MedicSettings::default(), None);
+        let blocked: Vec<_> = p.gates.iter().filter(|g| !g.passed).map(|g| g.scope.clone()).collect();
+        assert_eq!(blocked, vec!["chassis moon-chassis-3.inband".to_string()]);
+    }
+
+    #[test]
     fn a_class_observed_too_little_is_acted_on_not_at_all() {
         let mut w = World::new(10, &[0]);
         // 5 of 10 probed 30 min ago: 50 % < 65 %.

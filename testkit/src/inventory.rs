@@ -103,6 +103,8 @@ pub struct Class {
     ipmi: Option<ClassIpmi>,
     #[serde(skip_serializing_if = "Option::is_none")]
     redfish: Option<ClassRedfish>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    moonshot: Option<Moonshot>,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -133,6 +135,7 @@ impl Class {
             network_boot: None,
             ipmi: None,
             redfish: None,
+            moonshot: None,
         }
     }
 
@@ -185,6 +188,13 @@ impl Class {
         self.redfish.get_or_insert_with(ClassRedfish::default).verify_tls = Some(verify);
         self
     }
+
+    /// `[classes.<name>.moonshot]`: what its machines' `[moonshot]` tables leave out
+    /// (start from [`Moonshot::defaults`]).
+    pub fn moonshot(mut self, defaults: Moonshot) -> Self {
+        self.moonshot = Some(defaults);
+        self
+    }
 }
 
 /// `[machines.<worker id>]` and its access tables.
@@ -216,6 +226,8 @@ pub struct Machine {
     xen: Option<Xen>,
     #[serde(skip_serializing_if = "Option::is_none")]
     ilo: Option<Ilo>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    moonshot: Option<Moonshot>,
 }
 
 impl Machine {
@@ -235,6 +247,7 @@ impl Machine {
             redfish: None,
             xen: None,
             ilo: None,
+            moonshot: None,
         }
     }
 
@@ -293,6 +306,11 @@ impl Machine {
 
     pub fn ilo(mut self, ilo: Ilo) -> Self {
         self.ilo = Some(ilo);
+        self
+    }
+
+    pub fn moonshot(mut self, moonshot: Moonshot) -> Self {
+        self.moonshot = Some(moonshot);
         self
     }
 }
@@ -508,6 +526,84 @@ impl Ilo {
 
     pub fn password_file(mut self, path: impl AsRef<Path>) -> Self {
         self.password_file = Some(path_text(path));
+        self
+    }
+}
+
+/// `[machines.<id>.moonshot]` (a node behind an HP Moonshot chassis manager), or a
+/// class's `[classes.<name>.moonshot]` defaults.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Moonshot {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    chassis: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    node: Option<NodeValue>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    port: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    user: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    password_env: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    password_file: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    verify_tls: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ca_file: Option<String>,
+}
+
+/// `node = 5` or `node = "c5n1"`, as the inventory allows both.
+#[derive(Debug, Clone, Serialize)]
+#[serde(untagged)]
+enum NodeValue {
+    Number(i64),
+    Text(String),
+}
+
+impl Moonshot {
+    /// Cartridge `cartridge` (`node = <n>`) of `chassis`.
+    pub fn new(chassis: &str, cartridge: i64) -> Moonshot {
+        Moonshot { chassis: Some(chassis.into()), node: Some(NodeValue::Number(cartridge)), ..Moonshot::default() }
+    }
+
+    /// A class's defaults: nothing set yet.
+    pub fn defaults() -> Moonshot {
+        Moonshot::default()
+    }
+
+    /// The node as text (`"c5n1"`, `"c5"`).
+    pub fn node_name(mut self, node: &str) -> Self {
+        self.node = Some(NodeValue::Text(node.into()));
+        self
+    }
+
+    pub fn port(mut self, port: u16) -> Self {
+        self.port = Some(port);
+        self
+    }
+
+    pub fn user(mut self, user: &str) -> Self {
+        self.user = Some(user.into());
+        self
+    }
+
+    pub fn password_env(mut self, var: &str) -> Self {
+        self.password_env = Some(var.into());
+        self
+    }
+
+    pub fn password_file(mut self, path: impl AsRef<Path>) -> Self {
+        self.password_file = Some(path_text(path));
+        self
+    }
+
+    pub fn verify_tls(mut self, verify: bool) -> Self {
+        self.verify_tls = Some(verify);
+        self
+    }
+
+    pub fn ca_file(mut self, path: impl AsRef<Path>) -> Self {
+        self.ca_file = Some(path_text(path));
         self
     }
 }

@@ -1,7 +1,8 @@
 //! What roller's tests (unit and integration) and its benchmarks share, so each exists
 //! once: a throwaway `redis-server` (standalone or a cluster), a XenAPI stand-in, a
-//! Taskcluster stand-in driven by a scripted fleet, a typed builder for inventory files,
-//! and a watcher for ICMP echoes on loopback.
+//! Taskcluster stand-in driven by a scripted fleet, an HP Moonshot chassis manager
+//! stand-in (HTTPS, nodes whose hosts go down and come back), a typed builder for
+//! inventory files, and a watcher for ICMP echoes on loopback.
 //!
 //! It never depends on `roller`: roller's unit tests (`src/queue/redis.rs`,
 //! `src/drivers/ping.rs`) use it as a dev-dependency, which a dependency on roller would
@@ -10,6 +11,7 @@
 
 pub mod icmp;
 pub mod inventory;
+pub mod moonshot;
 pub mod redis;
 pub mod taskcluster;
 pub mod xen;

@@ -309,6 +309,17 @@ fn explain_shows_the_reboot_chain_without_touching_hardware() {
     );
     assert!(line("4. file_bugzilla_bug").contains("skipped"), "{out}");
     assert!(out.contains("within 30s (DOWN_TIMEOUT)") && out.contains("within 300s (UP_TIMEOUT)"), "{out}");
+    // A node behind a Moonshot chassis manager: what the step would talk to, and how it trusts it.
+    let (code, out, err) = roller(&["explain", "t-linux64-ms-050", "--inventory", example], &[]);
+    assert_eq!(code, 0, "{out}{err}");
+    let step = out.lines().find(|l| l.contains("2. moonshot_reset")).unwrap_or_default();
+    assert!(
+        step.contains(
+            "Moonshot chassis manager moon-chassis-2.inband.releng.mdc1.mozilla.com:443 node c5n1 as Administrator \
+             (password $MOONSHOT_CM_PASSWORD), certificate verified against /etc/roller/moonshot-ca.pem"
+        ),
+        "{out}"
+    );
 
     // The inventory from the environment, a machine whose chain is missing configuration.
     let (code, out, _) = roller(&["explain", "t-linux-xen-05"], &[("ROLLER_INVENTORY", example)]);

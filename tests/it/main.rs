@@ -22,6 +22,7 @@ mod jobs;
 mod loan;
 mod medic;
 mod metrics;
+mod moonshot;
 mod notify;
 mod openapi;
 mod openapi_tools;
