@@ -37,6 +37,7 @@ pub enum Task {
     Reimage,
     XenapiReboot,
     IloReboot,
+    MdmRestart,
     Loan,
     ReturnLoan,
     /// Does nothing and succeeds, so the benchmarks measure roller (API, queue, runner)
@@ -61,6 +62,8 @@ pub enum Needs {
     /// `[xen] vm_uuid`.
     Xen,
     Ilo,
+    /// `[mdm]`: the Mac's device in an MDM service.
+    Mdm,
 }
 
 /// Everything roller knows about a task, in one place.
@@ -110,6 +113,7 @@ impl Task {
         Task::Reimage,
         Task::XenapiReboot,
         Task::IloReboot,
+        Task::MdmRestart,
         Task::Loan,
         Task::ReturnLoan,
     ];
@@ -300,6 +304,15 @@ impl Task {
                 true,
                 true,
                 Needs::Ilo,
+            ),
+            // In-band: delivered at the Mac's next MDM check-in, and never a power cut.
+            Task::MdmRestart => s(
+                "mdm_restart",
+                "ask the Mac's MDM (SimpleMDM) to restart it: in-band, run at its next MDM check-in; no power cut",
+                CHANGES_HARDWARE,
+                true,
+                true,
+                Needs::Mdm,
             ),
             Task::Loan => s(
                 "loan",

@@ -67,6 +67,7 @@ pub(super) struct MachineFile {
     pub redfish: Option<RedfishFile>,
     pub xen: Option<XenFile>,
     pub ilo: Option<IloFile>,
+    pub mdm: Option<MdmFile>,
     #[serde(default)]
     pub bug_cc: Vec<String>,
     pub provisioner_id: Option<String>,
@@ -130,4 +131,12 @@ pub(super) struct IloFile {
     pub user: String,
     pub password_env: Option<String>,
     pub password_file: Option<PathBuf>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct MdmFile {
+    pub provider: Option<String>,
+    /// Signed, so a negative id is refused with the field named, not as a TOML type error.
+    pub device_id: i64,
 }
