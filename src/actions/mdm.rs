@@ -29,9 +29,11 @@ pub async fn run(on: &Subject, cx: &ActionContext) -> Result<Report, ActionError
     let m = on.machine()?;
     let access = m.mdm.ok_or_else(|| ActionError::Config(format!("{}: no [mdm] in the inventory", m.id)))?;
     let client = match access.provider {
-        MdmProvider::SimpleMdm => {
-            cx.settings.simplemdm.as_ref().ok_or_else(|| ActionError::Config(format!("mdm_restart: {NOT_CONFIGURED}")))?
-        }
+        MdmProvider::SimpleMdm => cx
+            .settings
+            .simplemdm
+            .as_ref()
+            .ok_or_else(|| ActionError::Config(format!("mdm_restart: {NOT_CONFIGURED}")))?,
     };
     let id = access.device_id;
     let progress = |p: Progress| cx.log(progress_line(client, p));
@@ -39,9 +41,11 @@ pub async fn run(on: &Subject, cx: &ActionContext) -> Result<Report, ActionError
     let fail = |e: SimpleMdmError| ActionError::driver("mdm_restart", e);
 
     let device = client.device(id, &budget).await.map_err(fail)?;
-    let seen = device.last_seen_at.as_deref().map(|t| format!("last MDM check-in {t}")).unwrap_or_else(|| {
-        "no last check-in reported".into()
-    });
+    let seen = device
+        .last_seen_at
+        .as_deref()
+        .map(|t| format!("last MDM check-in {t}"))
+        .unwrap_or_else(|| "no last check-in reported".into());
     cx.log(format!("SimpleMDM device {id} {:?}: {}, {seen}", device.name, device.status));
     if device.status != "enrolled" {
         return Err(ActionError::Failed(format!(

@@ -84,7 +84,10 @@ mod tests {
         let s = load("", &[("SIMPLEMDM_API_KEY", "k-123")]).unwrap().simplemdm.unwrap();
         assert_eq!(s.api_url, "https://a.simplemdm.com/api/v1");
         assert_eq!(s.api_key.expose_secret(), "k-123");
-        assert_eq!((s.limits.max_concurrent, s.limits.timeout.as_secs(), s.limits.retry_within.as_secs()), (2, 30, 120));
+        assert_eq!(
+            (s.limits.max_concurrent, s.limits.timeout.as_secs(), s.limits.retry_within.as_secs()),
+            (2, 30, 120)
+        );
         let text = "[simplemdm]\napi_url = \"http://127.0.0.1:9/api/v1\"\napi_key_env = \"MDM_KEY\"\n\
                     max_concurrent = 1\ntimeout_secs = 5\nretry_within_secs = 20\n";
         let s = load(text, &[("MDM_KEY", "k-456")]).unwrap().simplemdm.unwrap();

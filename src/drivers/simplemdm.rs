@@ -134,7 +134,9 @@ pub enum SimpleMdmError {
         "invalid SimpleMDM API URL {0:?}: https (http only on a loopback address), without credentials, query or fragment"
     )]
     InvalidUrl(String),
-    #[error("the SimpleMDM API key was refused (HTTP 401 on {method} {path}): check simplemdm.api_key_env / api_key_file")]
+    #[error(
+        "the SimpleMDM API key was refused (HTTP 401 on {method} {path}): check simplemdm.api_key_env / api_key_file"
+    )]
     KeyRefused { method: Method, path: String },
     #[error("SimpleMDM has no device {0} (HTTP 404): check the machine's [mdm] device_id in the inventory")]
     NoDevice(DeviceId),
@@ -298,7 +300,13 @@ impl SimpleMdm {
                 None => "no connection".to_string(),
             };
             if attempt >= MAX_ATTEMPTS {
-                return Err(self.gave_up(&method, path, &last, attempt, format!("{MAX_ATTEMPTS} is the most")));
+                return Err(self.gave_up(
+                    &method,
+                    path,
+                    &last,
+                    attempt,
+                    format!("SimpleMDM gets at most {MAX_ATTEMPTS} tries"),
+                ));
             }
             let (wait, from) = match asked {
                 Some(w) => (w, WaitFrom::RetryAfter),
@@ -306,7 +314,8 @@ impl SimpleMdm {
             };
             let left = deadline.saturating_duration_since(Instant::now());
             if wait > left {
-                let asked = if from == WaitFrom::RetryAfter { "SimpleMDM asked for (Retry-After)" } else { "backing off" };
+                let asked =
+                    if from == WaitFrom::RetryAfter { "SimpleMDM asked for (Retry-After)" } else { "backing off" };
                 let why = format!(
                     "the {}s {asked} would pass this call's deadline ({}s left of its {}s)",
                     wait.as_secs_f64().ceil(),
@@ -496,8 +505,8 @@ mod tests {
 
     #[test]
     fn debug_never_shows_the_key() {
-        let c = SimpleMdm::new(DEFAULT_API_URL, SecretString::from("sekrit-key".to_string()), Limits::default())
-            .unwrap();
+        let c =
+            SimpleMdm::new(DEFAULT_API_URL, SecretString::from("sekrit-key".to_string()), Limits::default()).unwrap();
         assert!(!format!("{c:?}").contains("sekrit"));
     }
 }

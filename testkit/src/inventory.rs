@@ -216,6 +216,8 @@ pub struct Machine {
     xen: Option<Xen>,
     #[serde(skip_serializing_if = "Option::is_none")]
     ilo: Option<Ilo>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    mdm: Option<Mdm>,
 }
 
 impl Machine {
@@ -235,6 +237,7 @@ impl Machine {
             redfish: None,
             xen: None,
             ilo: None,
+            mdm: None,
         }
     }
 
@@ -293,6 +296,12 @@ impl Machine {
 
     pub fn ilo(mut self, ilo: Ilo) -> Self {
         self.ilo = Some(ilo);
+        self
+    }
+
+    /// `[mdm] device_id` in SimpleMDM (the default provider).
+    pub fn mdm(mut self, device_id: u64) -> Self {
+        self.mdm = Some(Mdm { provider: None, device_id });
         self
     }
 }
@@ -457,6 +466,13 @@ impl Redfish {
         self.system = Some(system.into());
         self
     }
+}
+
+#[derive(Debug, Clone, Serialize)]
+struct Mdm {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    provider: Option<String>,
+    device_id: u64,
 }
 
 #[derive(Debug, Clone, Serialize)]
