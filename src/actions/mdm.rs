@@ -14,7 +14,7 @@
 
 use super::report::{MdmReport, Report};
 use super::{ActionContext, ActionError, Subject};
-use crate::drivers::simplemdm::{Budget, Progress, SimpleMdm, SimpleMdmError, WaitFrom};
+use crate::drivers::simplemdm::{Budget, Progress, Restart, SimpleMdm, SimpleMdmError, WaitFrom};
 use crate::inventory::{MdmAccess, MdmProvider};
 
 /// Why the step is skipped, and what the action says, when no account is configured.
@@ -58,19 +58,32 @@ pub async fn run(on: &Subject, cx: &ActionContext) -> Result<Report, ActionError
     ));
     // Counted as a restart from here (the breaker), even if this runner dies next.
     cx.touch().await?;
-    let accepted = client.restart(id, &budget).await.map_err(fail)?;
-    cx.log(format!(
-        "SimpleMDM accepted the restart of device {id} (HTTP {}): queued for the Mac's next check-in; unless the \
-         Mac is seen going down and coming back, a reboot chain goes on to its next step",
-        accepted.status
-    ));
+    let (restart, http_status, why_unconfirmed) = match client.restart(id, &budget).await.map_err(fail)? {
+        Restart::Queued { status } => {
+            cx.log(format!(
+                "SimpleMDM accepted the restart of device {id} (HTTP {status}): queued for the Mac's next check-in; \
+                 unless the Mac is seen going down and coming back, a reboot chain goes on to its next step"
+            ));
+            ("queued", Some(status), None)
+        }
+        // Not a failure: it may be queued. Sending it again could restart the Mac twice.
+        Restart::Unconfirmed { status, why } => {
+            cx.log(format!(
+                "restart of SimpleMDM device {id} sent, unconfirmed: {why}; not sent again (a second would restart \
+                 the Mac again after its boot): whether it happened is the reboot chain's proof"
+            ));
+            ("unconfirmed", status, Some(why))
+        }
+    };
     Ok(MdmReport {
         mdm: access.provider.name(),
         device_id: id.get(),
         device_name: device.name,
         status: device.status,
         last_seen_at: device.last_seen_at,
-        http_status: accepted.status,
+        restart,
+        http_status,
+        why_unconfirmed,
         delivery: "in-band",
         note: NOTE,
     }

@@ -199,8 +199,16 @@ pub struct MdmReport {
     /// The Mac's last MDM check-in as the service reports it, when it does.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_seen_at: Option<String>,
-    /// The service's answer to the restart (202: queued for the Mac).
-    pub http_status: u16,
+    /// `queued`: the service took the restart (202). `unconfirmed`: the request went out
+    /// and no answer said whether it was taken (`why_unconfirmed`); it is not sent twice
+    /// (a second would restart the Mac again after its boot), and the reboot chain's
+    /// proof decides.
+    #[schema(example = "queued")]
+    pub restart: &'static str,
+    /// The service's answer to the restart (202: queued), when one came.
+    pub http_status: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub why_unconfirmed: Option<String>,
     /// Always `in-band`: the Mac runs the restart itself at its next MDM check-in; no
     /// power is cut, and a Mac that is wedged or off the network never runs it.
     #[schema(example = "in-band")]

@@ -16,10 +16,15 @@
 //!   the process takes one of `max_concurrent` slots first: the limit is the account's,
 //!   not a device's, so it is shared by every job.
 //!
-//! A request that may have reached SimpleMDM and went unanswered (a timeout) is not
-//! repeated: a second restart queued behind the first would restart the Mac again at the
-//! check-in after its boot. Only answers that say "not done" (429, 5xx) and connections
-//! that never opened are tried again.
+//! Except for one case: a restart is never sent twice. A second restart queued behind the
+//! first restarts the Mac again at the check-in after its boot (killing whatever CI task
+//! it took by then). So the restart is tried again only on answers that say it was not
+//! taken (429, 503) and on connections that never opened; an answer that leaves it open
+//! (500, 502, 504 from SimpleMDM or a proxy in front of it, or no answer at all) makes the
+//! restart [`Restart::Unconfirmed`]: sent, perhaps queued. Like an ssh reboot whose session
+//! went silent, the reboot chain's proof then decides whether it happened, instead of the
+//! chain cutting power under a Mac that may be restarting. The lookup, which changes
+//! nothing, is tried again on all five.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -40,9 +45,11 @@ const MAX_BACKOFF: Duration = Duration::from_secs(60);
 /// A device record is a few KiB; anything this large is not SimpleMDM talking.
 const MAX_BODY: usize = 1024 * 1024;
 const MAX_MESSAGE: usize = 300;
-/// The statuses SimpleMDM (or its proxies) answer when the call was not carried out and may
-/// be tried again: RelOps' list.
+/// The statuses RelOps tries again on: fine for a lookup, which changes nothing.
 const RETRYABLE: [u16; 5] = [429, 500, 502, 503, 504];
+/// The statuses that say a request was not taken (rate limited, unavailable): the only ones
+/// a restart is sent again on. The other three may come after SimpleMDM queued it.
+const NOT_TAKEN: [u16; 2] = [429, 503];
 
 /// A device's id in SimpleMDM (a positive integer).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -122,10 +129,21 @@ pub struct Device {
     pub last_seen_at: Option<String>,
 }
 
-/// SimpleMDM's answer to a restart: the command is queued for the device.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Accepted {
-    pub status: u16,
+/// What became of a restart.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Restart {
+    /// SimpleMDM answered `status` (202): the command is queued for the Mac.
+    Queued { status: u16 },
+    /// The request went out and no answer said whether it was taken (`status`: what came
+    /// back, if anything). It may be queued, so it is not sent again.
+    Unconfirmed { status: Option<u16>, why: String },
+}
+
+/// One call's outcome short of an error: done, or (for a call that must not be repeated)
+/// left open.
+enum Answer {
+    Done(StatusCode, Vec<u8>),
+    Open { status: Option<u16>, why: String },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -232,25 +250,33 @@ impl SimpleMdm {
     #[tracing::instrument(name = "simplemdm_device", skip(self, budget), fields(device = %id))]
     pub async fn device(&self, id: DeviceId, budget: &Budget<'_>) -> Result<Device, SimpleMdmError> {
         let path = format!("devices/{id}");
-        let body = self.call(Method::GET, &path, id, budget).await?.1;
+        let body = match self.call(Method::GET, &path, id, budget).await? {
+            Answer::Done(_, body) => body,
+            Answer::Open { why, .. } => return Err(protocol(&Method::GET, &path, why)),
+        };
         parse_device(&body, id).map_err(|detail| protocol(&Method::GET, &path, detail))
     }
 
     /// `POST /devices/{id}/restart`: queue a restart for the device's next MDM check-in.
+    /// Never sent twice (module docs): an answer that leaves it open is `Unconfirmed`.
     #[tracing::instrument(name = "simplemdm_restart", skip(self, budget), fields(device = %id))]
-    pub async fn restart(&self, id: DeviceId, budget: &Budget<'_>) -> Result<Accepted, SimpleMdmError> {
-        let (status, _) = self.call(Method::POST, &format!("devices/{id}/restart"), id, budget).await?;
-        Ok(Accepted { status: status.as_u16() })
+    pub async fn restart(&self, id: DeviceId, budget: &Budget<'_>) -> Result<Restart, SimpleMdmError> {
+        Ok(match self.call(Method::POST, &format!("devices/{id}/restart"), id, budget).await? {
+            Answer::Done(status, _) => Restart::Queued { status: status.as_u16() },
+            Answer::Open { status, why } => Restart::Unconfirmed { status, why },
+        })
     }
 
-    /// One call with its retries: a success status and the body, or the error.
+    /// One call with its retries: done, left open (a POST only), or the error. A GET is
+    /// tried again on every status of [`RETRYABLE`]; a POST only on [`NOT_TAKEN`].
     async fn call(
         &self,
         method: Method,
         path: &str,
         id: DeviceId,
         budget: &Budget<'_>,
-    ) -> Result<(StatusCode, Vec<u8>), SimpleMdmError> {
+    ) -> Result<Answer, SimpleMdmError> {
+        let repeatable = method == Method::GET;
         let start = Instant::now();
         let own = start + self.limits.retry_within;
         let deadline = budget.deadline.map_or(own, |d| d.min(own));
@@ -284,11 +310,27 @@ impl SimpleMdm {
             };
             drop(slot);
             let (status, asked) = match answer {
-                Ok((status, _, bytes)) if status.is_success() => return Ok((status, bytes)),
-                Ok((status, asked, _)) if RETRYABLE.contains(&status.as_u16()) => (Some(status.as_u16()), asked),
+                Ok((status, _, bytes)) if status.is_success() => return Ok(Answer::Done(status, bytes)),
+                Ok((status, asked, _)) if NOT_TAKEN.contains(&status.as_u16()) => (Some(status.as_u16()), asked),
+                Ok((status, asked, _)) if repeatable && RETRYABLE.contains(&status.as_u16()) => {
+                    (Some(status.as_u16()), asked)
+                }
+                Ok((status, _, bytes)) if RETRYABLE.contains(&status.as_u16()) => {
+                    let title = super::scrub(&error_title(&bytes), self.api_key.expose_secret(), MAX_MESSAGE);
+                    let why = format!("HTTP {} ({title}), which does not say whether it was taken", status.as_u16());
+                    return Ok(Answer::Open { status: Some(status.as_u16()), why });
+                }
                 Ok((status, _, bytes)) => return Err(self.refusal(&method, path, id, status, &bytes)),
                 // The connection never opened: nothing reached SimpleMDM, so trying again is safe.
                 Err(e) if e.is_connect() => (None, None),
+                Err(e) if !repeatable => {
+                    let why = if e.is_timeout() {
+                        format!("no answer within {}s", timeout.as_secs_f64())
+                    } else {
+                        format!("the connection failed before an answer ({})", e.without_url())
+                    };
+                    return Ok(Answer::Open { status: None, why });
+                }
                 Err(e) if e.is_timeout() => {
                     return Err(SimpleMdmError::Timeout { method, path: path.into(), after: timeout });
                 }

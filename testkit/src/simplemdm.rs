@@ -13,9 +13,12 @@
 //!   ([`SimpleMdmBuilder::boot_takes`]), so roller's `tcp:<port>` probes see a reboot
 //!   only when one was asked for. A Mac can wedge (down for good until its power is
 //!   cycled: [`FakeSimpleMdm::set_power`], what a PDU does).
-//! - Rate limits as a test scripts them ([`FakeSimpleMdm::fail_next`]): the next answers
-//!   429 (or a 5xx) with a `Retry-After` in seconds or as an HTTP date, and the stand-in
-//!   records any request that came sooner than that `Retry-After` allowed.
+//! - Rate limits as a test scripts them ([`FakeSimpleMdm::fail_next`], or for restarts
+//!   only [`FakeSimpleMdm::fail_next_restart`]): the next answers 429 (or a 5xx) with a
+//!   `Retry-After` in seconds or as an HTTP date, and the stand-in records any request
+//!   that came sooner than that `Retry-After` allowed. A restart can also be carried out
+//!   and answered with a 5xx ([`FakeSimpleMdm::lose_next_restart_answer`]), as a proxy in
+//!   front of SimpleMDM that lost the 202 would.
 //! - It records every call, the requests in flight at once (the most ever:
 //!   [`FakeSimpleMdm::max_in_flight`]), and can hold every request until released
 //!   ([`FakeSimpleMdm::hold`]), so a test sees a cap on concurrency at work.
@@ -85,6 +88,10 @@ struct Inner {
     in_flight: usize,
     max_in_flight: usize,
     script: VecDeque<Scripted>,
+    /// The same, for restarts only (after authentication and the device's lookup).
+    restart_script: VecDeque<Scripted>,
+    /// Restarts carried out and then answered with this status (a proxy that lost the 202).
+    lost_answers: VecDeque<u16>,
     /// After an answer with `Retry-After`: the earliest the next request may come.
     not_before: Option<Instant>,
     early: Vec<String>,
@@ -279,32 +286,13 @@ impl Shared {
             return Err(errors(StatusCode::UNAUTHORIZED, "unauthorized"));
         }
         let mut s = self.lock();
-        let Some(next) = s.script.pop_front() else {
-            s.not_before = None;
-            return Ok(guard);
-        };
-        s.scripted_answers += 1;
-        let status = StatusCode::from_u16(next.status).expect("a scripted status");
-        let title = if next.status == 429 { "rate limit exceeded" } else { "service unavailable" };
-        let mut resp = errors(status, title);
-        let (value, wait) = match next.retry_after {
+        match s.script.pop_front() {
+            Some(next) => Err(scripted(&mut s, next)),
             None => {
                 s.not_before = None;
-                return Err(resp);
+                Ok(guard)
             }
-            Some(RetryAfter::Secs(n)) => (n.to_string(), Duration::from_secs(n)),
-            Some(RetryAfter::Date(n)) => {
-                let now = SystemTime::now();
-                let since = now.duration_since(SystemTime::UNIX_EPOCH).expect("after 1970");
-                // Whole seconds, as an HTTP date has them: the next second at or after now + n.
-                let at = SystemTime::UNIX_EPOCH + Duration::from_secs((since + Duration::from_secs(n)).as_secs() + 1);
-                let wait = at.duration_since(now).unwrap_or_default();
-                (chrono::DateTime::<chrono::Utc>::from(at).format("%a, %d %b %Y %H:%M:%S GMT").to_string(), wait)
-            }
-        };
-        s.not_before = Some(Instant::now() + wait);
-        resp.headers_mut().insert("retry-after", value.parse().expect("a header value"));
-        Err(resp)
+        }
     }
 
     fn authorized(&self, headers: &HeaderMap) -> bool {
@@ -318,6 +306,42 @@ impl Shared {
         };
         // The key is the user name; the password is empty.
         creds == format!("{}:", self.api_key).as_bytes()
+    }
+}
+
+/// A scripted answer, with its `Retry-After` (noting when the next request may come).
+fn scripted(s: &mut Inner, next: Scripted) -> Response {
+    s.scripted_answers += 1;
+    let status = StatusCode::from_u16(next.status).expect("a scripted status");
+    let mut resp = errors(status, title(next.status));
+    let (value, wait) = match next.retry_after {
+        None => {
+            s.not_before = None;
+            return resp;
+        }
+        Some(RetryAfter::Secs(n)) => (n.to_string(), Duration::from_secs(n)),
+        Some(RetryAfter::Date(n)) => {
+            let now = SystemTime::now();
+            let since = now.duration_since(SystemTime::UNIX_EPOCH).expect("after 1970");
+            // Whole seconds, as an HTTP date has them: the next second at or after now + n.
+            let at = SystemTime::UNIX_EPOCH + Duration::from_secs((since + Duration::from_secs(n)).as_secs() + 1);
+            let wait = at.duration_since(now).unwrap_or_default();
+            (chrono::DateTime::<chrono::Utc>::from(at).format("%a, %d %b %Y %H:%M:%S GMT").to_string(), wait)
+        }
+    };
+    s.not_before = Some(Instant::now() + wait);
+    resp.headers_mut().insert("retry-after", value.parse().expect("a header value"));
+    resp
+}
+
+fn title(status: u16) -> &'static str {
+    match status {
+        429 => "rate limit exceeded",
+        500 => "internal server error",
+        502 => "bad gateway",
+        503 => "service unavailable",
+        504 => "gateway timeout",
+        _ => "error",
     }
 }
 
@@ -346,6 +370,10 @@ async fn restart(State(x): State<Arc<Shared>>, Path(id): Path<String>, headers: 
         Err(answer) => return answer,
     };
     let mut s = x.lock();
+    if let Some(next) = s.restart_script.pop_front() {
+        return scripted(&mut s, next);
+    }
+    let lost = s.lost_answers.pop_front();
     let Some(mac) = id.parse::<u64>().ok().and_then(|id| s.macs.get_mut(&id)) else {
         return errors(StatusCode::NOT_FOUND, "object not found");
     };
@@ -359,7 +387,10 @@ async fn restart(State(x): State<Arc<Shared>>, Path(id): Path<String>, headers: 
         mac.down_from = Some(down);
         mac.up_at = (!mac.wedges).then(|| down + x.boot);
     }
-    StatusCode::ACCEPTED.into_response()
+    match lost {
+        Some(status) => errors(StatusCode::from_u16(status).expect("a scripted status"), title(status)),
+        None => StatusCode::ACCEPTED.into_response(),
+    }
 }
 
 impl FakeSimpleMdm {
@@ -445,6 +476,18 @@ impl FakeSimpleMdm {
     pub fn fail_next(&self, n: usize, status: u16, retry_after: Option<RetryAfter>) {
         let mut s = self.lock();
         s.script.extend(std::iter::repeat_n(Scripted { status, retry_after }, n));
+    }
+
+    /// The same for the next `n` restarts only (their devices looked up as usual).
+    pub fn fail_next_restart(&self, n: usize, status: u16, retry_after: Option<RetryAfter>) {
+        let mut s = self.lock();
+        s.restart_script.extend(std::iter::repeat_n(Scripted { status, retry_after }, n));
+    }
+
+    /// The next restart is carried out, then answered `status` instead of 202: a proxy in
+    /// front of SimpleMDM that lost the answer.
+    pub fn lose_next_restart_answer(&self, status: u16) {
+        self.lock().lost_answers.push_back(status);
     }
 
     /// Answers given from the script so far.

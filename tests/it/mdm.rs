@@ -107,7 +107,7 @@ async fn mdm_restart_in_a_chain_is_proven_by_the_mac_going_down_and_coming_back(
     assert_eq!((detail["device_id"].as_u64(), detail["http_status"].as_u64()), (Some(MAC), Some(202)));
     assert_eq!((detail["device_name"].as_str(), detail["status"].as_str()), (Some("macmini-m4-81"), Some("enrolled")));
     assert!(detail["last_seen_at"].is_string(), "{detail}");
-    assert_eq!(detail["delivery"], "in-band");
+    assert_eq!((detail["delivery"].as_str(), detail["restart"].as_str()), (Some("in-band"), Some("queued")));
     let note = detail["note"].as_str().unwrap();
     assert!(note.contains("next MDM check-in") && note.contains("no power is cut"), "{note}");
     assert!(note.contains("goes on to its next step"), "{note}");
@@ -138,19 +138,48 @@ async fn rate_limits_and_outages_are_retried_no_sooner_than_retry_after_asks() {
     // stand-in notes any request that comes sooner.
     mdm.fail_next(1, 429, Some(RetryAfter::Secs(3)));
     mdm.fail_next(1, 503, Some(RetryAfter::Date(1)));
+    // The restart too: a 429 says it was not taken, so it is sent again.
+    mdm.fail_next_restart(1, 429, Some(RetryAfter::Secs(1)));
 
     let job = run(&app, "mac", "mdm_restart").await;
     assert_eq!(job["state"], "succeeded", "{job:#}");
-    assert_eq!(mdm.scripted_answers(), 2);
+    assert_eq!(mdm.scripted_answers(), 3);
     assert_eq!(mdm.early_retries(), Vec::<String>::new(), "no retry came before its Retry-After");
-    assert_eq!(mdm.calls(), [get(MAC), get(MAC), get(MAC), restart(MAC)]);
+    assert_eq!(mdm.calls(), [get(MAC), get(MAC), get(MAC), restart(MAC), restart(MAC)]);
     assert_eq!(mdm.restarts(MAC), 1);
+    assert_eq!(job["result"]["restart"], "queued", "{job:#}");
     let lines = log(&job);
     assert!(
         logged(&job, "answered try 1 with HTTP 429 (rate limited); trying again in 3.0s, as its Retry-After asks"),
         "{lines:#?}"
     );
     assert!(logged(&job, "answered try 2 with HTTP 503; trying again in "), "{lines:#?}");
+    assert!(
+        logged(&job, "answered try 1 with HTTP 429 (rate limited); trying again in 1.0s, as its Retry-After asks"),
+        "the restart's own retry: {lines:#?}"
+    );
+}
+
+/// A proxy in front of SimpleMDM answers 502 to a restart SimpleMDM did queue. Sending it
+/// again would restart the Mac twice; calling it a failure would move the chain on to the
+/// PDU under a Mac that is restarting. It is "sent, unconfirmed", and the proof decides.
+#[tokio::test]
+async fn a_restart_whose_answer_is_lost_is_not_sent_again_and_the_chain_proves_it() {
+    let mdm = FakeSimpleMdm::builder().device(MAC, "mac").start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let inv = Inventory::new().class(mac_class(&mdm, MAC, &["mdm_restart"])).machine(mac("mac", MAC)).write(dir.path());
+    let app = app(&mdm, &inv, "", REBOOT).await;
+    mdm.lose_next_restart_answer(502);
+
+    let job = run(&app, "mac", "reboot").await;
+    assert_eq!(job["state"], "succeeded", "{job:#}");
+    assert_eq!(outcomes(&job), [pair("mdm_restart", "worked")]);
+    let detail = &job["result"]["attempts"][0]["detail"];
+    assert_eq!((detail["restart"].as_str(), detail["http_status"].as_u64()), (Some("unconfirmed"), Some(502)));
+    assert!(detail["why_unconfirmed"].as_str().unwrap().contains("HTTP 502 (bad gateway)"), "{detail}");
+    assert!(logged(&job, "sent, unconfirmed: HTTP 502"), "{:#?}", log(&job));
+    assert_eq!(mdm.calls(), [get(MAC), restart(MAC)], "sent once");
+    assert_eq!(mdm.restarts(MAC), 1);
 }
 
 #[tokio::test]
