@@ -168,6 +168,27 @@ pub struct RedfishAccess {
     pub system: Option<String>,
 }
 
+/// A Mac without a BMC, managed by an MDM service: which service, and the device's id there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MdmAccess {
+    pub provider: MdmProvider,
+    pub device_id: crate::drivers::simplemdm::DeviceId,
+}
+
+/// The MDM services roller can ask for a restart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MdmProvider {
+    SimpleMdm,
+}
+
+impl MdmProvider {
+    pub fn name(self) -> &'static str {
+        match self {
+            MdmProvider::SimpleMdm => "simplemdm",
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct IloAccess {
     pub address: String,
@@ -193,6 +214,7 @@ pub struct Machine {
     pub xen_vm_uuid: Option<String>,
     pub ilo: Option<IloAccess>,
     pub moonshot: Option<MoonshotAccess>,
+    pub mdm: Option<MdmAccess>,
     pub bug_cc: Vec<String>,
     /// The worker's Taskcluster provisioner and worker type (for `loan`), when the
     /// request does not name them.
@@ -223,6 +245,7 @@ impl Machine {
             Needs::Xen => has(self.xen_vm_uuid.is_some(), "no [xen] for this machine"),
             Needs::Ilo => has(self.ilo.is_some(), "no [ilo] for this machine"),
             Needs::Moonshot => has(self.moonshot.is_some(), "no [moonshot] for this machine"),
+            Needs::Mdm => has(self.mdm.is_some(), "no [mdm] for this machine"),
         }
     }
 
@@ -445,6 +468,7 @@ impl Inventory {
                 .moonshot
                 .map(|ms| moonshot::access(ms, &class.name, &class.moonshot, |field, message| err(at(field), message)))
                 .transpose()?;
+            let mdm = m.mdm.map(mdm_field).transpose().map_err(|(f, e)| err(at(&format!("mdm.{f}")), e))?;
             let tc_name = |field: &str, v: Option<String>| -> Result<Option<TaskclusterName>, InventoryError> {
                 v.map(|v| TaskclusterName::parse(field, &v).map_err(|e| err(at(field), e.to_string()))).transpose()
             };
@@ -476,6 +500,7 @@ impl Inventory {
                     xen_vm_uuid,
                     ilo,
                     moonshot,
+                    mdm,
                     bug_cc: m.bug_cc,
                     provisioner_id,
                     worker_type,
@@ -522,6 +547,20 @@ fn outlet_field(s: &str) -> Result<(), String> {
     crate::drivers::snmp::Outlet::parse(s).map(|_| ()).map_err(|e| e.to_string())
 }
 
+/// `[mdm]`: the provider (only SimpleMDM so far, the default) and a positive device id.
+/// An error names the field.
+fn mdm_field(m: file::MdmFile) -> Result<MdmAccess, (&'static str, String)> {
+    let provider = match m.provider.as_deref() {
+        None | Some("simplemdm") => MdmProvider::SimpleMdm,
+        Some(other) => return Err(("provider", format!("{other:?} is not an MDM roller knows (known: simplemdm)"))),
+    };
+    let device_id = u64::try_from(m.device_id)
+        .ok()
+        .and_then(crate::drivers::simplemdm::DeviceId::new)
+        .ok_or(("device_id", format!("{} is not a device id (a positive integer)", m.device_id)))?;
+    Ok(MdmAccess { provider, device_id })
+}
+
 fn secret_ref(env: Option<String>, file: Option<PathBuf>) -> Result<SecretRef, String> {
     match (env, file) {
         (Some(v), None) if !v.is_empty() => Ok(SecretRef::Env(v)),
@@ -565,6 +604,12 @@ mod tests {
         assert_eq!(mac.class.reboot, vec![Task::SshReboot, Task::SnmpRebootDelay, Task::FileBugzillaBug]);
         assert_eq!(mac.pdu.as_ref().unwrap().outlet, "AB12");
         assert!(!inv.dns_search.is_empty());
+        let m4 = inv.machine(&WorkerId::parse("macmini-m4-81").unwrap()).unwrap();
+        let mdm = m4.mdm.expect("the M4 Mac's [mdm]");
+        assert_eq!((mdm.provider, mdm.device_id.get()), (MdmProvider::SimpleMdm, 1234567));
+        assert_eq!(m4.class.reboot, [Task::SshReboot, Task::MdmRestart, Task::SnmpRebootDelay, Task::FileBugzillaBug]);
+        assert_eq!(m4.can_run(Task::MdmRestart), Ok(()));
+        assert_eq!(mac.can_run(Task::MdmRestart), Err("no [mdm] for this machine"));
     }
 
     #[test]
@@ -633,6 +678,10 @@ mod tests {
             ("[classes.c]\nmin_boot_secs = 0\n", "classes.c.min_boot_secs"),
             ("[classes.c]\nmin_boot_secs = 86400\n", "classes.c.min_boot_secs"),
             ("[machines.W1]\n[machines.w1]\n", "listed twice"),
+            ("[machines.w1.mdm]\ndevice_id = 0\n", "machines.w1.mdm.device_id"),
+            ("[machines.w1.mdm]\ndevice_id = -5\n", "machines.w1.mdm.device_id"),
+            ("[machines.w1.mdm]\nprovider = \"jamf\"\ndevice_id = 5\n", "machines.w1.mdm.provider"),
+            ("[machines.w1.mdm]\ndevice_id = \"5\"\n", "(syntax)"),
         ] {
             let e = error(text);
             assert!(e.starts_with("inventory /etc/roller/inventory.toml: "), "{e}");

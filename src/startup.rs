@@ -22,6 +22,7 @@ use crate::config::{AuthSettings, Settings};
 use crate::drivers::bugzilla::Bugzilla;
 use crate::drivers::dns::DnsResolver;
 use crate::drivers::gate::Gates;
+use crate::drivers::simplemdm::SimpleMdm;
 use crate::drivers::taskcluster::TaskclusterClient;
 use crate::health::sweep::{Sweeper, WorkerSource};
 use crate::health::taskcluster::TaskclusterWorkers;
@@ -298,7 +299,7 @@ fn connection_limits(
 
 /// What the actions use, built from the settings: an empty inventory handle (see
 /// [`load_inventory`]), one DNS resolver, the per-device gates, and the clients for
-/// Bugzilla, XenAPI and Taskcluster when configured.
+/// Bugzilla, XenAPI, SimpleMDM and Taskcluster when configured.
 pub fn action_settings(settings: &Settings) -> anyhow::Result<ActionSettings> {
     let bugzilla = match &settings.bugzilla {
         None => None,
@@ -310,6 +311,13 @@ pub fn action_settings(settings: &Settings) -> anyhow::Result<ActionSettings> {
             reboot: b.reboot.clone(),
         }),
     };
+    let simplemdm = match &settings.simplemdm {
+        None => None,
+        Some(m) => Some(
+            SimpleMdm::new(&m.api_url, m.api_key.clone(), m.limits)
+                .map_err(|e| anyhow::anyhow!("SIMPLEMDM_API_URL / simplemdm.api_url: {e}"))?,
+        ),
+    };
     let loan = settings.taskcluster.as_ref().map(|t| t.loan).unwrap_or_default();
     let taskcluster = taskcluster_client(settings)?.map(|client| TaskclusterSettings { client, loan });
     Ok(ActionSettings {
@@ -320,6 +328,7 @@ pub fn action_settings(settings: &Settings) -> anyhow::Result<ActionSettings> {
         gates: Gates::new(settings.safety.gate),
         bugzilla,
         xen: settings.xen.clone(),
+        simplemdm,
         taskcluster,
     })
 }

@@ -38,6 +38,7 @@ pub enum Task {
     XenapiReboot,
     IloReboot,
     MoonshotReset,
+    MdmRestart,
     Loan,
     ReturnLoan,
     /// Does nothing and succeeds, so the benchmarks measure roller (API, queue, runner)
@@ -64,6 +65,8 @@ pub enum Needs {
     Ilo,
     /// `[moonshot]`: a node behind an HP Moonshot chassis manager.
     Moonshot,
+    /// `[mdm]`: the Mac's device in an MDM service.
+    Mdm,
 }
 
 /// Everything roller knows about a task, in one place.
@@ -114,6 +117,7 @@ impl Task {
         Task::XenapiReboot,
         Task::IloReboot,
         Task::MoonshotReset,
+        Task::MdmRestart,
         Task::Loan,
         Task::ReturnLoan,
     ];
@@ -312,6 +316,15 @@ impl Task {
                 true,
                 true,
                 Needs::Moonshot,
+            ),
+            // In-band: delivered at the Mac's next MDM check-in, and never a power cut.
+            Task::MdmRestart => s(
+                "mdm_restart",
+                "ask the Mac's MDM (SimpleMDM) to restart it: in-band, run at its next MDM check-in; no power cut",
+                CHANGES_HARDWARE,
+                true,
+                true,
+                Needs::Mdm,
             ),
             Task::Loan => s(
                 "loan",

@@ -11,6 +11,7 @@ pub mod ilo;
 pub mod ipmi;
 pub mod loan;
 pub mod moonshot;
+pub mod mdm;
 pub mod ping;
 pub mod reboot;
 pub mod redfish;
@@ -326,6 +327,7 @@ pub fn dispatch<'a>(task: Task, on: &'a Subject, cx: &'a ActionContext) -> BoxFu
         Task::XenapiReboot => Box::pin(xenapi::run(on, cx).instrument(span)),
         Task::IloReboot => Box::pin(ilo::run(on, cx).instrument(span)),
         Task::MoonshotReset => Box::pin(moonshot::run(on, cx).instrument(span)),
+        Task::MdmRestart => Box::pin(mdm::run(on, cx).instrument(span)),
         Task::Loan => Box::pin(loan::loan(on, cx).instrument(span)),
         Task::ReturnLoan => Box::pin(loan::return_loan(on, cx).instrument(span)),
         Task::Noop => Box::pin(async { Ok(Report::Empty(report::Empty {})) }),

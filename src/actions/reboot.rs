@@ -118,6 +118,7 @@ pub fn describe(m: &Machine, task: Task) -> String {
                 s.password.describe()
             )
         }),
+        Needs::Mdm => m.mdm.as_ref().map(super::mdm::describe),
         Needs::Inventory if task == Task::FileBugzillaBug => {
             Some(format!("CC {}", if m.bug_cc.is_empty() { "nobody".into() } else { m.bug_cc.join(", ") }))
         }
@@ -134,6 +135,7 @@ fn why_skipped(m: &Machine, step: Task, settings: &ActionSettings) -> Option<Str
         Task::XenapiReboot if settings.xen.is_none() => {
             Some("no XenAPI is configured (XEN_URL, XEN_USERNAME, XEN_PASSWORD)".into())
         }
+        Task::MdmRestart if settings.simplemdm.is_none() => Some(super::mdm::NOT_CONFIGURED.into()),
         Task::FileBugzillaBug if settings.bugzilla.is_none() => {
             Some("no Bugzilla is configured (BUGZILLA_URL, BUGZILLA_API_KEY)".into())
         }

@@ -191,6 +191,37 @@ pub struct XenReport {
     pub cycle_observed: bool,
 }
 
+/// `mdm_restart`: what the MDM service knew of the Mac, and that it queued the restart.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct MdmReport {
+    /// The MDM service: `simplemdm`.
+    #[schema(example = "simplemdm")]
+    pub mdm: &'static str,
+    pub device_id: u64,
+    pub device_name: String,
+    /// The service's enrolment status (`enrolled`).
+    pub status: String,
+    /// The Mac's last MDM check-in as the service reports it, when it does.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_seen_at: Option<String>,
+    /// `queued`: the service took the restart (202). `unconfirmed`: the request went out
+    /// and no answer said whether it was taken (`why_unconfirmed`); it is not sent twice
+    /// (a second would restart the Mac again after its boot), and the reboot chain's
+    /// proof decides.
+    #[schema(example = "queued")]
+    pub restart: &'static str,
+    /// The service's answer to the restart (202: queued), when one came.
+    pub http_status: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub why_unconfirmed: Option<String>,
+    /// Always `in-band`: the Mac runs the restart itself at its next MDM check-in; no
+    /// power is cut, and a Mac that is wedged or off the network never runs it.
+    #[schema(example = "in-band")]
+    pub delivery: &'static str,
+    /// What the restart is and what happens when it is not proven, in words.
+    pub note: &'static str,
+}
+
 /// `file_bugzilla_bug` (and the chain's bug step).
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct BugReport {
@@ -309,6 +340,7 @@ pub enum Report {
     Sel(SelReport),
     Ssh(SshReport),
     Xen(XenReport),
+    Mdm(MdmReport),
     Bug(BugReport),
     Reboot(RebootReport),
     Reimage(ReimageReport),
@@ -328,6 +360,7 @@ impl Report {
             | Report::Status(_)
             | Report::Sel(_)
             | Report::Ssh(_)
+            | Report::Mdm(_)
             | Report::Bug(_)
             | Report::Reboot(_)
             | Report::Reimage(_)
@@ -361,6 +394,7 @@ report_from!(
     SelReport => Sel,
     SshReport => Ssh,
     XenReport => Xen,
+    MdmReport => Mdm,
     BugReport => Bug,
     RebootReport => Reboot,
     ReimageReport => Reimage,

@@ -10,6 +10,7 @@ use crate::drivers::dns::DnsResolver;
 use crate::drivers::gate::Gates;
 use crate::drivers::ping::PingSettings;
 use crate::drivers::reachability::ProbeSettings;
+use crate::drivers::simplemdm::SimpleMdm;
 use crate::drivers::taskcluster::TaskclusterClient;
 use crate::inventory::InventoryHandle;
 
@@ -28,6 +29,9 @@ pub struct ActionSettings {
     pub bugzilla: Option<BugzillaSettings>,
     /// The Xen pool master `xenapi_reboot` talks to; `None` skips that step.
     pub xen: Option<XenSettings>,
+    /// The SimpleMDM account `mdm_restart` asks (one client: its clones share the
+    /// process-wide cap on calls); `None` skips that step.
+    pub simplemdm: Option<SimpleMdm>,
     /// Roller's own Taskcluster client, for `loan` / `return_loan`.
     pub taskcluster: Option<TaskclusterSettings>,
 }

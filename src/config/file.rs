@@ -25,6 +25,7 @@ pub struct FileConfig {
     pub reboot: RebootFile,
     pub bugzilla: BugzillaFile,
     pub xen: XenFile,
+    pub simplemdm: SimpleMdmFile,
     pub taskcluster: TaskclusterFile,
     pub notify: NotifyFile,
     pub safety: SafetyFile,
@@ -111,6 +112,18 @@ pub struct TaskclusterFile {
     pub access_token_file: Option<PathBuf>,
     pub loan_days: Option<u32>,
     pub timeout_secs: Option<u64>,
+}
+
+/// `[simplemdm]`: the account `mdm_restart` asks.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SimpleMdmFile {
+    pub api_url: Option<String>,
+    pub api_key_env: Option<String>,
+    pub api_key_file: Option<PathBuf>,
+    pub max_concurrent: Option<u64>,
+    pub timeout_secs: Option<u64>,
+    pub retry_within_secs: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

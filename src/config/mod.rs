@@ -14,6 +14,7 @@
 mod file;
 mod medic;
 mod sections;
+mod simplemdm;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -22,6 +23,7 @@ use std::time::Duration;
 use secrecy::SecretString;
 
 pub use self::file::{AuthBackendKind, FileConfig};
+pub use self::simplemdm::SimpleMdmConfig;
 use crate::actions::{BugTemplate, RebootSettings, XenSettings};
 pub use crate::auth::local::LocalClient;
 use crate::drivers::dns::DnsSettings;
@@ -76,6 +78,8 @@ pub struct Settings {
     pub bugzilla: Option<BugzillaConfig>,
     /// The Xen pool master `xenapi_reboot` talks to; `None` skips that step.
     pub xen: Option<XenSettings>,
+    /// The SimpleMDM account `mdm_restart` asks; `None` skips that step.
+    pub simplemdm: Option<SimpleMdmConfig>,
     /// Roller's own Taskcluster credentials (`loan`, `return_loan`, notify).
     pub taskcluster: Option<TaskclusterConfig>,
     /// Who hears about jobs starting and ending.
@@ -261,6 +265,7 @@ impl Settings {
         let safety = sections::safety(&l, file.safety, queue.history_cap)?;
         let bugzilla = sections::bugzilla(&l, file.bugzilla)?;
         let xen = sections::xen(&l, file.xen)?;
+        let simplemdm = simplemdm::simplemdm(&l, file.simplemdm)?;
         let taskcluster = sections::taskcluster(&l, file.taskcluster)?;
         let notify = sections::notify(&l, file.notify, taskcluster.is_some())?;
         let dns = sections::dns(&l, file.dns)?;
@@ -290,6 +295,7 @@ impl Settings {
             dns,
             bugzilla,
             xen,
+            simplemdm,
             taskcluster,
             notify,
             health,

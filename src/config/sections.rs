@@ -42,7 +42,7 @@ impl Layer<'_> {
         }
     }
 
-    fn env(&self, var: &str) -> Option<String> {
+    pub(super) fn env(&self, var: &str) -> Option<String> {
         self.env.get(var)
     }
 
@@ -77,7 +77,7 @@ impl Layer<'_> {
 
     /// A secret from its environment variable (`direct`, which wins), or the file
     /// table's `<field>_env` (names a variable) or `<field>_file`. `None` when none is given.
-    fn secret(
+    pub(super) fn secret(
         &self,
         direct: &str,
         field: &str,

@@ -11,6 +11,7 @@ pub mod moonshot;
 pub mod ping;
 pub mod reachability;
 pub mod redfish;
+pub mod simplemdm;
 pub mod snmp;
 pub mod ssh;
 pub mod taskcluster;
@@ -139,6 +140,18 @@ faults!(redfish::RedfishError, "redfish", |e| {
         E::Auth { .. } => Fault::Refused,
         E::Timeout { .. } | E::Connect { .. } => Fault::Unreachable,
         E::Http { .. } | E::NoSystem { .. } | E::Unsupported { .. } | E::Protocol { .. } => Fault::Failed,
+        E::Cancelled => Fault::Cancelled,
+    }
+});
+faults!(simplemdm::SimpleMdmError, "simplemdm", |e| {
+    use simplemdm::SimpleMdmError as E;
+    match e {
+        // A device id SimpleMDM does not know is the inventory's to fix.
+        E::InvalidUrl(_) | E::NoDevice(_) => Fault::Config,
+        E::KeyRefused { .. } | E::Refused { .. } => Fault::Refused,
+        // Rate limited or unavailable past the call's deadline: SimpleMDM did not do it.
+        E::GaveUp { .. } | E::Busy { .. } | E::Timeout { .. } | E::Http { .. } => Fault::Unreachable,
+        E::Protocol { .. } => Fault::Failed,
         E::Cancelled => Fault::Cancelled,
     }
 });

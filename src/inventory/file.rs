@@ -69,6 +69,7 @@ pub(super) struct MachineFile {
     pub xen: Option<XenFile>,
     pub ilo: Option<IloFile>,
     pub moonshot: Option<MoonshotFile>,
+    pub mdm: Option<MdmFile>,
     #[serde(default)]
     pub bug_cc: Vec<String>,
     pub provisioner_id: Option<String>,
@@ -166,4 +167,12 @@ pub(super) struct MoonshotClassFile {
     pub password_file: Option<PathBuf>,
     pub verify_tls: Option<bool>,
     pub ca_file: Option<PathBuf>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct MdmFile {
+    pub provider: Option<String>,
+    /// Signed, so a negative id is refused with the field named, not as a TOML type error.
+    pub device_id: i64,
 }

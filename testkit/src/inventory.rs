@@ -228,6 +228,7 @@ pub struct Machine {
     ilo: Option<Ilo>,
     #[serde(skip_serializing_if = "Option::is_none")]
     moonshot: Option<Moonshot>,
+    mdm: Option<Mdm>,
 }
 
 impl Machine {
@@ -248,6 +249,7 @@ impl Machine {
             xen: None,
             ilo: None,
             moonshot: None,
+            mdm: None,
         }
     }
 
@@ -311,6 +313,12 @@ impl Machine {
 
     pub fn moonshot(mut self, moonshot: Moonshot) -> Self {
         self.moonshot = Some(moonshot);
+        self
+    }
+
+    /// `[mdm] device_id` in SimpleMDM (the default provider).
+    pub fn mdm(mut self, device_id: u64) -> Self {
+        self.mdm = Some(Mdm { provider: None, device_id });
         self
     }
 }
@@ -475,6 +483,13 @@ impl Redfish {
         self.system = Some(system.into());
         self
     }
+}
+
+#[derive(Debug, Clone, Serialize)]
+struct Mdm {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    provider: Option<String>,
+    device_id: u64,
 }
 
 #[derive(Debug, Clone, Serialize)]

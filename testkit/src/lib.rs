@@ -1,8 +1,9 @@
 //! What roller's tests (unit and integration) and its benchmarks share, so each exists
 //! once: a throwaway `redis-server` (standalone or a cluster), a XenAPI stand-in, a
 //! Taskcluster stand-in driven by a scripted fleet, an HP Moonshot chassis manager
-//! stand-in (HTTPS, nodes whose hosts go down and come back), a typed builder for
-//! inventory files, and a watcher for ICMP echoes on loopback.
+//! stand-in (HTTPS, nodes whose hosts go down and come back), a SimpleMDM stand-in with
+//! the Macs behind it, a typed builder for inventory files, and a watcher for ICMP echoes
+//! on loopback.
 //!
 //! It never depends on `roller`: roller's unit tests (`src/queue/redis.rs`,
 //! `src/drivers/ping.rs`) use it as a dev-dependency, which a dependency on roller would
@@ -13,6 +14,7 @@ pub mod icmp;
 pub mod inventory;
 pub mod moonshot;
 pub mod redis;
+pub mod simplemdm;
 pub mod taskcluster;
 pub mod xen;
 

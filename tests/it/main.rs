@@ -20,6 +20,7 @@ mod interrupt;
 mod ipmi;
 mod jobs;
 mod loan;
+mod mdm;
 mod medic;
 mod metrics;
 mod moonshot;
