@@ -13,6 +13,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::actions::{ActionSettings, BugzillaSettings, TaskclusterSettings};
+use crate::api::tls::ServerTls;
 use crate::api::{self, AppState};
 use crate::auth::Authenticator;
 use crate::auth::local::{LocalAuth, LocalClient};
@@ -29,7 +30,7 @@ use crate::inventory::{Inventory, InventoryHandle};
 use crate::medic::Medic;
 use crate::notify::Notifier;
 use crate::queue::records::Records;
-use crate::queue::redis::{RedisQueue, RedisSettings};
+use crate::queue::redis::{RedisLogin, RedisQueue, RedisSettings, RedisTls};
 use crate::queue::sqlite::SqliteQueue;
 use crate::queue::{Queue, QueueOptions};
 use crate::runner::Runner;
@@ -59,6 +60,8 @@ pub enum Mode {
 /// A built roller: queue open, API listener bound and/or runner ready.
 pub struct Application {
     http: Option<(tokio::net::TcpListener, SocketAddr)>,
+    /// `[server] tls_cert_file`: the listener serves HTTPS with this (reloaded on SIGHUP).
+    tls: Option<Arc<ServerTls>>,
     state: AppState,
     runner: Option<Runner>,
     /// The health sweep, in processes that run jobs, when `[health]` is on.
@@ -116,6 +119,11 @@ impl Application {
         };
         // A worker serves only the operational endpoints, and only when asked to.
         let bind = if mode == Mode::Worker { settings.metrics_bind } else { Some(settings.bind) };
+        // Read before binding: a bad pair stops the start, naming the file.
+        let tls = match (&settings.tls, bind) {
+            (Some(files), Some(_)) => Some(ServerTls::load(files).map_err(|e| anyhow::anyhow!(e))?),
+            _ => None,
+        };
         let http = match bind {
             None => None,
             Some(b) => {
@@ -176,6 +184,7 @@ impl Application {
         };
         Ok(Application {
             http,
+            tls,
             state,
             runner,
             sweeper,
@@ -191,6 +200,17 @@ impl Application {
     /// Where this process listens: the API, or a worker's metrics endpoint (`None`: no HTTP).
     pub fn local_addr(&self) -> Option<SocketAddr> {
         self.http.as_ref().map(|(_, a)| *a)
+    }
+
+    /// `https://<addr>` or `http://<addr>`: what clients of this listener use.
+    pub fn base_url(&self) -> Option<String> {
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        self.local_addr().map(|a| format!("{scheme}://{a}"))
+    }
+
+    /// The listener's certificate, when it serves HTTPS (what SIGHUP reloads).
+    pub fn server_tls(&self) -> Option<&Arc<ServerTls>> {
+        self.tls.as_ref()
     }
 
     /// The runner's identity in job records; `None` for an API-only process.
@@ -221,8 +241,11 @@ impl Application {
         if let Some((listener, addr)) = self.http.take() {
             let app = if self.ops_only { api::ops_router(self.state.clone()) } else { api::router(self.state.clone()) };
             let limits = connection_limits(self.state.settings.connections, self.open_files);
+            let acceptor = self.tls.as_ref().map(|t| t.acceptor()).transpose().map_err(|e| anyhow::anyhow!(e))?;
             tracing::info!(
                 addr = %addr,
+                scheme = if acceptor.is_some() { "https" } else { "http" },
+                certificate_sha256 = self.tls.as_ref().map(|t| t.fingerprint()),
                 max_connections = limits.max_connections,
                 header_read_timeout_secs = limits.header_read_timeout.as_secs(),
                 idle_timeout_secs = limits.idle_timeout.as_secs(),
@@ -235,7 +258,7 @@ impl Application {
                 streams.cancel();
             });
             let overload = api::overload_router(self.state.clone());
-            api::server::serve(listener, app, overload, limits, shutdown.clone()).await;
+            api::server::serve(listener, app, overload, limits, acceptor, shutdown.clone()).await;
         }
         if let Some(r) = runner {
             r.await.context("runner task failed")?;
@@ -344,6 +367,11 @@ pub fn check_clients(settings: &Settings) -> Vec<String> {
             errors.push(e);
         }
     }
+    if let Some(files) = &settings.tls
+        && let Err(e) = ServerTls::load(files)
+    {
+        errors.push(e);
+    }
     let auth = match &settings.auth {
         AuthSettings::Local { clients } if clients.is_empty() => {
             let path = settings.data_dir.join(ADMIN_CREDENTIALS_FILE);
@@ -418,20 +446,41 @@ pub fn reload_inventory_on_sighup(path: Option<PathBuf>, handle: InventoryHandle
     });
 }
 
-/// Redis when `REDIS_URL` is set, else the SQLite file in the data directory.
+/// Reload the listener's certificate and key on SIGHUP: new handshakes get the new pair;
+/// a pair that does not load is logged (naming the file) and the old one kept.
+pub fn reload_tls_on_sighup(tls: Option<Arc<ServerTls>>) {
+    let Some(tls) = tls else { return };
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        tracing::error!("cannot install the SIGHUP handler; the TLS certificate will not reload");
+        return;
+    };
+    tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            let files = tls.files();
+            match tls.reload() {
+                Ok(()) => tracing::info!(
+                    cert_file = %files.cert_file.display(),
+                    certificate_sha256 = %tls.fingerprint(),
+                    "TLS certificate reloaded"
+                ),
+                Err(e) => tracing::error!(
+                    error = %e,
+                    certificate_sha256 = %tls.fingerprint(),
+                    "TLS certificate reload failed; keeping the one in force"
+                ),
+            }
+        }
+    });
+}
+
 /// Redis when `REDIS_URL` is set, else the SQLite file in the data directory: the jobs,
 /// and the shared records beside them (one backend, two views).
 async fn open_queue(settings: &Settings) -> anyhow::Result<(Arc<dyn Queue>, Arc<dyn Records>)> {
     let options = QueueOptions { retention: settings.retention, history_cap: settings.history_cap };
     Ok(match &settings.redis {
         Some(r) => {
-            let rs = RedisSettings {
-                url: r.url.expose_secret().to_string(),
-                cluster: r.cluster,
-                prefix: r.prefix.clone(),
-                response_timeout: r.response_timeout,
-                connect_timeout: r.connect_timeout,
-            };
+            let rs = redis_settings(r);
             let q =
                 Arc::new(RedisQueue::connect(&rs, options).await.context("cannot use the Redis queue (REDIS_URL)")?);
             (q.clone(), q)
@@ -444,6 +493,19 @@ async fn open_queue(settings: &Settings) -> anyhow::Result<(Arc<dyn Queue>, Arc<
             (q.clone(), q)
         }
     })
+}
+
+/// The queue's view of `[redis]`: where, who, and the TLS files.
+pub fn redis_settings(r: &crate::config::RedisConfig) -> RedisSettings {
+    RedisSettings {
+        url: r.url.expose_secret().to_string(),
+        cluster: r.cluster,
+        prefix: r.prefix.clone(),
+        response_timeout: r.response_timeout,
+        connect_timeout: r.connect_timeout,
+        login: RedisLogin { username: r.username.clone(), password: r.password.clone() },
+        tls: RedisTls { ca_file: r.tls_ca_file.clone(), client: r.tls_client.clone() },
+    }
 }
 
 fn build_auth(settings: &Settings) -> anyhow::Result<(Authenticator, Option<PathBuf>)> {

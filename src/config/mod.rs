@@ -53,6 +53,9 @@ pub struct Settings {
     pub metrics_bind: Option<SocketAddr>,
     pub cors_origin: String,
     pub trusted_proxy: bool,
+    /// Set: the API (and a worker's metrics listener) serve HTTPS with these files,
+    /// reloaded on SIGHUP.
+    pub tls: Option<ServerTlsFiles>,
     /// How long a client may take, and how many may be connected at once.
     pub connections: ConnectionSettings,
     pub auth: AuthSettings,
@@ -139,11 +142,30 @@ pub struct SafetySettings {
     pub confirm_above: usize,
 }
 
+/// `[server] tls_cert_file` / `tls_key_file`: PEM files, read (and checked) at load;
+/// `startup` builds the acceptor from them and reloads them on SIGHUP.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerTlsFiles {
+    /// The certificate, then any intermediates.
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+}
+
 /// Where the distributed queue lives (`REDIS_URL`).
 #[derive(Debug, Clone)]
 pub struct RedisConfig {
     /// May carry a password: secret.
     pub url: SecretString,
+    /// `rediss://` (every node): TLS.
+    pub tls: bool,
+    /// Trust only this CA for the server.
+    pub tls_ca_file: Option<PathBuf>,
+    /// The client certificate and key, for a server that demands one.
+    pub tls_client: Option<(PathBuf, PathBuf)>,
+    /// An ACL user (`AUTH <username> <password>`).
+    pub username: Option<String>,
+    /// From `ROLLER_REDIS_PASSWORD`, `redis.password_env` or `redis.password_file`.
+    pub password: Option<SecretString>,
     /// `url` is a comma-separated list of cluster nodes.
     pub cluster: bool,
     /// Every key is `{<prefix>}:…`: one hash tag, so Redis Cluster keeps a queue on one slot.
@@ -273,6 +295,7 @@ impl Settings {
             metrics_bind: server.metrics_bind,
             cors_origin: server.cors_origin,
             trusted_proxy: server.trusted_proxy,
+            tls: server.tls,
             connections: server.connections,
             auth,
             scope_prefix,

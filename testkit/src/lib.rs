@@ -1,7 +1,8 @@
 //! What roller's tests (unit and integration) and its benchmarks share, so each exists
 //! once: a throwaway `redis-server` (standalone or a cluster), a XenAPI stand-in, a
 //! Taskcluster stand-in driven by a scripted fleet, a typed builder for inventory files,
-//! and a watcher for ICMP echoes on loopback.
+//! a watcher for ICMP echoes on loopback, and a throwaway PKI (a CA, server and client
+//! certificates) for the TLS tests.
 //!
 //! It never depends on `roller`: roller's unit tests (`src/queue/redis.rs`,
 //! `src/drivers/ping.rs`) use it as a dev-dependency, which a dependency on roller would
@@ -12,6 +13,7 @@ pub mod icmp;
 pub mod inventory;
 pub mod redis;
 pub mod taskcluster;
+pub mod tls;
 pub mod xen;
 
 use std::net::TcpListener;
