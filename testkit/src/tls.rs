@@ -29,7 +29,7 @@ pub struct Pki {
     issuer: CertifiedIssuer<'static, KeyPair>,
     ca: PathBuf,
     name: String,
-    next_serial: std::cell::Cell<u64>,
+    next_serial: std::sync::atomic::AtomicU64,
 }
 
 impl Pki {
@@ -44,7 +44,7 @@ impl Pki {
         let issuer = CertifiedIssuer::self_signed(params, KeyPair::generate().expect("a CA key")).expect("CA cert");
         let ca = dir.path().join("ca.pem");
         std::fs::write(&ca, issuer.pem()).expect("write ca.pem");
-        Pki { dir, issuer, ca, name: name.to_string(), next_serial: std::cell::Cell::new(100) }
+        Pki { dir, issuer, ca, name: name.to_string(), next_serial: std::sync::atomic::AtomicU64::new(100) }
     }
 
     /// The CA certificate (PEM).
@@ -67,8 +67,7 @@ impl Pki {
     }
 
     fn issue(&self, file: &str, names: &[&str], usage: ExtendedKeyUsagePurpose) -> Issued {
-        let serial = self.next_serial.get();
-        self.next_serial.set(serial + 1);
+        let serial = self.next_serial.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let common_name = format!("{file} {serial} ({})", self.name);
         let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
         let mut params = CertificateParams::new(names).expect("certificate parameters");

@@ -282,10 +282,21 @@ impl RedisQueue {
             connect_timeout: settings.connect_timeout,
             clock_offset_ms: Arc::default(),
         };
+        // Under TLS 1.3 a server that wants a client certificate says so after the
+        // handshake, at the first call: these errors get the same hints as the connect's.
+        let hinted = |e: QueueError| match e {
+            QueueError::Unavailable(msg) => match hint(&msg, &settings.tls) {
+                Some(h) => QueueError::Unavailable(redact(&format!("{msg} ({h})"), &secrets)),
+                None => QueueError::Unavailable(msg),
+            },
+            other => other,
+        };
         let before = chrono::Utc::now().timestamp_millis();
-        let (secs, micros): (i64, i64) = queue.call(redis::cmd("TIME").query_async(&mut queue.conn.clone())).await?;
+        let (secs, micros): (i64, i64) =
+            queue.call(redis::cmd("TIME").query_async(&mut queue.conn.clone())).await.map_err(hinted)?;
         queue.set_clock_offset(before, secs, micros);
-        let info: Value = queue.call(redis::cmd("INFO").arg("server").query_async(&mut queue.conn.clone())).await?;
+        let info: Value =
+            queue.call(redis::cmd("INFO").arg("server").query_async(&mut queue.conn.clone())).await.map_err(hinted)?;
         let mut texts = Vec::new();
         collect_texts(&info, &mut texts);
         let versions: Vec<(u32, u32, u32)> = texts.iter().filter_map(|t| parse_version(t)).collect();
