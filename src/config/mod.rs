@@ -452,6 +452,94 @@ mod tests {
     }
 
     #[test]
+    fn redis_tls_and_its_login_are_checked_at_load_and_the_errors_name_the_fix() {
+        let pki = roller_testkit::tls::Pki::new("config test CA");
+        let client = pki.client("roller");
+        let pw = pki.dir().join("redis-password");
+        std::fs::write(&pw, "s3cret-redis-pw\n").unwrap();
+        let (ca, cert, key) = (pki.ca().display().to_string(), client.cert.display(), client.key.display());
+        let full = format!(
+            "[redis]\ntls_ca_file = {ca:?}\ntls_cert_file = \"{cert}\"\ntls_key_file = \"{key}\"\nusername = \"roller\"\n\
+             password_file = {:?}\n",
+            pw.display().to_string()
+        );
+        let s = load(&full, &[("REDIS_URL", "rediss://redis.example:6380")]).unwrap();
+        let r = s.redis.as_ref().expect("distributed mode");
+        assert!(r.tls);
+        assert_eq!(r.tls_ca_file.as_deref(), Some(pki.ca()));
+        assert_eq!(r.tls_client, Some((client.cert.clone(), client.key.clone())));
+        assert_eq!(r.username.as_deref(), Some("roller"));
+        assert_eq!(r.password.as_ref().unwrap().expose_secret(), "s3cret-redis-pw");
+        assert!(!format!("{s:?}").contains("s3cret-redis-pw"));
+        // The environment's password wins over the file's.
+        let s = load(&full, &[("REDIS_URL", "rediss://r:1"), ("ROLLER_REDIS_PASSWORD", "from-env")]).unwrap();
+        assert_eq!(s.redis.unwrap().password.unwrap().expose_secret(), "from-env");
+        // Without REDIS_URL none of it matters (embedded mode).
+        assert!(load("[redis]\ntls_ca_file = \"/nonexistent\"\n", &[]).unwrap().redis.is_none());
+
+        let url = |u: &'static str| vec![("REDIS_URL", u)];
+        for (text, env, want) in [
+            (format!("[redis]\ntls_ca_file = {ca:?}\n"), url("redis://r:6379"), "must start with rediss://"),
+            (format!("[redis]\ntls_cert_file = \"{cert}\"\n"), url("rediss://r:6379"), "go together"),
+            (format!("[redis]\ntls_key_file = \"{key}\"\n"), url("rediss://r:6379"), "go together"),
+            (
+                "[redis]\ntls_ca_file = \"/nonexistent/ca.pem\"\n".into(),
+                url("rediss://r"),
+                "cannot read /nonexistent/ca.pem",
+            ),
+            (format!("[redis]\ntls_ca_file = \"{key}\"\n"), url("rediss://r"), "holds no PEM certificate"),
+            (
+                format!("[redis]\ntls_cert_file = \"{cert}\"\ntls_key_file = {ca:?}\n"),
+                url("rediss://r"),
+                "no PEM private key",
+            ),
+            ("[redis]\nusername = \"roller\"\n".into(), url("rediss://r"), "ROLLER_REDIS_PASSWORD"),
+            ("[redis]\nusername = \"roller\"\npassword_env = \"UNSET_PW\"\n".into(), url("rediss://r"), "UNSET_PW"),
+            ("[redis]\nusername = \"roller\"\n".into(), url("rediss://u:p@r"), "one way"),
+            ("".into(), url("rediss://a:1,redis://b:2"), "mixes redis:// and rediss://"),
+        ] {
+            let e = error(&text, &env);
+            assert!(e.contains(want), "want {want:?} in {e:?}");
+            assert!(!e.contains("s3cret"), "{e}");
+        }
+    }
+
+    #[test]
+    fn https_needs_both_the_certificate_and_the_key_and_makes_the_default_origin_https() {
+        let pki = roller_testkit::tls::Pki::new("config test CA");
+        let server = pki.server("roller");
+        let both = format!(
+            "[server]\ntls_cert_file = {:?}\ntls_key_file = {:?}\n",
+            server.cert.display().to_string(),
+            server.key.display().to_string()
+        );
+        let s = load(&both, &[]).unwrap();
+        let tls = s.tls.expect("HTTPS");
+        assert_eq!((tls.cert_file, tls.key_file), (server.cert.clone(), server.key.clone()));
+        assert_eq!(s.cors_origin, "https://127.0.0.1:8000");
+        assert!(load("", &[]).unwrap().tls.is_none());
+        let cert = server.cert.display().to_string();
+        let key = server.key.display().to_string();
+        for (text, env, want) in [
+            (format!("[server]\ntls_cert_file = {cert:?}\n"), vec![], "go together"),
+            ("".to_string(), vec![("ROLLER_TLS_KEY_FILE", key.as_str())], "go together"),
+            (
+                format!("[server]\ntls_cert_file = {key:?}\ntls_key_file = {key:?}\n"),
+                vec![],
+                "holds no PEM certificate",
+            ),
+            (
+                format!("[server]\ntls_cert_file = {cert:?}\ntls_key_file = \"/nonexistent.key\"\n"),
+                vec![],
+                "cannot read /nonexistent.key",
+            ),
+        ] {
+            let e = error(&text, &env);
+            assert!(e.contains(want), "want {want:?} in {e:?}");
+        }
+    }
+
+    #[test]
     fn nameservers_default_to_the_system_and_the_environment_wins() {
         let system = load("", &[]).unwrap();
         assert!(system.dns.nameservers.is_empty(), "resolv.conf by default");
