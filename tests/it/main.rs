@@ -15,6 +15,7 @@ mod fleet;
 mod hardware;
 mod health;
 mod helpers;
+mod https;
 mod ilo;
 mod interrupt;
 mod ipmi;
