@@ -31,6 +31,7 @@ mod process;
 mod procs;
 mod reboot;
 mod redfish;
+mod redis_tls;
 mod snmp;
 mod ssh;
 mod sweep_lease;
