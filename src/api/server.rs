@@ -253,7 +253,7 @@ where
     builder.timer(TokioTimer::new()).header_read_timeout(limits.idle_timeout + limits.header_read_timeout);
     let mut conn = pin!(builder.serve_connection(io, service));
     let mut stop_seen = false;
-    let dropped = loop {
+    loop {
         let (deadline, _) = activity.deadline(&limits);
         tokio::select! {
             ended = conn.as_mut() => break match ended {
@@ -283,8 +283,7 @@ where
             }
             _ = hard_stop.cancelled() => break Some("shutdown"),
         }
-    };
-    dropped
+    }
 }
 
 /// A connection beyond the cap: its request is answered by `overload` (503), then closed;
