@@ -446,34 +446,6 @@ pub fn reload_inventory_on_sighup(path: Option<PathBuf>, handle: InventoryHandle
     });
 }
 
-/// Reload the listener's certificate and key on SIGHUP: new handshakes get the new pair;
-/// a pair that does not load is logged (naming the file) and the old one kept.
-pub fn reload_tls_on_sighup(tls: Option<Arc<ServerTls>>) {
-    let Some(tls) = tls else { return };
-    use tokio::signal::unix::{SignalKind, signal};
-    let Ok(mut hup) = signal(SignalKind::hangup()) else {
-        tracing::error!("cannot install the SIGHUP handler; the TLS certificate will not reload");
-        return;
-    };
-    tokio::spawn(async move {
-        while hup.recv().await.is_some() {
-            let files = tls.files();
-            match tls.reload() {
-                Ok(()) => tracing::info!(
-                    cert_file = %files.cert_file.display(),
-                    certificate_sha256 = %tls.fingerprint(),
-                    "TLS certificate reloaded"
-                ),
-                Err(e) => tracing::error!(
-                    error = %e,
-                    certificate_sha256 = %tls.fingerprint(),
-                    "TLS certificate reload failed; keeping the one in force"
-                ),
-            }
-        }
-    });
-}
-
 /// Redis when `REDIS_URL` is set, else the SQLite file in the data directory: the jobs,
 /// and the shared records beside them (one backend, two views).
 async fn open_queue(settings: &Settings) -> anyhow::Result<(Arc<dyn Queue>, Arc<dyn Records>)> {

@@ -1,7 +1,7 @@
 //! HTTPS on roller's own listener: the certificate and key from `[server] tls_cert_file` /
 //! `tls_key_file`, handed to each handshake by a resolver whose current pair is swapped
 //! whole on reload (SIGHUP), so a connection sees the old pair or the new one, never half
-//! of each. A reload that fails (a missing file, a key that does not match its
+//! of each ([`ServerTls::reload_on_sighup`]). A reload that fails (a missing file, a key that does not match its
 //! certificate) keeps the pair in force and says which file is wrong.
 //!
 //! The handshake itself runs in each connection's task, under its header read timeout
@@ -66,6 +66,34 @@ impl ServerTls {
     pub fn fingerprint(&self) -> String {
         let key = self.current();
         key.cert.first().map(|c| hex(&Sha256::digest(c.as_ref()))).unwrap_or_default()
+    }
+
+    /// Reload on every SIGHUP from now on (the handler is in place when this returns): new
+    /// handshakes get the new pair; a pair that does not load is logged, naming the file,
+    /// and the one in force stays.
+    pub fn reload_on_sighup(self: &Arc<Self>) {
+        use tokio::signal::unix::{SignalKind, signal};
+        let Ok(mut hup) = signal(SignalKind::hangup()) else {
+            tracing::error!("cannot install the SIGHUP handler; the TLS certificate will not reload");
+            return;
+        };
+        let tls = self.clone();
+        tokio::spawn(async move {
+            while hup.recv().await.is_some() {
+                match tls.reload() {
+                    Ok(()) => tracing::info!(
+                        cert_file = %tls.files.cert_file.display(),
+                        certificate_sha256 = %tls.fingerprint(),
+                        "TLS certificate reloaded"
+                    ),
+                    Err(e) => tracing::error!(
+                        error = %e,
+                        certificate_sha256 = %tls.fingerprint(),
+                        "TLS certificate reload failed; keeping the one in force"
+                    ),
+                }
+            }
+        });
     }
 
     pub fn files(&self) -> &ServerTlsFiles {

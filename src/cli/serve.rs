@@ -14,7 +14,9 @@ pub async fn serve(settings: Settings, mode: Mode) -> anyhow::Result<ExitCode> {
     let app = Application::build_mode(settings, mode).await?;
     // Before the banner: whoever reads it may send SIGHUP right away.
     crate::startup::reload_inventory_on_sighup(app.settings().inventory_path.clone(), app.inventory().clone());
-    crate::startup::reload_tls_on_sighup(app.server_tls().cloned());
+    if let Some(tls) = app.server_tls() {
+        tls.reload_on_sighup();
+    }
     let s = app.settings();
     let queue = match &s.redis {
         Some(r) => format!("Redis at {}, keys {{{}}}:*", crate::startup::redis_settings(r).describe(), r.prefix),

@@ -8,12 +8,14 @@
 //! inline, from an environment variable (`*_env`) or from a file (`*_file`).
 //!
 //! - `file`: the file's shape (serde).
+//! - `tls`: `[redis]` and `[server]`'s TLS files and logins, checked at load.
 //! - `sections`: one function per table, each layering the environment over the
 //!   file over the default through one helper ([`sections::Layer`]).
 
 mod file;
 mod medic;
 mod sections;
+mod tls;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -274,7 +276,7 @@ impl Settings {
         let data_dir = l.env_path("ROLLER_DATA_DIR").or(file.data_dir).unwrap_or_else(|| default_data_dir(env));
         let server = sections::server(&l, file.server)?;
         let (auth, scope_prefix, read_scope) = sections::auth(&l, file.auth)?;
-        let redis = sections::redis(&l, file.redis)?;
+        let redis = tls::redis(&l, file.redis)?;
         let queue = sections::queue(&l, file.queue, &data_dir)?;
         let runner = sections::runner(&l, file.runner)?;
         let enabled_tasks = sections::tasks(&l, file.tasks)?;
