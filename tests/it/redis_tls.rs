@@ -86,11 +86,33 @@ async fn roller_serve_runs_jobs_on_a_tls_redis_as_the_acl_user_and_never_shows_t
     let (status, _) = signed(roller.url(), reqwest::Method::GET, "/__heartbeat__", ADMIN).await;
     assert_eq!(status, 200);
 
+    // A worker's metrics listener is the same listener code: HTTPS with the same pair.
+    let server_cert = s.pki.server("metrics");
+    let metrics_addr = format!("127.0.0.1:{}", free_port());
+    let worker_env = [
+        ("ROLLER_CONFIG", cfg.as_str()),
+        ("REDIS_URL", url.as_str()),
+        ("TEST_REDIS_PW", ROLLER_PASSWORD),
+        ("ROLLER_METRICS_BIND", metrics_addr.as_str()),
+        ("ROLLER_TLS_CERT_FILE", server_cert.cert.to_str().unwrap()),
+        ("ROLLER_TLS_KEY_FILE", server_cert.key.to_str().unwrap()),
+    ];
+    let worker = start_roller("worker", dir.path(), &worker_env, "worker.log", false);
+    let metrics_url = format!("https://{metrics_addr}/metrics");
+    assert!(worker.banner.iter().any(|l| l.contains(&metrics_url)), "{:?}", worker.banner);
+    let ca = std::fs::read(s.pki.ca()).unwrap();
+    let http =
+        reqwest::Client::builder().tls_certs_only(reqwest::Certificate::from_pem_bundle(&ca).unwrap()).build().unwrap();
+    let metrics = http.get(&metrics_url).send().await.expect("metrics over HTTPS");
+    assert_eq!(metrics.status(), 200);
+    assert!(metrics.text().await.unwrap().contains("roller_"));
+
     let denied = s.redis.cli(&["acl", "log"]);
     assert!(denied.trim().is_empty(), "Redis denied roller something:\n{denied}");
     let log = std::fs::read_to_string(&roller.log).unwrap();
+    let worker_log = std::fs::read_to_string(&worker.log).unwrap();
     assert!(!banner.contains(ROLLER_PASSWORD) && !log.contains(ROLLER_PASSWORD), "the password leaked");
-    drop(s.pki);
+    assert!(!worker_log.contains(ROLLER_PASSWORD), "the password leaked into the worker's log");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
