@@ -298,3 +298,22 @@ async fn the_cli_talks_to_an_https_roller_through_its_ca_file() {
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("holds no PEM certificate"), "{err}");
 }
+
+#[tokio::test]
+async fn beyond_the_connection_cap_an_https_client_gets_the_503_over_tls() {
+    let pki = Pki::new("roller test CA");
+    let extra = format!(
+        "{}max_connections = 1\n",
+        tls_config(&pki.server("roller")).replace("header_read_timeout_secs = 1\n", "")
+    );
+    let app = spawn_app_with(&extra, &[]).await;
+    let url = format!("https://{}/__lbheartbeat__", app.addr);
+    // The one served connection, kept alive in this client's pool.
+    let holder = https_client(pki.ca());
+    assert_eq!(holder.get(&url).send().await.unwrap().status(), 200);
+    // Another client: handshake, then roller's JSON 503, over TLS.
+    let r = https_client(pki.ca()).get(&url).send().await.expect("an answer, not a reset");
+    assert_eq!(r.status(), 503);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error_code"], "too_many_connections", "{body}");
+}

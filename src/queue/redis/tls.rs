@@ -95,12 +95,20 @@ pub(super) fn hint(error: &str, tls: &RedisTls) -> Option<String> {
                 .to_string(),
         });
     }
-    if e.contains("certificaterequired") || e.contains("certificate required") || e.contains("handshakefailure") {
-        return Some(if tls.client.is_some() {
-            "the server refused roller's client certificate (redis.tls_cert_file): is it signed by the CA the server trusts?"
-                .to_string()
-        } else {
-            "the server demands a client certificate: set redis.tls_cert_file and redis.tls_key_file".to_string()
+    if e.contains("certificaterequired") || e.contains("certificate required") {
+        return Some("the server demands a client certificate: set redis.tls_cert_file and redis.tls_key_file".into());
+    }
+    // A handshake refused for another reason: with a client certificate, most likely that.
+    if e.contains("handshakefailure") || e.contains("unknownca") || e.contains("badcertificate") {
+        return Some(match &tls.client {
+            Some((cert, _)) => format!(
+                "the server refused the TLS handshake: is roller's client certificate ({}) signed by a CA the \
+                 server trusts (tls-ca-cert-file)?",
+                cert.display()
+            ),
+            None => "the server refused the TLS handshake: does it demand a client certificate \
+                     (redis.tls_cert_file and redis.tls_key_file)?"
+                .into(),
         });
     }
     if e.contains("wrongpass")
@@ -231,8 +239,12 @@ mod tests {
         // A client certificate from a CA the server does not trust is no better.
         let rogue = Pki::new("some other CA");
         let foreign = rogue.client("roller");
-        let tls = RedisTls { ca_file: Some(pki.ca().to_path_buf()), client: Some((foreign.cert, foreign.key)) };
-        refusal(connect(&settings(&server, "mtls", tls, RedisLogin::default())).await);
+        let tls = RedisTls { ca_file: Some(pki.ca().to_path_buf()), client: Some((foreign.cert.clone(), foreign.key)) };
+        let msg = refusal(connect(&settings(&server, "mtls", tls, RedisLogin::default())).await);
+        assert!(
+            msg.contains("refused the TLS handshake") && msg.contains(&foreign.cert.display().to_string()),
+            "{msg}"
+        );
     }
 
     #[tokio::test]
