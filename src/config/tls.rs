@@ -40,7 +40,7 @@ pub(super) fn redis(l: &Layer, r: RedisFile) -> Result<Option<RedisConfig>, Conf
         && !tls
     {
         return Err(err(format!(
-            "{} needs TLS: REDIS_URL must start with rediss:// (it starts with redis://)",
+            "{} needs TLS: REDIS_URL must start with rediss:// (on every node), which it does not",
             l.at(key)
         )));
     }
