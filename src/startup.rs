@@ -3,19 +3,19 @@
 //! first-run data directory with its generated admin credentials.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context;
-use secrecy::{ExposeSecret, SecretString};
-use serde::{Deserialize, Serialize};
+use secrecy::ExposeSecret;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::actions::{ActionSettings, BugzillaSettings, TaskclusterSettings};
+use crate::api::tls::ServerTls;
 use crate::api::{self, AppState};
 use crate::auth::Authenticator;
-use crate::auth::local::{LocalAuth, LocalClient};
+use crate::auth::local::LocalAuth;
 use crate::auth::taskcluster::TaskclusterAuth;
 use crate::breaker::BreakerRule;
 use crate::config::{AuthSettings, Settings};
@@ -30,21 +30,15 @@ use crate::inventory::{Inventory, InventoryHandle};
 use crate::medic::Medic;
 use crate::notify::Notifier;
 use crate::queue::records::Records;
-use crate::queue::redis::{RedisQueue, RedisSettings};
+use crate::queue::redis::{RedisLogin, RedisQueue, RedisSettings, RedisTls};
 use crate::queue::sqlite::SqliteQueue;
 use crate::queue::{Queue, QueueOptions};
 use crate::runner::Runner;
 
-/// Name of the generated admin credentials file in the data directory.
-pub const ADMIN_CREDENTIALS_FILE: &str = "admin-credentials.json";
+mod data_dir;
 
-/// Client credentials as stored on disk (mode 0600) and read by the client subcommands.
-#[derive(Serialize, Deserialize)]
-pub struct CredentialsFile {
-    pub client_id: String,
-    pub access_token: String,
-    pub scopes: Vec<String>,
-}
+pub use data_dir::{ADMIN_CREDENTIALS_FILE, CredentialsFile, load_or_create_admin, read_credentials};
+use data_dir::{DataDirClaim, claim_data_dir, create_private_dir};
 
 /// Which parts of roller this process runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,6 +54,8 @@ pub enum Mode {
 /// A built roller: queue open, API listener bound and/or runner ready.
 pub struct Application {
     http: Option<(tokio::net::TcpListener, SocketAddr)>,
+    /// `[server] tls_cert_file`: the listener serves HTTPS with this (reloaded on SIGHUP).
+    tls: Option<Arc<ServerTls>>,
     state: AppState,
     runner: Option<Runner>,
     /// The health sweep, in processes that run jobs, when `[health]` is on.
@@ -117,6 +113,11 @@ impl Application {
         };
         // A worker serves only the operational endpoints, and only when asked to.
         let bind = if mode == Mode::Worker { settings.metrics_bind } else { Some(settings.bind) };
+        // Read before binding: a bad pair stops the start, naming the file.
+        let tls = match (&settings.tls, bind) {
+            (Some(files), Some(_)) => Some(ServerTls::load(files).map_err(|e| anyhow::anyhow!(e))?),
+            _ => None,
+        };
         let http = match bind {
             None => None,
             Some(b) => {
@@ -177,6 +178,7 @@ impl Application {
         };
         Ok(Application {
             http,
+            tls,
             state,
             runner,
             sweeper,
@@ -192,6 +194,17 @@ impl Application {
     /// Where this process listens: the API, or a worker's metrics endpoint (`None`: no HTTP).
     pub fn local_addr(&self) -> Option<SocketAddr> {
         self.http.as_ref().map(|(_, a)| *a)
+    }
+
+    /// `https://<addr>` or `http://<addr>`: what clients of this listener use.
+    pub fn base_url(&self) -> Option<String> {
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        self.local_addr().map(|a| format!("{scheme}://{a}"))
+    }
+
+    /// The listener's certificate, when it serves HTTPS (what SIGHUP reloads).
+    pub fn server_tls(&self) -> Option<&Arc<ServerTls>> {
+        self.tls.as_ref()
     }
 
     /// The runner's identity in job records; `None` for an API-only process.
@@ -222,8 +235,11 @@ impl Application {
         if let Some((listener, addr)) = self.http.take() {
             let app = if self.ops_only { api::ops_router(self.state.clone()) } else { api::router(self.state.clone()) };
             let limits = connection_limits(self.state.settings.connections, self.open_files);
+            let acceptor = self.tls.as_ref().map(|t| t.acceptor()).transpose().map_err(|e| anyhow::anyhow!(e))?;
             tracing::info!(
                 addr = %addr,
+                scheme = if acceptor.is_some() { "https" } else { "http" },
+                certificate_sha256 = self.tls.as_ref().map(|t| t.fingerprint()),
                 max_connections = limits.max_connections,
                 header_read_timeout_secs = limits.header_read_timeout.as_secs(),
                 idle_timeout_secs = limits.idle_timeout.as_secs(),
@@ -236,7 +252,7 @@ impl Application {
                 streams.cancel();
             });
             let overload = api::overload_router(self.state.clone());
-            api::server::serve(listener, app, overload, limits, shutdown.clone()).await;
+            api::server::serve(listener, app, overload, limits, acceptor, shutdown.clone()).await;
         }
         if let Some(r) = runner {
             r.await.context("runner task failed")?;
@@ -353,6 +369,11 @@ pub fn check_clients(settings: &Settings) -> Vec<String> {
             errors.push(e);
         }
     }
+    if let Some(files) = &settings.tls
+        && let Err(e) = ServerTls::load(files)
+    {
+        errors.push(e);
+    }
     let auth = match &settings.auth {
         AuthSettings::Local { clients } if clients.is_empty() => {
             let path = settings.data_dir.join(ADMIN_CREDENTIALS_FILE);
@@ -427,20 +448,13 @@ pub fn reload_inventory_on_sighup(path: Option<PathBuf>, handle: InventoryHandle
     });
 }
 
-/// Redis when `REDIS_URL` is set, else the SQLite file in the data directory.
 /// Redis when `REDIS_URL` is set, else the SQLite file in the data directory: the jobs,
 /// and the shared records beside them (one backend, two views).
 async fn open_queue(settings: &Settings) -> anyhow::Result<(Arc<dyn Queue>, Arc<dyn Records>)> {
     let options = QueueOptions { retention: settings.retention, history_cap: settings.history_cap };
     Ok(match &settings.redis {
         Some(r) => {
-            let rs = RedisSettings {
-                url: r.url.expose_secret().to_string(),
-                cluster: r.cluster,
-                prefix: r.prefix.clone(),
-                response_timeout: r.response_timeout,
-                connect_timeout: r.connect_timeout,
-            };
+            let rs = redis_settings(r);
             let q =
                 Arc::new(RedisQueue::connect(&rs, options).await.context("cannot use the Redis queue (REDIS_URL)")?);
             (q.clone(), q)
@@ -453,6 +467,19 @@ async fn open_queue(settings: &Settings) -> anyhow::Result<(Arc<dyn Queue>, Arc<
             (q.clone(), q)
         }
     })
+}
+
+/// The queue's view of `[redis]`: where, who, and the TLS files.
+pub fn redis_settings(r: &crate::config::RedisConfig) -> RedisSettings {
+    RedisSettings {
+        url: r.url.expose_secret().to_string(),
+        cluster: r.cluster,
+        prefix: r.prefix.clone(),
+        response_timeout: r.response_timeout,
+        connect_timeout: r.connect_timeout,
+        login: RedisLogin { username: r.username.clone(), password: r.password.clone() },
+        tls: RedisTls { ca_file: r.tls_ca_file.clone(), client: r.tls_client.clone() },
+    }
 }
 
 fn build_auth(settings: &Settings) -> anyhow::Result<(Authenticator, Option<PathBuf>)> {
@@ -470,103 +497,4 @@ fn build_auth(settings: &Settings) -> anyhow::Result<(Authenticator, Option<Path
             None,
         ),
     })
-}
-
-/// An embedded roller's claim on its data directory: an exclusive `flock` on
-/// `roller.lock` holding its pid, kept while it runs. Two processes on one SQLite
-/// file share the queue correctly (every claim is a transaction), so a second one is
-/// allowed, but it is told it is not alone: usually a leftover or a mistake.
-struct DataDirClaim {
-    _file: std::fs::File,
-    /// The pid written by the process that holds the claim, when that is not us.
-    shared_with: Option<String>,
-}
-
-fn claim_data_dir(dir: &Path) -> anyhow::Result<DataDirClaim> {
-    use std::io::{Read, Seek, Write};
-    use std::os::fd::AsRawFd;
-    use std::os::unix::fs::OpenOptionsExt;
-    let path = dir.join("roller.lock");
-    let mut file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(0o600)
-        .open(&path)
-        .with_context(|| format!("cannot open {}", path.display()))?;
-    // SAFETY: flock on a descriptor this function owns; no memory is involved.
-    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
-        file.set_len(0)?;
-        file.rewind()?;
-        write!(file, "{}", std::process::id())?;
-        return Ok(DataDirClaim { _file: file, shared_with: None });
-    }
-    let mut pid = String::new();
-    file.read_to_string(&mut pid)?;
-    let pid = pid.trim().chars().take(20).collect::<String>();
-    Ok(DataDirClaim { _file: file, shared_with: Some(if pid.is_empty() { "unknown".into() } else { pid }) })
-}
-
-fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
-    use std::os::unix::fs::DirBuilderExt;
-    if !dir.exists() {
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .with_context(|| format!("cannot create data directory {}", dir.display()))?;
-    }
-    Ok(())
-}
-
-/// Read the admin client from `path`, or generate one with a random token
-/// (mode 0600, created exclusively so a concurrent start cannot clobber it).
-pub fn load_or_create_admin(path: &Path, scope_prefix: &str) -> anyhow::Result<LocalClient> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    if !path.exists() {
-        let token: String = {
-            use rand::Rng;
-            let bytes: [u8; 32] = rand::rng().random();
-            base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, bytes)
-        };
-        let creds = CredentialsFile {
-            client_id: "roller-admin".into(),
-            access_token: token,
-            scopes: vec![format!("{scope_prefix}*")],
-        };
-        match std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path) {
-            Ok(mut f) => {
-                f.write_all(serde_json::to_string_pretty(&creds)?.as_bytes())
-                    .with_context(|| format!("cannot write {}", path.display()))?;
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-            Err(e) => return Err(e).with_context(|| format!("cannot create {}", path.display())),
-        }
-    }
-    let creds = read_credentials(path)?;
-    Ok(LocalClient {
-        client_id: creds.client_id,
-        access_token: SecretString::from(creds.access_token),
-        scopes: creds.scopes,
-    })
-}
-
-/// Read a credentials file, refusing one that others can read.
-pub fn read_credentials(path: &Path) -> anyhow::Result<CredentialsFile> {
-    use std::os::unix::fs::PermissionsExt;
-    let meta = std::fs::metadata(path).with_context(|| format!("cannot read credentials {}", path.display()))?;
-    if meta.permissions().mode() & 0o077 != 0 {
-        anyhow::bail!(
-            "credentials file {} is readable by others (mode {:o}); run: chmod 600 {}",
-            path.display(),
-            meta.permissions().mode() & 0o777,
-            path.display()
-        );
-    }
-    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read credentials {}", path.display()))?;
-    let creds: CredentialsFile =
-        serde_json::from_str(&text).with_context(|| format!("credentials file {} is not valid", path.display()))?;
-    Ok(creds)
 }

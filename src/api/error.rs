@@ -54,6 +54,9 @@ pub enum ErrorCode {
     /// Roller is serving as many connections as it may (`[server] max_connections`); this
     /// one is closed after the answer. Try again later.
     TooManyConnections,
+    /// A plain-HTTP request to roller's HTTPS port (`[server] tls_cert_file`): use https://.
+    /// Answered before any routing, in plain HTTP, and the connection closed.
+    HttpsRequired,
     QueueUnavailable,
     AuthUnavailable,
     /// The request took longer than the server allows.

@@ -16,6 +16,7 @@ mod machines;
 pub mod openapi;
 pub mod params;
 pub mod server;
+pub mod tls;
 pub mod wire;
 
 use std::sync::{Arc, Mutex};

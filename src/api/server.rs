@@ -18,6 +18,11 @@
 //!   once, requests under way may finish, and whatever is still open `shutdown_grace` later
 //!   is dropped.
 //!
+//! - **TLS** (`[server] tls_cert_file`): the handshake runs in the connection's own task,
+//!   inside its header read timeout (a client that starts one and never finishes is closed
+//!   then, like a slow request), never in the accept loop. A plain-HTTP request to the TLS
+//!   port is answered `400 https_required` in plain HTTP and closed.
+//!
 //! Requests are served over HTTP/1.1 by hyper (as `axum::serve` did here: axum's `http2`
 //! feature is off). A request hyper cannot parse (a control byte in a header value, say)
 //! never reaches the router: hyper answers `400 Bad Request` with an empty body and closes
@@ -39,10 +44,11 @@ use http_body::{Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
@@ -61,12 +67,14 @@ const OVERFLOW_LIFETIME: Duration = Duration::from_secs(5);
 const LOG_EVERY: Duration = Duration::from_secs(10);
 
 /// Serve `app` on `listener` within `limits` until `shutdown`, then wind down within
-/// `limits.shutdown_grace`. `overload` answers the connections beyond the cap.
+/// `limits.shutdown_grace`. `overload` answers the connections beyond the cap. With `tls`,
+/// every connection (the overflow's too) is HTTPS.
 pub async fn serve(
     listener: TcpListener,
     app: Router,
     overload: Router,
     limits: ConnectionSettings,
+    tls: Option<TlsAcceptor>,
     shutdown: CancellationToken,
 ) {
     // Routes resolved once here (what `into_make_service` does), not for every request:
@@ -98,13 +106,13 @@ pub async fn serve(
         if let Ok(permit) = served.clone().try_acquire_owned() {
             let slot = Slot::open(permit);
             let (app, stopping, hard_stop) = (app.clone(), shutdown.clone(), hard_stop.clone());
-            tracker.spawn(connection(stream, peer, app, limits, slot, stopping, hard_stop));
+            tracker.spawn(connection(stream, peer, app, limits, slot, tls.clone(), stopping, hard_stop));
             continue;
         }
         let how = match spare.clone().try_acquire_owned() {
             Ok(permit) => {
                 let timeout = OVERFLOW_HEADER_TIMEOUT.min(limits.header_read_timeout);
-                tracker.spawn(refuse(stream, overload.clone(), timeout, permit, hard_stop.clone()));
+                tracker.spawn(refuse(stream, overload.clone(), timeout, tls.clone(), permit, hard_stop.clone()));
                 "answered"
             }
             Err(_) => "closed",
@@ -133,18 +141,111 @@ pub async fn serve(
 }
 
 /// One served connection, watched: closed when its phase's deadline passes, gracefully
-/// at the stop signal, at once when the shutdown grace is over.
+/// at the stop signal, at once when the shutdown grace is over. With `tls`, the handshake
+/// comes first, within the header read timeout.
+#[allow(clippy::too_many_arguments)]
 async fn connection(
     stream: TcpStream,
     peer: SocketAddr,
     app: Router,
     limits: ConnectionSettings,
     _slot: Slot,
+    tls: Option<TlsAcceptor>,
     stopping: CancellationToken,
     hard_stop: CancellationToken,
 ) {
     let activity = Arc::new(Activity::new());
-    let io = TokioIo::new(Watched { inner: stream, activity: activity.clone() });
+    let watched = Watched { inner: stream, activity: activity.clone() };
+    let dropped = match tls {
+        None => drive(watched, peer, app, &limits, &activity, &stopping, &hard_stop).await,
+        Some(acceptor) => {
+            // The header read timeout runs from the connection's start: the handshake is
+            // inside it, so a client that never finishes one is closed like a slow request.
+            let (deadline, _) = activity.deadline(&limits);
+            let handshake = tokio::select! {
+                h = tokio::time::timeout_at(deadline, handshake(&acceptor, watched)) => h,
+                _ = stopping.cancelled() => return,
+                _ = hard_stop.cancelled() => return,
+            };
+            match handshake {
+                Ok(Ok(tls)) => drive(tls, peer, app, &limits, &activity, &stopping, &hard_stop).await,
+                Ok(Err(refused)) => {
+                    tracing::debug!(peer = %peer, reason = refused, "TLS handshake failed");
+                    Some(refused)
+                }
+                Err(_) => Some("header_timeout"),
+            }
+        }
+    };
+    if let Some(reason) = dropped {
+        metrics::counter!("roller_connections_dropped_total", "reason" => reason).increment(1);
+        tracing::debug!(peer = %peer, reason, "connection closed by roller");
+    }
+}
+
+/// The TLS handshake on a new connection. A client that speaks plain HTTP (its first byte
+/// is not a TLS handshake record) is answered `400 https_required` in plain HTTP: what
+/// `curl http://` to this port prints, instead of a reset. Errors are the reason for
+/// `roller_connections_dropped_total`.
+async fn handshake(
+    acceptor: &TlsAcceptor,
+    mut stream: Watched,
+) -> Result<tokio_rustls::server::TlsStream<Watched>, &'static str> {
+    /// The first byte of every TLS record that opens a handshake (ContentType handshake).
+    const TLS_HANDSHAKE: u8 = 0x16;
+    let mut first = [0u8; 1];
+    match stream.inner.peek(&mut first).await {
+        Ok(0) | Err(_) => return Err("tls_handshake"),
+        Ok(_) if first[0] != TLS_HANDSHAKE => {
+            plain_http_refused(&mut stream).await;
+            return Err("plain_http");
+        }
+        Ok(_) => {}
+    }
+    acceptor.accept(stream).await.map_err(|_| "tls_handshake")
+}
+
+/// Read the plain request's head (bounded), answer 400 with roller's error body, close.
+/// Reading first matters: closing a socket with unread bytes resets it, and the client
+/// would see a reset instead of the answer.
+async fn plain_http_refused<S: AsyncRead + AsyncWrite + Unpin>(stream: &mut S) {
+    let mut head = Vec::with_capacity(1024);
+    let mut buf = [0u8; 1024];
+    while head.len() < 16 * 1024 && !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        match stream.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => head.extend_from_slice(&buf[..n]),
+        }
+    }
+    let body = serde_json::json!({
+        "detail": "roller serves HTTPS on this port: use https://",
+        "error_code": super::error::ErrorCode::HttpsRequired,
+    })
+    .to_string();
+    let answer = format!(
+        "HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = stream.write_all(answer.as_bytes()).await;
+    let _ = stream.shutdown().await;
+}
+
+/// hyper on one connection (plain, or TLS after its handshake) until it ends, a timeout
+/// runs out, or the shutdown; the reason when roller closed it.
+async fn drive<I>(
+    io: I,
+    peer: SocketAddr,
+    app: Router,
+    limits: &ConnectionSettings,
+    activity: &Arc<Activity>,
+    stopping: &CancellationToken,
+    hard_stop: &CancellationToken,
+) -> Option<&'static str>
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let limits = *limits;
+    let io = TokioIo::new(io);
     let service = Tracked { app, activity: activity.clone() };
     let mut builder = http1::Builder::new();
     // A backstop under the watch below: hyper's own limit on waiting for a request's
@@ -152,7 +253,7 @@ async fn connection(
     builder.timer(TokioTimer::new()).header_read_timeout(limits.idle_timeout + limits.header_read_timeout);
     let mut conn = pin!(builder.serve_connection(io, service));
     let mut stop_seen = false;
-    let dropped = loop {
+    loop {
         let (deadline, _) = activity.deadline(&limits);
         tokio::select! {
             ended = conn.as_mut() => break match ended {
@@ -182,30 +283,46 @@ async fn connection(
             }
             _ = hard_stop.cancelled() => break Some("shutdown"),
         }
-    };
-    if let Some(reason) = dropped {
-        metrics::counter!("roller_connections_dropped_total", "reason" => reason).increment(1);
-        tracing::debug!(peer = %peer, reason, "connection closed by roller");
     }
 }
 
-/// A connection beyond the cap: its request is answered by `overload` (503), then closed.
+/// A connection beyond the cap: its request is answered by `overload` (503), then closed;
+/// over TLS after a handshake within the same short limit.
 async fn refuse(
     stream: TcpStream,
     overload: Router,
     header_timeout: Duration,
+    tls: Option<TlsAcceptor>,
     _permit: OwnedSemaphorePermit,
     hard_stop: CancellationToken,
 ) {
+    let answer = async move {
+        match tls {
+            None => answer_once(stream, overload, header_timeout).await,
+            Some(acceptor) => {
+                let watched = Watched { inner: stream, activity: Arc::new(Activity::new()) };
+                if let Ok(Ok(tls)) = tokio::time::timeout(header_timeout, handshake(&acceptor, watched)).await {
+                    answer_once(tls, overload, header_timeout).await;
+                }
+            }
+        }
+    };
+    tokio::select! {
+        _ = tokio::time::timeout(OVERFLOW_LIFETIME, answer) => {}
+        _ = hard_stop.cancelled() => {}
+    }
+}
+
+/// One request answered by `router` on `io`, then the connection closed.
+async fn answer_once<I>(io: I, router: Router, header_timeout: Duration)
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let mut builder = http1::Builder::new();
     builder.keep_alive(false).timer(TokioTimer::new()).header_read_timeout(header_timeout);
     let service =
-        hyper::service::service_fn(move |req: hyper::Request<Incoming>| overload.clone().oneshot(req.map(Body::new)));
-    let conn = builder.serve_connection(TokioIo::new(stream), service);
-    tokio::select! {
-        _ = tokio::time::timeout(OVERFLOW_LIFETIME, conn) => {}
-        _ = hard_stop.cancelled() => {}
-    }
+        hyper::service::service_fn(move |req: hyper::Request<Incoming>| router.clone().oneshot(req.map(Body::new)));
+    let _ = builder.serve_connection(TokioIo::new(io), service).await;
 }
 
 /// A served connection's place under the cap, and its part of `roller_connections_open`.
@@ -384,7 +501,8 @@ impl http_body::Body for Guarded {
     }
 }
 
-/// The connection's socket, telling [`Activity`] when the client sends something.
+/// The connection's socket, telling [`Activity`] when the client sends something. Under
+/// TLS it is the socket below the TLS stream: handshake and record bytes count as traffic.
 struct Watched {
     inner: TcpStream,
     activity: Arc<Activity>,

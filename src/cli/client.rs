@@ -23,7 +23,8 @@ pub struct Answer {
 
 impl Client {
     /// `TASKCLUSTER_CLIENT_ID`/`TASKCLUSTER_ACCESS_TOKEN` when both are set, else the credentials file.
-    pub fn new(base: &str, credentials: &Path) -> anyhow::Result<Client> {
+    /// `ca_file`: PEM certificates trusted for an https:// roller besides the system's roots.
+    pub fn new(base: &str, credentials: &Path, ca_file: Option<&Path>) -> anyhow::Result<Client> {
         let base = reqwest::Url::parse(base).with_context(|| format!("invalid roller URL {base:?}"))?;
         let (client_id, access_token) = match (
             std::env::var("TASKCLUSTER_CLIENT_ID").ok().filter(|s| !s.is_empty()),
@@ -37,7 +38,17 @@ impl Client {
                 (c.client_id, SecretString::from(c.access_token))
             }
         };
-        let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build()?;
+        let mut http = reqwest::Client::builder().timeout(Duration::from_secs(30));
+        if let Some(ca) = ca_file {
+            let pem = std::fs::read(ca)
+                .with_context(|| format!("--ca-file / ROLLER_CA_FILE: cannot read {}", ca.display()))?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem)
+                .ok()
+                .filter(|c| !c.is_empty())
+                .with_context(|| format!("--ca-file / ROLLER_CA_FILE: {} holds no PEM certificate", ca.display()))?;
+            http = http.tls_certs_merge(certs);
+        }
+        let http = http.build()?;
         Ok(Client { base, client_id, access_token, http })
     }
 

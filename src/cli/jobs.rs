@@ -18,7 +18,8 @@ use crate::domain::{JobId, WorkerGroup, WorkerId};
 pub fn default_url(s: &Settings) -> String {
     let ip = if s.bind.ip().is_unspecified() { "127.0.0.1".to_string() } else { s.bind.ip().to_string() };
     let ip = if ip.contains(':') { format!("[{ip}]") } else { ip };
-    format!("http://{ip}:{}", s.bind.port())
+    let scheme = if s.tls.is_some() { "https" } else { "http" };
+    format!("{scheme}://{ip}:{}", s.bind.port())
 }
 
 /// `roller jobs enqueue`: one machine prints its job; several (or `--json`) go

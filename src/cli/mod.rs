@@ -39,6 +39,10 @@ pub struct Cli {
     /// Configuration file (TOML). Environment variables override it.
     #[arg(long, global = true, env = "ROLLER_CONFIG")]
     config: Option<PathBuf>,
+    /// PEM CA certificate(s) to trust for an https:// roller, besides the system's roots
+    /// (a private CA, or a self-signed certificate).
+    #[arg(long, global = true, env = "ROLLER_CA_FILE", value_name = "PEM")]
+    ca_file: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -91,7 +95,7 @@ enum Command {
     },
     /// Talk to a running roller: enqueue jobs and read them.
     Jobs {
-        /// The roller to talk to [default: http://<server.bind>].
+        /// The roller to talk to [default: http://<server.bind>, https:// with server.tls_cert_file].
         #[arg(long, env = "ROLLER_URL", global = true)]
         url: Option<String>,
         /// Credentials file [default: <data_dir>/admin-credentials.json]; TASKCLUSTER_CLIENT_ID and
@@ -104,7 +108,7 @@ enum Command {
     /// A machine's reboot-loop breaker, through a running roller: what it counted, and the
     /// audited reset once a person has looked at the machine.
     Breaker {
-        /// The roller to talk to [default: http://<server.bind>].
+        /// The roller to talk to [default: http://<server.bind>, https:// with server.tls_cert_file].
         #[arg(long, env = "ROLLER_URL", global = true)]
         url: Option<String>,
         /// Credentials file [default: <data_dir>/admin-credentials.json]; TASKCLUSTER_CLIENT_ID and
@@ -117,7 +121,7 @@ enum Command {
     /// The fleet's health through a running roller: counts per pool and class, and every
     /// machine that needs attention with the reason.
     Health {
-        /// The roller to talk to [default: http://<server.bind>].
+        /// The roller to talk to [default: http://<server.bind>, https:// with server.tls_cert_file].
         #[arg(long, env = "ROLLER_URL", global = true)]
         url: Option<String>,
         /// Credentials file [default: <data_dir>/admin-credentials.json]; TASKCLUSTER_CLIENT_ID and
@@ -131,7 +135,7 @@ enum Command {
     /// The medic through a running roller: what it would do now, holds, releases, and the
     /// one-time batch override of its blast-radius gate.
     Medic {
-        /// The roller to talk to [default: http://<server.bind>].
+        /// The roller to talk to [default: http://<server.bind>, https:// with server.tls_cert_file].
         #[arg(long, env = "ROLLER_URL", global = true)]
         url: Option<String>,
         /// Credentials file [default: <data_dir>/admin-credentials.json]; TASKCLUSTER_CLIENT_ID and
@@ -324,7 +328,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             let s = load(&cli)?;
             let url = url.clone().unwrap_or_else(|| jobs::default_url(&s));
             let creds = credentials.clone().unwrap_or_else(|| s.data_dir.join(ADMIN_CREDENTIALS_FILE));
-            let client = Client::new(&url, &creds)?;
+            let client = Client::new(&url, &creds, cli.ca_file.as_deref())?;
             match command {
                 BreakerCommand::Status { worker_id } => breaker::status(&client, &WorkerId::parse(worker_id)?).await,
                 BreakerCommand::Reset { worker_id, reason } => {
@@ -353,7 +357,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             let s = load(&cli)?;
             let url = url.clone().unwrap_or_else(|| jobs::default_url(&s));
             let creds = credentials.clone().unwrap_or_else(|| s.data_dir.join(ADMIN_CREDENTIALS_FILE));
-            let client = Client::new(&url, &creds)?;
+            let client = Client::new(&url, &creds, cli.ca_file.as_deref())?;
             match command {
                 JobsCommand::Enqueue { task, machines, inventory, wait } => {
                     let task = Task::parse(task)
@@ -378,5 +382,5 @@ fn api_client(cli: &Cli, url: &Option<String>, credentials: &Option<PathBuf>) ->
     let s = load(cli)?;
     let url = url.clone().unwrap_or_else(|| jobs::default_url(&s));
     let creds = credentials.clone().unwrap_or_else(|| s.data_dir.join(ADMIN_CREDENTIALS_FILE));
-    Client::new(&url, &creds)
+    Client::new(&url, &creds, cli.ca_file.as_deref())
 }

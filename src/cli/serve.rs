@@ -14,20 +14,33 @@ pub async fn serve(settings: Settings, mode: Mode) -> anyhow::Result<ExitCode> {
     let app = Application::build_mode(settings, mode).await?;
     // Before the banner: whoever reads it may send SIGHUP right away.
     crate::startup::reload_inventory_on_sighup(app.settings().inventory_path.clone(), app.inventory().clone());
+    if let Some(tls) = app.server_tls() {
+        tls.reload_on_sighup();
+    }
     let s = app.settings();
     let queue = match &s.redis {
-        Some(r) => format!("Redis, keys {{{}}}:* (REDIS_URL)", r.prefix),
+        Some(r) => format!("Redis at {}, keys {{{}}}:*", crate::startup::redis_settings(r).describe(), r.prefix),
         None => s.sqlite_path.display().to_string(),
     };
-    match (mode, app.local_addr()) {
-        (Mode::Worker, addr) => {
+    match (mode, app.base_url()) {
+        (Mode::Worker, base) => {
             say!("roller {} worker {} is running", env!("CARGO_PKG_VERSION"), app.consumer().unwrap_or("-"));
-            if let Some(addr) = addr {
-                say!("  metrics:           http://{addr}/metrics");
+            if let Some(base) = base {
+                say!("  metrics:           {base}/metrics");
             }
         }
-        (_, Some(addr)) => say!("roller {} is listening on http://{addr}", env!("CARGO_PKG_VERSION")),
+        (_, Some(base)) => say!("roller {} is listening on {base}", env!("CARGO_PKG_VERSION")),
         (_, None) => {}
+    }
+    if let Some(tls) = app.server_tls() {
+        say!(
+            "  TLS certificate:   {} (SHA-256 {}; SIGHUP reloads it)",
+            tls.files().cert_file.display(),
+            tls.fingerprint()
+        );
+        say!(
+            "  (`roller jobs` trusts the system's roots: for a private CA add --ca-file <ca.pem> or set ROLLER_CA_FILE)"
+        );
     }
     say!("  data directory:    {}", s.data_dir.display());
     say!("  job queue:         {queue}");
@@ -37,8 +50,7 @@ pub async fn serve(settings: Settings, mode: Mode) -> anyhow::Result<ExitCode> {
              queue file (each job still runs once), each with its own API; stop one unless that is intended."
         );
     }
-    if let (Some(creds), Some(addr)) = (&app.admin_credentials, app.local_addr()) {
-        let url = format!("http://{addr}");
+    if let (Some(creds), Some(url)) = (&app.admin_credentials, app.base_url()) {
         let exe = std::env::current_exe().map(|p| p.display().to_string()).unwrap_or_else(|_| "roller".into());
         say!("  admin credentials: {} (mode 0600)", creds.display());
         let c = format!("--url {url} --credentials {}", creds.display());

@@ -178,6 +178,9 @@ pub struct ServerFile {
     pub idle_timeout_secs: Option<u64>,
     pub max_connections: Option<u64>,
     pub shutdown_grace_secs: Option<u64>,
+    /// PEM: roller serves HTTPS with this certificate (chain) and key; both or neither.
+    pub tls_cert_file: Option<PathBuf>,
+    pub tls_key_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -225,6 +228,15 @@ pub struct RedisFile {
     pub cluster: Option<bool>,
     pub response_timeout_ms: Option<u64>,
     pub connect_timeout_ms: Option<u64>,
+    /// PEM: trust only this CA for the server (needs a rediss:// URL).
+    pub tls_ca_file: Option<PathBuf>,
+    /// PEM: the client certificate and its key, for a server that demands one.
+    pub tls_cert_file: Option<PathBuf>,
+    pub tls_key_file: Option<PathBuf>,
+    /// An ACL user; its password by reference only.
+    pub username: Option<String>,
+    pub password_env: Option<String>,
+    pub password_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]

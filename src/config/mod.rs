@@ -8,6 +8,7 @@
 //! inline, from an environment variable (`*_env`) or from a file (`*_file`).
 //!
 //! - `file`: the file's shape (serde).
+//! - `tls`: `[redis]` and `[server]`'s TLS files and logins, checked at load.
 //! - `sections`: one function per table, each layering the environment over the
 //!   file over the default through one helper ([`sections::Layer`]).
 
@@ -15,6 +16,7 @@ mod file;
 mod medic;
 mod sections;
 mod simplemdm;
+mod tls;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -55,6 +57,9 @@ pub struct Settings {
     pub metrics_bind: Option<SocketAddr>,
     pub cors_origin: String,
     pub trusted_proxy: bool,
+    /// Set: the API (and a worker's metrics listener) serve HTTPS with these files,
+    /// reloaded on SIGHUP.
+    pub tls: Option<ServerTlsFiles>,
     /// How long a client may take, and how many may be connected at once.
     pub connections: ConnectionSettings,
     pub auth: AuthSettings,
@@ -143,11 +148,30 @@ pub struct SafetySettings {
     pub confirm_above: usize,
 }
 
+/// `[server] tls_cert_file` / `tls_key_file`: PEM files, read (and checked) at load;
+/// `startup` builds the acceptor from them and reloads them on SIGHUP.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerTlsFiles {
+    /// The certificate, then any intermediates.
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+}
+
 /// Where the distributed queue lives (`REDIS_URL`).
 #[derive(Debug, Clone)]
 pub struct RedisConfig {
     /// May carry a password: secret.
     pub url: SecretString,
+    /// `rediss://` (every node): TLS.
+    pub tls: bool,
+    /// Trust only this CA for the server.
+    pub tls_ca_file: Option<PathBuf>,
+    /// The client certificate and key, for a server that demands one.
+    pub tls_client: Option<(PathBuf, PathBuf)>,
+    /// An ACL user (`AUTH <username> <password>`).
+    pub username: Option<String>,
+    /// From `ROLLER_REDIS_PASSWORD`, `redis.password_env` or `redis.password_file`.
+    pub password: Option<SecretString>,
     /// `url` is a comma-separated list of cluster nodes.
     pub cluster: bool,
     /// Every key is `{<prefix>}:…`: one hash tag, so Redis Cluster keeps a queue on one slot.
@@ -256,7 +280,7 @@ impl Settings {
         let data_dir = l.env_path("ROLLER_DATA_DIR").or(file.data_dir).unwrap_or_else(|| default_data_dir(env));
         let server = sections::server(&l, file.server)?;
         let (auth, scope_prefix, read_scope) = sections::auth(&l, file.auth)?;
-        let redis = sections::redis(&l, file.redis)?;
+        let redis = tls::redis(&l, file.redis)?;
         let queue = sections::queue(&l, file.queue, &data_dir)?;
         let runner = sections::runner(&l, file.runner)?;
         let enabled_tasks = sections::tasks(&l, file.tasks)?;
@@ -278,6 +302,7 @@ impl Settings {
             metrics_bind: server.metrics_bind,
             cors_origin: server.cors_origin,
             trusted_proxy: server.trusted_proxy,
+            tls: server.tls,
             connections: server.connections,
             auth,
             scope_prefix,
@@ -432,6 +457,94 @@ mod tests {
         assert!(e.contains("exactly one"), "{e}");
         let e = error("[[auth.clients]]\nclient_id = \"a\"\naccess_token_env = \"UNSET\"\n", &[]);
         assert!(e.contains("UNSET") && e.contains("client_id \"a\""), "{e}");
+    }
+
+    #[test]
+    fn redis_tls_and_its_login_are_checked_at_load_and_the_errors_name_the_fix() {
+        let pki = roller_testkit::tls::Pki::new("config test CA");
+        let client = pki.client("roller");
+        let pw = pki.dir().join("redis-password");
+        std::fs::write(&pw, "s3cret-redis-pw\n").unwrap();
+        let (ca, cert, key) = (pki.ca().display().to_string(), client.cert.display(), client.key.display());
+        let full = format!(
+            "[redis]\ntls_ca_file = {ca:?}\ntls_cert_file = \"{cert}\"\ntls_key_file = \"{key}\"\nusername = \"roller\"\n\
+             password_file = {:?}\n",
+            pw.display().to_string()
+        );
+        let s = load(&full, &[("REDIS_URL", "rediss://redis.example:6380")]).unwrap();
+        let r = s.redis.as_ref().expect("distributed mode");
+        assert!(r.tls);
+        assert_eq!(r.tls_ca_file.as_deref(), Some(pki.ca()));
+        assert_eq!(r.tls_client, Some((client.cert.clone(), client.key.clone())));
+        assert_eq!(r.username.as_deref(), Some("roller"));
+        assert_eq!(r.password.as_ref().unwrap().expose_secret(), "s3cret-redis-pw");
+        assert!(!format!("{s:?}").contains("s3cret-redis-pw"));
+        // The environment's password wins over the file's.
+        let s = load(&full, &[("REDIS_URL", "rediss://r:1"), ("ROLLER_REDIS_PASSWORD", "from-env")]).unwrap();
+        assert_eq!(s.redis.unwrap().password.unwrap().expose_secret(), "from-env");
+        // Without REDIS_URL none of it matters (embedded mode).
+        assert!(load("[redis]\ntls_ca_file = \"/nonexistent\"\n", &[]).unwrap().redis.is_none());
+
+        let url = |u: &'static str| vec![("REDIS_URL", u)];
+        for (text, env, want) in [
+            (format!("[redis]\ntls_ca_file = {ca:?}\n"), url("redis://r:6379"), "must start with rediss://"),
+            (format!("[redis]\ntls_cert_file = \"{cert}\"\n"), url("rediss://r:6379"), "go together"),
+            (format!("[redis]\ntls_key_file = \"{key}\"\n"), url("rediss://r:6379"), "go together"),
+            (
+                "[redis]\ntls_ca_file = \"/nonexistent/ca.pem\"\n".into(),
+                url("rediss://r"),
+                "cannot read /nonexistent/ca.pem",
+            ),
+            (format!("[redis]\ntls_ca_file = \"{key}\"\n"), url("rediss://r"), "holds no PEM certificate"),
+            (
+                format!("[redis]\ntls_cert_file = \"{cert}\"\ntls_key_file = {ca:?}\n"),
+                url("rediss://r"),
+                "no PEM private key",
+            ),
+            ("[redis]\nusername = \"roller\"\n".into(), url("rediss://r"), "ROLLER_REDIS_PASSWORD"),
+            ("[redis]\nusername = \"roller\"\npassword_env = \"UNSET_PW\"\n".into(), url("rediss://r"), "UNSET_PW"),
+            ("[redis]\nusername = \"roller\"\n".into(), url("rediss://u:p@r"), "one way"),
+            ("".into(), url("rediss://a:1,redis://b:2"), "mixes redis:// and rediss://"),
+        ] {
+            let e = error(&text, &env);
+            assert!(e.contains(want), "want {want:?} in {e:?}");
+            assert!(!e.contains("s3cret"), "{e}");
+        }
+    }
+
+    #[test]
+    fn https_needs_both_the_certificate_and_the_key_and_makes_the_default_origin_https() {
+        let pki = roller_testkit::tls::Pki::new("config test CA");
+        let server = pki.server("roller");
+        let both = format!(
+            "[server]\ntls_cert_file = {:?}\ntls_key_file = {:?}\n",
+            server.cert.display().to_string(),
+            server.key.display().to_string()
+        );
+        let s = load(&both, &[]).unwrap();
+        let tls = s.tls.expect("HTTPS");
+        assert_eq!((tls.cert_file, tls.key_file), (server.cert.clone(), server.key.clone()));
+        assert_eq!(s.cors_origin, "https://127.0.0.1:8000");
+        assert!(load("", &[]).unwrap().tls.is_none());
+        let cert = server.cert.display().to_string();
+        let key = server.key.display().to_string();
+        for (text, env, want) in [
+            (format!("[server]\ntls_cert_file = {cert:?}\n"), vec![], "go together"),
+            ("".to_string(), vec![("ROLLER_TLS_KEY_FILE", key.as_str())], "go together"),
+            (
+                format!("[server]\ntls_cert_file = {key:?}\ntls_key_file = {key:?}\n"),
+                vec![],
+                "holds no PEM certificate",
+            ),
+            (
+                format!("[server]\ntls_cert_file = {cert:?}\ntls_key_file = \"/nonexistent.key\"\n"),
+                vec![],
+                "cannot read /nonexistent.key",
+            ),
+        ] {
+            let e = error(&text, &env);
+            assert!(e.contains(want), "want {want:?} in {e:?}");
+        }
     }
 
     #[test]

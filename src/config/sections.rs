@@ -11,12 +11,12 @@ use secrecy::{ExposeSecret, SecretString};
 
 use super::file::{
     AuthBackendKind, AuthFile, BugTemplateFile, BugzillaFile, ClientFile, DnsFile, HealthFile, NotifyFile, PingFile,
-    QueueFile, RebootFile, RedisFile, RunnerFile, SafetyFile, ServerFile, TaskclusterFile, TasksFile, XenFile,
+    QueueFile, RebootFile, RunnerFile, SafetyFile, ServerFile, TaskclusterFile, TasksFile, XenFile,
 };
 use super::{
     AuthSettings, BugzillaConfig, ConfigError, ConnectionSettings, DEFAULT_BIND, DEFAULT_READ_SCOPE,
-    DEFAULT_SCOPE_PREFIX, Env, HealthSettings, LocalClient, MAX_TIME_LIMIT, RedisConfig, RunnerSettings,
-    SafetySettings, TaskclusterConfig, err,
+    DEFAULT_SCOPE_PREFIX, Env, HealthSettings, LocalClient, MAX_TIME_LIMIT, RunnerSettings, SafetySettings,
+    ServerTlsFiles, TaskclusterConfig, err,
 };
 use crate::actions::{BugTemplate, RebootSettings, XenSettings};
 use crate::drivers::dns::DnsSettings;
@@ -110,6 +110,7 @@ pub(super) struct Server {
     pub metrics_bind: Option<SocketAddr>,
     pub cors_origin: String,
     pub trusted_proxy: bool,
+    pub tls: Option<ServerTlsFiles>,
     pub connections: ConnectionSettings,
 }
 
@@ -124,7 +125,13 @@ pub(super) fn server(l: &Layer, f: ServerFile) -> Result<Server, ConfigError> {
         ),
         None => f.metrics_bind,
     };
-    let cors_origin = l.env("CORS_ORIGIN").or(f.cors_origin).unwrap_or_else(|| format!("http://{bind}"));
+    let tls = super::tls::server_tls(
+        l,
+        l.env_path("ROLLER_TLS_CERT_FILE").or(f.tls_cert_file),
+        l.env_path("ROLLER_TLS_KEY_FILE").or(f.tls_key_file),
+    )?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let cors_origin = l.env("CORS_ORIGIN").or(f.cors_origin).unwrap_or_else(|| format!("{scheme}://{bind}"));
     let printable = cors_origin.chars().all(|c| c.is_ascii_graphic());
     if cors_origin != "*" && !(printable && (cors_origin.starts_with("http://") || cors_origin.starts_with("https://")))
     {
@@ -147,7 +154,7 @@ pub(super) fn server(l: &Layer, f: ServerFile) -> Result<Server, ConfigError> {
         max_connections: bounded("server.max_connections", f.max_connections, 4096, 1 << 20)? as usize,
         shutdown_grace: secs("server.shutdown_grace_secs", f.shutdown_grace_secs, 10)?,
     };
-    Ok(Server { bind, metrics_bind, cors_origin, trusted_proxy, connections })
+    Ok(Server { bind, metrics_bind, cors_origin, trusted_proxy, tls, connections })
 }
 
 /// `[auth]`: the backend and its clients or Taskcluster, and the scopes roller checks.
@@ -223,24 +230,6 @@ fn client(l: &Layer, c: ClientFile, i: usize) -> Result<LocalClient, ConfigError
         }
     }
     Ok(LocalClient { client_id: c.client_id, access_token: token, scopes: c.scopes })
-}
-
-/// `[redis]` plus `REDIS_URL` (distributed mode when set) and `ROLLER_REDIS_PREFIX`.
-pub(super) fn redis(l: &Layer, r: RedisFile) -> Result<Option<RedisConfig>, ConfigError> {
-    let prefix = l.env("ROLLER_REDIS_PREFIX").or(r.prefix).unwrap_or_else(|| "roller".to_string());
-    if prefix.is_empty() || !prefix.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':')) {
-        return Err(err(format!(
-            "{} {prefix:?} may only contain letters, digits, '-', '_', '.' and ':'",
-            l.at("redis.prefix")
-        )));
-    }
-    Ok(l.env("REDIS_URL").map(|url| RedisConfig {
-        url: SecretString::from(url),
-        cluster: r.cluster.unwrap_or(false),
-        prefix,
-        response_timeout: Duration::from_millis(r.response_timeout_ms.unwrap_or(800).clamp(50, 60_000)),
-        connect_timeout: Duration::from_millis(r.connect_timeout_ms.unwrap_or(800).clamp(50, 60_000)),
-    }))
 }
 
 pub(super) struct Queue {

@@ -78,6 +78,7 @@ mod connection;
 mod decode;
 mod records;
 mod scripts;
+mod tls;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -99,6 +100,7 @@ pub use connection::RedisSettings;
 use connection::{Conn, redact};
 use decode::{corrupt, decode_held, decode_job, decode_resets, decode_snapshot, into_int, into_items};
 use scripts::Scripts;
+pub use tls::{RedisLogin, RedisTls};
 
 /// The oldest Redis this backend accepts. 7.0 is the oldest release the
 /// conformance suite runs against (Debian 12 ships 7.0.15) and the oldest one
@@ -125,8 +127,9 @@ pub struct RedisQueue {
     target: String,
     /// Strings that must never appear in an error text (URL, password).
     secrets: Arc<Vec<String>>,
-    /// Where `watch_for_work` subscribes: every node URL (with credentials), tried in turn.
-    nodes: Arc<Vec<String>>,
+    /// Where `watch_for_work` subscribes: a client per node (with the login and the TLS
+    /// certificates), tried in turn.
+    nodes: Arc<Vec<redis::Client>>,
     connect_timeout: Duration,
     /// Redis's clock minus ours, in ms (measured at connect and by every health check):
     /// how an enqueue's deadline is written in Redis's time.
@@ -374,9 +377,9 @@ impl Queue for RedisQueue {
         let channel = format!("{}wake", self.base);
         let budget = self.connect_timeout + self.call_timeout;
         let mut backoff = Duration::from_millis(100);
-        for url in self.nodes.iter().cycle() {
+        for node in self.nodes.iter().cycle() {
             let subscribe = async {
-                let mut pubsub = redis::Client::open(url.as_str())?.get_async_pubsub().await?;
+                let mut pubsub = node.get_async_pubsub().await?;
                 pubsub.subscribe(&channel).await?;
                 Ok::<_, redis::RedisError>(pubsub)
             };

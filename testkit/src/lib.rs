@@ -2,8 +2,8 @@
 //! once: a throwaway `redis-server` (standalone or a cluster), a XenAPI stand-in, a
 //! Taskcluster stand-in driven by a scripted fleet, an HP Moonshot chassis manager
 //! stand-in (HTTPS, nodes whose hosts go down and come back), a SimpleMDM stand-in with
-//! the Macs behind it, a typed builder for inventory files, and a watcher for ICMP echoes
-//! on loopback.
+//! the Macs behind it, a typed builder for inventory files, a watcher for ICMP echoes on
+//! loopback, and a throwaway PKI (a CA, server and client certificates) for the TLS tests.
 //!
 //! It never depends on `roller`: roller's unit tests (`src/queue/redis.rs`,
 //! `src/drivers/ping.rs`) use it as a dev-dependency, which a dependency on roller would
@@ -16,6 +16,7 @@ pub mod moonshot;
 pub mod redis;
 pub mod simplemdm;
 pub mod taskcluster;
+pub mod tls;
 pub mod xen;
 
 use std::net::TcpListener;

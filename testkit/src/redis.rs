@@ -1,6 +1,8 @@
 //! A throwaway `redis-server`: on a free loopback port (never the machine's 6379), with its
 //! files in a directory of its own, killed on drop. Optionally persistent (an append-only
 //! file), restartable on the same port, or three of them joined into a Redis Cluster.
+//! Or serving TLS only (`--port 0 --tls-port <free>`), with the certificates a test made
+//! (`crate::tls`), optionally demanding client certificates and loading an ACL file.
 //! Plus the smallest RESP client, for callers that poll a counter and must not spawn a
 //! `redis-cli` per look (the benchmarks).
 //!
@@ -46,6 +48,30 @@ pub struct RedisBuilder {
     aof: Option<Fsync>,
     extra: Vec<String>,
     dir: Option<PathBuf>,
+    tls: Option<Tls>,
+    cli_user: Option<(String, String)>,
+}
+
+/// A TLS-only server: its certificate and key, the CA its clients' certificates must chain
+/// to, whether it asks for them, and the client certificate `redis-cli` presents.
+#[derive(Debug, Clone)]
+pub struct Tls {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub ca: PathBuf,
+    pub auth_clients: AuthClients,
+    /// What the harness's own `redis-cli` presents (needed when clients must have one).
+    pub cli_cert: Option<(PathBuf, PathBuf)>,
+}
+
+/// `--tls-auth-clients`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthClients {
+    /// A client without a certificate signed by the CA is refused.
+    Yes,
+    /// A certificate is checked if given; none is fine.
+    Optional,
+    No,
 }
 
 impl RedisBuilder {
@@ -59,6 +85,36 @@ impl RedisBuilder {
     /// More `redis-server` arguments (`--requirepass`, cluster settings…).
     pub fn args(mut self, args: &[&str]) -> Self {
         self.extra.extend(args.iter().map(|a| a.to_string()));
+        self
+    }
+
+    /// Serve TLS only: no plain port (`--port 0`), `--tls-port` on a free port.
+    pub fn tls(mut self, tls: Tls) -> Self {
+        let auth = match tls.auth_clients {
+            AuthClients::Yes => "yes",
+            AuthClients::Optional => "optional",
+            AuthClients::No => "no",
+        };
+        for (flag, path) in
+            [("--tls-cert-file", &tls.cert), ("--tls-key-file", &tls.key), ("--tls-ca-cert-file", &tls.ca)]
+        {
+            self.extra.extend([flag.to_string(), path.display().to_string()]);
+        }
+        self.extra.extend(["--tls-auth-clients".to_string(), auth.to_string()]);
+        self.tls = Some(tls);
+        self
+    }
+
+    /// Load users from an ACL file (`--aclfile`).
+    pub fn aclfile(mut self, path: &Path) -> Self {
+        self.extra.extend(["--aclfile".to_string(), path.display().to_string()]);
+        self
+    }
+
+    /// The harness's `redis-cli` logs in as this ACL user (the password through
+    /// `REDISCLI_AUTH`, never argv).
+    pub fn cli_user(mut self, user: &str, password: &str) -> Self {
+        self.cli_user = Some((user.to_string(), password.to_string()));
         self
     }
 
@@ -88,7 +144,7 @@ impl RedisBuilder {
             Some(d) => Dir::Given(d),
             None => Dir::Own(tempfile::tempdir().map_err(|e| format!("a temp dir for redis-server: {e}"))?),
         };
-        let mut server = RedisServer { port: 0, dir, args, child: None };
+        let mut server = RedisServer { port: 0, dir, args, child: None, tls: self.tls, cli_user: self.cli_user };
         // A port picked free can be taken by a parallel test before redis-server binds
         // it; the server then exits, and another port is tried.
         for _ in 0..5 {
@@ -108,6 +164,10 @@ pub struct RedisServer {
     /// Every argument but `--port` and `--dir`, the same for each (re)start.
     args: Vec<String>,
     child: Option<Child>,
+    /// TLS only: `port` is the TLS port.
+    tls: Option<Tls>,
+    /// Who `redis-cli` logs in as.
+    cli_user: Option<(String, String)>,
 }
 
 impl RedisServer {
@@ -135,9 +195,10 @@ impl RedisServer {
         self.port
     }
 
-    /// `redis://127.0.0.1:<port>`, no credentials.
+    /// `redis://127.0.0.1:<port>` (`rediss://` when it serves TLS), no credentials.
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
+        let scheme = if self.tls.is_some() { "rediss" } else { "redis" };
+        format!("{scheme}://127.0.0.1:{}", self.port)
     }
 
     /// The process id while it runs.
@@ -170,9 +231,21 @@ impl RedisServer {
         }
     }
 
-    /// `redis-cli` against it, stdout and stderr together.
+    /// `redis-cli` against it (over TLS and as the `cli_user` when so started), stdout and
+    /// stderr together.
     pub fn cli(&self, args: &[&str]) -> String {
-        cli(self.port, args)
+        let mut cmd = Command::new("redis-cli");
+        cmd.args(["-h", "127.0.0.1", "-p", &self.port.to_string()]);
+        if let Some(t) = &self.tls {
+            cmd.arg("--tls").arg("--cacert").arg(&t.ca);
+            if let Some((cert, key)) = &t.cli_cert {
+                cmd.arg("--cert").arg(cert).arg("--key").arg(key);
+            }
+        }
+        if let Some((user, password)) = &self.cli_user {
+            cmd.args(["--user", user]).env("REDISCLI_AUTH", password);
+        }
+        run_cli(cmd.args(args))
     }
 
     /// A [`Client`] connection to it.
@@ -193,8 +266,12 @@ impl RedisServer {
             .append(true)
             .open(self.dir().join("redis.log"))
             .map_err(|e| format!("redis-server's log in {}: {e}", self.dir().display()))?;
+        let ports: Vec<String> = match &self.tls {
+            None => vec!["--port".into(), self.port.to_string()],
+            Some(_) => vec!["--port".into(), "0".into(), "--tls-port".into(), self.port.to_string()],
+        };
         let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string()])
+            .args(&ports)
             .arg("--dir")
             .arg(self.dir())
             .args(&self.args)
@@ -218,7 +295,16 @@ impl RedisServer {
                 self.child = None;
                 return Ok(false);
             }
-            if answers_ping(self.port) {
+            let up = match self.tls {
+                None => answers_ping(self.port),
+                // A TLS handshake and PING through redis-cli: NOAUTH from an ACL without
+                // a default user counts too.
+                Some(_) => {
+                    let out = self.cli(&["ping"]);
+                    out.contains("PONG") || out.contains("NOAUTH")
+                }
+            };
+            if up {
                 return Ok(true);
             }
             std::thread::sleep(Duration::from_millis(20));
@@ -259,9 +345,11 @@ fn answers_ping(port: u16) -> bool {
 
 /// Run `redis-cli` against a loopback port; its stdout and stderr together.
 pub fn cli(port: u16, args: &[&str]) -> String {
-    let out = Command::new("redis-cli")
-        .args(["-h", "127.0.0.1", "-p", &port.to_string()])
-        .args(args)
+    run_cli(Command::new("redis-cli").args(["-h", "127.0.0.1", "-p", &port.to_string()]).args(args))
+}
+
+fn run_cli(cmd: &mut Command) -> String {
+    let out = cmd
         .stdin(Stdio::null())
         .output()
         .unwrap_or_else(|e| panic!("redis-cli not runnable ({e}); apt-get install redis-server"));

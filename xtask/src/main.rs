@@ -33,8 +33,11 @@ const TOOLS: &[(&str, &str)] = &[
     ("/usr/sbin/sshd", "openssh-server"),
     // A DNS server for the search-domain tests; -base is the binary without the service.
     ("/usr/sbin/dnsmasq", "dnsmasq-base"),
-    // Self-signed certificates for the TLS peers (Redfish, iLO).
+    // Self-signed certificates for the TLS peers (Redfish, iLO); `openssl s_client` and curl
+    // as TLS clients roller did not write, against its HTTPS listener (tests/it/https.rs).
+    // Debian's redis-server is built with TLS (`--tls-port`), which the TLS Redis tests use.
     ("/usr/bin/openssl", "openssl"),
+    ("/usr/bin/curl", "curl"),
     // The dashboard tests drive a real headless browser over WebDriver.
     ("/usr/bin/chromium", "chromium"),
     ("/usr/bin/chromedriver", "chromium-driver"),

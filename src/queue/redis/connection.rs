@@ -12,6 +12,7 @@ use redis::cluster_async::ClusterConnection;
 use redis::{Cmd, Pipeline, RedisFuture, Script, Value};
 
 use super::scripts::Scripts;
+use super::tls::{RedisLogin, RedisTls, client, hint};
 use super::{MIN_REDIS_VERSION, RedisQueue};
 use crate::queue::{QueueError, QueueOptions};
 
@@ -28,6 +29,10 @@ pub struct RedisSettings {
     /// answer 503 within 1 s when Redis is gone.
     pub response_timeout: Duration,
     pub connect_timeout: Duration,
+    /// An ACL user and password given apart from the URL (the password never in it).
+    pub login: RedisLogin,
+    /// The CA and client certificate for a `rediss://` URL.
+    pub tls: RedisTls,
 }
 
 impl RedisSettings {
@@ -43,12 +48,45 @@ impl RedisSettings {
             prefix: Self::DEFAULT_PREFIX.to_string(),
             response_timeout: Self::DEFAULT_RESPONSE_TIMEOUT,
             connect_timeout: Self::DEFAULT_CONNECT_TIMEOUT,
+            login: RedisLogin::default(),
+            tls: RedisTls::default(),
         }
     }
 
     /// Where the URL points, without credentials: `host:port[/db]` per node.
     pub fn redacted_url(&self) -> String {
         self.url.split(',').map(redact_one_url).collect::<Vec<_>>().join(",")
+    }
+
+    /// What the banner and the logs say: `rediss://host:port` per node, and the user.
+    pub fn describe(&self) -> String {
+        let tls = self.url.trim_start().starts_with("rediss://");
+        let scheme = if tls { "rediss" } else { "redis" };
+        let nodes: Vec<String> = self.url.split(',').map(|u| format!("{scheme}://{}", redact_one_url(u))).collect();
+        let mut text = nodes.join(",");
+        if let Some(user) = &self.login.username {
+            text.push_str(&format!(" as {user}"));
+        }
+        if tls {
+            text.push_str(match (&self.tls.ca_file, &self.tls.client) {
+                (Some(_), Some(_)) => " (TLS, private CA, client certificate)",
+                (Some(_), None) => " (TLS, private CA)",
+                (None, Some(_)) => " (TLS, system roots, client certificate)",
+                (None, None) => " (TLS, system roots)",
+            });
+        }
+        text
+    }
+
+    /// Every text that must never appear in a message: the URL's credentials, the password.
+    fn secrets(&self) -> Vec<String> {
+        let mut out = secret_fragments(&self.url);
+        if let Some(p) = &self.login.password {
+            out.push(secrecy::ExposeSecret::expose_secret(p).to_string());
+        }
+        out.retain(|s| !s.is_empty());
+        out.sort_by_key(|s| std::cmp::Reverse(s.len()));
+        out
     }
 }
 
@@ -60,6 +98,8 @@ impl std::fmt::Debug for RedisSettings {
             .field("prefix", &self.prefix)
             .field("response_timeout", &self.response_timeout)
             .field("connect_timeout", &self.connect_timeout)
+            .field("login", &self.login)
+            .field("tls", &self.tls)
             .finish()
     }
 }
@@ -171,8 +211,14 @@ impl RedisQueue {
     /// unreachable, with a message that names the host but not the password.
     pub async fn connect(settings: &RedisSettings, options: QueueOptions) -> Result<RedisQueue, QueueError> {
         let target = settings.redacted_url();
-        let secrets = Arc::new(secret_fragments(&settings.url));
-        let fail = |what: String| QueueError::Unavailable(redact(&format!("Redis at {target}: {what}"), &secrets));
+        let secrets = Arc::new(settings.secrets());
+        let fail = |what: String| {
+            let what = match hint(&what, &settings.tls) {
+                Some(h) => format!("{what} ({h})"),
+                None => what,
+            };
+            QueueError::Unavailable(redact(&format!("Redis at {target}: {what}"), &secrets))
+        };
         let prefix = &settings.prefix;
         if prefix.is_empty() || prefix.contains(['{', '}']) {
             return Err(fail(format!(
@@ -180,21 +226,37 @@ impl RedisQueue {
             )));
         }
         let budget = settings.connect_timeout + settings.response_timeout;
+        let urls: Vec<&str> = settings.url.split(',').map(str::trim).filter(|s| !s.is_empty()).collect();
+        // One client per node, login and certificates applied: the subscription uses them too.
+        let nodes = urls
+            .iter()
+            .map(|u| client(u, &settings.login, &settings.tls))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| fail(e.to_string()))?;
         let conn = if settings.cluster {
-            let nodes: Vec<&str> = settings.url.split(',').map(str::trim).filter(|s| !s.is_empty()).collect();
-            let client = ClusterClient::builder(nodes)
+            let mut builder = ClusterClient::builder(urls)
                 .connection_timeout(settings.connect_timeout)
                 .response_timeout(settings.response_timeout)
-                .retries(1)
-                .build()
-                .map_err(|e| fail(format!("invalid cluster settings: {e}")))?;
+                .retries(1);
+            if let Some(user) = &settings.login.username {
+                builder = builder.username(user);
+            }
+            if let Some(password) = &settings.login.password {
+                builder = builder.password(secrecy::ExposeSecret::expose_secret(password));
+            }
+            if let Some(certs) = settings.tls.certificates().map_err(fail)? {
+                builder = builder.certs(certs);
+            }
+            let client = builder.build().map_err(|e| fail(format!("invalid cluster settings: {e}")))?;
             let connected = tokio::time::timeout(budget, client.get_async_connection())
                 .await
                 .map_err(|_| fail(format!("no cluster node answered within {budget:?}")))?
                 .map_err(|e| fail(format!("cannot connect to the cluster: {e}")))?;
             Conn::Cluster(connected)
         } else {
-            let client = redis::Client::open(settings.url.as_str()).map_err(|e| fail(format!("invalid URL: {e}")))?;
+            let [client] = <[redis::Client; 1]>::try_from(nodes.clone()).map_err(|_| {
+                fail("invalid URL: give one server, or set redis.cluster for a list of cluster nodes".to_string())
+            })?;
             // Few, short retries: a reconnect is also attempted again on the
             // next call, so long back-off here would only delay recovery.
             let config = ConnectionManagerConfig::new()
@@ -216,16 +278,25 @@ impl RedisQueue {
             call_timeout: settings.response_timeout,
             target: target.clone(),
             secrets: Arc::clone(&secrets),
-            nodes: Arc::new(
-                settings.url.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect(),
-            ),
+            nodes: Arc::new(nodes),
             connect_timeout: settings.connect_timeout,
             clock_offset_ms: Arc::default(),
         };
+        // Under TLS 1.3 a server that wants a client certificate says so after the
+        // handshake, at the first call: these errors get the same hints as the connect's.
+        let hinted = |e: QueueError| match e {
+            QueueError::Unavailable(msg) => match hint(&msg, &settings.tls) {
+                Some(h) => QueueError::Unavailable(redact(&format!("{msg} ({h})"), &secrets)),
+                None => QueueError::Unavailable(msg),
+            },
+            other => other,
+        };
         let before = chrono::Utc::now().timestamp_millis();
-        let (secs, micros): (i64, i64) = queue.call(redis::cmd("TIME").query_async(&mut queue.conn.clone())).await?;
+        let (secs, micros): (i64, i64) =
+            queue.call(redis::cmd("TIME").query_async(&mut queue.conn.clone())).await.map_err(hinted)?;
         queue.set_clock_offset(before, secs, micros);
-        let info: Value = queue.call(redis::cmd("INFO").arg("server").query_async(&mut queue.conn.clone())).await?;
+        let info: Value =
+            queue.call(redis::cmd("INFO").arg("server").query_async(&mut queue.conn.clone())).await.map_err(hinted)?;
         let mut texts = Vec::new();
         collect_texts(&info, &mut texts);
         let versions: Vec<(u32, u32, u32)> = texts.iter().filter_map(|t| parse_version(t)).collect();
