@@ -21,6 +21,7 @@ mod class;
 mod file;
 
 pub use self::check::Problem;
+pub use self::class::EvidencePolicy;
 use self::file::InventoryFile;
 use crate::domain::{TaskclusterName, WorkerGroup, WorkerId};
 /// How roller decides a machine answers: ICMP (default) or `tcp:<port>`.
@@ -106,6 +107,8 @@ pub struct HardwareClass {
     pub network_boot: Option<NetworkBoot>,
     /// The class's own health rule and remediation (`[classes.<name>.health]`).
     pub health: ClassHealth,
+    /// What is captured before a step cuts power (`[classes.<name>.evidence]`).
+    pub evidence: EvidencePolicy,
 }
 
 /// What a class changes of the fleet's health rule and the medic's remediation;
@@ -317,6 +320,7 @@ impl Inventory {
             min_boot: Duration::from_secs(DEFAULT_MIN_BOOT_SECS),
             network_boot: None,
             health: ClassHealth::default(),
+            evidence: EvidencePolicy::default(),
         });
 
         let mut machines = BTreeMap::new();
@@ -540,6 +544,35 @@ mod tests {
         assert_eq!(mac.class.reboot, vec![Task::SshReboot, Task::SnmpRebootDelay, Task::FileBugzillaBug]);
         assert_eq!(mac.pdu.as_ref().unwrap().outlet, "AB12");
         assert!(!inv.dns_search.is_empty());
+    }
+
+    #[test]
+    fn a_class_evidence_policy_has_defaults_and_is_checked_by_field() {
+        let inv = parse(
+            "[classes.c.evidence]\nbudget_secs = 6\nsel_entries = 0\nsol = false\n[classes.d.evidence]\n\
+             budget_secs = 2\n[machines.w1]\nclass = \"c\"\n[machines.w2]\n[machines.w3]\nclass = \"d\"\n",
+        )
+        .unwrap();
+        let policy = |id: &str| inv.machine(&WorkerId::parse(id).unwrap()).unwrap().class.evidence.clone();
+        let c = policy("w1");
+        assert_eq!((c.budget, c.sel_entries, c.sol, c.probes), (Duration::from_secs(6), 0, false, true));
+        assert_eq!(policy("w2"), EvidencePolicy::default(), "the default class");
+        assert_eq!(EvidencePolicy::default().budget, Duration::from_secs(10));
+        assert_eq!(policy("w3").console, Duration::from_secs(1), "an unset window shrinks to a small budget");
+        for (text, field, words) in [
+            ("budget_secs = 0", "evidence.budget_secs", "1 to 60"),
+            ("budget_secs = 61", "evidence.budget_secs", "1 to 60"),
+            ("sel_entries = 201", "evidence.sel_entries", "0 (none) to 200"),
+            ("console_bytes = 100", "evidence.console_bytes", "512 to 262144"),
+            ("console_secs = 8", "evidence.console_secs", "at most 7"),
+            ("console_secs = 0", "evidence.console_secs", "at least 1"),
+            ("sol_bytes = 1", "unknown field", "sol_bytes"),
+        ] {
+            let e = error(&format!("[classes.c.evidence]\n{text}\n"));
+            assert!(e.contains(field) && e.contains(words), "{text}: {e}");
+        }
+        // Without SOL the console window is not checked against the budget.
+        assert!(parse("[classes.c.evidence]\nsol = false\nconsole_secs = 30\n").is_ok());
     }
 
     #[test]

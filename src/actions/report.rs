@@ -8,6 +8,7 @@
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use super::evidence::Evidence;
 use crate::task::Task;
 
 /// A power state as a device reported it. Devices report more than on and off
@@ -283,6 +284,24 @@ pub struct RebootReport {
     pub seconds: f64,
     pub chain_seconds: f64,
     pub attempts: Vec<Attempt>,
+}
+
+/// A job's `result` as the record keeps it: the action's report and, when one of its
+/// steps cut power, the evidence taken before it (`evidence`, beside the report's own
+/// fields). A job that did not succeed keeps the evidence alone.
+#[derive(Debug, Serialize)]
+pub struct Recorded<'a> {
+    #[serde(flatten)]
+    pub report: Option<&'a Report>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub evidence: Option<&'a Evidence>,
+}
+
+impl Recorded<'_> {
+    pub fn to_json(&self) -> serde_json::Value {
+        // Every report is a JSON object, and so is the evidence: this cannot fail.
+        serde_json::to_value(self).unwrap_or_else(|e| serde_json::json!({ "error": e.to_string() }))
+    }
 }
 
 /// Nothing to report (`noop`): `{}`. Exactly that (`additionalProperties: false`, from
