@@ -203,8 +203,12 @@ async fn probes(m: &Machine, _: &EvidencePolicy, cx: &ActionContext) -> Result<P
             Err(e) => format!("not probed: {}", counted(e)),
         }
     };
-    let tcp = futures_util::future::join_all(tcp_ports(m).into_iter().map(|port| async move {
-        let answer = reachability::tcp_answer(addr, port, PROBE_TIMEOUT, PROBE_TIMEOUT, &cx.cancel).await;
+    let ports = tcp_ports(m);
+    let ssh = ports[0];
+    let tcp = futures_util::future::join_all(ports.into_iter().map(|port| async move {
+        // Only an ssh server speaks first; another service's silence says nothing.
+        let banner_wait = if port == ssh { PROBE_TIMEOUT } else { Duration::ZERO };
+        let answer = reachability::tcp_answer(addr, port, PROBE_TIMEOUT, banner_wait, &cx.cancel).await;
         let (answer, banner) = match answer {
             Ok(TcpAnswer::Accepted { banner }) => ("accepted", banner),
             Ok(TcpAnswer::Refused) => ("refused", None),

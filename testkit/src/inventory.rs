@@ -103,6 +103,70 @@ pub struct Class {
     ipmi: Option<ClassIpmi>,
     #[serde(skip_serializing_if = "Option::is_none")]
     redfish: Option<ClassRedfish>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    evidence: Option<Evidence>,
+}
+
+/// `[classes.<name>.evidence]`: what roller takes before a step cuts power. Only the
+/// keys set are written.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Evidence {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    enabled: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    budget_secs: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    probes: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sel_entries: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sol: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    console_bytes: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    console_secs: Option<u64>,
+}
+
+impl Evidence {
+    /// Nothing set: roller's defaults.
+    pub fn new() -> Evidence {
+        Evidence::default()
+    }
+
+    pub fn enabled(mut self, on: bool) -> Self {
+        self.enabled = Some(on);
+        self
+    }
+
+    pub fn budget_secs(mut self, secs: u64) -> Self {
+        self.budget_secs = Some(secs);
+        self
+    }
+
+    pub fn probes(mut self, on: bool) -> Self {
+        self.probes = Some(on);
+        self
+    }
+
+    pub fn sel_entries(mut self, n: u32) -> Self {
+        self.sel_entries = Some(n);
+        self
+    }
+
+    pub fn sol(mut self, on: bool) -> Self {
+        self.sol = Some(on);
+        self
+    }
+
+    pub fn console_bytes(mut self, n: usize) -> Self {
+        self.console_bytes = Some(n);
+        self
+    }
+
+    pub fn console_secs(mut self, secs: u64) -> Self {
+        self.console_secs = Some(secs);
+        self
+    }
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -133,6 +197,7 @@ impl Class {
             network_boot: None,
             ipmi: None,
             redfish: None,
+            evidence: None,
         }
     }
 
@@ -183,6 +248,11 @@ impl Class {
 
     pub fn redfish_verify_tls(mut self, verify: bool) -> Self {
         self.redfish.get_or_insert_with(ClassRedfish::default).verify_tls = Some(verify);
+        self
+    }
+
+    pub fn evidence(mut self, evidence: Evidence) -> Self {
+        self.evidence = Some(evidence);
         self
     }
 }
