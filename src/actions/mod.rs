@@ -405,6 +405,37 @@ mod tests {
         assert_eq!(execute(Task::Noop, &target, &cx).await.unwrap().to_json(), serde_json::json!({}));
     }
 
+    #[tokio::test]
+    async fn a_power_cut_is_refused_until_the_jobs_evidence_was_taken() {
+        struct Silent;
+        impl LogSink for Silent {
+            fn line(&self, _: String) {}
+        }
+        let cx = ActionContext::new(Arc::default(), CancellationToken::new(), Arc::new(Silent));
+        let refused = cx.touch(PowerChange::Cut).await.unwrap_err();
+        assert!(matches!(refused, ActionError::Config(_)) && refused.to_string().contains("cuts_power"), "{refused}");
+        let armed = cx.arm(Restore::PduOutletOn { step: "snmp_rebootdelay".into(), outlet: "AA1".into() }).await;
+        assert!(armed.is_err() && cx.pending_restore().is_none(), "nothing armed, nothing cut");
+        // Switching on and asking the OS lose nothing: no evidence needed.
+        cx.touch(PowerChange::On).await.unwrap();
+        cx.touch(PowerChange::OsReboot).await.unwrap();
+        let evidence = Evidence {
+            before: Task::IpmiReset,
+            taken_at: "2026-04-01T10:00:00Z".into(),
+            seconds: 0.0,
+            budget_secs: 10.0,
+            probes: None,
+            sel: None,
+            redfish_log: None,
+            console: None,
+            missing: Vec::new(),
+        };
+        // Shared with every clone of the context (the chain's steps, the runner's repair).
+        cx.clone().settle_evidence(evidence);
+        cx.touch(PowerChange::Cut).await.unwrap();
+        assert_eq!(cx.for_repair(CancellationToken::new()).evidence().unwrap().before, Task::IpmiReset);
+    }
+
     #[test]
     fn errors_keep_their_kind_and_their_words() {
         let e = ActionError::driver(

@@ -261,6 +261,67 @@ pub fn last_lines(text: &str, lines: usize, chars: usize) -> (String, bool) {
 mod tests {
     use super::*;
 
+    fn evidence(console: &str, sel: usize) -> Evidence {
+        let record = |i: usize| SelRecord {
+            id: format!("{i:x}"),
+            date: "04/01/2026".into(),
+            time: "10:00:00".into(),
+            sensor: "Memory #0x02".into(),
+            event: "Uncorrectable ECC".into(),
+            direction: "Asserted".into(),
+        };
+        Evidence {
+            before: Task::IpmiCycle,
+            taken_at: "2026-04-01T10:00:00.000Z".into(),
+            seconds: 6.2,
+            budget_secs: 10.0,
+            probes: Some(Probes {
+                address: "10.0.0.10".into(),
+                icmp: "answers".into(),
+                tcp: vec![TcpProbe { port: 22, answer: "accepted", banner: Some("SSH-2.0-OpenSSH_9.2p1".into()) }],
+            }),
+            sel: Some(SelEvidence { bmc: "bmc1".into(), entries: (1..=sel).map(record).collect() }),
+            redfish_log: None,
+            console: Some(ConsoleEvidence {
+                bmc: "bmc1".into(),
+                text: console.into(),
+                bytes: console.len(),
+                seconds: 5.0,
+                truncated: None,
+                ended_a_session: false,
+                session_end: "cleanly",
+            }),
+            missing: vec![Missing { piece: Piece::RedfishLog, why: "no [redfish] for this machine".into() }],
+        }
+    }
+
+    #[test]
+    fn the_summary_names_every_piece_and_every_missing_one_with_why() {
+        let s = evidence("BUG: soft lockup\n", 2).summary();
+        assert_eq!(
+            s,
+            "evidence before ipmi_cycle (6.2s of a 10s budget): probes: 10.0.0.10 icmp answers, tcp:22 accepted \
+             (SSH-2.0-OpenSSH_9.2p1); SEL: 2 entries from bmc1; console: 17 bytes over 5.0s from bmc1; no Redfish \
+             log: no [redfish] for this machine"
+        );
+    }
+
+    #[test]
+    fn the_bug_excerpt_is_bounded_and_ends_with_the_consoles_last_lines() {
+        let console: String = (0..5000).map(|i| format!("[{i:5}] BUG: soft lockup - CPU#3 stuck\n")).collect();
+        let e = evidence(&console, 200);
+        let x = e.excerpt(Some("job-1"));
+        assert!(x.starts_with("Evidence taken before ipmi_cycle at 2026-04-01T10:00:00.000Z (6.2s); all of it is in roller job job-1:\n"), "{x}");
+        assert!(x.contains("    c8 | 04/01/2026 | 10:00:00 | Memory #0x02 | Uncorrectable ECC | Asserted\n"), "{x}");
+        assert!(x.contains("its last 40 lines") && x.contains("[ 4999] BUG") && !x.contains("[ 4959] BUG"), "{x}");
+        assert!(x.ends_with("- no Redfish log: no [redfish] for this machine\n"), "{x}");
+        // 200 SEL lines and 40 console lines, whatever the console held.
+        assert!(x.len() < 20_000 && console.len() > 100_000, "{}", x.len());
+        let json = serde_json::to_value(&e).unwrap();
+        assert_eq!(json["missing"][0]["piece"], "redfish_log");
+        assert_eq!(json["before"], "ipmi_cycle");
+    }
+
     #[test]
     fn last_lines_keeps_the_end_within_both_bounds() {
         assert_eq!(last_lines("a\nb\nc", 2, 100), ("b\nc".to_string(), true));
