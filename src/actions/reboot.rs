@@ -275,6 +275,7 @@ pub(crate) async fn chain(
                 });
                 count(&attempts);
                 return Ok(RebootReport {
+                    evidence: None,
                     worked: step,
                     proof,
                     seconds: secs,

@@ -83,6 +83,9 @@ pub struct PowerReport {
     /// The device itself saw the power go off and then on again.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cycle_observed: Option<bool>,
+    /// What was taken before the first power cut of the job (see `Evidence`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub evidence: Option<Box<Evidence>>,
 }
 
 impl PowerReport {
@@ -95,6 +98,7 @@ impl PowerReport {
             power_before: None,
             power: None,
             cycle_observed: None,
+            evidence: None,
         }
     }
 
@@ -185,6 +189,9 @@ pub struct XenReport {
     pub clean_failure: Option<String>,
     /// A halt then a start is always an observed power cycle.
     pub cycle_observed: bool,
+    /// What was taken before the first power cut of the job (see `Evidence`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub evidence: Option<Box<Evidence>>,
 }
 
 /// `file_bugzilla_bug` (and the chain's bug step).
@@ -212,6 +219,9 @@ pub struct LoanReport {
 pub struct LoanReturnReport {
     pub quarantine_lifted: bool,
     pub reimage: ReimageReport,
+    /// What was taken before the first power cut of the job (see `Evidence`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub evidence: Option<Box<Evidence>>,
 }
 
 /// `reimage`.
@@ -220,6 +230,9 @@ pub struct ReimageReport {
     pub network_boot: String,
     pub reboot: RebootReport,
     pub note: &'static str,
+    /// What was taken before the first power cut of the job (see `Evidence`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub evidence: Option<Box<Evidence>>,
 }
 
 /// How one step of a reboot chain went.
@@ -284,24 +297,16 @@ pub struct RebootReport {
     pub seconds: f64,
     pub chain_seconds: f64,
     pub attempts: Vec<Attempt>,
-}
-
-/// A job's `result` as the record keeps it: the action's report and, when one of its
-/// steps cut power, the evidence taken before it (`evidence`, beside the report's own
-/// fields). A job that did not succeed keeps the evidence alone.
-#[derive(Debug, Serialize)]
-pub struct Recorded<'a> {
-    #[serde(flatten)]
-    pub report: Option<&'a Report>,
+    /// What was taken before the first power cut of the job (see `Evidence`).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub evidence: Option<&'a Evidence>,
+    pub evidence: Option<Box<Evidence>>,
 }
 
-impl Recorded<'_> {
-    pub fn to_json(&self) -> serde_json::Value {
-        // Every report is a JSON object, and so is the evidence: this cannot fail.
-        serde_json::to_value(self).unwrap_or_else(|e| serde_json::json!({ "error": e.to_string() }))
-    }
+/// What a job that did not succeed keeps as its `result` (beside its `error`): the
+/// evidence it took before a power cut.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Findings {
+    pub evidence: Box<Evidence>,
 }
 
 /// Nothing to report (`noop`): `{}`. Exactly that (`additionalProperties: false`, from
@@ -328,6 +333,7 @@ pub enum Report {
     Reimage(ReimageReport),
     Loan(LoanReport),
     LoanReturn(LoanReturnReport),
+    Findings(Findings),
     Empty(Empty),
 }
 
@@ -347,7 +353,31 @@ impl Report {
             | Report::Reimage(_)
             | Report::Loan(_)
             | Report::LoanReturn(_)
+            | Report::Findings(_)
             | Report::Empty(_) => false,
+        }
+    }
+
+    /// The report with the job's evidence beside its own fields: the task's report is
+    /// the job's result, and the evidence belongs to the job (taken once, before the
+    /// first power cut of a direct power task or of a chain).
+    pub fn with_evidence(self, e: &Evidence) -> Report {
+        let e = Some(Box::new(e.clone()));
+        match self {
+            Report::Power(r) => Report::Power(PowerReport { evidence: e, ..r }),
+            Report::Xen(r) => Report::Xen(XenReport { evidence: e, ..r }),
+            Report::Reboot(r) => Report::Reboot(RebootReport { evidence: e, ..r }),
+            Report::Reimage(r) => Report::Reimage(ReimageReport { evidence: e, ..r }),
+            Report::LoanReturn(r) => Report::LoanReturn(LoanReturnReport { evidence: e, ..r }),
+            Report::Findings(r) => Report::Findings(r),
+            // These tasks never cut power, so no evidence is ever taken for them.
+            r @ (Report::Ping(_)
+            | Report::Status(_)
+            | Report::Sel(_)
+            | Report::Ssh(_)
+            | Report::Bug(_)
+            | Report::Loan(_)
+            | Report::Empty(_)) => r,
         }
     }
 
@@ -380,6 +410,7 @@ report_from!(
     ReimageReport => Reimage,
     LoanReport => Loan,
     LoanReturnReport => LoanReturn,
+    Findings => Findings,
     Empty => Empty,
 );
 
@@ -423,6 +454,7 @@ mod tests {
             seconds: 1.5,
             chain_seconds: 3.0,
             attempts: vec![attempt],
+            evidence: None,
         };
         assert_eq!(
             Report::from(r).to_json(),

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::actions::report::Recorded;
+use crate::actions::report::Findings;
 use crate::actions::{ActionError, Evidence, Report, Restore};
 use crate::queue::{Failure, Outcome};
 
@@ -56,11 +56,15 @@ pub fn outcome(
 ) -> Option<Outcome> {
     let failure = |error: String| Failure {
         error,
-        result: evidence.map(|e| Recorded { report: None, evidence: Some(e) }.to_json()),
+        result: evidence.map(|e| Report::from(Findings { evidence: Box::new(e.clone()) }).to_json()),
     };
     Some(match ended {
         Ended::Finished(Ok(r)) | Ended::AfterSoftLimit(Ok(r)) => {
-            Outcome::Succeeded(Recorded { report: Some(&r), evidence }.to_json())
+            let r = match evidence {
+                Some(e) => r.with_evidence(e),
+                None => r,
+            };
+            Outcome::Succeeded(r.to_json())
         }
         Ended::Finished(Err(e)) => Outcome::Failed(failure(e.to_string())),
         Ended::AfterSoftLimit(Err(_)) => Outcome::TimedOut(failure(format!(
