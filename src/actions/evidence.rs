@@ -106,7 +106,27 @@ async fn take(step: Task, m: &Machine, cx: &ActionContext) -> Evidence {
     ev.redfish_log = log.map_err(|why| missing(Piece::RedfishLog, why)).ok();
     ev.console = console.map_err(|why| missing(Piece::Console, why)).ok();
     ev.seconds = round(start.elapsed());
+    count(&ev, m);
     ev
+}
+
+/// `roller_evidence_pieces_total{piece, outcome}`: `taken`, `not_offered` (the class or
+/// the machine has none), or `failed` (the device did not give it in time, or refused).
+fn count(ev: &Evidence, m: &Machine) {
+    for piece in Piece::ALL {
+        let outcome = match (ev.has(piece), not_offered(piece, m)) {
+            (true, _) => "taken",
+            (false, Some(_)) => "not_offered",
+            (false, None) => "failed",
+        };
+        let piece = match piece {
+            Piece::Probes => "probes",
+            Piece::Sel => "sel",
+            Piece::RedfishLog => "redfish_log",
+            Piece::Console => "console",
+        };
+        metrics::counter!("roller_evidence_pieces_total", "piece" => piece, "outcome" => outcome).increment(1);
+    }
 }
 
 /// Why `piece` is not taken on `m` whatever the devices say (the class turns it off,

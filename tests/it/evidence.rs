@@ -119,6 +119,10 @@ async fn a_reboot_takes_the_console_and_the_sel_before_its_ipmi_reset() {
     .unwrap();
     assert!(session.is_ok(), "SOL is still taken after the capture: {session:?}");
     assert!(!job.to_string().contains(sim.password()), "the BMC password is in the job: {job:#}");
+    let metrics = app.http.get(app.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    for series in [r#"piece="console",outcome="taken""#, r#"piece="redfish_log",outcome="not_offered""#] {
+        assert!(metrics.contains(&format!("roller_evidence_pieces_total{{{series}}}")), "{series}: {metrics}");
+    }
 }
 
 #[tokio::test]
