@@ -225,6 +225,16 @@ impl IpmiSim {
     /// left active by someone else refuses it): the session's first output, or
     /// ipmitool's complaint. The harness's own ipmitool, ended with `~.`.
     pub fn sol_session(&self) -> Result<String, String> {
+        self.open_sol(true)
+    }
+
+    /// A SOL session opened and then abandoned, its ipmitool SIGKILLed: the BMC keeps
+    /// the payload active, as after a crashed client.
+    pub fn abandon_sol_session(&self) {
+        self.open_sol(false).expect("a SOL session to abandon");
+    }
+
+    fn open_sol(&self, end_cleanly: bool) -> Result<String, String> {
         let mut child = Command::new(IPMITOOL)
             .args(["-I", "lanplus", "-C", "3", "-H", "127.0.0.1", "-p", &self.port.to_string()])
             .args(["-U", USER, "-E", "-N", "1", "-R", "1", "sol", "activate"])
@@ -256,6 +266,12 @@ impl IpmiSim {
             }
         }
         let mut stdin = child.stdin.take().unwrap();
+        if !end_cleanly {
+            child.kill().unwrap();
+            child.wait().unwrap();
+            let text = String::from_utf8_lossy(&out).into_owned();
+            return if text.contains("[SOL Session operational") { Ok(text) } else { Err(text) };
+        }
         let _ = stdin.write_all(b"\r~.");
         let _ = stdin.flush();
         let ended = (0..100).any(|_| {
