@@ -107,10 +107,14 @@ pub async fn console_tail(
     let mut stdin = child.stdin.take();
     let mut stdout = child.stdout.take().ok_or_else(|| lost(target, "no stdout"))?;
     let mut stderr = child.stderr.take().ok_or_else(|| lost(target, "no stderr"))?;
+    // Read to its end (a full pipe would stall ipmitool), keeping the first 8 KiB.
     let stderr_read = tokio::spawn(async move {
-        let mut buf = Vec::new();
-        let _ = (&mut stderr).take(8 * 1024).read_to_end(&mut buf).await;
-        buf
+        let (mut kept, mut chunk) = (Vec::new(), [0u8; 1024]);
+        while let Ok(n @ 1..) = stderr.read(&mut chunk).await {
+            let room = (8 * 1024 - kept.len()).min(n);
+            kept.extend_from_slice(&chunk[..room]);
+        }
+        kept
     });
 
     let mut console = Tail::new(window.max_bytes);
