@@ -22,6 +22,7 @@ mod file;
 mod moonshot;
 
 pub use self::check::Problem;
+pub use self::class::EvidencePolicy;
 use self::file::InventoryFile;
 pub use self::moonshot::{ChassisTls, MoonshotAccess, MoonshotDefaults, Node as MoonshotNode};
 use crate::domain::{TaskclusterName, WorkerGroup, WorkerId};
@@ -110,6 +111,8 @@ pub struct HardwareClass {
     pub health: ClassHealth,
     /// Chassis manager port, credentials and TLS its Moonshot nodes share.
     pub moonshot: MoonshotDefaults,
+    /// What is captured before a step cuts power (`[classes.<name>.evidence]`).
+    pub evidence: EvidencePolicy,
 }
 
 /// What a class changes of the fleet's health rule and the medic's remediation;
@@ -354,6 +357,7 @@ impl Inventory {
             network_boot: None,
             health: ClassHealth::default(),
             moonshot: MoonshotDefaults::default(),
+            evidence: EvidencePolicy::default(),
         });
 
         let mut machines = BTreeMap::new();
@@ -610,6 +614,35 @@ mod tests {
         assert_eq!(m4.class.reboot, [Task::SshReboot, Task::MdmRestart, Task::SnmpRebootDelay, Task::FileBugzillaBug]);
         assert_eq!(m4.can_run(Task::MdmRestart), Ok(()));
         assert_eq!(mac.can_run(Task::MdmRestart), Err("no [mdm] for this machine"));
+    }
+
+    #[test]
+    fn a_class_evidence_policy_has_defaults_and_is_checked_by_field() {
+        let inv = parse(
+            "[classes.c.evidence]\nbudget_secs = 6\nsel_entries = 0\nsol = false\n[classes.d.evidence]\n\
+             budget_secs = 2\n[machines.w1]\nclass = \"c\"\n[machines.w2]\n[machines.w3]\nclass = \"d\"\n",
+        )
+        .unwrap();
+        let policy = |id: &str| inv.machine(&WorkerId::parse(id).unwrap()).unwrap().class.evidence.clone();
+        let c = policy("w1");
+        assert_eq!((c.budget, c.sel_entries, c.sol, c.probes), (Duration::from_secs(6), 0, false, true));
+        assert_eq!(policy("w2"), EvidencePolicy::default(), "the default class");
+        assert_eq!(EvidencePolicy::default().budget, Duration::from_secs(10));
+        assert_eq!(policy("w3").console, Duration::from_secs(1), "an unset window shrinks to a small budget");
+        for (text, field, words) in [
+            ("budget_secs = 0", "evidence.budget_secs", "1 to 60"),
+            ("budget_secs = 61", "evidence.budget_secs", "1 to 60"),
+            ("sel_entries = 201", "evidence.sel_entries", "0 (none) to 200"),
+            ("console_bytes = 100", "evidence.console_bytes", "512 to 262144"),
+            ("console_secs = 8", "evidence.console_secs", "at most 7"),
+            ("console_secs = 0", "evidence.console_secs", "at least 1"),
+            ("sol_bytes = 1", "unknown field", "sol_bytes"),
+        ] {
+            let e = error(&format!("[classes.c.evidence]\n{text}\n"));
+            assert!(e.contains(field) && e.contains(words), "{text}: {e}");
+        }
+        // Without SOL the console window is not checked against the budget.
+        assert!(parse("[classes.c.evidence]\nsol = false\nconsole_secs = 30\n").is_ok());
     }
 
     #[test]

@@ -139,7 +139,7 @@ impl Notifier {
         let state = outcome.state().as_str();
         let (detail, body) = match outcome {
             Outcome::Succeeded(v) => (serde_json::to_string_pretty(v).unwrap_or_default(), v.clone()),
-            Outcome::Failed(e) | Outcome::TimedOut(e) | Outcome::Cancelled(e) => (e.clone(), json!(e)),
+            Outcome::Failed(f) | Outcome::TimedOut(f) | Outcome::Cancelled(f) => (f.error.clone(), json!(f.error)),
         };
         let text = format!(
             "{} on {} (group {}) requested by {}: {state}.\n\n{detail}",

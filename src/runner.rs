@@ -403,7 +403,7 @@ impl Runner {
                     .increment(1);
             }
             let lease_lost = matches!(ended, Ended::LeaseLost);
-            let outcome = outcome(ended, limits);
+            let outcome = outcome(ended, limits, cx.evidence().as_deref());
             match (lease_lost, cx.pending_restore(), outcome) {
                 (true, ..) => Decision::Abandon,
                 (false, None, Some(o)) => Decision::Finish(o),
@@ -442,7 +442,7 @@ impl Runner {
             Decision::Release => None,
         };
         if let Some(Outcome::TimedOut(why)) = &outcome {
-            log.line(why.clone());
+            log.line(why.error.clone());
         }
         drop(cx);
         drop(log);
@@ -545,7 +545,7 @@ impl Runner {
             Err(e) => {
                 let why = format!("{lost}; its repair cannot be read ({e}): check the machine's power by hand");
                 cx.log(why.clone());
-                return (Outcome::Failed(why), true);
+                return (Outcome::Failed(why.into()), true);
             }
         };
         cx.log(format!("{lost} with power cut: this attempt repairs ({}); the task is not run again", r.describe()));
@@ -553,11 +553,11 @@ impl Runner {
         match self.repair(&r, subject, cx, until).await {
             Ok(what) => {
                 cx.log(format!("power restored: {what}"));
-                (Outcome::Failed(format!("{lost}; power restored: {what}")), true)
+                (Outcome::Failed(format!("{lost}; power restored: {what}").into()), true)
             }
             Err(e) => {
                 cx.log(format!("{}: the repair failed ({e}); the job goes back to the queue to repair it", r.left()));
-                (Outcome::Failed(String::new()), false)
+                (Outcome::Failed(String::new().into()), false)
             }
         }
     }

@@ -82,6 +82,12 @@ pub struct TaskSpec {
     pub restarts_machine: bool,
     /// May be a step of a hardware class's reboot chain (inventory `reboot = [...]`).
     pub reboot_step: bool,
+    /// Cuts the machine's power or resets it, which destroys what a person would look at
+    /// (the console, the kernel's state): roller takes the evidence first
+    /// (`actions::evidence`). A task that cuts power without declaring it is refused
+    /// at the cut (`ActionContext::touch`), so a new power path cannot skip the evidence.
+    /// A chain (`reboot`) does not cut power itself; its steps do, and declare it.
+    pub cuts_power: bool,
     /// For the benchmarks only: parsed, never in the default set.
     pub benchmark_only: bool,
     pub needs: Needs,
@@ -134,16 +140,27 @@ impl Task {
             max_attempts: u32,
             restarts_machine: bool,
             reboot_step: bool,
+            cuts_power: bool,
             needs: Needs,
         ) -> TaskSpec {
-            TaskSpec { name, help, max_attempts, restarts_machine, reboot_step, benchmark_only: false, needs }
+            TaskSpec {
+                name,
+                help,
+                max_attempts,
+                restarts_machine,
+                reboot_step,
+                cuts_power,
+                benchmark_only: false,
+                needs,
+            }
         }
-        // Columns: name, help, attempts, restarts the machine, reboot-chain step, needs.
+        // Columns: name, help, attempts, restarts the machine, reboot-chain step, cuts power, needs.
         match self {
             Task::Ping => s(
                 "ping",
                 "ICMP echo the machine and report packets sent/received and round-trip times",
                 READ_ONLY,
+                false,
                 false,
                 false,
                 Needs::Nothing,
@@ -154,12 +171,14 @@ impl Task {
                 READ_ONLY,
                 false,
                 false,
+                false,
                 Needs::Inventory,
             ),
             Task::IpmiStatus => s(
                 "ipmi_status",
                 "the chassis power state, from the BMC over IPMI",
                 READ_ONLY,
+                false,
                 false,
                 false,
                 Needs::Ipmi,
@@ -170,6 +189,7 @@ impl Task {
                 CHANGES_HARDWARE,
                 false,
                 true,
+                false,
                 Needs::Ipmi,
             ),
             Task::IpmiOff => s(
@@ -178,12 +198,14 @@ impl Task {
                 CHANGES_HARDWARE,
                 false,
                 false,
+                true,
                 Needs::Ipmi,
             ),
             Task::IpmiCycle => s(
                 "ipmi_cycle",
                 "power-cycle over IPMI (a machine that is off is powered on instead)",
                 CHANGES_HARDWARE,
+                true,
                 true,
                 true,
                 Needs::Ipmi,
@@ -194,12 +216,14 @@ impl Task {
                 CHANGES_HARDWARE,
                 true,
                 true,
+                true,
                 Needs::Ipmi,
             ),
             Task::IpmiList => s(
                 "ipmi_list",
                 "the BMC's 15 most recent system event log (SEL) entries",
                 READ_ONLY,
+                false,
                 false,
                 false,
                 Needs::Ipmi,
@@ -210,12 +234,14 @@ impl Task {
                 READ_ONLY,
                 false,
                 false,
+                false,
                 Needs::Redfish,
             ),
             Task::RedfishOn => s(
                 "redfish_on",
                 "power on through Redfish and confirm the service reports it on",
                 CHANGES_HARDWARE,
+                false,
                 false,
                 false,
                 Needs::Redfish,
@@ -226,12 +252,14 @@ impl Task {
                 CHANGES_HARDWARE,
                 false,
                 false,
+                true,
                 Needs::Redfish,
             ),
             Task::RedfishRestart => s(
                 "redfish_restart",
                 "graceful restart through Redfish (a machine that is off is powered on instead)",
                 CHANGES_HARDWARE,
+                true,
                 true,
                 true,
                 Needs::Redfish,
@@ -242,6 +270,7 @@ impl Task {
                 CHANGES_HARDWARE,
                 true,
                 false,
+                true,
                 Needs::Redfish,
             ),
             Task::SshReboot => s(
@@ -250,12 +279,14 @@ impl Task {
                 CHANGES_HARDWARE,
                 true,
                 true,
+                false,
                 Needs::Ssh,
             ),
             Task::SnmpReboot => s(
                 "snmp_reboot",
                 "power-cycle the machine's PDU outlet (the PDU's own reboot) and watch it come back on",
                 CHANGES_HARDWARE,
+                true,
                 true,
                 true,
                 Needs::Pdu,
@@ -266,6 +297,7 @@ impl Task {
                 CHANGES_HARDWARE,
                 true,
                 true,
+                true,
                 Needs::Pdu,
             ),
             Task::Reboot => s(
@@ -273,6 +305,7 @@ impl Task {
                 "the class's reboot chain, gentlest first, each step proven by the machine going down and coming back",
                 CHANGES_HARDWARE,
                 true,
+                false,
                 false,
                 Needs::Inventory,
             ),
@@ -283,6 +316,7 @@ impl Task {
                 READ_ONLY,
                 false,
                 true,
+                false,
                 Needs::Inventory,
             ),
             Task::Reimage => s(
@@ -291,12 +325,14 @@ impl Task {
                 CHANGES_HARDWARE,
                 true,
                 false,
+                false,
                 Needs::BootControl,
             ),
             Task::XenapiReboot => s(
                 "xenapi_reboot",
                 "shut the Xen VM down (clean, else hard) and start it again, through XenAPI",
                 CHANGES_HARDWARE,
+                true,
                 true,
                 true,
                 Needs::Xen,
@@ -307,12 +343,14 @@ impl Task {
                 CHANGES_HARDWARE,
                 true,
                 true,
+                true,
                 Needs::Ilo,
             ),
             Task::MoonshotReset => s(
                 "moonshot_reset",
                 "cold-reset the machine's node through its HP Moonshot chassis manager (REST)",
                 CHANGES_HARDWARE,
+                true,
                 true,
                 true,
                 Needs::Moonshot,
@@ -324,12 +362,14 @@ impl Task {
                 CHANGES_HARDWARE,
                 true,
                 true,
+                false,
                 Needs::Mdm,
             ),
             Task::Loan => s(
                 "loan",
                 "quarantine the worker in Taskcluster for the loan period, recording who has it until when",
                 CHANGES_HARDWARE,
+                false,
                 false,
                 false,
                 Needs::Inventory,
@@ -340,6 +380,7 @@ impl Task {
                 CHANGES_HARDWARE,
                 true,
                 false,
+                false,
                 Needs::BootControl,
             ),
             Task::Noop => TaskSpec {
@@ -348,6 +389,7 @@ impl Task {
                     "noop",
                     "do nothing and succeed (benchmarks; only when tasks.enabled names it)",
                     READ_ONLY,
+                    false,
                     false,
                     false,
                     Needs::Nothing,
@@ -374,6 +416,10 @@ impl Task {
 
     pub const fn is_reboot_step(self) -> bool {
         self.spec().reboot_step
+    }
+
+    pub const fn cuts_power(self) -> bool {
+        self.spec().cuts_power
     }
 
     /// The tasks a reboot chain may name, in [`Task::ALL`] order.
@@ -446,6 +492,34 @@ mod tests {
         for t in Task::reboot_steps() {
             assert!(t.restarts_machine() || matches!(t, Task::IpmiOn | Task::FileBugzillaBug), "{t}");
         }
+    }
+
+    #[test]
+    fn what_cuts_power_changes_hardware_and_every_hard_reboot_step_declares_it() {
+        for t in Task::iter().filter(|t| t.cuts_power()) {
+            assert_eq!(t.max_attempts(), 1, "{t}");
+            assert!(t.spec().needs != Needs::Nothing && t.spec().needs != Needs::Inventory, "{t} names its device");
+        }
+        // Every chain step that restarts the machine cuts power, except asking the OS.
+        for t in Task::reboot_steps().filter(|t| t.restarts_machine()) {
+            assert_eq!(t.cuts_power(), t != Task::SshReboot, "{t}");
+        }
+        let cutting: Vec<&str> = Task::ALL.iter().filter(|t| t.cuts_power()).map(|t| t.name()).collect();
+        assert_eq!(
+            cutting,
+            [
+                "ipmi_off",
+                "ipmi_cycle",
+                "ipmi_reset",
+                "redfish_off",
+                "redfish_restart",
+                "redfish_reset",
+                "snmp_reboot",
+                "snmp_rebootdelay",
+                "xenapi_reboot",
+                "ilo_reboot"
+            ]
+        );
     }
 
     #[test]

@@ -78,6 +78,10 @@ fn describe() {
     describe_counter!("roller_auth_failures_total", "Refused requests, by reason");
     describe_counter!("roller_notify_failures_total", "Notifications not delivered after retries, by channel");
     describe_counter!("roller_reboot_steps_total", "Reboot chain steps, by step and outcome");
+    describe_counter!(
+        "roller_evidence_pieces_total",
+        "Pieces of evidence before a power cut, by piece and outcome (taken, not_offered, failed)"
+    );
     describe_counter!("roller_restart_refusals_total", "Restarts refused by the reboot-loop breaker, by task");
     describe_counter!("roller_breaker_resets_total", "Reboot-loop breaker resets by an operator");
     describe_counter!("roller_job_errors_total", "Jobs that failed, by task and kind of failure");

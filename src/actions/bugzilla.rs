@@ -46,7 +46,12 @@ pub(crate) async fn file(
         None => ("roller run (command line)", "-"),
     };
     let fields = BugFields { host, alias: &alias, dc: &dc, ip: &m.address, requester, job, log: attempt_log };
-    let description = bz.reboot.description_for(&fields);
+    let mut description = bz.reboot.description_for(&fields);
+    // After whatever the template says, so no template can leave it out.
+    if let Some(e) = cx.evidence() {
+        description.push_str("\n\n");
+        description.push_str(&e.excerpt(cx.job.as_ref().map(|j| j.id.as_str())));
+    }
 
     let mut tracker_reopened = false;
     let tracker = match client.get(&alias, &cx.cancel).await.map_err(fail)? {

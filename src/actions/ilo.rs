@@ -9,7 +9,7 @@
 use std::time::{Duration, Instant};
 
 use super::report::{Device, Power, PowerReport, Report};
-use super::{ActionContext, ActionError, Restore, Subject};
+use super::{ActionContext, ActionError, PowerChange, Restore, Subject};
 use crate::drivers::ilo::{self as driver, HostPower, IloError, IloTarget};
 use crate::inventory::Machine;
 
@@ -32,12 +32,12 @@ pub async fn run(on: &Subject, cx: &ActionContext) -> Result<Report, ActionError
     cx.log(format!("iLO {} reports host power {}", t.host, name(before)));
     if before == HostPower::Off {
         cx.log("the server is off: powering it on instead of a reset");
-        cx.touch().await?;
+        cx.touch(PowerChange::On).await?;
         driver::set_host_power(&t, true, &cx.cancel).await.map_err(fail)?;
         confirm(cx, &t, HostPower::On).await?;
         return Ok(PowerReport { power: Some(Power::On), ..report("power on", Power::Off) }.into());
     }
-    cx.touch().await?;
+    cx.touch(PowerChange::Cut).await?;
     match driver::reset_server(&t, &cx.cancel).await {
         Ok(()) => {
             cx.log(format!("iLO {} accepted RESET_SERVER", t.host));

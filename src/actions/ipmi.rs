@@ -9,7 +9,7 @@
 use std::time::{Duration, Instant};
 
 use super::report::{Device, Power, PowerReport, Report, SelReport};
-use super::{ActionContext, ActionError, Subject, Task};
+use super::{ActionContext, ActionError, PowerChange, Subject, Task};
 use crate::drivers::ipmi::{self as driver, Bridging, IpmiError, IpmiTarget, PowerAction, PowerState, Privilege};
 use crate::inventory::Machine;
 
@@ -59,7 +59,7 @@ pub async fn run(task: Task, on: &Subject, cx: &ActionContext) -> Result<Report,
             }
             let action = if task == Task::IpmiCycle { PowerAction::Cycle } else { PowerAction::Reset };
             cx.log(format!("sending chassis power {} to {}", action_name(action), bmc.host));
-            cx.touch().await?;
+            cx.touch(PowerChange::Cut).await?;
             driver::power(&bmc, action, &cx.cancel).await.map_err(fail)?;
             // A cycle passes through off; both end on, which is what we can confirm.
             let after = confirm(cx, &bmc, step, PowerState::On).await?;
@@ -78,7 +78,7 @@ async fn change(
     want: PowerState,
 ) -> Result<PowerState, ActionError> {
     cx.log(format!("sending chassis power {} to {}", action_name(action), bmc.host));
-    cx.touch().await?;
+    cx.touch(if action == PowerAction::On { PowerChange::On } else { PowerChange::Cut }).await?;
     driver::power(bmc, action, &cx.cancel).await.map_err(|e| map_error(step, e))?;
     confirm(cx, bmc, step, want).await
 }

@@ -58,7 +58,7 @@ pub async fn return_loan(on: &Subject, cx: &ActionContext) -> Result<Report, Act
     tc.client.quarantine_worker(&w, Utc::now(), &info, &cx.cancel).await.map_err(|e| fail("return_loan", e))?;
     cx.log(format!("quarantine of {} lifted; reimaging it", m.id));
     match reimage::reimage(on, cx).await {
-        Ok(reimage) => Ok(LoanReturnReport { quarantine_lifted: true, reimage }.into()),
+        Ok(reimage) => Ok(LoanReturnReport { quarantine_lifted: true, reimage, evidence: None }.into()),
         Err(e @ (ActionError::Config(_) | ActionError::Cancelled)) => Err(e),
         Err(e) => {
             Err(e.map_text(|why| format!("return_loan: the quarantine was lifted, but the reimage failed: {why}")))

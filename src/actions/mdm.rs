@@ -13,7 +13,7 @@
 //! next step (the PDU). The report and the log say so.
 
 use super::report::{MdmReport, Report};
-use super::{ActionContext, ActionError, Subject};
+use super::{ActionContext, ActionError, PowerChange, Subject};
 use crate::drivers::simplemdm::{Budget, Progress, Restart, SimpleMdm, SimpleMdmError, WaitFrom};
 use crate::inventory::{MdmAccess, MdmProvider};
 
@@ -57,7 +57,7 @@ pub async fn run(on: &Subject, cx: &ActionContext) -> Result<Report, ActionError
         "asking SimpleMDM to restart device {id}: in-band, the Mac runs it at its next MDM check-in; no power is cut"
     ));
     // Counted as a restart from here (the breaker), even if this runner dies next.
-    cx.touch().await?;
+    cx.touch(PowerChange::OsReboot).await?;
     let (restart, http_status, why_unconfirmed) = match client.restart(id, &budget).await.map_err(fail)? {
         Restart::Queued { status } => {
             cx.log(format!(

@@ -7,6 +7,7 @@
 //! ([`ActionError`]).
 
 pub mod bugzilla;
+pub mod evidence;
 pub mod ilo;
 pub mod ipmi;
 pub mod loan;
@@ -38,6 +39,7 @@ use crate::inventory::{Inventory, Machine};
 pub use crate::task::Task;
 
 pub use bugzilla::{BugFields, BugTemplate};
+pub use evidence::Evidence;
 pub use report::Report;
 pub use restore::Restore;
 pub use settings::{ActionSettings, BugzillaSettings, RebootSettings, TaskclusterSettings, XenSettings};
@@ -53,6 +55,18 @@ pub struct Target {
 /// log; `roller run` prints them.
 pub trait LogSink: Send + Sync {
     fn line(&self, line: String);
+}
+
+/// What a command about to reach a device does to the machine's power.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PowerChange {
+    /// Switches it on: nothing is lost.
+    On,
+    /// Asks the operating system to reboot itself (it keeps its own logs).
+    OsReboot,
+    /// Cuts power or resets: what the machine would show a person is lost, so the
+    /// job's evidence must have been taken first ([`evidence`]).
+    Cut,
 }
 
 /// Where an action records what it is about to do to the hardware, before it does
@@ -102,6 +116,9 @@ pub struct ActionContext {
     /// The restore armed and not yet undone; shared with whoever runs the action,
     /// so it is known even when the action's future was dropped mid-way.
     armed: Arc<std::sync::Mutex<Option<Restore>>>,
+    /// The job's evidence, once taken (before its first power cut); shared like
+    /// `armed`, so whoever records the job finds it however the action ended.
+    evidence: Arc<std::sync::Mutex<Option<Arc<Evidence>>>>,
 }
 
 /// Who asked, and which job this is.
@@ -124,6 +141,7 @@ impl ActionContext {
             log,
             journal: Arc::new(InMemory),
             armed: Arc::default(),
+            evidence: Arc::default(),
         }
     }
 
@@ -141,8 +159,18 @@ impl ActionContext {
     }
 
     /// Before a command that changes power goes to a device: the job then counts
-    /// for the reboot-loop breaker, even if the runner dies right after.
-    pub async fn touch(&self) -> Result<(), ActionError> {
+    /// for the reboot-loop breaker, even if the runner dies right after. A cut is
+    /// refused unless the job's evidence was taken (or deliberately not): only a task
+    /// that does not declare `cuts_power` (`TaskSpec`) gets here without it, and
+    /// refusing keeps a new power path from quietly destroying the evidence.
+    pub async fn touch(&self, change: PowerChange) -> Result<(), ActionError> {
+        if change == PowerChange::Cut && self.evidence().is_none() {
+            return Err(ActionError::Config(
+                "this task cuts power without declaring it (TaskSpec::cuts_power), so no evidence was taken before \
+                 it; not cutting power (a bug in roller)"
+                    .into(),
+            ));
+        }
         self.journal.touched().await.map_err(|e| {
             ActionError::Failed(format!("cannot record that a power command is about to go out ({e}); not sending it"))
         })
@@ -151,7 +179,7 @@ impl ActionContext {
     /// Before power is cut: `restore` is recorded first, so it is carried out
     /// whatever stops this action before [`ActionContext::disarm`].
     pub async fn arm(&self, restore: Restore) -> Result<(), ActionError> {
-        self.touch().await?;
+        self.touch(PowerChange::Cut).await?;
         self.journal
             .armed(&restore)
             .await
@@ -173,6 +201,15 @@ impl ActionContext {
     /// carry out once it has stopped.
     pub fn pending_restore(&self) -> Option<Restore> {
         self.armed.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// The job's evidence, once taken ([`evidence::before`]).
+    pub fn evidence(&self) -> Option<Arc<Evidence>> {
+        self.evidence.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub(crate) fn settle_evidence(&self, e: Evidence) {
+        *self.evidence.lock().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(e));
     }
 
     /// The Taskcluster names the request gave (after [`ActionContext::with_job`]).
@@ -310,27 +347,40 @@ pub async fn execute(task: Task, target: &Target, cx: &ActionContext) -> Result<
 /// multiply into hundreds of MiB), and the reboot chain can call back into it.
 pub fn dispatch<'a>(task: Task, on: &'a Subject, cx: &'a ActionContext) -> BoxFuture<'a, Result<Report, ActionError>> {
     let span = tracing::info_span!("action", task = %task);
-    match task {
-        Task::Ping => Box::pin(ping::run(on, cx).instrument(span)),
-        Task::Status => Box::pin(status::run(on, cx).instrument(span)),
+    let action: BoxFuture<'a, Result<Report, ActionError>> = match task {
+        Task::Ping => Box::pin(ping::run(on, cx)),
+        Task::Status => Box::pin(status::run(on, cx)),
         Task::IpmiStatus | Task::IpmiOn | Task::IpmiOff | Task::IpmiCycle | Task::IpmiReset | Task::IpmiList => {
-            Box::pin(ipmi::run(task, on, cx).instrument(span))
+            Box::pin(ipmi::run(task, on, cx))
         }
         Task::RedfishStatus | Task::RedfishOn | Task::RedfishOff | Task::RedfishRestart | Task::RedfishReset => {
-            Box::pin(redfish::run(task, on, cx).instrument(span))
+            Box::pin(redfish::run(task, on, cx))
         }
-        Task::SshReboot => Box::pin(ssh::run(on, cx).instrument(span)),
-        Task::SnmpReboot | Task::SnmpRebootDelay => Box::pin(snmp::run(task, on, cx).instrument(span)),
-        Task::Reboot => Box::pin(reboot::run(on, cx).instrument(span)),
-        Task::FileBugzillaBug => Box::pin(bugzilla::run(on, cx).instrument(span)),
-        Task::Reimage => Box::pin(reimage::run(on, cx).instrument(span)),
-        Task::XenapiReboot => Box::pin(xenapi::run(on, cx).instrument(span)),
-        Task::IloReboot => Box::pin(ilo::run(on, cx).instrument(span)),
-        Task::MoonshotReset => Box::pin(moonshot::run(on, cx).instrument(span)),
-        Task::MdmRestart => Box::pin(mdm::run(on, cx).instrument(span)),
-        Task::Loan => Box::pin(loan::loan(on, cx).instrument(span)),
-        Task::ReturnLoan => Box::pin(loan::return_loan(on, cx).instrument(span)),
+        Task::SshReboot => Box::pin(ssh::run(on, cx)),
+        Task::SnmpReboot | Task::SnmpRebootDelay => Box::pin(snmp::run(task, on, cx)),
+        Task::Reboot => Box::pin(reboot::run(on, cx)),
+        Task::FileBugzillaBug => Box::pin(bugzilla::run(on, cx)),
+        Task::Reimage => Box::pin(reimage::run(on, cx)),
+        Task::XenapiReboot => Box::pin(xenapi::run(on, cx)),
+        Task::IloReboot => Box::pin(ilo::run(on, cx)),
+        Task::MoonshotReset => Box::pin(moonshot::run(on, cx)),
+        Task::MdmRestart => Box::pin(mdm::run(on, cx)),
+        Task::Loan => Box::pin(loan::loan(on, cx)),
+        Task::ReturnLoan => Box::pin(loan::return_loan(on, cx)),
         Task::Noop => Box::pin(async { Ok(Report::Empty(report::Empty {})) }),
+    };
+    // Whatever cuts power takes the job's evidence first (once per job; a chain has
+    // taken it already, before its step's proof started).
+    if task.cuts_power() {
+        Box::pin(
+            async move {
+                evidence::before(task, on, cx).await?;
+                action.await
+            }
+            .instrument(span),
+        )
+    } else {
+        Box::pin(action.instrument(span))
     }
 }
 
@@ -357,6 +407,37 @@ mod tests {
             Target { worker_id: WorkerId::parse("w1").unwrap(), worker_group: WorkerGroup::parse("g").unwrap() };
         let cx = ActionContext::new(Arc::default(), CancellationToken::new(), Arc::new(Silent));
         assert_eq!(execute(Task::Noop, &target, &cx).await.unwrap().to_json(), serde_json::json!({}));
+    }
+
+    #[tokio::test]
+    async fn a_power_cut_is_refused_until_the_jobs_evidence_was_taken() {
+        struct Silent;
+        impl LogSink for Silent {
+            fn line(&self, _: String) {}
+        }
+        let cx = ActionContext::new(Arc::default(), CancellationToken::new(), Arc::new(Silent));
+        let refused = cx.touch(PowerChange::Cut).await.unwrap_err();
+        assert!(matches!(refused, ActionError::Config(_)) && refused.to_string().contains("cuts_power"), "{refused}");
+        let armed = cx.arm(Restore::PduOutletOn { step: "snmp_rebootdelay".into(), outlet: "AA1".into() }).await;
+        assert!(armed.is_err() && cx.pending_restore().is_none(), "nothing armed, nothing cut");
+        // Switching on and asking the OS lose nothing: no evidence needed.
+        cx.touch(PowerChange::On).await.unwrap();
+        cx.touch(PowerChange::OsReboot).await.unwrap();
+        let evidence = Evidence {
+            before: Task::IpmiReset,
+            taken_at: "2026-04-01T10:00:00Z".into(),
+            seconds: 0.0,
+            budget_secs: 10.0,
+            probes: None,
+            sel: None,
+            redfish_log: None,
+            console: None,
+            missing: Vec::new(),
+        };
+        // Shared with every clone of the context (the chain's steps, the runner's repair).
+        cx.clone().settle_evidence(evidence);
+        cx.touch(PowerChange::Cut).await.unwrap();
+        assert_eq!(cx.for_repair(CancellationToken::new()).evidence().unwrap().before, Task::IpmiReset);
     }
 
     #[test]

@@ -11,7 +11,7 @@
 //! The chassis powers the node back on itself, so nothing is armed for a repair.
 
 use super::report::{Device, Power, PowerReading, PowerReport, Report};
-use super::{ActionContext, ActionError, Subject};
+use super::{ActionContext, ActionError, PowerChange, Subject};
 use crate::drivers::moonshot::{self as driver, MoonshotError, MoonshotTarget, NodePower};
 use crate::inventory::Machine;
 
@@ -34,7 +34,7 @@ pub async fn run(on: &Subject, cx: &ActionContext) -> Result<Report, ActionError
              on chassis manager firmware)",
         );
     }
-    cx.touch().await?;
+    cx.touch(PowerChange::Cut).await?;
     cx.log(format!("sending ColdReset of {} to chassis manager {chassis}", t.node));
     driver::cold_reset(&t, &cx.cancel).await.map_err(fail)?;
     cx.log(format!("chassis manager {chassis} accepted ColdReset of {}", t.node));

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use self::proof::{Limits, Proof};
 use super::report::{Attempt, RebootReport, Report, StepOutcome};
-use super::{ActionContext, ActionError, ActionSettings, Subject, Task, bugzilla, dispatch, resolve};
+use super::{ActionContext, ActionError, ActionSettings, Subject, Task, bugzilla, dispatch, evidence, resolve};
 use crate::drivers::counted;
 use crate::drivers::ipmi::IpmiTarget;
 use crate::drivers::reachability::{self, ProbeError};
@@ -223,12 +223,24 @@ pub(crate) async fn chain(
             }
             continue;
         }
+        if step.cuts_power() && cx.evidence().is_none() {
+            // Before the proof's watch starts: its clock is the step's command.
+            evidence::before(step, on, cx).await?;
+            if let Some(left) = self::budget(cx, &steps[i + 1..])
+                && left < MIN_STEP
+            {
+                let why = format!("only {}s left before the soft time limit after the evidence", left.as_secs());
+                record(cx, &mut attempts, step, StepOutcome::NotTried, &why, None);
+                continue;
+            }
+        }
         if let Some(bmc) = renew_ipmi_boot
             && attempts.iter().any(|a| a.outcome != StepOutcome::Skipped)
         {
             cx.log(format!("{step}: setting the network boot again first (BMCs forget it after 60 s)"));
             crate::drivers::ipmi::boot_pxe(bmc, &cx.cancel).await.map_err(|e| ActionError::driver("reimage", e))?;
         }
+        let budget = self::budget(cx, &steps[i + 1..]);
         let step_start = Instant::now();
         if addr.is_none() {
             addr = resolve(&m.address, cx).await.ok().map(|r| r.addr);
@@ -280,6 +292,7 @@ pub(crate) async fn chain(
                 });
                 count(&attempts);
                 return Ok(RebootReport {
+                    evidence: None,
                     worked: step,
                     proof,
                     seconds: secs,

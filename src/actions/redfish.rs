@@ -11,7 +11,7 @@
 use std::time::{Duration, Instant};
 
 use super::report::{Device, Power, PowerReport, Report};
-use super::{ActionContext, ActionError, Subject, Task};
+use super::{ActionContext, ActionError, PowerChange, Subject, Task};
 use crate::drivers::redfish::{self as driver, PowerState, RedfishError, RedfishTarget, ResetIntent};
 use crate::inventory::Machine;
 
@@ -40,7 +40,7 @@ pub async fn run(task: Task, on: &Subject, cx: &ActionContext) -> Result<Report,
         Task::RedfishReset => (ResetIntent::ForceRestart, None),
         _ => return Err(ActionError::Config(format!("{step} is not a Redfish task"))),
     };
-    cx.touch().await?;
+    cx.touch(if intent == ResetIntent::On { PowerChange::On } else { PowerChange::Cut }).await?;
     let sent = driver::reset(&bmc, intent, &cx.cancel).await.map_err(fail)?;
     cx.log(format!("{} accepted ResetType {sent}", bmc.base_url));
     // Every state reported as `power` is read from the BMC after the request; the

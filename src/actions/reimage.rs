@@ -40,6 +40,7 @@ pub(crate) async fn reimage(on: &Subject, cx: &ActionContext) -> Result<ReimageR
     };
     match reboot::chain(on, cx, renew.as_ref()).await {
         Ok(chain) => Ok(ReimageReport {
+            evidence: None,
             network_boot,
             reboot: chain,
             note: "the machine rebooted into its network boot; the install itself is not watched by roller",

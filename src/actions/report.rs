@@ -8,6 +8,7 @@
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use super::evidence::Evidence;
 use crate::task::Task;
 
 /// A power state as a device reported it. Devices report more than on and off
@@ -87,6 +88,9 @@ pub struct PowerReport {
     /// The device itself saw the power go off and then on again.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cycle_observed: Option<bool>,
+    /// What was taken before the first power cut of the job (see `Evidence`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub evidence: Option<Box<Evidence>>,
 }
 
 impl PowerReport {
@@ -99,6 +103,7 @@ impl PowerReport {
             power_before: None,
             power: None,
             cycle_observed: None,
+            evidence: None,
         }
     }
 
@@ -189,6 +194,9 @@ pub struct XenReport {
     pub clean_failure: Option<String>,
     /// A halt then a start is always an observed power cycle.
     pub cycle_observed: bool,
+    /// What was taken before the first power cut of the job (see `Evidence`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub evidence: Option<Box<Evidence>>,
 }
 
 /// `mdm_restart`: what the MDM service knew of the Mac, and that it queued the restart.
@@ -247,6 +255,9 @@ pub struct LoanReport {
 pub struct LoanReturnReport {
     pub quarantine_lifted: bool,
     pub reimage: ReimageReport,
+    /// What was taken before the first power cut of the job (see `Evidence`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub evidence: Option<Box<Evidence>>,
 }
 
 /// `reimage`.
@@ -255,6 +266,9 @@ pub struct ReimageReport {
     pub network_boot: String,
     pub reboot: RebootReport,
     pub note: &'static str,
+    /// What was taken before the first power cut of the job (see `Evidence`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub evidence: Option<Box<Evidence>>,
 }
 
 /// How one step of a reboot chain went.
@@ -319,6 +333,16 @@ pub struct RebootReport {
     pub seconds: f64,
     pub chain_seconds: f64,
     pub attempts: Vec<Attempt>,
+    /// What was taken before the first power cut of the job (see `Evidence`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub evidence: Option<Box<Evidence>>,
+}
+
+/// What a job that did not succeed keeps as its `result` (beside its `error`): the
+/// evidence it took before a power cut.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Findings {
+    pub evidence: Box<Evidence>,
 }
 
 /// Nothing to report (`noop`): `{}`. Exactly that (`additionalProperties: false`, from
@@ -346,6 +370,7 @@ pub enum Report {
     Reimage(ReimageReport),
     Loan(LoanReport),
     LoanReturn(LoanReturnReport),
+    Findings(Findings),
     Empty(Empty),
 }
 
@@ -366,7 +391,32 @@ impl Report {
             | Report::Reimage(_)
             | Report::Loan(_)
             | Report::LoanReturn(_)
+            | Report::Findings(_)
             | Report::Empty(_) => false,
+        }
+    }
+
+    /// The report with the job's evidence beside its own fields: the task's report is
+    /// the job's result, and the evidence belongs to the job (taken once, before the
+    /// first power cut of a direct power task or of a chain).
+    pub fn with_evidence(self, e: &Evidence) -> Report {
+        let e = Some(Box::new(e.clone()));
+        match self {
+            Report::Power(r) => Report::Power(PowerReport { evidence: e, ..r }),
+            Report::Xen(r) => Report::Xen(XenReport { evidence: e, ..r }),
+            Report::Reboot(r) => Report::Reboot(RebootReport { evidence: e, ..r }),
+            Report::Reimage(r) => Report::Reimage(ReimageReport { evidence: e, ..r }),
+            Report::LoanReturn(r) => Report::LoanReturn(LoanReturnReport { evidence: e, ..r }),
+            Report::Findings(r) => Report::Findings(r),
+            // These tasks never cut power, so no evidence is ever taken for them.
+            r @ (Report::Ping(_)
+            | Report::Status(_)
+            | Report::Sel(_)
+            | Report::Ssh(_)
+            | Report::Bug(_)
+            | Report::Loan(_)
+            | Report::Mdm(_)
+            | Report::Empty(_)) => r,
         }
     }
 
@@ -400,6 +450,7 @@ report_from!(
     ReimageReport => Reimage,
     LoanReport => Loan,
     LoanReturnReport => LoanReturn,
+    Findings => Findings,
     Empty => Empty,
 );
 
@@ -443,6 +494,7 @@ mod tests {
             seconds: 1.5,
             chain_seconds: 3.0,
             attempts: vec![attempt],
+            evidence: None,
         };
         assert_eq!(
             Report::from(r).to_json(),

@@ -10,7 +10,7 @@
 use std::time::{Duration, Instant};
 
 use super::report::{Device, Power, PowerReport, Report};
-use super::{ActionContext, ActionError, Restore, Subject, Task};
+use super::{ActionContext, ActionError, PowerChange, Restore, Subject, Task};
 use crate::drivers::snmp::{self as driver, OutletAction, OutletStatus, PduTarget, SnmpError};
 use crate::inventory::Machine;
 
@@ -65,7 +65,7 @@ pub async fn run(task: Task, on: &Subject, cx: &ActionContext) -> Result<Report,
         Task::SnmpReboot => {
             cx.log(format!("asking PDU {} to reboot outlet {outlet_name}", pdu.host));
             // The PDU's own cycle switches the outlet back on by itself: nothing to arm.
-            cx.touch().await?;
+            cx.touch(PowerChange::Cut).await?;
             driver::set_outlet(&pdu, outlet, OutletAction::Reboot, &cx.cancel).await.map_err(fail)?;
             let (seen_off, after) = watch_cycle(cx, &pdu, outlet, step).await?;
             cx.log(format!(

@@ -14,7 +14,7 @@ pub async fn run(on: &Subject, cx: &ActionContext) -> Result<Report, ActionError
     let t = ssh_target(on.machine()?)?;
     cx.log(format!("ssh {}@{}:{}: requesting a reboot", t.user, t.host, t.port));
     // Counted as a restart from here (the breaker), even if this runner dies next.
-    cx.touch().await?;
+    cx.touch(super::PowerChange::OsReboot).await?;
     let accepted = driver::reboot(&t, &cx.cancel).await.map_err(|e| ActionError::driver("ssh_reboot", e))?;
     match accepted.session {
         SessionEnd::Exited => {

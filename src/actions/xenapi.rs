@@ -30,6 +30,7 @@ pub async fn run(on: &Subject, cx: &ActionContext) -> Result<Report, ActionError
     cx.log(format!("VM {uuid} was shut down ({}) and started again", done.shutdown));
     // Halted, then started: the power cycle the reboot chain accepts as half its proof.
     Ok(XenReport {
+        evidence: None,
         vm: uuid.to_string(),
         shutdown: done.shutdown.to_string(),
         clean_failure: done.clean_failure,

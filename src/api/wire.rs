@@ -58,7 +58,9 @@ pub struct JobView {
     pub created_at: String,
     pub started_at: Option<String>,
     pub finished_at: Option<String>,
-    /// The task's result: its shape depends on the task (`JobResult` lists them).
+    /// The task's result: its shape depends on the task (`JobResult` lists them), with
+    /// `evidence` when a step cut power. A job that did not succeed has `null`, or
+    /// `Findings`: the evidence it took before a power cut.
     #[schema(value_type = Option<crate::actions::Report>)]
     pub result: Option<serde_json::Value>,
     pub error: Option<String>,

@@ -144,11 +144,24 @@ pub fn explain(settings: Settings, worker_id: &str, file: Option<&std::path::Pat
     );
     say!("  reboot chain, in order:");
     let plan = crate::actions::reboot::plan(m, &crate::startup::action_settings(&settings)?);
+    // The evidence is taken once per job, before the first step that cuts power.
+    let mut evidence_before = None;
     for (n, p) in plan.iter().enumerate() {
         let what = crate::actions::reboot::describe(m, p.step);
         match &p.skip {
             None => say!("    {}. {:<18} runs: {what}", n + 1, p.step.name()),
             Some(why) => say!("    {}. {:<18} skipped: {why}", n + 1, p.step.name()),
+        }
+        if p.skip.is_none() && p.step.cuts_power() {
+            match evidence_before {
+                None => {
+                    say!("       before {}: {}", p.step, crate::actions::evidence::describe(m));
+                    evidence_before = Some(p.step);
+                }
+                Some(first) => {
+                    say!("       before {}: no new evidence (taken once per job, before {first})", p.step)
+                }
+            }
         }
     }
     if plan.iter().all(|p| p.skip.is_some()) {

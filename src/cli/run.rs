@@ -72,7 +72,7 @@ async fn run_and_repair(
     repair_stop: &CancellationToken,
 ) -> Option<Outcome> {
     let ended = run_with_limits(actions::execute(task, target, cx), limits, soft, interrupted).await;
-    let outcome = crate::runner::outcome(ended, limits);
+    let outcome = crate::runner::outcome(ended, limits, cx.evidence().as_deref());
     let Some(r) = cx.pending_restore() else { return outcome };
     cx.log(format!("stopped with power cut: trying to {} (Ctrl-C again leaves it as it is)", r.describe()));
     let on = actions::Subject::new(target.clone(), cx.settings.inventory.current());
@@ -84,25 +84,30 @@ async fn run_and_repair(
         Err(e) => {
             let left = format!("{}: the repair failed ({e}); restore it by hand", r.left());
             cx.log(left.clone());
-            let was = match outcome {
-                Some(Outcome::Failed(e) | Outcome::TimedOut(e) | Outcome::Cancelled(e)) => e,
-                Some(Outcome::Succeeded(_)) => "succeeded".into(),
-                None => "interrupted".into(),
+            let (was, result) = match outcome {
+                Some(Outcome::Failed(f) | Outcome::TimedOut(f) | Outcome::Cancelled(f)) => (f.error, f.result),
+                Some(Outcome::Succeeded(v)) => ("succeeded".into(), Some(v)),
+                None => ("interrupted".into(), None),
             };
-            Some(Outcome::Failed(format!("{was}; {left}")))
+            Some(Outcome::Failed(crate::queue::Failure { error: format!("{was}; {left}"), result }))
         }
     }
 }
 
-/// A `roller run` outcome as it prints: `{"state", "result"}` or `{"state", "error"}`;
+/// A `roller run` outcome as it prints: `{"state", "result"}` or `{"state", "error"}` (and
+/// `"result"`, the evidence, when a failed job took some);
 /// whether it succeeded. Ctrl-C before the end is `cancelled`, "interrupted".
 fn outcome_json(outcome: Option<Outcome>) -> (bool, serde_json::Value) {
     let outcome = outcome.unwrap_or_else(|| Outcome::Cancelled("interrupted".into()));
     let state = outcome.state().as_str();
     match outcome {
         Outcome::Succeeded(v) => (true, serde_json::json!({ "state": state, "result": v })),
-        Outcome::Failed(e) | Outcome::TimedOut(e) | Outcome::Cancelled(e) => {
-            (false, serde_json::json!({ "state": state, "error": e }))
+        Outcome::Failed(f) | Outcome::TimedOut(f) | Outcome::Cancelled(f) => {
+            let mut out = serde_json::json!({ "state": state, "error": f.error });
+            if let Some(r) = f.result {
+                out["result"] = r;
+            }
+            (false, out)
         }
     }
 }

@@ -48,6 +48,12 @@ use tokio_util::sync::CancellationToken;
 
 use super::gate::Gates;
 
+mod sel;
+mod sol;
+
+pub use self::sel::{SelEntry, parse_sel, sel_entries};
+pub use self::sol::{CLEANUP as SOL_CLEANUP, ConsoleTail, SolEnd, SolWindow, console_tail, console_text};
+
 /// Where ipmitool may live. Fixed so that nothing outside the deployment (a
 /// request, an inherited `$PATH`) chooses which program gets the password.
 const IPMITOOL_BINARIES: &[&str] = &["/usr/bin/ipmitool", "/usr/sbin/ipmitool", "/bin/ipmitool"];
@@ -260,6 +266,9 @@ pub enum IpmiError {
     ToolMissing,
     #[error("invalid IPMI target: {0}")]
     InvalidTarget(String),
+    /// The BMC refuses Serial-over-LAN commands: it has none, or not for this user.
+    #[error("BMC {host} offers no Serial-over-LAN ({detail})")]
+    NoSol { host: String, detail: String },
     #[error("cancelled")]
     Cancelled,
 }
@@ -384,34 +393,10 @@ async fn run_gated(
     };
     let args = build_args(target, verbose, words);
     tracing::debug!(program = %program.display(), ?args, "running ipmitool");
-    let mut cmd = tokio::process::Command::new(&program);
-    super::die_with_parent(&mut cmd);
-    cmd.args(&args)
-        // Nothing of ours leaks into the child; C locale for parseable output.
-        .env_clear()
-        .env("PATH", "/usr/bin:/bin")
-        .env("LANG", "C")
-        .env("LC_ALL", "C")
-        // -E reads it; IPMITOOL_PASSWORD wins over IPMI_PASSWORD per the man page.
-        .env("IPMITOOL_PASSWORD", target.password.expose_secret())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        // Cancellation and timeouts drop the future; the child must not outlive it.
-        .kill_on_drop(true);
+    let mut cmd = ipmitool(&program, target, &args);
+    cmd.stdin(Stdio::null());
     let started = Instant::now();
-    let child = match cmd.spawn() {
-        Ok(child) => child,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(IpmiError::ToolMissing),
-        Err(e) => {
-            return Err(IpmiError::CommandFailed {
-                host: target.host.clone(),
-                command: words.join(" "),
-                status: "not started".into(),
-                stderr: e.to_string(),
-            });
-        }
-    };
+    let child = cmd.spawn().map_err(|e| not_started(target, words, e))?;
     let output = tokio::select! {
         biased;
         _ = cancel.cancelled() => return Err(IpmiError::Cancelled),
@@ -441,6 +426,38 @@ async fn run_gated(
     };
     let silent_long_enough = started.elapsed() >= Duration::from_secs(target.attempt_secs());
     Err(classify_failure(target, words, status, &stderr, silent_long_enough))
+}
+
+/// The ipmitool child for `args`, stdout and stderr piped: nothing of ours in its
+/// environment but the password, and it dies with the call (dropped) or with roller.
+fn ipmitool(program: &Path, target: &IpmiTarget, args: &[String]) -> tokio::process::Command {
+    let mut cmd = tokio::process::Command::new(program);
+    super::die_with_parent(&mut cmd);
+    cmd.args(args)
+        // Nothing of ours leaks into the child; C locale for parseable output.
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin")
+        .env("LANG", "C")
+        .env("LC_ALL", "C")
+        // -E reads it; IPMITOOL_PASSWORD wins over IPMI_PASSWORD per the man page.
+        .env("IPMITOOL_PASSWORD", target.password.expose_secret())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        // Cancellation and timeouts drop the future; the child must not outlive it.
+        .kill_on_drop(true);
+    cmd
+}
+
+fn not_started(target: &IpmiTarget, words: &[&str], e: io::Error) -> IpmiError {
+    if e.kind() == io::ErrorKind::NotFound {
+        return IpmiError::ToolMissing;
+    }
+    IpmiError::CommandFailed {
+        host: target.host.clone(),
+        command: words.join(" "),
+        status: "not started".into(),
+        stderr: e.to_string(),
+    }
 }
 
 /// ipmitool's stderr quoted in an error, at most this many characters (its

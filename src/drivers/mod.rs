@@ -104,7 +104,7 @@ faults!(ilo::IloError, "ilo", |e| {
 faults!(ipmi::IpmiError, "ipmi", |e| {
     use ipmi::IpmiError as E;
     match e {
-        E::Auth { .. } => Fault::Refused,
+        E::Auth { .. } | E::NoSol { .. } => Fault::Refused,
         E::Timeout { .. } | E::Unreachable { .. } => Fault::Unreachable,
         E::CommandFailed { .. } => Fault::Failed,
         E::ToolMissing | E::InvalidTarget(_) => Fault::Config,

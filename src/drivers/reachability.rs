@@ -94,6 +94,61 @@ pub async fn answers(
     }
 }
 
+/// What a TCP connection found: more than [`answers`]'s yes or no, for the evidence
+/// taken before a power cut ("ping works but ssh doesn't" points at userspace).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TcpAnswer {
+    /// Connected. `banner`: the first line the service sent within the wait (an ssh
+    /// server sends its version first), printable characters only, bounded.
+    Accepted { banner: Option<String> },
+    /// Refused: the host's network stack answers and nothing listens.
+    Refused,
+    /// No answer within the timeout (or the network says unreachable).
+    Silent,
+}
+
+/// The most of a banner kept (RFC 4253 caps the ssh version line at 255).
+const BANNER_MAX: usize = 255;
+
+/// Connect to `port` within `timeout`; once connected, wait up to `banner_wait` for
+/// the service's first line.
+pub async fn tcp_answer(
+    addr: IpAddr,
+    port: u16,
+    timeout: Duration,
+    banner_wait: Duration,
+    cancel: &CancellationToken,
+) -> Result<TcpAnswer, ProbeError> {
+    use tokio::io::AsyncReadExt;
+    let connect = tokio::net::TcpStream::connect(SocketAddr::new(addr, port));
+    let mut stream = tokio::select! {
+        r = tokio::time::timeout(timeout, connect) => match r {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => return Ok(TcpAnswer::Refused),
+            _ => return Ok(TcpAnswer::Silent),
+        },
+        _ = cancel.cancelled() => return Err(ProbeError::Cancelled),
+    };
+    let mut line = Vec::new();
+    let read = async {
+        let mut buf = [0u8; 256];
+        while line.len() <= BANNER_MAX && !line.contains(&b'\n') {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => line.extend_from_slice(&buf[..n]),
+            }
+        }
+    };
+    tokio::select! {
+        _ = tokio::time::timeout(banner_wait, read) => {}
+        _ = cancel.cancelled() => return Err(ProbeError::Cancelled),
+    }
+    let first = line.split(|&b| b == b'\n').next().unwrap_or_default();
+    let text: String = String::from_utf8_lossy(first).chars().filter(|c| !c.is_control()).take(BANNER_MAX).collect();
+    let banner = (!text.trim().is_empty()).then(|| text.trim().to_string());
+    Ok(TcpAnswer::Accepted { banner })
+}
+
 /// Probe until the machine has not answered `down_after` times in a row, for at
 /// most `limit`. `Some(elapsed)` when it went down, `None` when it never did.
 pub async fn wait_down(
@@ -182,6 +237,29 @@ mod tests {
         assert!(answers(LOCALHOST, Probe::Tcp(port), &quick(), &c).await.unwrap());
         drop(listener);
         assert!(!answers(LOCALHOST, Probe::Tcp(port), &quick(), &c).await.unwrap(), "refused is not up");
+    }
+
+    #[tokio::test]
+    async fn tcp_answers_tell_a_banner_a_silent_service_and_a_refusal_apart() {
+        use tokio::io::AsyncWriteExt;
+        let c = CancellationToken::new();
+        let wait = Duration::from_millis(500);
+        let ssh = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = ssh.local_addr().unwrap().port();
+        let server = tokio::spawn(async move {
+            let (mut s, _) = ssh.accept().await.unwrap();
+            s.write_all(b"SSH-2.0-OpenSSH_9.2p1 Debian-2\x07\r\nmore").await.unwrap();
+            tokio::time::sleep(Duration::from_secs(5)).await;
+        });
+        let got = tcp_answer(LOCALHOST, port, wait, Duration::from_secs(5), &c).await.unwrap();
+        assert_eq!(got, TcpAnswer::Accepted { banner: Some("SSH-2.0-OpenSSH_9.2p1 Debian-2".into()) });
+        server.abort();
+        // A service that accepts and says nothing is still an accepted connection.
+        let mute = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = mute.local_addr().unwrap().port();
+        assert_eq!(tcp_answer(LOCALHOST, port, wait, wait, &c).await.unwrap(), TcpAnswer::Accepted { banner: None });
+        drop(mute);
+        assert_eq!(tcp_answer(LOCALHOST, port, wait, wait, &c).await.unwrap(), TcpAnswer::Refused);
     }
 
     #[tokio::test]

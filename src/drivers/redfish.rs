@@ -39,8 +39,10 @@ use secrecy::SecretString;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
+mod logs;
 mod session;
 
+pub use self::logs::{LogEntry, log_entries};
 use self::session::{Session, with_session};
 use super::bounded;
 

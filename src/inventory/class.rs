@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use super::file::{ClassFile, ClassHealthFile};
+use super::file::{ClassEvidenceFile, ClassFile, ClassHealthFile};
 use super::{ClassHealth, DEFAULT_MIN_BOOT_SECS, DEFAULT_REBOOT_CHAIN, HardwareClass, NetworkBoot, Reachability};
 use crate::task::Task;
 
@@ -75,6 +75,97 @@ pub(super) fn parse<E>(name: &str, c: ClassFile, err: impl Fn(&str, String) -> E
         network_boot,
         health: health(c.health, &err)?,
         moonshot: super::moonshot::defaults(c.moonshot, &err)?,
+        evidence: evidence(c.evidence, &err)?,
+    })
+}
+
+/// What a class captures before a step cuts power or resets the machine
+/// (`[classes.<name>.evidence]`; `actions::evidence` takes it). Every piece is bounded
+/// by its own deadline inside `budget`, so a silent device delays the step by at most
+/// the budget.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EvidencePolicy {
+    pub enabled: bool,
+    /// The most time the capture adds to the step.
+    pub budget: Duration,
+    /// ICMP, TCP to the ssh port (and the class's TCP probe) and the ssh banner.
+    pub probes: bool,
+    /// The newest entries of the IPMI SEL and the Redfish log services; 0: none.
+    pub sel_entries: u32,
+    /// A console tail over IPMI Serial-over-LAN.
+    pub sol: bool,
+    /// The most console bytes kept (the newest).
+    pub console_bytes: usize,
+    /// How long the console is read.
+    pub console: Duration,
+}
+
+impl Default for EvidencePolicy {
+    fn default() -> Self {
+        EvidencePolicy {
+            enabled: true,
+            budget: Duration::from_secs(10),
+            probes: true,
+            sel_entries: 20,
+            sol: true,
+            console_bytes: 16 * 1024,
+            console: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Bounds of the evidence keys: a minute of budget is already a long wait before a
+/// reboot, and the job record and the bug must stay readable.
+const MAX_EVIDENCE_BUDGET_SECS: u64 = 60;
+const MAX_SEL_ENTRIES: u32 = 200;
+const CONSOLE_BYTES: std::ops::RangeInclusive<usize> = 512..=256 * 1024;
+/// Ending a SOL session cleanly (`~.`, then a `sol deactivate` if that fails) takes
+/// seconds on a slow BMC; the console window leaves them inside the budget.
+pub const SOL_CLEANUP_SECS: u64 = 3;
+
+fn evidence<E>(e: ClassEvidenceFile, err: &impl Fn(&str, String) -> E) -> Result<EvidencePolicy, E> {
+    let d = EvidencePolicy::default();
+    let budget = e.budget_secs.unwrap_or(d.budget.as_secs());
+    if !(1..=MAX_EVIDENCE_BUDGET_SECS).contains(&budget) {
+        return Err(err(
+            "evidence.budget_secs",
+            format!("{budget} must be 1 to {MAX_EVIDENCE_BUDGET_SECS} seconds: the most the capture adds to a step"),
+        ));
+    }
+    let sel_entries = e.sel_entries.unwrap_or(d.sel_entries);
+    if sel_entries > MAX_SEL_ENTRIES {
+        return Err(err("evidence.sel_entries", format!("{sel_entries} must be 0 (none) to {MAX_SEL_ENTRIES}")));
+    }
+    let console_bytes = e.console_bytes.unwrap_or(d.console_bytes);
+    if !CONSOLE_BYTES.contains(&console_bytes) {
+        return Err(err(
+            "evidence.console_bytes",
+            format!("{console_bytes} must be {} to {} bytes", CONSOLE_BYTES.start(), CONSOLE_BYTES.end()),
+        ));
+    }
+    let sol = e.sol.unwrap_or(d.sol);
+    // Unset, the window shrinks to fit a small budget; set, it must fit as given.
+    let console = match e.console_secs {
+        None => d.console.as_secs().min(budget.saturating_sub(SOL_CLEANUP_SECS)).max(1),
+        Some(s) => s,
+    };
+    if console == 0 || (sol && e.console_secs.is_some() && console + SOL_CLEANUP_SECS > budget) {
+        return Err(err(
+            "evidence.console_secs",
+            format!(
+                "{console} must be at least 1 and leave {SOL_CLEANUP_SECS}s of budget_secs ({budget}) to end the SOL                  session: at most {}",
+                budget.saturating_sub(SOL_CLEANUP_SECS)
+            ),
+        ));
+    }
+    Ok(EvidencePolicy {
+        enabled: e.enabled.unwrap_or(d.enabled),
+        budget: Duration::from_secs(budget),
+        probes: e.probes.unwrap_or(d.probes),
+        sel_entries,
+        sol,
+        console_bytes,
+        console: Duration::from_secs(console),
     })
 }
 

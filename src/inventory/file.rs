@@ -31,6 +31,19 @@ pub(super) struct ClassFile {
     pub network_boot: Option<String>,
     pub health: ClassHealthFile,
     pub moonshot: MoonshotClassFile,
+    pub evidence: ClassEvidenceFile,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct ClassEvidenceFile {
+    pub enabled: Option<bool>,
+    pub budget_secs: Option<u64>,
+    pub probes: Option<bool>,
+    pub sel_entries: Option<u32>,
+    pub sol: Option<bool>,
+    pub console_bytes: Option<usize>,
+    pub console_secs: Option<u64>,
 }
 
 #[derive(Deserialize, Default)]

@@ -380,13 +380,19 @@ pub async fn reclaim_returns_the_job_a_lost_reserve_handed_out(q: &dyn Queue) {
 
 pub async fn finish_records_each_outcome(q: &dyn Queue) {
     let result = serde_json::json!({"sent": 3, "received": 3, "rtt_ms": [1.5, 2.0, 1.25]});
+    // What a job that did not succeed found before it stopped is kept beside its error.
+    let found = serde_json::json!({"evidence": {"before": "ipmi_reset", "missing": []}});
+    let with = |error: &str| crate::queue::Failure { error: error.into(), result: Some(found.clone()) };
     let cases = [
-        (Outcome::Succeeded(result.clone()), JobState::Succeeded, None),
-        (Outcome::Failed("no reply".into()), JobState::Failed, Some("no reply")),
-        (Outcome::TimedOut("soft limit".into()), JobState::TimedOut, Some("soft limit")),
-        (Outcome::Cancelled("by operator".into()), JobState::Cancelled, Some("by operator")),
+        (Outcome::Succeeded(result.clone()), JobState::Succeeded, None, Some(&result)),
+        (Outcome::Failed("no reply".into()), JobState::Failed, Some("no reply"), None),
+        (Outcome::TimedOut("soft limit".into()), JobState::TimedOut, Some("soft limit"), None),
+        (Outcome::Cancelled("by operator".into()), JobState::Cancelled, Some("by operator"), None),
+        (Outcome::Failed(with("not proven")), JobState::Failed, Some("not proven"), Some(&found)),
+        (Outcome::TimedOut(with("hard limit")), JobState::TimedOut, Some("hard limit"), Some(&found)),
+        (Outcome::Cancelled(with("")), JobState::Cancelled, Some(""), Some(&found)),
     ];
-    for (i, (outcome, state, error)) in cases.into_iter().enumerate() {
+    for (i, (outcome, state, error, kept)) in cases.into_iter().enumerate() {
         let j = enqueue(q, &format!("m{i}"), "g").await;
         let r = q.reserve("r", LONG_LEASE).await.unwrap().unwrap();
         assert_eq!(r.id, j.id);
@@ -395,11 +401,7 @@ pub async fn finish_records_each_outcome(q: &dyn Queue) {
         assert_eq!(f.state, state);
         assert!(f.state.is_final());
         assert_eq!(f.error.as_deref(), error);
-        if state == JobState::Succeeded {
-            assert_eq!(f.result.as_ref(), Some(&result));
-        } else {
-            assert_eq!(f.result, None);
-        }
+        assert_eq!(f.result.as_ref(), kept, "case {i}");
         let finished = f.finished_at.expect("finished_at set");
         assert!(finished >= f.started_at.unwrap());
         assert_eq!(f.lease_until, None);

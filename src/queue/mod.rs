@@ -168,7 +168,8 @@ pub struct Job {
     pub consumer: Option<String>,
     pub lease_until: Option<DateTime<Utc>>,
     pub log: Vec<LogLine>,
-    /// The action's result on success (JSON), if any.
+    /// The action's result (JSON), if any: its report on success; for a job that did not
+    /// succeed, what it found before it stopped (the evidence taken before a power cut).
     pub result: Option<serde_json::Value>,
     /// Why the job did not succeed.
     pub error: Option<String>,
@@ -252,9 +253,36 @@ pub struct Finished {
 #[derive(Debug, Clone)]
 pub enum Outcome {
     Succeeded(serde_json::Value),
-    Failed(String),
-    TimedOut(String),
-    Cancelled(String),
+    Failed(Failure),
+    TimedOut(Failure),
+    Cancelled(Failure),
+}
+
+/// Why a job did not succeed (its `error`), and what its action found before it stopped,
+/// if anything (the evidence it took before a power cut): kept as the job's `result`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Failure {
+    pub error: String,
+    pub result: Option<serde_json::Value>,
+}
+
+impl Failure {
+    /// The same failure, the error rewritten (a repair's note added, say).
+    pub fn map(self, f: impl FnOnce(String) -> String) -> Failure {
+        Failure { error: f(self.error), result: self.result }
+    }
+}
+
+impl From<String> for Failure {
+    fn from(error: String) -> Failure {
+        Failure { error, result: None }
+    }
+}
+
+impl From<&str> for Failure {
+    fn from(error: &str) -> Failure {
+        Failure { error: error.to_string(), result: None }
+    }
 }
 
 impl Outcome {
@@ -264,6 +292,14 @@ impl Outcome {
             Outcome::Failed(_) => JobState::Failed,
             Outcome::TimedOut(_) => JobState::TimedOut,
             Outcome::Cancelled(_) => JobState::Cancelled,
+        }
+    }
+
+    /// The job's `result` and `error` as the record keeps them.
+    pub fn record(&self) -> (Option<&serde_json::Value>, Option<&str>) {
+        match self {
+            Outcome::Succeeded(v) => (Some(v), None),
+            Outcome::Failed(f) | Outcome::TimedOut(f) | Outcome::Cancelled(f) => (f.result.as_ref(), Some(&f.error)),
         }
     }
 }

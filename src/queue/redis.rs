@@ -314,21 +314,25 @@ impl Queue for RedisQueue {
 
     async fn finish_many(&self, items: &[Finished]) -> Result<Vec<Result<(), QueueError>>, QueueError> {
         let mut answers: Vec<Result<(), QueueError>> = Vec::with_capacity(items.len());
-        let mut args: Vec<String> = Vec::with_capacity(items.len() * 5);
+        let mut args: Vec<String> = Vec::with_capacity(items.len() * 7);
         let mut sent = Vec::with_capacity(items.len());
         for (i, f) in items.iter().enumerate() {
-            let (field, value) = match &f.outcome {
-                Outcome::Succeeded(v) => match serde_json::to_string(v) {
-                    Ok(json) => ("result", json),
-                    Err(e) => {
-                        let why = format!("cannot serialise the result of job {}: {e}", f.id);
-                        answers.push(Err(QueueError::Unavailable(why)));
-                        continue;
-                    }
-                },
-                Outcome::Failed(e) | Outcome::TimedOut(e) | Outcome::Cancelled(e) => ("error", e.clone()),
+            let (result, error) = f.outcome.record();
+            let result = match result.map(serde_json::to_string).transpose() {
+                Ok(json) => json,
+                Err(e) => {
+                    let why = format!("cannot serialise the result of job {}: {e}", f.id);
+                    answers.push(Err(QueueError::Unavailable(why)));
+                    continue;
+                }
             };
-            args.extend([f.id.to_string(), f.consumer.clone(), f.outcome.state().as_str().into(), field.into(), value]);
+            let field = |name: &str, value: Option<String>| match value {
+                Some(v) => [name.to_string(), v],
+                None => [String::new(), String::new()],
+            };
+            args.extend([f.id.to_string(), f.consumer.clone(), f.outcome.state().as_str().into()]);
+            args.extend(field("result", result));
+            args.extend(field("error", error.map(str::to_string)));
             answers.push(Ok(()));
             sent.push(i);
         }

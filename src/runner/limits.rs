@@ -9,8 +9,9 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::actions::{ActionError, Report, Restore};
-use crate::queue::Outcome;
+use crate::actions::report::Findings;
+use crate::actions::{ActionError, Evidence, Report, Restore};
+use crate::queue::{Failure, Outcome};
 
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
@@ -46,17 +47,34 @@ pub enum Ended<T> {
 /// How an action's run becomes a job outcome: the one mapping, for the runner and
 /// `roller run`. `None` when shutdown (or Ctrl-C) took the action away before it
 /// finished, or the lease was lost: the runner hands the job back (or leaves it to
-/// its new holder), `roller run` reports it interrupted.
-pub fn outcome(ended: Ended<Result<Report, ActionError>>, limits: Limits) -> Option<Outcome> {
+/// its new holder), `roller run` reports it interrupted. `evidence`: what the job took
+/// before a power cut, kept in its result however it ended.
+pub fn outcome(
+    ended: Ended<Result<Report, ActionError>>,
+    limits: Limits,
+    evidence: Option<&Evidence>,
+) -> Option<Outcome> {
+    let failure = |error: String| Failure {
+        error,
+        result: evidence.map(|e| Report::from(Findings { evidence: Box::new(e.clone()) }).to_json()),
+    };
     Some(match ended {
-        Ended::Finished(Ok(r)) | Ended::AfterSoftLimit(Ok(r)) => Outcome::Succeeded(r.to_json()),
-        Ended::Finished(Err(e)) => Outcome::Failed(e.to_string()),
-        Ended::AfterSoftLimit(Err(_)) => {
-            Outcome::TimedOut(format!("soft time limit of {}s reached; the action stopped", limits.soft.as_secs()))
+        Ended::Finished(Ok(r)) | Ended::AfterSoftLimit(Ok(r)) => {
+            let r = match evidence {
+                Some(e) => r.with_evidence(e),
+                None => r,
+            };
+            Outcome::Succeeded(r.to_json())
         }
-        Ended::HardLimit => {
-            Outcome::TimedOut(format!("hard time limit of {}s reached; the action was aborted", limits.hard.as_secs()))
-        }
+        Ended::Finished(Err(e)) => Outcome::Failed(failure(e.to_string())),
+        Ended::AfterSoftLimit(Err(_)) => Outcome::TimedOut(failure(format!(
+            "soft time limit of {}s reached; the action stopped",
+            limits.soft.as_secs()
+        ))),
+        Ended::HardLimit => Outcome::TimedOut(failure(format!(
+            "hard time limit of {}s reached; the action was aborted",
+            limits.hard.as_secs()
+        ))),
         Ended::HandedBack | Ended::LeaseLost => return None,
     })
 }
@@ -120,9 +138,9 @@ pub fn with_repair(outcome: Option<Outcome>, r: &Restore, what: &str, taken: &st
     let note = format!("power restored: {what}");
     match outcome {
         Some(Outcome::Succeeded(v)) => Outcome::Succeeded(v),
-        Some(Outcome::Failed(e)) => Outcome::Failed(format!("{e}; {note}")),
-        Some(Outcome::TimedOut(e)) => Outcome::TimedOut(format!("{e}; {note}")),
-        Some(Outcome::Cancelled(e)) => Outcome::Cancelled(format!("{e}; {note}")),
-        None => Outcome::Cancelled(format!("{taken} during {}; {note}", r.step())),
+        Some(Outcome::Failed(f)) => Outcome::Failed(f.map(|e| format!("{e}; {note}"))),
+        Some(Outcome::TimedOut(f)) => Outcome::TimedOut(f.map(|e| format!("{e}; {note}"))),
+        Some(Outcome::Cancelled(f)) => Outcome::Cancelled(f.map(|e| format!("{e}; {note}"))),
+        None => Outcome::Cancelled(format!("{taken} during {}; {note}", r.step()).into()),
     }
 }

@@ -105,6 +105,69 @@ pub struct Class {
     redfish: Option<ClassRedfish>,
     #[serde(skip_serializing_if = "Option::is_none")]
     moonshot: Option<Moonshot>,
+    evidence: Option<Evidence>,
+}
+
+/// `[classes.<name>.evidence]`: what roller takes before a step cuts power. Only the
+/// keys set are written.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Evidence {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    enabled: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    budget_secs: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    probes: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sel_entries: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sol: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    console_bytes: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    console_secs: Option<u64>,
+}
+
+impl Evidence {
+    /// Nothing set: roller's defaults.
+    pub fn new() -> Evidence {
+        Evidence::default()
+    }
+
+    pub fn enabled(mut self, on: bool) -> Self {
+        self.enabled = Some(on);
+        self
+    }
+
+    pub fn budget_secs(mut self, secs: u64) -> Self {
+        self.budget_secs = Some(secs);
+        self
+    }
+
+    pub fn probes(mut self, on: bool) -> Self {
+        self.probes = Some(on);
+        self
+    }
+
+    pub fn sel_entries(mut self, n: u32) -> Self {
+        self.sel_entries = Some(n);
+        self
+    }
+
+    pub fn sol(mut self, on: bool) -> Self {
+        self.sol = Some(on);
+        self
+    }
+
+    pub fn console_bytes(mut self, n: usize) -> Self {
+        self.console_bytes = Some(n);
+        self
+    }
+
+    pub fn console_secs(mut self, secs: u64) -> Self {
+        self.console_secs = Some(secs);
+        self
+    }
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -136,6 +199,7 @@ impl Class {
             ipmi: None,
             redfish: None,
             moonshot: None,
+            evidence: None,
         }
     }
 
@@ -193,6 +257,11 @@ impl Class {
     /// (start from [`Moonshot::defaults`]).
     pub fn moonshot(mut self, defaults: Moonshot) -> Self {
         self.moonshot = Some(defaults);
+        self
+    }
+
+    pub fn evidence(mut self, evidence: Evidence) -> Self {
+        self.evidence = Some(evidence);
         self
     }
 }

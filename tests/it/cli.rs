@@ -337,6 +337,33 @@ fn explain_shows_the_reboot_chain_without_touching_hardware() {
 }
 
 #[test]
+fn explain_shows_the_evidence_taken_before_the_first_step_that_cuts_power() {
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/inventory.example.toml");
+    let (code, out, err) = roller(&["explain", "t-w1064-01", "--inventory", example], &[]);
+    assert_eq!(code, 0, "{out}{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    let at =
+        |needle: &str| lines.iter().position(|l| l.contains(needle)).unwrap_or_else(|| panic!("{needle} in {out}"));
+    // ssh_reboot asks the OS: nothing is taken before it; redfish_restart is the first cut.
+    assert_eq!(at("before redfish_restart:"), at("2. redfish_restart") + 1, "{out}");
+    assert!(!out.contains("before ssh_reboot"), "{out}");
+    assert_eq!(
+        lines[at("before redfish_restart:")].trim(),
+        "before redfish_restart: evidence (probes (icmp, tcp:22, tcp:3389, ssh banner), SEL 20, Redfish log 20, \
+         SOL 16 KiB over 3s, budget 10s)"
+    );
+    assert!(lines[at("before ipmi_reset:")].contains("no new evidence (taken once per job, before redfish_restart)"));
+
+    // Through dual bridging there is no SOL, and the class's keys show.
+    let (code, out, _) = roller(&["explain", "t-linux64-ms-001", "--inventory", example], &[]);
+    assert_eq!(code, 0, "{out}");
+    let line = out.lines().find(|l| l.contains("before ipmi_reset:")).unwrap_or_else(|| panic!("{out}"));
+    assert!(line.contains("evidence (probes (icmp, tcp:22, ssh banner), SEL 20, budget 10s); not taken:"), "{line}");
+    assert!(line.contains("console (no SOL through IPMI bridging"), "{line}");
+    assert!(line.contains("Redfish log (no [redfish] for this machine)"), "{line}");
+}
+
+#[test]
 fn explain_lists_the_dns_names_ping_would_try_for_a_machine_outside_the_inventory() {
     let dir = tempfile::tempdir().unwrap();
     let f = dir.path().join("inventory.toml");

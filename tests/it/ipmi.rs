@@ -9,8 +9,8 @@ use secrecy::SecretString;
 use tokio_util::sync::CancellationToken;
 
 use roller::drivers::ipmi::{
-    Bridging, IpmiError, IpmiTarget, PowerAction, PowerState, Privilege, boot_pxe, command_args, power, power_status,
-    sel_list,
+    Bridging, IpmiError, IpmiTarget, PowerAction, PowerState, Privilege, SolEnd, SolWindow, boot_pxe, command_args,
+    console_tail, power, power_status, sel_entries, sel_list,
 };
 
 use crate::helpers::wait_for;
@@ -395,4 +395,78 @@ fn defaults_suit_a_real_bmc() {
     let t = IpmiTarget::new("bmc1.example.net", "ops", SecretString::from("pw"));
     assert_eq!((t.port, t.cipher_suite, t.privilege, t.bridging), (623, 17, Privilege::Operator, None));
     assert!(t.validate().is_ok());
+}
+
+const LOCKUP: &str = "[ 4021.113370] watchdog: BUG: soft lockup - CPU#3 stuck for 23s! [kworker/3:2:1187]";
+
+fn window(read_for: Duration, max_bytes: usize) -> SolWindow {
+    SolWindow { read_for, max_bytes, deadline: tokio::time::Instant::now() + Duration::from_secs(20) }
+}
+
+/// `sim.sol_session()` off the runtime (it blocks on the harness's ipmitool).
+async fn sol_free(sim: &std::sync::Arc<IpmiSim>) -> Result<String, String> {
+    let sim = sim.clone();
+    tokio::task::spawn_blocking(move || sim.sol_session()).await.unwrap()
+}
+
+#[tokio::test]
+async fn the_console_tail_keeps_the_newest_bytes_and_leaves_sol_free() {
+    let sim = std::sync::Arc::new(IpmiSim::with_console(&[LOCKUP, "[ 4021.113401] Call Trace:"]));
+    let tail = console_tail(&sim_target(&sim), window(Duration::from_secs(2), 512), &no_cancel()).await.unwrap();
+    assert!(tail.text.contains("BUG: soft lockup") && tail.text.len() <= 512, "{tail:?}");
+    assert!(tail.bytes_dropped > 0 && tail.bytes_read == tail.bytes_dropped + 512, "{tail:?}");
+    assert!(tail.read_for >= Duration::from_secs(2), "{tail:?}");
+    assert_eq!((tail.ended, tail.was_active), (SolEnd::Clean, false));
+    assert!(!tail.text.contains("SOL Session operational") && !tail.text.contains("terminated ipmitool"), "{tail:?}");
+    assert!(sol_free(&sim).await.is_ok(), "the capture left the payload active");
+}
+
+#[tokio::test]
+async fn a_payload_left_active_is_deactivated_first_and_said_so() {
+    let sim = std::sync::Arc::new(IpmiSim::with_console(&[LOCKUP]));
+    tokio::task::spawn_blocking({
+        let sim = sim.clone();
+        move || sim.abandon_sol_session()
+    })
+    .await
+    .unwrap();
+    let refused = sol_free(&sim).await.unwrap_err();
+    assert!(refused.contains("already active"), "the payload is left active: {refused}");
+    let tail = console_tail(&sim_target(&sim), window(Duration::from_secs(1), 4096), &no_cancel()).await.unwrap();
+    assert!(tail.was_active && tail.text.contains("BUG: soft lockup"), "{tail:?}");
+    assert!(sol_free(&sim).await.is_ok());
+}
+
+#[tokio::test]
+async fn a_capture_dropped_mid_window_still_deactivates_the_payload() {
+    let sim = std::sync::Arc::new(IpmiSim::with_console(&[LOCKUP]));
+    let t = sim_target(&sim);
+    // A time limit drops the capture while it reads: the child is killed with it.
+    let dropped = tokio::time::timeout(
+        Duration::from_secs(3),
+        console_tail(&t, window(Duration::from_secs(30), 4096), &no_cancel()),
+    )
+    .await;
+    assert!(dropped.is_err(), "the capture ended before it was dropped: {dropped:?}");
+    let free = wait_for(Duration::from_secs(15), || async { sol_free(&sim).await.ok() }).await;
+    assert!(free.is_some(), "the payload stayed active after the dropped capture");
+}
+
+#[tokio::test]
+async fn a_bmc_without_sol_says_so_and_the_sel_reads_without_side_effects() {
+    let sim = IpmiSim::start();
+    match console_tail(&sim_target(&sim), window(Duration::from_secs(1), 4096), &no_cancel()).await {
+        Err(e @ IpmiError::NoSol { .. }) => assert!(e.to_string().contains("offers no Serial-over-LAN"), "{e}"),
+        other => panic!("expected NoSol, got {other:?}"),
+    }
+    let with_console = IpmiSim::with_console(&[LOCKUP]);
+    let t = sim_target(&with_console);
+    let newest = sel_entries(&t, 2, &no_cancel()).await.unwrap();
+    let events: Vec<String> = newest.iter().map(|e| format!("{} {}", e.sensor, e.event)).collect();
+    assert_eq!(events, ["Memory #0x02 Uncorrectable ECC", "Watchdog2 #0x03 Hard reset"]);
+    assert_eq!(newest[0].direction, "Asserted");
+    assert!(sel_entries(&t, 0, &no_cancel()).await.unwrap().is_empty());
+    // Reading the SEL twice gives the same: `sel list` does not rebuild the SDR repository.
+    assert_eq!(sel_entries(&t, 2, &no_cancel()).await.unwrap(), newest);
+    assert!(with_console.actions().is_empty());
 }

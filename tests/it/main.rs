@@ -10,6 +10,7 @@ mod conn;
 mod dashboard;
 mod distributed;
 mod dns;
+mod evidence;
 mod faults;
 mod fleet;
 mod hardware;

@@ -351,9 +351,18 @@ async fn result_shapes_and_error_codes_are_in_the_document() {
         .iter()
         .filter_map(|s| s["$ref"].as_str().map(|r| r.rsplit('/').next().unwrap().to_string()))
         .collect();
-    for name in ["PingResult", "StatusReport", "PowerReport", "RebootReport", "BugReport", "ReimageReport"] {
+    for name in ["PingResult", "StatusReport", "PowerReport", "RebootReport", "BugReport", "ReimageReport", "Findings"]
+    {
         assert!(shapes.contains(name), "{name} missing from JobResult: {shapes:?}");
     }
+    // The evidence taken before a power cut, where a result can carry it.
+    for name in ["PowerReport", "XenReport", "RebootReport", "ReimageReport", "LoanReturnReport", "Findings"] {
+        // A flattened shape (PowerReport's device) is an allOf of its parts.
+        let s = &schemas[name];
+        let parts = s["allOf"].as_array().cloned().unwrap_or_else(|| vec![s.clone()]);
+        assert!(parts.iter().any(|p| p["properties"]["evidence"].is_object()), "{name} has no evidence: {s:#}");
+    }
+    assert!(schemas["Evidence"]["properties"]["missing"].is_object(), "{:#}", schemas["Evidence"]);
     let required = |name: &str| -> BTreeSet<String> {
         schemas[name]["required"].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_string()).collect()
     };

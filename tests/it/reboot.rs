@@ -7,7 +7,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use roller_testkit::inventory::{Class, Ilo, Inventory, Ipmi, Machine, Pdu, Redfish, Ssh};
+use roller_testkit::inventory::{Class, Evidence, Ilo, Inventory, Ipmi, Machine, Pdu, Redfish, Ssh};
 use roller_testkit::xen::FakeXen;
 use serde_json::Value;
 
@@ -21,7 +21,7 @@ use crate::peers::snmp::SentryPdu;
 use crate::peers::ssh::SshHost;
 
 /// Quick proofs: the fake host reboots in seconds.
-const CONFIG: &str = "[reboot]\ndown_timeout_secs = 5\nup_timeout_secs = 15\nprobe_interval_ms = 200\n";
+pub(crate) const CONFIG: &str = "[reboot]\ndown_timeout_secs = 5\nup_timeout_secs = 15\nprobe_interval_ms = 200\n";
 /// The class's `min_boot_secs`: the fake host "boots" in `peers::host::OUTAGE` (4 s),
 /// so a proof that times its return from the command accepts it with room to spare.
 const MIN_BOOT: u64 = 2;
@@ -30,30 +30,32 @@ const OUTLET_KEY: &str = "1.1.3";
 
 /// What the machine "box" has, for the inventory.
 #[derive(Default)]
-struct Gear<'a> {
-    chain: &'a [&'a str],
-    ssh: Option<&'a SshHost>,
+pub(crate) struct Gear<'a> {
+    pub(crate) chain: &'a [&'a str],
+    pub(crate) ssh: Option<&'a SshHost>,
     /// (BMC port, password roller is given).
-    ipmi: Option<(u16, &'a str)>,
+    pub(crate) ipmi: Option<(u16, &'a str)>,
     /// (PDU, community roller is given).
-    pdu: Option<(&'a SentryPdu, &'a str)>,
+    pub(crate) pdu: Option<(&'a SentryPdu, &'a str)>,
     /// Use this key instead of the one sshd accepts.
-    ssh_key: Option<&'a Path>,
+    pub(crate) ssh_key: Option<&'a Path>,
     /// Reach sshd through this port (a relay in front of it) instead of its own.
-    ssh_port: Option<u16>,
-    redfish: Option<&'a SushyBmc>,
+    pub(crate) ssh_port: Option<u16>,
+    pub(crate) redfish: Option<&'a SushyBmc>,
     /// The class's `network_boot`.
-    network_boot: Option<&'a str>,
+    pub(crate) network_boot: Option<&'a str>,
     /// A `[xen]` vm_uuid (the stand-in's VM).
-    xen: bool,
+    pub(crate) xen: bool,
     /// An `[ilo]` pointing at the stand-in (its password, certificate unchecked).
-    ilo: Option<&'a FakeIlo>,
+    pub(crate) ilo: Option<&'a FakeIlo>,
     /// The class's `min_boot_secs`; default [`MIN_BOOT`].
-    min_boot: Option<u64>,
+    pub(crate) min_boot: Option<u64>,
+    /// The class's `[evidence]`; default roller's.
+    pub(crate) evidence: Option<Evidence>,
 }
 
 /// Writes the inventory (secrets in files beside it) and returns its path.
-fn inventory(dir: &Path, host: &FakeHost, b: &Gear) -> String {
+pub(crate) fn inventory(dir: &Path, host: &FakeHost, b: &Gear) -> String {
     let secret = |name: &str, value: &str| {
         let p = dir.join(name);
         std::fs::write(&p, format!("{value}\n")).unwrap();
@@ -67,6 +69,9 @@ fn inventory(dir: &Path, host: &FakeHost, b: &Gear) -> String {
         .ipmi_cipher_suite(3);
     if let Some(nb) = b.network_boot {
         class = class.network_boot(nb);
+    }
+    if let Some(e) = &b.evidence {
+        class = class.evidence(e.clone());
     }
     let mut m = Machine::new("box").group("lab").class("lab").address("127.0.0.1");
     if let Some(ssh) = b.ssh {
@@ -100,16 +105,16 @@ fn inventory(dir: &Path, host: &FakeHost, b: &Gear) -> String {
 /// Which peers the fake host's power follows. A peer left out is ignored: what
 /// it is asked to do does not reach the machine (a broken method).
 #[derive(Default, Clone)]
-struct Wiring {
-    ssh: Option<Arc<SshHost>>,
-    ipmi: Option<Arc<IpmiSim>>,
-    pdu: Option<Arc<SentryPdu>>,
-    redfish: Option<Arc<SushyBmc>>,
-    xen: Option<FakeXen>,
-    ilo: Option<Arc<FakeIlo>>,
+pub(crate) struct Wiring {
+    pub(crate) ssh: Option<Arc<SshHost>>,
+    pub(crate) ipmi: Option<Arc<IpmiSim>>,
+    pub(crate) pdu: Option<Arc<SentryPdu>>,
+    pub(crate) redfish: Option<Arc<SushyBmc>>,
+    pub(crate) xen: Option<FakeXen>,
+    pub(crate) ilo: Option<Arc<FakeIlo>>,
 }
 
-fn machine(w: Wiring) -> FakeHost {
+pub(crate) fn machine(w: Wiring) -> FakeHost {
     let mut power = Power::new();
     let (mut seen_ssh, mut seen_ipmi, mut seen_pdu, mut seen_redfish, mut seen_ilo) = (0, 0, 0, 0, 0);
     if let Some(sim) = &w.ipmi {
@@ -171,18 +176,18 @@ fn machine(w: Wiring) -> FakeHost {
 }
 
 /// The app with an inventory (in the temp dir it returns) describing `b` on `host`.
-async fn chain_app(host: &FakeHost, b: &Gear<'_>, config: &str) -> (TestApp, tempfile::TempDir) {
+pub(crate) async fn chain_app(host: &FakeHost, b: &Gear<'_>, config: &str) -> (TestApp, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let inv = inventory(dir.path(), host, b);
     (spawn_app_with(config, &[("ROLLER_INVENTORY", &inv)]).await, dir)
 }
 
-async fn reboot(app: &TestApp) -> Value {
+pub(crate) async fn reboot(app: &TestApp) -> Value {
     run_long(app, "reboot").await
 }
 
 /// Queue `task` for "box" and wait (long enough for a chain) until it ends.
-async fn run_long(app: &TestApp, task: &str) -> Value {
+pub(crate) async fn run_long(app: &TestApp, task: &str) -> Value {
     let r = app.post_job("box", "lab", task).await;
     assert_eq!(r.status(), 201);
     let v: Value = r.json().await.unwrap();
@@ -195,15 +200,15 @@ async fn run_long(app: &TestApp, task: &str) -> Value {
     .expect("the reboot job finished")
 }
 
-fn log(job: &Value) -> Vec<String> {
+pub(crate) fn log(job: &Value) -> Vec<String> {
     job["log"].as_array().unwrap().iter().map(|l| l["line"].as_str().unwrap().to_string()).collect()
 }
 
-fn has(lines: &[String], needle: &str) -> bool {
+pub(crate) fn has(lines: &[String], needle: &str) -> bool {
     lines.iter().any(|l| l.contains(needle))
 }
 
-fn outcomes(job: &Value) -> Vec<(String, String)> {
+pub(crate) fn outcomes(job: &Value) -> Vec<(String, String)> {
     job["result"]["attempts"]
         .as_array()
         .unwrap()
@@ -212,7 +217,7 @@ fn outcomes(job: &Value) -> Vec<(String, String)> {
         .collect()
 }
 
-fn pair(a: &str, b: &str) -> (String, String) {
+pub(crate) fn pair(a: &str, b: &str) -> (String, String) {
     (a.to_string(), b.to_string())
 }
 

@@ -13,10 +13,12 @@ use secrecy::SecretString;
 use tokio_util::sync::CancellationToken;
 
 use roller::drivers::redfish::{
-    PowerState, RedfishError, RedfishTarget, ResetIntent, boot_pxe_once, choose_reset_type, power_state, reset,
+    PowerState, RedfishError, RedfishTarget, ResetIntent, boot_pxe_once, choose_reset_type, log_entries, power_state,
+    reset,
 };
 
 use crate::peers::redfish::{SYSTEM_NAME, SYSTEM_UUID, SushyBmc};
+use crate::peers::redfish_fake::{self, Entry};
 use crate::procs::free_port;
 
 /// Power changes land 1–11 s after the request in the fake driver.
@@ -351,158 +353,15 @@ async fn a_refused_reset_reports_the_status_and_the_bmcs_message() {
     assert_eq!(bmc.power_state().await, "On");
 }
 
-/// sushy-emulator has no SessionService, so the session path (and the 409 retry of
-/// `On`) is exercised against this small stand-in: a root that offers sessions,
-/// token-only resources (basic auth is refused and counted), a session table that
-/// can be listed, and a Reset action that answers 409 a set number of times.
-mod session_bmc {
-    use std::collections::HashMap;
-    use std::sync::{Arc, Mutex};
-
-    use axum::Json;
-    use axum::extract::{Path, State};
-    use axum::http::{HeaderMap, StatusCode};
-    use axum::response::{IntoResponse, Response};
-    use axum::routing::{get, post};
-    use serde_json::{Value, json};
-
-    pub const PASSWORD: &str = "pw-session-bmc";
-
-    #[derive(Default)]
-    pub struct Bmc {
-        /// id → token
-        pub sessions: HashMap<String, String>,
-        pub created: u32,
-        pub basic_requests: u32,
-        pub reset_bodies: Vec<String>,
-        /// 409s still to give to Reset before accepting.
-        pub conflicts: u32,
-    }
-
-    type Shared = Arc<Mutex<Bmc>>;
-
-    fn authorized(s: &Shared, h: &HeaderMap) -> bool {
-        let mut b = s.lock().unwrap();
-        if h.contains_key("authorization") {
-            b.basic_requests += 1;
-        }
-        h.get("x-auth-token").and_then(|t| t.to_str().ok()).is_some_and(|t| b.sessions.values().any(|v| v == t))
-    }
-
-    fn unauthorized() -> Response {
-        (StatusCode::UNAUTHORIZED, Json(json!({"error": {"message": "no valid session"}}))).into_response()
-    }
-
-    pub async fn start(conflicts: u32) -> (String, Shared) {
-        let state: Shared = Arc::new(Mutex::new(Bmc { conflicts, ..Default::default() }));
-        let app = axum::Router::new()
-            .route(
-                "/redfish/v1/",
-                get(|State(s): State<Shared>, h: HeaderMap| async move {
-                    // Served without credentials, like a real BMC; any sent are counted.
-                    authorized(&s, &h);
-                    Json(json!({
-                        "SessionService": {"@odata.id": "/redfish/v1/SessionService"},
-                        "Links": {"Sessions": {"@odata.id": "/redfish/v1/SessionService/Sessions"}},
-                        "Systems": {"@odata.id": "/redfish/v1/Systems"}
-                    }))
-                }),
-            )
-            .route(
-                "/redfish/v1/SessionService/Sessions",
-                post(|State(s): State<Shared>, Json(body): Json<Value>| async move {
-                    if body["UserName"] != "admin" || body["Password"] != PASSWORD {
-                        return unauthorized();
-                    }
-                    let mut b = s.lock().unwrap();
-                    b.created += 1;
-                    let id = b.created.to_string();
-                    let token = format!("token-{id}-{}", crate::helpers::random_nonce());
-                    b.sessions.insert(id.clone(), token.clone());
-                    let location = format!("/redfish/v1/SessionService/Sessions/{id}");
-                    (StatusCode::CREATED, [("X-Auth-Token", token), ("Location", location)], Json(json!({"Id": id})))
-                        .into_response()
-                })
-                .get(|State(s): State<Shared>, h: HeaderMap| async move {
-                    if !authorized(&s, &h) {
-                        return unauthorized();
-                    }
-                    let ids: Vec<Value> =
-                        s.lock().unwrap().sessions.keys().map(|id| json!({"@odata.id": id})).collect();
-                    Json(json!({"Members": ids})).into_response()
-                }),
-            )
-            .route(
-                "/redfish/v1/SessionService/Sessions/{id}",
-                axum::routing::delete(|State(s): State<Shared>, Path(id): Path<String>, h: HeaderMap| async move {
-                    if !authorized(&s, &h) {
-                        return unauthorized();
-                    }
-                    s.lock().unwrap().sessions.remove(&id);
-                    StatusCode::NO_CONTENT.into_response()
-                }),
-            )
-            .route(
-                "/redfish/v1/Systems",
-                get(|State(s): State<Shared>, h: HeaderMap| async move {
-                    if !authorized(&s, &h) {
-                        return unauthorized();
-                    }
-                    Json(json!({"Members": [{"@odata.id": "/redfish/v1/Systems/1"}]})).into_response()
-                }),
-            )
-            .route(
-                "/redfish/v1/Systems/1",
-                get(|State(s): State<Shared>, h: HeaderMap| async move {
-                    if !authorized(&s, &h) {
-                        return unauthorized();
-                    }
-                    Json(json!({
-                        "@odata.id": "/redfish/v1/Systems/1",
-                        "PowerState": "Off",
-                        "Actions": {"#ComputerSystem.Reset": {
-                            "target": "/redfish/v1/Systems/1/Actions/ComputerSystem.Reset",
-                            "ResetType@Redfish.AllowableValues": ["On", "ForceOff", "ForceRestart"]
-                        }}
-                    }))
-                    .into_response()
-                }),
-            )
-            .route(
-                "/redfish/v1/Systems/1/Actions/ComputerSystem.Reset",
-                post(|State(s): State<Shared>, h: HeaderMap, body: String| async move {
-                    if !authorized(&s, &h) {
-                        return unauthorized();
-                    }
-                    let mut b = s.lock().unwrap();
-                    b.reset_bodies.push(body);
-                    if b.conflicts > 0 {
-                        b.conflicts -= 1;
-                        let err = json!({"error": {"code": "Base.1.0.GeneralError", "message": "see ExtendedInfo",
-                            "@Message.ExtendedInfo": [{"MessageId": "Base.1.8.ActionParameterValueConflict",
-                                "Message": "The system is still powering off."}]}});
-                        return (StatusCode::CONFLICT, Json(err)).into_response();
-                    }
-                    StatusCode::NO_CONTENT.into_response()
-                }),
-            )
-            .with_state(state.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-        (url, state)
-    }
-}
-
 fn session_target(url: &str) -> RedfishTarget {
-    let mut t = RedfishTarget::new(url, "admin", SecretString::from(session_bmc::PASSWORD));
+    let mut t = RedfishTarget::new(url, "admin", SecretString::from(redfish_fake::PASSWORD));
     t.timeout = Duration::from_secs(10);
     t
 }
 
 #[tokio::test]
 async fn a_session_is_used_when_offered_and_deleted_afterwards() {
-    let (url, bmc) = session_bmc::start(0).await;
+    let (url, bmc) = redfish_fake::start(0).await;
     let cancel = CancellationToken::new();
     // GracefulRestart is not allowed there: it falls to ForceRestart.
     assert_eq!(reset(&session_target(&url), ResetIntent::GracefulRestart, &cancel).await.unwrap(), "ForceRestart");
@@ -517,7 +376,7 @@ async fn a_session_is_used_when_offered_and_deleted_afterwards() {
 
 #[tokio::test]
 async fn the_session_is_deleted_even_when_the_operation_fails() {
-    let (url, bmc) = session_bmc::start(0).await;
+    let (url, bmc) = redfish_fake::start(0).await;
     let mut t = session_target(&url);
     t.system = Some("missing".into());
     let r = reset(&t, ResetIntent::ForceOff, &CancellationToken::new()).await;
@@ -533,7 +392,7 @@ async fn the_session_is_deleted_even_when_the_operation_fails() {
 
 #[tokio::test]
 async fn a_refused_session_login_is_an_auth_error() {
-    let (url, bmc) = session_bmc::start(0).await;
+    let (url, bmc) = redfish_fake::start(0).await;
     let mut t = session_target(&url);
     t.password = SecretString::from("wrong-session-pw");
     match power_state(&t, &CancellationToken::new()).await {
@@ -545,7 +404,7 @@ async fn a_refused_session_login_is_an_auth_error() {
 
 #[tokio::test]
 async fn on_is_retried_on_409_and_other_intents_are_not() {
-    let (url, bmc) = session_bmc::start(2).await;
+    let (url, bmc) = redfish_fake::start(2).await;
     let cancel = CancellationToken::new();
     assert_eq!(reset(&session_target(&url), ResetIntent::On, &cancel).await.unwrap(), "On");
     assert_eq!(bmc.lock().unwrap().reset_bodies.len(), 3, "two 409s, then accepted");
@@ -568,7 +427,7 @@ async fn on_is_retried_on_409_and_other_intents_are_not() {
 #[tokio::test]
 async fn a_cancelled_or_dropped_call_still_deletes_its_session() {
     // The stand-in keeps answering 409, so `On` sits in its retry pauses.
-    let (url, bmc) = session_bmc::start(1000).await;
+    let (url, bmc) = redfish_fake::start(1000).await;
     // A Reset the stand-in has refused: the call holds a session and is retrying.
     let resets_past = |n: usize| {
         let bmc = bmc.clone();
@@ -608,4 +467,54 @@ async fn a_cancelled_or_dropped_call_still_deletes_its_session() {
     })
     .await;
     assert!(gone.is_some(), "session left behind: {:?}", bmc.lock().unwrap().sessions.keys());
+}
+
+/// Log entries for the evidence before a power cut: sushy-tools serves no
+/// LogServices, so the stand-in does, in both shapes BMCs use.
+#[tokio::test]
+async fn log_entries_are_the_newest_over_the_system_and_manager_services() {
+    let bmc = redfish_fake::Bmc {
+        event_log: vec![
+            Entry::new("1", "2026-04-01T08:00:00Z", "OK", "System boot"),
+            Entry::new("2", "2026-04-01T09:30:00Z", "Critical", "CPU 1 machine check: uncorrectable"),
+        ],
+        sel: vec![
+            Entry::new("z", "2026-03-01T07:00:00Z", "OK", "Firmware updated"),
+            Entry::new("a", "2026-04-01T07:00:00Z", "OK", "Chassis intrusion cleared"),
+            Entry::new(
+                "b",
+                "2026-04-01T09:00:00Z",
+                "Warning",
+                format!("PSU 2 lost input {}", redfish_fake::PASSWORD).as_str(),
+            ),
+            Entry::new("c", "2026-04-01T10:00:00+01:00", "Critical", "Watchdog timer expired: hard reset"),
+        ],
+        ..Default::default()
+    };
+    let (url, bmc) = redfish_fake::start_with(bmc).await;
+    let got = log_entries(&session_target(&url), 3, &CancellationToken::new()).await.unwrap();
+    let seen: Vec<(&str, &str)> = got.iter().map(|e| (e.id.as_str(), e.message.as_str())).collect();
+    // 10:00+01:00 is 09:00Z; the newest three of both services together, oldest first.
+    assert_eq!(
+        seen,
+        [
+            ("b", "PSU 2 lost input [redacted]"),
+            ("c", "Watchdog timer expired: hard reset"),
+            ("2", "CPU 1 machine check: uncorrectable")
+        ]
+    );
+    assert_eq!(got[2].service, "/redfish/v1/Systems/1/LogServices/EventLog");
+    assert_eq!(got[2].severity.as_deref(), Some("Critical"));
+    let b = bmc.lock().unwrap();
+    // Referenced entries are read one by one, only the newest few of them.
+    assert!(!b.log_reads.iter().any(|p| p.ends_with("/Sel/Entries/z")), "{:?}", b.log_reads);
+    assert!(b.log_reads.iter().any(|p| p.ends_with("/Sel/Entries/c")), "{:?}", b.log_reads);
+    assert!(b.sessions.is_empty(), "the session was deleted");
+}
+
+#[tokio::test]
+async fn a_bmc_without_log_services_has_no_entries() {
+    let bmc = SushyBmc::start(false).await;
+    let got = log_entries(&target(&bmc), 20, &CancellationToken::new()).await.unwrap();
+    assert!(got.is_empty(), "{got:?}");
 }

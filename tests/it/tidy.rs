@@ -267,6 +267,59 @@ fn no_source_file_outgrows_one_reader() {
     assert!(long.is_empty(), "over {MAX_LINES} lines of non-test code; split along its seams: {long:?}");
 }
 
+/// Tasks by the action module `actions::dispatch` routes them to (`Task::IpmiReset`
+/// → `ipmi`), read from its match: each arm's `Task::X | …` before `=>`, its module
+/// after `Box::pin(`.
+fn dispatch_routes(mod_rs: &str) -> BTreeMap<String, Vec<String>> {
+    let start = mod_rs.find("pub fn dispatch").expect("actions::dispatch");
+    let body = &mod_rs[start..];
+    let body = &body[..body.find("if task.cuts_power()").expect("the dispatch's evidence hook")];
+    let arms: Vec<&str> = body.split("=>").collect();
+    let mut routes: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (i, before) in arms.iter().enumerate().take(arms.len() - 1) {
+        // The tasks of this arm come after the previous arm's call.
+        let own = before.rfind("Box::pin").map_or(*before, |j| &before[j..]);
+        let tasks: Vec<String> =
+            own.split("Task::").skip(1).map(|t| t.chars().take_while(|c| c.is_alphanumeric()).collect()).collect();
+        let after = arms[i + 1];
+        let Some(call) = after.find("Box::pin(").map(|j| &after[j + "Box::pin(".len()..]) else { continue };
+        let module: String = call.chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect();
+        if call[module.len()..].starts_with("::") {
+            routes.entry(module).or_default().extend(tasks);
+        }
+    }
+    routes
+}
+
+/// Every action that cuts power (`PowerChange::Cut`, or arming a restore before a cut)
+/// serves a task that declares it (`TaskSpec::cuts_power`), and every task that declares
+/// it is served by such an action: the dispatch takes the evidence before the declared
+/// ones, and `ActionContext::touch` refuses an undeclared cut when it happens.
+#[test]
+fn every_action_that_cuts_power_serves_tasks_that_declare_it() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/actions");
+    let routes = dispatch_routes(&std::fs::read_to_string(src.join("mod.rs")).unwrap());
+    assert!(routes.get("ipmi").is_some_and(|t| t.contains(&"IpmiReset".to_string())), "{routes:?}");
+    let declared = |variant: &str| {
+        roller::task::Task::ALL.iter().find(|t| format!("{t:?}") == variant).is_some_and(|t| t.cuts_power())
+    };
+    let mut problems = Vec::new();
+    for (module, tasks) in &routes {
+        let code = non_test_code(&std::fs::read_to_string(src.join(format!("{module}.rs"))).unwrap());
+        let cuts = code.contains("PowerChange::Cut") || code.contains(".arm(");
+        let declaring: Vec<&String> = tasks.iter().filter(|t| declared(t)).collect();
+        if cuts && declaring.is_empty() {
+            problems.push(format!("actions/{module}.rs cuts power, but none of {tasks:?} declares cuts_power"));
+        }
+        if !cuts && !declaring.is_empty() {
+            problems.push(format!("{declaring:?} declare cuts_power, but actions/{module}.rs never cuts"));
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+    let cutting: usize = routes.values().flatten().filter(|t| declared(t)).count();
+    assert_eq!(cutting, roller::task::Task::ALL.iter().filter(|t| t.cuts_power()).count(), "{routes:?}");
+}
+
 #[test]
 fn the_checker_sees_grouped_and_nested_imports() {
     let refs = crate_refs("use crate::{actions::{self, Task}, queue};\nlet x = crate::drivers::gate::Gates::new();");

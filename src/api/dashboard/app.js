@@ -391,6 +391,17 @@ function bugUrl(job) {
   return candidates.find((u) => typeof u === "string" && /^https?:\/\//.test(u));
 }
 
+// What the job took before its first power cut, in a line; the whole record is in the Result.
+function evidenceLine(e) {
+  const got = [];
+  if (e.probes) got.push(`probes (icmp ${e.probes.icmp})`);
+  if (e.sel) got.push(`SEL ${e.sel.entries.length}`);
+  if (e.redfish_log) got.push(`Redfish log ${e.redfish_log.entries.length}`);
+  if (e.console) got.push(`console ${e.console.bytes} bytes`);
+  const missing = (e.missing || []).length;
+  return `before ${e.before}: ${got.join(", ") || "nothing"}${missing ? `; ${missing} not taken (see Result)` : ""}`;
+}
+
 function jobFacts(job) {
   const rows = [
     ["Task", job.task_name],
@@ -405,6 +416,7 @@ function jobFacts(job) {
   ];
   const r = job.result || {};
   if (r.worked) rows.push(["Worked", `${r.worked}${r.proof ? ` (${r.proof})` : ""}`]);
+  if (r.evidence) rows.push(["Evidence", evidenceLine(r.evidence)]);
   const bug = bugUrl(job);
   if (bug) rows.push(["Bug", el("a", { href: bug, rel: "noreferrer", target: "_blank" }, bug)]);
   if (job.error) rows.push(["Error", job.error]);

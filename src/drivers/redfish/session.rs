@@ -226,6 +226,16 @@ impl Session<'_> {
         Ok(url)
     }
 
+    /// The service root, as read at login.
+    pub(super) fn root(&self) -> &Value {
+        &self.root
+    }
+
+    /// What removes the password from text the BMC sent, wherever it echoed it.
+    pub(super) fn scrubber(&self) -> impl Fn(&str) -> String + '_ {
+        |text| scrub(text, self.target)
+    }
+
     pub(super) fn protocol(&self, detail: String) -> RedfishError {
         RedfishError::Protocol { host: self.host.clone(), detail: scrub(&detail, self.target) }
     }

@@ -302,16 +302,11 @@ pub(super) fn finish_many_tx(
 
 fn finish_in(tx: &Transaction<'_>, id: JobId, consumer: &str, outcome: &Outcome) -> Result<(), QueueError> {
     let now = now_ms();
-    let (result, error) = match &outcome {
-        Outcome::Succeeded(v) => (
-            Some(
-                serde_json::to_string(v)
-                    .map_err(|e| QueueError::Unavailable(format!("cannot serialise the result of job {id}: {e}")))?,
-            ),
-            None,
-        ),
-        Outcome::Failed(e) | Outcome::TimedOut(e) | Outcome::Cancelled(e) => (None, Some(e.as_str())),
-    };
+    let (result, error) = outcome.record();
+    let result = result
+        .map(serde_json::to_string)
+        .transpose()
+        .map_err(|e| QueueError::Unavailable(format!("cannot serialise the result of job {id}: {e}")))?;
     // A runner whose lease expired but was not taken over yet may still finish:
     // the work was done, and discarding it would only cause a needless re-run.
     // consumer is kept as the record of who ran the job.
