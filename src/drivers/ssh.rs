@@ -240,11 +240,53 @@ pub async fn reboot(target: &SshTarget, cancel: &CancellationToken) -> Result<Re
     }
 }
 
+/// What [`authenticate`] proved about the host key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostKeySeen {
+    /// It matches a key recorded in known_hosts.
+    Recorded,
+    /// Nothing is recorded for the host and the policy is accept-new: a reboot would
+    /// record this key (its fingerprint); the check itself records nothing.
+    WouldRecord(String),
+}
+
+/// Prove the way in without asking anything of the host: TCP, key exchange, the host key
+/// against known_hosts, public-key authentication, then a polite disconnect. No channel
+/// is opened and no command is sent; known_hosts is never written (an accept-new host
+/// with nothing recorded is reported as [`HostKeySeen::WouldRecord`]). For the standing
+/// path checks, bounded by `connect_timeout`.
+pub async fn authenticate(target: &SshTarget, cancel: &CancellationToken) -> Result<HostKeySeen, SshError> {
+    let t = target;
+    let attempt = async {
+        validate_host(&t.host)?;
+        let key = load_key(&t.key_file).await?;
+        let heard = Arc::new(Heard(Mutex::new(Instant::now())));
+        let unrecorded = Arc::new(Mutex::new(None));
+        let session =
+            match tokio::time::timeout(t.connect_timeout, connect(t, key, heard, Some(unrecorded.clone()))).await {
+                Ok(r) => r?,
+                Err(_) => return Err(t.timeout("connect", t.connect_timeout)),
+            };
+        let _ = tokio::time::timeout(
+            Duration::from_secs(1),
+            session.disconnect(russh::Disconnect::ByApplication, "", "en"),
+        )
+        .await;
+        let seen = unrecorded.lock().unwrap_or_else(|p| p.into_inner()).take();
+        Ok(seen.map_or(HostKeySeen::Recorded, HostKeySeen::WouldRecord))
+    };
+    tokio::select! {
+        biased;
+        _ = cancel.cancelled() => Err(SshError::Cancelled),
+        r = attempt => r,
+    }
+}
+
 async fn reboot_inner(t: &SshTarget) -> Result<RebootRequest, SshError> {
     validate_host(&t.host)?;
     let key = load_key(&t.key_file).await?;
     let heard = Arc::new(Heard(Mutex::new(Instant::now())));
-    let session = match tokio::time::timeout(t.connect_timeout, connect(t, key, heard.clone())).await {
+    let session = match tokio::time::timeout(t.connect_timeout, connect(t, key, heard.clone(), None)).await {
         Ok(r) => r?,
         Err(_) => return Err(t.timeout("connect", t.connect_timeout)),
     };
@@ -332,6 +374,9 @@ struct Client {
     host: String,
     port: u16,
     policy: HostKeyPolicy,
+    /// `Some`: a check that writes nothing: an accept-new key is noted here (its
+    /// fingerprint) instead of being recorded.
+    dry: Option<Arc<Mutex<Option<String>>>>,
 }
 
 impl russh::client::Handler for Client {
@@ -383,6 +428,10 @@ impl Client {
                 // the pin.
                 if !known_host_keys_path(&self.host, self.port, path).map_err(file_err)?.is_empty() {
                     return Err(unknown());
+                }
+                if let Some(dry) = &self.dry {
+                    *dry.lock().unwrap_or_else(|p| p.into_inner()) = Some(fingerprint);
+                    return Ok(true);
                 }
                 learn_known_hosts_path(&self.host, self.port, key, path).map_err(file_err)?;
                 tracing::warn!(host = %self.host, port = self.port, %fingerprint, file = %path.display(),
@@ -452,6 +501,7 @@ async fn connect(
     t: &SshTarget,
     key: russh::keys::PrivateKey,
     heard: Arc<Heard>,
+    dry: Option<Arc<Mutex<Option<String>>>>,
 ) -> Result<russh::client::Handle<Client>, SshError> {
     let connect_err = |source| SshError::Connect { host: t.host.clone(), port: t.port, source };
     let stream = TcpStream::connect((t.host.as_str(), t.port)).await.map_err(connect_err)?;
@@ -467,7 +517,7 @@ async fn connect(
         keepalive_max: 0,
         ..Default::default()
     });
-    let handler = Client { host: t.host.clone(), port: t.port, policy: t.host_keys.clone() };
+    let handler = Client { host: t.host.clone(), port: t.port, policy: t.host_keys.clone(), dry };
     let stream = Watched { inner: stream, heard };
     let mut session = russh::client::connect_stream(config, stream, handler).await.map_err(|e| match e {
         HandlerError::Ours(e) => e,
