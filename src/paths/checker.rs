@@ -153,6 +153,7 @@ impl Checker {
         if snap.shared_request.as_ref().is_some_and(|q| q.pending(snap.shared.as_ref())) {
             asked.push(Subject::Shared);
         } else if self.settings.enabled
+            && self.has_shared()
             && due(keys::SHARED, snap.shared.as_ref().and_then(|r| r.checked_at), now, self.settings.interval)
         {
             periodic.push(Subject::Shared);
@@ -195,6 +196,11 @@ impl Checker {
             tracing::info!(checked, waiting_for_rate = waiting, "path checks done");
         }
         Ok(status)
+    }
+
+    /// Whether roller has shared credentials to check (Bugzilla, signed Taskcluster).
+    fn has_shared(&self) -> bool {
+        self.actions.bugzilla.is_some() || self.actions.taskcluster.as_ref().is_some_and(|t| t.client.signed())
     }
 
     /// Check one subject, write its record, alert on what newly failed.

@@ -25,6 +25,7 @@ mod metrics;
 mod notify;
 mod openapi;
 mod openapi_tools;
+mod paths;
 mod peers;
 mod process;
 mod procs;
