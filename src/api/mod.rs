@@ -220,10 +220,13 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/machines/{worker_id}/hold", post(medic::hold).fallback(method_not_allowed))
         .route("/api/v1/machines/{worker_id}/release", post(medic::release).fallback(method_not_allowed))
         .route("/api/v1/medic/decisions", get(medic::decisions).fallback(method_not_allowed))
-        .route("/api/v1/paths", get(paths::fleet).fallback(method_not_allowed))
-        .route("/api/v1/paths/check", post(paths::check_shared).fallback(method_not_allowed))
-        .route("/api/v1/machines/{worker_id}/paths", get(paths::machine).fallback(method_not_allowed))
-        .route("/api/v1/machines/{worker_id}/paths/check", post(paths::check_machine).fallback(method_not_allowed))
+        .route("/api/v1/paths", get(paths::fleet_paths).fallback(method_not_allowed))
+        .route("/api/v1/paths/check", post(paths::check_shared_paths).fallback(method_not_allowed))
+        .route("/api/v1/machines/{worker_id}/paths", get(paths::machine_paths).fallback(method_not_allowed))
+        .route(
+            "/api/v1/machines/{worker_id}/paths/check",
+            post(paths::check_machine_paths).fallback(method_not_allowed),
+        )
         .route("/api/v1/medic/plan", post(medic::plan).fallback(method_not_allowed))
         .route("/api/v1/medic/allow", post(medic::allow).fallback(method_not_allowed))
         .route("/api/v1/whoami", get(machines::whoami).fallback(method_not_allowed))

@@ -97,7 +97,10 @@ fn inventory_machine(state: &AppState, path: Result<Path<String>, PathRejection>
         (status = 405, description = "Method not allowed", body = ErrorBody),
         (status = 503, description = "Queue or authentication service unavailable", body = ErrorBody),
     ))]
-pub async fn fleet(State(state): State<AppState>, Authenticated(caller): Authenticated) -> Result<Response, ApiError> {
+pub async fn fleet_paths(
+    State(state): State<AppState>,
+    Authenticated(caller): Authenticated,
+) -> Result<Response, ApiError> {
     require(&caller, &state.settings.read_scope)?;
     let snap = snapshot(state.records.as_ref()).await?;
     let inventory = state.inventory.current();
@@ -137,7 +140,7 @@ pub async fn fleet(State(state): State<AppState>, Authenticated(caller): Authent
         (status = 405, description = "Method not allowed", body = ErrorBody),
         (status = 503, description = "Queue or authentication service unavailable", body = ErrorBody),
     ))]
-pub async fn machine(
+pub async fn machine_paths(
     State(state): State<AppState>,
     Authenticated(caller): Authenticated,
     path: Result<Path<String>, PathRejection>,
@@ -179,7 +182,7 @@ async fn ask(state: &AppState, caller: &crate::auth::Caller, key: String) -> Res
         (status = 405, description = "Method not allowed", body = ErrorBody),
         (status = 503, description = "Queue or authentication service unavailable", body = ErrorBody),
     ))]
-pub async fn check_machine(
+pub async fn check_machine_paths(
     State(state): State<AppState>,
     Authenticated(caller): Authenticated,
     path: Result<Path<String>, PathRejection>,
@@ -204,7 +207,7 @@ pub async fn check_machine(
         (status = 405, description = "Method not allowed", body = ErrorBody),
         (status = 503, description = "Queue or authentication service unavailable", body = ErrorBody),
     ))]
-pub async fn check_shared(
+pub async fn check_shared_paths(
     State(state): State<AppState>,
     Authenticated(caller): Authenticated,
 ) -> Result<Response, ApiError> {
