@@ -180,6 +180,13 @@ impl Checker {
             r?;
         }
 
+        // Machines that left the inventory leave the records too (their requests with them).
+        for id in snap.machines.keys().chain(snap.requests.keys()) {
+            if crate::domain::WorkerId::parse(id).ok().and_then(|w| inventory.machine(&w)).is_none() {
+                self.records.delete_record(RecordKind::Paths, id).await?;
+                self.records.delete_record(RecordKind::Paths, &format!("{}{id}", keys::REQUEST)).await?;
+            }
+        }
         self.gauge(&inventory.machines.values().collect::<Vec<_>>()).await?;
         let status = CheckerStatus {
             at: now,
