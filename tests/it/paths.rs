@@ -362,7 +362,7 @@ async fn the_periodic_check_starts_no_more_than_max_per_minute() {
     // Five machines are due at once (never checked); two may start in a minute.
     let first = wait_for(MINUTE, || async {
         let f = get(&app, "/api/v1/paths").await;
-        (checked(&f) == 2 && f["checker"]["waiting_for_rate"] == 3).then_some(f)
+        (checked(&f) == 2 && f["checker"]["waiting_for_rate"].as_u64() >= Some(3)).then_some(f)
     })
     .await
     .expect("two checked, three waiting for the rate");
@@ -376,7 +376,9 @@ async fn the_periodic_check_starts_no_more_than_max_per_minute() {
         .await
         .expect("the checker looked again");
         assert_eq!(checked(&f), 2, "{f:#}");
-        assert_eq!(f["checker"]["waiting_for_rate"], 3, "{f:#}");
+        // Three never checked; the two checked may be due again already (a one-minute
+        // interval puts their next point within the minute), and wait as well.
+        assert!(f["checker"]["waiting_for_rate"].as_u64() >= Some(3), "{f:#}");
         assert_eq!(f["checker"]["last_minute"], 2, "{f:#}");
         seen = f["checker"]["at"].clone();
     }
