@@ -13,6 +13,7 @@ pub mod health;
 pub mod inventory;
 pub mod medic;
 pub mod notify;
+pub mod paths;
 pub mod queue;
 pub mod runner;
 pub mod startup;

@@ -154,8 +154,14 @@ impl Notifier {
     /// A medic alert (blast radius blocked, a machine held for a person): to the same
     /// channels as job news, never to a requester. `event` is the webhook's JSON.
     pub fn alert(&self, subject: &str, text: String, event: Value) {
+        self.alert_linked(subject, text, event, "/api/v1/medic/decisions");
+    }
+
+    /// An alert whose link is `<public_url><path>` (a failed path check links to
+    /// `/api/v1/paths`).
+    pub fn alert_linked(&self, subject: &str, text: String, event: Value, path: &str) {
         let Some(inner) = &self.0 else { return };
-        let link = inner.s.public_url.as_ref().map(|u| format!("{}/api/v1/medic/decisions", u.trim_end_matches('/')));
+        let link = inner.s.public_url.as_ref().map(|u| format!("{}{path}", u.trim_end_matches('/')));
         let m = Message { subject: clip(&format!("[roller] {subject}"), SUBJECT_MAX), text, link, event };
         let inner = inner.clone();
         tokio::spawn(async move {

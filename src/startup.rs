@@ -29,6 +29,7 @@ use crate::health::taskcluster::TaskclusterWorkers;
 use crate::inventory::{Inventory, InventoryHandle};
 use crate::medic::Medic;
 use crate::notify::Notifier;
+use crate::paths::checker::Checker;
 use crate::queue::records::Records;
 use crate::queue::redis::{RedisLogin, RedisQueue, RedisSettings, RedisTls};
 use crate::queue::sqlite::SqliteQueue;
@@ -62,6 +63,8 @@ pub struct Application {
     sweeper: Option<Sweeper>,
     /// The medic's loop, in processes that run jobs, when `[medic]` is on.
     medic: Option<Arc<Medic>>,
+    /// The path checker, in processes that run jobs.
+    checker: Option<Arc<Checker>>,
     /// What the actions of this process use (clients, limits, the inventory).
     actions: Arc<ActionSettings>,
     /// Where the admin credentials are, when this run uses them.
@@ -149,8 +152,24 @@ impl Application {
             notifier: notifier.clone(),
             wake: wake.clone(),
             holder: holder.clone(),
+            paths_checked: settings.paths.enabled,
         });
         let medic_loop = (mode != Mode::Api && settings.medic.enabled).then(|| medic.clone());
+        // In every process that runs jobs, periodic or not: it also runs the checks asked
+        // for through the API, where the credentials and the jobs' gates are.
+        let paths_wake = Arc::new(Notify::new());
+        let checker = (mode != Mode::Api).then(|| {
+            Arc::new(Checker {
+                settings: settings.paths,
+                // Lowest priority on every device: a check never holds up a job.
+                actions: Arc::new(ActionSettings { gates: actions.gates.background(), ..(*actions).clone() }),
+                records: records.clone(),
+                notifier: notifier.clone(),
+                remediation: settings.medic.remediation,
+                wake: paths_wake.clone(),
+                holder: holder.clone(),
+            })
+        });
         let workers = health_source(&settings)?;
         let sweeper = (mode != Mode::Api && settings.health.enabled).then(|| Sweeper {
             settings: settings.health.sweep,
@@ -159,6 +178,8 @@ impl Application {
             workers: workers.clone(),
             rule: settings.health.rule,
             holder,
+            remediation: settings.medic.remediation,
+            paths_checked: settings.paths.enabled,
         });
         let runner = (mode != Mode::Api).then(|| {
             Runner::new(queue.clone(), settings.runner.clone(), actions.clone(), wake.clone()).with_notifier(notifier)
@@ -173,6 +194,7 @@ impl Application {
             inventory: actions.inventory.clone(),
             listen_port,
             wake,
+            paths_wake,
             streams: Arc::new(tokio::sync::Semaphore::new(api::MAX_STREAMS)),
             stopping: CancellationToken::new(),
         };
@@ -183,6 +205,7 @@ impl Application {
             runner,
             sweeper,
             medic: medic_loop,
+            checker,
             actions,
             admin_credentials,
             ops_only: mode == Mode::Worker,
@@ -232,6 +255,7 @@ impl Application {
         let runner = self.runner.take().map(|r| tokio::spawn(r.run_until_stopped(shutdown.clone())));
         let sweeper = self.sweeper.take().map(|s| tokio::spawn(s.run(shutdown.clone())));
         let medic = self.medic.take().map(|m| tokio::spawn(m.run(shutdown.clone())));
+        let checker = self.checker.take().map(|c| tokio::spawn(c.run(shutdown.clone())));
         if let Some((listener, addr)) = self.http.take() {
             let app = if self.ops_only { api::ops_router(self.state.clone()) } else { api::router(self.state.clone()) };
             let limits = connection_limits(self.state.settings.connections, self.open_files);
@@ -262,6 +286,9 @@ impl Application {
         }
         if let Some(m) = medic {
             m.await.context("medic failed")?;
+        }
+        if let Some(c) = checker {
+            c.await.context("path checker failed")?;
         }
         Ok(())
     }

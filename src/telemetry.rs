@@ -96,6 +96,15 @@ fn describe() {
         "roller_health_observation_age_seconds",
         "The oldest observation of each kind (probe, power, taskcluster) at this process's last sweep"
     );
+    describe_counter!(
+        "roller_path_checks_total",
+        "Standing path checks (a login and a read, nothing changed), by path kind and outcome (ok, failed)"
+    );
+    describe_gauge!(
+        "roller_machines_without_path",
+        "Inventory machines roller has no way left to restart (every path their remediation could use failed \
+         its last check, or none is configured), as of the path checker's last look"
+    );
     describe_counter!("roller_medic_cycles_total", "Medic cycles, by mode (act, dry_run, plan)");
     describe_counter!("roller_medic_decisions_total", "Medic decisions on hung machines, by verdict");
     describe_counter!("roller_medic_gate_blocks_total", "Machines (or whole cycles) a medic gate stopped, by gate");

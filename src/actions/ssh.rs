@@ -44,7 +44,7 @@ pub async fn run(on: &Subject, cx: &ActionContext) -> Result<Report, ActionError
     .into())
 }
 
-fn ssh_target(m: &Machine) -> Result<SshTarget, ActionError> {
+pub(crate) fn ssh_target(m: &Machine) -> Result<SshTarget, ActionError> {
     let access = m.ssh.as_ref().ok_or_else(|| ActionError::Config(format!("{}: no [ssh] in the inventory", m.id)))?;
     let policy = if access.accept_new {
         HostKeyPolicy::AcceptNew(access.known_hosts.clone())

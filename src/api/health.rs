@@ -18,10 +18,11 @@ use super::wire::ErrorBody;
 use super::{AppState, Authenticated};
 use crate::breaker::BreakerRule;
 use crate::domain::WorkerId;
-use crate::health::rules::classify;
+use crate::health::rules::{classify, with_paths};
 use crate::health::{Hold, Observations, State};
 use crate::inventory::Machine;
 use crate::medic::memory::Memory;
+use crate::paths::{PathRecord, no_path};
 use crate::queue::records::RecordKind;
 
 /// How old each part of a machine's observations is, in seconds (`None`: never seen).
@@ -86,10 +87,18 @@ pub struct MachineHealth {
     pub breaker_open_until: Option<String>,
     /// What the medic remembers: its last remediation and outcome, failures in a row.
     pub medic: Option<Memory>,
+    /// Its last path checks (`null`: never checked): each path's outcome, reason and time.
+    pub paths: Option<PathRecord>,
 }
 
 fn pool(m: &Machine) -> Option<String> {
     Some(format!("{}/{}", m.provisioner_id.as_ref()?, m.worker_type.as_ref()?))
+}
+
+/// Why roller has no way left to restart `m`, by its path checks, if so.
+fn stranded(state: &AppState, m: &Machine, paths: Option<&PathRecord>) -> Option<String> {
+    let remediation = m.class.health.remediation.unwrap_or(state.settings.medic.remediation);
+    no_path(m, remediation, paths, state.settings.paths.enabled)
 }
 
 fn ages(o: &Observations, now: DateTime<Utc>) -> Ages {
@@ -127,6 +136,7 @@ pub async fn fleet(
     require(&caller, &state.settings.read_scope)?;
     let now = Utc::now();
     let (obs, holds) = snapshot(&state).await?;
+    let paths = crate::paths::snapshot(state.records.as_ref()).await?.machines;
     let inventory = state.inventory.current();
     let rule = state.settings.health.rule;
     let mut groups: BTreeMap<(&'static str, String), BTreeMap<String, u64>> = BTreeMap::new();
@@ -136,6 +146,7 @@ pub async fn fleet(
         let id = m.id.to_string();
         let o = obs.get(&id).unwrap_or(&empty);
         let h = classify(o, holds.get(&id), now, &rule.for_class(&m.class.health));
+        let h = with_paths(h, stranded(&state, m, paths.get(&id)));
         let p = pool(m);
         for key in [Some(("class", m.class.name.clone())), p.clone().map(|p| ("pool", p))].into_iter().flatten() {
             *groups.entry(key).or_default().entry(h.state.as_str().to_string()).or_default() += 1;
@@ -198,6 +209,8 @@ pub async fn machine(
         .unwrap_or_default();
     let hold = state.records.record(RecordKind::Hold, &key).await?.and_then(|r| Hold::from_record(&r));
     let h = classify(&observations, hold.as_ref(), now, &state.settings.health.rule.for_class(&m.class.health));
+    let paths = state.records.record(RecordKind::Paths, &key).await?.map(|r| PathRecord::from_record(&r));
+    let h = with_paths(h, stranded(&state, m, paths.as_ref()));
     let rule = BreakerRule { max_restarts: state.settings.safety.max_restarts, window: state.settings.safety.window };
     let (breaker, jobs) = rule.read(state.queue.as_ref(), &m.id).await?;
     let medic = state.records.record(RecordKind::Medic, &key).await?.map(|r| Memory::from_record(&r));
@@ -213,6 +226,7 @@ pub async fn machine(
         active_job: jobs.iter().find(|j| !j.state.is_final()).map(|j| j.id.to_string()),
         breaker_open_until: breaker.open_until.map(|t| t.to_rfc3339_opts(SecondsFormat::Secs, true)),
         medic,
+        paths,
     };
     let mut res = Json(body).into_response();
     res.extensions_mut().insert(log_fields(&caller.client_id, None));

@@ -15,6 +15,7 @@ mod jobs;
 mod machines;
 pub mod openapi;
 pub mod params;
+pub mod paths;
 pub mod server;
 pub mod tls;
 pub mod wire;
@@ -56,6 +57,8 @@ pub struct AppState {
     pub listen_port: u16,
     /// Wakes an in-process runner as soon as a job is queued (embedded mode).
     pub wake: Arc<Notify>,
+    /// Wakes an in-process path checker as soon as a check is asked for.
+    pub paths_wake: Arc<Notify>,
     /// Permits for live job streams (`/api/v1/jobs/{id}/events`).
     pub streams: Arc<Semaphore>,
     /// Cancelled when the process stops, so live streams end and shutdown is not held up.
@@ -218,6 +221,13 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/machines/{worker_id}/hold", post(medic::hold).fallback(method_not_allowed))
         .route("/api/v1/machines/{worker_id}/release", post(medic::release).fallback(method_not_allowed))
         .route("/api/v1/medic/decisions", get(medic::decisions).fallback(method_not_allowed))
+        .route("/api/v1/paths", get(paths::fleet_paths).fallback(method_not_allowed))
+        .route("/api/v1/paths/check", post(paths::check_shared_paths).fallback(method_not_allowed))
+        .route("/api/v1/machines/{worker_id}/paths", get(paths::machine_paths).fallback(method_not_allowed))
+        .route(
+            "/api/v1/machines/{worker_id}/paths/check",
+            post(paths::check_machine_paths).fallback(method_not_allowed),
+        )
         .route("/api/v1/medic/plan", post(medic::plan).fallback(method_not_allowed))
         .route("/api/v1/medic/allow", post(medic::allow).fallback(method_not_allowed))
         .route("/api/v1/whoami", get(machines::whoami).fallback(method_not_allowed))

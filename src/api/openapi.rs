@@ -10,7 +10,7 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, SecurityScheme};
 use utoipa::openapi::{OpenApiVersion, RefOr};
 use utoipa::{Modify, OpenApi};
 
-use super::{AppState, breaker, dockerflow, events, health, jobs, machines, medic, params, wire};
+use super::{AppState, breaker, dockerflow, events, health, jobs, machines, medic, params, paths, wire};
 use crate::config::Settings;
 
 #[derive(OpenApi)]
@@ -32,6 +32,10 @@ use crate::config::Settings;
         medic::decisions,
         medic::plan,
         medic::allow,
+        paths::fleet_paths,
+        paths::machine_paths,
+        paths::check_machine_paths,
+        paths::check_shared_paths,
         breaker::reset,
         machines::whoami,
         machines::machines,

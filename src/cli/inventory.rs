@@ -169,3 +169,39 @@ pub fn explain(settings: Settings, worker_id: &str, file: Option<&std::path::Pat
     }
     Ok(ExitCode::SUCCESS)
 }
+
+/// `roller explain`'s last part: the machine's path checks as a running roller has them
+/// (last check time, each path ok or failed with the reason). A roller that does not
+/// answer is said, not an error: explain touches nothing and needs no server.
+pub async fn explain_paths(client: &super::client::Client, id: &WorkerId) {
+    let a = match client.get(&format!("/api/v1/machines/{id}/paths")).await {
+        Ok(a) => a,
+        Err(e) => {
+            say!("  path checks: cannot ask a running roller ({e:#})");
+            return;
+        }
+    };
+    if a.status != 200 {
+        say!("  path checks: roller answered HTTP {}: {}", a.status, a.body["detail"].as_str().unwrap_or(""));
+        return;
+    }
+    let Ok(m) = serde_json::from_value::<crate::api::paths::MachinePaths>(a.body) else {
+        say!("  path checks: roller's answer is not what this version reads");
+        return;
+    };
+    let kinds: Vec<&str> = m.remediation_paths.iter().map(|k| k.as_str()).collect();
+    say!("  paths its remediation could use: {}", if kinds.is_empty() { "none".into() } else { kinds.join(", ") });
+    match m.last.as_ref().and_then(|r| r.checked_at.map(|t| (r, t))) {
+        None => say!("  path checks: never checked (`roller paths check {id}` checks it now)"),
+        Some((r, at)) => {
+            say!("  path checks: last checked {at}");
+            super::paths::print_record(r);
+        }
+    }
+    if m.requested.is_some() {
+        say!("  a path check is asked for and not started yet");
+    }
+    if let Some(why) = &m.no_path {
+        say!("  NO PATH: {why}");
+    }
+}

@@ -21,6 +21,7 @@ mod inventory;
 mod jobs;
 mod medic;
 pub mod output;
+mod paths;
 mod run;
 mod serve;
 pub mod tc_actions;
@@ -74,13 +75,34 @@ enum Command {
         command: InventoryCommand,
     },
     /// Explain, without touching hardware, what `reboot` would do for a machine: which
-    /// steps of its chain run, which are skipped for missing configuration, and the proof.
+    /// steps of its chain run, which are skipped for missing configuration, and the proof;
+    /// then its last path checks, read from a running roller when one answers.
     Explain {
         /// The machine's worker id.
         worker_id: String,
         /// Inventory file [default: the configured one (ROLLER_INVENTORY / inventory)].
         #[arg(long)]
         inventory: Option<PathBuf>,
+        /// The roller to read path checks from [default: http://<server.bind>].
+        #[arg(long, env = "ROLLER_URL")]
+        url: Option<String>,
+        /// Credentials file [default: <data_dir>/admin-credentials.json]; TASKCLUSTER_CLIENT_ID and
+        /// TASKCLUSTER_ACCESS_TOKEN take precedence when both are set.
+        #[arg(long)]
+        credentials: Option<PathBuf>,
+    },
+    /// Standing path checks through a running roller: prove machines' BMC, PDU, ssh, iLO and
+    /// Xen paths and roller's shared credentials usable, changing nothing.
+    Paths {
+        /// The roller to talk to [default: http://<server.bind>].
+        #[arg(long, env = "ROLLER_URL", global = true)]
+        url: Option<String>,
+        /// Credentials file [default: <data_dir>/admin-credentials.json]; TASKCLUSTER_CLIENT_ID and
+        /// TASKCLUSTER_ACCESS_TOKEN take precedence when both are set.
+        #[arg(long, global = true)]
+        credentials: Option<PathBuf>,
+        #[command(subcommand)]
+        command: PathsCommand,
     },
     /// Print the Taskcluster worker-context action definitions for the enabled tasks, and with
     /// --declare send them with queue.declareProvisioner. Taskcluster v39 and later accept that
@@ -176,6 +198,38 @@ enum MedicCommand {
         batch: usize,
         #[arg(long)]
         reason: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum PathsCommand {
+    /// Check machines' paths (names, --file, --select) and roller's shared credentials now,
+    /// in the server, and print each path's outcome (needs <scope_prefix>paths:check). Exit 0
+    /// when every path checked is ok; 1 when one failed, a machine has no path left, or a
+    /// result did not come in time.
+    Check {
+        /// Machines (worker ids); none: the shared credentials only.
+        worker_ids: Vec<String>,
+        /// Worker ids, one per line (`#` starts a comment); `-` reads standard input.
+        #[arg(long)]
+        file: Option<PathBuf>,
+        /// Machines from the inventory: group=<group> or class=<class> (repeat to narrow).
+        #[arg(long)]
+        select: Vec<String>,
+        /// Inventory for --select [default: the configured one].
+        #[arg(long)]
+        inventory: Option<PathBuf>,
+        /// How long to wait for the results, in seconds.
+        #[arg(long, default_value_t = 300)]
+        wait_secs: u64,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Every machine's last path checks, roller's shared credentials' and the checker's last look.
+    Show {
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -310,7 +364,42 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::TcActions { base_url, declare } => {
             tc_actions::tc_actions(load(&cli)?, base_url, declare.as_deref()).await
         }
-        Command::Explain { worker_id, inventory } => inventory::explain(load(&cli)?, worker_id, inventory.as_deref()),
+        Command::Explain { worker_id, inventory, url, credentials } => {
+            let code = inventory::explain(load(&cli)?, worker_id, inventory.as_deref())?;
+            if code == ExitCode::SUCCESS {
+                // What the path checks found, from a running roller; none running is no error.
+                match api_client(&cli, url, credentials) {
+                    Ok(client) => inventory::explain_paths(&client, &WorkerId::parse(worker_id)?).await,
+                    Err(e) => say!("  path checks: cannot ask a running roller ({e:#})"),
+                }
+            }
+            Ok(code)
+        }
+        Command::Paths { url, credentials, command } => {
+            let client = api_client(&cli, url, credentials)?;
+            match command {
+                PathsCommand::Check { worker_ids, file, select, inventory, wait_secs, json } => {
+                    let s = load(&cli)?;
+                    let machines = if worker_ids.is_empty() && file.is_none() && select.is_empty() {
+                        Vec::new()
+                    } else {
+                        let inventory = inventory.as_deref().or(s.inventory_path.as_deref());
+                        fleet::targets(&fleet::Selection {
+                            names: worker_ids,
+                            file: file.as_deref(),
+                            select,
+                            inventory: inventory.filter(|p| !select.is_empty() || p.exists()),
+                            default_group: "none",
+                        })?
+                        .into_iter()
+                        .map(|(w, _)| w)
+                        .collect()
+                    };
+                    paths::check(&client, machines, std::time::Duration::from_secs(*wait_secs), *json).await
+                }
+                PathsCommand::Show { json } => paths::show(&client, *json).await,
+            }
+        }
         Command::CheckConfig => Ok(inventory::check_config(&load(&cli)?)),
         Command::Serve => serve::serve(load(&cli)?, Mode::Serve).await,
         Command::Run { task, machines } => {

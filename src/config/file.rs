@@ -33,6 +33,17 @@ pub struct FileConfig {
     pub dns: DnsFile,
     pub health: HealthFile,
     pub medic: MedicFile,
+    pub paths: PathsFile,
+}
+
+/// `[paths]`: the standing path checks.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PathsFile {
+    pub enabled: Option<bool>,
+    pub interval_secs: Option<u64>,
+    pub max_per_minute: Option<u64>,
+    pub concurrency: Option<u64>,
 }
 
 /// `[medic]`: heal hung workers behind safety gates.

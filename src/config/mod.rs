@@ -14,6 +14,7 @@
 
 mod file;
 mod medic;
+mod paths;
 mod sections;
 mod simplemdm;
 mod tls;
@@ -93,6 +94,8 @@ pub struct Settings {
     pub health: HealthSettings,
     /// The medic that heals hung workers.
     pub medic: crate::medic::MedicSettings,
+    /// The standing path checks.
+    pub paths: crate::paths::PathSettings,
 }
 
 /// `[health]`: whether this process may sweep, how often, and the hung rule.
@@ -295,6 +298,7 @@ impl Settings {
         let dns = sections::dns(&l, file.dns)?;
         let health = sections::health(&l, file.health)?;
         let medic = medic::medic(&l, file.medic, &health, &enabled_tasks)?;
+        let paths = paths::paths(&l, file.paths)?;
         Ok(Settings {
             data_dir,
             inventory_path: l.env_path("ROLLER_INVENTORY").or(file.inventory),
@@ -325,6 +329,7 @@ impl Settings {
             notify,
             health,
             medic,
+            paths,
         })
     }
 

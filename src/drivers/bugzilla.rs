@@ -115,6 +115,17 @@ impl Bugzilla {
         format!("{}show_bug.cgi?id={id}", self.base)
     }
 
+    /// Whose API key this is (`GET /rest/whoami`): the account's login name. An invalid
+    /// or revoked key is refused. Reads nothing else and changes nothing.
+    pub async fn whoami(&self, cancel: &CancellationToken) -> Result<String, BugzillaError> {
+        let v = self.call(Method::GET, "rest/whoami", &[], None, cancel).await?;
+        v.get("name")
+            .or_else(|| v.get("login"))
+            .and_then(Value::as_str)
+            .map(String::from)
+            .ok_or_else(|| protocol(&Method::GET, "rest/whoami", "no name in the answer".into()))
+    }
+
     /// A bug by id or alias; `None` when Bugzilla has no such bug.
     pub async fn get(&self, id_or_alias: &str, cancel: &CancellationToken) -> Result<Option<Bug>, BugzillaError> {
         let path = format!("rest/bug/{}", super::path_segment(id_or_alias));

@@ -9,6 +9,11 @@
 //! process, and a test can have its own. Keys are the device's address as
 //! configured (`host:port`). Waits are cancellable and bounded by the callers' own
 //! timeouts.
+//!
+//! [`Gates::background`] is the same gates at the lowest priority, for work no job waits
+//! on (the standing path checks): such a caller takes a slot only when the device is
+//! idle (every slot free), one background caller per device at a time, so a job that
+//! arrives meanwhile waits for at most that one call, never for a queue of them.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -35,6 +40,11 @@ struct Device {
     permits: Arc<Semaphore>,
     /// When the last power-on to this device was allowed to go out.
     last_power_on: Arc<tokio::sync::Mutex<Option<Instant>>>,
+    /// One background caller per device at a time (see [`Gates::background`]).
+    background: Arc<Semaphore>,
+    /// Told whenever a slot is given back, so a background caller waiting for the
+    /// device to be idle looks again (no polling).
+    freed: tokio::sync::Notify,
 }
 
 struct Inner {
@@ -44,7 +54,26 @@ struct Inner {
 
 /// The per-device limits of one process; clones share the devices' slots and turns.
 #[derive(Clone)]
-pub struct Gates(Arc<Inner>);
+pub struct Gates {
+    inner: Arc<Inner>,
+    /// This view takes slots at the lowest priority ([`Gates::background`]).
+    background: bool,
+}
+
+/// A slot on one device, given back when dropped.
+pub struct Slot {
+    permit: Option<OwnedSemaphorePermit>,
+    _lane: Option<OwnedSemaphorePermit>,
+    device: Arc<Device>,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        // The slot first, then the news: a background caller woken now sees it free.
+        drop(self.permit.take());
+        self.device.freed.notify_waiters();
+    }
+}
 
 impl Default for Gates {
     /// The default limits, shared by this value's clones only: a process builds its
@@ -56,39 +85,83 @@ impl Default for Gates {
 
 impl std::fmt::Debug for Gates {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Gates").field("settings", &self.0.settings).finish_non_exhaustive()
+        f.debug_struct("Gates")
+            .field("settings", &self.inner.settings)
+            .field("background", &self.background)
+            .finish_non_exhaustive()
     }
 }
 
 impl Gates {
     pub fn new(s: GateSettings) -> Self {
         let settings = GateSettings { concurrency: s.concurrency.max(1), ..s };
-        Gates(Arc::new(Inner { settings, devices: Mutex::default() }))
+        Gates { inner: Arc::new(Inner { settings, devices: Mutex::default() }), background: false }
     }
 
     pub fn settings(&self) -> GateSettings {
-        self.0.settings
+        self.inner.settings
+    }
+
+    /// The same devices' gates, for work at the lowest priority: [`Gates::enter`] through
+    /// this view waits until the device is idle and takes one slot, one such caller per
+    /// device at a time. A job's call never waits behind more than one of them.
+    pub fn background(&self) -> Gates {
+        Gates { inner: self.inner.clone(), background: true }
     }
 
     fn device(&self, key: &str) -> Arc<Device> {
-        let mut map = self.0.devices.lock().unwrap_or_else(|p| p.into_inner());
+        let mut map = self.inner.devices.lock().unwrap_or_else(|p| p.into_inner());
         map.entry(key.to_string())
             .or_insert_with(|| {
                 Arc::new(Device {
-                    permits: Arc::new(Semaphore::new(self.0.settings.concurrency)),
+                    permits: Arc::new(Semaphore::new(self.inner.settings.concurrency)),
                     last_power_on: Arc::new(tokio::sync::Mutex::new(None)),
+                    background: Arc::new(Semaphore::new(1)),
+                    freed: tokio::sync::Notify::new(),
                 })
             })
             .clone()
     }
 
     /// A slot for one call to the device `key`; `None` when cancelled while waiting.
-    pub async fn enter(&self, key: &str, cancel: &CancellationToken) -> Option<OwnedSemaphorePermit> {
-        let permits = self.device(key).permits.clone();
-        tokio::select! {
+    pub async fn enter(&self, key: &str, cancel: &CancellationToken) -> Option<Slot> {
+        let device = self.device(key);
+        if self.background {
+            return self.enter_idle(device, cancel).await;
+        }
+        let permits = device.permits.clone();
+        let permit = tokio::select! {
             biased;
             _ = cancel.cancelled() => None,
             p = permits.acquire_owned() => p.ok(),
+        }?;
+        Some(Slot { permit: Some(permit), _lane: None, device })
+    }
+
+    /// The background way in: this device's one background lane, then a slot once every
+    /// slot is free. Jobs queued on the semaphore get freed slots before this sees them.
+    async fn enter_idle(&self, device: Arc<Device>, cancel: &CancellationToken) -> Option<Slot> {
+        let lane = tokio::select! {
+            biased;
+            _ = cancel.cancelled() => None,
+            l = device.background.clone().acquire_owned() => l.ok(),
+        }?;
+        loop {
+            // Registered before looking, so a slot freed in between is not missed.
+            let watch = device.clone();
+            let freed = watch.freed.notified();
+            tokio::pin!(freed);
+            freed.as_mut().enable();
+            if device.permits.available_permits() >= self.inner.settings.concurrency
+                && let Ok(permit) = device.permits.clone().try_acquire_owned()
+            {
+                return Some(Slot { permit: Some(permit), _lane: Some(lane), device });
+            }
+            tokio::select! {
+                biased;
+                _ = cancel.cancelled() => return None,
+                _ = freed => {}
+            }
         }
     }
 
@@ -101,7 +174,7 @@ impl Gates {
             _ = cancel.cancelled() => return None,
         };
         if let Some(prev) = *last {
-            let at = prev + self.0.settings.stagger;
+            let at = prev + self.inner.settings.stagger;
             if at > Instant::now() {
                 tracing::info!(
                     device = key,
@@ -169,9 +242,43 @@ mod tests {
         let cancel = CancellationToken::new();
         let held = one.enter("bmc:623", &cancel).await.expect("a slot");
         // A clone sees the slot taken; another process's (another value's) gate does not.
-        assert!(one.clone().0.devices.lock().unwrap()["bmc:623"].permits.available_permits() == 0);
+        assert!(one.clone().inner.devices.lock().unwrap()["bmc:623"].permits.available_permits() == 0);
         assert!(Gates::new(one.settings()).enter("bmc:623", &cancel).await.is_some());
         drop(held);
         assert!(one.clone().enter("bmc:623", &cancel).await.is_some());
+    }
+
+    #[tokio::test]
+    async fn a_background_caller_waits_for_an_idle_device_and_yields_to_jobs() {
+        let gates = Gates::new(GateSettings { concurrency: 2, stagger: Duration::ZERO });
+        let background = gates.background();
+        let cancel = CancellationToken::new();
+        // A job holds one of two slots: the device is not idle, so the background waits.
+        let job = gates.enter("bmc:623", &cancel).await.expect("a slot");
+        let waiting = tokio::spawn({
+            let (b, c) = (background.clone(), cancel.clone());
+            async move { b.enter("bmc:623", &c).await.is_some() }
+        });
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished(), "a busy device makes the background wait");
+        // Another job still gets the free slot at once.
+        let second = gates.enter("bmc:623", &cancel).await.expect("the job is not held up");
+        drop(second);
+        drop(job);
+        assert!(waiting.await.unwrap(), "an idle device lets the background in");
+        // While a background caller holds a slot, a job takes the other at once, and a
+        // second background caller waits for the first.
+        let held = background.enter("bmc:623", &cancel).await.expect("idle");
+        assert!(gates.enter("bmc:623", &cancel).await.is_some());
+        let other = CancellationToken::new();
+        let queued = tokio::spawn({
+            let (b, c) = (background.clone(), other.clone());
+            async move { b.enter("bmc:623", &c).await.is_some() }
+        });
+        tokio::task::yield_now().await;
+        assert!(!queued.is_finished(), "one background caller per device");
+        other.cancel();
+        assert!(!queued.await.unwrap(), "a cancelled background wait gives up");
+        drop(held);
     }
 }

@@ -476,7 +476,7 @@ async fn send_set(
     let oid = outlet.control_oid();
     // One device slot for the SET (a PDU's agent handles little at once), then,
     // for a power-on, its turn: outlets of one PDU come on `stagger` apart (inrush current).
-    let key = format!("pdu:{}:{}", target.host, target.port);
+    let key = gate_key(target);
     let _slot = target.gate.enter(&key, cancel).await.ok_or(SnmpError::Cancelled)?;
     // Held until the PDU has answered (see `gate::PowerOnTurn`).
     let _turn = match action {
@@ -513,6 +513,24 @@ pub async fn outlet_status(
 ) -> Result<OutletStatus, SnmpError> {
     let addr = resolve(target, cancel).await?;
     read_status(target, addr, outlet, cancel).await
+}
+
+/// Read `outletStatus` of one outlet holding a slot on the PDU, as a SET does: for reads
+/// that no job waits on (the standing path checks, through [`Gates::background`]), so
+/// they keep out of the way of the PDU's jobs. Nothing is set.
+pub async fn outlet_status_in_slot(
+    target: &PduTarget,
+    outlet: Outlet,
+    cancel: &CancellationToken,
+) -> Result<OutletStatus, SnmpError> {
+    let addr = resolve(target, cancel).await?;
+    let _slot = target.gate.enter(&gate_key(target), cancel).await.ok_or(SnmpError::Cancelled)?;
+    read_status(target, addr, outlet, cancel).await
+}
+
+/// The PDU as the per-device limits know it.
+fn gate_key(target: &PduTarget) -> String {
+    format!("pdu:{}:{}", target.host, target.port)
 }
 
 /// SET `outletControlAction`, then read the status back. An SNMP error from

@@ -49,6 +49,10 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
+mod authenticate;
+
+pub use authenticate::{HostKeySeen, authenticate};
+
 /// The commands tried, in order. The second is the Windows form (OpenSSH for
 /// Windows hosts in the original fleet).
 pub const COMMANDS: [&str; 2] = ["reboot", "shutdown -f -t 3 -r"];
@@ -244,7 +248,7 @@ async fn reboot_inner(t: &SshTarget) -> Result<RebootRequest, SshError> {
     validate_host(&t.host)?;
     let key = load_key(&t.key_file).await?;
     let heard = Arc::new(Heard(Mutex::new(Instant::now())));
-    let session = match tokio::time::timeout(t.connect_timeout, connect(t, key, heard.clone())).await {
+    let session = match tokio::time::timeout(t.connect_timeout, connect(t, key, heard.clone(), None)).await {
         Ok(r) => r?,
         Err(_) => return Err(t.timeout("connect", t.connect_timeout)),
     };
@@ -332,6 +336,9 @@ struct Client {
     host: String,
     port: u16,
     policy: HostKeyPolicy,
+    /// `Some`: a check that writes nothing: an accept-new key is noted here (its
+    /// fingerprint) instead of being recorded.
+    dry: Option<Arc<Mutex<Option<String>>>>,
 }
 
 impl russh::client::Handler for Client {
@@ -383,6 +390,10 @@ impl Client {
                 // the pin.
                 if !known_host_keys_path(&self.host, self.port, path).map_err(file_err)?.is_empty() {
                     return Err(unknown());
+                }
+                if let Some(dry) = &self.dry {
+                    *dry.lock().unwrap_or_else(|p| p.into_inner()) = Some(fingerprint);
+                    return Ok(true);
                 }
                 learn_known_hosts_path(&self.host, self.port, key, path).map_err(file_err)?;
                 tracing::warn!(host = %self.host, port = self.port, %fingerprint, file = %path.display(),
@@ -452,6 +463,7 @@ async fn connect(
     t: &SshTarget,
     key: russh::keys::PrivateKey,
     heard: Arc<Heard>,
+    dry: Option<Arc<Mutex<Option<String>>>>,
 ) -> Result<russh::client::Handle<Client>, SshError> {
     let connect_err = |source| SshError::Connect { host: t.host.clone(), port: t.port, source };
     let stream = TcpStream::connect((t.host.as_str(), t.port)).await.map_err(connect_err)?;
@@ -467,7 +479,7 @@ async fn connect(
         keepalive_max: 0,
         ..Default::default()
     });
-    let handler = Client { host: t.host.clone(), port: t.port, policy: t.host_keys.clone() };
+    let handler = Client { host: t.host.clone(), port: t.port, policy: t.host_keys.clone(), dry };
     let stream = Watched { inner: stream, heard };
     let mut session = russh::client::connect_stream(config, stream, handler).await.map_err(|e| match e {
         HandlerError::Ours(e) => e,

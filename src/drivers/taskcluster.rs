@@ -147,6 +147,23 @@ impl TaskclusterClient {
         self.send(CALL, reqwest::Method::PUT, url, &body, cancel).await
     }
 
+    /// `auth.currentScopes`: the scopes these credentials hold, which proves them valid
+    /// (a wrong or expired token is refused). Changes nothing.
+    pub async fn current_scopes(&self, cancel: &CancellationToken) -> Result<Vec<String>, TaskclusterError> {
+        #[derive(serde::Deserialize)]
+        struct Scopes {
+            scopes: Vec<String>,
+        }
+        let url = self.url("api/auth/v1/scopes/current");
+        let s: Scopes = self.read("auth.currentScopes", reqwest::Method::GET, url, None, cancel).await?;
+        Ok(s.scopes)
+    }
+
+    /// Whether requests are signed.
+    pub fn signed(&self) -> bool {
+        self.credentials.is_some()
+    }
+
     /// A call whose answer roller only reports: its JSON (null when the body is not
     /// JSON, as notify's 204 for a duplicate is not), or the refusal.
     async fn send(

@@ -136,6 +136,19 @@ pub async fn reboot_vm_after(
     .await
 }
 
+/// The power state XenAPI reports for the VM with `vm_uuid` (`Running`, `Halted` …):
+/// log in, `VM.get_by_uuid`, `VM.get_power_state`, log out. Changes nothing; the
+/// standing path checks use it to prove the pool master, the account and the VM.
+pub async fn vm_power_state(t: &XenTarget, vm_uuid: &str, cancel: &CancellationToken) -> Result<String, XenError> {
+    in_session(t, cancel, async |client: &Client, session: &str| {
+        let vm = client.call("VM.get_by_uuid", vec![s(session), s(vm_uuid)], cancel).await?;
+        let vm = as_string("VM.get_by_uuid", &vm)?;
+        let power = client.call("VM.get_power_state", vec![s(session), s(&vm)], cancel).await?;
+        as_string("VM.get_power_state", &power)
+    })
+    .await
+}
+
 /// Start the VM with `vm_uuid` unless it is running already: the repair for a reboot
 /// interrupted between its shutdown and its start. `Ok(true)` when it was started.
 pub async fn ensure_vm_running(t: &XenTarget, vm_uuid: &str, cancel: &CancellationToken) -> Result<bool, XenError> {

@@ -8,7 +8,9 @@
 //!   the same picture.
 //! - [`rules`]: the health state of a machine from its observations and its hold:
 //!   `hung` (the class's rule matched), `down`, `off`, `quarantined`, `held`,
-//!   `unknown` (too old to trust), `busy`, `idle`, `ok`.
+//!   `unknown` (too old to trust), `busy`, `idle`, `ok`; and `no_path` over any of them
+//!   but `held` when the path checks leave roller no way to restart it
+//!   ([`rules::with_paths`]).
 //!
 //! This module observes; it never acts. The medic (issue 15's next part) reads these
 //! states and enqueues jobs like any client.
@@ -125,6 +127,10 @@ impl Observations {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum State {
+    /// Roller has no way left to restart it: every path its remediation could use failed
+    /// its last check, or none is configured (`paths::no_path`). Needs a person before it
+    /// is needed; the medic never queues a remediation for it.
+    NoPath,
     /// The class's hung rule matched: not answering and not doing its work.
     Hung,
     /// Not answering its probe; power on or unknown.
@@ -145,7 +151,8 @@ pub enum State {
 }
 
 impl State {
-    pub const ALL: [State; 9] = [
+    pub const ALL: [State; 10] = [
+        State::NoPath,
         State::Hung,
         State::Down,
         State::Off,
@@ -159,6 +166,7 @@ impl State {
 
     pub fn as_str(self) -> &'static str {
         match self {
+            State::NoPath => "no_path",
             State::Hung => "hung",
             State::Down => "down",
             State::Off => "off",

@@ -132,6 +132,19 @@ pub fn classify(obs: &Observations, hold: Option<&Hold>, now: DateTime<Utc>, rul
     }
 }
 
+/// `h` with the path checks' verdict laid over it: a machine roller has no way left to
+/// restart (`no_path`: the reason, from `paths::no_path`) is `no_path` whatever it would
+/// otherwise be, with what it would otherwise be in the reason, so an operator fixes the
+/// way in before it is needed. A hold still comes first: someone is on it.
+pub fn with_paths(h: Health, no_path: Option<String>) -> Health {
+    match no_path {
+        Some(why) if h.state != State::Held => {
+            Health { state: State::NoPath, reason: format!("{why} (otherwise {}: {})", h.state.as_str(), h.reason) }
+        }
+        _ => h,
+    }
+}
+
 /// Why a silent machine is hung by the rule, if it is.
 fn hung(obs: &Observations, now: DateTime<Utc>, rule: &HealthRule) -> Option<String> {
     let w = &obs.worker.as_ref()?.value;
@@ -263,6 +276,20 @@ mod tests {
         let mut off = hung.clone();
         off.power = Some(Seen::new(t(1), PowerObs { source: "ipmi".into(), state: Power::Off, error: None }));
         assert_eq!(state(&off), State::Off);
+    }
+
+    #[test]
+    fn no_path_lies_over_every_state_but_held() {
+        let hung = with_task(probed(false), run("exception", 50, Some(25)), 0);
+        let h = with_paths(classify(&hung, None, now(), &HealthRule::default()), Some("no remediation path: x".into()));
+        assert_eq!(h.state, State::NoPath);
+        assert!(h.reason.starts_with("no remediation path: x (otherwise hung: "), "{}", h.reason);
+        let ok = with_paths(classify(&probed(true), None, now(), &HealthRule::default()), Some("none".into()));
+        assert_eq!(ok.state, State::NoPath, "found before it is needed, while the machine is fine");
+        let hold = Hold { at: t(10), by: "ops".into(), reason: "bad RAM".into(), until: None };
+        let held = with_paths(classify(&hung, Some(&hold), now(), &HealthRule::default()), Some("none".into()));
+        assert_eq!(held.state, State::Held);
+        assert_eq!(with_paths(classify(&hung, None, now(), &HealthRule::default()), None).state, State::Hung);
     }
 
     #[test]

@@ -87,6 +87,10 @@ pub struct Sweeper {
     pub rule: super::rules::HealthRule,
     /// This process, as the lease names it.
     pub holder: String,
+    /// The remediation and `[paths] enabled`, for the path checks' verdict (`no_path`)
+    /// in the state gauges.
+    pub remediation: crate::task::Task,
+    pub paths_checked: bool,
 }
 
 struct Silent;
@@ -248,6 +252,7 @@ impl Sweeper {
             Ok(h) => h.into_iter().filter_map(|(k, r)| Some((k, super::Hold::from_record(&r)?))).collect(),
             Err(_) => HashMap::new(),
         };
+        let paths = crate::paths::snapshot(self.records.as_ref()).await.map(|s| s.machines).unwrap_or_default();
         let now = Utc::now();
         let mut counts: BTreeMap<super::State, u64> = super::State::ALL.iter().map(|s| (*s, 0)).collect();
         let mut oldest = [0i64; 3];
@@ -256,6 +261,9 @@ impl Sweeper {
             let id = m.id.to_string();
             let o = obs.get(&id).unwrap_or(&empty);
             let h = super::rules::classify(o, holds.get(&id), now, &self.rule.for_class(&m.class.health));
+            let remediation = m.class.health.remediation.unwrap_or(self.remediation);
+            let stranded = crate::paths::no_path(m, remediation, paths.get(&id), self.paths_checked);
+            let h = super::rules::with_paths(h, stranded);
             *counts.entry(h.state).or_default() += 1;
             let ages = [
                 o.probe.as_ref().map(|s| s.age(now)),

@@ -25,6 +25,7 @@ use crate::health::rules::{HealthRule, classify};
 use crate::health::{Hold, Observations, State};
 use crate::inventory::InventoryHandle;
 use crate::notify::Notifier;
+use crate::paths::{PathRecord, no_path};
 use crate::queue::records::{RecordKind, Records, while_held};
 use crate::queue::{NewJob, Queue, QueueError};
 
@@ -54,6 +55,9 @@ pub struct Medic {
     pub wake: Arc<Notify>,
     /// This process, as the lease names it.
     pub holder: String,
+    /// `[paths] enabled`: a machine with nothing its remediation could use configured
+    /// counts as having no path (failed checks count either way).
+    pub paths_checked: bool,
 }
 
 fn parse<T>(records: Vec<(String, String)>, f: impl Fn(&str) -> Option<T>) -> BTreeMap<String, T> {
@@ -98,6 +102,7 @@ impl Medic {
         let mut holds = parse(self.records.records(RecordKind::Hold).await?, Hold::from_record);
         holds.retain(|_, h| h.active(now));
         let mut memory = parse(self.records.records(RecordKind::Medic).await?, |r| Some(Memory::from_record(r)));
+        let paths = parse(self.records.records(RecordKind::Paths).await?, |r| Some(PathRecord::from_record(r)));
         // Alerts already sent by the previous cycle are not sent again while they last.
         let previous: Vec<String> = self
             .records
@@ -155,6 +160,7 @@ impl Medic {
                 active_job = jobs.iter().find(|j| !j.state.is_final()).map(|j| j.id.to_string());
                 breaker_until = b.open_until;
             }
+            let remediation = m.class.health.remediation.unwrap_or(self.settings.remediation);
             entries.push(Entry {
                 machine: m,
                 obs: o,
@@ -164,7 +170,8 @@ impl Medic {
                 memory: memory.get(&id).unwrap_or(&blank),
                 active_job,
                 breaker_until,
-                remediation: m.class.health.remediation.unwrap_or(self.settings.remediation),
+                remediation,
+                no_path: no_path(m, remediation, paths.get(&id), self.paths_checked),
             });
         }
         let p = plan(&entries, &self.settings, batch.as_ref(), now);

@@ -94,6 +94,9 @@ pub enum Gate {
     BlastRadius,
     /// Held by an operator or by the medic.
     Hold,
+    /// Roller has no way left to restart it (its paths failed their checks, or none is
+    /// configured): a job would be futile, so the medic alerts for a person instead.
+    NoPath,
     /// Its previous remediation is still running or being proven.
     Remediating,
     /// Another job for it is queued or running.
@@ -107,10 +110,11 @@ pub enum Gate {
 }
 
 impl Gate {
-    pub const ALL: [Gate; 8] = [
+    pub const ALL: [Gate; 9] = [
         Gate::Freshness,
         Gate::BlastRadius,
         Gate::Hold,
+        Gate::NoPath,
         Gate::Remediating,
         Gate::Lock,
         Gate::Busy,
@@ -123,6 +127,7 @@ impl Gate {
             Gate::Freshness => "freshness",
             Gate::BlastRadius => "blast_radius",
             Gate::Hold => "hold",
+            Gate::NoPath => "no_path",
             Gate::Remediating => "remediating",
             Gate::Lock => "lock",
             Gate::Busy => "busy",

@@ -13,7 +13,9 @@
 //!    and alerts: that many at once is an outage (a switch, a PDU, Taskcluster
 //!    itself), which resets would only make worse. An operator's one-time batch
 //!    override lets one such cycle act on at most that many.
-//! 3. **Per machine**, in order: a hold; a remediation still in flight; another job
+//! 3. **Per machine**, in order: a hold; no path (every way the remediation could go
+//!    failed its last path check, or none is configured: the job would be futile, so
+//!    the medic alerts for a person instead); a remediation still in flight; another job
 //!    queued or running (the per-machine lock); Taskcluster showing a fresh task
 //!    running (busy); the reboot-loop breaker; what the remediation needs.
 //!
@@ -46,6 +48,8 @@ pub struct Entry<'a> {
     pub breaker_until: Option<DateTime<Utc>>,
     /// The class's remediation.
     pub remediation: Task,
+    /// Why roller has no way left to run the remediation on it (`paths::no_path`), if so.
+    pub no_path: Option<String>,
 }
 
 /// What the gates decided.
@@ -179,6 +183,9 @@ pub fn plan(entries: &[Entry<'_>], s: &MedicSettings, batch: Option<&BatchOverri
             skip(Gate::Freshness, d)
         } else if let Some(h) = e.hold {
             skip(Gate::Hold, format!("held by {}: {}", h.by, h.reason))
+        } else if let Some(why) = &e.no_path {
+            p.alerts.push(format!("{} is hung and roller cannot remediate it: {why}; it needs a person", m.id));
+            skip(Gate::NoPath, format!("{why}: {} would be futile, alerting instead", e.remediation))
         } else if let Some(r) = e.memory.in_flight() {
             skip(Gate::Remediating, format!("its remediation {} (job {}) is not finished", r.task_name, r.job_id))
         } else if let Some(j) = &e.active_job {
@@ -320,6 +327,7 @@ mod tests {
         memory: Vec<Memory>,
         jobs: Vec<Option<String>>,
         breaker: Vec<Option<DateTime<Utc>>>,
+        no_path: Vec<Option<String>>,
     }
 
     impl World {
@@ -335,6 +343,7 @@ mod tests {
                 memory: vec![Memory::default(); n],
                 jobs: vec![None; n],
                 breaker: vec![None; n],
+                no_path: vec![None; n],
             }
         }
 
@@ -353,6 +362,7 @@ mod tests {
                         active_job: self.jobs[i].clone(),
                         breaker_until: self.breaker[i],
                         remediation: Task::Reboot,
+                        no_path: self.no_path[i].clone(),
                     }
                 })
                 .collect();
@@ -498,5 +508,25 @@ mod tests {
         );
         assert!(p.decisions[0].detail.contains("bad disk"));
         assert!(p.decisions[3].detail.contains("running task T"), "{}", p.decisions[3].detail);
+    }
+
+    #[test]
+    fn a_machine_without_a_path_is_not_remediated_but_escalated() {
+        let mut w = World::new(60, &[0, 1]);
+        w.no_path[0] = Some("no remediation path: every way roller could restart it failed its last check".into());
+        w.holds[1] = Some(Hold { at: ago(5), by: "ops".into(), reason: "on it".into(), until: None });
+        w.no_path[1] = w.no_path[0].clone();
+        let p = w.plan(&MedicSettings { max_fraction: 0.5, ..Default::default() }, None);
+        assert_eq!(
+            verdicts(&p),
+            vec![
+                ("m0".into(), Verdict::Skipped, Some(Gate::NoPath)),
+                ("m1".into(), Verdict::Skipped, Some(Gate::Hold))
+            ]
+        );
+        assert!(p.decisions[0].detail.contains("failed its last check") && p.decisions[0].detail.contains("futile"));
+        // One alert, for the machine nobody holds: a person must look.
+        assert_eq!(p.alerts.len(), 1, "{:?}", p.alerts);
+        assert!(p.alerts[0].starts_with("m0 is hung and roller cannot remediate it"), "{}", p.alerts[0]);
     }
 }

@@ -22,6 +22,8 @@ pub enum RecordKind {
     Hold,
     /// The medic's memory of a machine (remediations, consecutive failures).
     Medic,
+    /// A machine's last path checks (and the checker's own: requests, its status).
+    Paths,
 }
 
 impl RecordKind {
@@ -30,6 +32,7 @@ impl RecordKind {
             RecordKind::Observations => "observations",
             RecordKind::Hold => "hold",
             RecordKind::Medic => "medic",
+            RecordKind::Paths => "paths",
         }
     }
 }

@@ -1,7 +1,7 @@
 //! A Taskcluster stand-in (its services are not installable here) for every call roller
 //! makes: the queue's worker-state reads (`listWorkers`, `getWorker`, `status`,
 //! `statuses`, `pendingTasks`, `taskQueueCounts`), `quarantineWorker`,
-//! `declareProvisioner`, and notify's `email`, `matrix` and `slack`. It follows the
+//! `declareProvisioner`, notify's `email`, `matrix` and `slack`, and auth's `currentScopes`. It follows the
 //! published API (routes, query patterns, schemas in services/*/schemas/v1 of
 //! taskcluster/taskcluster, reference/fleet-health.md §1 and §7) and checks what it
 //! receives as the real services do:

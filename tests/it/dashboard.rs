@@ -755,3 +755,57 @@ async fn without_a_sweep_the_page_says_so_and_reads_power_taskcluster_and_the_me
     page.close().await.unwrap();
     drop(driver);
 }
+
+#[tokio::test]
+async fn a_machine_roller_cannot_restart_shows_as_no_path_with_its_failed_paths() {
+    use roller::paths::{Outcome, PathKind, PathRecord, PathResult};
+    use roller::queue::records::{RecordKind, Records};
+
+    // With path checks on, a machine whose chain has nothing configured has no path.
+    let (app, _dir) = app_with_inventory("[paths]\nenabled = true\n").await;
+    let reader = |path: &'static str| {
+        let app = &app;
+        async move { json_of(app.signed(Method::GET, path, READER).await, 200).await }
+    };
+    wait_for(Duration::from_secs(60), || async { (!reader("/api/v1/paths").await["checker"].is_null()).then_some(()) })
+        .await
+        .expect("the checker looked");
+    // What a failed check of its BMC would have written.
+    let records = roller::queue::sqlite::SqliteQueue::open(&app.settings.sqlite_path).unwrap();
+    let now = chrono::Utc::now();
+    let failed = PathRecord {
+        checked_at: Some(now),
+        paths: vec![PathResult {
+            kind: PathKind::Ipmi,
+            outcome: Outcome::Failed,
+            reason: "IPMI session to bmc1 refused: wrong user name or password".into(),
+            checked_at: now,
+            failing_since: Some(now - chrono::Duration::hours(3)),
+        }],
+    };
+    records.put_record(RecordKind::Paths, "dash-1", &failed.to_record()).await.unwrap();
+
+    let (page, driver) = browser().await;
+    sign_in(&page, &app.url("/"), READER).await;
+    let one =
+        until(&page, "dash-1's row", &format!("{}.includes('no_path') && {}", row("dash-1"), row("dash-1"))).await;
+    assert!(one.as_str().unwrap().contains("no remediation path: nothing reboot could use is configured"), "{one}");
+    let badge = page
+        .execute("return document.querySelector('#trouble tr[data-worker=\"dash-1\"] .health').dataset.state;", vec![])
+        .await
+        .unwrap();
+    assert_eq!(badge, json!("no_path"));
+    page.find(Locator::LinkText("dash-1")).await.unwrap().click().await.unwrap();
+    let facts = until(&page, "dash-1's paths", "document.querySelector('#health-facts dl')?.innerText").await;
+    let facts = facts.as_str().unwrap();
+    for want in [
+        "no_path",
+        "Paths",
+        "ipmi FAILED: IPMI session to bmc1 refused: wrong user name or password",
+        "failing since 3 h ago",
+    ] {
+        assert!(facts.contains(want), "dash-1's health lacks {want:?}: {facts}");
+    }
+    page.close().await.unwrap();
+    drop(driver);
+}

@@ -29,6 +29,7 @@ mod moonshot;
 mod notify;
 mod openapi;
 mod openapi_tools;
+mod paths;
 mod peers;
 mod process;
 mod procs;

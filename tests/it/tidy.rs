@@ -30,6 +30,11 @@ const FORBIDDEN: &[(&str, &[&str], &str)] = &[
         "the medic reads health and enqueues jobs like any client; it never drives hardware or serves HTTP",
     ),
     (
+        "paths",
+        &["api", "runner", "startup", "cli", "config", "auth", "medic", "health"],
+        "path checks read through drivers and write records; they serve no HTTP, run no jobs, judge no health",
+    ),
+    (
         "breaker",
         &["api", "runner", "startup", "cli", "config", "actions", "drivers", "health", "medic"],
         "the breaker is a rule over job history",

@@ -8,7 +8,7 @@
 const HEALTH_EVERY_MS = 30000;
 
 // Health states from worst to best, as roller orders them.
-const STATES = ["hung", "down", "off", "held", "quarantined", "unknown", "idle", "busy", "ok"];
+const STATES = ["no_path", "hung", "down", "off", "held", "quarantined", "unknown", "idle", "busy", "ok"];
 const OUTCOMES = {
   back_in_service: "back in service",
   not_taking_work: "rebooted, but not taking work",
@@ -342,6 +342,16 @@ function medicMemory(m) {
   ]);
 }
 
+// The last path checks: each way in, ok or failed and why, and when it was checked.
+function pathsText(r) {
+  if (!r || !r.checked_at) return "not checked yet";
+  if (!r.paths.length) return ["nothing to check (checked ", rel(r.checked_at), ")"];
+  return el("ul", { class: "paths" }, r.paths.map((p) => el("li", {},
+    el("span", { class: p.outcome === "ok" ? "path-ok" : "path-failed" }, `${p.kind} ${p.outcome === "ok" ? "ok" : "FAILED"}`),
+    `: ${p.reason} (checked `, rel(p.checked_at),
+    p.failing_since && p.failing_since !== p.checked_at ? [", failing since ", rel(p.failing_since)] : "", ")")));
+}
+
 function healthFacts(h) {
   const hold = h.hold;
   const rows = [
@@ -356,6 +366,7 @@ function healthFacts(h) {
     ["Active job", h.active_job ? jobRef(h.active_job) : "none"],
     ["Breaker", h.breaker_open_until ? ["open: refuses restarts; closes ", rel(h.breaker_open_until)] : "closed"],
     ["Medic", medicMemory(h.medic)],
+    ["Paths", pathsText(h.paths)],
   ];
   return el("dl", { class: "facts" }, rows.flatMap(([k, v]) => [el("dt", {}, k), el("dd", {}, v)]));
 }

@@ -435,6 +435,15 @@ async fn notify(State(s): S, Path(call): Path<String>, req: Request) -> Answer {
     run().map_or_else(|e| e, ok)
 }
 
+/// `auth.currentScopes`: the caller's scopes (anonymous callers get theirs too).
+async fn current_scopes(State(s): S, req: Request) -> Answer {
+    s.count("auth.currentScopes");
+    match authenticate(&s, &req.method, &req.uri, &req.headers, &req.body) {
+        Ok(scopes) => ok(json!({ "scopes": scopes })),
+        Err(e) => e,
+    }
+}
+
 async fn not_found() -> Answer {
     (StatusCode::NOT_FOUND, Json(json!({ "error": "Not found" })))
 }
@@ -459,6 +468,7 @@ pub(super) fn router(shared: Arc<Shared>) -> axum::Router {
         .route("/api/queue/v1/task-queues/{p}/{t}/counts", get(counts_split(true)))
         .route("/api/queue/v1/provisioners/{p}", put(declare_provisioner))
         .route("/api/notify/v1/{call}", post(notify))
+        .route("/api/auth/v1/scopes/current", get(current_scopes))
         .fallback(not_found)
         .method_not_allowed_fallback(not_found)
         .with_state(shared)

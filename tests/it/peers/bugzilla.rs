@@ -101,6 +101,14 @@ impl Shared {
     }
 }
 
+/// `GET /rest/whoami`: the key's account (Bugzilla 5.1's answer: id, real_name, nick, name).
+async fn whoami(State(s): State<Shared>, headers: HeaderMap, RawQuery(raw): RawQuery) -> Answer {
+    if let Err(e) = s.check(&headers, "GET /rest/whoami".into(), raw.as_deref()) {
+        return e;
+    }
+    (StatusCode::OK, Json(json!({ "id": 7, "real_name": "Roller", "nick": "roller", "name": "roller@example.com" })))
+}
+
 async fn get_bug(State(s): State<Shared>, headers: HeaderMap, Path(id): Path<String>) -> Answer {
     if let Err(e) = s.check(&headers, format!("GET /rest/bug/{id}"), None) {
         return e;
@@ -240,6 +248,7 @@ impl FakeBugzilla {
     pub async fn start(key: &str) -> FakeBugzilla {
         let shared = Shared { key: key.to_string(), inner: Arc::default() };
         let app = axum::Router::new()
+            .route("/rest/whoami", get(whoami))
             .route("/rest/bug", get(search).post(create))
             .route("/rest/bug/{id}", get(get_bug).put(update))
             .with_state(shared.clone());
