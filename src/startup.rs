@@ -16,9 +16,11 @@ use crate::actions::{ActionSettings, BugzillaSettings, TaskclusterSettings};
 use crate::api::{self, AppState};
 use crate::auth::Authenticator;
 use crate::auth::local::{LocalAuth, LocalClient};
+use crate::auth::nonce::NonceDigest;
+use crate::auth::replay::{NonceStore, ReplayGuard};
 use crate::auth::taskcluster::TaskclusterAuth;
 use crate::breaker::BreakerRule;
-use crate::config::{AuthSettings, Settings};
+use crate::config::{AuthSettings, ReplayCheck, Settings};
 use crate::drivers::bugzilla::Bugzilla;
 use crate::drivers::dns::DnsResolver;
 use crate::drivers::gate::Gates;
@@ -111,8 +113,8 @@ impl Application {
         let (queue, records) = open_queue(&settings).await?;
         // A worker serves no HTTP: it needs no clients (and must not generate an admin).
         let (auth, admin_credentials) = match mode {
-            Mode::Worker => (Authenticator::Local(LocalAuth::new(Vec::new())), None),
-            Mode::Serve | Mode::Api => build_auth(&settings)?,
+            Mode::Worker => (Authenticator::Local(LocalAuth::new(Vec::new(), ReplayGuard::in_process())), None),
+            Mode::Serve | Mode::Api => build_auth(&settings, replay_guard(&settings, &records))?,
         };
         // A worker serves only the operational endpoints, and only when asked to.
         let bind = if mode == Mode::Worker { settings.metrics_bind } else { Some(settings.bind) };
@@ -351,7 +353,10 @@ pub fn check_clients(settings: &Settings) -> Vec<String> {
         }
         AuthSettings::Local { .. } => Ok(()),
         AuthSettings::Taskcluster { root_url, timeout } => {
-            TaskclusterAuth::new(root_url, *timeout).map(drop).map_err(|e| anyhow::anyhow!("taskcluster auth: {e}"))
+            // Built only to check the URL: its replay check is never asked.
+            TaskclusterAuth::new(root_url, *timeout, ReplayGuard::in_process())
+                .map(drop)
+                .map_err(|e| anyhow::anyhow!("taskcluster auth: {e}"))
         }
     };
     if let Err(e) = auth {
@@ -446,17 +451,39 @@ async fn open_queue(settings: &Settings) -> anyhow::Result<(Arc<dyn Queue>, Arc<
     })
 }
 
-fn build_auth(settings: &Settings) -> anyhow::Result<(Authenticator, Option<PathBuf>)> {
+/// The queue backend's records as the replay check's store: every API process on one
+/// backend sees the headers the others accepted, and a restarted one those it accepted.
+struct SharedNonces(Arc<dyn Records>);
+
+#[async_trait::async_trait]
+impl NonceStore for SharedNonces {
+    async fn claim(&self, digest: &NonceDigest, expires_at: std::time::SystemTime) -> Result<bool, String> {
+        self.0.claim_nonce(digest, expires_at).await.map_err(|e| e.to_string())
+    }
+}
+
+fn replay_guard(settings: &Settings, records: &Arc<dyn Records>) -> ReplayGuard {
+    match settings.replay_check {
+        ReplayCheck::Shared => ReplayGuard::shared(Arc::new(SharedNonces(records.clone()))),
+        ReplayCheck::InProcess => {
+            tracing::warn!("replay check in this process only (ROLLER_BENCH_REPLAY): a benchmark build");
+            ReplayGuard::in_process()
+        }
+    }
+}
+
+fn build_auth(settings: &Settings, replay: ReplayGuard) -> anyhow::Result<(Authenticator, Option<PathBuf>)> {
     Ok(match &settings.auth {
         AuthSettings::Local { clients } if clients.is_empty() => {
             let path = settings.data_dir.join(ADMIN_CREDENTIALS_FILE);
             let admin = load_or_create_admin(&path, &settings.scope_prefix)?;
-            (Authenticator::Local(LocalAuth::new(vec![admin])), Some(path))
+            (Authenticator::Local(LocalAuth::new(vec![admin], replay)), Some(path))
         }
-        AuthSettings::Local { clients } => (Authenticator::Local(LocalAuth::new(clients.clone())), None),
+        AuthSettings::Local { clients } => (Authenticator::Local(LocalAuth::new(clients.clone(), replay)), None),
         AuthSettings::Taskcluster { root_url, timeout } => (
             Authenticator::Taskcluster(
-                TaskclusterAuth::new(root_url, *timeout).map_err(|e| anyhow::anyhow!("taskcluster auth: {e}"))?,
+                TaskclusterAuth::new(root_url, *timeout, replay)
+                    .map_err(|e| anyhow::anyhow!("taskcluster auth: {e}"))?,
             ),
             None,
         ),

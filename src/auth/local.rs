@@ -3,7 +3,7 @@
 //! Behaves like Taskcluster's `authenticateHawk` (taskcluster.md §1.5, §2)
 //! with three deliberate differences:
 //! - replays are refused (Taskcluster has no nonce check; a roller request
-//!   reboots hardware);
+//!   reboots hardware), across processes and restarts (`replay`);
 //! - `authorizedScopes` is checked only after the MAC, because its error text
 //!   lists the credential's scopes, which should not go to someone who cannot
 //!   sign;
@@ -18,7 +18,7 @@ use std::time::{Duration, SystemTime};
 use secrecy::{ExposeSecret, SecretString};
 
 use super::certificate::{self, Ext};
-use super::nonce::{self, NonceCache};
+use super::replay::ReplayGuard;
 use super::{AuthError, Caller, HawkRequest, hawk_header};
 use crate::domain::ClientId;
 
@@ -35,7 +35,7 @@ pub const TIMESTAMP_SKEW: Duration = Duration::from_secs(15 * 60);
 
 pub struct LocalAuth {
     clients: HashMap<String, LocalClient>,
-    nonces: NonceCache,
+    replay: ReplayGuard,
 }
 
 fn refused(msg: impl Into<String>) -> AuthError {
@@ -43,26 +43,22 @@ fn refused(msg: impl Into<String>) -> AuthError {
 }
 
 impl LocalAuth {
-    pub fn new(clients: Vec<LocalClient>) -> Self {
-        Self::with_nonce_capacity(clients, nonce::DEFAULT_CAPACITY)
-    }
-
-    /// As [`LocalAuth::new`], with a different cap on remembered nonces.
-    pub fn with_nonce_capacity(clients: Vec<LocalClient>, capacity: usize) -> Self {
+    /// `clients` verified here; `replay` decides whether a verified header was used before.
+    pub fn new(clients: Vec<LocalClient>, replay: ReplayGuard) -> Self {
         let mut map = HashMap::new();
         for c in clients {
             // The first definition wins, so a later duplicate cannot shadow it.
             map.entry(c.client_id.clone()).or_insert(c);
         }
-        Self { clients: map, nonces: NonceCache::new(TIMESTAMP_SKEW, capacity) }
+        Self { clients: map, replay }
     }
 
-    pub fn authenticate(&self, req: &HawkRequest, header: &str) -> Result<Caller, AuthError> {
-        self.authenticate_at(req, header, SystemTime::now())
+    pub async fn authenticate(&self, req: &HawkRequest, header: &str) -> Result<Caller, AuthError> {
+        self.authenticate_at(req, header, SystemTime::now()).await
     }
 
     /// [`LocalAuth::authenticate`] with the clock given, for tests.
-    pub fn authenticate_at(&self, req: &HawkRequest, header: &str, now: SystemTime) -> Result<Caller, AuthError> {
+    pub async fn authenticate_at(&self, req: &HawkRequest, header: &str, now: SystemTime) -> Result<Caller, AuthError> {
         let hdr = hawk_header::parse(header).map_err(|e| refused(e.0))?;
         if hdr.app.is_some() || hdr.dlg.is_some() {
             return Err(refused("Invalid Hawk header: app and dlg (Oz) are not supported"));
@@ -97,10 +93,8 @@ impl LocalAuth {
             return Err(refused("Stale timestamp"));
         }
         // Only now, with the MAC verified and the timestamp in range, may the
-        // nonce be recorded (see `nonce`).
-        if !self.nonces.check_and_insert(&hdr.id, hdr.ts, &hdr.nonce, now) {
-            return Err(refused("Replayed nonce"));
-        }
+        // nonce be recorded (see `replay`).
+        self.replay.check(&hdr.id, hdr.ts, &hdr.nonce, now).await?;
         let scopes = certificate::apply_authorized_scopes(scopes, ext.authorized_scopes).map_err(|e| refused(e.0))?;
         Ok(Caller { client_id, scopes })
     }
@@ -130,10 +124,11 @@ mod tests {
     }
 
     fn auth() -> LocalAuth {
-        LocalAuth::new(vec![
+        let clients = vec![
             client("root", "root-secret", &["*"]),
             client("alice", "alice-secret", &["project:releng:roller:*", "auth:create-client:alice/*"]),
-        ])
+        ];
+        LocalAuth::new(clients, ReplayGuard::in_process())
     }
 
     fn req() -> HawkRequest {
@@ -180,108 +175,111 @@ mod tests {
         }
     }
 
-    #[test]
-    fn accepts_a_permanent_client() {
+    #[tokio::test]
+    async fn accepts_a_permanent_client() {
         let a = auth();
-        let c = a.authenticate_at(&req(), &Sign::new("alice", "alice-secret").header(&req()), at(NOW)).unwrap();
+        let c = a.authenticate_at(&req(), &Sign::new("alice", "alice-secret").header(&req()), at(NOW)).await.unwrap();
         assert_eq!(c.client_id.as_str(), "alice");
         assert!(c.has_scope("project:releng:roller:reboot"));
         assert!(!c.has_scope("queue:anything"));
     }
 
-    #[test]
-    fn wall_clock_entry_point_accepts_a_fresh_header() {
+    #[tokio::test]
+    async fn wall_clock_entry_point_accepts_a_fresh_header() {
         let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
         let mut s = Sign::new("alice", "alice-secret");
         s.ts = now;
-        let c = auth().authenticate(&req(), &s.header(&req())).unwrap();
+        let c = auth().authenticate(&req(), &s.header(&req())).await.unwrap();
         assert_eq!(c.client_id.as_str(), "alice");
     }
 
-    #[test]
-    fn normalizes_method_and_host_of_the_request() {
+    #[tokio::test]
+    async fn normalizes_method_and_host_of_the_request() {
         let signed = Sign::new("alice", "alice-secret").header(&req());
         let mut seen = req();
         seen.method = "post".into();
         seen.host = "Roller.Example.COM".into();
-        assert!(auth().authenticate_at(&seen, &signed, at(NOW)).is_ok());
+        assert!(auth().authenticate_at(&seen, &signed, at(NOW)).await.is_ok());
     }
 
-    #[test]
-    fn wrong_token_or_request_is_bad_mac() {
+    #[tokio::test]
+    async fn wrong_token_or_request_is_bad_mac() {
         let a = auth();
         let h = Sign::new("alice", "not-alice-secret").header(&req());
-        assert_eq!(refusal(a.authenticate_at(&req(), &h, at(NOW))), "Bad mac");
+        assert_eq!(refusal(a.authenticate_at(&req(), &h, at(NOW)).await), "Bad mac");
 
         let h = Sign::new("alice", "alice-secret").header(&req());
         let mut other = req();
         other.resource = "/api/v1/workers/w1/jobs?task_name=reimage".into();
-        assert_eq!(refusal(a.authenticate_at(&other, &h, at(NOW))), "Bad mac");
+        assert_eq!(refusal(a.authenticate_at(&other, &h, at(NOW)).await), "Bad mac");
         let mut other = req();
         other.port = 8443;
-        assert_eq!(refusal(a.authenticate_at(&other, &h, at(NOW))), "Bad mac");
+        assert_eq!(refusal(a.authenticate_at(&other, &h, at(NOW)).await), "Bad mac");
     }
 
-    #[test]
-    fn token_never_appears_in_errors() {
+    #[tokio::test]
+    async fn token_never_appears_in_errors() {
         let a = auth();
         let h = Sign::new("alice", "wrong").header(&req());
-        let e = refusal(a.authenticate_at(&req(), &h, at(NOW)));
+        let e = refusal(a.authenticate_at(&req(), &h, at(NOW)).await);
         assert!(!e.contains("alice-secret"));
         let dbg = format!("{:?}", client("x", "sekrit", &[]));
         assert!(!dbg.contains("sekrit"), "{dbg}");
     }
 
-    #[test]
-    fn stale_timestamps() {
+    #[tokio::test]
+    async fn stale_timestamps() {
         let a = auth();
         let h = Sign::new("alice", "alice-secret").header(&req());
-        assert!(a.authenticate_at(&req(), &h, at(NOW - 15 * 60)).is_ok());
+        assert!(a.authenticate_at(&req(), &h, at(NOW - 15 * 60)).await.is_ok());
         let h2 = {
             let mut s = Sign::new("alice", "alice-secret");
             s.nonce = "other";
             s.header(&req())
         };
-        assert!(a.authenticate_at(&req(), &h2, at(NOW + 15 * 60)).is_ok());
+        assert!(a.authenticate_at(&req(), &h2, at(NOW + 15 * 60)).await.is_ok());
         let h3 = {
             let mut s = Sign::new("alice", "alice-secret");
             s.nonce = "third";
             s.header(&req())
         };
-        assert_eq!(refusal(a.authenticate_at(&req(), &h3, at(NOW + 15 * 60 + 1))), "Stale timestamp");
-        assert_eq!(refusal(a.authenticate_at(&req(), &h3, at(NOW - 15 * 60 - 1))), "Stale timestamp");
+        assert_eq!(refusal(a.authenticate_at(&req(), &h3, at(NOW + 15 * 60 + 1)).await), "Stale timestamp");
+        assert_eq!(refusal(a.authenticate_at(&req(), &h3, at(NOW - 15 * 60 - 1)).await), "Stale timestamp");
         // A stale header with a bad MAC is reported as a bad MAC, as in Hawk.
         let bad = Sign::new("alice", "nope").header(&req());
-        assert_eq!(refusal(a.authenticate_at(&req(), &bad, at(NOW + 3600))), "Bad mac");
+        assert_eq!(refusal(a.authenticate_at(&req(), &bad, at(NOW + 3600)).await), "Bad mac");
     }
 
-    #[test]
-    fn replays_are_refused() {
+    #[tokio::test]
+    async fn replays_are_refused() {
         let a = auth();
         let h = Sign::new("alice", "alice-secret").header(&req());
-        assert!(a.authenticate_at(&req(), &h, at(NOW)).is_ok());
-        assert_eq!(refusal(a.authenticate_at(&req(), &h, at(NOW + 60))), "Replayed nonce");
+        assert!(a.authenticate_at(&req(), &h, at(NOW)).await.is_ok());
+        assert_eq!(refusal(a.authenticate_at(&req(), &h, at(NOW + 60)).await), "Replayed nonce");
         // A forged header with the same nonce does not burn it nor count as a replay.
         let a = auth();
         let forged = Sign::new("alice", "guess").header(&req());
-        assert_eq!(refusal(a.authenticate_at(&req(), &forged, at(NOW))), "Bad mac");
-        assert!(a.authenticate_at(&req(), &h, at(NOW)).is_ok());
+        assert_eq!(refusal(a.authenticate_at(&req(), &forged, at(NOW)).await), "Bad mac");
+        assert!(a.authenticate_at(&req(), &h, at(NOW)).await.is_ok());
     }
 
-    #[test]
-    fn unknown_clients_and_bad_headers() {
+    #[tokio::test]
+    async fn unknown_clients_and_bad_headers() {
         let a = auth();
         let h = Sign::new("mallory", "x").header(&req());
-        assert_eq!(refusal(a.authenticate_at(&req(), &h, at(NOW))), "Unknown credentials");
+        assert_eq!(refusal(a.authenticate_at(&req(), &h, at(NOW)).await), "Unknown credentials");
         assert_eq!(
-            refusal(a.authenticate_at(&req(), "Bearer abc", at(NOW))),
+            refusal(a.authenticate_at(&req(), "Bearer abc", at(NOW)).await),
             "Unsupported authorization scheme (expected Hawk)"
         );
         let h = Sign::new("alice", "alice-secret").header(&req());
         let dup = h.replacen("mac=", "mac=\"AAAA\", mac=", 1);
-        assert_eq!(refusal(a.authenticate_at(&req(), &dup, at(NOW))), "Invalid Hawk header: duplicate attribute mac");
+        assert_eq!(
+            refusal(a.authenticate_at(&req(), &dup, at(NOW)).await),
+            "Invalid Hawk header: duplicate attribute mac"
+        );
         let oz = h.replacen("mac=", "app=\"x\", mac=", 1);
-        assert!(refusal(a.authenticate_at(&req(), &oz, at(NOW))).contains("not supported"));
+        assert!(refusal(a.authenticate_at(&req(), &oz, at(NOW)).await).contains("not supported"));
     }
 
     fn cert(issuer: Option<&str>, name: &str, token: &[u8], scopes: &[&str], start: i64, expiry: i64) -> Value {
@@ -301,8 +299,8 @@ mod tests {
     const MS: i64 = NOW as i64 * 1000;
     const HOUR_MS: i64 = 3_600_000;
 
-    #[test]
-    fn temporary_credentials_in_both_alphabets() {
+    #[tokio::test]
+    async fn temporary_credentials_in_both_alphabets() {
         let c = cert(None, "alice", b"alice-secret", &["project:releng:roller:reboot"], MS - HOUR_MS, MS + HOUR_MS);
         let temp = certificate::temporary_access_token(b"alice-secret", SEED);
         let ext_json = json!({ "certificate": c }).to_string();
@@ -310,17 +308,17 @@ mod tests {
             let a = auth();
             let mut s = Sign::new("alice", &temp);
             s.ext = Some(ext);
-            let caller = a.authenticate_at(&req(), &s.header(&req()), at(NOW)).unwrap();
+            let caller = a.authenticate_at(&req(), &s.header(&req()), at(NOW)).await.unwrap();
             assert_eq!(caller.client_id.as_str(), "alice", "{i}");
             assert_eq!(caller.scopes, vec!["project:releng:roller:reboot".to_string()]);
             // The temporary token is the key, not the issuer's token.
             s.token = "alice-secret";
-            assert_eq!(refusal(a.authenticate_at(&req(), &s.header(&req()), at(NOW))), "Bad mac");
+            assert_eq!(refusal(a.authenticate_at(&req(), &s.header(&req()), at(NOW)).await), "Bad mac");
         }
     }
 
-    #[test]
-    fn named_temporary_credentials() {
+    #[tokio::test]
+    async fn named_temporary_credentials() {
         let temp = certificate::temporary_access_token(b"alice-secret", SEED);
         let sign = |name: &'static str, c: Value| {
             let mut s = Sign::new(name, "");
@@ -331,7 +329,7 @@ mod tests {
             cert(Some("alice"), "alice/laptop", b"alice-secret", &["project:releng:roller:reboot"], MS, MS + HOUR_MS);
         let mut s = sign("alice/laptop", c);
         s.token = &temp;
-        let caller = auth().authenticate_at(&req(), &s.header(&req()), at(NOW)).unwrap();
+        let caller = auth().authenticate_at(&req(), &s.header(&req()), at(NOW)).await.unwrap();
         assert_eq!(caller.client_id.as_str(), "alice/laptop");
         assert_eq!(caller.scopes, vec!["project:releng:roller:reboot".to_string()]);
 
@@ -340,7 +338,7 @@ mod tests {
         let mut s = sign("bob", c);
         s.token = &temp;
         assert_eq!(
-            refusal(auth().authenticate_at(&req(), &s.header(&req()), at(NOW))),
+            refusal(auth().authenticate_at(&req(), &s.header(&req()), at(NOW)).await),
             "ext.certificate issuer `alice` doesn't have `auth:create-client:bob` for supplied clientId."
         );
 
@@ -348,50 +346,52 @@ mod tests {
         let c = cert(Some("carol"), "carol/x", b"carol-secret", &[], MS, MS + HOUR_MS);
         let mut s = sign("carol/x", c);
         s.token = &temp;
-        assert_eq!(refusal(auth().authenticate_at(&req(), &s.header(&req()), at(NOW))), "Unknown credentials");
+        assert_eq!(refusal(auth().authenticate_at(&req(), &s.header(&req()), at(NOW)).await), "Unknown credentials");
     }
 
-    #[test]
-    fn expired_or_overreaching_certificates() {
+    #[tokio::test]
+    async fn expired_or_overreaching_certificates() {
         let temp = certificate::temporary_access_token(b"alice-secret", SEED);
-        let run = |c: Value| {
+        let run = async |c: Value| {
             let mut s = Sign::new("alice", &temp);
             s.ext = Some(STANDARD.encode(json!({ "certificate": c }).to_string()));
-            refusal(auth().authenticate_at(&req(), &s.header(&req()), at(NOW)))
+            refusal(auth().authenticate_at(&req(), &s.header(&req()), at(NOW)).await)
         };
         let expired = cert(None, "alice", b"alice-secret", &[], MS - 2 * HOUR_MS, MS - HOUR_MS);
-        assert_eq!(run(expired), "ext.certificate.expiry < now");
+        assert_eq!(run(expired).await, "ext.certificate.expiry < now");
         let forged = cert(None, "alice", b"guess", &[], MS, MS + HOUR_MS);
-        assert_eq!(run(forged), "ext.certificate.signature is not valid");
+        assert_eq!(run(forged).await, "ext.certificate.signature is not valid");
         let greedy = cert(None, "alice", b"alice-secret", &["queue:*"], MS, MS + HOUR_MS);
         assert!(
-            run(greedy).starts_with("ext.certificate issuer `alice` doesn't satisfy all certificate scopes queue:*.")
+            run(greedy)
+                .await
+                .starts_with("ext.certificate issuer `alice` doesn't satisfy all certificate scopes queue:*.")
         );
-        assert_eq!(run(json!({"version": 2})), "ext.certificate.version must be 1");
+        assert_eq!(run(json!({"version": 2})).await, "ext.certificate.version must be 1");
     }
 
-    #[test]
-    fn authorized_scopes_narrow_the_caller() {
+    #[tokio::test]
+    async fn authorized_scopes_narrow_the_caller() {
         let a = auth();
         let mut s = Sign::new("alice", "alice-secret");
         s.ext = Some(STANDARD.encode(json!({ "authorizedScopes": ["project:releng:roller:reboot"] }).to_string()));
-        let caller = a.authenticate_at(&req(), &s.header(&req()), at(NOW)).unwrap();
+        let caller = a.authenticate_at(&req(), &s.header(&req()), at(NOW)).await.unwrap();
         assert_eq!(caller.scopes, vec!["project:releng:roller:reboot".to_string()]);
         assert!(!caller.has_scope("project:releng:roller:reimage"));
 
         s.nonce = "n2";
         s.ext = Some(STANDARD.encode(json!({ "authorizedScopes": ["queue:*"] }).to_string()));
-        let e = refusal(a.authenticate_at(&req(), &s.header(&req()), at(NOW)));
+        let e = refusal(a.authenticate_at(&req(), &s.header(&req()), at(NOW)).await);
         assert!(e.starts_with("Supplied credentials do not satisfy authorizedScopes; "), "{e}");
 
         // Without a valid MAC the scopes are not revealed.
         s.nonce = "n3";
         s.token = "wrong";
-        assert_eq!(refusal(a.authenticate_at(&req(), &s.header(&req()), at(NOW))), "Bad mac");
+        assert_eq!(refusal(a.authenticate_at(&req(), &s.header(&req()), at(NOW)).await), "Bad mac");
     }
 
-    #[test]
-    fn authorized_scopes_apply_to_certificate_scopes() {
+    #[tokio::test]
+    async fn authorized_scopes_apply_to_certificate_scopes() {
         let c = cert(
             None,
             "alice",
@@ -406,7 +406,7 @@ mod tests {
             STANDARD
                 .encode(json!({ "certificate": c, "authorizedScopes": ["project:releng:roller:reimage"] }).to_string()),
         );
-        let caller = auth().authenticate_at(&req(), &s.header(&req()), at(NOW)).unwrap();
+        let caller = auth().authenticate_at(&req(), &s.header(&req()), at(NOW)).await.unwrap();
         assert_eq!(caller.scopes, vec!["project:releng:roller:reimage".to_string()]);
 
         // The certificate's scopes, not alice's own, bound authorizedScopes.
@@ -414,14 +414,14 @@ mod tests {
             STANDARD
                 .encode(json!({ "certificate": c, "authorizedScopes": ["auth:create-client:alice/x"] }).to_string()),
         );
-        let e = refusal(auth().authenticate_at(&req(), &s.header(&req()), at(NOW)));
+        let e = refusal(auth().authenticate_at(&req(), &s.header(&req()), at(NOW)).await);
         assert!(e.starts_with("Supplied credentials do not satisfy authorizedScopes; "), "{e}");
     }
 
-    #[test]
-    fn ext_that_is_not_taskcluster_json_is_refused() {
+    #[tokio::test]
+    async fn ext_that_is_not_taskcluster_json_is_refused() {
         let mut s = Sign::new("alice", "alice-secret");
         s.ext = Some("some-app-ext-data".into());
-        assert_eq!(refusal(auth().authenticate_at(&req(), &s.header(&req()), at(NOW))), "Failed to parse ext");
+        assert_eq!(refusal(auth().authenticate_at(&req(), &s.header(&req()), at(NOW)).await), "Failed to parse ext");
     }
 }

@@ -11,6 +11,7 @@ pub mod certificate;
 pub mod hawk_header;
 pub mod local;
 pub mod nonce;
+pub mod replay;
 pub mod scopes;
 pub mod taskcluster;
 
@@ -58,13 +59,17 @@ impl Caller {
 }
 
 /// Why a request was not authenticated. `Refused` answers 403 with its text as
-/// `detail`; `Unavailable` answers 503.
+/// `detail`; `Unavailable` and `ReplayCheckUnavailable` answer 503.
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {
     #[error("{0}")]
     Refused(String),
     #[error("authentication service unavailable: {0}")]
     Unavailable(String),
+    /// The record of used nonces (the queue backend) did not answer: the header
+    /// is neither accepted unchecked nor called a replay (`replay`).
+    #[error("replay check unavailable: {0}")]
+    ReplayCheckUnavailable(String),
 }
 
 /// The configured authentication backend.
@@ -85,7 +90,7 @@ impl Authenticator {
             )));
         }
         match self {
-            Authenticator::Local(a) => a.authenticate(req, header),
+            Authenticator::Local(a) => a.authenticate(req, header).await,
             Authenticator::Taskcluster(a) => a.authenticate(req, header).await,
         }
     }

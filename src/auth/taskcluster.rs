@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 
 use super::hawk_header;
 use super::local::TIMESTAMP_SKEW;
-use super::nonce::{DEFAULT_CAPACITY, NonceCache};
+use super::replay::ReplayGuard;
 use super::scopes::is_valid_scope;
 use super::{AuthError, Caller, HawkRequest};
 use crate::domain::ClientId;
@@ -29,8 +29,8 @@ pub struct TaskclusterAuth {
     /// Built once so connections (and TLS sessions) are pooled across requests.
     http: reqwest::Client,
     /// Taskcluster checks no nonces (taskcluster.md §1.5), so a captured header
-    /// would work for 15 minutes; roller refuses replays itself.
-    nonces: NonceCache,
+    /// would work for 15 minutes; roller refuses replays itself (`replay`).
+    replay: ReplayGuard,
 }
 
 fn unavailable(msg: impl Into<String>) -> AuthError {
@@ -43,8 +43,8 @@ fn refused(msg: impl Into<String>) -> AuthError {
 
 impl TaskclusterAuth {
     /// `root_url` is the deployment's root URL, e.g. `https://firefox-ci-tc.services.mozilla.com`;
-    /// `timeout` bounds each whole call.
-    pub fn new(root_url: &str, timeout: Duration) -> Result<Self, AuthError> {
+    /// `timeout` bounds each whole call; `replay` decides whether a verified header was used before.
+    pub fn new(root_url: &str, timeout: Duration, replay: ReplayGuard) -> Result<Self, AuthError> {
         let root = root_url.trim_end_matches('/');
         let url = format!("{root}/api/auth/v1/authenticate-hawk");
         if reqwest::Url::parse(&url).is_err() {
@@ -60,7 +60,7 @@ impl TaskclusterAuth {
             .user_agent(concat!("roller/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| unavailable(format!("cannot build the HTTP client: {e}")))?;
-        Ok(Self { url, http, nonces: NonceCache::new(TIMESTAMP_SKEW, DEFAULT_CAPACITY) })
+        Ok(Self { url, http, replay })
     }
 
     pub async fn authenticate(&self, req: &HawkRequest, header: &str) -> Result<Caller, AuthError> {
@@ -74,7 +74,7 @@ impl TaskclusterAuth {
             "port": req.port,
             "authorization": header,
         });
-        // Taskcluster judges the timestamp by its clock; the replay cache forgets
+        // Taskcluster judges the timestamp by its clock; the replay record forgets
         // a header once roller's clock is past ts + skew, so roller refuses by its
         // own clock what it may no longer remember (before the round trip: a stale
         // header gets no further whatever Taskcluster would say).
@@ -110,10 +110,9 @@ impl TaskclusterAuth {
         let answer: Value = serde_json::from_slice(&bytes)
             .map_err(|_| unavailable("authenticateHawk answered with something other than JSON"))?;
         let caller = interpret(&answer)?;
-        // Only a verified header is recorded, so strangers cannot burn nonces.
-        if !self.nonces.check_and_insert(&parsed.id, parsed.ts, &parsed.nonce, SystemTime::now()) {
-            return Err(refused("Replayed nonce"));
-        }
+        // Only a verified header is recorded, so strangers cannot burn nonces. The
+        // window is judged again by roller's clock after the round trip.
+        self.replay.check(&parsed.id, parsed.ts, &parsed.nonce, SystemTime::now()).await?;
         Ok(caller)
     }
 }
@@ -222,7 +221,7 @@ mod tests {
 
     async fn call(status: StatusCode, answer: Value) -> Result<Caller, AuthError> {
         let (root, _) = stand_in(status, answer, Duration::ZERO).await;
-        let tc = TaskclusterAuth::new(&root, Duration::from_secs(5)).unwrap();
+        let tc = TaskclusterAuth::new(&root, Duration::from_secs(5), ReplayGuard::in_process()).unwrap();
         tc.authenticate(&req(), &hdr("a")).await
     }
 
@@ -242,7 +241,7 @@ mod tests {
             Duration::ZERO,
         )
         .await;
-        let tc = TaskclusterAuth::new(&root, Duration::from_secs(5)).unwrap();
+        let tc = TaskclusterAuth::new(&root, Duration::from_secs(5), ReplayGuard::in_process()).unwrap();
         let mut r = req();
         r.host = "Roller.Example.com".into();
         let h = hdr("alice");
@@ -275,7 +274,7 @@ mod tests {
             Duration::ZERO,
         )
         .await;
-        let tc = TaskclusterAuth::new(&root, Duration::from_secs(5)).unwrap();
+        let tc = TaskclusterAuth::new(&root, Duration::from_secs(5), ReplayGuard::in_process()).unwrap();
         let now = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap().as_secs();
         for ts in [now - TIMESTAMP_SKEW.as_secs() - 60, now + TIMESTAMP_SKEW.as_secs() + 60] {
             let h = format!("Hawk id=\"alice\", ts=\"{ts}\", nonce=\"n\", mac=\"bWFj\"");
@@ -323,7 +322,7 @@ mod tests {
         assert!(matches!(r, Err(AuthError::Refused(ref m)) if m.contains("400")), "{r:?}");
 
         let (root, _) = stand_in(StatusCode::OK, json!({}), Duration::from_secs(5)).await;
-        let tc = TaskclusterAuth::new(&root, Duration::from_millis(200)).unwrap();
+        let tc = TaskclusterAuth::new(&root, Duration::from_millis(200), ReplayGuard::in_process()).unwrap();
         let r = tc.authenticate(&req(), &hdr("a")).await;
         assert!(matches!(r, Err(AuthError::Unavailable(ref m)) if m.contains("timed out")), "{r:?}");
 
@@ -331,13 +330,14 @@ mod tests {
         let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = l.local_addr().unwrap();
         drop(l);
-        let tc = TaskclusterAuth::new(&format!("http://{addr}"), Duration::from_secs(2)).unwrap();
+        let tc =
+            TaskclusterAuth::new(&format!("http://{addr}"), Duration::from_secs(2), ReplayGuard::in_process()).unwrap();
         let r = tc.authenticate(&req(), &hdr("a")).await;
         assert!(matches!(r, Err(AuthError::Unavailable(_))), "{r:?}");
     }
 
     #[test]
     fn bad_root_url_is_an_error() {
-        assert!(TaskclusterAuth::new("not a url", Duration::from_secs(1)).is_err());
+        assert!(TaskclusterAuth::new("not a url", Duration::from_secs(1), ReplayGuard::in_process()).is_err());
     }
 }

@@ -84,6 +84,32 @@ pub struct Settings {
     pub health: HealthSettings,
     /// The medic that heals hung workers.
     pub medic: crate::medic::MedicSettings,
+    /// Where accepted Hawk headers are recorded: always the queue backend, except in the
+    /// benchmark's baseline.
+    pub replay_check: ReplayCheck,
+}
+
+/// Where the record of accepted Hawk headers lives (`auth::replay`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplayCheck {
+    /// In the queue backend: shared by every process on it, kept across restarts.
+    Shared,
+    /// In this process only: the benchmark's baseline for the shared check's cost
+    /// (docs/BENCHMARKS.md). Only a build with the `bench` feature can choose it.
+    InProcess,
+}
+
+/// `ROLLER_BENCH_REPLAY=in-process`, read only by a build with the `bench` feature (what
+/// `cargo xtask bench` builds); every other build ignores it and shares the check.
+fn replay_check(env: &dyn Env) -> Result<ReplayCheck, ConfigError> {
+    if !cfg!(feature = "bench") {
+        return Ok(ReplayCheck::Shared);
+    }
+    match env.get("ROLLER_BENCH_REPLAY").as_deref() {
+        None | Some("shared") => Ok(ReplayCheck::Shared),
+        Some("in-process") => Ok(ReplayCheck::InProcess),
+        Some(v) => Err(err(format!("ROLLER_BENCH_REPLAY {v:?} must be shared or in-process"))),
+    }
 }
 
 /// `[health]`: whether this process may sweep, how often, and the hung rule.
@@ -294,6 +320,7 @@ impl Settings {
             notify,
             health,
             medic,
+            replay_check: replay_check(env)?,
         })
     }
 

@@ -37,6 +37,8 @@
 //!   keeps (the medic's decisions);
 //! - `{p}:lease:<name>` → holder, expiring with the lease (`PX`): one process at a
 //!   time does the periodic job `name` (the health sweep);
+//! - `{p}:nonce:<digest>` → `1`, expiring (`PXAT`) when its Hawk header's window
+//!   ends: the headers already accepted (replay protection, `auth::replay`);
 //! - `{p}:health` — a short-lived key written by health checks;
 //! - `{p}:wake` — a pub/sub channel (not a key): enqueue, release, expire and a finish
 //!   that frees a machine with a job waiting publish on it; idle runners subscribe.
@@ -875,6 +877,7 @@ mod tests {
         conformance::running_lists_the_holders_and_expire_ends_a_lease_now(&cluster_queue(&cluster, &next()).await)
             .await;
         conformance::breaker_resets_are_kept_newest_first_and_capped(&cluster_queue(&cluster, &next()).await).await;
+        conformance::a_nonce_is_claimed_once_until_it_expires(&cluster_queue(&cluster, &next()).await).await;
         cluster_queue(&cluster, &next()).await.health().await.expect("cluster health");
 
         // The checks' keys are spread over the masters, so routing by hash tag

@@ -447,6 +447,73 @@ mod tests {
         assert!(!job.touched && job.restore.is_none());
     }
 
+    /// Version 5 adds the record of used Hawk nonces; a version-4 file (what the
+    /// previous roller wrote: today's schema without it) gains the table and keeps
+    /// its jobs and records.
+    #[tokio::test]
+    async fn a_version_4_file_gains_the_nonce_table() {
+        use crate::queue::records::{RecordKind, Records};
+        let (_dir, path) = temp_db();
+        let q = SqliteQueue::open(&path).unwrap();
+        let id = q.enqueue(ping("m", "g")).await.unwrap().job.id;
+        q.put_record(RecordKind::Hold, "m", "held").await.unwrap();
+        drop(q);
+        let raw = Connection::open(&path).unwrap();
+        raw.execute_batch("DROP TABLE nonces; PRAGMA user_version = 4;").unwrap();
+        drop(raw);
+
+        let q = SqliteQueue::open(&path).unwrap();
+        {
+            let conn = q.conn.lock().unwrap();
+            let v: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
+            assert_eq!(v, SCHEMA_VERSION);
+            let objects: Vec<String> = conn
+                .prepare("SELECT name FROM sqlite_schema WHERE tbl_name = 'nonces' ORDER BY name")
+                .unwrap()
+                .query_map([], |r| r.get(0))
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap();
+            assert_eq!(objects, ["nonces", "nonces_expiry"]);
+        }
+        assert!(q.get(id).await.unwrap().is_some());
+        assert_eq!(q.record(RecordKind::Hold, "m").await.unwrap().as_deref(), Some("held"));
+        let later = std::time::SystemTime::now() + Duration::from_secs(60);
+        assert!(q.claim_nonce(&[7; 16], later).await.unwrap());
+        assert!(!q.claim_nonce(&[7; 16], later).await.unwrap());
+    }
+
+    /// Expired nonces go a bounded batch per claim: no claim ever deletes thousands
+    /// of rows, and steady traffic (one row in per claim) still empties the backlog.
+    #[tokio::test]
+    async fn expired_nonces_are_purged_a_few_per_claim() {
+        use crate::queue::records::Records;
+        let (_dir, path) = temp_db();
+        let q = SqliteQueue::open(&path).unwrap();
+        let count = |q: &SqliteQueue| -> i64 {
+            q.conn.lock().unwrap().query_row("SELECT count(*) FROM nonces", [], |r| r.get(0)).unwrap()
+        };
+        {
+            let conn = q.conn.lock().unwrap();
+            let mut insert = conn.prepare("INSERT INTO nonces (digest, expires_at) VALUES (?1, 1)").unwrap();
+            for i in 0u32..100 {
+                let mut d = [0u8; 16];
+                d[..4].copy_from_slice(&i.to_be_bytes());
+                insert.execute([&d[..]]).unwrap();
+            }
+        }
+        let later = std::time::SystemTime::now() + Duration::from_secs(60);
+        assert!(q.claim_nonce(&[0xff; 16], later).await.unwrap());
+        assert_eq!(count(&q), 100 - 16 + 1, "16 expired rows went, the new one came");
+        for i in 0u8..10 {
+            assert!(q.claim_nonce(&[0xf0, i, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0], later).await.unwrap());
+        }
+        assert_eq!(count(&q), 11, "only the live ones are left");
+        // The connection is back to fsyncing every commit for the jobs.
+        let sync: i64 = q.conn.lock().unwrap().query_row("PRAGMA synchronous", [], |r| r.get(0)).unwrap();
+        assert_eq!(sync, 2, "FULL");
+    }
+
     #[test]
     fn a_newer_schema_version_is_refused() {
         let (_dir, path) = temp_db();

@@ -1,14 +1,17 @@
 //! [`Records`] on Redis: a hash per kind (`{p}:rec:<kind>`, field = key), a capped
-//! list per event stream (`{p}:events:<stream>`, newest at the head) and a string per
-//! lease (`{p}:lease:<name>` = holder, expiring by the server's clock). Plain
+//! list per event stream (`{p}:events:<stream>`, newest at the head), a string per
+//! lease (`{p}:lease:<name>` = holder, expiring by the server's clock) and one per
+//! accepted Hawk header (`{p}:nonce:<digest in hex>`, expiring with its window). Plain
 //! commands where one command is atomic; the lease's compare-and-set is a script.
 
-use std::time::Duration;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use redis::Script;
 
 use super::RedisQueue;
+use super::connection::stale;
 use crate::queue::QueueError;
 use crate::queue::records::{RecordKind, Records};
 
@@ -104,5 +107,39 @@ impl Records for RedisQueue {
         let key = format!("{}lease:{name}", self.key_base());
         let mut conn = self.conn.clone();
         self.call(Script::new(RELEASE).key(key).arg(holder).invoke_async::<i64>(&mut conn)).await.map(drop)
+    }
+
+    /// `SET <key> 1 NX PXAT <ms>`: one command, one round trip, atomic; Redis's own
+    /// key expiry purges it. The expiry is moved into Redis's clock (by the offset
+    /// measured at connect and by every health check), so a Redis whose clock runs
+    /// ahead does not forget a header early.
+    ///
+    /// Tried once more when the connection turns out dead (Redis restarted), as the
+    /// reads are: the first try then never reached Redis. Should it have (the link
+    /// dropped after Redis ran it), the second try finds the key and the header is
+    /// refused as a replay: a false refusal the client mends with a fresh signature,
+    /// never a replay let through.
+    async fn claim_nonce(&self, digest: &[u8; 16], expires_at: SystemTime) -> Result<bool, QueueError> {
+        let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+        let key = format!("{}nonce:{hex}", self.key_base());
+        let ours =
+            expires_at.duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+        let at = ours.saturating_add(self.clock_offset_ms.load(Ordering::Relaxed)).max(1);
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(&key).arg(1).arg("NX").arg("PXAT").arg(at);
+        let once = || {
+            let mut conn = self.conn.clone();
+            let cmd = &cmd;
+            async move { cmd.query_async::<Option<String>>(&mut conn).await }
+        };
+        let set = self
+            .call(async {
+                match once().await {
+                    Err(e) if stale(&e) => once().await,
+                    r => r,
+                }
+            })
+            .await?;
+        Ok(set.is_some())
     }
 }
