@@ -30,6 +30,7 @@ mod process;
 mod procs;
 mod reboot;
 mod redfish;
+mod replay;
 mod snmp;
 mod ssh;
 mod sweep_lease;
