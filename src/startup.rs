@@ -14,11 +14,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::actions::{ActionSettings, BugzillaSettings, TaskclusterSettings};
 use crate::api::{self, AppState};
-use crate::auth::Authenticator;
 use crate::auth::local::{LocalAuth, LocalClient};
 use crate::auth::nonce::NonceDigest;
 use crate::auth::replay::{NonceStore, ReplayGuard};
 use crate::auth::taskcluster::TaskclusterAuth;
+use crate::auth::{Authenticator, Backend};
 use crate::breaker::BreakerRule;
 use crate::config::{AuthSettings, ReplayCheck, Settings};
 use crate::drivers::bugzilla::Bugzilla;
@@ -113,7 +113,9 @@ impl Application {
         let (queue, records) = open_queue(&settings).await?;
         // A worker serves no HTTP: it needs no clients (and must not generate an admin).
         let (auth, admin_credentials) = match mode {
-            Mode::Worker => (Authenticator::Local(LocalAuth::new(Vec::new(), ReplayGuard::in_process())), None),
+            Mode::Worker => {
+                (Authenticator::new(Backend::Local(LocalAuth::new(Vec::new())), ReplayGuard::in_process()), None)
+            }
             Mode::Serve | Mode::Api => build_auth(&settings, replay_guard(&settings, &records))?,
         };
         // A worker serves only the operational endpoints, and only when asked to.
@@ -353,10 +355,7 @@ pub fn check_clients(settings: &Settings) -> Vec<String> {
         }
         AuthSettings::Local { .. } => Ok(()),
         AuthSettings::Taskcluster { root_url, timeout } => {
-            // Built only to check the URL: its replay check is never asked.
-            TaskclusterAuth::new(root_url, *timeout, ReplayGuard::in_process())
-                .map(drop)
-                .map_err(|e| anyhow::anyhow!("taskcluster auth: {e}"))
+            TaskclusterAuth::new(root_url, *timeout).map(drop).map_err(|e| anyhow::anyhow!("taskcluster auth: {e}"))
         }
     };
     if let Err(e) = auth {
@@ -473,21 +472,21 @@ fn replay_guard(settings: &Settings, records: &Arc<dyn Records>) -> ReplayGuard 
 }
 
 fn build_auth(settings: &Settings, replay: ReplayGuard) -> anyhow::Result<(Authenticator, Option<PathBuf>)> {
-    Ok(match &settings.auth {
+    let (backend, admin) = match &settings.auth {
         AuthSettings::Local { clients } if clients.is_empty() => {
             let path = settings.data_dir.join(ADMIN_CREDENTIALS_FILE);
             let admin = load_or_create_admin(&path, &settings.scope_prefix)?;
-            (Authenticator::Local(LocalAuth::new(vec![admin], replay)), Some(path))
+            (Backend::Local(LocalAuth::new(vec![admin])), Some(path))
         }
-        AuthSettings::Local { clients } => (Authenticator::Local(LocalAuth::new(clients.clone(), replay)), None),
+        AuthSettings::Local { clients } => (Backend::Local(LocalAuth::new(clients.clone())), None),
         AuthSettings::Taskcluster { root_url, timeout } => (
-            Authenticator::Taskcluster(
-                TaskclusterAuth::new(root_url, *timeout, replay)
-                    .map_err(|e| anyhow::anyhow!("taskcluster auth: {e}"))?,
+            Backend::Taskcluster(
+                TaskclusterAuth::new(root_url, *timeout).map_err(|e| anyhow::anyhow!("taskcluster auth: {e}"))?,
             ),
             None,
         ),
-    })
+    };
+    Ok((Authenticator::new(backend, replay), admin))
 }
 
 /// An embedded roller's claim on its data directory: an exclusive `flock` on

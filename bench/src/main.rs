@@ -17,6 +17,7 @@ macro_rules! bail {
 mod health;
 mod load;
 mod procs;
+mod replay;
 mod xen;
 
 use load::{Plan, Stop};
@@ -24,9 +25,11 @@ use procs::{Proc, cpu_ms, rss_mib};
 
 const USAGE: &str =
     "usage: roller-bench [SCENARIO…] [--duration S] [--jobs N] [--long-jobs N] [--concurrency N] [--roller PATH]
-scenarios: axum enqueue noop ping latency long sweep medic soak (default: all but soak)
+scenarios: axum enqueue replay noop ping latency long sweep medic soak (default: all but soak)
   axum      a bare axum handler: the HTTP ceiling, 16 and 64 connections
   enqueue   signed enqueue POST, roller api on Redis, 16 and 64 connections
+  replay    signed enqueue with the shared replay check and with it in-process only, on Redis
+            (roller api) and SQLite (roller serve), alternating: the check's cost
   noop      drain --jobs queued noop jobs with one roller worker
   ping      drain --jobs/4 queued ping jobs (127.x.y.z, one echo each)
   latency   enqueue -> start with an idle worker, and idle RSS of api and worker
@@ -39,7 +42,7 @@ scenarios: axum enqueue noop ping latency long sweep medic soak (default: all bu
 const CLIENT_ID: &str = "bench";
 
 /// What runs when no scenario is named: all but the soak.
-const SCENARIOS: [&str; 8] = ["axum", "enqueue", "noop", "ping", "latency", "long", "sweep", "medic"];
+const SCENARIOS: [&str; 9] = ["axum", "enqueue", "replay", "noop", "ping", "latency", "long", "sweep", "medic"];
 
 fn main() -> std::process::ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -142,6 +145,7 @@ async fn run(o: Options) -> Result<()> {
                     rows.push(enqueue(&o, conns, duration).await?);
                 }
             }
+            "replay" => notes.push(replay::replay(&o, duration).await?),
             "noop" => rows.push(drain(&o, "noop", o.jobs).await?),
             "ping" => rows.push(drain(&o, "ping", (o.jobs / 4).max(1)).await?),
             "latency" => notes.extend(latency(&o).await?),

@@ -3,7 +3,8 @@
 //! Behaves like Taskcluster's `authenticateHawk` (taskcluster.md §1.5, §2)
 //! with three deliberate differences:
 //! - replays are refused (Taskcluster has no nonce check; a roller request
-//!   reboots hardware), across processes and restarts (`replay`);
+//!   reboots hardware), across processes and restarts: the header this returns
+//!   verified goes through the replay check (`Authenticator`, `replay`);
 //! - `authorizedScopes` is checked only after the MAC, because its error text
 //!   lists the credential's scopes, which should not go to someone who cannot
 //!   sign;
@@ -18,8 +19,7 @@ use std::time::{Duration, SystemTime};
 use secrecy::{ExposeSecret, SecretString};
 
 use super::certificate::{self, Ext};
-use super::replay::ReplayGuard;
-use super::{AuthError, Caller, HawkRequest, hawk_header};
+use super::{AuthError, Caller, HawkRequest, Verified, hawk_header};
 use crate::domain::ClientId;
 
 /// A client whose Hawk credentials roller holds itself (the local backend).
@@ -35,7 +35,6 @@ pub const TIMESTAMP_SKEW: Duration = Duration::from_secs(15 * 60);
 
 pub struct LocalAuth {
     clients: HashMap<String, LocalClient>,
-    replay: ReplayGuard,
 }
 
 fn refused(msg: impl Into<String>) -> AuthError {
@@ -43,22 +42,22 @@ fn refused(msg: impl Into<String>) -> AuthError {
 }
 
 impl LocalAuth {
-    /// `clients` verified here; `replay` decides whether a verified header was used before.
-    pub fn new(clients: Vec<LocalClient>, replay: ReplayGuard) -> Self {
+    pub fn new(clients: Vec<LocalClient>) -> Self {
         let mut map = HashMap::new();
         for c in clients {
             // The first definition wins, so a later duplicate cannot shadow it.
             map.entry(c.client_id.clone()).or_insert(c);
         }
-        Self { clients: map, replay }
+        Self { clients: map }
     }
 
-    pub async fn authenticate(&self, req: &HawkRequest, header: &str) -> Result<Caller, AuthError> {
-        self.authenticate_at(req, header, SystemTime::now()).await
+    /// The header verified (everything but the replay check, which is the caller's).
+    pub fn verify(&self, req: &HawkRequest, header: &str) -> Result<Verified, AuthError> {
+        self.verify_at(req, header, SystemTime::now())
     }
 
-    /// [`LocalAuth::authenticate`] with the clock given, for tests.
-    pub async fn authenticate_at(&self, req: &HawkRequest, header: &str, now: SystemTime) -> Result<Caller, AuthError> {
+    /// [`LocalAuth::verify`] with the clock given, for tests.
+    pub fn verify_at(&self, req: &HawkRequest, header: &str, now: SystemTime) -> Result<Verified, AuthError> {
         let hdr = hawk_header::parse(header).map_err(|e| refused(e.0))?;
         if hdr.app.is_some() || hdr.dlg.is_some() {
             return Err(refused("Invalid Hawk header: app and dlg (Oz) are not supported"));
@@ -92,11 +91,10 @@ impl LocalAuth {
         if !hdr.is_fresh(now, TIMESTAMP_SKEW) {
             return Err(refused("Stale timestamp"));
         }
-        // Only now, with the MAC verified and the timestamp in range, may the
-        // nonce be recorded (see `replay`).
-        self.replay.check(&hdr.id, hdr.ts, &hdr.nonce, now).await?;
         let scopes = certificate::apply_authorized_scopes(scopes, ext.authorized_scopes).map_err(|e| refused(e.0))?;
-        Ok(Caller { client_id, scopes })
+        // The MAC verified and the timestamp in range: only such a header may be
+        // recorded by the replay check (`replay`), so strangers cannot burn nonces.
+        Ok(Verified { caller: Caller { client_id, scopes }, id: hdr.id, ts: hdr.ts, nonce: hdr.nonce })
     }
 }
 
@@ -124,11 +122,10 @@ mod tests {
     }
 
     fn auth() -> LocalAuth {
-        let clients = vec![
+        LocalAuth::new(vec![
             client("root", "root-secret", &["*"]),
             client("alice", "alice-secret", &["project:releng:roller:*", "auth:create-client:alice/*"]),
-        ];
-        LocalAuth::new(clients, ReplayGuard::in_process())
+        ])
     }
 
     fn req() -> HawkRequest {
@@ -167,6 +164,13 @@ mod tests {
         }
     }
 
+    impl LocalAuth {
+        /// The verification alone, as the tests below look at it.
+        fn authenticate_at(&self, req: &HawkRequest, header: &str, now: SystemTime) -> Result<Caller, AuthError> {
+            self.verify_at(req, header, now).map(|v| v.caller)
+        }
+    }
+
     fn refusal(r: Result<Caller, AuthError>) -> String {
         match r {
             Ok(c) => format!("accepted {c:?}"),
@@ -175,111 +179,103 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn accepts_a_permanent_client() {
+    #[test]
+    fn accepts_a_permanent_client() {
         let a = auth();
-        let c = a.authenticate_at(&req(), &Sign::new("alice", "alice-secret").header(&req()), at(NOW)).await.unwrap();
+        let c = a.authenticate_at(&req(), &Sign::new("alice", "alice-secret").header(&req()), at(NOW)).unwrap();
         assert_eq!(c.client_id.as_str(), "alice");
         assert!(c.has_scope("project:releng:roller:reboot"));
         assert!(!c.has_scope("queue:anything"));
     }
 
-    #[tokio::test]
-    async fn wall_clock_entry_point_accepts_a_fresh_header() {
+    #[test]
+    fn wall_clock_entry_point_accepts_a_fresh_header() {
         let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
         let mut s = Sign::new("alice", "alice-secret");
         s.ts = now;
-        let c = auth().authenticate(&req(), &s.header(&req())).await.unwrap();
+        let c = auth().verify(&req(), &s.header(&req())).unwrap().caller;
         assert_eq!(c.client_id.as_str(), "alice");
     }
 
-    #[tokio::test]
-    async fn normalizes_method_and_host_of_the_request() {
+    #[test]
+    fn normalizes_method_and_host_of_the_request() {
         let signed = Sign::new("alice", "alice-secret").header(&req());
         let mut seen = req();
         seen.method = "post".into();
         seen.host = "Roller.Example.COM".into();
-        assert!(auth().authenticate_at(&seen, &signed, at(NOW)).await.is_ok());
+        assert!(auth().authenticate_at(&seen, &signed, at(NOW)).is_ok());
     }
 
-    #[tokio::test]
-    async fn wrong_token_or_request_is_bad_mac() {
+    #[test]
+    fn wrong_token_or_request_is_bad_mac() {
         let a = auth();
         let h = Sign::new("alice", "not-alice-secret").header(&req());
-        assert_eq!(refusal(a.authenticate_at(&req(), &h, at(NOW)).await), "Bad mac");
+        assert_eq!(refusal(a.authenticate_at(&req(), &h, at(NOW))), "Bad mac");
 
         let h = Sign::new("alice", "alice-secret").header(&req());
         let mut other = req();
         other.resource = "/api/v1/workers/w1/jobs?task_name=reimage".into();
-        assert_eq!(refusal(a.authenticate_at(&other, &h, at(NOW)).await), "Bad mac");
+        assert_eq!(refusal(a.authenticate_at(&other, &h, at(NOW))), "Bad mac");
         let mut other = req();
         other.port = 8443;
-        assert_eq!(refusal(a.authenticate_at(&other, &h, at(NOW)).await), "Bad mac");
+        assert_eq!(refusal(a.authenticate_at(&other, &h, at(NOW))), "Bad mac");
     }
 
-    #[tokio::test]
-    async fn token_never_appears_in_errors() {
+    #[test]
+    fn token_never_appears_in_errors() {
         let a = auth();
         let h = Sign::new("alice", "wrong").header(&req());
-        let e = refusal(a.authenticate_at(&req(), &h, at(NOW)).await);
+        let e = refusal(a.authenticate_at(&req(), &h, at(NOW)));
         assert!(!e.contains("alice-secret"));
         let dbg = format!("{:?}", client("x", "sekrit", &[]));
         assert!(!dbg.contains("sekrit"), "{dbg}");
     }
 
-    #[tokio::test]
-    async fn stale_timestamps() {
+    #[test]
+    fn stale_timestamps() {
         let a = auth();
         let h = Sign::new("alice", "alice-secret").header(&req());
-        assert!(a.authenticate_at(&req(), &h, at(NOW - 15 * 60)).await.is_ok());
+        assert!(a.authenticate_at(&req(), &h, at(NOW - 15 * 60)).is_ok());
         let h2 = {
             let mut s = Sign::new("alice", "alice-secret");
             s.nonce = "other";
             s.header(&req())
         };
-        assert!(a.authenticate_at(&req(), &h2, at(NOW + 15 * 60)).await.is_ok());
+        assert!(a.authenticate_at(&req(), &h2, at(NOW + 15 * 60)).is_ok());
         let h3 = {
             let mut s = Sign::new("alice", "alice-secret");
             s.nonce = "third";
             s.header(&req())
         };
-        assert_eq!(refusal(a.authenticate_at(&req(), &h3, at(NOW + 15 * 60 + 1)).await), "Stale timestamp");
-        assert_eq!(refusal(a.authenticate_at(&req(), &h3, at(NOW - 15 * 60 - 1)).await), "Stale timestamp");
+        assert_eq!(refusal(a.authenticate_at(&req(), &h3, at(NOW + 15 * 60 + 1))), "Stale timestamp");
+        assert_eq!(refusal(a.authenticate_at(&req(), &h3, at(NOW - 15 * 60 - 1))), "Stale timestamp");
         // A stale header with a bad MAC is reported as a bad MAC, as in Hawk.
         let bad = Sign::new("alice", "nope").header(&req());
-        assert_eq!(refusal(a.authenticate_at(&req(), &bad, at(NOW + 3600)).await), "Bad mac");
+        assert_eq!(refusal(a.authenticate_at(&req(), &bad, at(NOW + 3600))), "Bad mac");
     }
 
-    #[tokio::test]
-    async fn replays_are_refused() {
-        let a = auth();
-        let h = Sign::new("alice", "alice-secret").header(&req());
-        assert!(a.authenticate_at(&req(), &h, at(NOW)).await.is_ok());
-        assert_eq!(refusal(a.authenticate_at(&req(), &h, at(NOW + 60)).await), "Replayed nonce");
-        // A forged header with the same nonce does not burn it nor count as a replay.
-        let a = auth();
-        let forged = Sign::new("alice", "guess").header(&req());
-        assert_eq!(refusal(a.authenticate_at(&req(), &forged, at(NOW)).await), "Bad mac");
-        assert!(a.authenticate_at(&req(), &h, at(NOW)).await.is_ok());
+    #[test]
+    fn the_verified_header_is_named_for_the_replay_check() {
+        let mut s = Sign::new("alice", "alice-secret");
+        s.nonce = "n-42";
+        let v = auth().verify_at(&req(), &s.header(&req()), at(NOW)).unwrap();
+        assert_eq!((v.id.as_str(), v.ts, v.nonce.as_str()), ("alice", NOW, "n-42"));
     }
 
-    #[tokio::test]
-    async fn unknown_clients_and_bad_headers() {
+    #[test]
+    fn unknown_clients_and_bad_headers() {
         let a = auth();
         let h = Sign::new("mallory", "x").header(&req());
-        assert_eq!(refusal(a.authenticate_at(&req(), &h, at(NOW)).await), "Unknown credentials");
+        assert_eq!(refusal(a.authenticate_at(&req(), &h, at(NOW))), "Unknown credentials");
         assert_eq!(
-            refusal(a.authenticate_at(&req(), "Bearer abc", at(NOW)).await),
+            refusal(a.authenticate_at(&req(), "Bearer abc", at(NOW))),
             "Unsupported authorization scheme (expected Hawk)"
         );
         let h = Sign::new("alice", "alice-secret").header(&req());
         let dup = h.replacen("mac=", "mac=\"AAAA\", mac=", 1);
-        assert_eq!(
-            refusal(a.authenticate_at(&req(), &dup, at(NOW)).await),
-            "Invalid Hawk header: duplicate attribute mac"
-        );
+        assert_eq!(refusal(a.authenticate_at(&req(), &dup, at(NOW))), "Invalid Hawk header: duplicate attribute mac");
         let oz = h.replacen("mac=", "app=\"x\", mac=", 1);
-        assert!(refusal(a.authenticate_at(&req(), &oz, at(NOW)).await).contains("not supported"));
+        assert!(refusal(a.authenticate_at(&req(), &oz, at(NOW))).contains("not supported"));
     }
 
     fn cert(issuer: Option<&str>, name: &str, token: &[u8], scopes: &[&str], start: i64, expiry: i64) -> Value {
@@ -299,8 +295,8 @@ mod tests {
     const MS: i64 = NOW as i64 * 1000;
     const HOUR_MS: i64 = 3_600_000;
 
-    #[tokio::test]
-    async fn temporary_credentials_in_both_alphabets() {
+    #[test]
+    fn temporary_credentials_in_both_alphabets() {
         let c = cert(None, "alice", b"alice-secret", &["project:releng:roller:reboot"], MS - HOUR_MS, MS + HOUR_MS);
         let temp = certificate::temporary_access_token(b"alice-secret", SEED);
         let ext_json = json!({ "certificate": c }).to_string();
@@ -308,17 +304,17 @@ mod tests {
             let a = auth();
             let mut s = Sign::new("alice", &temp);
             s.ext = Some(ext);
-            let caller = a.authenticate_at(&req(), &s.header(&req()), at(NOW)).await.unwrap();
+            let caller = a.authenticate_at(&req(), &s.header(&req()), at(NOW)).unwrap();
             assert_eq!(caller.client_id.as_str(), "alice", "{i}");
             assert_eq!(caller.scopes, vec!["project:releng:roller:reboot".to_string()]);
             // The temporary token is the key, not the issuer's token.
             s.token = "alice-secret";
-            assert_eq!(refusal(a.authenticate_at(&req(), &s.header(&req()), at(NOW)).await), "Bad mac");
+            assert_eq!(refusal(a.authenticate_at(&req(), &s.header(&req()), at(NOW))), "Bad mac");
         }
     }
 
-    #[tokio::test]
-    async fn named_temporary_credentials() {
+    #[test]
+    fn named_temporary_credentials() {
         let temp = certificate::temporary_access_token(b"alice-secret", SEED);
         let sign = |name: &'static str, c: Value| {
             let mut s = Sign::new(name, "");
@@ -329,7 +325,7 @@ mod tests {
             cert(Some("alice"), "alice/laptop", b"alice-secret", &["project:releng:roller:reboot"], MS, MS + HOUR_MS);
         let mut s = sign("alice/laptop", c);
         s.token = &temp;
-        let caller = auth().authenticate_at(&req(), &s.header(&req()), at(NOW)).await.unwrap();
+        let caller = auth().authenticate_at(&req(), &s.header(&req()), at(NOW)).unwrap();
         assert_eq!(caller.client_id.as_str(), "alice/laptop");
         assert_eq!(caller.scopes, vec!["project:releng:roller:reboot".to_string()]);
 
@@ -338,7 +334,7 @@ mod tests {
         let mut s = sign("bob", c);
         s.token = &temp;
         assert_eq!(
-            refusal(auth().authenticate_at(&req(), &s.header(&req()), at(NOW)).await),
+            refusal(auth().authenticate_at(&req(), &s.header(&req()), at(NOW))),
             "ext.certificate issuer `alice` doesn't have `auth:create-client:bob` for supplied clientId."
         );
 
@@ -346,52 +342,50 @@ mod tests {
         let c = cert(Some("carol"), "carol/x", b"carol-secret", &[], MS, MS + HOUR_MS);
         let mut s = sign("carol/x", c);
         s.token = &temp;
-        assert_eq!(refusal(auth().authenticate_at(&req(), &s.header(&req()), at(NOW)).await), "Unknown credentials");
+        assert_eq!(refusal(auth().authenticate_at(&req(), &s.header(&req()), at(NOW))), "Unknown credentials");
     }
 
-    #[tokio::test]
-    async fn expired_or_overreaching_certificates() {
+    #[test]
+    fn expired_or_overreaching_certificates() {
         let temp = certificate::temporary_access_token(b"alice-secret", SEED);
-        let run = async |c: Value| {
+        let run = |c: Value| {
             let mut s = Sign::new("alice", &temp);
             s.ext = Some(STANDARD.encode(json!({ "certificate": c }).to_string()));
-            refusal(auth().authenticate_at(&req(), &s.header(&req()), at(NOW)).await)
+            refusal(auth().authenticate_at(&req(), &s.header(&req()), at(NOW)))
         };
         let expired = cert(None, "alice", b"alice-secret", &[], MS - 2 * HOUR_MS, MS - HOUR_MS);
-        assert_eq!(run(expired).await, "ext.certificate.expiry < now");
+        assert_eq!(run(expired), "ext.certificate.expiry < now");
         let forged = cert(None, "alice", b"guess", &[], MS, MS + HOUR_MS);
-        assert_eq!(run(forged).await, "ext.certificate.signature is not valid");
+        assert_eq!(run(forged), "ext.certificate.signature is not valid");
         let greedy = cert(None, "alice", b"alice-secret", &["queue:*"], MS, MS + HOUR_MS);
         assert!(
-            run(greedy)
-                .await
-                .starts_with("ext.certificate issuer `alice` doesn't satisfy all certificate scopes queue:*.")
+            run(greedy).starts_with("ext.certificate issuer `alice` doesn't satisfy all certificate scopes queue:*.")
         );
-        assert_eq!(run(json!({"version": 2})).await, "ext.certificate.version must be 1");
+        assert_eq!(run(json!({"version": 2})), "ext.certificate.version must be 1");
     }
 
-    #[tokio::test]
-    async fn authorized_scopes_narrow_the_caller() {
+    #[test]
+    fn authorized_scopes_narrow_the_caller() {
         let a = auth();
         let mut s = Sign::new("alice", "alice-secret");
         s.ext = Some(STANDARD.encode(json!({ "authorizedScopes": ["project:releng:roller:reboot"] }).to_string()));
-        let caller = a.authenticate_at(&req(), &s.header(&req()), at(NOW)).await.unwrap();
+        let caller = a.authenticate_at(&req(), &s.header(&req()), at(NOW)).unwrap();
         assert_eq!(caller.scopes, vec!["project:releng:roller:reboot".to_string()]);
         assert!(!caller.has_scope("project:releng:roller:reimage"));
 
         s.nonce = "n2";
         s.ext = Some(STANDARD.encode(json!({ "authorizedScopes": ["queue:*"] }).to_string()));
-        let e = refusal(a.authenticate_at(&req(), &s.header(&req()), at(NOW)).await);
+        let e = refusal(a.authenticate_at(&req(), &s.header(&req()), at(NOW)));
         assert!(e.starts_with("Supplied credentials do not satisfy authorizedScopes; "), "{e}");
 
         // Without a valid MAC the scopes are not revealed.
         s.nonce = "n3";
         s.token = "wrong";
-        assert_eq!(refusal(a.authenticate_at(&req(), &s.header(&req()), at(NOW)).await), "Bad mac");
+        assert_eq!(refusal(a.authenticate_at(&req(), &s.header(&req()), at(NOW))), "Bad mac");
     }
 
-    #[tokio::test]
-    async fn authorized_scopes_apply_to_certificate_scopes() {
+    #[test]
+    fn authorized_scopes_apply_to_certificate_scopes() {
         let c = cert(
             None,
             "alice",
@@ -406,7 +400,7 @@ mod tests {
             STANDARD
                 .encode(json!({ "certificate": c, "authorizedScopes": ["project:releng:roller:reimage"] }).to_string()),
         );
-        let caller = auth().authenticate_at(&req(), &s.header(&req()), at(NOW)).await.unwrap();
+        let caller = auth().authenticate_at(&req(), &s.header(&req()), at(NOW)).unwrap();
         assert_eq!(caller.scopes, vec!["project:releng:roller:reimage".to_string()]);
 
         // The certificate's scopes, not alice's own, bound authorizedScopes.
@@ -414,14 +408,14 @@ mod tests {
             STANDARD
                 .encode(json!({ "certificate": c, "authorizedScopes": ["auth:create-client:alice/x"] }).to_string()),
         );
-        let e = refusal(auth().authenticate_at(&req(), &s.header(&req()), at(NOW)).await);
+        let e = refusal(auth().authenticate_at(&req(), &s.header(&req()), at(NOW)));
         assert!(e.starts_with("Supplied credentials do not satisfy authorizedScopes; "), "{e}");
     }
 
-    #[tokio::test]
-    async fn ext_that_is_not_taskcluster_json_is_refused() {
+    #[test]
+    fn ext_that_is_not_taskcluster_json_is_refused() {
         let mut s = Sign::new("alice", "alice-secret");
         s.ext = Some("some-app-ext-data".into());
-        assert_eq!(refusal(auth().authenticate_at(&req(), &s.header(&req()), at(NOW)).await), "Failed to parse ext");
+        assert_eq!(refusal(auth().authenticate_at(&req(), &s.header(&req()), at(NOW))), "Failed to parse ext");
     }
 }

@@ -42,7 +42,19 @@ pub trait NonceStore: Send + Sync + 'static {
     async fn claim(&self, digest: &NonceDigest, expires_at: SystemTime) -> Result<bool, String>;
 }
 
-/// The replay check both authentication backends run after verifying a header.
+/// A verified header that passed this process's checks, its claim not made yet. It must
+/// be made ([`ReplayGuard::claim`]), or handed to the queue with the request's own write
+/// and its answer given back ([`ReplayGuard::settle`]), before anything the request asks
+/// for is done or told.
+#[must_use = "a verified header is accepted only once its claim is made"]
+#[derive(Debug)]
+pub struct PendingClaim {
+    digest: NonceDigest,
+    ts: u64,
+    expires_at: SystemTime,
+}
+
+/// The replay check both authentication backends' headers go through.
 pub struct ReplayGuard {
     local: NonceCache,
     /// `None`: this process alone (a worker, which authenticates nobody, and the
@@ -62,11 +74,10 @@ impl ReplayGuard {
         Self { local: NonceCache::new(TIMESTAMP_SKEW, nonce::DEFAULT_CAPACITY), shared: None }
     }
 
-    /// Accept the header `(client_id, ts, nonce)` if it was never accepted before
-    /// and `ts` is within the skew of `now`; call only once its MAC is verified.
-    pub async fn check(&self, client_id: &str, ts: u64, nonce: &str, now: SystemTime) -> Result<(), AuthError> {
-        // Judged again here, not only by the caller before its round trips: the
-        // record expires by `ts`, so it can only vouch for a header inside the window.
+    /// The checks that need no round trip: the window (judged here again, not only
+    /// by the caller before its round trips: the record expires by `ts`, so it can
+    /// only vouch for a header inside the window) and this process's cache.
+    pub fn prepare(&self, client_id: &str, ts: u64, nonce: &str, now: SystemTime) -> Result<PendingClaim, AuthError> {
         if !within_skew(ts, now) {
             return Err(AuthError::Refused("Stale timestamp".into()));
         }
@@ -74,19 +85,36 @@ impl ReplayGuard {
         if self.local.contains(&digest, ts) {
             return Err(replayed());
         }
-        let Some(store) = &self.shared else {
-            return if self.local.check_and_insert(&digest, ts, now) { Ok(()) } else { Err(replayed()) };
-        };
         let expires_at = UNIX_EPOCH + Duration::from_secs(ts) + TIMESTAMP_SKEW + CLOCK_MARGIN;
-        match store.claim(&digest, expires_at).await {
-            Ok(fresh) => {
-                // Remembered either way: a used header is refused here next time
-                // without asking the backend.
-                self.local.check_and_insert(&digest, ts, now);
-                if fresh { Ok(()) } else { Err(replayed()) }
-            }
+        Ok(PendingClaim { digest, ts, expires_at })
+    }
+
+    /// Make the claim: in the shared store (one round trip), or in this process only.
+    pub async fn claim(&self, pending: PendingClaim, now: SystemTime) -> Result<(), AuthError> {
+        let Some(store) = &self.shared else {
+            let fresh = self.local.check_and_insert(&pending.digest, pending.ts, now);
+            return if fresh { Ok(()) } else { Err(replayed()) };
+        };
+        match store.claim(&pending.digest, pending.expires_at).await {
+            Ok(fresh) => self.settle(pending, fresh, now),
             Err(e) => Err(AuthError::ReplayCheckUnavailable(e)),
         }
+    }
+
+    /// What a write that can carry the claim with it must record (the digest, until
+    /// when), so the claim costs no round trip of its own; `None` when the check is in
+    /// this process only, and the claim is to be made with [`ReplayGuard::claim`].
+    pub fn for_store(&self, pending: &PendingClaim) -> Option<(NonceDigest, SystemTime)> {
+        self.shared.as_ref().map(|_| (pending.digest, pending.expires_at))
+    }
+
+    /// The store's answer to a claim made with a write: `fresh` when it was not
+    /// recorded before.
+    pub fn settle(&self, pending: PendingClaim, fresh: bool, now: SystemTime) -> Result<(), AuthError> {
+        // Remembered either way: a used header is refused here next time without
+        // asking the backend.
+        self.local.check_and_insert(&pending.digest, pending.ts, now);
+        if fresh { Ok(()) } else { Err(replayed()) }
     }
 }
 
@@ -114,6 +142,14 @@ mod tests {
 
     fn at(secs: u64) -> SystemTime {
         UNIX_EPOCH + Duration::from_secs(secs)
+    }
+
+    impl ReplayGuard {
+        /// Prepare and claim in one step, as `Authenticator::authenticate` does.
+        async fn check(&self, client_id: &str, ts: u64, nonce: &str, now: SystemTime) -> Result<(), AuthError> {
+            let pending = self.prepare(client_id, ts, nonce, now)?;
+            self.claim(pending, now).await
+        }
     }
 
     /// A store in memory that counts its claims, or fails every one.
@@ -183,6 +219,28 @@ mod tests {
         assert_eq!(refusal(g.check("alice", u64::MAX, "n", at(T)).await), "Stale timestamp");
         assert_eq!(*store.calls.lock().unwrap(), 0);
         assert_eq!(refusal(g.check("alice", T, "n", at(T + skew)).await), "accepted");
+    }
+
+    /// A claim carried by the request's own write (the enqueue): the store's answer
+    /// comes back through `settle`, and this process remembers the header either way.
+    #[tokio::test]
+    async fn a_claim_made_with_a_write_is_settled_from_its_answer() {
+        let store = Arc::new(Store::default());
+        let g = ReplayGuard::shared(store.clone());
+        let p = g.prepare("alice", T, "n", at(T)).unwrap();
+        let (digest, until) = g.for_store(&p).expect("a shared check hands the claim to the write");
+        assert_eq!((digest, until), (nonce::digest("alice", T, "n"), at(T) + TIMESTAMP_SKEW + CLOCK_MARGIN));
+        assert_eq!(refusal(g.settle(p, true, at(T))), "accepted");
+        assert_eq!(refusal(g.prepare("alice", T, "n", at(T)).map(drop)), "Replayed nonce");
+        let p = g.prepare("alice", T, "m", at(T)).unwrap();
+        assert_eq!(refusal(g.settle(p, false, at(T))), "Replayed nonce", "the write found it claimed");
+        assert_eq!(refusal(g.prepare("alice", T, "m", at(T)).map(drop)), "Replayed nonce");
+        assert_eq!(*store.calls.lock().unwrap(), 0, "no round trip of its own");
+        // In this process only, there is no write to carry it: claimed here.
+        let local = ReplayGuard::in_process();
+        let p = local.prepare("alice", T, "n", at(T)).unwrap();
+        assert!(local.for_store(&p).is_none());
+        assert_eq!(refusal(local.claim(p, at(T)).await), "accepted");
     }
 
     #[tokio::test]

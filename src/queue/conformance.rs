@@ -103,6 +103,7 @@ macro_rules! conformance_suite {
             final_jobs_expire_after_retention_and_active_ones_never,
             history_is_capped_per_machine,
             nonce_claims_are_shared_by_handles_and_survive_reopen,
+            an_enqueue_carrying_a_claim_queues_once_per_digest,
         );
     };
     (@queue $backend:expr; $($name:ident),* $(,)?) => {$(
@@ -917,6 +918,36 @@ pub async fn nonce_claims_are_shared_by_handles_and_survive_reopen(b: &dyn Backe
     let again = b.open_records().await;
     assert!(!again.claim_nonce(&digest, window).await.unwrap(), "kept across a reopen");
     assert!(again.claim_nonce(&[0x5f; 16], window).await.unwrap());
+}
+
+/// An enqueue carrying its header's claim: the claim and the enqueue are one step, and
+/// the record is the one `claim_nonce` keeps.
+pub async fn an_enqueue_carrying_a_claim_queues_once_per_digest(b: &dyn Backend) {
+    let (q, r) = (b.open().await, b.open_records().await);
+    enqueue_claiming_checks(&*q, &*r).await;
+}
+
+/// The body of [`an_enqueue_carrying_a_claim_queues_once_per_digest`], over one handle's
+/// two views (the cluster test calls it too).
+pub async fn enqueue_claiming_checks(q: &dyn Queue, r: &dyn Records) {
+    let window = SystemTime::now() + Duration::from_secs(16 * 60);
+    let machine = |w: &str| WorkerId::parse(w).unwrap();
+    let first = q.enqueue_claiming(ping("claim-a", "g"), &[0x11; 16], window).await.unwrap().expect("claimed");
+    assert!(first.created);
+    // The same digest again (a replayed header), even for another job: nothing is queued.
+    assert!(q.enqueue_claiming(ping("claim-b", "g"), &[0x11; 16], window).await.unwrap().is_none());
+    assert!(q.history(&machine("claim-b"), 10).await.unwrap().is_empty());
+    assert!(!r.claim_nonce(&[0x11; 16], window).await.unwrap(), "the record claim_nonce keeps");
+    // Claimed on its own first (a read, say): the enqueue carrying it queues nothing.
+    assert!(r.claim_nonce(&[0x22; 16], window).await.unwrap());
+    assert!(q.enqueue_claiming(ping("claim-c", "g"), &[0x22; 16], window).await.unwrap().is_none());
+    assert!(q.history(&machine("claim-c"), 10).await.unwrap().is_empty());
+    // A coalesced enqueue claims too.
+    let again = q.enqueue_claiming(ping("claim-a", "g"), &[0x33; 16], window).await.unwrap().expect("claimed");
+    assert_eq!((again.created, again.job.id), (false, first.job.id));
+    assert!(!r.claim_nonce(&[0x33; 16], window).await.unwrap());
+    // And the plain enqueue is untouched by any of it.
+    assert!(q.enqueue(ping("claim-b", "g")).await.unwrap().created);
 }
 
 pub async fn log_lines_keep_their_order(q: &dyn Queue) {

@@ -31,7 +31,7 @@ mod transactions;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior};
@@ -195,7 +195,18 @@ fn free_bytes(dir: &Path) -> std::io::Result<u64> {
 impl Queue for SqliteQueue {
     async fn enqueue(&self, job: NewJob) -> Result<Enqueued, QueueError> {
         let options = self.options;
-        self.with_conn(move |c| enqueue_tx(c, job, &options)).await
+        let enq = self.with_conn(move |c| enqueue_tx(c, job, &options, None)).await?;
+        enq.ok_or_else(|| QueueError::Unavailable("an enqueue claiming nothing was refused".into()))
+    }
+
+    async fn enqueue_claiming(
+        &self,
+        job: NewJob,
+        nonce: &[u8; 16],
+        expires_at: SystemTime,
+    ) -> Result<Option<Enqueued>, QueueError> {
+        let (options, nonce) = (self.options, Some((*nonce, records::unix_ms(expires_at))));
+        self.with_conn(move |c| enqueue_tx(c, job, &options, nonce)).await
     }
 
     async fn reserve(&self, consumer: &str, lease: Duration) -> Result<Option<Job>, QueueError> {

@@ -141,3 +141,19 @@ fn nonce_rows(data_dir: &Path) -> i64 {
     let db = rusqlite::Connection::open_with_flags(data_dir.join("roller.sqlite3"), flags).unwrap();
     db.query_row("SELECT count(*) FROM nonces", [], |r| r.get(0)).unwrap()
 }
+
+/// A task that restarts a machine is answered from stored state (the inventory, the
+/// breaker's history), so its header is claimed on its own before either is read, not
+/// with the enqueue: a replay, to a restarted roller too, learns nothing from them.
+#[tokio::test]
+async fn a_replayed_restart_request_is_refused_before_anything_is_looked_up() {
+    let app = spawn_app_with(CONFIG, &[]).await;
+    let post = "/api/v1/workers/w1/group/g/jobs?task_name=reboot";
+    let captured = capture(&Method::POST, post);
+    let (s, v) = send(&app.url(""), Method::POST, post, &captured).await;
+    assert_eq!((s, &v["error_code"]), (400, &Value::from("not_in_inventory")), "{v}");
+    let dir = app.stop().await;
+    let cfg = dir.path().join("roller.toml");
+    let app = spawn_app_from(dir, &cfg, &[]).await;
+    assert_replayed(send(&app.url(""), Method::POST, post, &captured).await, "after a restart");
+}

@@ -35,6 +35,24 @@ impl RedisQueue {
     fn records_key(&self, kind: RecordKind) -> String {
         format!("{}rec:{}", self.key_base(), kind.as_str())
     }
+
+    /// `t` (our clock) as unix ms in Redis's clock, by the offset measured at connect and
+    /// by every health check: a Redis whose clock runs ahead does not forget a nonce early.
+    pub(super) fn in_redis_clock(&self, t: SystemTime) -> i64 {
+        let ours = t.duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+        ours.saturating_add(self.clock_offset_ms.load(Ordering::Relaxed)).max(1)
+    }
+}
+
+/// A nonce digest as its key names it: lower-case hex.
+pub(super) fn hex(digest: &[u8; 16]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(32);
+    for b in digest {
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 15)]));
+    }
+    out
 }
 
 #[async_trait]
@@ -110,9 +128,7 @@ impl Records for RedisQueue {
     }
 
     /// `SET <key> 1 NX PXAT <ms>`: one command, one round trip, atomic; Redis's own
-    /// key expiry purges it. The expiry is moved into Redis's clock (by the offset
-    /// measured at connect and by every health check), so a Redis whose clock runs
-    /// ahead does not forget a header early.
+    /// key expiry purges it. (An enqueue makes the same claim inside its script.)
     ///
     /// Tried once more when the connection turns out dead (Redis restarted), as the
     /// reads are: the first try then never reached Redis. Should it have (the link
@@ -120,11 +136,8 @@ impl Records for RedisQueue {
     /// refused as a replay: a false refusal the client mends with a fresh signature,
     /// never a replay let through.
     async fn claim_nonce(&self, digest: &[u8; 16], expires_at: SystemTime) -> Result<bool, QueueError> {
-        let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
-        let key = format!("{}nonce:{hex}", self.key_base());
-        let ours =
-            expires_at.duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
-        let at = ours.saturating_add(self.clock_offset_ms.load(Ordering::Relaxed)).max(1);
+        let key = format!("{}nonce:{}", self.key_base(), hex(digest));
+        let at = self.in_redis_clock(expires_at);
         let mut cmd = redis::cmd("SET");
         cmd.arg(&key).arg(1).arg("NX").arg("PXAT").arg(at);
         let once = || {

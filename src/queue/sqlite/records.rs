@@ -5,7 +5,7 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
-use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
+use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior};
 
 use super::row::{duration_ms, now_ms};
 use super::{DbResult, SqliteQueue};
@@ -22,6 +22,21 @@ const PURGE_NONCES: &str =
     "DELETE FROM nonces WHERE digest IN (SELECT digest FROM nonces WHERE expires_at < ?1 LIMIT ?2)";
 const NONCE_PURGE_BATCH: i64 = 16;
 
+/// Claim `digest` until `until` (unix ms) inside the caller's transaction, purging a few
+/// expired claims: `true` when it was not claimed (or its claim had expired). The enqueue
+/// runs this in its own transaction, so the claim costs it no commit of its own.
+pub(super) fn claim_nonce_tx(tx: &Transaction<'_>, digest: &[u8; 16], until: i64) -> Result<bool, QueueError> {
+    let now = now_ms();
+    let claimed = tx.prepare_cached(CLAIM_NONCE).db()?.execute(rusqlite::params![&digest[..], until, now]).db()? == 1;
+    tx.prepare_cached(PURGE_NONCES).db()?.execute(rusqlite::params![now, NONCE_PURGE_BATCH]).db()?;
+    Ok(claimed)
+}
+
+/// `expires_at` as stored: unix ms.
+pub(super) fn unix_ms(t: SystemTime) -> i64 {
+    t.duration_since(UNIX_EPOCH).map_or(0, duration_ms)
+}
+
 /// Run `f` with `synchronous = NORMAL`, then back to the queue's FULL.
 ///
 /// Why a nonce claim skips the fsync that every job write pays: a commit is in
@@ -30,8 +45,8 @@ const NONCE_PURGE_BATCH: i64 = 16;
 /// the next FULL commit (the enqueue that follows a claim, say) fsyncs the WAL with
 /// every frame before it, so a claim is durable before the job it let in. What a
 /// power cut can lose is the record of requests that changed nothing (reads), for
-/// the rest of their 15-minute window. An fsync per request would double an
-/// enqueue's disk waits (docs/BENCHMARKS.md, "Replay protection's cost").
+/// the rest of their 15-minute window. (An enqueue claims inside its own transaction,
+/// fsynced with the job.)
 fn without_fsync<T>(
     c: &mut Connection,
     f: impl FnOnce(&mut Connection) -> Result<T, QueueError>,
@@ -166,15 +181,11 @@ impl Records for SqliteQueue {
     }
 
     async fn claim_nonce(&self, digest: &[u8; 16], expires_at: SystemTime) -> Result<bool, QueueError> {
-        let digest = *digest;
-        let until = expires_at.duration_since(UNIX_EPOCH).map_or(0, |d| duration_ms(d));
+        let (digest, until) = (*digest, unix_ms(expires_at));
         self.with_conn(move |c| {
             without_fsync(c, |c| {
                 let tx = c.transaction_with_behavior(TransactionBehavior::Immediate).db()?;
-                let now = now_ms();
-                let claimed =
-                    tx.prepare_cached(CLAIM_NONCE).db()?.execute(rusqlite::params![&digest[..], until, now]).db()? == 1;
-                tx.prepare_cached(PURGE_NONCES).db()?.execute(rusqlite::params![now, NONCE_PURGE_BATCH]).db()?;
+                let claimed = claim_nonce_tx(&tx, &digest, until)?;
                 tx.commit().db()?;
                 Ok(claimed)
             })
