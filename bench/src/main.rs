@@ -24,12 +24,13 @@ use load::{Plan, Stop};
 use procs::{Proc, cpu_ms, rss_mib};
 
 const USAGE: &str =
-    "usage: roller-bench [SCENARIO…] [--duration S] [--jobs N] [--long-jobs N] [--concurrency N] [--roller PATH]
+    "usage: roller-bench [SCENARIO…] [--duration S] [--jobs N] [--long-jobs N] [--concurrency N] [--rounds N] [--roller PATH]
 scenarios: axum enqueue replay noop ping latency long sweep medic soak (default: all but soak)
   axum      a bare axum handler: the HTTP ceiling, 16 and 64 connections
   enqueue   signed enqueue POST, roller api on Redis, 16 and 64 connections
   replay    signed enqueue with the shared replay check and with it in-process only, on Redis
-            (roller api) and SQLite (roller serve), alternating: the check's cost
+            (roller api) and SQLite (roller serve), alternating --rounds (default 4) phases of
+            each: the check's cost
   noop      drain --jobs queued noop jobs with one roller worker
   ping      drain --jobs/4 queued ping jobs (127.x.y.z, one echo each)
   latency   enqueue -> start with an idle worker, and idle RSS of api and worker
@@ -67,6 +68,8 @@ struct Options {
     long_jobs: u64,
     /// `[health] concurrency` of the sweep and medic scenarios.
     concurrency: usize,
+    /// Phases per variant in the replay scenario.
+    rounds: usize,
     roller: PathBuf,
 }
 
@@ -78,6 +81,7 @@ fn parse(args: Vec<String>) -> Result<Options> {
         jobs: 20_000,
         long_jobs: 10_000,
         concurrency: 64,
+        rounds: 4,
         roller: exe_dir.join("roller"),
     };
     let mut it = args.into_iter();
@@ -96,6 +100,13 @@ fn parse(args: Vec<String>) -> Result<Options> {
                     .ok()
                     .filter(|n| (1..=1024).contains(n))
                     .ok_or("--concurrency takes 1 to 1024")?
+            }
+            "--rounds" => {
+                o.rounds = value("--rounds")?
+                    .parse()
+                    .ok()
+                    .filter(|n| (1..=100).contains(n))
+                    .ok_or("--rounds takes 1 to 100")?
             }
             "--roller" => o.roller = PathBuf::from(value("--roller")?),
             "-h" | "--help" => bail!("{USAGE}"),

@@ -1,21 +1,20 @@
 //! `replay`: what the shared replay check (issue 16.1) costs a signed enqueue. The same
-//! load against the same processes twice over, once with the check as deployed (every
-//! accepted header claimed in the queue backend: Redis `SET NX PXAT`, SQLite a row) and
-//! once with it in the process only (`ROLLER_BENCH_REPLAY=in-process`, which only the
-//! `bench` build of roller reads), alternating, on Redis (`roller api`) and on SQLite
-//! (`roller serve`), each phase on fresh processes and a fresh store. The cost is one
-//! minus the ratio of the rates, in one run.
+//! load against the same processes, once with the check as deployed (every accepted
+//! header claimed in the queue backend; an enqueue carries the claim in its own Redis
+//! script or SQLite transaction) and once with it in the process only
+//! (`ROLLER_BENCH_REPLAY=in-process`, which only the `bench` build of roller reads),
+//! alternating `--rounds` times, on Redis (`roller api`) and on SQLite (`roller serve`),
+//! each phase on fresh processes and a fresh store. The cost is one minus the ratio of the
+//! rates, in one run; the CPU per request says the same without the scheduler's noise.
 
 use std::time::Duration;
 
 use crate::load::{self, Plan, Stop};
 use crate::procs::{self, cpu_ms, rss_mib};
-use crate::{Options, Result, Setup, api_port};
+use crate::{Options, Result, Setup, api_port, self_cpu_ms};
 
 /// Connections, as the enqueue scenario's higher point.
 const CONNS: usize = 64;
-/// Phases per variant and backend, alternating, so drift of the machine hits both alike.
-const ROUNDS: usize = 3;
 
 #[derive(Clone, Copy, PartialEq)]
 enum Check {
@@ -34,64 +33,86 @@ impl Check {
 
 struct Phase {
     rate: f64,
-    /// Server CPU (roller, plus redis-server on Redis) per request, ms.
-    cpu_ms: f64,
-    /// roller's share of it.
-    roller_cpu_ms: f64,
+    /// roller's CPU per request, ms.
+    roller_ms: f64,
+    /// redis-server's (0 on SQLite).
+    redis_ms: f64,
+    /// The load generator's (this process).
+    client_ms: f64,
     p99_ms: f64,
     errors: u64,
     /// What the store holds afterwards: Redis keys and memory, or the SQLite file's size.
     store: String,
 }
 
+fn mean(v: impl Iterator<Item = f64>) -> f64 {
+    let (n, sum) = v.fold((0usize, 0.0), |(n, s), x| (n + 1, s + x));
+    sum / n.max(1) as f64
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
 pub async fn replay(o: &Options, duration: Duration) -> Result<String> {
+    let rounds = o.rounds;
     let mut lines = vec![format!(
-        "replay check's cost: signed enqueue POSTs, {CONNS} connections, {:.0} s a phase, {ROUNDS} phases per \
-         variant alternating, fresh processes and store each",
+        "replay check's cost: signed enqueue POSTs (noop jobs, a new machine each), {CONNS} connections, {:.0} s a \
+         phase, {rounds} phases per variant alternating, fresh processes and store each",
         duration.as_secs_f64()
     )];
     lines.push(String::new());
-    lines.push("| queue | replay check | req/s per phase | mean req/s | server CPU ms/req | p99 ms | errors | store after a phase |".into());
-    lines.push("|---|---|---|---|---|---|---|---|".into());
+    lines.push(
+        "| queue | replay check | req/s per phase | median | mean | CPU ms/req: roller, redis, load generator | p99 ms (worst) | errors | store after the last phase |"
+            .into(),
+    );
+    lines.push("|---|---|---|---|---|---|---|---|---|".into());
     for redis in [true, false] {
-        let mut by_check: Vec<(Check, Vec<Phase>)> = vec![(Check::Shared, vec![]), (Check::InProcess, vec![])];
-        for round in 0..ROUNDS {
+        let mut phases: [Vec<Phase>; 2] = [Vec::new(), Vec::new()];
+        let checks = [Check::Shared, Check::InProcess];
+        for round in 0..rounds {
             // Which goes first alternates too.
             let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };
             for i in order {
-                let check = by_check[i].0;
-                eprintln!(
-                    "roller-bench: replay: {} check, {}, round {}",
-                    check.env(),
-                    if redis { "Redis" } else { "SQLite" },
-                    round + 1
-                );
-                let phase = run_phase(o, redis, check, duration).await?;
-                by_check[i].1.push(phase);
+                let queue = if redis { "Redis" } else { "SQLite" };
+                eprintln!("roller-bench: replay: {} check, {queue}, round {}", checks[i].env(), round + 1);
+                phases[i].push(run_phase(o, redis, checks[i], duration).await?);
             }
         }
         let queue = if redis { "Redis (`roller api`)" } else { "SQLite (`roller serve`)" };
-        let mut means = Vec::new();
-        for (check, phases) in &by_check {
-            let n = phases.len() as f64;
-            let mean = phases.iter().map(|p| p.rate).sum::<f64>() / n;
-            means.push(mean);
-            let rates = phases.iter().map(|p| format!("{:.0}", p.rate)).collect::<Vec<_>>().join(" / ");
-            let cpu = phases.iter().map(|p| p.cpu_ms).sum::<f64>() / n;
-            let roller_cpu = phases.iter().map(|p| p.roller_cpu_ms).sum::<f64>() / n;
-            let split =
-                if redis { format!(" (roller {roller_cpu:.3}, redis {:.3})", cpu - roller_cpu) } else { String::new() };
-            let p99 = phases.iter().map(|p| p.p99_ms).fold(0.0, f64::max);
-            let errors: u64 = phases.iter().map(|p| p.errors).sum();
-            let store = phases.last().map(|p| p.store.clone()).unwrap_or_default();
+        let mut medians = [0.0; 2];
+        let mut means = [0.0; 2];
+        let mut cpu = [0.0; 2];
+        for (i, ps) in phases.iter().enumerate() {
+            medians[i] = median(ps.iter().map(|p| p.rate).collect());
+            means[i] = mean(ps.iter().map(|p| p.rate));
+            let (r, d, c) = (
+                mean(ps.iter().map(|p| p.roller_ms)),
+                mean(ps.iter().map(|p| p.redis_ms)),
+                mean(ps.iter().map(|p| p.client_ms)),
+            );
+            cpu[i] = r + d + c;
+            let rates = ps.iter().map(|p| format!("{:.0}", p.rate)).collect::<Vec<_>>().join(" / ");
+            let p99 = ps.iter().map(|p| p.p99_ms).fold(0.0, f64::max);
+            let errors: u64 = ps.iter().map(|p| p.errors).sum();
+            let store = ps.last().map(|p| p.store.clone()).unwrap_or_default();
             lines.push(format!(
-                "| {queue} | {} | {rates} | **{mean:.0}** | {cpu:.3}{split} | {p99:.2} (worst) | {errors} | {store} |",
-                check.env()
+                "| {queue} | {} | {rates} | **{:.0}** | {:.0} | {r:.3}, {d:.3}, {c:.3} | {p99:.1} | {errors} | {store} |",
+                checks[i].env(),
+                medians[i],
+                means[i],
             ));
         }
         lines.push(format!(
-            "|  | **cost** | | **{:.1} %** of the in-process rate | | | | |",
-            100.0 * (1.0 - means[0] / means[1])
+            "|  | **cost** | | **{:.1} %** | {:.1} % | {:+.1} % CPU per request | | | |",
+            100.0 * (1.0 - medians[0] / medians[1]),
+            100.0 * (1.0 - means[0] / means[1]),
+            100.0 * (cpu[0] / cpu[1] - 1.0),
         ));
     }
     Ok(lines.join("\n"))
@@ -111,10 +132,10 @@ async fn run_phase(o: &Options, redis: bool, check: Check, duration: Duration) -
     let sub = if redis { "api" } else { "serve" };
     let (roller, url) = procs::start_roller_with(&o.roller, sub, setup.path(), redis_port, &env)?;
     let port = api_port(url)?;
-    let server_cpu = || cpu_ms(roller.pid()) + redis_proc.as_ref().map_or(0.0, |r| cpu_ms(r.pid()));
+    let redis_cpu = || redis_proc.as_ref().map_or(0.0, |r| cpu_ms(r.pid()));
     let path = std::sync::Arc::new(|n: u64| format!("/api/v1/workers/r{n}/group/bench/jobs?task_name=noop"));
-    let (s0, r0) = (server_cpu(), cpu_ms(roller.pid()));
-    let out = load::run(Plan {
+    let (r0, d0, c0) = (cpu_ms(roller.pid()), redis_cpu(), self_cpu_ms());
+    let plan = Plan {
         port,
         creds: setup.creds(),
         conns: CONNS,
@@ -122,9 +143,9 @@ async fn run_phase(o: &Options, redis: bool, check: Check, duration: Duration) -
         rate: None,
         path,
         keep_bodies: false,
-    })
-    .await;
-    let (s1, r1) = (server_cpu(), cpu_ms(roller.pid()));
+    };
+    let out = load::run(plan).await;
+    let (r1, d1, c1) = (cpu_ms(roller.pid()), redis_cpu(), self_cpu_ms());
     if out.errors() > 0 {
         eprintln!("roller-bench: replay: answers {:?}, {} without answer", out.statuses, out.transport_errors);
     }
@@ -137,16 +158,16 @@ async fn run_phase(o: &Options, redis: bool, check: Check, duration: Duration) -
         }
         None => {
             let db = setup.path().join("data").join("roller.sqlite3");
-            let size = |p: &std::path::Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
-            let wal = db.with_extension("sqlite3-wal");
-            format!("file {:.1} MiB + WAL {:.1} MiB", size(&db) as f64 / 1048576.0, size(&wal) as f64 / 1048576.0)
+            let size = |p: &std::path::Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0) as f64 / 1048576.0;
+            format!("file {:.1} MiB + WAL {:.1} MiB", size(&db), size(&db.with_extension("sqlite3-wal")))
         }
     };
     let n = out.requests().max(1) as f64;
     Ok(Phase {
         rate: out.rate(),
-        cpu_ms: (s1 - s0) / n,
-        roller_cpu_ms: (r1 - r0) / n,
+        roller_ms: (r1 - r0) / n,
+        redis_ms: (d1 - d0) / n,
+        client_ms: (c1 - c0) / n,
         p99_ms: out.quantile_ms(0.99),
         errors: out.errors(),
         store,

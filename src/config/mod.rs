@@ -534,4 +534,14 @@ mod tests {
             assert!(e.contains(want), "want {want:?} in {e:?}");
         }
     }
+
+    /// The benchmark's baseline keeps the replay record in the process: only a `bench`
+    /// build reads the switch, so no deployed roller can be configured out of sharing it.
+    #[test]
+    fn the_benchmarks_replay_switch_is_ignored_by_a_deployable_build() {
+        let s = load("", &[("ROLLER_BENCH_REPLAY", "in-process")]).unwrap();
+        let want = if cfg!(feature = "bench") { ReplayCheck::InProcess } else { ReplayCheck::Shared };
+        assert_eq!(s.replay_check, want);
+        assert_eq!(load("", &[]).unwrap().replay_check, ReplayCheck::Shared);
+    }
 }
