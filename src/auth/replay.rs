@@ -3,10 +3,13 @@
 //!
 //! The record of used headers lives in the queue backend (a [`NonceStore`],
 //! wired by `startup` to `queue::records::Records::claim_nonce`): Redis in
-//! distributed mode, the SQLite file in embedded mode. One claim per request,
-//! one round trip: "record this digest until `ts + skew`, unless it is recorded
-//! already". The backend decides; the in-process cache (`nonce`) only refuses,
-//! without the round trip, a replay this process has already seen.
+//! distributed mode, the SQLite file in embedded mode. One claim per request:
+//! "record this digest until `ts + skew`, unless it is recorded already", one
+//! round trip of its own ([`ReplayGuard::claim`]), or, for an enqueue, made by the
+//! enqueue's own script or transaction ([`ReplayGuard::for_store`], then
+//! [`ReplayGuard::settle`] with its answer; `api::jobs`). The backend decides; the
+//! in-process cache (`nonce`) only refuses, without asking, a replay this process
+//! has already seen.
 //!
 //! **How long.** A header is accepted while `|ts - now| <= skew` (15 minutes),
 //! so its record must outlive `ts + skew` and no more: it expires then, by the
