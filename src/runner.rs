@@ -657,6 +657,14 @@ mod tests {
         async fn enqueue(&self, job: crate::queue::NewJob) -> Result<crate::queue::Enqueued, QueueError> {
             self.inner.enqueue(job).await
         }
+        async fn enqueue_claiming(
+            &self,
+            job: crate::queue::NewJob,
+            nonce: &[u8; 16],
+            expires_at: std::time::SystemTime,
+        ) -> Result<Option<crate::queue::Enqueued>, QueueError> {
+            self.inner.enqueue_claiming(job, nonce, expires_at).await
+        }
         async fn reserve(&self, consumer: &str, lease: Duration) -> Result<Option<Job>, QueueError> {
             let got = self.inner.reserve(consumer, lease).await?;
             if got.is_some() && self.down() {

@@ -16,9 +16,12 @@ use crate::api::tls::ServerTls;
 use crate::api::{self, AppState};
 use crate::auth::Authenticator;
 use crate::auth::local::LocalAuth;
+use crate::auth::nonce::NonceDigest;
+use crate::auth::replay::{NonceStore, ReplayGuard};
 use crate::auth::taskcluster::TaskclusterAuth;
+use crate::auth::{Authenticator, Backend};
 use crate::breaker::BreakerRule;
-use crate::config::{AuthSettings, Settings};
+use crate::config::{AuthSettings, ReplayCheck, Settings};
 use crate::drivers::bugzilla::Bugzilla;
 use crate::drivers::dns::DnsResolver;
 use crate::drivers::gate::Gates;
@@ -111,8 +114,10 @@ impl Application {
         let (queue, records) = open_queue(&settings).await?;
         // A worker serves no HTTP: it needs no clients (and must not generate an admin).
         let (auth, admin_credentials) = match mode {
-            Mode::Worker => (Authenticator::Local(LocalAuth::new(Vec::new())), None),
-            Mode::Serve | Mode::Api => build_auth(&settings)?,
+            Mode::Worker => {
+                (Authenticator::new(Backend::Local(LocalAuth::new(Vec::new())), ReplayGuard::in_process()), None)
+            }
+            Mode::Serve | Mode::Api => build_auth(&settings, replay_guard(&settings, &records))?,
         };
         // A worker serves only the operational endpoints, and only when asked to.
         let bind = if mode == Mode::Worker { settings.metrics_bind } else { Some(settings.bind) };
@@ -509,19 +514,41 @@ pub fn redis_settings(r: &crate::config::RedisConfig) -> RedisSettings {
     }
 }
 
-fn build_auth(settings: &Settings) -> anyhow::Result<(Authenticator, Option<PathBuf>)> {
-    Ok(match &settings.auth {
+/// The queue backend's records as the replay check's store: every API process on one
+/// backend sees the headers the others accepted, and a restarted one those it accepted.
+struct SharedNonces(Arc<dyn Records>);
+
+#[async_trait::async_trait]
+impl NonceStore for SharedNonces {
+    async fn claim(&self, digest: &NonceDigest, expires_at: std::time::SystemTime) -> Result<bool, String> {
+        self.0.claim_nonce(digest, expires_at).await.map_err(|e| e.to_string())
+    }
+}
+
+fn replay_guard(settings: &Settings, records: &Arc<dyn Records>) -> ReplayGuard {
+    match settings.replay_check {
+        ReplayCheck::Shared => ReplayGuard::shared(Arc::new(SharedNonces(records.clone()))),
+        ReplayCheck::InProcess => {
+            tracing::warn!("replay check in this process only (ROLLER_BENCH_REPLAY): a benchmark build");
+            ReplayGuard::in_process()
+        }
+    }
+}
+
+fn build_auth(settings: &Settings, replay: ReplayGuard) -> anyhow::Result<(Authenticator, Option<PathBuf>)> {
+    let (backend, admin) = match &settings.auth {
         AuthSettings::Local { clients } if clients.is_empty() => {
             let path = settings.data_dir.join(ADMIN_CREDENTIALS_FILE);
             let admin = load_or_create_admin(&path, &settings.scope_prefix)?;
-            (Authenticator::Local(LocalAuth::new(vec![admin])), Some(path))
+            (Backend::Local(LocalAuth::new(vec![admin])), Some(path))
         }
-        AuthSettings::Local { clients } => (Authenticator::Local(LocalAuth::new(clients.clone())), None),
+        AuthSettings::Local { clients } => (Backend::Local(LocalAuth::new(clients.clone())), None),
         AuthSettings::Taskcluster { root_url, timeout } => (
-            Authenticator::Taskcluster(
+            Backend::Taskcluster(
                 TaskclusterAuth::new(root_url, *timeout).map_err(|e| anyhow::anyhow!("taskcluster auth: {e}"))?,
             ),
             None,
         ),
-    })
+    };
+    Ok((Authenticator::new(backend, replay), admin))
 }

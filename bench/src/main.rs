@@ -18,16 +18,20 @@ mod embedded;
 mod health;
 mod load;
 mod procs;
+mod replay;
 mod xen;
 
 use load::{Plan, Stop};
 use procs::{Proc, cpu_ms, rss_mib};
 
 const USAGE: &str =
-    "usage: roller-bench [SCENARIO…] [--duration S] [--jobs N] [--long-jobs N] [--concurrency N] [--roller PATH]
-scenarios: axum enqueue noop ping embedded latency long sweep medic soak (default: all but soak)
+    "usage: roller-bench [SCENARIO…] [--duration S] [--jobs N] [--long-jobs N] [--concurrency N] [--rounds N] [--roller PATH]
+scenarios: axum enqueue replay noop ping embedded latency long sweep medic soak (default: all but soak)
   axum      a bare axum handler: the HTTP ceiling, 16 and 64 connections
   enqueue   signed enqueue POST, roller api on Redis, 16 and 64 connections
+  replay    signed enqueue with the shared replay check and with it in-process only, on Redis
+            (roller api) and SQLite (roller serve), alternating --rounds (default 4) phases of
+            each: the check's cost
   noop      drain --jobs queued noop jobs with one roller worker
   ping      drain --jobs/4 queued ping jobs (127.x.y.z, one echo each)
   embedded  `roller serve` drains 100,000 noop jobs queued in its SQLite file; heartbeats meanwhile
@@ -41,7 +45,8 @@ scenarios: axum enqueue noop ping embedded latency long sweep medic soak (defaul
 const CLIENT_ID: &str = "bench";
 
 /// What runs when no scenario is named: all but the soak.
-const SCENARIOS: [&str; 9] = ["axum", "enqueue", "noop", "ping", "embedded", "latency", "long", "sweep", "medic"];
+const SCENARIOS: [&str; 10] =
+    ["axum", "enqueue", "replay", "noop", "ping", "embedded", "latency", "long", "sweep", "medic"];
 
 fn main() -> std::process::ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -66,6 +71,8 @@ struct Options {
     long_jobs: u64,
     /// `[health] concurrency` of the sweep and medic scenarios.
     concurrency: usize,
+    /// Phases per variant in the replay scenario.
+    rounds: usize,
     roller: PathBuf,
 }
 
@@ -77,6 +84,7 @@ fn parse(args: Vec<String>) -> Result<Options> {
         jobs: 20_000,
         long_jobs: 10_000,
         concurrency: 64,
+        rounds: 4,
         roller: exe_dir.join("roller"),
     };
     let mut it = args.into_iter();
@@ -95,6 +103,13 @@ fn parse(args: Vec<String>) -> Result<Options> {
                     .ok()
                     .filter(|n| (1..=1024).contains(n))
                     .ok_or("--concurrency takes 1 to 1024")?
+            }
+            "--rounds" => {
+                o.rounds = value("--rounds")?
+                    .parse()
+                    .ok()
+                    .filter(|n| (1..=100).contains(n))
+                    .ok_or("--rounds takes 1 to 100")?
             }
             "--roller" => o.roller = PathBuf::from(value("--roller")?),
             "-h" | "--help" => bail!("{USAGE}"),
@@ -144,6 +159,7 @@ async fn run(o: Options) -> Result<()> {
                     rows.push(enqueue(&o, conns, duration).await?);
                 }
             }
+            "replay" => notes.push(replay::replay(&o, duration).await?),
             "noop" => rows.push(drain(&o, "noop", o.jobs).await?),
             "ping" => rows.push(drain(&o, "ping", (o.jobs / 4).max(1)).await?),
             "embedded" => notes.extend(embedded::drain(&o.roller, 100_000).await?),

@@ -16,6 +16,11 @@ use crate::queue::QueueError;
 /// The message Django REST Framework used for a scope failure; clients match on it.
 pub const PERMISSION_DENIED: &str = "You do not have permission to perform this action.";
 
+/// A verified header whose nonce could not be checked against the record of used ones:
+/// refused, never accepted unchecked.
+pub const REPLAY_CHECK_UNAVAILABLE: &str = "authentication unavailable: the replay check cannot reach the job queue's \
+     backend (Redis or the SQLite file), so the request was not accepted; try again later";
+
 /// Why a request was refused, for programs. Stable: a code is never renamed or
 /// reused; new ones may be added.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
@@ -58,6 +63,8 @@ pub enum ErrorCode {
     /// Answered before any routing, in plain HTTP, and the connection closed.
     HttpsRequired,
     QueueUnavailable,
+    /// Taskcluster's `authenticateHawk`, or the replay check's record of used nonces
+    /// (the queue backend), did not answer: the request was not accepted.
     AuthUnavailable,
     /// The request took longer than the server allows.
     Timeout,
@@ -155,6 +162,11 @@ impl From<AuthError> for ApiError {
                 metrics::counter!("roller_auth_failures_total", "reason" => "auth_service_unavailable").increment(1);
                 tracing::warn!(error = %m, "authentication service unavailable");
                 ApiError::unavailable(ErrorCode::AuthUnavailable, "authentication service unavailable, try again later")
+            }
+            AuthError::ReplayCheckUnavailable(m) => {
+                metrics::counter!("roller_auth_failures_total", "reason" => "replay_check_unavailable").increment(1);
+                tracing::warn!(error = %m, "the replay check cannot reach the queue backend");
+                ApiError::unavailable(ErrorCode::AuthUnavailable, REPLAY_CHECK_UNAVAILABLE)
             }
         }
     }

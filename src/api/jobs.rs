@@ -11,7 +11,8 @@ use utoipa::IntoParams;
 use super::error::{ApiError, ErrorCode};
 use super::params::{JobPath, TaskName, WorkerGroupPath, WorkerPath};
 use super::wire::{Created, ErrorBody, History, JobView};
-use super::{AppState, Authenticated, LogFields};
+use super::{AppState, Authenticated, LogFields, Unclaimed};
+use crate::auth::replay::PendingClaim;
 use crate::domain::{ClientId, JobId, TaskclusterName, WorkerGroup, WorkerId};
 use crate::queue::NewJob;
 use crate::task::Task;
@@ -73,7 +74,7 @@ pub struct GroupQuery {
     ))]
 pub async fn enqueue_group_form(
     State(state): State<AppState>,
-    Authenticated(caller): Authenticated,
+    Unclaimed(caller, pending): Unclaimed,
     headers: HeaderMap,
     path: Result<Path<(String, String)>, PathRejection>,
     query: Result<Query<EnqueueQuery>, QueryRejection>,
@@ -81,7 +82,7 @@ pub async fn enqueue_group_form(
     let Path((worker_id, worker_group)) =
         path.map_err(|e| ApiError::bad_request(ErrorCode::InvalidPath, format!("invalid path: {e}")))?;
     let Query(q) = query.map_err(bad_query)?;
-    enqueue(&state, caller, &headers, worker_id, Some(worker_group), q).await
+    enqueue(&state, caller, pending, &headers, worker_id, Some(worker_group), q).await
 }
 
 /// `POST /api/v1/workers/{worker_id}/jobs?task_name=…&worker_group=…` (the original's later form).
@@ -99,7 +100,7 @@ pub async fn enqueue_group_form(
     ))]
 pub async fn enqueue_query_form(
     State(state): State<AppState>,
-    Authenticated(caller): Authenticated,
+    Unclaimed(caller, pending): Unclaimed,
     headers: HeaderMap,
     path: Result<Path<String>, PathRejection>,
     query: Result<Query<EnqueueQuery>, QueryRejection>,
@@ -109,16 +110,22 @@ pub async fn enqueue_query_form(
         path.map_err(|e| ApiError::bad_request(ErrorCode::InvalidPath, format!("invalid path: {e}")))?;
     let Query(q) = query.map_err(bad_query)?;
     let Query(group) = group.map_err(bad_query)?;
-    enqueue(&state, caller, &headers, worker_id, group.worker_group, q).await
+    enqueue(&state, caller, pending, &headers, worker_id, group.worker_group, q).await
 }
 
 fn bad_query(e: QueryRejection) -> ApiError {
     ApiError::bad_request(ErrorCode::InvalidQuery, format!("invalid query string: {}", e.body_text()))
 }
 
+/// The replay claim (`auth::replay`) is carried by the enqueue's own queue write: one
+/// round trip, atomic with it. Refusals before it depend only on the request and the
+/// configuration, so a replayed header learns nothing from them it did not learn the
+/// first time; a task that restarts a machine is checked against the inventory and the
+/// breaker's history first, so its claim is made on its own before those.
 async fn enqueue(
     state: &AppState,
     caller: crate::auth::Caller,
+    pending: PendingClaim,
     headers: &HeaderMap,
     worker_id: String,
     worker_group: Option<String>,
@@ -144,7 +151,11 @@ async fn enqueue(
     let tc_name = |kind: &str, v: Option<String>| v.map(|s| TaskclusterName::parse(kind, &s)).transpose().map_err(bad);
     let provisioner_id = tc_name("provisioner_id", q.provisioner_id)?;
     let worker_type = tc_name("worker_type", q.worker_type)?;
+    let mut pending = Some(pending);
     if task.restarts_machine() {
+        if let Some(p) = pending.take() {
+            state.auth.claim(p).await?;
+        }
         // Roller cannot restart what it has no hardware description for: say so now,
         // rather than queue a job that can only fail.
         let inventory = state.inventory.current();
@@ -172,20 +183,33 @@ async fn enqueue(
         None => None,
     };
 
-    let enq = state
-        .queue
-        .enqueue(NewJob {
-            task,
-            max_attempts: task.max_attempts(),
-            worker_id,
-            worker_group,
-            requester: caller.client_id.clone(),
-            origin,
-            provisioner_id,
-            worker_type,
-            reason: None,
-        })
-        .await?;
+    let job = NewJob {
+        task,
+        max_attempts: task.max_attempts(),
+        worker_id,
+        worker_group,
+        requester: caller.client_id.clone(),
+        origin,
+        provisioner_id,
+        worker_type,
+        reason: None,
+    };
+    let enq = match pending {
+        None => state.queue.enqueue(job).await?,
+        Some(p) => match state.auth.for_store(&p) {
+            // In this process only (the benchmark's baseline): nothing for the write to carry.
+            None => {
+                state.auth.claim(p).await?;
+                state.queue.enqueue(job).await?
+            }
+            Some((digest, expires_at)) => {
+                let enq = state.queue.enqueue_claiming(job, &digest, expires_at).await?;
+                state.auth.settle(p, enq.is_some())?;
+                // Past `settle`, the queue claimed it: `enq` is the new or coalesced job.
+                enq.ok_or_else(ApiError::internal)?
+            }
+        },
+    };
     if enq.created {
         state.wake.notify_one();
         metrics::counter!("roller_jobs_enqueued_total", "task" => enq.job.task.name()).increment(1);

@@ -32,6 +32,7 @@ use axum::routing::{MethodRouter, get, post};
 use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 
+use crate::auth::replay::PendingClaim;
 use crate::auth::{AuthError, Authenticator, Caller, HawkRequest};
 use crate::config::Settings;
 use crate::domain::{JobId, WorkerId};
@@ -66,15 +67,16 @@ pub struct AppState {
 }
 
 impl AppState {
-    /// Authenticate the request from its method, target, Host and Authorization header.
-    pub async fn caller(
+    /// Verify the request from its method, target, Host and Authorization header; its
+    /// replay claim is still owed (see [`Authenticated`] and [`Unclaimed`]).
+    pub async fn verify(
         &self,
         method: &Method,
         uri: &axum::http::Uri,
         headers: &HeaderMap,
-    ) -> Result<Caller, ApiError> {
+    ) -> Result<(Caller, PendingClaim), ApiError> {
         let req = self.hawk_request(method, uri, headers)?;
-        Ok(self.auth.authenticate(&req).await?)
+        Ok(self.auth.verify(&req).await?)
     }
 
     fn hawk_request(
@@ -120,9 +122,25 @@ impl AppState {
 
 /// An authenticated caller, as a handler argument. Put it before the
 /// arguments that parse input, so authentication comes first.
+/// Its header is accepted once: the replay claim is made before the handler runs.
 pub struct Authenticated(pub Caller);
 
 impl axum::extract::FromRequestParts<AppState> for Authenticated {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, state: &AppState) -> Result<Self, ApiError> {
+        let Unclaimed(caller, pending) = Unclaimed::from_request_parts(parts, state).await?;
+        state.auth.claim(pending).await?;
+        Ok(Authenticated(caller))
+    }
+}
+
+/// A verified caller whose replay claim is still owed, for a handler whose one queue
+/// write carries the claim (the enqueue: no round trip of its own). The handler must
+/// settle it before anything it answers depends on stored state (`jobs::enqueue`).
+pub struct Unclaimed(pub Caller, pub PendingClaim);
+
+impl axum::extract::FromRequestParts<AppState> for Unclaimed {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut axum::http::request::Parts, state: &AppState) -> Result<Self, ApiError> {
@@ -134,9 +152,9 @@ impl axum::extract::FromRequestParts<AppState> for Authenticated {
             Some(original) => original.0.clone(),
             None => parts.uri.clone(),
         };
-        let caller = state.caller(&parts.method, &uri, &parts.headers).await?;
+        let (caller, pending) = state.verify(&parts.method, &uri, &parts.headers).await?;
         notes.note(|f| f.client_id = Some(caller.client_id.to_string()));
-        Ok(Authenticated(caller))
+        Ok(Unclaimed(caller, pending))
     }
 }
 

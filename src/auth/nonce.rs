@@ -1,7 +1,23 @@
-//! Replay protection for verified Hawk headers.
+//! The Hawk nonce digest every roller process agrees on, and the in-process
+//! replay cache in front of the shared record (`replay`).
 //!
 //! Taskcluster itself does not detect replays (taskcluster.md §1.5), but a
 //! roller request reboots hardware, so a captured header must not work twice.
+//! Whether a header was used before is decided by the queue backend, shared by
+//! every process and kept across restarts (`replay`); this cache only refuses,
+//! without a round trip, a replay this process has already seen.
+//!
+//! **The digest.** A header is identified by a 128-bit digest: SHA-256 of the
+//! length-prefixed client id, `ts` and length-prefixed nonce, truncated. It has
+//! no per-process key because every process on one backend must compute the same
+//! digest for the same header, before and after a restart. Being public does not
+//! make it aimable: a collision only makes a header look replayed (a real replay
+//! always has the same digest, so none can get through), the client id is part of
+//! it, so a client can only collide with its own headers (2⁶⁴ work for a birthday
+//! pair, which only refuses the attacker's own request) or with another client's
+//! header whose nonce it would have to know before that client sends it (a second
+//! preimage: 2¹²⁸). The hash table below keys its slots with std's per-process
+//! SipHash, so nobody can pile entries into one slot either.
 //!
 //! **What must be remembered.** A header is accepted only while
 //! `|ts - now| <= skew`. Once `now > ts + skew` that check refuses a replay by
@@ -11,40 +27,26 @@
 //! ahead costs at most `2·skew`. The cache also applies the window itself
 //! ([`NonceCache::check_and_insert`] refuses a `ts` outside it), with the same
 //! clock it expires entries by, so the guarantee does not rest on the caller's
-//! check: behind the Taskcluster backend the timestamp was judged by
-//! Taskcluster's clock, and a roller clock running ahead of it would otherwise
-//! forget a header Taskcluster still accepts.
+//! check.
 //!
 //! **Layout.** A replay carries the same `ts`, so entries are grouped in
 //! buckets by `ts` (whole seconds) and a lookup touches one bucket. Expiry
 //! drops whole buckets from the old end, without a per-entry expiry queue;
-//! live buckets all lie within `2·skew + 1` seconds. An entry is a 128-bit
-//! digest of the length-prefixed client id, `ts` and length-prefixed nonce.
-//! A bucket keeps them in a hash table while its second is current (20–40
-//! bytes an entry), then sorted in a plain slice (16 bytes an entry; see
-//! `Bucket`). Measured with 900,000 entries recorded at 1,000 a second
-//! (15 minutes' worth): ~17 bytes an entry, 15 MiB, against ~105 bytes an
-//! entry for the former map plus expiry queue, which also kept every entry
-//! for `2·skew` after recording it, 30 minutes instead of about 15.
-//!
-//! **Collisions.** A different triple with the same digest would be refused
-//! as a "replay"; a real replay always has the same digest, so a collision can
-//! never let one through. Only entries in the same one-second bucket can
-//! collide: with `n` of them the chance is about `n²/2¹²⁹`, below 10⁻²⁷ even for
-//! a million. The digest is keyed with a per-process random secret, so nobody
-//! can aim for a collision, nor pile entries into one hash-table slot.
+//! live buckets all lie within `2·skew + 1` seconds. A bucket keeps its digests
+//! in a hash table while its second is current (20–40 bytes an entry), then
+//! sorted in a plain slice (16 bytes an entry; see `Bucket`). Measured with
+//! 900,000 entries recorded at 1,000 a second (15 minutes' worth): ~17 bytes an
+//! entry, 15 MiB.
 //!
 //! **Clock steps.** A bucket dropped because the clock passed `ts + skew` is
 //! gone if the clock is then stepped back: after a backward step of `d`
-//! seconds, a replay of a header between `skew` and `skew + d` seconds old is
-//! accepted again. (Keeping entries for `2·skew` after recording them, as
-//! before, tolerated steps of up to about `skew` for honest clients.)
+//! seconds, this cache forgets headers between `skew` and `skew + d` seconds
+//! old (the shared record still has them, see `replay`).
 //!
 //! Only MAC-verified headers may be recorded (see [`NonceCache::check_and_insert`]),
 //! so filling the cache needs valid credentials.
 
 use std::collections::{BTreeMap, HashSet};
-use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -56,7 +58,25 @@ use sha2::{Digest, Sha256};
 /// a second).
 pub const DEFAULT_CAPACITY: usize = 1_000_000;
 
-/// A keyed digest of the triple; see the module doc for its size and collisions.
+/// A header's identity: the same in every process (see the module doc).
+pub type NonceDigest = [u8; 16];
+
+/// The digest of `(client id, ts, nonce)`. Length prefixes keep ("ab","c") and
+/// ("a","bc") apart.
+pub fn digest(client_id: &str, ts: u64, nonce: &str) -> NonceDigest {
+    let mut h = Sha256::new();
+    h.update((client_id.len() as u64).to_be_bytes());
+    h.update(client_id.as_bytes());
+    h.update(ts.to_be_bytes());
+    h.update((nonce.len() as u64).to_be_bytes());
+    h.update(nonce.as_bytes());
+    let full = h.finalize();
+    let mut out = [0u8; 16];
+    out.copy_from_slice(&full[..16]);
+    out
+}
+
+/// A digest as the table holds it.
 type Key = u128;
 
 /// How long after its second a bucket is sealed: past this, only clients
@@ -73,7 +93,9 @@ const SEAL_AFTER_SECS: u64 = 10;
 #[derive(Default)]
 struct Bucket {
     sealed: Box<[Key]>,
-    open: HashSet<Key, BuildHasherDefault<LowBits>>,
+    /// std's default hasher, keyed per process: the digests themselves are
+    /// public (see the module doc), so their bits must not pick the slot.
+    open: HashSet<Key>,
 }
 
 impl Bucket {
@@ -100,32 +122,6 @@ impl Bucket {
     }
 }
 
-/// Hashes a [`Key`] to its low 64 bits. A key is already the output of a
-/// keyed cryptographic hash, so those bits are uniform and unpredictable to
-/// clients: running SipHash over them again (std's default) would cost time
-/// and add nothing, neither spread nor protection against chosen collisions.
-#[derive(Default)]
-struct LowBits(u64);
-
-impl Hasher for LowBits {
-    fn write_u128(&mut self, n: u128) {
-        // Truncation intended: the low half of a uniform value.
-        self.0 = n as u64;
-    }
-
-    /// Only `u128` keys are hashed; this generic path just keeps any other
-    /// use correct (if slow to spread).
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = self.0.rotate_left(8) ^ u64::from(b);
-        }
-    }
-
-    fn finish(&self) -> u64 {
-        self.0
-    }
-}
-
 struct Inner {
     /// Header timestamp (seconds since the epoch) → digests seen with it.
     /// No bucket is ever empty.
@@ -136,14 +132,12 @@ struct Inner {
     last_now_secs: u64,
 }
 
-/// A bounded set of `(client id, ts, nonce)` seen recently.
+/// A bounded set of the digests of headers seen recently, by their `ts`.
 pub struct NonceCache {
     /// The skew in whole seconds, rounded up so that the cache's window
     /// always contains the caller's.
     skew_secs: u64,
     capacity: usize,
-    /// Per-process secret for [`NonceCache::key`].
-    secret: [u8; 32],
     inner: Mutex<Inner>,
 }
 
@@ -154,36 +148,25 @@ impl NonceCache {
         Self {
             skew_secs,
             capacity: capacity.max(1),
-            secret: rand::random(),
             inner: Mutex::new(Inner { buckets: BTreeMap::new(), len: 0, last_now_secs: 0 }),
         }
     }
 
-    fn key(&self, client_id: &str, ts: u64, nonce: &str) -> Key {
-        let mut h = Sha256::new();
-        // A secret prefix makes the digests unpredictable (length extension is
-        // no concern: no digest ever leaves the process).
-        h.update(self.secret);
-        // Length prefixes keep ("ab","c") and ("a","bc") apart.
-        h.update((client_id.len() as u64).to_be_bytes());
-        h.update(client_id.as_bytes());
-        h.update(ts.to_be_bytes());
-        h.update((nonce.len() as u64).to_be_bytes());
-        h.update(nonce.as_bytes());
-        let digest = h.finalize();
-        let mut low = [0u8; 16];
-        low.copy_from_slice(&digest[..16]);
-        u128::from_le_bytes(low)
+    /// Whether `digest` (of a header with this `ts`) is remembered: a replay
+    /// this process has seen. Changes nothing.
+    pub fn contains(&self, digest: &NonceDigest, ts: u64) -> bool {
+        let key = Key::from_le_bytes(*digest);
+        self.lock().buckets.get(&ts).is_some_and(|b| b.contains(&key))
     }
 
-    /// Record the triple and return `true`, or return `false` if it was
-    /// already recorded (a replay) or if `ts` is more than the skew away from
-    /// `now` (a header the caller's timestamp check should have refused, and
-    /// which the cache could not vouch for once it had expired).
+    /// Record the header's digest and return `true`, or return `false` if it
+    /// was already recorded (a replay) or if `ts` is more than the skew away
+    /// from `now` (a header the caller's timestamp check should have refused,
+    /// and which the cache could not vouch for once it had expired).
     ///
     /// Call this only after the MAC has been verified: otherwise anyone could
     /// fill the cache, or "burn" a nonce a legitimate client is about to use.
-    pub fn check_and_insert(&self, client_id: &str, ts: u64, nonce: &str, now: SystemTime) -> bool {
+    pub fn check_and_insert(&self, digest: &NonceDigest, ts: u64, now: SystemTime) -> bool {
         // Whole seconds, rounded down; a clock before the epoch counts as the
         // epoch. Both only widen the window compared with the caller's exact
         // check, and expiry below uses the same bounds, so every `ts` the
@@ -192,23 +175,18 @@ impl NonceCache {
         let oldest = now_secs.saturating_sub(self.skew_secs);
         let newest = now_secs.saturating_add(self.skew_secs);
         let in_window = (oldest..=newest).contains(&ts);
-        // Hashed before taking the lock, to keep the critical section short.
-        let key = in_window.then(|| self.key(client_id, ts, nonce));
+        let key = Key::from_le_bytes(*digest);
 
         let mut inner = self.lock();
         inner.expire_before(oldest);
         inner.seal_up_to(now_secs);
-        let Some(key) = key else {
-            return false;
-        };
-        if inner.buckets.get(&ts).is_some_and(|b| b.contains(&key)) {
+        if !in_window || inner.buckets.get(&ts).is_some_and(|b| b.contains(&key)) {
             return false;
         }
         // When still full, drop the oldest bucket rather than refusing the
         // request: refusing would let one client holding valid credentials lock
-        // everybody out, whereas evicting only reopens a replay window for the
-        // headers closest to expiry (one second's worth of them), and only
-        // under a flood of a million authenticated requests within the skew.
+        // everybody out, whereas evicting only means the shared record
+        // (`replay`) answers for the headers closest to expiry.
         while inner.len >= self.capacity {
             match inner.buckets.pop_first() {
                 Some((_, bucket)) => inner.len -= bucket.len(),
@@ -277,6 +255,13 @@ impl Inner {
 mod tests {
     use super::*;
 
+    impl NonceCache {
+        /// `check_and_insert` of the triple's digest.
+        fn cai(&self, client_id: &str, ts: u64, nonce: &str, now: SystemTime) -> bool {
+            self.check_and_insert(&digest(client_id, ts, nonce), ts, now)
+        }
+    }
+
     const SKEW: Duration = Duration::from_secs(15 * 60);
     const S: u64 = SKEW.as_secs();
     /// A plausible present, so that `now - skew` is well after the epoch.
@@ -289,84 +274,84 @@ mod tests {
     #[test]
     fn replay_is_refused_until_ts_plus_skew() {
         let c = NonceCache::new(SKEW, 10);
-        assert!(c.check_and_insert("a", T, "n1", at(T)));
-        assert!(!c.check_and_insert("a", T, "n1", at(T)));
-        assert!(!c.check_and_insert("a", T, "n1", at(T + S)));
+        assert!(c.cai("a", T, "n1", at(T)));
+        assert!(!c.cai("a", T, "n1", at(T)));
+        assert!(!c.cai("a", T, "n1", at(T + S)));
         assert_eq!(c.len(), 1);
         // After ts + skew the entry is gone, and the header is refused as stale.
-        assert!(!c.check_and_insert("a", T, "n1", at(T + S + 1)));
+        assert!(!c.cai("a", T, "n1", at(T + S + 1)));
         assert_eq!(c.len(), 0);
     }
 
     #[test]
     fn each_part_of_the_triple_counts() {
         let c = NonceCache::new(SKEW, 10);
-        assert!(c.check_and_insert("a", T + 1, "n", at(T)));
-        assert!(c.check_and_insert("b", T + 1, "n", at(T)));
-        assert!(c.check_and_insert("a", T + 2, "n", at(T)));
-        assert!(c.check_and_insert("a", T + 1, "m", at(T)));
-        assert!(c.check_and_insert("ab", T + 1, "c", at(T)));
-        assert!(c.check_and_insert("a", T + 1, "bc", at(T)));
+        assert!(c.cai("a", T + 1, "n", at(T)));
+        assert!(c.cai("b", T + 1, "n", at(T)));
+        assert!(c.cai("a", T + 2, "n", at(T)));
+        assert!(c.cai("a", T + 1, "m", at(T)));
+        assert!(c.cai("ab", T + 1, "c", at(T)));
+        assert!(c.cai("a", T + 1, "bc", at(T)));
         assert_eq!(c.len(), 6);
-        assert!(!c.check_and_insert("ab", T + 1, "c", at(T)));
-        assert!(!c.check_and_insert("a", T + 2, "n", at(T)));
+        assert!(!c.cai("ab", T + 1, "c", at(T)));
+        assert!(!c.cai("a", T + 2, "n", at(T)));
     }
 
     #[test]
     fn entries_expire_by_their_ts_and_are_released() {
         let c = NonceCache::new(SKEW, 1000);
         for i in 0..50 {
-            assert!(c.check_and_insert("a", T, &i.to_string(), at(T)));
-            assert!(c.check_and_insert("a", T + 1, &i.to_string(), at(T)));
+            assert!(c.cai("a", T, &i.to_string(), at(T)));
+            assert!(c.cai("a", T + 1, &i.to_string(), at(T)));
         }
         assert_eq!(c.len(), 100);
         // Still needed at ts + skew: the timestamp check accepts the header then.
-        assert!(c.check_and_insert("a", T + S, "x", at(T + S)));
+        assert!(c.cai("a", T + S, "x", at(T + S)));
         assert_eq!(c.len(), 101);
         // Expiry goes by ts, not by when the entry was recorded.
-        assert!(c.check_and_insert("a", T + S, "y", at(T + S + 1)));
+        assert!(c.cai("a", T + S, "y", at(T + S + 1)));
         assert_eq!(c.len(), 52);
-        assert!(c.check_and_insert("a", T + S, "z", at(T + S + 2)));
+        assert!(c.cai("a", T + S, "z", at(T + S + 2)));
         assert_eq!(c.len(), 3);
-        assert!(!c.check_and_insert("a", T + S, "x", at(T + S + 2)));
+        assert!(!c.cai("a", T + S, "x", at(T + S + 2)));
     }
 
     #[test]
     fn a_future_ts_is_remembered_until_ts_plus_skew() {
         let c = NonceCache::new(SKEW, 10);
         let ts = T + S; // a client clock a full skew ahead
-        assert!(c.check_and_insert("a", ts, "n", at(T)));
+        assert!(c.cai("a", ts, "n", at(T)));
         for now in [T, T + 1, T + S, T + 2 * S] {
-            assert!(!c.check_and_insert("a", ts, "n", at(now)), "replay at {now}");
+            assert!(!c.cai("a", ts, "n", at(now)), "replay at {now}");
         }
         assert_eq!(c.len(), 1);
-        assert!(c.check_and_insert("a", T + 2 * S + 1, "other", at(T + 2 * S + 1)));
+        assert!(c.cai("a", T + 2 * S + 1, "other", at(T + 2 * S + 1)));
         assert_eq!(c.len(), 1, "the entry for ts expired once now > ts + skew");
     }
 
     #[test]
     fn a_ts_outside_the_window_is_refused_and_not_recorded() {
         let c = NonceCache::new(SKEW, 10);
-        assert!(!c.check_and_insert("a", T - S - 1, "n", at(T)));
-        assert!(!c.check_and_insert("a", T + S + 1, "n", at(T)));
+        assert!(!c.cai("a", T - S - 1, "n", at(T)));
+        assert!(!c.cai("a", T + S + 1, "n", at(T)));
         assert!(c.is_empty());
         // Inclusive bounds, as the caller's `|ts - now| <= skew`.
-        assert!(c.check_and_insert("a", T - S, "n", at(T)));
-        assert!(c.check_and_insert("a", T + S, "n", at(T)));
+        assert!(c.cai("a", T - S, "n", at(T)));
+        assert!(c.cai("a", T + S, "n", at(T)));
         // Sub-second clocks: at ts + skew + 0.5 s the caller refuses; the cache
         // may still hold the entry, but must not forget it any earlier.
         let half = Duration::from_millis(500);
-        assert!(!c.check_and_insert("a", T - S, "n", at(T) - half));
-        assert!(!c.check_and_insert("a", T - S, "n", at(T) + half));
+        assert!(!c.cai("a", T - S, "n", at(T) - half));
+        assert!(!c.cai("a", T - S, "n", at(T) + half));
     }
 
     #[test]
     fn a_huge_skew_does_not_overflow() {
         let c = NonceCache::new(Duration::MAX, 10);
-        assert!(c.check_and_insert("a", 0, "n", at(T)));
-        assert!(!c.check_and_insert("a", 0, "n", at(T + 100_000_000)));
-        assert!(c.check_and_insert("a", u64::MAX, "n", at(T)));
-        assert!(!c.check_and_insert("a", u64::MAX, "n", at(0)));
+        assert!(c.cai("a", 0, "n", at(T)));
+        assert!(!c.cai("a", 0, "n", at(T + 100_000_000)));
+        assert!(c.cai("a", u64::MAX, "n", at(T)));
+        assert!(!c.cai("a", u64::MAX, "n", at(0)));
         assert_eq!(c.len(), 2);
     }
 
@@ -379,8 +364,8 @@ mod tests {
                 let c = NonceCache::new(skew, capacity);
                 for now in [UNIX_EPOCH, before_epoch, at(T), far_future] {
                     for ts in [0, 1, T, u64::MAX - 1, u64::MAX] {
-                        let first = c.check_and_insert("", ts, "", now);
-                        assert!(!(first && c.check_and_insert("", ts, "", now)));
+                        let first = c.cai("", ts, "", now);
+                        assert!(!(first && c.cai("", ts, "", now)));
                         assert!(c.len() <= capacity.max(1));
                     }
                 }
@@ -388,10 +373,10 @@ mod tests {
         }
         // A clock before the epoch counts as the epoch: ts 0 is current.
         let c = NonceCache::new(SKEW, 10);
-        assert!(c.check_and_insert("a", 0, "n", before_epoch));
-        assert!(!c.check_and_insert("a", 0, "n", before_epoch));
-        assert!(c.check_and_insert("a", S, "n", before_epoch));
-        assert!(!c.check_and_insert("a", S + 1, "n", before_epoch));
+        assert!(c.cai("a", 0, "n", before_epoch));
+        assert!(!c.cai("a", 0, "n", before_epoch));
+        assert!(c.cai("a", S, "n", before_epoch));
+        assert!(!c.cai("a", S + 1, "n", before_epoch));
     }
 
     #[test]
@@ -399,19 +384,19 @@ mod tests {
         let c = NonceCache::new(SKEW, 3);
         // Recorded newest-ts first, to show eviction goes by ts, not by arrival.
         for ts in [T + 2, T + 1, T] {
-            assert!(c.check_and_insert("a", ts, "n", at(T)));
+            assert!(c.cai("a", ts, "n", at(T)));
         }
         assert_eq!(c.len(), 3);
-        assert!(c.check_and_insert("a", T + 3, "n", at(T)));
+        assert!(c.cai("a", T + 3, "n", at(T)));
         assert_eq!(c.len(), 3);
         // The oldest ts made room; the others are still remembered.
-        assert!(!c.check_and_insert("a", T + 3, "n", at(T)));
-        assert!(!c.check_and_insert("a", T + 2, "n", at(T)));
-        assert!(!c.check_and_insert("a", T + 1, "n", at(T)));
-        assert!(c.check_and_insert("a", T, "n", at(T)));
+        assert!(!c.cai("a", T + 3, "n", at(T)));
+        assert!(!c.cai("a", T + 2, "n", at(T)));
+        assert!(!c.cai("a", T + 1, "n", at(T)));
+        assert!(c.cai("a", T, "n", at(T)));
         assert_eq!(c.len(), 3);
         // Recording T again evicted T + 1, the oldest left.
-        assert!(c.check_and_insert("a", T + 1, "n", at(T)));
+        assert!(c.cai("a", T + 1, "n", at(T)));
         assert!(!c.is_empty());
     }
 
@@ -419,22 +404,22 @@ mod tests {
     fn eviction_drops_a_whole_bucket() {
         let c = NonceCache::new(SKEW, 3);
         for n in ["n0", "n1", "n2"] {
-            assert!(c.check_and_insert("a", T, n, at(T)));
+            assert!(c.cai("a", T, n, at(T)));
         }
-        assert!(c.check_and_insert("a", T, "n3", at(T)));
+        assert!(c.cai("a", T, "n3", at(T)));
         assert_eq!(c.len(), 1);
-        assert!(!c.check_and_insert("a", T, "n3", at(T)));
-        assert!(c.check_and_insert("a", T, "n0", at(T)));
+        assert!(!c.cai("a", T, "n3", at(T)));
+        assert!(c.cai("a", T, "n0", at(T)));
     }
 
     #[test]
     fn sealed_buckets_still_refuse_replays_and_take_late_arrivals() {
         let c = NonceCache::new(SKEW, 100);
         for i in 0..20 {
-            assert!(c.check_and_insert("a", T, &i.to_string(), at(T)));
+            assert!(c.cai("a", T, &i.to_string(), at(T)));
         }
         let later = T + SEAL_AFTER_SECS + 1;
-        assert!(c.check_and_insert("a", later, "x", at(later)));
+        assert!(c.cai("a", later, "x", at(later)));
         {
             let inner = c.lock();
             let b = &inner.buckets[&T];
@@ -442,19 +427,19 @@ mod tests {
             assert!(b.sealed.is_sorted());
         }
         for i in 0..20 {
-            assert!(!c.check_and_insert("a", T, &i.to_string(), at(later)));
+            assert!(!c.cai("a", T, &i.to_string(), at(later)));
         }
         // A client whose clock lags adds to the sealed second.
-        assert!(c.check_and_insert("a", T, "late", at(later)));
-        assert!(!c.check_and_insert("a", T, "late", at(later)));
+        assert!(c.cai("a", T, "late", at(later)));
+        assert!(!c.cai("a", T, "late", at(later)));
         assert_eq!(c.len(), 22);
         // A clock stepped back and forward again seals the late entry in too.
-        assert!(c.check_and_insert("a", T, "y", at(T)));
-        assert!(c.check_and_insert("a", later, "z", at(later)));
+        assert!(c.cai("a", T, "y", at(T)));
+        assert!(c.cai("a", later, "z", at(later)));
         assert_eq!(c.lock().buckets[&T].len(), 22);
         assert_eq!(c.lock().buckets[&T].open.len(), 0);
         for n in ["late", "y", "0", "19"] {
-            assert!(!c.check_and_insert("a", T, n, at(T + S)));
+            assert!(!c.cai("a", T, n, at(T + S)));
         }
         assert_eq!(c.len(), 24);
     }
@@ -462,7 +447,7 @@ mod tests {
     #[test]
     fn a_poisoned_lock_is_recovered_with_a_true_count() {
         let c = NonceCache::new(SKEW, 10);
-        assert!(c.check_and_insert("a", T, "n", at(T)));
+        assert!(c.cai("a", T, "n", at(T)));
         let poisoner = std::thread::scope(|s| {
             s.spawn(|| {
                 let mut inner = c.inner.lock().unwrap();
@@ -473,9 +458,54 @@ mod tests {
         });
         assert!(poisoner.is_err());
         assert_eq!(c.len(), 1);
-        assert!(!c.check_and_insert("a", T, "n", at(T)));
-        assert!(c.check_and_insert("a", T, "m", at(T)));
+        assert!(!c.cai("a", T, "n", at(T)));
+        assert!(c.cai("a", T, "m", at(T)));
         assert_eq!(c.len(), 2);
+    }
+
+    fn hex(d: &NonceDigest) -> String {
+        d.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// The digest is what the shared replay record is keyed by, so every process,
+    /// and every roller version sharing one backend, must compute the same one:
+    /// known answers (SHA-256 of the length-prefixed triple, computed apart from
+    /// this code), not just "equal twice in one process".
+    #[test]
+    fn the_digest_is_the_same_everywhere_and_pinned() {
+        let d = digest("project/releng/roller-test", 1_700_000_000, "abc123");
+        assert_eq!(hex(&d), "698f316c6c8388755770458294f1ea29");
+        assert_eq!(hex(&digest("", 0, "")), "9d908ecfb6b256def8b49a7c504e6c88");
+        // Another thread stands in for another process: nothing per-process goes in.
+        let there = std::thread::spawn(|| digest("project/releng/roller-test", 1_700_000_000, "abc123"));
+        assert_eq!(there.join().unwrap(), d);
+    }
+
+    #[test]
+    fn each_part_of_the_triple_changes_the_digest() {
+        let all = [
+            digest("a", T, "n"),
+            digest("b", T, "n"),
+            digest("a", T + 1, "n"),
+            digest("a", T, "m"),
+            // Length prefixes: the same bytes split differently.
+            digest("ab", T, "c"),
+            digest("a", T, "bc"),
+        ];
+        let distinct: std::collections::HashSet<_> = all.iter().collect();
+        assert_eq!(distinct.len(), all.len());
+    }
+
+    #[test]
+    fn contains_sees_what_was_recorded_and_changes_nothing() {
+        let c = NonceCache::new(SKEW, 10);
+        let d = digest("a", T, "n");
+        assert!(!c.contains(&d, T));
+        assert!(c.is_empty(), "a lookup records nothing");
+        assert!(c.check_and_insert(&d, T, at(T)));
+        assert!(c.contains(&d, T));
+        assert!(!c.contains(&d, T + 1), "looked up under its own ts");
+        assert!(!c.contains(&digest("a", T, "m"), T));
     }
 
     /// Properties over arbitrary clocks, skews and request sequences.
@@ -514,14 +544,14 @@ mod tests {
                 // `first` and `later` are fractions of the window around ts.
                 let when = |f: i128| i128::from(ts) * NANOS + f * window / NANOS;
                 let c = NonceCache::new(Duration::from_secs(skew), 1_000);
-                prop_assert!(c.check_and_insert("a", ts, "n", at_nanos(when(first))));
+                prop_assert!(c.cai("a", ts, "n", at_nanos(when(first))));
                 for (f, (ci, ni), dts) in later {
                     let now = at_nanos(when(f));
-                    prop_assert!(!c.check_and_insert("a", ts, "n", now));
+                    prop_assert!(!c.cai("a", ts, "n", now));
                     // Other traffic, near the same timestamp.
                     let other_ts = ts.saturating_add_signed(dts);
-                    c.check_and_insert(CLIENTS[ci], other_ts, NONCES[ni], now);
-                    prop_assert!(!c.check_and_insert("a", ts, "n", now));
+                    c.cai(CLIENTS[ci], other_ts, NONCES[ni], now);
+                    prop_assert!(!c.cai("a", ts, "n", now));
                 }
             }
 
@@ -542,7 +572,7 @@ mod tests {
                     now += dt;
                     let ts = now.saturating_add_signed(dts);
                     let in_window = ts.abs_diff(now) <= skew;
-                    let got = c.check_and_insert(CLIENTS[ci], ts, NONCES[ni], at_nanos(i128::from(now) * NANOS));
+                    let got = c.cai(CLIENTS[ci], ts, NONCES[ni], at_nanos(i128::from(now) * NANOS));
                     if !in_window {
                         prop_assert!(!got, "outside the window");
                     } else if !accepted.contains(&(ci, ts, ni)) {

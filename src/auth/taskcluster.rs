@@ -16,9 +16,8 @@ use serde_json::{Value, json};
 
 use super::hawk_header;
 use super::local::TIMESTAMP_SKEW;
-use super::nonce::{DEFAULT_CAPACITY, NonceCache};
 use super::scopes::is_valid_scope;
-use super::{AuthError, Caller, HawkRequest};
+use super::{AuthError, Caller, HawkRequest, Verified};
 use crate::domain::ClientId;
 
 /// Answers are a few KiB; anything much larger is not Taskcluster.
@@ -28,9 +27,6 @@ pub struct TaskclusterAuth {
     url: String,
     /// Built once so connections (and TLS sessions) are pooled across requests.
     http: reqwest::Client,
-    /// Taskcluster checks no nonces (taskcluster.md §1.5), so a captured header
-    /// would work for 15 minutes; roller refuses replays itself.
-    nonces: NonceCache,
 }
 
 fn unavailable(msg: impl Into<String>) -> AuthError {
@@ -60,10 +56,13 @@ impl TaskclusterAuth {
             .user_agent(concat!("roller/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| unavailable(format!("cannot build the HTTP client: {e}")))?;
-        Ok(Self { url, http, nonces: NonceCache::new(TIMESTAMP_SKEW, DEFAULT_CAPACITY) })
+        Ok(Self { url, http })
     }
 
-    pub async fn authenticate(&self, req: &HawkRequest, header: &str) -> Result<Caller, AuthError> {
+    /// The header verified by Taskcluster. Taskcluster checks no nonces (taskcluster.md
+    /// §1.5), so a captured header would work for 15 minutes: the replay check on what
+    /// this returns is the caller's (`Authenticator`, `replay`).
+    pub async fn verify(&self, req: &HawkRequest, header: &str) -> Result<Verified, AuthError> {
         // A header that is not Hawk is refused here, without a round trip.
         let parsed = hawk_header::parse(header).map_err(|e| refused(e.0))?;
         // The schema's method enum is lower-case and `host` has no port (§3.2).
@@ -74,7 +73,7 @@ impl TaskclusterAuth {
             "port": req.port,
             "authorization": header,
         });
-        // Taskcluster judges the timestamp by its clock; the replay cache forgets
+        // Taskcluster judges the timestamp by its clock; the replay record forgets
         // a header once roller's clock is past ts + skew, so roller refuses by its
         // own clock what it may no longer remember (before the round trip: a stale
         // header gets no further whatever Taskcluster would say).
@@ -110,11 +109,9 @@ impl TaskclusterAuth {
         let answer: Value = serde_json::from_slice(&bytes)
             .map_err(|_| unavailable("authenticateHawk answered with something other than JSON"))?;
         let caller = interpret(&answer)?;
-        // Only a verified header is recorded, so strangers cannot burn nonces.
-        if !self.nonces.check_and_insert(&parsed.id, parsed.ts, &parsed.nonce, SystemTime::now()) {
-            return Err(refused("Replayed nonce"));
-        }
-        Ok(caller)
+        // Verified: only such a header may be recorded by the replay check, so
+        // strangers cannot burn nonces (the check judges the window again by roller's clock).
+        Ok(Verified { caller, id: parsed.id, ts: parsed.ts, nonce: parsed.nonce })
     }
 }
 
@@ -223,10 +220,10 @@ mod tests {
     async fn call(status: StatusCode, answer: Value) -> Result<Caller, AuthError> {
         let (root, _) = stand_in(status, answer, Duration::ZERO).await;
         let tc = TaskclusterAuth::new(&root, Duration::from_secs(5)).unwrap();
-        tc.authenticate(&req(), &hdr("a")).await
+        tc.verify(&req(), &hdr("a")).await.map(|v| v.caller)
     }
 
-    fn refusal(r: Result<Caller, AuthError>) -> String {
+    fn refusal<T: std::fmt::Debug>(r: Result<T, AuthError>) -> String {
         match r {
             Err(AuthError::Refused(m)) => m,
             other => format!("unexpected {other:?}"),
@@ -246,7 +243,9 @@ mod tests {
         let mut r = req();
         r.host = "Roller.Example.com".into();
         let h = hdr("alice");
-        let caller = tc.authenticate(&r, &h).await.unwrap();
+        let v = tc.verify(&r, &h).await.unwrap();
+        assert_eq!(v.id, "alice", "named for the replay check");
+        let caller = v.caller;
         assert_eq!(caller.client_id.as_str(), "alice");
         assert!(caller.has_scope("project:releng:roller:reboot"));
         let body = seen.lock().unwrap()[0].clone();
@@ -256,13 +255,11 @@ mod tests {
                    "host": "roller.example.com", "port": 443, "authorization": h})
         );
         // The same client (and pool) serves the next call.
-        assert!(tc.authenticate(&r, &hdr("alice")).await.is_ok());
+        assert!(tc.verify(&r, &hdr("alice")).await.is_ok());
         assert_eq!(seen.lock().unwrap().len(), 2);
-        // Taskcluster accepts a replayed header; roller does not.
-        assert_eq!(refusal(tc.authenticate(&r, &h).await), "Replayed nonce");
         // A garbled header never reaches Taskcluster.
-        assert!(refusal(tc.authenticate(&r, "Hawk id=\"alice\"").await).starts_with("Missing attributes"));
-        assert_eq!(seen.lock().unwrap().len(), 3);
+        assert!(refusal(tc.verify(&r, "Hawk id=\"alice\"").await).starts_with("Missing attributes"));
+        assert_eq!(seen.lock().unwrap().len(), 2);
     }
 
     #[tokio::test]
@@ -279,10 +276,10 @@ mod tests {
         let now = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap().as_secs();
         for ts in [now - TIMESTAMP_SKEW.as_secs() - 60, now + TIMESTAMP_SKEW.as_secs() + 60] {
             let h = format!("Hawk id=\"alice\", ts=\"{ts}\", nonce=\"n\", mac=\"bWFj\"");
-            assert_eq!(refusal(tc.authenticate(&req(), &h).await), "Stale timestamp");
+            assert_eq!(refusal(tc.verify(&req(), &h).await), "Stale timestamp");
         }
         assert_eq!(seen.lock().unwrap().len(), 0, "a stale header is refused before the round trip");
-        assert!(tc.authenticate(&req(), &hdr("alice")).await.is_ok());
+        assert!(tc.verify(&req(), &hdr("alice")).await.is_ok());
     }
 
     #[tokio::test]
@@ -324,7 +321,7 @@ mod tests {
 
         let (root, _) = stand_in(StatusCode::OK, json!({}), Duration::from_secs(5)).await;
         let tc = TaskclusterAuth::new(&root, Duration::from_millis(200)).unwrap();
-        let r = tc.authenticate(&req(), &hdr("a")).await;
+        let r = tc.verify(&req(), &hdr("a")).await;
         assert!(matches!(r, Err(AuthError::Unavailable(ref m)) if m.contains("timed out")), "{r:?}");
 
         // Nothing listens on the port of a listener we just dropped.
@@ -332,7 +329,7 @@ mod tests {
         let addr = l.local_addr().unwrap();
         drop(l);
         let tc = TaskclusterAuth::new(&format!("http://{addr}"), Duration::from_secs(2)).unwrap();
-        let r = tc.authenticate(&req(), &hdr("a")).await;
+        let r = tc.verify(&req(), &hdr("a")).await;
         assert!(matches!(r, Err(AuthError::Unavailable(_))), "{r:?}");
     }
 

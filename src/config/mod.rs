@@ -96,6 +96,32 @@ pub struct Settings {
     pub medic: crate::medic::MedicSettings,
     /// The standing path checks.
     pub paths: crate::paths::PathSettings,
+    /// Where accepted Hawk headers are recorded: always the queue backend, except in the
+    /// benchmark's baseline.
+    pub replay_check: ReplayCheck,
+}
+
+/// Where the record of accepted Hawk headers lives (`auth::replay`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplayCheck {
+    /// In the queue backend: shared by every process on it, kept across restarts.
+    Shared,
+    /// In this process only: the benchmark's baseline for the shared check's cost
+    /// (docs/BENCHMARKS.md). Only a build with the `bench` feature can choose it.
+    InProcess,
+}
+
+/// `ROLLER_BENCH_REPLAY=in-process`, read only by a build with the `bench` feature (what
+/// `cargo xtask bench` builds); every other build ignores it and shares the check.
+fn replay_check(env: &dyn Env) -> Result<ReplayCheck, ConfigError> {
+    if !cfg!(feature = "bench") {
+        return Ok(ReplayCheck::Shared);
+    }
+    match env.get("ROLLER_BENCH_REPLAY").as_deref() {
+        None | Some("shared") => Ok(ReplayCheck::Shared),
+        Some("in-process") => Ok(ReplayCheck::InProcess),
+        Some(v) => Err(err(format!("ROLLER_BENCH_REPLAY {v:?} must be shared or in-process"))),
+    }
 }
 
 /// `[health]`: whether this process may sweep, how often, and the hung rule.
@@ -330,6 +356,7 @@ impl Settings {
             health,
             medic,
             paths,
+            replay_check: replay_check(env)?,
         })
     }
 
@@ -630,5 +657,15 @@ mod tests {
             let e = error(toml_text, &env);
             assert!(e.contains(want), "want {want:?} in {e:?}");
         }
+    }
+
+    /// The benchmark's baseline keeps the replay record in the process: only a `bench`
+    /// build reads the switch, so no deployed roller can be configured out of sharing it.
+    #[test]
+    fn the_benchmarks_replay_switch_is_ignored_by_a_deployable_build() {
+        let s = load("", &[("ROLLER_BENCH_REPLAY", "in-process")]).unwrap();
+        let want = if cfg!(feature = "bench") { ReplayCheck::InProcess } else { ReplayCheck::Shared };
+        assert_eq!(s.replay_check, want);
+        assert_eq!(load("", &[]).unwrap().replay_check, ReplayCheck::Shared);
     }
 }

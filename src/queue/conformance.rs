@@ -14,7 +14,7 @@
 
 use std::any::Any;
 use std::collections::HashSet;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 
@@ -95,12 +95,15 @@ macro_rules! conformance_suite {
             records_are_kept_per_kind_and_key,
             event_logs_keep_their_newest,
             a_lease_has_one_holder_until_it_expires_or_is_released,
+            a_nonce_is_claimed_once_until_it_expires,
         );
         $crate::queue::conformance::conformance_suite!(@backend $backend;
             jobs_survive_reopen,
             health_fails_while_writes_are_blocked,
             final_jobs_expire_after_retention_and_active_ones_never,
             history_is_capped_per_machine,
+            nonce_claims_are_shared_by_handles_and_survive_reopen,
+            an_enqueue_carrying_a_claim_queues_once_per_digest,
         );
     };
     (@queue $backend:expr; $($name:ident),* $(,)?) => {$(
@@ -871,6 +874,82 @@ pub async fn a_lease_has_one_holder_until_it_expires_or_is_released(r: &dyn Reco
     assert!(!r.acquire_lease("sweep", "a", short).await.unwrap(), "only its holder can give it up");
     r.release_lease("sweep", "b").await.unwrap();
     assert!(r.acquire_lease("sweep", "a", short).await.unwrap(), "given up: free at once");
+}
+
+/// Replay protection's record (`auth::replay`): the first claim of a digest wins,
+/// every later one is refused until the record expires, then it is a new claim.
+pub async fn a_nonce_is_claimed_once_until_it_expires(r: &dyn Records) {
+    let window = SystemTime::now() + Duration::from_secs(16 * 60);
+    let (a, b) = ([0xa1; 16], [0xb2; 16]);
+    assert!(r.claim_nonce(&a, window).await.unwrap(), "first claim");
+    assert!(!r.claim_nonce(&a, window).await.unwrap(), "a replay");
+    assert!(!r.claim_nonce(&a, window + Duration::from_secs(3600)).await.unwrap(), "a later expiry changes nothing");
+    assert!(r.claim_nonce(&b, window).await.unwrap(), "digests are apart");
+
+    // Claimed at once by many (processes, in production): exactly one wins.
+    let c = [0xc3; 16];
+    let claims = futures_util::future::join_all((0..16).map(|_| r.claim_nonce(&c, window))).await;
+    let won = claims.into_iter().map(Result::unwrap).filter(|w| *w).count();
+    assert_eq!(won, 1, "one claim of sixteen at once");
+
+    // A short record: refused while it lives, a new claim once it has expired.
+    let d = [0xd4; 16];
+    let expires = SystemTime::now() + Duration::from_millis(500);
+    assert!(r.claim_nonce(&d, expires).await.unwrap());
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while !r.claim_nonce(&d, window).await.unwrap() {
+        assert!(tokio::time::Instant::now() < deadline, "the record never expired");
+        tokio::time::sleep(POLL).await;
+    }
+    // Never before its time (a second's slack for Redis's clock as measured against ours).
+    assert!(SystemTime::now() + Duration::from_secs(1) >= expires, "claimed again before the record expired");
+    assert!(!r.claim_nonce(&d, window).await.unwrap(), "claimed anew, for the new window");
+    // The others are untouched by that expiry.
+    assert!(!r.claim_nonce(&a, window).await.unwrap());
+}
+
+/// What two roller processes on one backend, or one restarted, see: a digest claimed
+/// through one handle is refused through another and after every handle is gone.
+pub async fn nonce_claims_are_shared_by_handles_and_survive_reopen(b: &dyn Backend) {
+    let window = SystemTime::now() + Duration::from_secs(16 * 60);
+    let digest = [0x5e; 16];
+    let (one, two) = (b.open_records().await, b.open_records().await);
+    assert!(one.claim_nonce(&digest, window).await.unwrap());
+    assert!(!two.claim_nonce(&digest, window).await.unwrap(), "the other handle sees the claim");
+    drop((one, two));
+    let again = b.open_records().await;
+    assert!(!again.claim_nonce(&digest, window).await.unwrap(), "kept across a reopen");
+    assert!(again.claim_nonce(&[0x5f; 16], window).await.unwrap());
+}
+
+/// An enqueue carrying its header's claim: the claim and the enqueue are one step, and
+/// the record is the one `claim_nonce` keeps.
+pub async fn an_enqueue_carrying_a_claim_queues_once_per_digest(b: &dyn Backend) {
+    let (q, r) = (b.open().await, b.open_records().await);
+    enqueue_claiming_checks(&*q, &*r).await;
+}
+
+/// The body of [`an_enqueue_carrying_a_claim_queues_once_per_digest`], over one handle's
+/// two views (the cluster test calls it too).
+pub async fn enqueue_claiming_checks(q: &dyn Queue, r: &dyn Records) {
+    let window = SystemTime::now() + Duration::from_secs(16 * 60);
+    let machine = |w: &str| WorkerId::parse(w).unwrap();
+    let first = q.enqueue_claiming(ping("claim-a", "g"), &[0x11; 16], window).await.unwrap().expect("claimed");
+    assert!(first.created);
+    // The same digest again (a replayed header), even for another job: nothing is queued.
+    assert!(q.enqueue_claiming(ping("claim-b", "g"), &[0x11; 16], window).await.unwrap().is_none());
+    assert!(q.history(&machine("claim-b"), 10).await.unwrap().is_empty());
+    assert!(!r.claim_nonce(&[0x11; 16], window).await.unwrap(), "the record claim_nonce keeps");
+    // Claimed on its own first (a read, say): the enqueue carrying it queues nothing.
+    assert!(r.claim_nonce(&[0x22; 16], window).await.unwrap());
+    assert!(q.enqueue_claiming(ping("claim-c", "g"), &[0x22; 16], window).await.unwrap().is_none());
+    assert!(q.history(&machine("claim-c"), 10).await.unwrap().is_empty());
+    // A coalesced enqueue claims too.
+    let again = q.enqueue_claiming(ping("claim-a", "g"), &[0x33; 16], window).await.unwrap().expect("claimed");
+    assert_eq!((again.created, again.job.id), (false, first.job.id));
+    assert!(!r.claim_nonce(&[0x33; 16], window).await.unwrap());
+    // And the plain enqueue is untouched by any of it.
+    assert!(q.enqueue(ping("claim-b", "g")).await.unwrap().created);
 }
 
 pub async fn log_lines_keep_their_order(q: &dyn Queue) {

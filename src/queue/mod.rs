@@ -32,7 +32,7 @@ pub mod sqlite;
 mod conformance;
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -327,6 +327,18 @@ pub trait Queue: Send + Sync + 'static {
     /// Store a new job, or return the queued/running one for the same
     /// (worker_id, worker_group, task).
     async fn enqueue(&self, job: NewJob) -> Result<Enqueued, QueueError>;
+
+    /// [`Queue::enqueue`] that first claims `nonce`, an accepted Hawk header's digest
+    /// (replay protection, `auth::replay`), in the same atomic step, so an enqueue pays no
+    /// round trip of its own for it: `None`, and nothing queued, when the digest is claimed
+    /// already (the record `records::Records::claim_nonce` keeps); else the enqueue's
+    /// answer (new or coalesced), with the digest recorded until `expires_at`.
+    async fn enqueue_claiming(
+        &self,
+        job: NewJob,
+        nonce: &[u8; 16],
+        expires_at: SystemTime,
+    ) -> Result<Option<Enqueued>, QueueError>;
 
     /// Hand out the oldest runnable job to `consumer` for `lease`: a queued job,
     /// or a running one whose lease expired, whose machine is not held by another

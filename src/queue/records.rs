@@ -1,13 +1,14 @@
 //! Small shared records beside the jobs, for what every roller process must see the
 //! same: each machine's latest observations, the medic's holds and per-machine
-//! state, the medic's recent decisions, and leases that let exactly one process do
-//! a periodic job (the health sweep) at a time.
+//! state, the medic's recent decisions, leases that let exactly one process do
+//! a periodic job (the health sweep) at a time, and the digests of the Hawk headers
+//! already accepted (replay protection, `auth::replay`).
 //!
 //! The records are opaque text to the store (the health module writes JSON): the
 //! queue keeps them, it does not interpret them. Every backend implements
 //! [`Records`] with the same semantics, checked by `conformance.rs`.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 
@@ -75,6 +76,13 @@ pub trait Records: Send + Sync + 'static {
     /// Give the lease up if `holder` holds it (a clean shutdown), so another process
     /// need not wait for it to expire.
     async fn release_lease(&self, name: &str, holder: &str) -> Result<(), QueueError>;
+
+    /// Record `digest` (an accepted Hawk header's, opaque here) until `expires_at` and
+    /// answer `true`, or answer `false` when it is recorded already and not expired:
+    /// one atomic step, so of two processes claiming one digest at once exactly one
+    /// gets `true`. The record outlives a restart of any roller process; expired ones
+    /// are purged by the backend (Redis's key expiry, SQLite in bounded batches).
+    async fn claim_nonce(&self, digest: &[u8; 16], expires_at: SystemTime) -> Result<bool, QueueError>;
 }
 
 /// Run `work` while `holder` keeps the lease `name`, renewing it (for `ttl`) every

@@ -37,6 +37,8 @@
 //!   keeps (the medic's decisions);
 //! - `{p}:lease:<name>` → holder, expiring with the lease (`PX`): one process at a
 //!   time does the periodic job `name` (the health sweep);
+//! - `{p}:nonce:<digest>` → `1`, expiring (`PXAT`) when its Hawk header's window
+//!   ends: the headers already accepted (replay protection, `auth::replay`);
 //! - `{p}:health` — a short-lived key written by health checks;
 //! - `{p}:wake` — a pub/sub channel (not a key): enqueue, release, expire and a finish
 //!   that frees a machine with a job waiting publish on it; idle runners subscribe.
@@ -81,7 +83,7 @@ mod scripts;
 mod tls;
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -151,14 +153,23 @@ fn lease_ms(lease: Duration) -> String {
     i64::try_from(lease.as_millis()).unwrap_or(i64::MAX).max(1).to_string()
 }
 
-#[async_trait]
-impl Queue for RedisQueue {
-    async fn enqueue(&self, job: NewJob) -> Result<Enqueued, QueueError> {
+impl RedisQueue {
+    /// The enqueue script, claiming `nonce` (a digest and its expiry in our clock) first
+    /// when given: `None` when it was claimed already.
+    async fn enqueue_with(
+        &self,
+        job: NewJob,
+        nonce: Option<(&[u8; 16], SystemTime)>,
+    ) -> Result<Option<Enqueued>, QueueError> {
         let job_id = JobId::new();
         let id = job_id.to_string();
         let max_attempts = job.max_attempts.max(1).to_string();
         let cap = self.options.effective_history_cap().to_string();
         let deadline = self.deadline_ms().to_string();
+        let (nonce_hex, nonce_at) = match nonce {
+            Some((digest, expires_at)) => (records::hex(digest), self.in_redis_clock(expires_at).to_string()),
+            None => (String::new(), String::new()),
+        };
         let mut args: Vec<&str> = vec![
             &id,
             job.worker_id.as_str(),
@@ -168,6 +179,8 @@ impl Queue for RedisQueue {
             &max_attempts,
             &cap,
             &deadline,
+            &nonce_hex,
+            &nonce_at,
         ];
         if let Some(o) = &job.origin {
             args.extend(["origin", o.as_str()]);
@@ -186,17 +199,21 @@ impl Queue for RedisQueue {
         let mut items = into_items(reply)?.into_iter();
         let incomplete = || corrupt(&id, "enqueue reply is incomplete");
         let kind = into_int(items.next().ok_or_else(incomplete)?)?;
-        if kind == 2 {
-            return Err(QueueError::Unavailable(format!(
-                "Redis at {} ran the enqueue after its deadline; it was not queued",
-                self.target
-            )));
+        match kind {
+            2 => {
+                return Err(QueueError::Unavailable(format!(
+                    "Redis at {} ran the enqueue after its deadline; it was not queued",
+                    self.target
+                )));
+            }
+            3 => return Ok(None),
+            _ => {}
         }
         let created = kind == 1;
         if !created {
             let fields = items.next().ok_or_else(incomplete)?;
             let log = items.next().ok_or_else(incomplete)?;
-            return Ok(Enqueued { job: decode_job(fields, log)?, created: false });
+            return Ok(Some(Enqueued { job: decode_job(fields, log)?, created: false }));
         }
         // A new job is what was sent, stamped by the server's clock: built here rather
         // than read back and parsed (that was a fifth of the API's work per enqueue).
@@ -227,7 +244,24 @@ impl Queue for RedisQueue {
             touched: false,
             restore: None,
         };
-        Ok(Enqueued { job, created: true })
+        Ok(Some(Enqueued { job, created: true }))
+    }
+}
+
+#[async_trait]
+impl Queue for RedisQueue {
+    async fn enqueue(&self, job: NewJob) -> Result<Enqueued, QueueError> {
+        let enq = self.enqueue_with(job, None).await?;
+        enq.ok_or_else(|| corrupt("(script reply)", "an enqueue claiming nothing answered \"claimed already\""))
+    }
+
+    async fn enqueue_claiming(
+        &self,
+        job: NewJob,
+        nonce: &[u8; 16],
+        expires_at: SystemTime,
+    ) -> Result<Option<Enqueued>, QueueError> {
+        self.enqueue_with(job, Some((nonce, expires_at))).await
     }
 
     async fn reserve(&self, consumer: &str, lease: Duration) -> Result<Option<Job>, QueueError> {
@@ -882,6 +916,9 @@ mod tests {
         conformance::running_lists_the_holders_and_expire_ends_a_lease_now(&cluster_queue(&cluster, &next()).await)
             .await;
         conformance::breaker_resets_are_kept_newest_first_and_capped(&cluster_queue(&cluster, &next()).await).await;
+        conformance::a_nonce_is_claimed_once_until_it_expires(&cluster_queue(&cluster, &next()).await).await;
+        let q = cluster_queue(&cluster, &next()).await;
+        conformance::enqueue_claiming_checks(&q, &q).await;
         cluster_queue(&cluster, &next()).await.health().await.expect("cluster health");
 
         // The checks' keys are spread over the masters, so routing by hash tag

@@ -31,7 +31,7 @@ mod transactions;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior};
@@ -195,7 +195,18 @@ fn free_bytes(dir: &Path) -> std::io::Result<u64> {
 impl Queue for SqliteQueue {
     async fn enqueue(&self, job: NewJob) -> Result<Enqueued, QueueError> {
         let options = self.options;
-        self.with_conn(move |c| enqueue_tx(c, job, &options)).await
+        let enq = self.with_conn(move |c| enqueue_tx(c, job, &options, None)).await?;
+        enq.ok_or_else(|| QueueError::Unavailable("an enqueue claiming nothing was refused".into()))
+    }
+
+    async fn enqueue_claiming(
+        &self,
+        job: NewJob,
+        nonce: &[u8; 16],
+        expires_at: SystemTime,
+    ) -> Result<Option<Enqueued>, QueueError> {
+        let (options, nonce) = (self.options, Some((*nonce, records::unix_ms(expires_at))));
+        self.with_conn(move |c| enqueue_tx(c, job, &options, nonce)).await
     }
 
     async fn reserve(&self, consumer: &str, lease: Duration) -> Result<Option<Job>, QueueError> {
@@ -445,6 +456,73 @@ mod tests {
         let id = JobId::parse("3f0c9d1e-8a7b-4c6d-9e0f-1a2b3c4d5e6f").unwrap();
         let job = tokio::runtime::Runtime::new().unwrap().block_on(q.get(id)).unwrap().unwrap();
         assert!(!job.touched && job.restore.is_none());
+    }
+
+    /// Version 5 adds the record of used Hawk nonces; a version-4 file (what the
+    /// previous roller wrote: today's schema without it) gains the table and keeps
+    /// its jobs and records.
+    #[tokio::test]
+    async fn a_version_4_file_gains_the_nonce_table() {
+        use crate::queue::records::{RecordKind, Records};
+        let (_dir, path) = temp_db();
+        let q = SqliteQueue::open(&path).unwrap();
+        let id = q.enqueue(ping("m", "g")).await.unwrap().job.id;
+        q.put_record(RecordKind::Hold, "m", "held").await.unwrap();
+        drop(q);
+        let raw = Connection::open(&path).unwrap();
+        raw.execute_batch("DROP TABLE nonces; PRAGMA user_version = 4;").unwrap();
+        drop(raw);
+
+        let q = SqliteQueue::open(&path).unwrap();
+        {
+            let conn = q.conn.lock().unwrap();
+            let v: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
+            assert_eq!(v, SCHEMA_VERSION);
+            let objects: Vec<String> = conn
+                .prepare("SELECT name FROM sqlite_schema WHERE tbl_name = 'nonces' ORDER BY name")
+                .unwrap()
+                .query_map([], |r| r.get(0))
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap();
+            assert_eq!(objects, ["nonces", "nonces_expiry"]);
+        }
+        assert!(q.get(id).await.unwrap().is_some());
+        assert_eq!(q.record(RecordKind::Hold, "m").await.unwrap().as_deref(), Some("held"));
+        let later = std::time::SystemTime::now() + Duration::from_secs(60);
+        assert!(q.claim_nonce(&[7; 16], later).await.unwrap());
+        assert!(!q.claim_nonce(&[7; 16], later).await.unwrap());
+    }
+
+    /// Expired nonces go a bounded batch per claim: no claim ever deletes thousands
+    /// of rows, and steady traffic (one row in per claim) still empties the backlog.
+    #[tokio::test]
+    async fn expired_nonces_are_purged_a_few_per_claim() {
+        use crate::queue::records::Records;
+        let (_dir, path) = temp_db();
+        let q = SqliteQueue::open(&path).unwrap();
+        let count = |q: &SqliteQueue| -> i64 {
+            q.conn.lock().unwrap().query_row("SELECT count(*) FROM nonces", [], |r| r.get(0)).unwrap()
+        };
+        {
+            let conn = q.conn.lock().unwrap();
+            let mut insert = conn.prepare("INSERT INTO nonces (digest, expires_at) VALUES (?1, 1)").unwrap();
+            for i in 0u32..100 {
+                let mut d = [0u8; 16];
+                d[..4].copy_from_slice(&i.to_be_bytes());
+                insert.execute([&d[..]]).unwrap();
+            }
+        }
+        let later = std::time::SystemTime::now() + Duration::from_secs(60);
+        assert!(q.claim_nonce(&[0xff; 16], later).await.unwrap());
+        assert_eq!(count(&q), 100 - 16 + 1, "16 expired rows went, the new one came");
+        for i in 0u8..10 {
+            assert!(q.claim_nonce(&[0xf0, i, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0], later).await.unwrap());
+        }
+        assert_eq!(count(&q), 11, "only the live ones are left");
+        // The connection is back to fsyncing every commit for the jobs.
+        let sync: i64 = q.conn.lock().unwrap().query_row("PRAGMA synchronous", [], |r| r.get(0)).unwrap();
+        assert_eq!(sync, 2, "FULL");
     }
 
     #[test]

@@ -185,6 +185,11 @@ async fn a_redis_outage_answers_503_and_everything_recovers_by_itself() {
     let took = start.elapsed();
     assert_eq!(status, 503, "{v}");
     assert!(v["detail"].as_str().is_some_and(|d| !d.is_empty()));
+    // A read's header is verified, but whether it was used before is Redis's to say:
+    // refused (fail closed), saying why, rather than accepted unchecked.
+    let (status, v) = signed(roller.url(), Method::GET, &format!("/api/v1/jobs/{id}"), ADMIN).await;
+    assert_eq!((status, &v["error_code"]), (503, &Value::from("auth_unavailable")), "{v}");
+    assert!(v["detail"].as_str().is_some_and(|d| d.contains("replay check")), "{v}");
     // The requirement is "within 1 s"; the Redis call timeout is 800 ms. The bound leaves
     // slack for a loaded CI machine without hiding a hang.
     eprintln!("503 during the Redis outage after {took:?}");

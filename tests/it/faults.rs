@@ -384,6 +384,25 @@ fn integrity_check(db: &Path) -> String {
     c.query_row("PRAGMA integrity_check", [], |r| r.get(0)).unwrap()
 }
 
+/// A signed read while the SQLite file takes no writes: answered with the job as it was
+/// (when `may_answer`: a full disk may still have room in the WAL), or refused (503 `auth_unavailable`, the replay check) because its nonce cannot be
+/// recorded; never anything else.
+async fn read_during_a_fault(app: &TestApp, then: &Value, may_answer: bool) {
+    let start = Instant::now();
+    let r = app.signed(Method::GET, &format!("/api/v1/jobs/{}", then["task_id"].as_str().unwrap()), ADMIN).await;
+    let status = r.status().as_u16();
+    let body: Value = r.json().await.unwrap();
+    match status {
+        200 if may_answer => assert_intact(&body, then),
+        503 => {
+            assert_eq!(body["error_code"], "auth_unavailable", "{body}");
+            assert!(body["detail"].as_str().is_some_and(|d| d.contains("replay check")), "{body}");
+        }
+        _ => panic!("a read during the fault: {status} {body}"),
+    }
+    assert!(start.elapsed() < Duration::from_secs(25), "answered after {:?}", start.elapsed());
+}
+
 /// The same job, as it was read earlier: state, timestamps, result, log.
 fn assert_intact(now: &Value, then: &Value) {
     for k in ["state", "attempts", "started_at", "finished_at", "result", "error", "log"] {
@@ -435,7 +454,9 @@ async fn a_full_disk_in_embedded_mode_is_a_clear_503_and_corrupts_nothing() {
     assert_eq!(lb.status(), 200, "the service keeps running");
     let hb = app.http.get(app.url("/__heartbeat__")).send().await.unwrap();
     assert_eq!(hb.status(), 500, "the queue takes no writes");
-    assert_intact(&app.get_job(earlier[0]["task_id"].as_str().unwrap()).await, &earlier[0]);
+    // A read records its nonce in the same file (replay protection): answered, intact, while
+    // the WAL still has room for it, else refused with a 503 that says why; never unchecked.
+    read_during_a_fault(&app, &earlier[0], true).await;
 
     // The fault clears: everything works again without a restart.
     std::fs::remove_file(&filler).unwrap();
@@ -523,7 +544,13 @@ async fn an_sqlite_database_locked_by_another_process_is_a_clear_503_and_corrupt
     assert_eq!(hb.status(), 500, "the queue takes no writes");
     assert!(start.elapsed() < Duration::from_secs(10), "the heartbeat answered after {:?}", start.elapsed());
     // WAL: readers are not blocked by a writer, and the other process's change is not visible.
-    assert_intact(&app.get_job(earlier["task_id"].as_str().unwrap()).await, &earlier);
+    let reader = rusqlite::Connection::open_with_flags(&db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap();
+    let scribbled: i64 =
+        reader.query_row("SELECT count(*) FROM jobs WHERE error = 'scribbled'", [], |r| r.get(0)).unwrap();
+    assert_eq!(scribbled, 0);
+    drop(reader);
+    // An API read records its nonce (a write, which the lock holds up): refused, saying why.
+    read_during_a_fault(&app, &earlier, false).await;
 
     // The other process dies mid-transaction (SIGKILL): its change must never appear.
     drop(holder);

@@ -36,6 +36,7 @@ mod procs;
 mod reboot;
 mod redfish;
 mod redis_tls;
+mod replay;
 mod snmp;
 mod ssh;
 mod sweep_lease;

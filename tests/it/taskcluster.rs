@@ -167,6 +167,36 @@ async fn a_replayed_header_is_refused_although_taskcluster_accepts_it() {
     assert_eq!(seen.0.lock().unwrap().len(), 2, "Taskcluster saw both and accepted both");
 }
 
+/// The Taskcluster backend keeps its record of used headers in the queue backend as
+/// well: after a restart on the same data directory, roller refuses a header it
+/// accepted before, although Taskcluster accepts it again.
+#[tokio::test]
+async fn a_header_accepted_before_a_restart_is_refused_after_it() {
+    let (root, seen) = spawn_tc().await;
+    let extra = "[server]\ntrusted_proxy = true\n[auth]\nbackend = \"taskcluster\"\ntimeout_secs = 2\n";
+    let env = [("TASKCLUSTER_ROOT_URL", root.as_str())];
+    // Signed for the public name, so the same header is valid whichever port roller listens on.
+    let h = hawk_header(&Method::POST, &format!("https://roller.example.com{PATH}"), TC_USER.0, TC_USER.1, None, now());
+    let send = |app: &TestApp| {
+        app.http
+            .post(app.url(PATH))
+            .header("Host", "roller.example.com")
+            .header("X-Forwarded-Proto", "https")
+            .header("Authorization", &h)
+            .send()
+    };
+    let app = spawn_app_with(extra, &env).await;
+    let r = send(&app).await.unwrap();
+    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+    let dir = app.stop().await;
+    let cfg = dir.path().join("roller.toml");
+    let app = spawn_app_from(dir, &cfg, &env).await;
+    let r = send(&app).await.unwrap();
+    assert_eq!(r.status(), 403);
+    assert_eq!(r.json::<Value>().await.unwrap()["detail"], "Replayed nonce");
+    assert_eq!(seen.0.lock().unwrap().len(), 2, "Taskcluster saw both and accepted both");
+}
+
 #[tokio::test]
 async fn a_response_without_status_or_with_an_unknown_one_is_403() {
     let (root, _) = spawn_tc().await;

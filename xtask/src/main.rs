@@ -257,7 +257,17 @@ fn bench(args: Vec<String>) -> Result<(), String> {
     if !Path::new("/usr/bin/redis-server").exists() {
         return Err("the benchmarks need redis-server: run cargo xtask deps, or apt-get install redis-server".into());
     }
-    run(cargo().args(["build", "--release", "--package", "roller", "--package", "roller-bench"]))?;
+    // `roller/bench`: the switches only benchmarks use (the replay scenario's baseline).
+    run(cargo().args([
+        "build",
+        "--release",
+        "--package",
+        "roller",
+        "--package",
+        "roller-bench",
+        "--features",
+        "roller/bench",
+    ]))?;
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().ok_or("xtask is not inside the workspace")?;
     let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root.join("target"));
     let release = target.join("release");

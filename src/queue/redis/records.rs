@@ -1,14 +1,17 @@
 //! [`Records`] on Redis: a hash per kind (`{p}:rec:<kind>`, field = key), a capped
-//! list per event stream (`{p}:events:<stream>`, newest at the head) and a string per
-//! lease (`{p}:lease:<name>` = holder, expiring by the server's clock). Plain
+//! list per event stream (`{p}:events:<stream>`, newest at the head), a string per
+//! lease (`{p}:lease:<name>` = holder, expiring by the server's clock) and one per
+//! accepted Hawk header (`{p}:nonce:<digest in hex>`, expiring with its window). Plain
 //! commands where one command is atomic; the lease's compare-and-set is a script.
 
-use std::time::Duration;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use redis::Script;
 
 use super::RedisQueue;
+use super::connection::stale;
 use crate::queue::QueueError;
 use crate::queue::records::{RecordKind, Records};
 
@@ -32,6 +35,24 @@ impl RedisQueue {
     fn records_key(&self, kind: RecordKind) -> String {
         format!("{}rec:{}", self.key_base(), kind.as_str())
     }
+
+    /// `t` (our clock) as unix ms in Redis's clock, by the offset measured at connect and
+    /// by every health check: a Redis whose clock runs ahead does not forget a nonce early.
+    pub(super) fn in_redis_clock(&self, t: SystemTime) -> i64 {
+        let ours = t.duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+        ours.saturating_add(self.clock_offset_ms.load(Ordering::Relaxed)).max(1)
+    }
+}
+
+/// A nonce digest as its key names it: lower-case hex.
+pub(super) fn hex(digest: &[u8; 16]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(32);
+    for b in digest {
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 15)]));
+    }
+    out
 }
 
 #[async_trait]
@@ -104,5 +125,34 @@ impl Records for RedisQueue {
         let key = format!("{}lease:{name}", self.key_base());
         let mut conn = self.conn.clone();
         self.call(Script::new(RELEASE).key(key).arg(holder).invoke_async::<i64>(&mut conn)).await.map(drop)
+    }
+
+    /// `SET <key> 1 NX PXAT <ms>`: one command, one round trip, atomic; Redis's own
+    /// key expiry purges it. (An enqueue makes the same claim inside its script.)
+    ///
+    /// Tried once more when the connection turns out dead (Redis restarted), as the
+    /// reads are: the first try then never reached Redis. Should it have (the link
+    /// dropped after Redis ran it), the second try finds the key and the header is
+    /// refused as a replay: a false refusal the client mends with a fresh signature,
+    /// never a replay let through.
+    async fn claim_nonce(&self, digest: &[u8; 16], expires_at: SystemTime) -> Result<bool, QueueError> {
+        let key = format!("{}nonce:{}", self.key_base(), hex(digest));
+        let at = self.in_redis_clock(expires_at);
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(&key).arg(1).arg("NX").arg("PXAT").arg(at);
+        let once = || {
+            let mut conn = self.conn.clone();
+            let cmd = &cmd;
+            async move { cmd.query_async::<Option<String>>(&mut conn).await }
+        };
+        let set = self
+            .call(async {
+                match once().await {
+                    Err(e) if stale(&e) => once().await,
+                    r => r,
+                }
+            })
+            .await?;
+        Ok(set.is_some())
     }
 }

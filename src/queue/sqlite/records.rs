@@ -1,16 +1,62 @@
-//! [`Records`] on the SQLite file: three small tables (`records`, `events`,
-//! `leases`), one statement or transaction per call. Apart from the job
+//! [`Records`] on the SQLite file: four small tables (`records`, `events`,
+//! `leases`, `nonces`), one statement or transaction per call. Apart from the job
 //! transactions because nothing here touches a job.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
-use rusqlite::{OptionalExtension, TransactionBehavior};
+use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior};
 
 use super::row::{duration_ms, now_ms};
 use super::{DbResult, SqliteQueue};
 use crate::queue::QueueError;
 use crate::queue::records::{RecordKind, Records};
+
+/// Claim a digest: a new row, or an expired one taken over; `changes() == 1` means claimed.
+const CLAIM_NONCE: &str = "INSERT INTO nonces (digest, expires_at) VALUES (?1, ?2)
+     ON CONFLICT (digest) DO UPDATE SET expires_at = excluded.expires_at WHERE nonces.expires_at < ?3";
+
+/// Expired nonces, a few per claim: rows arrive one per claim, so this keeps the
+/// table at what the window holds, and no claim ever does more than this much.
+const PURGE_NONCES: &str =
+    "DELETE FROM nonces WHERE digest IN (SELECT digest FROM nonces WHERE expires_at < ?1 LIMIT ?2)";
+const NONCE_PURGE_BATCH: i64 = 16;
+
+/// Claim `digest` until `until` (unix ms) inside the caller's transaction, purging a few
+/// expired claims: `true` when it was not claimed (or its claim had expired). The enqueue
+/// runs this in its own transaction, so the claim costs it no commit of its own.
+pub(super) fn claim_nonce_tx(tx: &Transaction<'_>, digest: &[u8; 16], until: i64) -> Result<bool, QueueError> {
+    let now = now_ms();
+    let claimed = tx.prepare_cached(CLAIM_NONCE).db()?.execute(rusqlite::params![&digest[..], until, now]).db()? == 1;
+    tx.prepare_cached(PURGE_NONCES).db()?.execute(rusqlite::params![now, NONCE_PURGE_BATCH]).db()?;
+    Ok(claimed)
+}
+
+/// `expires_at` as stored: unix ms.
+pub(super) fn unix_ms(t: SystemTime) -> i64 {
+    t.duration_since(UNIX_EPOCH).map_or(0, duration_ms)
+}
+
+/// Run `f` with `synchronous = NORMAL`, then back to the queue's FULL.
+///
+/// Why a nonce claim skips the fsync that every job write pays: a commit is in
+/// the WAL file as soon as it returns, so a roller that is killed or restarted
+/// keeps it (the test kills it); only a power cut or kernel crash can lose it, and
+/// the next FULL commit (the enqueue that follows a claim, say) fsyncs the WAL with
+/// every frame before it, so a claim is durable before the job it let in. What a
+/// power cut can lose is the record of requests that changed nothing (reads), for
+/// the rest of their 15-minute window. (An enqueue claims inside its own transaction,
+/// fsynced with the job.)
+fn without_fsync<T>(
+    c: &mut Connection,
+    f: impl FnOnce(&mut Connection) -> Result<T, QueueError>,
+) -> Result<T, QueueError> {
+    c.execute_batch("PRAGMA synchronous = NORMAL").db()?;
+    let out = f(c);
+    // Restored whatever `f` did (its transaction, if any, is rolled back by now).
+    c.execute_batch("PRAGMA synchronous = FULL").db()?;
+    out
+}
 
 #[async_trait]
 impl Records for SqliteQueue {
@@ -130,6 +176,19 @@ impl Records for SqliteQueue {
             c.execute("DELETE FROM leases WHERE name = ?1 AND holder = ?2", rusqlite::params![name, holder])
                 .db()
                 .map(drop)
+        })
+        .await
+    }
+
+    async fn claim_nonce(&self, digest: &[u8; 16], expires_at: SystemTime) -> Result<bool, QueueError> {
+        let (digest, until) = (*digest, unix_ms(expires_at));
+        self.with_conn(move |c| {
+            without_fsync(c, |c| {
+                let tx = c.transaction_with_behavior(TransactionBehavior::Immediate).db()?;
+                let claimed = claim_nonce_tx(&tx, &digest, until)?;
+                tx.commit().db()?;
+                Ok(claimed)
+            })
         })
         .await
     }

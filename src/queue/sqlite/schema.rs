@@ -12,7 +12,7 @@ use crate::queue::QueueError;
 
 /// The schema this code writes and understands, kept in `PRAGMA user_version`.
 /// Bump it (and add a migration step in [`migrate`]) whenever the schema changes.
-pub const SCHEMA_VERSION: i64 = 4;
+pub const SCHEMA_VERSION: i64 = 5;
 
 // A macro so the same text goes into the schema and the migration with `concat!`.
 macro_rules! breaker_resets_table {
@@ -54,6 +54,21 @@ CREATE TABLE leases (
     holder TEXT    NOT NULL,
     until  INTEGER NOT NULL
 ) STRICT;
+"
+    };
+}
+
+// The digests of accepted Hawk headers, each until its header's `ts + skew`
+// (`auth::replay`). WITHOUT ROWID: the 16-byte digest is the key, stored once;
+// `nonces_expiry` lets each claim purge a few expired rows without a scan.
+macro_rules! nonces_table {
+    () => {
+        "
+CREATE TABLE nonces (
+    digest     BLOB    NOT NULL PRIMARY KEY CHECK (length(digest) = 16),
+    expires_at INTEGER NOT NULL
+) STRICT, WITHOUT ROWID;
+CREATE INDEX nonces_expiry ON nonces (expires_at);
 "
     };
 }
@@ -110,7 +125,8 @@ CREATE TABLE job_log (
 ) STRICT;
 ",
     breaker_resets_table!(),
-    records_tables!()
+    records_tables!(),
+    nonces_table!()
 );
 
 /// Version 1 → 2: the retention index.
@@ -130,8 +146,12 @@ ALTER TABLE jobs ADD COLUMN restore TEXT;
 /// event logs and leases (fleet health, the medic).
 const MIGRATE_3_TO_4: &str = concat!("ALTER TABLE jobs ADD COLUMN reason TEXT;\n", records_tables!());
 
+/// Version 4 → 5: the record of used Hawk nonces (replay protection shared by every
+/// process on the file and kept across restarts).
+const MIGRATE_4_TO_5: &str = nonces_table!();
+
 /// The steps from version `n` to `n + 1`, at index `n - 1`.
-const STEPS: [&str; 3] = [MIGRATE_1_TO_2, MIGRATE_2_TO_3, MIGRATE_3_TO_4];
+const STEPS: [&str; 4] = [MIGRATE_1_TO_2, MIGRATE_2_TO_3, MIGRATE_3_TO_4, MIGRATE_4_TO_5];
 
 /// Create the schema on a fresh file; accept the current version; refuse
 /// anything else rather than guess at a layout this code does not know.

@@ -11,6 +11,7 @@ use chrono::DateTime;
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior};
 
 use super::DbResult;
+use super::records::claim_nonce_tx;
 use super::row::{RawJob, duration_ms, job_columns, load_log, now_ms, reload, retention_cutoff};
 use crate::domain::JobId;
 use crate::queue::{
@@ -100,8 +101,20 @@ fn fail_exhausted(tx: &Transaction<'_>, now: i64) -> Result<(), QueueError> {
     Ok(())
 }
 
-pub(super) fn enqueue_tx(conn: &mut Connection, job: NewJob, options: &QueueOptions) -> Result<Enqueued, QueueError> {
+/// The enqueue; with `nonce` (a digest and its expiry in unix ms), claimed first in the
+/// same transaction: `None`, nothing written, when it was claimed already.
+pub(super) fn enqueue_tx(
+    conn: &mut Connection,
+    job: NewJob,
+    options: &QueueOptions,
+    nonce: Option<([u8; 16], i64)>,
+) -> Result<Option<Enqueued>, QueueError> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).db()?;
+    if let Some((digest, until)) = nonce
+        && !claim_nonce_tx(&tx, &digest, until)?
+    {
+        return Ok(None);
+    }
     let now = now_ms();
     purge_expired(&tx, now, options)?;
     fail_exhausted(&tx, now)?;
@@ -147,7 +160,7 @@ pub(super) fn enqueue_tx(conn: &mut Connection, job: NewJob, options: &QueueOpti
     };
     let job = reload(&tx, &id)?;
     tx.commit().db()?;
-    Ok(Enqueued { job, created })
+    Ok(Some(Enqueued { job, created }))
 }
 
 /// The job reserve chose, as it was before this reservation.
