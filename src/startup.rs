@@ -14,7 +14,6 @@ use tokio_util::sync::CancellationToken;
 use crate::actions::{ActionSettings, BugzillaSettings, TaskclusterSettings};
 use crate::api::tls::ServerTls;
 use crate::api::{self, AppState};
-use crate::auth::Authenticator;
 use crate::auth::local::LocalAuth;
 use crate::auth::nonce::NonceDigest;
 use crate::auth::replay::{NonceStore, ReplayGuard};
