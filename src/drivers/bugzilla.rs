@@ -159,9 +159,10 @@ impl Bugzilla {
         let path = format!("rest/bug/{id}/comment");
         let v = self.call(Method::GET, &path, &[], None, cancel).await?;
         // `{"bugs": {"<id>": {"comments": [{"text": ...}, ...]}}}`
-        let comments = v.pointer(&format!("/bugs/{id}/comments")).and_then(Value::as_array).ok_or_else(|| {
-            protocol(&Method::GET, &path, "no comments for the bug".into())
-        })?;
+        let comments = v
+            .pointer(&format!("/bugs/{id}/comments"))
+            .and_then(Value::as_array)
+            .ok_or_else(|| protocol(&Method::GET, &path, "no comments for the bug".into()))?;
         Ok(comments.first().and_then(|c| c.get("text")).and_then(Value::as_str).map(str::to_string))
     }
 
