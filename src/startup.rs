@@ -354,6 +354,7 @@ pub fn action_settings(settings: &Settings) -> anyhow::Result<ActionSettings> {
             client: Bugzilla::new(&b.url, b.api_key.clone(), b.timeout)
                 .map_err(|e| anyhow::anyhow!("BUGZILLA_URL / bugzilla.url: {e}"))?,
             reopen_state: b.reopen_state.clone(),
+            incident_window: b.incident_window,
             tracker: b.tracker.clone(),
             reboot: b.reboot.clone(),
         }),

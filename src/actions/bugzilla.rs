@@ -6,8 +6,10 @@
 //! and an open "<host> is unreachable" bug that blocks it. Unlike the original,
 //! a second failure comments on the open bug instead of filing another, the
 //! bugs are built as JSON by serde (a quote in a log line cannot break the
-//! request), and the API key only ever travels in its header.
+//! request), and the API key only ever travels in its header. Machines of one
+//! chassis or PDU failing together share one incident bug (`incident.rs`).
 
+pub mod incident;
 mod template;
 
 use serde_json::json;
@@ -32,15 +34,7 @@ pub(crate) async fn file(
     let bz = settings(cx)?;
     let client = &bz.client;
     let fail = |e: BugzillaError| ActionError::driver("file_bugzilla_bug", e);
-    // An inventory address that is a name is the host people know; an IP is not.
-    let host = if m.address.parse::<std::net::IpAddr>().is_ok() { m.id.as_str() } else { m.address.as_str() };
-    let mut alias = m.id.as_str().split('.').next().unwrap_or(m.id.as_str()).to_ascii_lowercase();
-    // `GET /rest/bug/1234` is bug 1234, not an alias (Bugzilla aliases cannot be
-    // numbers): a numeric host name gets a prefix so roller never touches someone's bug.
-    if alias.bytes().all(|b| b.is_ascii_digit()) {
-        alias = format!("host-{alias}");
-    }
-    let dc = m.group.as_ref().unwrap_or(&target.worker_group).as_str().to_ascii_uppercase();
+    let (host, alias, dc) = names(m, target);
     let (requester, job) = match &cx.job {
         Some(j) => (j.requester.as_str(), j.id.as_str()),
         None => ("roller run (command line)", "-"),
@@ -85,6 +79,21 @@ pub(crate) async fn file(
         }
     };
 
+    // One decision per group at a time in this process (incident.rs says why, and what
+    // two processes can still do).
+    let group = incident::group_of(m).filter(|_| !bz.incident_window.is_zero());
+    let lock = group.as_deref().map(incident::lock_for);
+    let _decided = match &lock {
+        Some(l) => Some(l.lock().await),
+        None => None,
+    };
+    if let Some(g) = &group {
+        let this = incident::This { machine: m, host, dc: &dc, job, tracker, tracker_reopened, attempt_log };
+        if let Some(report) = incident::join_or_file(g, &this, target, cx, bz).await? {
+            return Ok(report);
+        }
+    }
+
     let r = &bz.reboot;
     let summary = r.summary_for(&fields);
     let open = client.find_open(&summary, &r.product, &r.component, &cx.cancel).await.map_err(fail)?;
@@ -110,7 +119,21 @@ pub(crate) async fn file(
             (id, true)
         }
     };
-    Ok(BugReport { bug, url: client.show_url(bug), filed, tracker, tracker_reopened })
+    Ok(BugReport { bug, url: client.show_url(bug), filed, tracker, tracker_reopened, incident: None })
+}
+
+/// The host people know, the tracker's alias, and the data centre, for `m`.
+fn names<'m>(m: &'m Machine, target: &Target) -> (&'m str, String, String) {
+    // An inventory address that is a name is the host people know; an IP is not.
+    let host = if m.address.parse::<std::net::IpAddr>().is_ok() { m.id.as_str() } else { m.address.as_str() };
+    let mut alias = m.id.as_str().split('.').next().unwrap_or(m.id.as_str()).to_ascii_lowercase();
+    // `GET /rest/bug/1234` is bug 1234, not an alias (Bugzilla aliases cannot be
+    // numbers): a numeric host name gets a prefix so roller never touches someone's bug.
+    if alias.bytes().all(|b| b.is_ascii_digit()) {
+        alias = format!("host-{alias}");
+    }
+    let dc = m.group.as_ref().unwrap_or(&target.worker_group).as_str().to_ascii_uppercase();
+    (host, alias, dc)
 }
 
 fn settings(cx: &ActionContext) -> Result<&BugzillaSettings, ActionError> {

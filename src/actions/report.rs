@@ -239,6 +239,21 @@ pub struct BugReport {
     pub filed: bool,
     pub tracker: u64,
     pub tracker_reopened: bool,
+    /// Set when `bug` is the chassis- or PDU-level incident bug shared with other
+    /// machines (README, "One bug per incident"); absent for a per-machine bug.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub incident: Option<IncidentSummary>,
+}
+
+/// The incident bug a machine's bug step joined or filed.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct IncidentSummary {
+    /// What the machines share: `chassis <name>` or `pdu <host>`.
+    #[schema(example = "chassis mdc9-ms1")]
+    pub group: String,
+    /// The hosts this step listed on the bug: this machine, and when it filed the
+    /// bug, the machines whose own bugs it replaced.
+    pub machines: Vec<String>,
 }
 
 /// `loan`.

@@ -74,6 +74,9 @@ pub struct BugzillaSettings {
     pub client: Bugzilla,
     /// The status a closed tracker bug is reopened to.
     pub reopen_state: String,
+    /// Machines of one chassis or PDU reaching the bug step within this share one
+    /// incident bug ([`super::bugzilla::incident`]); zero files one bug per machine.
+    pub incident_window: std::time::Duration,
     /// The machine's long-lived problem-tracking bug (alias: the host's first label).
     pub tracker: BugTemplate,
     /// The "is unreachable" bug that blocks the tracker.

@@ -157,6 +157,7 @@ pub struct BugzillaFile {
     pub api_key_file: Option<PathBuf>,
     pub reopen_state: Option<String>,
     pub timeout_secs: Option<u64>,
+    pub incident_window_secs: Option<u64>,
     pub tracker: BugTemplateFile,
     pub reboot: BugTemplateFile,
 }

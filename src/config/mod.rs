@@ -241,6 +241,9 @@ pub struct BugzillaConfig {
     pub timeout: Duration,
     /// The status a closed tracker bug is reopened to.
     pub reopen_state: String,
+    /// Machines of one chassis or PDU reaching the bug step within this share one
+    /// incident bug; zero files one bug per machine.
+    pub incident_window: Duration,
     pub tracker: BugTemplate,
     pub reboot: BugTemplate,
 }

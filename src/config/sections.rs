@@ -396,6 +396,8 @@ pub(super) fn bugzilla(l: &Layer, b: BugzillaFile) -> Result<Option<BugzillaConf
         api_key,
         timeout: Duration::from_secs(b.timeout_secs.unwrap_or(30).clamp(1, 300)),
         reopen_state: l.env("BUGZILLA_REOPEN_STATE").or(b.reopen_state).unwrap_or_else(|| "REOPENED".into()),
+        // A day at most: older bugs are no longer "the same incident".
+        incident_window: Duration::from_secs(b.incident_window_secs.unwrap_or(1800).min(86_400)),
         tracker: template(b.tracker, BugTemplate::default_tracker(), "tracker")?,
         reboot: template(b.reboot, BugTemplate::default_reboot(), "reboot")?,
     }))

@@ -48,6 +48,12 @@ pub struct Bug {
     pub resolution: String,
     #[serde(default = "yes")]
     pub is_open: bool,
+    /// When it was filed (searches ask for it; the incident window is measured from it).
+    #[serde(default)]
+    pub creation_time: Option<chrono::DateTime<chrono::Utc>>,
+    /// The bugs this one blocks (searches ask for them).
+    #[serde(default)]
+    pub blocks: Vec<u64>,
 }
 
 fn yes() -> bool {
@@ -150,13 +156,25 @@ impl Bugzilla {
             ("product", product),
             ("component", component),
             ("resolution", "---"),
-            ("include_fields", "id,summary,status,resolution,is_open"),
+            ("include_fields", "id,summary,status,resolution,is_open,creation_time,blocks"),
         ];
         let v = self.call(Method::GET, "rest/bug", &query, None, cancel).await?;
         let bugs: Vec<Bug> = serde_json::from_value(v.get("bugs").cloned().unwrap_or(json!([])))
             .map_err(|e| protocol(&Method::GET, "rest/bug", e.to_string()))?;
         // Bugzilla's summary search matches substrings; only the exact one is "the" bug.
         Ok(bugs.into_iter().filter(|b| b.is_open && b.summary == summary).collect())
+    }
+
+    /// The bug's first comment (its description), `None` when it has none.
+    pub async fn first_comment(&self, id: u64, cancel: &CancellationToken) -> Result<Option<String>, BugzillaError> {
+        let path = format!("rest/bug/{id}/comment");
+        let v = self.call(Method::GET, &path, &[], None, cancel).await?;
+        // `{"bugs": {"<id>": {"comments": [{"text": ...}, ...]}}}`
+        let comments = v
+            .pointer(&format!("/bugs/{id}/comments"))
+            .and_then(Value::as_array)
+            .ok_or_else(|| protocol(&Method::GET, &path, "no comments for the bug".into()))?;
+        Ok(comments.first().and_then(|c| c.get("text")).and_then(Value::as_str).map(str::to_string))
     }
 
     /// File a bug; its id.

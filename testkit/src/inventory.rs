@@ -283,6 +283,9 @@ pub struct Machine {
     provisioner_id: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     worker_type: Option<String>,
+    /// A plain value: TOML wants it before the machine's tables.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    chassis: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     ssh: Option<Ssh>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -319,7 +322,14 @@ impl Machine {
             ilo: None,
             moonshot: None,
             mdm: None,
+            chassis: None,
         }
+    }
+
+    /// The enclosure it shares with others (`chassis = ...`).
+    pub fn chassis(mut self, chassis: &str) -> Self {
+        self.chassis = Some(chassis.into());
+        self
     }
 
     pub fn group(mut self, group: &str) -> Self {

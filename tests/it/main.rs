@@ -18,6 +18,7 @@ mod health;
 mod helpers;
 mod https;
 mod ilo;
+mod incident;
 mod interrupt;
 mod ipmi;
 mod jobs;

@@ -11,8 +11,14 @@
 //!   is a substring match, as on BMO;
 //! * `POST /rest/bug`: product, component, summary, version and description are
 //!   required; an alias already in use is error 103; `blocks` must name bugs;
-//! * `PUT /rest/bug/<id>`: `status`, `comment.body`, `blocks.add` only; any
-//!   other field is refused so a typo in roller cannot pass unnoticed.
+//! * `GET /rest/bug/<id>/comment`: `{"bugs": {"<id>": {"comments": [..]}}}`, the
+//!   description first;
+//! * `PUT /rest/bug/<id>`: `status`, `resolution`, `dupe_of`, `comment.body`,
+//!   `blocks.add` only; any other field is refused so a typo in roller cannot pass
+//!   unnoticed. RESOLVED needs a resolution, DUPLICATE needs `dupe_of` naming another
+//!   existing bug, and a resolution needs a closed status.
+//!
+//! Every bug carries its `creation_time` (ISO 8601, UTC); a test can age a bug.
 
 use std::sync::{Arc, Mutex};
 
@@ -35,6 +41,8 @@ pub struct Bug {
     pub cc: Vec<String>,
     pub blocks: Vec<u64>,
     pub comments: Vec<String>,
+    pub creation_time: chrono::DateTime<chrono::Utc>,
+    pub dupe_of: Option<u64>,
 }
 
 impl Bug {
@@ -47,6 +55,8 @@ impl Bug {
             "id": self.id, "alias": self.alias.iter().collect::<Vec<_>>(), "product": self.product,
             "component": self.component, "summary": self.summary, "status": self.status,
             "resolution": self.resolution, "is_open": self.is_open(), "cc": self.cc, "blocks": self.blocks,
+            "creation_time": self.creation_time.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            "dupe_of": self.dupe_of,
         })
     }
 }
@@ -196,8 +206,26 @@ async fn create(
         cc,
         blocks,
         comments: Vec::new(),
+        creation_time: chrono::Utc::now(),
+        dupe_of: None,
     });
     (StatusCode::OK, Json(json!({ "id": id })))
+}
+
+async fn comments(State(s): State<Shared>, headers: HeaderMap, Path(id): Path<String>) -> Answer {
+    if let Err(e) = s.check(&headers, format!("GET /rest/bug/{id}/comment"), None) {
+        return e;
+    }
+    let inner = s.inner.lock().unwrap();
+    let Some(b) = inner.bugs.iter().find(|b| b.id.to_string() == id) else {
+        return error(StatusCode::NOT_FOUND, 101, &format!("Bug #{id} does not exist."));
+    };
+    let comments: Vec<Value> = std::iter::once(&b.description)
+        .chain(&b.comments)
+        .enumerate()
+        .map(|(count, text)| json!({ "bug_id": b.id, "count": count, "text": text }))
+        .collect();
+    (StatusCode::OK, Json(json!({ "bugs": { b.id.to_string(): { "comments": comments } }, "comments": {} })))
 }
 
 async fn update(
@@ -211,21 +239,58 @@ async fn update(
         return e;
     }
     let Some(obj) = body.as_object() else { return error(StatusCode::BAD_REQUEST, 32614, "a JSON object is required") };
-    if let Some(k) = obj.keys().find(|k| !["status", "comment", "blocks"].contains(&k.as_str())) {
+    if let Some(k) =
+        obj.keys().find(|k| !["status", "resolution", "dupe_of", "comment", "blocks"].contains(&k.as_str()))
+    {
         return error(StatusCode::BAD_REQUEST, 50, &format!("the stand-in does not accept field {k:?}"));
     }
     let mut inner = s.inner.lock().unwrap();
+    let dupe_of = match obj.get("dupe_of") {
+        None => None,
+        Some(v) => match v.as_u64() {
+            Some(d) if d.to_string() != id && inner.bugs.iter().any(|b| b.id == d) => Some(d),
+            _ => return error(StatusCode::BAD_REQUEST, 101, &format!("dupe_of {v} is not another existing bug")),
+        },
+    };
     let Some(bug) = inner.bugs.iter_mut().find(|b| b.id.to_string() == id) else {
         return error(StatusCode::NOT_FOUND, 101, &format!("Bug #{id} does not exist."));
     };
-    if let Some(status) = obj.get("status").and_then(Value::as_str) {
-        if !["NEW", "ASSIGNED", "REOPENED", "RESOLVED", "VERIFIED"].contains(&status) {
-            return error(StatusCode::BAD_REQUEST, 60, &format!("There is no status named '{status}'."));
+    let status = obj.get("status").and_then(Value::as_str);
+    let resolution = obj.get("resolution").and_then(Value::as_str);
+    if let Some(status) = status
+        && !["NEW", "ASSIGNED", "REOPENED", "RESOLVED", "VERIFIED"].contains(&status)
+    {
+        return error(StatusCode::BAD_REQUEST, 60, &format!("There is no status named '{status}'."));
+    }
+    let closed = |s: &str| s == "RESOLVED" || s == "VERIFIED";
+    match (status, resolution) {
+        (Some(s), None) if closed(s) && bug.resolution.is_empty() => {
+            return error(StatusCode::BAD_REQUEST, 32600, "A valid resolution is required to mark a bug as RESOLVED.");
         }
+        (_, Some(r)) if !["FIXED", "INVALID", "WONTFIX", "DUPLICATE", "WORKSFORME", "INCOMPLETE"].contains(&r) => {
+            return error(StatusCode::BAD_REQUEST, 32600, &format!("There is no resolution named '{r}'."));
+        }
+        (s, Some(_)) if !closed(s.unwrap_or(&bug.status)) => {
+            return error(StatusCode::BAD_REQUEST, 32600, "A resolution needs a RESOLVED or VERIFIED status.");
+        }
+        (_, Some("DUPLICATE")) if dupe_of.is_none() => {
+            return error(StatusCode::BAD_REQUEST, 32600, "A duplicate needs dupe_of.");
+        }
+        _ => {}
+    }
+    if dupe_of.is_some() && resolution != Some("DUPLICATE") {
+        return error(StatusCode::BAD_REQUEST, 32600, "dupe_of goes with the resolution DUPLICATE.");
+    }
+    if let Some(status) = status {
         bug.status = status.to_string();
-        if status != "RESOLVED" && status != "VERIFIED" {
+        if !closed(status) {
             bug.resolution.clear();
+            bug.dupe_of = None;
         }
+    }
+    if let Some(r) = resolution {
+        bug.resolution = r.to_string();
+        bug.dupe_of = dupe_of;
     }
     if let Some(c) = obj.get("comment") {
         match c.get("body").and_then(Value::as_str) {
@@ -251,6 +316,7 @@ impl FakeBugzilla {
             .route("/rest/whoami", get(whoami))
             .route("/rest/bug", get(search).post(create))
             .route("/rest/bug/{id}", get(get_bug).put(update))
+            .route("/rest/bug/{id}/comment", get(comments))
             .with_state(shared.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -268,6 +334,13 @@ impl FakeBugzilla {
 
     pub fn violations(&self) -> Vec<String> {
         self.shared.inner.lock().unwrap().violations.clone()
+    }
+
+    /// Make a bug look filed `ago` earlier.
+    pub fn age(&self, id: u64, ago: std::time::Duration) {
+        let mut inner = self.shared.inner.lock().unwrap();
+        let bug = inner.bugs.iter_mut().find(|b| b.id == id).expect("bug exists");
+        bug.creation_time = chrono::Utc::now() - ago;
     }
 
     /// Resolve a bug as a person would.
