@@ -337,6 +337,9 @@ impl Setup {
 bind = "127.0.0.1:0"
 {server}
 
+[paths]
+enabled = false
+
 [auth]
 backend = "local"
 

@@ -1,6 +1,8 @@
 //! `[paths]` plus `ROLLER_PATHS` (on/off): the standing path checks' schedule and bounds.
-//! Off by default, like the sweep: checking every machine's BMC, PDU and ssh is a choice
-//! an operator makes. Checks asked for (`roller paths check`) run either way.
+//! On by default, daily and gentle (10 checks a minute, 4 at once, at background priority
+//! on the per-device gates): a broken path must be found before the incident that needs it.
+//! `enabled = false` / `ROLLER_PATHS=0` turns the schedule off; checks asked for
+//! (`roller paths check`) run either way.
 
 use std::time::Duration;
 
@@ -42,9 +44,11 @@ mod tests {
     }
 
     #[test]
-    fn path_checks_are_off_daily_and_gentle_by_default() {
+    fn path_checks_are_on_daily_and_gentle_by_default() {
         let s = load("", &[]).unwrap();
-        assert!(!s.paths.enabled);
+        assert!(s.paths.enabled);
+        assert!(!load("", &[("ROLLER_PATHS", "0")]).unwrap().paths.enabled);
+        assert!(!load("[paths]\nenabled = false\n", &[]).unwrap().paths.enabled);
         assert_eq!((s.paths.interval.as_secs(), s.paths.max_per_minute, s.paths.concurrency), (86_400, 10, 4));
         let s = load("[paths]\ninterval_secs = 3600\nmax_per_minute = 2\nconcurrency = 1\n", &[("ROLLER_PATHS", "1")])
             .unwrap();

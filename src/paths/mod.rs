@@ -272,7 +272,7 @@ pub struct PathSettings {
 
 impl Default for PathSettings {
     fn default() -> Self {
-        Self { enabled: false, interval: Duration::from_secs(86_400), max_per_minute: 10, concurrency: 4 }
+        Self { enabled: true, interval: Duration::from_secs(86_400), max_per_minute: 10, concurrency: 4 }
     }
 }
 

@@ -57,6 +57,11 @@ pub fn base_config(extra: &str) -> String {
     if !extra.contains("[runner]") {
         s.push_str("[runner]\npoll_interval_ms = 50\nshutdown_grace_secs = 1\n\n");
     }
+    // The standing path checks are on by default; a test opts in by naming `[paths]`, so
+    // the checker's reads never meet a test that counts a peer's calls.
+    if !extra.contains("[paths]") {
+        s.push_str("[paths]\nenabled = false\n\n");
+    }
     if !extra.contains("[ping]") {
         s.push_str("[ping]\ncount = 2\ninterval_ms = 200\ntimeout_ms = 500\n\n");
     }

@@ -71,6 +71,8 @@ pub fn start_roller_with(
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("HOME", dir)
         .env("ROLLER_BIND", "127.0.0.1:0")
+        // The path checker's reads stay out of process tests (their `env` may turn it on).
+        .env("ROLLER_PATHS", "0")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(std::fs::File::create(&log).unwrap());
