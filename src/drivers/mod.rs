@@ -248,6 +248,22 @@ pub(crate) async fn read_bounded(mut resp: reqwest::Response, max: usize) -> Res
     Ok(out)
 }
 
+/// An error and its sources, `: `-joined (reqwest's Display alone hides the cause), a
+/// source whose text the chain already holds left out, cut to `max` characters.
+pub(crate) fn error_chain(e: &(dyn std::error::Error + 'static), max: usize) -> String {
+    let mut out = e.to_string();
+    let mut src = e.source();
+    while let Some(s) = src {
+        let t = s.to_string();
+        if !out.contains(&t) {
+            out.push_str(": ");
+            out.push_str(&t);
+        }
+        src = s.source();
+    }
+    bounded(&out, max)
+}
+
 /// `text` cut to `max` characters, the cut marked with `…`.
 pub(crate) fn bounded(text: &str, max: usize) -> String {
     match text.char_indices().nth(max) {

@@ -411,19 +411,9 @@ fn scrub(t: &MoonshotTarget, s: &str) -> String {
     super::scrub(s, t.password.expose_secret(), usize::MAX)
 }
 
-/// An error and its sources, `: `-joined (reqwest's Display alone hides the cause).
+/// An error and its sources (the drivers' one chain), bounded like every quoted message.
 fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = e.to_string();
-    let mut src = e.source();
-    while let Some(s) = src {
-        let t = s.to_string();
-        if !out.contains(&t) {
-            out.push_str(": ");
-            out.push_str(&t);
-        }
-        src = s.source();
-    }
-    bounded(&out, 2 * MAX_MESSAGE)
+    super::error_chain(e, 2 * MAX_MESSAGE)
 }
 
 #[cfg(test)]

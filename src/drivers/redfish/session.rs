@@ -440,17 +440,7 @@ fn scrub(s: &str, target: &RedfishTarget) -> String {
     super::super::scrub(s, target.password.expose_secret(), usize::MAX)
 }
 
-/// An error and its sources, `: `-joined (reqwest's Display alone hides the cause).
+/// An error and its sources (the drivers' one chain), bounded like every quoted message.
 fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = e.to_string();
-    let mut src = e.source();
-    while let Some(s) = src {
-        let t = s.to_string();
-        if !out.contains(&t) {
-            out.push_str(": ");
-            out.push_str(&t);
-        }
-        src = s.source();
-    }
-    bounded(&out, 2 * MAX_MESSAGE)
+    super::super::error_chain(e, 2 * MAX_MESSAGE)
 }
