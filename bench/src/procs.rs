@@ -20,7 +20,7 @@ pub struct Proc {
 enum Process {
     Child(Child),
     /// The harness kills it when dropped.
-    Redis(RedisServer),
+    Redis(Box<RedisServer>),
 }
 
 impl Proc {
@@ -73,7 +73,7 @@ pub fn start_redis(dir: &Path) -> Result<(Proc, u16)> {
     let server =
         RedisServer::builder().aof(Fsync::EverySec).args(&["--maxmemory-policy", "noeviction"]).dir(dir).try_start()?;
     let port = server.port();
-    Ok((Proc { name: "redis".into(), process: Process::Redis(server) }, port))
+    Ok((Proc { name: "redis".into(), process: Process::Redis(Box::new(server)) }, port))
 }
 
 /// `roller <sub>` with `ROLLER_CONFIG=<dir>/roller.toml` and `REDIS_URL`; returns once its
