@@ -280,7 +280,8 @@ impl Application {
                 streams.cancel();
             });
             let overload = api::overload_router(self.state.clone());
-            api::server::serve(listener, app, overload, limits, acceptor, shutdown.clone()).await;
+            let cors = &self.state.settings.cors_origin;
+            api::server::serve(listener, app, overload, cors, limits, acceptor, shutdown.clone()).await;
         }
         if let Some(r) = runner {
             r.await.context("runner task failed")?;

@@ -62,6 +62,9 @@ pub enum ErrorCode {
     /// A plain-HTTP request to roller's HTTPS port (`[server] tls_cert_file`): use https://.
     /// Answered before any routing, in plain HTTP, and the connection closed.
     HttpsRequired,
+    /// A request head with a control character in it (a header value, a header name, the
+    /// request line). Answered before any routing, and the connection closed.
+    InvalidHeader,
     QueueUnavailable,
     /// Taskcluster's `authenticateHawk`, or the replay check's record of used nonces
     /// (the queue backend), did not answer: the request was not accepted.
@@ -137,9 +140,16 @@ impl ApiError {
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, ErrorCode::Internal, "internal server error")
     }
 
-    pub fn permission_denied() -> Self {
+    /// An authenticated caller without the scope this needs: the seed's words, then which
+    /// client lacks which scope (the caller is authenticated: naming the scope tells it
+    /// nothing it could not read in the docs, and names the fix).
+    pub fn permission_denied(client_id: &str, scope: &str) -> Self {
         metrics::counter!("roller_auth_failures_total", "reason" => "scope").increment(1);
-        Self::new(StatusCode::FORBIDDEN, ErrorCode::InsufficientScope, PERMISSION_DENIED)
+        let detail = format!(
+            "{PERMISSION_DENIED} Client '{client_id}' lacks the scope '{scope}': grant it to the client \
+             (or a role it has), or use credentials that have it (GET /api/v1/whoami lists this client's scopes)."
+        );
+        Self::new(StatusCode::FORBIDDEN, ErrorCode::InsufficientScope, detail)
     }
 
     pub fn status(&self) -> StatusCode {

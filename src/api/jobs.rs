@@ -233,7 +233,7 @@ async fn enqueue(
 }
 
 pub(super) fn require(caller: &crate::auth::Caller, scope: &str) -> Result<(), ApiError> {
-    if caller.has_scope(scope) { Ok(()) } else { Err(ApiError::permission_denied()) }
+    if caller.has_scope(scope) { Ok(()) } else { Err(ApiError::permission_denied(caller.client_id.as_str(), scope)) }
 }
 
 pub(super) fn log_fields(client: &ClientId, job: Option<JobId>) -> LogFields {

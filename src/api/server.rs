@@ -23,16 +23,23 @@
 //!   then, like a slow request), never in the accept loop. A plain-HTTP request to the TLS
 //!   port is answered `400 https_required` in plain HTTP and closed.
 //!
+//! - **Head guard** ([`head_guard`]): a request head with a control byte in it is answered
+//!   `400 invalid_header` (roller's JSON, CORS) and the connection closed, where hyper's
+//!   parser would answer a bare 400 nobody's browser can read.
+//!
 //! Requests are served over HTTP/1.1 by hyper (as `axum::serve` did here: axum's `http2`
-//! feature is off). A request hyper cannot parse (a control byte in a header value, say)
-//! never reaches the router: hyper answers `400 Bad Request` with an empty body and closes
-//! the connection (README, "HTTP API").
+//! feature is off). Anything else hyper cannot parse (a malformed request line, a head over
+//! its limits) never reaches the router: hyper answers `400 Bad Request` (431, 414) with an
+//! empty body and closes the connection (README, "HTTP API").
+
+mod head_guard;
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::{Pin, pin};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -68,11 +75,14 @@ const LOG_EVERY: Duration = Duration::from_secs(10);
 
 /// Serve `app` on `listener` within `limits` until `shutdown`, then wind down within
 /// `limits.shutdown_grace`. `overload` answers the connections beyond the cap. With `tls`,
-/// every connection (the overflow's too) is HTTPS.
+/// every connection (the overflow's too) is HTTPS. `cors_origin` goes on the answers
+/// roller writes itself, as the router's CORS layer puts it on the others.
+#[allow(clippy::too_many_arguments)]
 pub async fn serve(
     listener: TcpListener,
     app: Router,
     overload: Router,
+    cors_origin: &str,
     limits: ConnectionSettings,
     tls: Option<TlsAcceptor>,
     shutdown: CancellationToken,
@@ -87,6 +97,7 @@ pub async fn serve(
     let hard_stop = CancellationToken::new();
     let mut refused = Throttled::default();
     let mut accept_errors = Throttled::default();
+    let cors_origin: Arc<str> = Arc::from(cors_origin);
     loop {
         let (stream, peer) = tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -106,7 +117,8 @@ pub async fn serve(
         if let Ok(permit) = served.clone().try_acquire_owned() {
             let slot = Slot::open(permit);
             let (app, stopping, hard_stop) = (app.clone(), shutdown.clone(), hard_stop.clone());
-            tracker.spawn(connection(stream, peer, app, limits, slot, tls.clone(), stopping, hard_stop));
+            let guard = Guard { cors_origin: cors_origin.clone(), refused: Arc::default() };
+            tracker.spawn(connection(stream, peer, app, limits, slot, tls.clone(), guard, stopping, hard_stop));
             continue;
         }
         let how = match spare.clone().try_acquire_owned() {
@@ -151,13 +163,14 @@ async fn connection(
     limits: ConnectionSettings,
     _slot: Slot,
     tls: Option<TlsAcceptor>,
+    guard: Guard,
     stopping: CancellationToken,
     hard_stop: CancellationToken,
 ) {
     let activity = Arc::new(Activity::new());
     let watched = Watched { inner: stream, activity: activity.clone() };
     let dropped = match tls {
-        None => drive(watched, peer, app, &limits, &activity, &stopping, &hard_stop).await,
+        None => drive(guard.wrap(watched), peer, app, &limits, &activity, &stopping, &hard_stop).await,
         Some(acceptor) => {
             // The header read timeout runs from the connection's start: the handshake is
             // inside it, so a client that never finishes one is closed like a slow request.
@@ -168,7 +181,7 @@ async fn connection(
                 _ = hard_stop.cancelled() => return,
             };
             match handshake {
-                Ok(Ok(tls)) => drive(tls, peer, app, &limits, &activity, &stopping, &hard_stop).await,
+                Ok(Ok(tls)) => drive(guard.wrap(tls), peer, app, &limits, &activity, &stopping, &hard_stop).await,
                 Ok(Err(refused)) => {
                     tracing::debug!(peer = %peer, reason = refused, "TLS handshake failed");
                     Some(refused)
@@ -177,9 +190,25 @@ async fn connection(
             }
         }
     };
+    let dropped = match dropped {
+        None if guard.refused.load(Ordering::Relaxed) => Some("invalid_header"),
+        other => other,
+    };
     if let Some(reason) = dropped {
         metrics::counter!("roller_connections_dropped_total", "reason" => reason).increment(1);
         tracing::debug!(peer = %peer, reason, "connection closed by roller");
+    }
+}
+
+/// A connection's [`head_guard::HeadGuard`] settings, and whether it refused a head.
+struct Guard {
+    cors_origin: Arc<str>,
+    refused: Arc<AtomicBool>,
+}
+
+impl Guard {
+    fn wrap<I>(&self, io: I) -> head_guard::HeadGuard<I> {
+        head_guard::HeadGuard::new(io, self.cors_origin.clone(), self.refused.clone())
     }
 }
 
@@ -251,9 +280,21 @@ where
     // A backstop under the watch below: hyper's own limit on waiting for a request's
     // headers, which on a kept-alive connection includes the idle time before it.
     builder.timer(TokioTimer::new()).header_read_timeout(limits.idle_timeout + limits.header_read_timeout);
+    // The head guard ends a connection by showing hyper its end, possibly while hyper still
+    // answers the request before: hyper must finish that answer (and then shut down, which
+    // is when the guard's 400 goes out) rather than drop it.
+    builder.half_close(true);
     let mut conn = pin!(builder.serve_connection(io, service));
-    let mut stop_seen = false;
+    let (mut stop_seen, mut shutting) = (false, false);
     loop {
+        // At the stop signal a request whose head is still arriving may finish (within the
+        // grace): hyper, which sees a head only once it is whole (the head guard), would take
+        // the connection for an idle one and close it, so it is told once the head is in.
+        if stop_seen && !shutting && !activity.receiving_head() {
+            // hyper closes an idle connection at once; one being answered after the answer.
+            shutting = true;
+            conn.as_mut().graceful_shutdown();
+        }
         let (deadline, _) = activity.deadline(&limits);
         tokio::select! {
             ended = conn.as_mut() => break match ended {
@@ -274,13 +315,7 @@ where
                 }
             }
             _ = activity.changed.notified() => {}
-            _ = stopping.cancelled(), if !stop_seen => {
-                stop_seen = true;
-                conn.as_mut().graceful_shutdown();
-                if activity.untouched() {
-                    break None;
-                }
-            }
+            _ = stopping.cancelled(), if !stop_seen => stop_seen = true,
             _ = hard_stop.cancelled() => break Some("shutdown"),
         }
     }
@@ -439,9 +474,9 @@ impl Activity {
         (Instant::now() >= deadline).then_some(reason)
     }
 
-    /// Nothing under way: no request being answered, none begun.
-    fn untouched(&self) -> bool {
-        matches!(self.state().phase, Phase::Idle { .. } | Phase::Head { started: false, .. })
+    /// Some of a request's head has arrived, and it has not reached the router yet.
+    fn receiving_head(&self) -> bool {
+        matches!(self.state().phase, Phase::Head { started: true, .. })
     }
 }
 
@@ -594,11 +629,11 @@ mod tests {
         let start = Instant::now();
         let header = (start + l.header_read_timeout, "header_timeout");
         assert_eq!(a.deadline(&l), header, "a new connection must send its headers");
-        assert!(a.untouched());
+        assert!(!a.receiving_head());
         tokio::time::advance(Duration::from_secs(3)).await;
         a.read();
         assert_eq!(a.deadline(&l), header, "trickling bytes does not extend it");
-        assert!(!a.untouched());
+        assert!(a.receiving_head());
         let first = a.begin();
         let second = a.begin();
         assert_eq!(a.deadline(&l), (Instant::now() + STALL_FLOOR, "stalled"), "answering: only a stall ends it");
@@ -610,7 +645,7 @@ mod tests {
         drop(second);
         let idle = Instant::now();
         assert_eq!(a.deadline(&l), (idle + l.idle_timeout, "idle_timeout"));
-        assert!(a.untouched());
+        assert!(!a.receiving_head());
         tokio::time::advance(Duration::from_secs(30)).await;
         a.read();
         assert_eq!(a.deadline(&l), (Instant::now() + l.header_read_timeout, "header_timeout"), "a new request");

@@ -86,7 +86,7 @@ impl LocalAuth {
         };
 
         if !hdr.mac_matches(req, key.expose_secret().as_bytes()) {
-            return Err(refused("Bad mac"));
+            return Err(refused(super::bad_mac(&hdr.id)));
         }
         if !hdr.is_fresh(now, TIMESTAMP_SKEW) {
             return Err(refused("Stale timestamp"));
@@ -210,15 +210,15 @@ mod tests {
     fn wrong_token_or_request_is_bad_mac() {
         let a = auth();
         let h = Sign::new("alice", "not-alice-secret").header(&req());
-        assert_eq!(refusal(a.authenticate_at(&req(), &h, at(NOW))), "Bad mac");
+        assert!(refusal(a.authenticate_at(&req(), &h, at(NOW))).starts_with("Bad mac: wrong access token for client"));
 
         let h = Sign::new("alice", "alice-secret").header(&req());
         let mut other = req();
         other.resource = "/api/v1/workers/w1/jobs?task_name=reimage".into();
-        assert_eq!(refusal(a.authenticate_at(&other, &h, at(NOW))), "Bad mac");
+        assert!(refusal(a.authenticate_at(&other, &h, at(NOW))).starts_with("Bad mac: wrong access token for client"));
         let mut other = req();
         other.port = 8443;
-        assert_eq!(refusal(a.authenticate_at(&other, &h, at(NOW))), "Bad mac");
+        assert!(refusal(a.authenticate_at(&other, &h, at(NOW))).starts_with("Bad mac: wrong access token for client"));
     }
 
     #[test]
@@ -251,7 +251,10 @@ mod tests {
         assert_eq!(refusal(a.authenticate_at(&req(), &h3, at(NOW - 15 * 60 - 1))), "Stale timestamp");
         // A stale header with a bad MAC is reported as a bad MAC, as in Hawk.
         let bad = Sign::new("alice", "nope").header(&req());
-        assert_eq!(refusal(a.authenticate_at(&req(), &bad, at(NOW + 3600))), "Bad mac");
+        assert!(
+            refusal(a.authenticate_at(&req(), &bad, at(NOW + 3600)))
+                .starts_with("Bad mac: wrong access token for client")
+        );
     }
 
     #[test]
@@ -309,7 +312,10 @@ mod tests {
             assert_eq!(caller.scopes, vec!["project:releng:roller:reboot".to_string()]);
             // The temporary token is the key, not the issuer's token.
             s.token = "alice-secret";
-            assert_eq!(refusal(a.authenticate_at(&req(), &s.header(&req()), at(NOW))), "Bad mac");
+            assert!(
+                refusal(a.authenticate_at(&req(), &s.header(&req()), at(NOW)))
+                    .starts_with("Bad mac: wrong access token")
+            );
         }
     }
 
@@ -381,7 +387,9 @@ mod tests {
         // Without a valid MAC the scopes are not revealed.
         s.nonce = "n3";
         s.token = "wrong";
-        assert_eq!(refusal(a.authenticate_at(&req(), &s.header(&req()), at(NOW))), "Bad mac");
+        assert!(
+            refusal(a.authenticate_at(&req(), &s.header(&req()), at(NOW))).starts_with("Bad mac: wrong access token")
+        );
     }
 
     #[test]

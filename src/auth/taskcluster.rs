@@ -108,7 +108,11 @@ impl TaskclusterAuth {
         // A 2xx that is not JSON is a proxy or an outage page, not a verdict.
         let answer: Value = serde_json::from_slice(&bytes)
             .map_err(|_| unavailable("authenticateHawk answered with something other than JSON"))?;
-        let caller = interpret(&answer)?;
+        // Taskcluster's "Bad mac" names nothing to fix: roller's words say which client.
+        let caller = interpret(&answer).map_err(|e| match e {
+            AuthError::Refused(m) if m == "Bad mac" => refused(super::bad_mac(&parsed.id)),
+            e => e,
+        })?;
         // Verified: only such a header may be recorded by the replay check, so
         // strangers cannot burn nonces (the check judges the window again by roller's clock).
         Ok(Verified { caller, id: parsed.id, ts: parsed.ts, nonce: parsed.nonce })
@@ -286,7 +290,8 @@ mod tests {
     async fn failures_and_odd_statuses_are_refusals() {
         assert_eq!(
             refusal(call(StatusCode::OK, json!({"status": "auth-failed", "message": "Bad mac"})).await),
-            "Bad mac"
+            super::super::bad_mac("a"),
+            "Taskcluster's words, naming the client"
         );
         assert_eq!(
             refusal(call(StatusCode::OK, json!({"message": "x"})).await),

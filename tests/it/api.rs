@@ -79,10 +79,13 @@ async fn a_scope_for_another_task_does_not_authorize_this_one() {
     let r = app.signed(Method::POST, GROUP_PATH, REBOOTER).await;
     assert_eq!(r.status(), 403);
     assert_cors(&r);
-    assert_eq!(detail(r).await, "You do not have permission to perform this action.");
+    // The seed's words, then which client lacks which scope: the fix.
+    let d = detail(r).await;
+    assert!(d.starts_with("You do not have permission to perform this action. Client 'rebooter' lacks the scope 'project:releng:roller:ping'"), "{d}");
     let r = app.signed(Method::POST, GROUP_PATH, READER).await;
     assert_eq!(r.status(), 403);
-    assert_eq!(detail(r).await, "You do not have permission to perform this action.");
+    let d = detail(r).await;
+    assert!(d.contains("lacks the scope 'project:releng:roller:ping'"), "{d}");
 }
 
 #[tokio::test]
@@ -257,7 +260,12 @@ async fn job_reads_need_the_read_scope_and_a_valid_id() {
     let p = format!("/api/v1/jobs/{id}");
     let r = app.signed(Method::GET, &p, REBOOTER).await;
     assert_eq!(r.status(), 403);
-    assert_eq!(detail(r).await, "You do not have permission to perform this action.");
+    let d = detail(r).await;
+    assert!(
+        d.starts_with("You do not have permission to perform this action. ")
+            && d.contains("lacks the scope 'project:releng:roller:jobs:read'"),
+        "{d}"
+    );
     let r = app.http.get(app.url(&p)).send().await.unwrap();
     assert_eq!(r.status(), 403);
     assert_eq!(detail(r).await, "Authentication credentials were not provided.");

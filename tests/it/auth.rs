@@ -57,7 +57,9 @@ async fn an_oversized_header_is_403_not_a_crash() {
 async fn a_wrong_mac_is_refused() {
     let app = spawn_app().await;
     let h = hawk_header(&Method::POST, &app.url(PATH), ADMIN.0, "not-the-token", None, now());
-    assert_eq!(post_with(&app, &h).await, (403, "Bad mac".to_string()));
+    assert_eq!(post_with(&app, &h).await, (403, roller::auth::bad_mac("admin")));
+    let (_, said) = post_with(&app, &h).await;
+    assert!(said.contains("wrong access token for client 'admin'"), "{said}");
     // Signed for another resource.
     let h = hawk_header(
         &Method::POST,
@@ -67,7 +69,7 @@ async fn a_wrong_mac_is_refused() {
         None,
         now(),
     );
-    assert_eq!(post_with(&app, &h).await, (403, "Bad mac".to_string()));
+    assert_eq!(post_with(&app, &h).await, (403, roller::auth::bad_mac("admin")));
 }
 
 #[tokio::test]
@@ -144,7 +146,9 @@ async fn temporary_credentials_scopes_limit_what_they_can_do() {
         temp_credentials(ISSUER, None, &["project:releng:roller:reboot"], t - 60_000, t + 3_600_000);
     let e = ext(&json!({ "certificate": cert }), false);
     let h = hawk_header(&Method::POST, &app.url(PATH), &id, &token, Some(&e), now());
-    assert_eq!(post_with(&app, &h).await, (403, "You do not have permission to perform this action.".into()));
+    let (status, detail) = post_with(&app, &h).await;
+    assert_eq!(status, 403);
+    assert!(detail.contains(&format!("Client '{id}' lacks the scope 'project:releng:roller:ping'")), "{detail}");
 }
 
 #[tokio::test]
@@ -190,7 +194,7 @@ async fn expired_or_overlong_or_forged_certificates_are_refused() {
     let (id, _, cert) = temp_credentials(ISSUER, None, &["project:releng:roller:ping"], t - 60_000, t + 3_600_000);
     let e = ext(&json!({ "certificate": cert }), false);
     let h = hawk_header(&Method::POST, &app.url(PATH), &id, ISSUER.1, Some(&e), now());
-    assert_eq!(post_with(&app, &h).await, (403, "Bad mac".into()));
+    assert_eq!(post_with(&app, &h).await, (403, roller::auth::bad_mac(&id)));
 }
 
 #[tokio::test]
@@ -198,7 +202,9 @@ async fn authorized_scopes_narrow_a_client() {
     let app = spawn_app().await;
     let e = ext(&json!({ "authorizedScopes": ["project:releng:roller:jobs:read"] }), false);
     let h = hawk_header(&Method::POST, &app.url(PATH), ADMIN.0, ADMIN.1, Some(&e), now());
-    assert_eq!(post_with(&app, &h).await, (403, "You do not have permission to perform this action.".into()));
+    let (status, detail) = post_with(&app, &h).await;
+    assert_eq!(status, 403);
+    assert!(detail.contains("Client 'admin' lacks the scope 'project:releng:roller:ping'"), "{detail}");
     let e = ext(&json!({ "authorizedScopes": ["project:releng:roller:ping"] }), true);
     let h = hawk_header(&Method::POST, &app.url(PATH), ADMIN.0, ADMIN.1, Some(&e), now());
     assert_eq!(post_with(&app, &h).await.0, 201);
@@ -241,22 +247,27 @@ async fn two_authorization_headers_are_refused_whichever_one_is_valid() {
     assert_eq!(history.json::<Value>().await.unwrap()["jobs"], json!([]), "nothing was queued");
 }
 
-/// A control byte in a header value is refused by hyper's parser, before any of roller's
-/// code runs: the client gets hyper's bare `400 Bad Request` (no JSON, no CORS headers) and
-/// the connection is closed. A byte above 0x7f passes the parser and gets roller's 403.
+/// A control byte in a header value is refused before any of roller's handlers run, with
+/// roller's own answer (JSON, CORS headers, the header named and its value not echoed) where
+/// hyper's parser would give a bare 400, and the connection is closed. A byte above 0x7f
+/// passes and gets roller's 403. The second request of a kept-alive connection is checked too.
 #[tokio::test]
-async fn a_control_byte_in_the_authorization_header_is_answered_400_and_the_connection_closed() {
+async fn a_control_byte_in_a_header_is_answered_roller_s_400_and_the_connection_closed() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let app = spawn_app().await;
-    // `close`: ask for the connection to be closed after the answer (a kept-alive one stays open).
-    let exchange = |value: &'static [u8], close: bool| {
+    // `before`: a clean request sent first on the same connection (kept alive).
+    let exchange = |value: &'static [u8], before: bool| {
         let addr = app.addr;
         async move {
             let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-            let connection = if close { "Connection: close\r\n" } else { "" };
-            let head =
-                format!("POST {PATH} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\n{connection}Authorization: ");
-            let mut req = head.into_bytes();
+            let mut req = Vec::new();
+            if before {
+                req.extend_from_slice(format!("GET /__lbheartbeat__ HTTP/1.1\r\nHost: {addr}\r\n\r\n").as_bytes());
+            }
+            let head = format!(
+                "POST {PATH} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\nAuthorization: "
+            );
+            req.extend_from_slice(head.as_bytes());
             req.extend_from_slice(value);
             req.extend_from_slice(b"\r\n\r\n");
             s.write_all(&req).await.unwrap();
@@ -271,8 +282,20 @@ async fn a_control_byte_in_the_authorization_header_is_answered_400_and_the_conn
     };
     let answer = exchange(b"Hawk id=\"ad\x01min\", ts=\"1\", nonce=\"n\", mac=\"bWFj\"", false).await;
     assert!(answer.starts_with("HTTP/1.1 400 Bad Request\r\n"), "{answer:?}");
-    assert!(!answer.to_ascii_lowercase().contains("access-control-allow-origin"), "hyper's own answer: {answer:?}");
-    let answer = exchange(b"Hawk id=\"ad\xffmin\", ts=\"1\", nonce=\"n\", mac=\"bWFj\"", true).await;
+    assert!(answer.contains("access-control-allow-origin: https://tc.example.com\r\n"), "{answer:?}");
+    assert!(answer.contains("connection: close\r\n"), "{answer:?}");
+    let body: Value = serde_json::from_str(answer.split("\r\n\r\n").nth(1).unwrap()).unwrap();
+    assert_eq!(body["error_code"], "invalid_header", "{body}");
+    let detail = body["detail"].as_str().unwrap();
+    assert!(detail.contains("header 'Authorization'") && detail.contains("0x01"), "{detail}");
+    assert!(!answer.contains("min"), "the value is not echoed: {answer:?}");
+
+    let answer = exchange(b"Hawk id=\"x\x7f\"", true).await;
+    assert!(answer.starts_with("HTTP/1.1 200 OK\r\n"), "the clean request first: {answer:?}");
+    let second = answer.split("HTTP/1.1 ").nth(2).expect("a second answer on the connection");
+    assert!(second.starts_with("400 Bad Request\r\n") && second.contains("\"invalid_header\""), "{answer:?}");
+
+    let answer = exchange(b"Hawk id=\"ad\xffmin\", ts=\"1\", nonce=\"n\", mac=\"bWFj\"", false).await;
     assert!(answer.starts_with("HTTP/1.1 403 Forbidden\r\n"), "{answer:?}");
     assert!(answer.contains("access-control-allow-origin: https://tc.example.com"), "{answer:?}");
     assert!(answer.contains("\"error_code\":\"invalid_credentials\""), "{answer:?}");

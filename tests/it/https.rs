@@ -68,8 +68,15 @@ async fn closed_within(stream: &mut TcpStream, limit: Duration) -> bool {
 /// `curl` over HTTPS trusting `ca`: (HTTP status, body), or curl's complaint. Async: the
 /// in-process roller shares the test's runtime.
 async fn curl(ca: &Path, url: &str) -> Result<(u16, String), String> {
+    curl_with(ca, url, &[]).await
+}
+
+/// [`curl`], sending these extra header lines (`-H`).
+async fn curl_with(ca: &Path, url: &str, headers: &[&str]) -> Result<(u16, String), String> {
     let out = tokio::process::Command::new("curl")
-        .args(["--silent", "--show-error", "--max-time", "20", "--cacert"])
+        .args(["--silent", "--show-error", "--max-time", "20"])
+        .args(headers.iter().flat_map(|h| ["-H", h]))
+        .arg("--cacert")
         .arg(ca)
         .args(["--write-out", "\n%{http_code}", url])
         .stdin(Stdio::null())
@@ -130,6 +137,14 @@ async fn hawk_signed_requests_work_over_https_and_independent_clients_agree() {
     let foreign = Pki::new("some other CA");
     let refused = curl(foreign.ca(), &format!("{base}/__lbheartbeat__")).await.expect_err("curl trusts a foreign CA");
     assert!(refused.contains("certificate"), "{refused}");
+    // A control byte in a header: roller's JSON 400 over TLS too, naming the header.
+    let (code, body) = curl_with(pki.ca(), &format!("{base}/__lbheartbeat__"), &["X-Trace: a\x01b"])
+        .await
+        .expect("curl sends a control byte in a header");
+    assert_eq!(code, 400, "{body}");
+    let body: Value = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}"));
+    assert_eq!(body["error_code"], "invalid_header", "{body}");
+    assert!(body["detail"].as_str().unwrap().contains("header 'X-Trace'"), "{body}");
     assert!(openssl_subject(pki.ca(), &app.addr.to_string()).await.contains(&cert.common_name));
     // The certificate reqwest was shown is the configured one, byte for byte.
     let r = http.get(format!("{base}/__lbheartbeat__")).send().await.unwrap();

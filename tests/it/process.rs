@@ -274,7 +274,10 @@ async fn a_refused_request_is_logged_with_who_asked_for_what_on_which_machine_an
     let line = logged("/api/v1/workers/mac-2/group/g/jobs").await.expect("a log line for the bad MAC");
     assert_eq!(line["client_id"], "-", "an unverified id is not a client: {line}");
     assert_eq!((&line["task"], &line["worker_id"]), (&Value::from("ping"), &Value::from("mac-2")), "{line}");
-    assert_eq!((&line["reason"], &line["detail"]), (&Value::from("invalid_credentials"), &Value::from("Bad mac")));
+    assert_eq!(
+        (&line["reason"], &line["detail"]),
+        (&Value::from("invalid_credentials"), &Value::from(roller::auth::bad_mac("admin")))
+    );
 
     // Counted by status and reason, with no client or machine in the labels.
     let metrics = reqwest::get(format!("{url}/metrics")).await.unwrap().text().await.unwrap();
