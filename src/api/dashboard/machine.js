@@ -95,7 +95,8 @@ async function machineView(id) {
       page = await api("GET", `/api/v1/machines/${enc}`);
     } catch (e) {
       if (loading !== generation) return;
-      if (e.status !== 404) return handleError(e);
+      // Not in the inventory: said below. Anything else: roller's words, and the page without its facts.
+      if (e.status !== 404) handleError(e);
     }
   }
   if (loading !== generation) return;
