@@ -110,7 +110,9 @@ fn ages(o: &Observations, now: DateTime<Utc>) -> Ages {
 }
 
 /// Every machine's observations and hold, by worker id.
-pub(super) async fn snapshot(state: &AppState) -> Result<(BTreeMap<String, Observations>, BTreeMap<String, Hold>), ApiError> {
+pub(super) async fn snapshot(
+    state: &AppState,
+) -> Result<(BTreeMap<String, Observations>, BTreeMap<String, Hold>), ApiError> {
     let obs = state.records.records(RecordKind::Observations).await?;
     let holds = state.records.records(RecordKind::Hold).await?;
     Ok((

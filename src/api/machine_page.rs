@@ -40,7 +40,7 @@ fn target(m: &Machine, kind: PathKind) -> String {
         (status = 405, description = "Method not allowed", body = ErrorBody),
         (status = 503, description = "Queue or authentication service unavailable", body = ErrorBody),
     ))]
-pub async fn machine(
+pub async fn machine_page(
     State(state): State<AppState>,
     Authenticated(caller): Authenticated,
     path: Result<Path<String>, PathRejection>,

@@ -109,7 +109,14 @@ pub async fn machines(
             Some(_) => rule.read(state.queue.as_ref(), &m.id).await?.0.open_until,
         };
         machines.push(MachineView {
-            health: super::health::summarize(&state, m, obs.get(&id).unwrap_or(&empty), holds.get(&id), paths.get(&id), now),
+            health: super::health::summarize(
+                &state,
+                m,
+                obs.get(&id).unwrap_or(&empty),
+                holds.get(&id),
+                paths.get(&id),
+                now,
+            ),
             worker_id: id,
             group: m.group.as_ref().map(|g| g.to_string()),
             class: m.class.name.clone(),
@@ -117,7 +124,12 @@ pub async fn machines(
             last_job: jobs.first().map(JobSummary::from),
             lock: jobs.iter().find(|j| j.state == JobState::Running).map(JobSummary::from),
             breaker_open_until: breaker_open_until.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
-            tasks: s.enabled_tasks.iter().filter(|&&t| unavailable(m, t, services).is_none()).map(|t| t.name()).collect(),
+            tasks: s
+                .enabled_tasks
+                .iter()
+                .filter(|&&t| unavailable(m, t, services).is_none())
+                .map(|t| t.name())
+                .collect(),
         });
     }
     machines.sort_by(|a, b| (&a.group, &a.worker_id).cmp(&(&b.group, &b.worker_id)));

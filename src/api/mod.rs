@@ -251,7 +251,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/medic/allow", post(medic::allow).fallback(method_not_allowed))
         .route("/api/v1/whoami", get(machines::whoami).fallback(method_not_allowed))
         .route("/api/v1/machines", get(machines::machines).fallback(method_not_allowed))
-        .route("/api/v1/machines/{worker_id}", get(machine_page::machine).fallback(method_not_allowed))
+        .route("/api/v1/machines/{worker_id}", get(machine_page::machine_page).fallback(method_not_allowed))
         .route("/", get(dashboard::index).fallback(method_not_allowed))
         .route("/ui/app.js", get(dashboard::script).fallback(method_not_allowed))
         .route("/ui/health.js", get(dashboard::health_script).fallback(method_not_allowed))

@@ -39,7 +39,7 @@ use crate::config::Settings;
         breaker::reset,
         machines::whoami,
         machines::machines,
-        machine_page::machine,
+        machine_page::machine_page,
         dockerflow::lbheartbeat,
         dockerflow::heartbeat,
         dockerflow::version,

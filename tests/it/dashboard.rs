@@ -275,7 +275,8 @@ async fn an_operator_signs_in_pings_a_machine_watches_it_finish_and_is_refused_a
     page.goto(&base).await.unwrap();
     until(&page, "the sign-in form", "document.activeElement && document.activeElement.id === 'client-id'").await;
     assert_labelled(&page, "sign-in").await;
-    let search = page.execute("return getComputedStyle(document.getElementById('goto')).display;", vec![]).await.unwrap();
+    let search =
+        page.execute("return getComputedStyle(document.getElementById('goto')).display;", vec![]).await.unwrap();
     assert_eq!(search, json!("none"), "no search box before sign-in");
     page.find(Locator::Id("client-id")).await.unwrap().send_keys(PINGER.0).await.unwrap();
     page.find(Locator::Id("access-token")).await.unwrap().send_keys("not-the-token").await.unwrap();
@@ -293,7 +294,8 @@ async fn an_operator_signs_in_pings_a_machine_watches_it_finish_and_is_refused_a
     assert_eq!(focused.attr("id").await.unwrap().as_deref(), Some("access-token"));
     focused.send_keys(&format!("{}{}", PINGER.1, Key::Enter)).await.unwrap();
     until(&page, "who is signed in", "document.getElementById('who').textContent === 'Signed in as pinger'").await;
-    let search = page.execute("return getComputedStyle(document.getElementById('goto')).display;", vec![]).await.unwrap();
+    let search =
+        page.execute("return getComputedStyle(document.getElementById('goto')).display;", vec![]).await.unwrap();
     assert_ne!(search, json!("none"), "the search box once signed in");
 
     // The home view is fleet health (tested below); the inventory is one link away.
@@ -307,14 +309,22 @@ async fn an_operator_signs_in_pings_a_machine_watches_it_finish_and_is_refused_a
         .unwrap();
     assert_eq!(groups, json!(["mdc1 · mini", "mdc1 · moonshot", "mdc2 · mini"]));
     page.find(Locator::Id("filter-class")).await.unwrap().select_by_value("moonshot").await.unwrap();
-    until(&page, "only the moonshot", "[...document.querySelectorAll('#fleet tbody tr')].map(tr => tr.dataset.worker).join() === 'dash-2'").await;
+    until(
+        &page,
+        "only the moonshot",
+        "[...document.querySelectorAll('#fleet tbody tr')].map(tr => tr.dataset.worker).join() === 'dash-2'",
+    )
+    .await;
 
     // The machine page: a button for ping; reboot (not in the scopes) only under its own heading.
     page.find(Locator::LinkText("dash-2")).await.unwrap().click().await.unwrap();
     until(&page, "dash-2's task buttons", "document.querySelector('.task-group button[data-task=ping]')").await;
     assert_labelled(&page, "machine").await;
     let buttons = page
-        .execute("return [...document.querySelectorAll('.task-group button[data-task]')].map(b => b.dataset.task);", vec![])
+        .execute(
+            "return [...document.querySelectorAll('.task-group button[data-task]')].map(b => b.dataset.task);",
+            vec![],
+        )
         .await
         .unwrap();
     assert_eq!(buttons, json!(["ping"]), "only what pinger's scopes allow");
@@ -819,9 +829,27 @@ async fn a_machine_roller_cannot_restart_shows_as_no_path_with_its_failed_paths(
 async fn screenshot(page: &Client, name: &str) {
     let Some(dir) = std::env::var_os("ROLLER_SCREENSHOTS") else { return };
     // Let a relative time or a late answer settle into the picture.
-    until(page, "a drawn page", "document.querySelector('main h1') && !document.querySelector('main')?.innerText.includes('Loading')")
-        .await;
+    until(
+        page,
+        "a drawn page",
+        "document.querySelector('main h1') && !document.querySelector('main')?.innerText.includes('Loading')",
+    )
+    .await;
+    // The whole page, not only what the window shows: the window grows to it for the picture.
+    let (w, h) = page.get_window_size().await.unwrap();
+    let (w, h) = (w as u32, h as u32);
+    let size = page
+        .execute(
+            "window.scrollTo(0, 0); return [window.innerWidth, window.innerHeight, document.scrollingElement.scrollHeight];",
+            vec![],
+        )
+        .await
+        .unwrap();
+    let [inner_w, inner_h, full] = [0, 1, 2].map(|i| size[i].as_u64().unwrap() as u32);
+    assert!(inner_w <= w, "the viewport ({inner_w}) is within the window ({w})");
+    page.set_window_size(w, (h - inner_h.min(h) + full).clamp(h, 6000)).await.unwrap();
     let png = page.screenshot().await.unwrap();
+    page.set_window_size(w, h).await.unwrap();
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(Path::new(&dir).join(format!("{name}.png")), png).unwrap();
 }
@@ -830,7 +858,8 @@ async fn screenshot(page: &Client, name: &str) {
 const WIDTHS: [(&str, u32, u32); 2] = [("desktop", 1280, 800), ("phone", 390, 844)];
 
 async fn fits(page: &Client) -> bool {
-    page.execute("return document.scrollingElement.scrollWidth <= window.innerWidth;", vec![]).await.unwrap() == json!(true)
+    page.execute("return document.scrollingElement.scrollWidth <= window.innerWidth;", vec![]).await.unwrap()
+        == json!(true)
 }
 
 /// A machine with a BMC over IPMI in its own class, beside the three without one.
@@ -946,7 +975,12 @@ async fn a_machine_page_offers_only_its_tasks_and_asks_naming_the_machine_before
         let app = &app;
         async move {
             let h = json_of(app.signed(Method::GET, &format!("/api/v1/workers/{id}/jobs"), ADMIN).await, 200).await;
-            h["jobs"].as_array().unwrap().iter().map(|j| j["task_name"].as_str().unwrap().to_string()).collect::<Vec<_>>()
+            h["jobs"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|j| j["task_name"].as_str().unwrap().to_string())
+                .collect::<Vec<_>>()
         }
     };
     let (page, driver) = browser().await;
@@ -964,7 +998,10 @@ async fn a_machine_page_offers_only_its_tasks_and_asks_naming_the_machine_before
         until(&page, "its breaker", "document.getElementById('breaker-state')").await;
         // Only what it can run: roller's list, nothing else.
         let buttons = page
-            .execute("return [...document.querySelectorAll('button[data-task]')].map(b => b.dataset.task).sort();", vec![])
+            .execute(
+                "return [...document.querySelectorAll('button[data-task]')].map(b => b.dataset.task).sort();",
+                vec![],
+            )
             .await
             .unwrap();
         assert_eq!(buttons, json!(offered), "{width}: the buttons are roller's list (in groups)");
@@ -977,7 +1014,10 @@ async fn a_machine_page_offers_only_its_tasks_and_asks_naming_the_machine_before
             .unwrap();
         assert_eq!(power, json!(["ipmi_on", "ipmi_off"]), "{width}");
         let facts = page.find(Locator::Id("machine-facts")).await.unwrap().text().await.unwrap();
-        assert!(facts.contains("ipmi") && facts.contains("not checked yet") && facts.contains("$DASH_BMC_PASSWORD"), "{facts}");
+        assert!(
+            facts.contains("ipmi") && facts.contains("not checked yet") && facts.contains("$DASH_BMC_PASSWORD"),
+            "{facts}"
+        );
         assert_labelled(&page, "a machine with a BMC").await;
         assert!(fits(&page).await, "{width}: the machine page scrolls sideways");
         screenshot(&page, &format!("machine-{width}")).await;
@@ -1031,7 +1071,8 @@ async fn the_fleet_list_puts_trouble_first_keeps_its_filters_in_the_url_and_runs
     // dash-3 is not answering and was last seen a while ago: what a sweep writes for a hung machine.
     let records = roller::queue::sqlite::SqliteQueue::open(&app.settings.sqlite_path).unwrap();
     let now = chrono::Utc::now();
-    let down = Observations { probe: Some(Seen::new(now - chrono::Duration::seconds(90), false)), power: None, worker: None };
+    let down =
+        Observations { probe: Some(Seen::new(now - chrono::Duration::seconds(90), false)), power: None, worker: None };
     records.put_record(RecordKind::Observations, "dash-3", &down.to_record()).await.unwrap();
     let jobs = |id: &'static str| {
         let app = &app;
@@ -1060,7 +1101,10 @@ async fn the_fleet_list_puts_trouble_first_keeps_its_filters_in_the_url_and_runs
     page.refresh().await.unwrap();
     until(&page, "the filters after a reload", &format!("{order} === 'dash-1,dash-2,dash-bmc'")).await;
     let kept = page
-        .execute("return [document.getElementById('filter').value, document.getElementById('filter-group').value];", vec![])
+        .execute(
+            "return [document.getElementById('filter').value, document.getElementById('filter-group').value];",
+            vec![],
+        )
         .await
         .unwrap();
     assert_eq!(kept, json!(["dash-", "mdc1"]));
@@ -1119,6 +1163,9 @@ async fn the_fleet_list_puts_trouble_first_keeps_its_filters_in_the_url_and_runs
         page.set_window_size(w, h).await.unwrap();
         assert!(fits(&page).await, "{width}: the summary scrolls sideways");
         screenshot(&page, &format!("fleet-bulk-done-{width}")).await;
+    }
+    for (width, w, h) in WIDTHS {
+        page.set_window_size(w, h).await.unwrap();
         page.goto(&format!("{base}#/machines")).await.unwrap();
         until(&page, "the whole list", &format!("{order}.split(',').length === 4")).await;
         assert!(fits(&page).await, "{width}: the fleet list scrolls sideways");

@@ -35,10 +35,9 @@ function showAlert(text) {
   $("alert").textContent = text || "";
 }
 
+// "3 min ago", the exact time on hover (`rel`, health.js: measured on roller's clock).
 function when(ts) {
-  if (!ts) return "—";
-  const d = new Date(ts);
-  return el("time", { datetime: ts, title: ts }, d.toLocaleString());
+  return ts ? rel(ts) : "—";
 }
 
 function stateBadge(state) {

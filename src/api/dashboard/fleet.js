@@ -125,7 +125,7 @@ async function machinesView(params) {
       (!text || m.worker_id.toLowerCase().includes(text)) &&
       (!group.value || (m.group || "") === group.value) &&
       (!klass.value || m.class === klass.value) &&
-      (show.value !== "trouble" || rank(m) < 4)).sort(byTrouble);
+      (show.value !== "trouble" || rank(m) < 3)).sort(byTrouble);
     body.replaceChildren(...shown.map((m) => {
       const box = el("input", { type: "checkbox", "data-worker": m.worker_id, "aria-label": `Select ${m.worker_id}` });
       box.checked = selected.has(m.worker_id);
@@ -169,9 +169,11 @@ async function machinesView(params) {
       fill(group, machines.map((m) => m.group || "").filter(Boolean), first ? params.get("group") || "" : group.value);
       fill(klass, machines.map((m) => m.class), first ? params.get("class") || "" : klass.value);
       first = false;
-      const trouble = machines.filter((m) => rank(m) < 4).length;
+      const trouble = machines.filter((m) => rank(m) < 3).length;
+      const unknown = machines.filter((m) => rank(m) === 3).length;
       status.textContent = res.inventory
-        ? `${machines.length} machines; ${trouble} in trouble; updated ${new Date().toLocaleTimeString()}.`
+        ? `${machines.length} machines; ${trouble} in trouble${unknown ? `, ${unknown} not known yet` : ""}; ` +
+          `updated ${new Date().toLocaleTimeString()}.`
         : "roller runs without an inventory: open a machine by its name with the box above.";
       draw();
     } catch (e) {
@@ -194,7 +196,7 @@ async function machinesView(params) {
   runButton.addEventListener("click", () => {
     const task = whoami.tasks.find((t) => t.name === taskSelect.value);
     const targets = machines.filter((m) => selected.has(m.worker_id)).sort(byTrouble);
-    if (task && targets.length) confirmBulk(task, targets, limits, bulkBox);
+    if (task && targets.length) confirmBulk(task, targets, limits, bulkBox, load);
   });
   if (!whoami.can_read_jobs) {
     status.textContent = "Your scopes do not include reading machines; open a machine by its name with the box above.";
@@ -208,37 +210,43 @@ async function machinesView(params) {
 
 // The bulk action's confirmation: the task, how many machines and which; more than
 // safety.confirm_above machines need "yes" typed, as the CLI asks. Cancel sends nothing.
-function confirmBulk(task, targets, limits, box) {
+function confirmBulk(task, targets, limits, box, done) {
   showAlert("");
   const n = targets.length;
   const names = targets.map((m) => m.worker_id);
   const typed = n > limits.confirm_above;
-  const yes = el("button", { type: "button", class: "danger", id: "bulk-yes", disabled: typed },
+  const yes = el("button", { type: "button", class: "danger solid", id: "bulk-yes", disabled: typed },
     `Yes, ${task.name} on ${n} machine${n > 1 ? "s" : ""}`);
-  const cancel = el("button", { type: "button", onclick: () => box.replaceChildren() }, "Cancel");
+  const cancel = el("button", { type: "button" }, "Cancel");
   const word = el("input", { id: "bulk-typed", autocomplete: "off", spellcheck: "false" });
   word.addEventListener("input", () => {
     yes.disabled = word.value.trim() !== "yes";
   });
-  yes.addEventListener("click", () => runBulk(task, targets, limits, box));
+  yes.addEventListener("click", () => runBulk(task, targets, limits, box, done));
   const verb = task.restarts_machine ? "Restart" : task.cuts_power ? "Power off" : `Run ${task.name} on`;
-  box.replaceChildren(el("div", { class: "confirm", role: "alertdialog", "aria-labelledby": "bulk-question" },
+  const dialog = el("dialog", { class: "confirm", id: "bulk-dialog", "aria-labelledby": "bulk-question" },
     el("h3", { id: "bulk-question" }, `${verb} ${n} machine${n > 1 ? "s" : ""}?`),
     el("p", {}, `${task.name}: ${task.help}.`),
     el("p", { class: "names" }, names.slice(0, 30).join(", "), n > 30 ? ` and ${n - 30} more` : ""),
     typed ? el("div", { class: "field" },
       el("label", { for: "bulk-typed" },
         `More than ${limits.confirm_above} machines (safety.confirm_above): type yes to go ahead`), word) : "",
-    el("div", { class: "row" }, yes, cancel)));
+    el("div", { class: "row" }, yes, cancel));
+  cancel.addEventListener("click", () => dialog.close());
+  dialog.addEventListener("close", () => {
+    if (box.contains(dialog)) box.replaceChildren();
+  });
+  box.replaceChildren(dialog);
+  dialog.showModal();
   (typed ? word : cancel).focus();
 }
 
 // Queue the task on every machine (at most fleet_in_flight requests at once), show each
 // machine's answer, then follow each job to its end and sum up.
-async function runBulk(task, targets, limits, box) {
+async function runBulk(task, targets, limits, box, done) {
   const mine = generation;
   const rows = new Map();
-  const summary = el("p", { id: "bulk-summary", role: "status" }, `Queueing ${task.name} on ${targets.length}…`);
+  const summary = el("p", { id: "bulk-summary", class: "notice", role: "status" }, `Queueing ${task.name} on ${targets.length}…`);
   const tbody = el("tbody", {}, targets.map((m) => {
     const cells = { state: el("td", { "data-label": "State" }, "waiting"), job: el("td", { "data-label": "Job" }, "—") };
     rows.set(m.worker_id, cells);
@@ -290,4 +298,6 @@ async function runBulk(task, targets, limits, box) {
     open = open.filter((r) => !JOB_FINAL.has(r.state));
     summary.textContent = `${head}; now ${counts()}` + (open.length ? ` (${open.length} still going).` : ". Done.");
   }
+  // The list shows the new jobs at once, not at its next refresh.
+  if (mine === generation) done();
 }

@@ -116,26 +116,28 @@ async function machineView(id) {
       handleError(e, null, `${task.name} on ${id} was refused (${e.status}): `);
     }
   };
-  // What cannot be undone is asked about first, naming the machine: two deliberate
-  // clicks, and the focus starts on Cancel so a stray Enter sends nothing.
+  // What cannot be undone is asked about first, naming the machine, in a modal dialog:
+  // two deliberate clicks, the focus starts on Cancel (a stray Enter sends nothing), Esc cancels.
   const ask = (task) => {
     showAlert("");
     if (!task.needs_confirmation) return run(task);
-    const cancel = el("button", { type: "button", onclick: () => confirmBox.replaceChildren() }, "Cancel");
-    confirmBox.replaceChildren(el("div", { class: "confirm", role: "alertdialog", "aria-labelledby": "confirm-text",
-      "aria-describedby": "confirm-help" },
-    el("h3", { id: "confirm-text" }, question(task, id)),
-    el("p", { id: "confirm-help" }, `${task.name}: ${task.help}.`,
-      task.restarts_machine ? " The reboot-loop breaker counts it." : "",
-      task.cuts_power ? " Evidence (console, event log) is taken first." : ""),
-    el("div", { class: "row" },
-      el("button", { type: "button", class: "danger", id: "confirm-yes", onclick: () => run(task) },
-        `Yes, ${task.name} ${id}`),
-      cancel)));
+    const dialog = el("dialog", { class: "confirm", id: "confirm-dialog", "aria-labelledby": "confirm-text",
+      "aria-describedby": "confirm-help" });
+    const cancel = el("button", { type: "button", onclick: () => dialog.close() }, "Cancel");
+    dialog.append(
+      el("h3", { id: "confirm-text" }, question(task, id)),
+      el("p", { id: "confirm-help" }, `${task.name}: ${task.help}.`,
+        task.restarts_machine ? " The reboot-loop breaker counts it." : "",
+        task.cuts_power ? " Evidence (console, event log) is taken first." : ""),
+      el("div", { class: "row" },
+        el("button", { type: "button", class: "danger solid", id: "confirm-yes", onclick: () => run(task) },
+          `Yes, ${task.name} ${id}`),
+        cancel));
+    dialog.addEventListener("close", () => confirmBox.replaceChildren());
+    confirmBox.replaceChildren(dialog);
+    dialog.showModal();
     cancel.focus();
-    confirmBox.scrollIntoView({ block: "nearest" });
   };
-  // The tasks it can run: roller's list when it knows the machine, else what runs anywhere.
   // Without the read scope roller cannot say what the machine supports: the scopes decide.
   const tasks = page ? page.tasks : whoami.can_read_jobs ? whoami.tasks.filter((t) => t.name === "ping") : whoami.tasks;
   const allowed = tasks.filter((t) => t.allowed);
@@ -154,8 +156,7 @@ async function machineView(id) {
   const drawn = setView(id,
     el("h1", {}, id, page ? el("span", { class: "subtitle" }, ` ${page.class}${page.group ? ` · ${page.group}` : ""}`) : ""),
     status,
-    health && health.node,
-    el("section", { "aria-labelledby": "run-title" },
+    el("div", { class: "machine-top" }, health && health.node, el("section", { "aria-labelledby": "run-title" },
       el("h2", { id: "run-title" }, "Tasks"),
       grouped.length ? grouped : el("p", { class: "notice" }, "Your scopes allow no task this machine can run."),
       confirmBox,
@@ -168,7 +169,7 @@ async function machineView(id) {
       el("details", {}, el("summary", {}, "Worker group"),
         el("div", { class: "field" },
           el("label", { for: "worker-group" }, "Worker group"), groupInput,
-          el("span", { id: "worker-group-hint", class: "hint" }, "From the inventory when the machine is in it.")))),
+          el("span", { id: "worker-group-hint", class: "hint" }, "From the inventory when the machine is in it."))))),
     page && el("section", { "aria-labelledby": "breaker-title" },
       el("h2", { id: "breaker-title" }, "Reboot-loop breaker"), breaker),
     page && el("section", { "aria-labelledby": "machine-title" },
