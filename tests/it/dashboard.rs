@@ -1035,6 +1035,30 @@ async fn a_machine_page_offers_only_its_tasks_and_asks_naming_the_machine_before
         assert_eq!(jobs("dash-bmc").await, Vec::<String>::new(), "{width}: cancelled, nothing queued");
     }
 
+    // An open breaker, as the page draws it (opening one takes restarts that reached a device,
+    // tested in `breaker`): its override asks why and goes to roller, audited.
+    let open = page
+        .execute(
+            "const b = {max_restarts: 3, window_hours: 6, open: true, open_until: new Date(Date.now() + 3600e3).toISOString(),
+                        restarts: [{}, {}, {}], resets: []};
+             document.getElementById('breaker').replaceChildren(breakerView('dash-bmc', b, () => {}));
+             return document.getElementById('breaker').innerText;",
+            vec![],
+        )
+        .await
+        .unwrap();
+    let open = open.as_str().unwrap();
+    assert!(open.contains("Open: refuses restarts; closes in 60 min (3 of 3 restarts in the last 6 h)"), "{open}");
+    page.find(Locator::Id("breaker-reason")).await.unwrap().send_keys("replaced the PSU").await.unwrap();
+    page.find(Locator::Css("#breaker button[type=submit]")).await.unwrap().click().await.unwrap();
+    let reset = wait_for(Duration::from_secs(30), || async {
+        let b = json_of(app.signed(Method::GET, "/api/v1/workers/dash-bmc/breaker", ADMIN).await, 200).await;
+        (b["resets"][0]["reason"] == "replaced the PSU").then_some(b)
+    })
+    .await
+    .expect("the reset reached roller");
+    assert_eq!(reset["resets"][0]["by"], "admin");
+
     // Confirmed: exactly one job, and the job page follows it.
     page.find(Locator::Css(".task-group button[data-task=ipmi_cycle]")).await.unwrap().click().await.unwrap();
     let asked = until(&page, "the question", "document.getElementById('confirm-text')?.textContent").await;
@@ -1091,6 +1115,23 @@ async fn the_fleet_list_puts_trouble_first_keeps_its_filters_in_the_url_and_runs
     let state = page.execute("return document.querySelector('#fleet tbody tr').innerText;", vec![]).await.unwrap();
     assert!(state.as_str().unwrap().contains("not answering"), "{state}");
     assert_labelled(&page, "the fleet list").await;
+
+    // The order, for every kind of trouble (the page's rule on rows as roller sends them).
+    let sorted = page
+        .execute(
+            "const m = (worker_id, state, more) => ({worker_id, health: {state}, last_job: null, ...more});
+             return [m('a-ok', 'ok'), m('b-unknown', 'unknown'), m('c-down', 'down'), m('d-held', 'held'),
+                     m('e-failed', 'ok', {last_job: {state: 'failed'}}), m('f-breaker', 'idle', {breaker_open_until: 'x'}),
+                     m('g-hung', 'hung'), m('h-nopath', 'no_path'), m('i-off', 'off')]
+               .sort(byTrouble).map(x => x.worker_id);",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        sorted,
+        json!(["h-nopath", "g-hung", "f-breaker", "e-failed", "d-held", "c-down", "i-off", "b-unknown", "a-ok"])
+    );
 
     // Filters go into the URL and survive a reload.
     page.find(Locator::Id("filter-group")).await.unwrap().select_by_value("mdc1").await.unwrap();

@@ -81,7 +81,7 @@ function breakerView(id, b, redraw) {
     }
   });
   return el("div", { id: "breaker-state" },
-    el("p", {}, el("strong", { class: "path-failed" }, "Open: "), `refuses restarts until `, rel(b.open_until),
+    el("p", {}, el("strong", { class: "path-failed" }, "Open: "), "refuses restarts; closes ", rel(b.open_until),
       ` (${counted}).`),
     form);
 }
