@@ -69,6 +69,32 @@ pub enum Needs {
     Mdm,
 }
 
+/// Where a task belongs on a machine's page: what a person looks for first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum TaskGroup {
+    /// Reads and reports; changes nothing.
+    Inspect,
+    /// Switches power on or off, and nothing more.
+    Power,
+    /// Restarts the machine, one way or the reboot chain.
+    Reboot,
+    /// Reimages, loans, and tells people (the bug).
+    Provisioning,
+}
+
+impl TaskGroup {
+    pub const ALL: [TaskGroup; 4] = [TaskGroup::Inspect, TaskGroup::Power, TaskGroup::Reboot, TaskGroup::Provisioning];
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            TaskGroup::Inspect => "inspect",
+            TaskGroup::Power => "power",
+            TaskGroup::Reboot => "reboot",
+            TaskGroup::Provisioning => "provisioning",
+        }
+    }
+}
+
 /// Everything roller knows about a task, in one place.
 #[derive(Debug, Clone, Copy)]
 pub struct TaskSpec {
@@ -91,6 +117,8 @@ pub struct TaskSpec {
     /// For the benchmarks only: parsed, never in the default set.
     pub benchmark_only: bool,
     pub needs: Needs,
+    /// Its place on a machine's page (the dashboard groups tasks by it).
+    pub group: TaskGroup,
 }
 
 /// Read-only tasks: retried after a lost runner.
@@ -134,6 +162,9 @@ impl Task {
     /// The one record per task. Every field is spelled out for every task: no default
     /// can quietly decide whether a task restarts the machine.
     pub const fn spec(self) -> TaskSpec {
+        // One argument per column, so each task below is one row that names every answer;
+        // a struct literal per task would spread the table over three times the lines.
+        #[allow(clippy::too_many_arguments)]
         const fn s(
             name: &'static str,
             help: &'static str,
@@ -142,6 +173,7 @@ impl Task {
             reboot_step: bool,
             cuts_power: bool,
             needs: Needs,
+            group: TaskGroup,
         ) -> TaskSpec {
             TaskSpec {
                 name,
@@ -152,9 +184,10 @@ impl Task {
                 cuts_power,
                 benchmark_only: false,
                 needs,
+                group,
             }
         }
-        // Columns: name, help, attempts, restarts the machine, reboot-chain step, cuts power, needs.
+        // Columns: name, help, attempts, restarts the machine, reboot-chain step, cuts power, needs, group.
         match self {
             Task::Ping => s(
                 "ping",
@@ -164,6 +197,7 @@ impl Task {
                 false,
                 false,
                 Needs::Nothing,
+                TaskGroup::Inspect,
             ),
             Task::Status => s(
                 "status",
@@ -173,6 +207,7 @@ impl Task {
                 false,
                 false,
                 Needs::Inventory,
+                TaskGroup::Inspect,
             ),
             Task::IpmiStatus => s(
                 "ipmi_status",
@@ -182,6 +217,7 @@ impl Task {
                 false,
                 false,
                 Needs::Ipmi,
+                TaskGroup::Inspect,
             ),
             Task::IpmiOn => s(
                 "ipmi_on",
@@ -191,6 +227,7 @@ impl Task {
                 true,
                 false,
                 Needs::Ipmi,
+                TaskGroup::Power,
             ),
             Task::IpmiOff => s(
                 "ipmi_off",
@@ -200,6 +237,7 @@ impl Task {
                 false,
                 true,
                 Needs::Ipmi,
+                TaskGroup::Power,
             ),
             Task::IpmiCycle => s(
                 "ipmi_cycle",
@@ -209,6 +247,7 @@ impl Task {
                 true,
                 true,
                 Needs::Ipmi,
+                TaskGroup::Reboot,
             ),
             Task::IpmiReset => s(
                 "ipmi_reset",
@@ -218,6 +257,7 @@ impl Task {
                 true,
                 true,
                 Needs::Ipmi,
+                TaskGroup::Reboot,
             ),
             Task::IpmiList => s(
                 "ipmi_list",
@@ -227,6 +267,7 @@ impl Task {
                 false,
                 false,
                 Needs::Ipmi,
+                TaskGroup::Inspect,
             ),
             Task::RedfishStatus => s(
                 "redfish_status",
@@ -236,6 +277,7 @@ impl Task {
                 false,
                 false,
                 Needs::Redfish,
+                TaskGroup::Inspect,
             ),
             Task::RedfishOn => s(
                 "redfish_on",
@@ -245,6 +287,7 @@ impl Task {
                 false,
                 false,
                 Needs::Redfish,
+                TaskGroup::Power,
             ),
             Task::RedfishOff => s(
                 "redfish_off",
@@ -254,6 +297,7 @@ impl Task {
                 false,
                 true,
                 Needs::Redfish,
+                TaskGroup::Power,
             ),
             Task::RedfishRestart => s(
                 "redfish_restart",
@@ -263,6 +307,7 @@ impl Task {
                 true,
                 true,
                 Needs::Redfish,
+                TaskGroup::Reboot,
             ),
             Task::RedfishReset => s(
                 "redfish_reset",
@@ -272,6 +317,7 @@ impl Task {
                 false,
                 true,
                 Needs::Redfish,
+                TaskGroup::Reboot,
             ),
             Task::SshReboot => s(
                 "ssh_reboot",
@@ -281,6 +327,7 @@ impl Task {
                 true,
                 false,
                 Needs::Ssh,
+                TaskGroup::Reboot,
             ),
             Task::SnmpReboot => s(
                 "snmp_reboot",
@@ -290,6 +337,7 @@ impl Task {
                 true,
                 true,
                 Needs::Pdu,
+                TaskGroup::Reboot,
             ),
             Task::SnmpRebootDelay => s(
                 "snmp_rebootdelay",
@@ -299,6 +347,7 @@ impl Task {
                 true,
                 true,
                 Needs::Pdu,
+                TaskGroup::Reboot,
             ),
             Task::Reboot => s(
                 "reboot",
@@ -308,6 +357,7 @@ impl Task {
                 false,
                 false,
                 Needs::Inventory,
+                TaskGroup::Reboot,
             ),
             // Filing is deduplicated (a retry comments on the bug the lost attempt filed).
             Task::FileBugzillaBug => s(
@@ -318,6 +368,7 @@ impl Task {
                 true,
                 false,
                 Needs::Inventory,
+                TaskGroup::Provisioning,
             ),
             Task::Reimage => s(
                 "reimage",
@@ -327,6 +378,7 @@ impl Task {
                 false,
                 false,
                 Needs::BootControl,
+                TaskGroup::Provisioning,
             ),
             Task::XenapiReboot => s(
                 "xenapi_reboot",
@@ -336,6 +388,7 @@ impl Task {
                 true,
                 true,
                 Needs::Xen,
+                TaskGroup::Reboot,
             ),
             Task::IloReboot => s(
                 "ilo_reboot",
@@ -345,6 +398,7 @@ impl Task {
                 true,
                 true,
                 Needs::Ilo,
+                TaskGroup::Reboot,
             ),
             Task::MoonshotReset => s(
                 "moonshot_reset",
@@ -354,6 +408,7 @@ impl Task {
                 true,
                 true,
                 Needs::Moonshot,
+                TaskGroup::Reboot,
             ),
             // In-band: delivered at the Mac's next MDM check-in, and never a power cut.
             Task::MdmRestart => s(
@@ -364,6 +419,7 @@ impl Task {
                 true,
                 false,
                 Needs::Mdm,
+                TaskGroup::Reboot,
             ),
             Task::Loan => s(
                 "loan",
@@ -373,6 +429,7 @@ impl Task {
                 false,
                 false,
                 Needs::Inventory,
+                TaskGroup::Provisioning,
             ),
             Task::ReturnLoan => s(
                 "return_loan",
@@ -382,6 +439,7 @@ impl Task {
                 false,
                 false,
                 Needs::BootControl,
+                TaskGroup::Provisioning,
             ),
             Task::Noop => TaskSpec {
                 benchmark_only: true,
@@ -393,6 +451,7 @@ impl Task {
                     false,
                     false,
                     Needs::Nothing,
+                    TaskGroup::Inspect,
                 )
             },
         }
@@ -420,6 +479,17 @@ impl Task {
 
     pub const fn cuts_power(self) -> bool {
         self.spec().cuts_power
+    }
+
+    /// A person must confirm it, naming the machine, before it is sent from a page:
+    /// it restarts the machine or cuts its power (what a slip of the finger cannot undo).
+    pub const fn needs_confirmation(self) -> bool {
+        let s = self.spec();
+        s.restarts_machine || s.cuts_power
+    }
+
+    pub const fn group(self) -> TaskGroup {
+        self.spec().group
     }
 
     /// The tasks a reboot chain may name, in [`Task::ALL`] order.
@@ -522,6 +592,21 @@ mod tests {
                 "moonshot_reset"
             ]
         );
+    }
+
+    #[test]
+    fn whatever_cuts_power_or_restarts_asks_first_and_only_reads_sit_under_inspect() {
+        for t in Task::iter() {
+            assert_eq!(t.needs_confirmation(), t.restarts_machine() || t.cuts_power(), "{t}");
+            if t.group() == TaskGroup::Inspect {
+                assert!(!t.needs_confirmation() && t.max_attempts() == READ_ONLY, "{t} only reads");
+            }
+            if t.group() == TaskGroup::Reboot {
+                assert!(t.restarts_machine(), "{t}");
+            }
+        }
+        assert!(Task::IpmiOff.needs_confirmation() && Task::RedfishOff.needs_confirmation());
+        assert!(!Task::IpmiOn.needs_confirmation());
     }
 
     #[test]

@@ -31,7 +31,10 @@ use crate::drivers::reachability::{self, ProbeError};
 use crate::inventory::{ChassisTls, Machine};
 use crate::task::Needs;
 
+pub mod explain;
 mod proof;
+
+pub use self::explain::{Services, unavailable};
 
 /// Kept free before the soft time limit so the chain reports instead of being cancelled.
 const MARGIN: Duration = Duration::from_secs(5);
@@ -51,7 +54,12 @@ pub struct PlannedStep {
 /// The machine's chain with the steps that will be skipped and why. Touches no
 /// hardware; `roller explain` prints it and [`run`] follows it.
 pub fn plan(m: &Machine, settings: &ActionSettings) -> Vec<PlannedStep> {
-    m.class.reboot.iter().map(|&step| PlannedStep { step, skip: why_skipped(m, step, settings) }).collect()
+    plan_for(m, Services::of(settings))
+}
+
+/// [`plan`] from which shared services are configured (what the API knows without clients).
+pub fn plan_for(m: &Machine, services: Services) -> Vec<PlannedStep> {
+    m.class.reboot.iter().map(|&step| PlannedStep { step, skip: unavailable(m, step, services) }).collect()
 }
 
 /// What `task` would talk to on `m`, for `roller explain` (secret references, never secrets).
@@ -125,22 +133,6 @@ pub fn describe(m: &Machine, task: Task) -> String {
         Needs::Inventory | Needs::Nothing | Needs::BootControl => None,
     }
     .unwrap_or_default()
-}
-
-fn why_skipped(m: &Machine, step: Task, settings: &ActionSettings) -> Option<String> {
-    if let Err(missing) = m.can_run(step) {
-        return Some(missing.to_string());
-    }
-    match step {
-        Task::XenapiReboot if settings.xen.is_none() => {
-            Some("no XenAPI is configured (XEN_URL, XEN_USERNAME, XEN_PASSWORD)".into())
-        }
-        Task::MdmRestart if settings.simplemdm.is_none() => Some(super::mdm::NOT_CONFIGURED.into()),
-        Task::FileBugzillaBug if settings.bugzilla.is_none() => {
-            Some("no Bugzilla is configured (BUGZILLA_URL, BUGZILLA_API_KEY)".into())
-        }
-        _ => None,
-    }
 }
 
 pub async fn run(on: &Subject, cx: &ActionContext) -> Result<Report, ActionError> {

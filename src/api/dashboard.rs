@@ -1,4 +1,4 @@
-//! The web dashboard: one page, its two scripts and its style sheet, compiled into
+//! The web dashboard: one page, its scripts and its style sheet, compiled into
 //! the binary (no CDN, nothing to deploy beside roller). The page is a client
 //! like any other: it signs every API request with Hawk in the browser
 //! (WebCrypto) with the credentials the operator typed, so it can do exactly
@@ -11,6 +11,10 @@ const INDEX: &str = include_str!("dashboard/index.html");
 const SCRIPT: &str = include_str!("dashboard/app.js");
 /// Fleet health (the home view) and a machine's health facts; uses `app.js`'s helpers.
 const HEALTH_SCRIPT: &str = include_str!("dashboard/health.js");
+/// The machine list (trouble first, filters in the URL, the bulk action).
+const FLEET_SCRIPT: &str = include_str!("dashboard/fleet.js");
+/// One machine's page (facts, paths, plan, its tasks with the confirmation rail).
+const MACHINE_SCRIPT: &str = include_str!("dashboard/machine.js");
 const STYLE: &str = include_str!("dashboard/app.css");
 
 /// Only our own script, style and API: an injected `<script>` or a stray
@@ -40,6 +44,14 @@ pub async fn script() -> Response {
 
 pub async fn health_script() -> Response {
     asset("text/javascript; charset=utf-8", HEALTH_SCRIPT)
+}
+
+pub async fn fleet_script() -> Response {
+    asset("text/javascript; charset=utf-8", FLEET_SCRIPT)
+}
+
+pub async fn machine_script() -> Response {
+    asset("text/javascript; charset=utf-8", MACHINE_SCRIPT)
 }
 
 pub async fn style() -> Response {

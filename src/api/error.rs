@@ -114,6 +114,11 @@ impl ApiError {
         Self::new(StatusCode::NOT_FOUND, ErrorCode::NotFound, "Not found.")
     }
 
+    /// A 404 that says what was not found, and where to look.
+    pub fn not_found_because(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, ErrorCode::NotFound, detail)
+    }
+
     pub fn method_not_allowed(method: &str) -> Self {
         Self::new(
             StatusCode::METHOD_NOT_ALLOWED,

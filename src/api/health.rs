@@ -91,7 +91,7 @@ pub struct MachineHealth {
     pub paths: Option<PathRecord>,
 }
 
-fn pool(m: &Machine) -> Option<String> {
+pub(super) fn pool(m: &Machine) -> Option<String> {
     Some(format!("{}/{}", m.provisioner_id.as_ref()?, m.worker_type.as_ref()?))
 }
 
@@ -110,13 +110,37 @@ fn ages(o: &Observations, now: DateTime<Utc>) -> Ages {
 }
 
 /// Every machine's observations and hold, by worker id.
-async fn snapshot(state: &AppState) -> Result<(BTreeMap<String, Observations>, BTreeMap<String, Hold>), ApiError> {
+pub(super) async fn snapshot(
+    state: &AppState,
+) -> Result<(BTreeMap<String, Observations>, BTreeMap<String, Hold>), ApiError> {
     let obs = state.records.records(RecordKind::Observations).await?;
     let holds = state.records.records(RecordKind::Hold).await?;
     Ok((
         obs.into_iter().map(|(k, r)| (k, Observations::from_record(&r))).collect(),
         holds.into_iter().filter_map(|(k, r)| Some((k, Hold::from_record(&r)?))).collect(),
     ))
+}
+
+/// `m`'s health from its observations, hold and path checks, as a list shows it.
+pub(super) fn summarize(
+    state: &AppState,
+    m: &Machine,
+    o: &Observations,
+    hold: Option<&Hold>,
+    paths: Option<&PathRecord>,
+    now: DateTime<Utc>,
+) -> MachineHealthSummary {
+    let h = classify(o, hold, now, &state.settings.health.rule.for_class(&m.class.health));
+    let h = with_paths(h, stranded(state, m, paths));
+    MachineHealthSummary {
+        worker_id: m.id.to_string(),
+        class: m.class.name.clone(),
+        pool: pool(m),
+        state: h.state,
+        reason: h.reason,
+        ages: ages(o, now),
+        observations: o.clone(),
+    }
 }
 
 /// `GET /api/v1/health`: the fleet by pool and class, and every machine in trouble.
@@ -138,29 +162,17 @@ pub async fn fleet(
     let (obs, holds) = snapshot(&state).await?;
     let paths = crate::paths::snapshot(state.records.as_ref()).await?.machines;
     let inventory = state.inventory.current();
-    let rule = state.settings.health.rule;
     let mut groups: BTreeMap<(&'static str, String), BTreeMap<String, u64>> = BTreeMap::new();
     let mut trouble = Vec::new();
     let empty = Observations::default();
     for m in inventory.machines.values() {
         let id = m.id.to_string();
-        let o = obs.get(&id).unwrap_or(&empty);
-        let h = classify(o, holds.get(&id), now, &rule.for_class(&m.class.health));
-        let h = with_paths(h, stranded(&state, m, paths.get(&id)));
-        let p = pool(m);
-        for key in [Some(("class", m.class.name.clone())), p.clone().map(|p| ("pool", p))].into_iter().flatten() {
+        let h = summarize(&state, m, obs.get(&id).unwrap_or(&empty), holds.get(&id), paths.get(&id), now);
+        for key in [Some(("class", m.class.name.clone())), h.pool.clone().map(|p| ("pool", p))].into_iter().flatten() {
             *groups.entry(key).or_default().entry(h.state.as_str().to_string()).or_default() += 1;
         }
         if h.state.is_trouble() {
-            trouble.push(MachineHealthSummary {
-                worker_id: id,
-                class: m.class.name.clone(),
-                pool: p,
-                state: h.state,
-                reason: h.reason,
-                ages: ages(o, now),
-                observations: o.clone(),
-            });
+            trouble.push(h);
         }
     }
     trouble.sort_by(|a, b| (a.state, &a.worker_id).cmp(&(b.state, &b.worker_id)));

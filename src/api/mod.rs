@@ -12,6 +12,7 @@ pub mod health;
 pub mod medic;
 pub use events::MAX_STREAMS;
 mod jobs;
+mod machine_page;
 mod machines;
 pub mod openapi;
 pub mod params;
@@ -250,9 +251,12 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/medic/allow", post(medic::allow).fallback(method_not_allowed))
         .route("/api/v1/whoami", get(machines::whoami).fallback(method_not_allowed))
         .route("/api/v1/machines", get(machines::machines).fallback(method_not_allowed))
+        .route("/api/v1/machines/{worker_id}", get(machine_page::machine_page).fallback(method_not_allowed))
         .route("/", get(dashboard::index).fallback(method_not_allowed))
         .route("/ui/app.js", get(dashboard::script).fallback(method_not_allowed))
         .route("/ui/health.js", get(dashboard::health_script).fallback(method_not_allowed))
+        .route("/ui/fleet.js", get(dashboard::fleet_script).fallback(method_not_allowed))
+        .route("/ui/machine.js", get(dashboard::machine_script).fallback(method_not_allowed))
         .route("/ui/app.css", get(dashboard::style).fallback(method_not_allowed))
         .route("/__lbheartbeat__", get(dockerflow::lbheartbeat).fallback(method_not_allowed))
         .route("/__heartbeat__", get(dockerflow::heartbeat).fallback(method_not_allowed))

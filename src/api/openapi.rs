@@ -10,7 +10,7 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, SecurityScheme};
 use utoipa::openapi::{OpenApiVersion, RefOr};
 use utoipa::{Modify, OpenApi};
 
-use super::{AppState, breaker, dockerflow, events, health, jobs, machines, medic, params, paths, wire};
+use super::{AppState, breaker, dockerflow, events, health, jobs, machine_page, machines, medic, params, paths, wire};
 use crate::config::Settings;
 
 #[derive(OpenApi)]
@@ -39,6 +39,7 @@ use crate::config::Settings;
         breaker::reset,
         machines::whoami,
         machines::machines,
+        machine_page::machine_page,
         dockerflow::lbheartbeat,
         dockerflow::heartbeat,
         dockerflow::version,
@@ -56,6 +57,8 @@ use crate::config::Settings;
         wire::Machines,
         wire::MachineView,
         wire::JobSummary,
+        wire::MachinePage,
+        wire::TaskGroupName,
         events::JobEvent,
         params::TaskName
     )),

@@ -128,44 +128,9 @@ pub fn explain(settings: Settings, worker_id: &str, file: Option<&std::path::Pat
         }
         return Ok(ExitCode::from(1));
     };
-    let r = &settings.reboot;
-    let group = m.group.as_ref().map(|g| g.to_string()).unwrap_or_else(|| "-".into());
-    say!("{} (group {group}, class {})", m.id, m.class.name);
-    say!("  address  {}, probed by {}", m.address, m.class.reachability);
-    say!(
-        "  proof    stops answering within {}s (DOWN_TIMEOUT) and answers again within {}s (UP_TIMEOUT),",
-        r.down_timeout.as_secs(),
-        r.up_timeout.as_secs()
-    );
-    say!(
-        "           no sooner than {}s (the class's min_boot_secs) after the step's command; a machine already down \
-         before the step only has to come back that late",
-        m.class.min_boot.as_secs()
-    );
-    say!("  reboot chain, in order:");
-    let plan = crate::actions::reboot::plan(m, &crate::startup::action_settings(&settings)?);
-    // The evidence is taken once per job, before the first step that cuts power.
-    let mut evidence_before = None;
-    for (n, p) in plan.iter().enumerate() {
-        let what = crate::actions::reboot::describe(m, p.step);
-        match &p.skip {
-            None => say!("    {}. {:<18} runs: {what}", n + 1, p.step.name()),
-            Some(why) => say!("    {}. {:<18} skipped: {why}", n + 1, p.step.name()),
-        }
-        if p.skip.is_none() && p.step.cuts_power() {
-            match evidence_before {
-                None => {
-                    say!("       before {}: {}", p.step, crate::actions::evidence::describe(m));
-                    evidence_before = Some(p.step);
-                }
-                Some(first) => {
-                    say!("       before {}: no new evidence (taken once per job, before {first})", p.step)
-                }
-            }
-        }
-    }
-    if plan.iter().all(|p| p.skip.is_some()) {
-        say!("  nothing in this chain can run: `reboot` will fail at once");
+    let services = crate::actions::reboot::Services::of(&crate::startup::action_settings(&settings)?);
+    for line in crate::actions::reboot::explain::explain(m, services, &settings.reboot).lines() {
+        say!("{line}");
     }
     Ok(ExitCode::SUCCESS)
 }

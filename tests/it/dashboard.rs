@@ -102,7 +102,7 @@ async fn machines_lists_the_inventory_with_last_job_and_lock_for_readers_only() 
 async fn machines_without_an_inventory_says_so() {
     let app = spawn_app().await;
     let v = json_of(app.signed(Method::GET, "/api/v1/machines", READER).await, 200).await;
-    assert_eq!(v, json!({"inventory": false, "machines": []}));
+    assert_eq!(v, json!({"inventory": false, "confirm_above": 10, "fleet_in_flight": 16, "machines": []}));
 }
 
 /// The events of a `text/event-stream` body: (event, data).
@@ -173,6 +173,8 @@ async fn the_dashboard_assets_are_in_the_binary_and_load_nothing_from_elsewhere(
         ("/", "text/html"),
         ("/ui/app.js", "text/javascript"),
         ("/ui/health.js", "text/javascript"),
+        ("/ui/fleet.js", "text/javascript"),
+        ("/ui/machine.js", "text/javascript"),
         ("/ui/app.css", "text/css"),
     ] {
         let res = app.http.get(app.url(path)).send().await.unwrap();
@@ -277,6 +279,9 @@ async fn an_operator_signs_in_pings_a_machine_watches_it_finish_and_is_refused_a
     page.goto(&base).await.unwrap();
     until(&page, "the sign-in form", "document.activeElement && document.activeElement.id === 'client-id'").await;
     assert_labelled(&page, "sign-in").await;
+    let search =
+        page.execute("return getComputedStyle(document.getElementById('goto')).display;", vec![]).await.unwrap();
+    assert_eq!(search, json!("none"), "no search box before sign-in");
     page.find(Locator::Id("client-id")).await.unwrap().send_keys(PINGER.0).await.unwrap();
     page.find(Locator::Id("access-token")).await.unwrap().send_keys("not-the-token").await.unwrap();
     page.find(Locator::Css("#signin button[type=submit]")).await.unwrap().click().await.unwrap();
@@ -293,26 +298,37 @@ async fn an_operator_signs_in_pings_a_machine_watches_it_finish_and_is_refused_a
     assert_eq!(focused.attr("id").await.unwrap().as_deref(), Some("access-token"));
     focused.send_keys(&format!("{}{}", PINGER.1, Key::Enter)).await.unwrap();
     until(&page, "who is signed in", "document.getElementById('who').textContent === 'Signed in as pinger'").await;
+    let search =
+        page.execute("return getComputedStyle(document.getElementById('goto')).display;", vec![]).await.unwrap();
+    assert_ne!(search, json!("none"), "the search box once signed in");
 
     // The home view is fleet health (tested below); the inventory is one link away.
     page.find(Locator::LinkText("Machines")).await.unwrap().click().await.unwrap();
     // The inventory, by group; filters narrow it.
-    until(&page, "three machines", "document.querySelectorAll('tbody tr').length === 3").await;
+    until(&page, "three machines", "document.querySelectorAll('#fleet tbody tr[data-worker]').length === 3").await;
     assert_labelled(&page, "machines").await;
     let groups = page
-        .execute("return [...document.querySelectorAll('tbody tr td:nth-child(2)')].map(td => td.textContent);", vec![])
+        .execute("return [...document.querySelectorAll('#fleet tbody tr th .hint')].map(td => td.textContent);", vec![])
         .await
         .unwrap();
-    assert_eq!(groups, json!(["mdc1", "mdc1", "mdc2"]));
+    assert_eq!(groups, json!(["mdc1 · mini", "mdc1 · moonshot", "mdc2 · mini"]));
     page.find(Locator::Id("filter-class")).await.unwrap().select_by_value("moonshot").await.unwrap();
-    until(&page, "only the moonshot", "document.querySelectorAll('tbody tr').length === 1 && document.querySelector('tbody tr th').textContent === 'dash-2'").await;
+    until(
+        &page,
+        "only the moonshot",
+        "[...document.querySelectorAll('#fleet tbody tr')].map(tr => tr.dataset.worker).join() === 'dash-2'",
+    )
+    .await;
 
-    // The machine page: a button for ping, none for reboot (not in the scopes).
+    // The machine page: a button for ping; reboot (not in the scopes) only under its own heading.
     page.find(Locator::LinkText("dash-2")).await.unwrap().click().await.unwrap();
-    until(&page, "dash-2's task buttons", "document.querySelector('button[data-task=ping]')").await;
+    until(&page, "dash-2's task buttons", "document.querySelector('.task-group button[data-task=ping]')").await;
     assert_labelled(&page, "machine").await;
     let buttons = page
-        .execute("return [...document.querySelectorAll('button[data-task]')].map(b => b.dataset.task);", vec![])
+        .execute(
+            "return [...document.querySelectorAll('.task-group button[data-task]')].map(b => b.dataset.task);",
+            vec![],
+        )
         .await
         .unwrap();
     assert_eq!(buttons, json!(["ping"]), "only what pinger's scopes allow");
@@ -368,24 +384,22 @@ async fn an_operator_signs_in_pings_a_machine_watches_it_finish_and_is_refused_a
     assert_eq!(shown[1], "https://bugzilla.example/show_bug.cgi?id=7");
     assert_eq!(shown[2], 1, "only the machine link: a non-http URL is never a link");
 
-    // A reboot through "Other tasks": confirmed, sent, and refused by roller with its 403.
+    // A reboot from "Not in your scopes": confirmed, sent, and refused by roller; its detail shown as it said it.
     page.goto(&format!("{base}#/machine/dash-2")).await.unwrap();
-    until(&page, "the machine page", "document.getElementById('any-task')").await;
-    page.find(Locator::Css("details summary")).await.unwrap().click().await.unwrap();
-    page.find(Locator::Id("any-task")).await.unwrap().select_by_value("reboot").await.unwrap();
-    page.find(Locator::Css("form[aria-label='Run any task'] button[type=submit]"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    until(&page, "the machine page", "document.getElementById('outside-scopes')").await;
+    page.find(Locator::Css("#outside-scopes summary")).await.unwrap().click().await.unwrap();
+    page.find(Locator::Css("#outside-scopes button[data-task=reboot]")).await.unwrap().click().await.unwrap();
     let confirm =
         until(&page, "the confirmation", "document.activeElement && document.activeElement.textContent").await;
-    assert_eq!(confirm, json!("Yes, run reboot"), "the confirmation takes the focus");
-    page.active_element().await.unwrap().click().await.unwrap();
+    assert_eq!(confirm, json!("Cancel"), "the confirmation takes the focus, on the harmless answer");
+    let asked = page.find(Locator::Id("confirm-text")).await.unwrap().text().await.unwrap();
+    assert_eq!(asked, "Restart dash-2?");
+    page.find(Locator::Id("confirm-yes")).await.unwrap().click().await.unwrap();
     let alert = until(&page, "the refusal", "document.getElementById('alert').textContent").await;
-    let alert = alert.as_str().unwrap();
-    assert!(alert.starts_with("reboot on dash-2 was refused (403): You do not have permission to perform this action. Client 'pinger' lacks the scope 'project:releng:roller:reboot'"), "{alert}");
+    let said = app.signed(Method::POST, "/api/v1/workers/dash-2/group/mdc1/jobs?task_name=reboot", PINGER).await;
+    let detail = json_of(said, 403).await["detail"].as_str().unwrap().to_string();
+    assert_eq!(alert, json!(format!("reboot on dash-2 was refused (403): {detail}")));
+    assert!(detail.contains("Client 'pinger' lacks the scope 'project:releng:roller:reboot'"), "{detail}");
     let history = app.signed(Method::GET, "/api/v1/workers/dash-2/jobs", ADMIN).await.json::<Value>().await.unwrap();
     assert_eq!(history["jobs"].as_array().unwrap().len(), 1, "nothing but the ping was queued");
 
@@ -810,6 +824,403 @@ async fn a_machine_roller_cannot_restart_shows_as_no_path_with_its_failed_paths(
         "failing since 3 h ago",
     ] {
         assert!(facts.contains(want), "dash-1's health lacks {want:?}: {facts}");
+    }
+    page.close().await.unwrap();
+    drop(driver);
+}
+
+/// `ROLLER_SCREENSHOTS=dir`: the page as it is now, saved as `dir/<name>.png` (how
+/// docs/screenshots/ is made: `ROLLER_SCREENSHOTS=docs/screenshots cargo test --test it dashboard::`).
+async fn screenshot(page: &Client, name: &str) {
+    let Some(dir) = std::env::var_os("ROLLER_SCREENSHOTS") else { return };
+    // Let a relative time or a late answer settle into the picture.
+    until(
+        page,
+        "a drawn page",
+        "document.querySelector('main h1') && !document.querySelector('main')?.innerText.includes('Loading')",
+    )
+    .await;
+    // The whole page, not only what the window shows: the window grows to it for the picture.
+    let (w, h) = page.get_window_size().await.unwrap();
+    let (w, h) = (w as u32, h as u32);
+    let size = page
+        .execute(
+            "window.scrollTo(0, 0); return [window.innerWidth, window.innerHeight, document.scrollingElement.scrollHeight];",
+            vec![],
+        )
+        .await
+        .unwrap();
+    let [inner_w, inner_h, full] = [0, 1, 2].map(|i| size[i].as_u64().unwrap() as u32);
+    assert!(inner_w <= w, "the viewport ({inner_w}) is within the window ({w})");
+    page.set_window_size(w, (h - inner_h.min(h) + full).clamp(h, 6000)).await.unwrap();
+    let png = page.screenshot().await.unwrap();
+    page.set_window_size(w, h).await.unwrap();
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(Path::new(&dir).join(format!("{name}.png")), png).unwrap();
+}
+
+/// Desktop and phone, as the operator at 3 a.m. has them.
+const WIDTHS: [(&str, u32, u32); 2] = [("desktop", 1280, 800), ("phone", 390, 844)];
+
+async fn fits(page: &Client) -> bool {
+    page.execute("return document.scrollingElement.scrollWidth <= window.innerWidth;", vec![]).await.unwrap()
+        == json!(true)
+}
+
+/// A machine with a BMC over IPMI in its own class, beside the three without one.
+fn inventory_with_a_bmc(dir: &Path) -> String {
+    use roller_testkit::inventory::Ipmi;
+    let mut inv = Inventory::new()
+        .class(Class::new("mini"))
+        .class(Class::new("moonshot"))
+        .class(Class::new("bmc").reboot(&["ipmi_reset", "ipmi_cycle"]));
+    for (name, group, class) in [("dash-1", "mdc1", "mini"), ("dash-2", "mdc1", "moonshot"), ("dash-3", "mdc2", "mini")]
+    {
+        inv = inv.machine(Machine::new(name).group(group).class(class).address("127.0.0.1"));
+    }
+    inv = inv.machine(
+        Machine::new("dash-bmc")
+            .group("mdc1")
+            .class("bmc")
+            .address("127.0.0.1")
+            .ipmi(Ipmi::new("127.0.0.1", "admin").port(free_port()).password_env("DASH_BMC_PASSWORD")),
+    );
+    inv.write(dir)
+}
+
+#[tokio::test]
+async fn the_machine_page_api_offers_only_what_the_machine_can_run_and_explains_its_reboot_as_the_cli_does() {
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/inventory.example.toml");
+    let app = spawn_app_with("", &[("ROLLER_INVENTORY", example)]).await;
+    let get = |path: String, who| {
+        let app = &app;
+        async move { app.signed(Method::GET, &path, who).await }
+    };
+    let page = json_of(get("/api/v1/machines/t-linux64-ms-001".into(), READER).await, 200).await;
+    assert_eq!((page["class"].as_str(), page["group"].as_str()), (Some("moonshot"), Some("mdc1")), "{page}");
+    let task = |name: &str| page["tasks"].as_array().unwrap().iter().find(|t| t["name"] == name).cloned();
+    let ipmi_off = task("ipmi_off").expect("it has a BMC over IPMI");
+    assert_eq!((ipmi_off["group"].as_str(), ipmi_off["needs_confirmation"].as_bool()), (Some("power"), Some(true)));
+    assert_eq!(ipmi_off["allowed"], false, "the reader holds no task scope");
+    let ping = task("ping").unwrap();
+    assert_eq!((ping["group"].as_str(), ping["needs_confirmation"].as_bool()), (Some("inspect"), Some(false)));
+    assert_eq!(task("ipmi_cycle").unwrap()["group"], "reboot");
+    assert_eq!(task("ipmi_on").unwrap()["needs_confirmation"], false, "switching on asks nothing");
+    for absent in ["xenapi_reboot", "ilo_reboot", "redfish_off", "moonshot_reset", "mdm_restart", "snmp_reboot"] {
+        assert!(task(absent).is_none(), "{absent} cannot run on it: {page}");
+    }
+    let why = |name: &str| {
+        page["unavailable"].as_array().unwrap().iter().find(|u| u["name"] == name).map(|u| u["why"].clone())
+    };
+    assert_eq!(why("xenapi_reboot"), Some(json!("no [xen] for this machine")));
+    assert_eq!(why("ilo_reboot"), Some(json!("no [ilo] for this machine")));
+    // Its paths, with what they talk to (references to secrets, never a secret) and no check yet.
+    let paths: Vec<&str> = page["paths"].as_array().unwrap().iter().map(|p| p["kind"].as_str().unwrap()).collect();
+    assert_eq!(paths, ["ipmi", "ssh"]);
+    let ipmi = &page["paths"][0];
+    assert!(ipmi["target"].as_str().unwrap().contains("$MOONSHOT_IPMI_PASSWORD"), "{ipmi}");
+    assert!(ipmi["last"].is_null());
+    // The plan is what `roller explain` prints, line for line.
+    let cli = std::process::Command::new(env!("CARGO_BIN_EXE_roller"))
+        .args(["explain", "t-linux64-ms-001", "--inventory", example])
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("ROLLER_DATA_DIR", app.settings.data_dir.as_os_str())
+        .env("ROLLER_URL", app.url(""))
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&cli.stdout);
+    let text: Vec<&str> = page["plan"]["text"].as_array().unwrap().iter().map(|l| l.as_str().unwrap()).collect();
+    let printed: Vec<&str> = out.lines().take(text.len()).collect();
+    assert_eq!(printed, text, "{out}");
+    let steps: Vec<(&str, bool)> = page["plan"]["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| (s["task"].as_str().unwrap(), s["runs"].as_bool().unwrap()))
+        .collect();
+    assert_eq!(steps, [("ssh_reboot", true), ("ipmi_reset", true), ("ipmi_cycle", true), ("file_bugzilla_bug", false)]);
+    assert_eq!(page["plan"]["runnable"], true);
+
+    // The machine list offers the same tasks, with the fleet limits the bulk action keeps.
+    let list = json_of(get("/api/v1/machines".into(), READER).await, 200).await;
+    assert_eq!((list["confirm_above"].as_u64(), list["fleet_in_flight"].as_u64()), (Some(10), Some(16)));
+    let listed = list["machines"].as_array().unwrap().iter().find(|m| m["worker_id"] == "t-linux64-ms-001").unwrap();
+    let names: Vec<&Value> = page["tasks"].as_array().unwrap().iter().map(|t| &t["name"]).collect();
+    assert_eq!(listed["tasks"].as_array().unwrap().iter().collect::<Vec<_>>(), names);
+    assert_eq!(listed["health"]["state"], "unknown");
+    assert!(listed["breaker_open_until"].is_null());
+    // A Xen VM: nothing in its chain can run without XenAPI configured.
+    let xen = json_of(get("/api/v1/machines/t-linux-xen-05".into(), ADMIN).await, 200).await;
+    assert_eq!(xen["plan"]["runnable"], false);
+    assert!(xen["tasks"].as_array().unwrap().iter().all(|t| t["name"] != "xenapi_reboot"), "no XenAPI: {xen}");
+    assert_eq!(xen["tasks"][0]["allowed"], true, "the admin holds every scope");
+
+    // Refusals: JSON with detail and error_code.
+    let body = json_of(get("/api/v1/machines/nobody-here".into(), READER).await, 404).await;
+    assert_eq!(body["error_code"], "not_found", "{body}");
+    assert!(body["detail"].as_str().unwrap().starts_with("nobody-here is not in the inventory"), "{body}");
+    let body = json_of(get("/api/v1/machines/not%20a%20name".into(), READER).await, 400).await;
+    assert!(body["detail"].is_string() && body["error_code"] == "invalid_path", "{body}");
+    let body = json_of(get("/api/v1/machines/t-linux64-ms-001".into(), REBOOTER).await, 403).await;
+    assert_eq!(body["error_code"], "insufficient_scope", "{body}");
+    assert!(body["detail"].as_str().unwrap().contains("lacks the scope 'project:releng:roller:jobs:read'"), "{body}");
+    let res = app.http.get(app.url("/api/v1/machines/t-linux64-ms-001")).send().await.unwrap();
+    json_of(res, 403).await;
+    // whoami says which tasks ask first and where they sit.
+    let me = json_of(get("/api/v1/whoami".into(), READER).await, 200).await;
+    let off = me["tasks"].as_array().unwrap().iter().find(|t| t["name"] == "redfish_off").unwrap();
+    assert_eq!((off["needs_confirmation"].as_bool(), off["group"].as_str()), (Some(true), Some("power")));
+}
+
+#[tokio::test]
+async fn a_machine_page_offers_only_its_tasks_and_asks_naming_the_machine_before_cutting_power() {
+    let dir = tempfile::tempdir().unwrap();
+    let inv = inventory_with_a_bmc(dir.path());
+    let app = spawn_app_with(SLOW_PING, &[("ROLLER_INVENTORY", &inv)]).await;
+    let jobs = |id: &'static str| {
+        let app = &app;
+        async move {
+            let h = json_of(app.signed(Method::GET, &format!("/api/v1/workers/{id}/jobs"), ADMIN).await, 200).await;
+            h["jobs"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|j| j["task_name"].as_str().unwrap().to_string())
+                .collect::<Vec<_>>()
+        }
+    };
+    let (page, driver) = browser().await;
+    let base = app.url("/");
+    sign_in(&page, &base, ADMIN).await;
+    let api = json_of(app.signed(Method::GET, "/api/v1/machines/dash-bmc", ADMIN).await, 200).await;
+    let mut offered: Vec<String> =
+        api["tasks"].as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap().to_string()).collect();
+    offered.sort();
+    for (width, w, h) in WIDTHS {
+        page.set_window_size(w, h).await.unwrap();
+        page.goto(&format!("{base}#/machine/dash-bmc")).await.unwrap();
+        until(&page, "dash-bmc's tasks", "document.querySelector('.task-group button[data-task=ipmi_off]')").await;
+        until(&page, "its plan", "document.querySelector('#plan li[data-step=ipmi_reset]')").await;
+        until(&page, "its breaker", "document.getElementById('breaker-state')").await;
+        // Only what it can run: roller's list, nothing else.
+        let buttons = page
+            .execute(
+                "return [...document.querySelectorAll('button[data-task]')].map(b => b.dataset.task).sort();",
+                vec![],
+            )
+            .await
+            .unwrap();
+        assert_eq!(buttons, json!(offered), "{width}: the buttons are roller's list (in groups)");
+        for absent in ["xenapi_reboot", "ilo_reboot", "redfish_off", "snmp_reboot", "ssh_reboot", "moonshot_reset"] {
+            assert!(!buttons.as_array().unwrap().contains(&json!(absent)), "{width}: {absent} is offered");
+        }
+        let power = page
+            .execute("return [...document.querySelectorAll('.task-group[data-group=power] button')].map(b => b.dataset.task);", vec![])
+            .await
+            .unwrap();
+        assert_eq!(power, json!(["ipmi_on", "ipmi_off"]), "{width}");
+        let facts = page.find(Locator::Id("machine-facts")).await.unwrap().text().await.unwrap();
+        assert!(
+            facts.contains("ipmi") && facts.contains("not checked yet") && facts.contains("$DASH_BMC_PASSWORD"),
+            "{facts}"
+        );
+        assert_labelled(&page, "a machine with a BMC").await;
+        assert!(fits(&page).await, "{width}: the machine page scrolls sideways");
+        screenshot(&page, &format!("machine-{width}")).await;
+
+        // Power off asks, naming the machine; cancelling sends nothing.
+        page.find(Locator::Css(".task-group button[data-task=ipmi_off]")).await.unwrap().click().await.unwrap();
+        let asked = until(&page, "the question", "document.getElementById('confirm-text')?.textContent").await;
+        assert_eq!(asked, json!("Power off dash-bmc?"), "{width}");
+        let focus = page.execute("return document.activeElement.textContent;", vec![]).await.unwrap();
+        assert_eq!(focus, json!("Cancel"), "{width}: a stray Enter cancels");
+        assert!(fits(&page).await, "{width}: the confirmation scrolls sideways");
+        screenshot(&page, &format!("confirm-{width}")).await;
+        page.active_element().await.unwrap().click().await.unwrap();
+        until(&page, "the question gone", "!document.getElementById('confirm-text')").await;
+        assert_eq!(jobs("dash-bmc").await, Vec::<String>::new(), "{width}: cancelled, nothing queued");
+    }
+
+    // An open breaker, as the page draws it (opening one takes restarts that reached a device,
+    // tested in `breaker`): its override asks why and goes to roller, audited.
+    let open = page
+        .execute(
+            "const b = {max_restarts: 3, window_hours: 6, open: true, open_until: new Date(Date.now() + 3600e3).toISOString(),
+                        restarts: [{}, {}, {}], resets: []};
+             document.getElementById('breaker').replaceChildren(breakerView('dash-bmc', b, () => {}));
+             return document.getElementById('breaker').innerText;",
+            vec![],
+        )
+        .await
+        .unwrap();
+    let open = open.as_str().unwrap();
+    assert!(open.contains("Open: refuses restarts; closes in 60 min (3 of 3 restarts in the last 6 h)"), "{open}");
+    page.find(Locator::Id("breaker-reason")).await.unwrap().send_keys("replaced the PSU").await.unwrap();
+    page.find(Locator::Css("#breaker button[type=submit]")).await.unwrap().click().await.unwrap();
+    let reset = wait_for(Duration::from_secs(30), || async {
+        let b = json_of(app.signed(Method::GET, "/api/v1/workers/dash-bmc/breaker", ADMIN).await, 200).await;
+        (b["resets"][0]["reason"] == "replaced the PSU").then_some(b)
+    })
+    .await
+    .expect("the reset reached roller");
+    assert_eq!(reset["resets"][0]["by"], "admin");
+
+    // Confirmed: exactly one job, and the job page follows it.
+    page.find(Locator::Css(".task-group button[data-task=ipmi_cycle]")).await.unwrap().click().await.unwrap();
+    let asked = until(&page, "the question", "document.getElementById('confirm-text')?.textContent").await;
+    assert_eq!(asked, json!("Restart dash-bmc?"));
+    page.find(Locator::Id("confirm-yes")).await.unwrap().click().await.unwrap();
+    until(&page, "the job page", "location.hash.startsWith('#/job/')").await;
+    assert_eq!(jobs("dash-bmc").await, ["ipmi_cycle"]);
+    // A task that changes nothing goes at once.
+    page.goto(&format!("{base}#/machine/dash-1")).await.unwrap();
+    until(&page, "dash-1's ping", "document.querySelector('.task-group button[data-task=ping]')").await;
+    let none = page.execute("return !!document.querySelector('button[data-task^=ipmi]');", vec![]).await.unwrap();
+    assert_eq!(none, json!(false), "dash-1 has no BMC");
+    page.find(Locator::Css("button[data-task=ping]")).await.unwrap().click().await.unwrap();
+    until(&page, "the job page", "location.hash.startsWith('#/job/') && document.querySelector('#job-facts dl')").await;
+    for (width, w, h) in WIDTHS {
+        page.set_window_size(w, h).await.unwrap();
+        until(&page, "the job's log", "document.querySelector('#job-log li')").await;
+        assert!(fits(&page).await, "{width}: the job page scrolls sideways");
+        screenshot(&page, &format!("job-{width}")).await;
+    }
+    assert_eq!(jobs("dash-1").await, ["ping"]);
+    page.close().await.unwrap();
+    drop(driver);
+}
+
+#[tokio::test]
+async fn the_fleet_list_puts_trouble_first_keeps_its_filters_in_the_url_and_runs_a_bulk_action_behind_the_rail() {
+    use roller::health::{Observations, Seen};
+    use roller::queue::records::{RecordKind, Records};
+
+    let dir = tempfile::tempdir().unwrap();
+    let inv = inventory_with_a_bmc(dir.path());
+    let app = spawn_app_with("[safety]\nconfirm_above = 2\n", &[("ROLLER_INVENTORY", &inv)]).await;
+    // dash-3 is not answering and was last seen a while ago: what a sweep writes for a hung machine.
+    let records = roller::queue::sqlite::SqliteQueue::open(&app.settings.sqlite_path).unwrap();
+    let now = chrono::Utc::now();
+    let down =
+        Observations { probe: Some(Seen::new(now - chrono::Duration::seconds(90), false)), power: None, worker: None };
+    records.put_record(RecordKind::Observations, "dash-3", &down.to_record()).await.unwrap();
+    let jobs = |id: &'static str| {
+        let app = &app;
+        async move {
+            let h = json_of(app.signed(Method::GET, &format!("/api/v1/workers/{id}/jobs"), ADMIN).await, 200).await;
+            h["jobs"].as_array().unwrap().len()
+        }
+    };
+    let (page, driver) = browser().await;
+    let base = app.url("/");
+    sign_in(&page, &base, PINGER).await;
+    page.goto(&format!("{base}#/machines")).await.unwrap();
+    let order = "[...document.querySelectorAll('#fleet tbody tr[data-worker]')].map(tr => tr.dataset.worker).join()";
+    let first = until(&page, "the list", &format!("{order}.split(',').length === 4 && {order}")).await;
+    assert!(first.as_str().unwrap().starts_with("dash-3,"), "trouble first: {first}");
+    let state = page.execute("return document.querySelector('#fleet tbody tr').innerText;", vec![]).await.unwrap();
+    assert!(state.as_str().unwrap().contains("not answering"), "{state}");
+    assert_labelled(&page, "the fleet list").await;
+
+    // The order, for every kind of trouble (the page's rule on rows as roller sends them).
+    let sorted = page
+        .execute(
+            "const m = (worker_id, state, more) => ({worker_id, health: {state}, last_job: null, ...more});
+             return [m('a-ok', 'ok'), m('b-unknown', 'unknown'), m('c-down', 'down'), m('d-held', 'held'),
+                     m('e-failed', 'ok', {last_job: {state: 'failed'}}), m('f-breaker', 'idle', {breaker_open_until: 'x'}),
+                     m('g-hung', 'hung'), m('h-nopath', 'no_path'), m('i-off', 'off')]
+               .sort(byTrouble).map(x => x.worker_id);",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        sorted,
+        json!(["h-nopath", "g-hung", "f-breaker", "e-failed", "d-held", "c-down", "i-off", "b-unknown", "a-ok"])
+    );
+
+    // Filters go into the URL and survive a reload.
+    page.find(Locator::Id("filter-group")).await.unwrap().select_by_value("mdc1").await.unwrap();
+    page.find(Locator::Id("filter")).await.unwrap().send_keys("dash-").await.unwrap();
+    until(&page, "the filtered list", &format!("{order} === 'dash-1,dash-2,dash-bmc'")).await;
+    let hash = page.execute("return location.hash;", vec![]).await.unwrap();
+    assert_eq!(hash, json!("#/machines?q=dash-&group=mdc1"));
+    page.refresh().await.unwrap();
+    until(&page, "the filters after a reload", &format!("{order} === 'dash-1,dash-2,dash-bmc'")).await;
+    let kept = page
+        .execute(
+            "return [document.getElementById('filter').value, document.getElementById('filter-group').value];",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(kept, json!(["dash-", "mdc1"]));
+
+    // Every machine of mdc2 and dash-1, dash-2: a bulk ping. Three is above confirm_above (2).
+    page.goto(&format!("{base}#/machines?show=")).await.unwrap();
+    page.refresh().await.unwrap();
+    until(&page, "the whole list", &format!("{order}.split(',').length === 4")).await;
+    for w in ["dash-1", "dash-2", "dash-3"] {
+        page.find(Locator::Css(&format!("input[data-worker='{w}']"))).await.unwrap().click().await.unwrap();
+    }
+    until(&page, "three selected", "document.getElementById('bulk-count').textContent === '3 selected.'").await;
+    let offered = page
+        .execute("return [...document.querySelectorAll('#bulk-task option')].map(o => o.value);", vec![])
+        .await
+        .unwrap();
+    assert_eq!(offered, json!(["ping"]), "what all three can run and pinger may");
+    page.find(Locator::Id("bulk-run")).await.unwrap().click().await.unwrap();
+    let asked = until(&page, "the bulk question", "document.getElementById('bulk-question')?.textContent").await;
+    assert_eq!(asked, json!("Run ping on 3 machines?"));
+    let names = page.execute("return document.querySelector('#bulk-box .names').textContent;", vec![]).await.unwrap();
+    assert_eq!(names, json!("dash-3, dash-1, dash-2"));
+    let locked = page.execute("return document.getElementById('bulk-yes').disabled;", vec![]).await.unwrap();
+    assert_eq!(locked, json!(true), "above confirm_above, a typed yes first");
+    for (width, w, h) in WIDTHS {
+        page.set_window_size(w, h).await.unwrap();
+        assert!(fits(&page).await, "{width}: the fleet list scrolls sideways");
+        screenshot(&page, &format!("fleet-bulk-confirm-{width}")).await;
+    }
+    page.set_window_size(1280, 800).await.unwrap();
+    page.find(Locator::Css("#bulk-box button:not(.danger)")).await.unwrap().click().await.unwrap();
+    until(&page, "the question gone", "!document.getElementById('bulk-question')").await;
+    for w in ["dash-1", "dash-2", "dash-3"] {
+        assert_eq!(jobs(w).await, 0, "cancelled: nothing queued for {w}");
+    }
+    page.find(Locator::Id("bulk-run")).await.unwrap().click().await.unwrap();
+    page.find(Locator::Id("bulk-typed")).await.unwrap().send_keys("yes").await.unwrap();
+    page.find(Locator::Id("bulk-yes")).await.unwrap().click().await.unwrap();
+    let summary = until(
+        &page,
+        "the summary",
+        "document.getElementById('bulk-summary')?.textContent.endsWith('Done.') && document.getElementById('bulk-summary').textContent",
+    )
+    .await;
+    assert!(summary.as_str().unwrap().starts_with("ping on 3 machines: 3 queued, 0 refused; now 3 "), "{summary}");
+    let rows = page
+        .execute("return [...document.querySelectorAll('#bulk-progress tbody tr')].map(tr => [tr.dataset.worker, !!tr.querySelector('a[href^=\"#/job/\"]')]);", vec![])
+        .await
+        .unwrap();
+    assert_eq!(rows, json!([["dash-3", true], ["dash-1", true], ["dash-2", true]]));
+    for w in ["dash-1", "dash-2", "dash-3"] {
+        assert_eq!(jobs(w).await, 1, "one job each: {w}");
+    }
+    assert_eq!(jobs("dash-bmc").await, 0, "not selected");
+    for (width, w, h) in WIDTHS {
+        page.set_window_size(w, h).await.unwrap();
+        assert!(fits(&page).await, "{width}: the summary scrolls sideways");
+        screenshot(&page, &format!("fleet-bulk-done-{width}")).await;
+    }
+    for (width, w, h) in WIDTHS {
+        page.set_window_size(w, h).await.unwrap();
+        page.goto(&format!("{base}#/machines")).await.unwrap();
+        until(&page, "the whole list", &format!("{order}.split(',').length === 4")).await;
+        assert!(fits(&page).await, "{width}: the fleet list scrolls sideways");
+        screenshot(&page, &format!("fleet-{width}")).await;
+        page.goto(&format!("{base}#/")).await.unwrap();
+        until(&page, "fleet health", "document.querySelector('#trouble tr[data-worker=\"dash-3\"]')").await;
+        screenshot(&page, &format!("health-{width}")).await;
     }
     page.close().await.unwrap();
     drop(driver);

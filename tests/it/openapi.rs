@@ -16,12 +16,13 @@ use crate::helpers::*;
 
 /// What the router serves as API; the document must describe exactly these (the
 /// dashboard's page and assets are not API).
-const ROUTES: [&str; 24] = [
+const ROUTES: [&str; 25] = [
     "/api/v1/health",
     "/api/v1/paths",
     "/api/v1/paths/check",
     "/api/v1/machines/{worker_id}/paths",
     "/api/v1/machines/{worker_id}/paths/check",
+    "/api/v1/machines/{worker_id}",
     "/api/v1/machines/{worker_id}/health",
     "/api/v1/machines/{worker_id}/hold",
     "/api/v1/machines/{worker_id}/release",

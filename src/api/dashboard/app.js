@@ -5,7 +5,8 @@
 // page can do exactly what those credentials' scopes allow. Everything drawn
 // from the API goes in as text (never as HTML), and the page loads nothing but
 // its own scripts and style sheet (the Content-Security-Policy says so too).
-// Fleet health, the home view, is in health.js, which uses the helpers here.
+// Fleet health, the home view, is in health.js; the machine list in fleet.js; a
+// machine's page in machine.js: each uses the helpers here.
 "use strict";
 
 const CREDS_KEY = "roller.credentials";
@@ -34,10 +35,9 @@ function showAlert(text) {
   $("alert").textContent = text || "";
 }
 
+// "3 min ago", the exact time on hover (`rel`, health.js: measured on roller's clock).
 function when(ts) {
-  if (!ts) return "—";
-  const d = new Date(ts);
-  return el("time", { datetime: ts, title: ts }, d.toLocaleString());
+  return ts ? rel(ts) : "—";
 }
 
 function stateBadge(state) {
@@ -231,155 +231,6 @@ function signedInChrome() {
   $("who").textContent = `Signed in as ${whoami.client_id}`;
 }
 
-async function machinesView() {
-  const status = el("p", { class: "hint", "aria-live": "polite" }, "Loading machines…");
-  const filter = el("input", { id: "filter", type: "search", autocomplete: "off" });
-  const group = el("select", { id: "filter-group" }, el("option", { value: "" }, "All groups"));
-  const klass = el("select", { id: "filter-class" }, el("option", { value: "" }, "All classes"));
-  const body = el("tbody", {});
-  const table = el("div", { class: "table-wrap" }, el("table", {},
-    el("caption", {}, "Machines of the inventory with their newest job and the job holding them"),
-    el("thead", {}, el("tr", {},
-      el("th", { scope: "col" }, "Machine"), el("th", { scope: "col" }, "Group"),
-      el("th", { scope: "col", class: "wide" }, "Class"), el("th", { scope: "col" }, "Last job"),
-      el("th", { scope: "col" }, "Lock"))),
-    body));
-  const drawn = setView("Machines",
-    el("h1", {}, "Machines"),
-    el("div", { class: "filters" },
-      el("div", { class: "field" }, el("label", { for: "filter" }, "Filter by name"), filter),
-      el("div", { class: "field" }, el("label", { for: "filter-group" }, "Group"), group),
-      el("div", { class: "field" }, el("label", { for: "filter-class" }, "Class"), klass)),
-    status, table);
-  let machines = [];
-  const draw = () => {
-    const text = filter.value.trim().toLowerCase();
-    const shown = machines.filter((m) =>
-      (!text || m.worker_id.toLowerCase().includes(text)) &&
-      (!group.value || (m.group || "") === group.value) &&
-      (!klass.value || m.class === klass.value));
-    body.replaceChildren(...shown.map((m) => el("tr", {},
-      el("th", { scope: "row" }, machineLink(m.worker_id)),
-      el("td", {}, m.group || "—"),
-      el("td", { class: "wide" }, m.class),
-      el("td", {}, m.last_job ? [jobLink(m.last_job), " ", stateBadge(m.last_job.state)] : "—"),
-      el("td", {}, m.lock ? jobLink(m.lock) : "free"))));
-  };
-  const fill = (select, values) => {
-    const keep = select.value;
-    select.replaceChildren(select.options[0], ...[...new Set(values)].sort().map((v) => el("option", { value: v }, v)));
-    select.value = keep;
-  };
-  const load = async () => {
-    try {
-      const res = await api("GET", "/api/v1/machines");
-      machines = res.machines;
-      fill(group, machines.map((m) => m.group || "").filter(Boolean));
-      fill(klass, machines.map((m) => m.class));
-      status.textContent = res.inventory
-        ? `${machines.length} machines; updated ${new Date().toLocaleTimeString()}.`
-        : "roller runs without an inventory: open a machine by its name with the box above.";
-      draw();
-    } catch (e) {
-      handleError(e, status);
-    }
-  };
-  for (const c of [filter, group, klass]) c.addEventListener("input", draw);
-  await load();
-  // Navigated away meanwhile: no timer for a page that is gone.
-  if (drawn === generation) every(10000, load);
-}
-
-async function machineView(id) {
-  const loading = setView(id, el("h1", {}, id), el("p", { class: "hint" }, "Loading…"));
-  // The group the inventory gives the machine, before any button can send a job without it.
-  const inventory = whoami.can_read_jobs ? await api("GET", "/api/v1/machines").catch(() => null) : null;
-  if (loading !== generation) return;
-  const known = inventory && inventory.machines.find((x) => x.worker_id === id);
-  const status = el("p", { class: "hint", "aria-live": "polite" },
-    inventory && inventory.inventory && !known ? `${id} is not in the inventory; roller will look it up in DNS.` : "");
-  const history = el("tbody", {});
-  const groupInput = el("input", { id: "worker-group", value: (known && known.group) || "", autocomplete: "off",
-    spellcheck: "false", "aria-describedby": "worker-group-hint" });
-  const allowed = whoami.tasks.filter((t) => t.allowed);
-  const confirmBox = el("div", { id: "confirm-box" });
-  const run = async (task) => {
-    confirmBox.replaceChildren();
-    showAlert("");
-    const q = new URLSearchParams({ task_name: task.name, worker_group: groupInput.value.trim() || "none" });
-    try {
-      const job = await api("POST", `/api/v1/workers/${encodeURIComponent(id)}/jobs?${q}`);
-      location.hash = `#/job/${encodeURIComponent(job.task_id)}`;
-    } catch (e) {
-      handleError(e, null, `${task.name} on ${id} was refused (${e.status}): `);
-    }
-  };
-  // Restarting a machine by a slip of the finger is expensive: say what will happen first.
-  const ask = (task) => {
-    if (!task.restarts_machine) return run(task);
-    const yes = el("button", { type: "button", class: "danger", onclick: () => run(task) }, `Yes, run ${task.name}`);
-    confirmBox.replaceChildren(el("div", { class: "confirm", role: "group", "aria-labelledby": "confirm-text" },
-      el("p", { id: "confirm-text" }, `${task.name} restarts ${id}: ${task.help}.`),
-      el("div", { class: "row" }, yes,
-        el("button", { type: "button", onclick: () => confirmBox.replaceChildren() }, "Cancel"))));
-    yes.focus();
-  };
-  const select = el("select", { id: "any-task" }, whoami.tasks.map((t) =>
-    el("option", { value: t.name }, t.allowed ? t.name : `${t.name} (not in your scopes)`)));
-  const anyForm = el("form", { class: "row", "aria-label": "Run any task" },
-    el("div", { class: "field" }, el("label", { for: "any-task" }, "Task"), select),
-    el("div", { class: "field" }, el("button", { type: "submit" }, "Run")));
-  anyForm.addEventListener("submit", (ev) => {
-    ev.preventDefault();
-    ask(whoami.tasks.find((t) => t.name === select.value));
-  });
-  // The machine's health facts first (health.js), when the scopes let the page read them.
-  const health = whoami.can_read_jobs ? machineHealth(id) : null;
-  const drawn = setView(id,
-    el("h1", {}, id),
-    status,
-    health && health.node,
-    el("section", { "aria-labelledby": "run-title" },
-      el("h2", { id: "run-title" }, "Run a task"),
-      el("div", { class: "field" },
-        el("label", { for: "worker-group" }, "Worker group"), groupInput,
-        el("span", { id: "worker-group-hint", class: "hint" }, "From the inventory when the machine is in it.")),
-      allowed.length
-        ? el("div", { class: "tasks", role: "group", "aria-label": "Tasks your scopes allow" },
-          allowed.map((t) => el("button", { type: "button", "data-task": t.name, title: t.help,
-            class: t.restarts_machine ? "danger" : "", onclick: () => ask(t) }, t.name)))
-        : el("p", { class: "notice" }, "Your scopes allow no task here."),
-      confirmBox,
-      el("details", {}, el("summary", {}, "Other tasks"),
-        el("p", { class: "hint" }, "Every enabled task; roller decides from your scopes."), anyForm)),
-    el("section", { "aria-labelledby": "history-title" },
-      el("h2", { id: "history-title" }, "Jobs"),
-      el("div", { class: "table-wrap" }, el("table", {},
-        el("thead", {}, el("tr", {},
-          el("th", { scope: "col" }, "Task"), el("th", { scope: "col" }, "State"),
-          el("th", { scope: "col" }, "Created"), el("th", { scope: "col", class: "wide" }, "Finished"),
-          el("th", { scope: "col", class: "wide" }, "Requester"))),
-        history))));
-  const load = async () => {
-    if (!whoami.can_read_jobs) {
-      status.textContent = "Your scopes do not include reading jobs, so the history is hidden.";
-      return;
-    }
-    try {
-      const res = await api("GET", `/api/v1/workers/${encodeURIComponent(id)}/jobs?limit=25`);
-      history.replaceChildren(...res.jobs.map((j) => el("tr", {},
-        el("td", {}, jobLink(j)), el("td", {}, stateBadge(j.state)), el("td", {}, when(j.created_at)),
-        el("td", { class: "wide" }, when(j.finished_at)), el("td", { class: "wide" }, j.requester))));
-      if (!res.jobs.length) history.replaceChildren(el("tr", {}, el("td", { colspan: 5 }, "No jobs yet.")));
-    } catch (e) {
-      handleError(e, status);
-    }
-  };
-  if (health) poll(HEALTH_EVERY_MS, health.load);
-  await load();
-  if (drawn === generation) every(5000, load);
-}
-
 // The first http(s) link a job names for its bug: the bug task's result, a
 // reboot chain's "filed" step, or the chain's failure message.
 function bugUrl(job) {
@@ -521,7 +372,9 @@ async function route() {
   }
   signedInChrome();
   const [, kind, raw] = /^#\/(machine|job)\/(.+)$/.exec(location.hash) || [];
-  const page = kind || (location.hash === "#/machines" ? "machines" : "health");
+  // The machine list keeps its filters in the hash's query: a reload or a shared link keeps them.
+  const [path, query] = location.hash.split("?");
+  const page = kind || (path === "#/machines" ? "machines" : "health");
   for (const a of document.querySelectorAll("nav a[data-nav]")) {
     if (a.dataset.nav === page) a.setAttribute("aria-current", "page");
     else a.removeAttribute("aria-current");
@@ -536,7 +389,7 @@ async function route() {
   // Each view draws itself at once and then keeps loading (a job's stream runs until
   // it ends), so it is not awaited; focus moves to the new content for screen readers.
   const view = kind === "machine" ? machineView(arg) : kind === "job" ? jobView(arg)
-    : page === "machines" ? machinesView() : healthView();
+    : page === "machines" ? machinesView(new URLSearchParams(query || "")) : healthView();
   view.catch((e) => showAlert(e.message));
   $("main").focus({ preventScroll: true });
 }
