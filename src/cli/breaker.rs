@@ -24,9 +24,7 @@ pub async fn reset(client: &Client, worker: &WorkerId, reason: &str) -> anyhow::
 /// The breaker as a person reads it; the API's refusal as it was given.
 fn show(a: Answer) -> anyhow::Result<ExitCode> {
     if a.status != 200 {
-        eprintln!("roller: HTTP {}", a.status);
-        say!("{}", serde_json::to_string_pretty(&a.body)?);
-        return Ok(ExitCode::from(1));
+        return Ok(super::output::refused(&a));
     }
     let b = &a.body;
     let worker = b["worker_id"].as_str().unwrap_or("?");

@@ -101,16 +101,25 @@ pub fn targets(sel: &Selection) -> anyhow::Result<Vec<(WorkerId, WorkerGroup)>> 
     Ok(out)
 }
 
-/// Ask before a request that touches more than `limit` machines. `--yes`
-/// answers for scripts; without a terminal to ask on, the answer is no.
-pub fn confirm(task: Task, n: usize, limit: usize, yes: bool) -> anyhow::Result<()> {
+/// Machines the confirmation names one by one; the rest are counted.
+const NAMED: usize = 20;
+
+/// Ask before a request that touches more than `limit` machines, naming them (the
+/// first 20, then how many more). `--yes` answers for scripts; without a terminal to
+/// ask on, the answer is no.
+pub fn confirm(task: Task, targets: &[(WorkerId, WorkerGroup)], limit: usize, yes: bool) -> anyhow::Result<()> {
+    let n = targets.len();
     if n <= limit || yes {
         return Ok(());
     }
     if !std::io::stdin().is_terminal() {
         bail!("{task} on {n} machines is more than {limit} (safety.confirm_above); pass --yes to go ahead");
     }
-    eprint!("roller: {task} on {n} machines. Type \"yes\" to go ahead: ");
+    eprintln!("roller: {task} on {n} machines:");
+    for line in machine_lines(targets) {
+        eprintln!("  {line}");
+    }
+    eprint!("roller: Type \"yes\" to go ahead: ");
     std::io::stderr().flush().ok();
     let mut answer = String::new();
     std::io::stdin().read_line(&mut answer)?;
@@ -118,6 +127,16 @@ pub fn confirm(task: Task, n: usize, limit: usize, yes: bool) -> anyhow::Result<
         bail!("not confirmed; nothing was queued");
     }
     Ok(())
+}
+
+/// The machines a confirmation names, a few per line: the first [`NAMED`], then "and N more".
+fn machine_lines(targets: &[(WorkerId, WorkerGroup)]) -> Vec<String> {
+    let names: Vec<String> = targets.iter().take(NAMED).map(|(w, _)| w.to_string()).collect();
+    let mut lines: Vec<String> = names.chunks(10).map(|c| c.join(", ")).collect();
+    if targets.len() > NAMED {
+        lines.push(format!("and {} more", targets.len() - NAMED));
+    }
+    lines
 }
 
 /// Queue `task` on every target, optionally wait for every job, print the
@@ -155,6 +174,11 @@ pub async fn enqueue(
             (i, row)
         });
     }
+    let line = |progress: &(AtomicUsize, AtomicUsize)| {
+        let (queued, done) = (progress.0.load(Ordering::Relaxed), progress.1.load(Ordering::Relaxed));
+        let finished = if wait { format!(", {done}/{total} finished") } else { String::new() };
+        format!("\rroller: {queued}/{total} queued{finished}")
+    };
     let mut rows: Vec<(usize, Row)> = Vec::with_capacity(total);
     loop {
         tokio::select! {
@@ -162,14 +186,12 @@ pub async fn enqueue(
                 Some(r) => rows.push(r.context("a request task failed")?),
                 None => break,
             },
-            _ = tokio::time::sleep(Duration::from_millis(200)), if show => {
-                let (queued, done) = (progress.0.load(Ordering::Relaxed), progress.1.load(Ordering::Relaxed));
-                eprint!("\rroller: {queued}/{total} queued{}", if wait { format!(", {done}/{total} finished") } else { String::new() });
-            }
+            _ = tokio::time::sleep(Duration::from_millis(200)), if show => eprint!("{}", line(progress.as_ref())),
         }
     }
     if show {
-        eprintln!();
+        // The counts as they ended (every job counted), not as the last tick saw them.
+        eprintln!("{}", line(progress.as_ref()));
     }
     rows.sort_by_key(|(i, _)| *i);
     let rows: Vec<Row> = rows.into_iter().map(|(_, r)| r).collect();

@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 
 use super::client::{Answer, Client};
-use super::output::say;
+use super::output::{ago, say};
 use crate::api::health::FleetHealth;
 use crate::domain::WorkerId;
 use crate::medic::{Cycle, Verdict};
@@ -19,21 +19,9 @@ fn with_query(path: &str, pairs: &[(&str, String)]) -> anyhow::Result<String> {
     Ok(format!("{}?{}", url.path(), url.query().unwrap_or_default()))
 }
 
-/// A refusal as it was given: the status on stderr, the body on stdout.
+/// A refusal in the API's words (`output::refused`).
 fn refused(a: &Answer) -> anyhow::Result<ExitCode> {
-    eprintln!("roller: HTTP {}", a.status);
-    say!("{}", serde_json::to_string_pretty(&a.body)?);
-    Ok(ExitCode::from(1))
-}
-
-/// Seconds as people say them: "40 s", "12 min", "3 h", "2 d".
-pub fn ago(secs: i64) -> String {
-    match secs {
-        s if s < 120 => format!("{s} s"),
-        s if s < 2 * 3600 => format!("{} min", s / 60),
-        s if s < 2 * 86_400 => format!("{} h", s / 3600),
-        s => format!("{} d", s / 86_400),
-    }
+    Ok(super::output::refused(a))
 }
 
 pub async fn health(client: &Client, json: bool) -> anyhow::Result<ExitCode> {

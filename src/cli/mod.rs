@@ -22,9 +22,12 @@ mod jobs;
 mod medic;
 pub mod output;
 mod paths;
+mod record;
 mod run;
 mod serve;
+mod summary;
 pub mod tc_actions;
+mod watch;
 
 use client::Client;
 use output::say;
@@ -300,18 +303,23 @@ enum JobsCommand {
         /// Inventory for --select and worker groups [default: the configured one].
         #[arg(long)]
         inventory: Option<PathBuf>,
-        /// Wait for the job(s) to finish; exit non-zero unless every one succeeded.
+        /// Wait for the job(s) to finish; exit non-zero unless every one succeeded. One
+        /// machine: its task id and state at once, its log live, then the outcome.
         #[arg(long)]
         wait: bool,
     },
-    /// Show one job with its log.
+    /// Show one job: what, where, its state, when, who asked, the result in words, the log.
     Get {
         task_id: String,
-        /// Wait for the job to finish and exit non-zero unless it succeeded.
+        /// Follow the job live until it ends (as `follow`) and exit non-zero unless it succeeded.
         #[arg(long)]
         wait: bool,
+        /// The API's record as it is (machine-readable).
+        #[arg(long)]
+        json: bool,
     },
-    /// Print a job's log as it is written, until the job ends; exit non-zero unless it succeeded.
+    /// Print a job's state and log as they change, until the job ends, then the outcome;
+    /// exit non-zero unless it succeeded.
     Follow { task_id: String },
     /// Show a machine's most recent jobs.
     List {
@@ -325,15 +333,23 @@ enum JobsCommand {
     },
 }
 
+/// Exit status (README, "Using it"): 0 success; 1 the API refused, a job did not
+/// succeed, or roller could not be reached; 2 a usage or configuration error.
 pub async fn main() -> ExitCode {
     let cli = Cli::parse();
     match dispatch(cli).await {
         Ok(code) => code,
         Err(e) => {
             eprintln!("roller: {e:#}");
-            ExitCode::from(2)
+            ExitCode::from(exit_status(&e))
         }
     }
+}
+
+/// 1 for an error that is not the operator's input: roller away or refusing; else 2.
+fn exit_status(e: &anyhow::Error) -> u8 {
+    let runtime = e.chain().any(|c| c.is::<client::Unreachable>() || c.is::<client::Refusal>());
+    if runtime { 1 } else { 2 }
 }
 
 fn load(cli: &Cli) -> anyhow::Result<Settings> {
@@ -455,8 +471,10 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                     jobs::enqueue(client, task, targets, s.safety.confirm_above, machines.yes, *wait, machines.json)
                         .await
                 }
-                JobsCommand::Get { task_id, wait } => jobs::get(&client, &JobId::parse(task_id)?, *wait).await,
-                JobsCommand::Follow { task_id } => jobs::follow(&client, &JobId::parse(task_id)?.to_string()).await,
+                JobsCommand::Get { task_id, wait, json } => {
+                    jobs::get(&client, &JobId::parse(task_id)?, *wait, *json).await
+                }
+                JobsCommand::Follow { task_id } => jobs::follow(&client, &JobId::parse(task_id)?).await,
                 JobsCommand::List { worker_id, state, json } => {
                     jobs::list(&client, &WorkerId::parse(worker_id)?, state.as_deref(), *json).await
                 }

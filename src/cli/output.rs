@@ -1,6 +1,7 @@
 //! What the commands print with: `say!` (stdout that ignores a closed pipe), one
-//! line about a job, and the per-machine summary (a table, or JSON for scripts)
-//! that `roller run` and `roller jobs enqueue` end with. Imports nothing of the cli.
+//! line about a job (through `summary`), an API refusal, times as people say them,
+//! and the per-machine summary (a table, or JSON for scripts) that `roller run` and
+//! `roller jobs enqueue` end with.
 
 use serde_json::{Value, json};
 
@@ -50,18 +51,46 @@ pub fn report(task: Task, rows: &[Row], json_out: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// One line about a finished job: the reboot step that worked, else the result or error.
+/// One line about a finished job for a table row (`summary::summarise`).
 pub fn summary(job: &Value) -> String {
-    if let Some(step) = job["result"]["worked"].as_str() {
-        return format!("{step} worked");
+    super::summary::summarise_value(job, super::summary::TABLE)
+}
+
+/// The API's refusal on stderr, in its own words (`detail` names the fix), with the
+/// status and `error_code`; the exit status for it.
+pub fn refused(a: &super::client::Answer) -> std::process::ExitCode {
+    eprintln!("roller: {}", a.refusal());
+    std::process::ExitCode::from(1)
+}
+
+/// Seconds as people say them: "40 s", "12 min", "3 h", "2 d".
+pub fn ago(secs: i64) -> String {
+    match secs {
+        s if s < 120 => format!("{s} s"),
+        s if s < 2 * 3600 => format!("{} min", s / 60),
+        s if s < 2 * 86_400 => format!("{} h", s / 3600),
+        s => format!("{} d", s / 86_400),
     }
-    let text = match (&job["error"], &job["result"]) {
-        (Value::String(e), _) => e.clone(),
-        (_, Value::Null) => String::new(),
-        (_, r) => r.to_string(),
-    };
-    let line: String = text.lines().next().unwrap_or("").chars().take(100).collect();
-    line
+}
+
+/// An RFC 3339 time as "12 min ago (2026-05-01T03:12:09Z)"; as given when it does not parse.
+pub fn when(at: &str) -> String {
+    match chrono::DateTime::parse_from_rfc3339(at) {
+        Ok(t) => {
+            let secs = (chrono::Utc::now() - t.with_timezone(&chrono::Utc)).num_seconds();
+            let rel = if secs >= 0 { format!("{} ago", ago(secs)) } else { format!("in {}", ago(-secs)) };
+            format!("{rel} ({at})")
+        }
+        Err(_) => at.to_string(),
+    }
+}
+
+/// The time of day of an RFC 3339 time (a log line's), "03:12:09Z"; as given when it does not parse.
+pub fn clock(at: &str) -> String {
+    match chrono::DateTime::parse_from_rfc3339(at) {
+        Ok(t) => t.with_timezone(&chrono::Utc).format("%H:%M:%SZ").to_string(),
+        Err(_) => at.to_string(),
+    }
 }
 
 fn print_table(task: Task, rows: &[Row]) {

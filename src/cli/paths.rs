@@ -22,7 +22,7 @@ const IN_FLIGHT: usize = 16;
 const POLL: Duration = Duration::from_secs(1);
 
 fn refused(what: &str, a: &Answer) -> anyhow::Error {
-    anyhow::anyhow!("{what}: HTTP {}: {}", a.status, a.body)
+    anyhow::Error::new(a.refusal()).context(what.to_string())
 }
 
 /// Print one record's paths, indented under its subject.
@@ -66,7 +66,7 @@ pub async fn check(client: &Client, machines: Vec<WorkerId>, wait: Duration, jso
     for (m, a) in asked {
         let a = a?;
         if a.status != 202 {
-            refusals.push(format!("{m}: HTTP {}: {}", a.status, a.body["detail"].as_str().unwrap_or("")));
+            refusals.push(format!("{m}: {}", a.refusal()));
             continue;
         }
         let asked: CheckAsked = serde_json::from_value(a.body)?;

@@ -132,7 +132,7 @@ pub async fn run_many(
 ) -> anyhow::Result<ExitCode> {
     let task =
         Task::parse(task).with_context(|| format!("unknown task {task:?}; one of: {}", Task::list(Task::ALL)))?;
-    fleet::confirm(task, targets.len(), settings.safety.confirm_above, yes)?;
+    fleet::confirm(task, &targets, settings.safety.confirm_above, yes)?;
     let actions = crate::startup::action_settings(&settings)?;
     crate::startup::load_inventory(&settings, &actions.inventory)?;
     let actions = Arc::new(actions);

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use tokio_util::sync::CancellationToken;
 
 use super::output::say;
-use crate::config::Settings;
+use crate::config::{AuthSettings, Settings};
 use crate::startup::{Application, Mode};
 
 pub async fn serve(settings: Settings, mode: Mode) -> anyhow::Result<ExitCode> {
@@ -29,7 +29,11 @@ pub async fn serve(settings: Settings, mode: Mode) -> anyhow::Result<ExitCode> {
                 say!("  metrics:           {base}/metrics");
             }
         }
-        (_, Some(base)) => say!("roller {} is listening on {base}", env!("CARGO_PKG_VERSION")),
+        (_, Some(base)) => {
+            say!("roller {} is listening on {base}", env!("CARGO_PKG_VERSION"));
+            say!("  dashboard:         {base}/");
+            say!("  sign in with:      {}", sign_in(s, app.admin_credentials.as_deref()));
+        }
         (_, None) => {}
     }
     if let Some(tls) = app.server_tls() {
@@ -64,6 +68,28 @@ pub async fn serve(settings: Settings, mode: Mode) -> anyhow::Result<ExitCode> {
     tokio::spawn(wait_for_signal(shutdown.clone()));
     app.run_until_stopped(shutdown).await?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// How to sign in to the dashboard: the client id and where its access token is (the
+/// token itself is never printed: a banner ends up in terminals' scrollback and logs).
+fn sign_in(s: &Settings, admin: Option<&std::path::Path>) -> String {
+    match (&s.auth, admin) {
+        (_, Some(path)) => match crate::startup::read_credentials(path) {
+            Ok(c) => format!(
+                "client id {}, access token: the \"access_token\" in {} (mode 0600)",
+                c.client_id,
+                path.display()
+            ),
+            Err(e) => format!("the client in {} ({e:#})", path.display()),
+        },
+        (AuthSettings::Local { clients }, None) => {
+            let ids: Vec<&str> = clients.iter().map(|c| c.client_id.as_str()).collect();
+            format!("a client of [auth] clients in the configuration ({}) and its access token", ids.join(", "))
+        }
+        (AuthSettings::Taskcluster { root_url, .. }, None) => {
+            format!("Taskcluster credentials of {root_url} (client id and access token, or temporary credentials)")
+        }
+    }
 }
 
 async fn wait_for_signal(shutdown: CancellationToken) {
