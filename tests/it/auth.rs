@@ -280,6 +280,13 @@ async fn a_control_byte_in_a_header_is_answered_roller_s_400_and_the_connection_
             String::from_utf8_lossy(&got).to_string()
         }
     };
+    // Counted by reason (the recorder is the test process's: other tests may add to it).
+    let refused = || async {
+        let text = app.http.get(app.url("/metrics")).send().await.unwrap().text().await.unwrap();
+        let series = "roller_connections_dropped_total{reason=\"invalid_header\"} ";
+        text.lines().find_map(|l| l.strip_prefix(series)).map_or(0.0, |v| v.parse::<f64>().unwrap())
+    };
+    let before = refused().await;
     let answer = exchange(b"Hawk id=\"ad\x01min\", ts=\"1\", nonce=\"n\", mac=\"bWFj\"", false).await;
     assert!(answer.starts_with("HTTP/1.1 400 Bad Request\r\n"), "{answer:?}");
     assert!(answer.contains("access-control-allow-origin: https://tc.example.com\r\n"), "{answer:?}");
@@ -294,6 +301,11 @@ async fn a_control_byte_in_a_header_is_answered_roller_s_400_and_the_connection_
     assert!(answer.starts_with("HTTP/1.1 200 OK\r\n"), "the clean request first: {answer:?}");
     let second = answer.split("HTTP/1.1 ").nth(2).expect("a second answer on the connection");
     assert!(second.starts_with("400 Bad Request\r\n") && second.contains("\"invalid_header\""), "{answer:?}");
+    let counted = wait_for(Duration::from_secs(10), || async { (refused().await >= before + 2.0).then_some(()) }).await;
+    assert!(
+        counted.is_some(),
+        "both refusals counted in roller_connections_dropped_total{{reason=\"invalid_header\"}}"
+    );
 
     let answer = exchange(b"Hawk id=\"ad\xffmin\", ts=\"1\", nonce=\"n\", mac=\"bWFj\"", false).await;
     assert!(answer.starts_with("HTTP/1.1 403 Forbidden\r\n"), "{answer:?}");
