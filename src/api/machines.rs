@@ -102,11 +102,14 @@ pub async fn machines(
     for m in inventory.machines.values() {
         let id = m.id.to_string();
         let jobs = state.queue.history(&m.id, LOCK_LOOKBACK).await?;
-        // The breaker judged on these jobs; only when that says open is the whole history
-        // (and the resets, which can close it) read, so a quiet fleet costs no more queries.
+        // The breaker judged on these jobs when they settle it: they say closed and reach back
+        // past the window (or are the whole history), so no older job can count. Otherwise the
+        // whole history and the resets (which can close it) are read: a quiet fleet costs no
+        // more queries, and a machine with many jobs in the window is never shown closed wrongly.
+        let settled = jobs.len() < LOCK_LOOKBACK || jobs.last().is_some_and(|j| j.created_at < now - rule.window());
         let breaker_open_until = match rule.assess(&jobs, Vec::new(), now).open_until {
-            None => None,
-            Some(_) => rule.read(state.queue.as_ref(), &m.id).await?.0.open_until,
+            None if settled => None,
+            _ => rule.read(state.queue.as_ref(), &m.id).await?.0.open_until,
         };
         machines.push(MachineView {
             health: super::health::summarize(

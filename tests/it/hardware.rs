@@ -315,6 +315,16 @@ async fn the_breaker_counts_only_restarts_that_reached_a_device_and_a_reset_is_a
     let b: Value = status.json().await.unwrap();
     assert_eq!((b["open"].as_bool(), b["restarts"].as_array().map(Vec::len)), (Some(true), Some(2)), "{b:#}");
 
+    // The fleet list says so too, even once more jobs than it reads per machine (16) have
+    // buried the restarts: a machine with an open breaker is never listed as closed.
+    for _ in 0..17 {
+        run_job(&app, "ipmi_status").await;
+    }
+    let list: Value = app.signed(Method::GET, "/api/v1/machines", READER).await.json().await.unwrap();
+    let listed = list["machines"].as_array().unwrap().iter().find(|m| m["worker_id"] == "bmc-host").unwrap();
+    let (listed_until, until) = (listed["breaker_open_until"].as_str(), b["open_until"].as_str().unwrap());
+    assert_eq!(listed_until.map(|t| &t[..19]), Some(&until[..19]), "the same instant: {listed:#}");
+
     // The override: scoped, with a reason, recorded.
     let reset = "/api/v1/workers/bmc-host/breaker/reset";
     assert_eq!(app.signed(Method::POST, &format!("{reset}?reason=looked"), READER).await.status(), 403);
