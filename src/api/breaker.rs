@@ -14,7 +14,7 @@ use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, SecondsFormat, Utc};
 
 use super::error::{ApiError, ErrorCode};
-use super::jobs::{log_fields, require};
+use super::jobs::{log_fields, require, worker_id};
 use super::params::{REASON_MAX, ReasonQuery, WorkerPath};
 use super::wire::{BreakerResetView, BreakerView, ErrorBody, RestartView};
 use super::{AppState, Authenticated};
@@ -102,7 +102,7 @@ pub async fn status(
     path: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
     require(&caller, &state.settings.read_scope)?;
-    let worker = worker(path)?;
+    let worker = worker_id(path)?;
     answer(&state, &worker, &caller).await
 }
 
@@ -134,7 +134,7 @@ pub async fn reset(
     query: Result<Query<ReasonQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     require(&caller, &reset_scope(&state))?;
-    let worker = worker(path)?;
+    let worker = worker_id(path)?;
     let Query(q) = query.map_err(|e| {
         ApiError::bad_request(ErrorCode::InvalidQuery, format!("invalid query string: {}", e.body_text()))
     })?;
@@ -151,9 +151,4 @@ pub async fn reset(
     metrics::counter!("roller_breaker_resets_total").increment(1);
     tracing::warn!(worker_id = %worker, by = %record.by, reason = %record.reason, "reboot-loop breaker reset");
     answer(&state, &worker, &caller).await
-}
-
-fn worker(path: Result<Path<String>, PathRejection>) -> Result<WorkerId, ApiError> {
-    let Path(raw) = path.map_err(|e| ApiError::bad_request(ErrorCode::InvalidPath, format!("invalid path: {e}")))?;
-    WorkerId::parse(&raw).map_err(|e| ApiError::bad_request(ErrorCode::InvalidPath, e.to_string()))
 }

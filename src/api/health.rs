@@ -12,12 +12,11 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::error::{ApiError, ErrorCode};
-use super::jobs::{log_fields, require};
+use super::error::ApiError;
+use super::jobs::{inventory_machine, log_fields, require};
 use super::wire::ErrorBody;
 use super::{AppState, Authenticated};
 use crate::breaker::BreakerRule;
-use crate::domain::WorkerId;
 use crate::health::rules::{classify, with_paths};
 use crate::health::{Hold, Observations, State};
 use crate::inventory::Machine;
@@ -207,8 +206,7 @@ pub async fn machine(
     path: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
     require(&caller, &state.settings.read_scope)?;
-    let Path(raw) = path.map_err(|e| ApiError::bad_request(ErrorCode::InvalidPath, format!("invalid path: {e}")))?;
-    let id = WorkerId::parse(&raw).map_err(|e| ApiError::bad_request(ErrorCode::InvalidPath, e.to_string()))?;
+    let id = inventory_machine(&state, path)?;
     let inventory = state.inventory.current();
     let m = inventory.machine(&id).ok_or_else(ApiError::not_found)?;
     let now = Utc::now();

@@ -240,6 +240,29 @@ pub(super) fn log_fields(client: &ClientId, job: Option<JobId>) -> LogFields {
     LogFields { client_id: Some(client.to_string()), task_id: job.map(|j| j.to_string()), ..LogFields::default() }
 }
 
+/// The `{worker_id}` of a machine route, parsed.
+pub(super) fn worker_id(path: Result<Path<String>, PathRejection>) -> Result<WorkerId, ApiError> {
+    let Path(raw) = path.map_err(|e| ApiError::bad_request(ErrorCode::InvalidPath, format!("invalid path: {e}")))?;
+    WorkerId::parse(&raw).map_err(|e| ApiError::bad_request(ErrorCode::InvalidPath, e.to_string()))
+}
+
+/// The `{worker_id}` of a route about a machine of the inventory: parsed, and found there
+/// (a 404 that says where to look otherwise).
+pub(super) fn inventory_machine(
+    state: &AppState,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<WorkerId, ApiError> {
+    let id = worker_id(path)?;
+    let inventory = state.inventory.current();
+    let m = inventory.machine(&id).ok_or_else(|| {
+        ApiError::not_found_because(format!(
+            "{id} is not in the inventory: add it to the inventory file (`roller inventory check` checks it), \
+             or look for it under another name in GET /api/v1/machines"
+        ))
+    })?;
+    Ok(m.id.clone())
+}
+
 /// The `{task_id}` of a job route, parsed.
 pub(super) fn job_id(path: Result<Path<String>, PathRejection>) -> Result<JobId, ApiError> {
     let Path(raw) = path.map_err(|e| ApiError::bad_request(ErrorCode::InvalidPath, format!("invalid path: {e}")))?;
@@ -299,8 +322,7 @@ pub async fn history(
     query: Result<Query<HistoryQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     require(&caller, &state.settings.read_scope)?;
-    let Path(raw) = path.map_err(|e| ApiError::bad_request(ErrorCode::InvalidPath, format!("invalid path: {e}")))?;
-    let worker_id = WorkerId::parse(&raw).map_err(|e| ApiError::bad_request(ErrorCode::InvalidPath, e.to_string()))?;
+    let worker_id = worker_id(path)?;
     let Query(q) = query.map_err(bad_query)?;
     let max = state.settings.history_limit;
     let limit = match q.limit {

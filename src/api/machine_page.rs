@@ -8,14 +8,13 @@ use axum::Json;
 use axum::extract::{Path, State, rejection::PathRejection};
 use axum::response::{IntoResponse, Response};
 
-use super::error::{ApiError, ErrorCode};
-use super::jobs::{log_fields, require};
+use super::error::ApiError;
+use super::jobs::{inventory_machine, log_fields, require};
 use super::machines::services;
 use super::params::WorkerPath;
 use super::wire::{ErrorBody, MachinePage, MachineTask, PathFact, UnavailableTask};
 use super::{AppState, Authenticated};
 use crate::actions::reboot::{describe, explain::explain, unavailable};
-use crate::domain::WorkerId;
 use crate::inventory::Machine;
 use crate::paths::{PathKind, PathRecord, no_path};
 use crate::queue::records::RecordKind;
@@ -46,15 +45,9 @@ pub async fn machine_page(
     path: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
     require(&caller, &state.settings.read_scope)?;
-    let Path(raw) = path.map_err(|e| ApiError::bad_request(ErrorCode::InvalidPath, format!("invalid path: {e}")))?;
-    let id = WorkerId::parse(&raw).map_err(|e| ApiError::bad_request(ErrorCode::InvalidPath, e.to_string()))?;
+    let id = inventory_machine(&state, path)?;
     let inventory = state.inventory.current();
-    let m = inventory.machine(&id).ok_or_else(|| {
-        ApiError::not_found_because(format!(
-            "{id} is not in the inventory: add it to the inventory file (`roller inventory check` checks it), \
-             or look for it under another name in GET /api/v1/machines"
-        ))
-    })?;
+    let m = inventory.machine(&id).ok_or_else(ApiError::not_found)?;
     let s = &state.settings;
     let key = m.id.to_string();
     let checked = state.records.record(RecordKind::Paths, &key).await?.map(|r| PathRecord::from_record(&r));

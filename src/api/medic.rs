@@ -11,11 +11,10 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::error::{ApiError, ErrorCode};
-use super::jobs::{log_fields, require};
+use super::jobs::{inventory_machine, log_fields, require};
 use super::params::{REASON_MAX, ReasonQuery, WorkerPath};
 use super::wire::ErrorBody;
 use super::{AppState, Authenticated};
-use crate::domain::WorkerId;
 use crate::health::Hold;
 use crate::medic::cycle::Mode;
 use crate::medic::{Audit, BatchOverride, Cycle, keys};
@@ -166,14 +165,6 @@ pub async fn plan(State(state): State<AppState>, Authenticated(caller): Authenti
     let mut res = Json(cycle).into_response();
     res.extensions_mut().insert(log_fields(&caller.client_id, None));
     Ok(res)
-}
-
-fn inventory_machine(state: &AppState, path: Result<Path<String>, PathRejection>) -> Result<WorkerId, ApiError> {
-    let Path(raw) = path.map_err(|e| ApiError::bad_request(ErrorCode::InvalidPath, format!("invalid path: {e}")))?;
-    let id = WorkerId::parse(&raw).map_err(|e| ApiError::bad_request(ErrorCode::InvalidPath, e.to_string()))?;
-    let inventory = state.inventory.current();
-    let m = inventory.machine(&id).ok_or_else(ApiError::not_found)?;
-    Ok(m.id.clone())
 }
 
 /// `POST /api/v1/machines/{worker_id}/hold?reason=…[&hours=N]`: the medic leaves the

@@ -13,12 +13,11 @@ use chrono::Utc;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::error::{ApiError, ErrorCode};
-use super::jobs::{log_fields, require};
+use super::error::ApiError;
+use super::jobs::{inventory_machine, log_fields, require};
 use super::params::WorkerPath;
 use super::wire::ErrorBody;
 use super::{AppState, Authenticated};
-use crate::domain::WorkerId;
 use crate::inventory::Machine;
 use crate::paths::{CheckRequest, CheckerStatus, PathKind, PathRecord, keys, no_path, remediation_paths, snapshot};
 use crate::queue::records::RecordKind;
@@ -77,14 +76,6 @@ fn view(m: &Machine, state: &AppState, last: Option<&PathRecord>, requested: Opt
         last: last.cloned(),
         requested: requested.filter(|q| q.pending(last)).cloned(),
     }
-}
-
-fn inventory_machine(state: &AppState, path: Result<Path<String>, PathRejection>) -> Result<WorkerId, ApiError> {
-    let Path(raw) = path.map_err(|e| ApiError::bad_request(ErrorCode::InvalidPath, format!("invalid path: {e}")))?;
-    let id = WorkerId::parse(&raw).map_err(|e| ApiError::bad_request(ErrorCode::InvalidPath, e.to_string()))?;
-    let inventory = state.inventory.current();
-    let m = inventory.machine(&id).ok_or_else(ApiError::not_found)?;
-    Ok(m.id.clone())
 }
 
 /// `GET /api/v1/paths`: every machine's last path checks, the shared credentials' and
