@@ -79,10 +79,12 @@ async fn two_apis_and_three_workers_lose_nothing_when_a_worker_is_killed_mid_job
         ids.push(post(api, &format!("127.0.0.{}", 1 + n % 50), &format!("g{}", n / 50)).await);
     }
 
-    // Kill worker 0 mid-job three times, restarting it each time. Its JSON log says which
-    // jobs it has started and not finished; it is killed while it holds one.
+    // Kill worker 0 mid-job twice, restarting it each time. Its JSON log says which jobs it
+    // has started and not finished; it is killed while it holds one. Twice, not more: a ping
+    // is delivered at most 3 times (`Task::max_attempts`), and a job the restarted worker
+    // takes again may be held at every kill: a third kill would fail it as designed.
     let mut killed_holding = Vec::new();
-    for round in 0..3 {
+    for round in 0..2 {
         let log = workers[0].log.clone();
         let holding = wait_for(MINUTE, || async { started_not_finished(&log) })
             .await
