@@ -320,6 +320,11 @@ async fn too_many_connections() -> ApiError {
     ApiError::unavailable(ErrorCode::TooManyConnections, "too many connections to roller; try again later")
 }
 
+/// The seed's CORS answers (also written by hand where roller answers before the router:
+/// `server::refusal`).
+const CORS_ALLOW_HEADERS: &str = "Authorization,Content-Type";
+const CORS_ALLOW_METHODS: &str = "OPTIONS,POST";
+
 /// The seed's CORS headers, on every response (errors included), so browsers
 /// can read error details too.
 async fn cors(State(state): State<AppState>, req: Request, next: Next) -> Response {
@@ -328,8 +333,8 @@ async fn cors(State(state): State<AppState>, req: Request, next: Next) -> Respon
     if let Ok(origin) = HeaderValue::from_str(&state.settings.cors_origin) {
         h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
     }
-    h.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, HeaderValue::from_static("Authorization,Content-Type"));
-    h.insert(header::ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static("OPTIONS,POST"));
+    h.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, HeaderValue::from_static(CORS_ALLOW_HEADERS));
+    h.insert(header::ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static(CORS_ALLOW_METHODS));
     res
 }
 

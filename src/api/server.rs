@@ -62,6 +62,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
 
+use super::error::ErrorCode;
 use crate::config::ConnectionSettings;
 
 /// How many connections beyond `max_connections` are answered 503 rather than closed at once.
@@ -248,17 +249,31 @@ async fn plain_http_refused<S: AsyncRead + AsyncWrite + Unpin>(stream: &mut S) {
             Ok(n) => head.extend_from_slice(&buf[..n]),
         }
     }
-    let body = serde_json::json!({
-        "detail": "roller serves HTTPS on this port: use https://",
-        "error_code": super::error::ErrorCode::HttpsRequired,
-    })
-    .to_string();
-    let answer = format!(
-        "HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    let _ = stream.write_all(answer.as_bytes()).await;
+    let answer = refusal(ErrorCode::HttpsRequired, "roller serves HTTPS on this port: use https://", None);
+    let _ = stream.write_all(&answer).await;
     let _ = stream.shutdown().await;
+}
+
+/// A 400 written by hand, for what is refused before hyper and the router: roller's error
+/// body, the CORS headers the router's layer would add (when `cors_origin` is given), and
+/// `connection: close`.
+fn refusal(code: ErrorCode, detail: &str, cors_origin: Option<&str>) -> Vec<u8> {
+    let body = serde_json::json!({ "detail": detail, "error_code": code }).to_string();
+    let cors = match cors_origin {
+        Some(origin) if origin.bytes().all(|b| b.is_ascii_graphic()) => format!(
+            "access-control-allow-origin: {origin}\r\naccess-control-allow-headers: {}\r\n\
+             access-control-allow-methods: {}\r\n",
+            super::CORS_ALLOW_HEADERS,
+            super::CORS_ALLOW_METHODS
+        ),
+        _ => String::new(),
+    };
+    format!(
+        "HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\ncontent-length: {}\r\n{cors}\
+         connection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
 }
 
 /// hyper on one connection (plain, or TLS after its handshake) until it ends, a timeout

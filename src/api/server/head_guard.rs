@@ -25,6 +25,8 @@ use std::task::{Context, Poll, ready};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
+use crate::api::error::ErrorCode;
+
 /// Heads are held back up to this size; a longer one goes to hyper unchecked (above
 /// hyper's own limit on a head, so hyper answers it 431).
 pub const HEAD_CAP: usize = 96 * 1024;
@@ -131,7 +133,7 @@ impl<I> HeadGuard<I> {
         self.framing = Framing::Refused;
         self.pending.clear();
         self.refused.store(true, Ordering::Relaxed);
-        self.answer = Some((answer(fault, &self.cors_origin), 0));
+        self.answer = Some((super::refusal(ErrorCode::InvalidHeader, fault, Some(&self.cors_origin)), 0));
     }
 }
 
@@ -270,27 +272,6 @@ fn body_length(head: &[u8]) -> Option<u64> {
         }
     }
     Some(length.unwrap_or(0))
-}
-
-/// roller's answer to a bad head: the 400 its router would give (JSON, CORS), closing.
-fn answer(detail: &str, cors_origin: &str) -> Vec<u8> {
-    let body = serde_json::json!({
-        "detail": detail,
-        "error_code": super::super::error::ErrorCode::InvalidHeader,
-    })
-    .to_string();
-    let cors = if cors_origin.bytes().all(|b| b.is_ascii_graphic()) {
-        format!("access-control-allow-origin: {cors_origin}\r\n")
-    } else {
-        String::new()
-    };
-    format!(
-        "HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\ncontent-length: {}\r\n{cors}\
-         access-control-allow-headers: Authorization,Content-Type\r\naccess-control-allow-methods: OPTIONS,POST\r\n\
-         connection: close\r\n\r\n{body}",
-        body.len()
-    )
-    .into_bytes()
 }
 
 #[cfg(test)]
